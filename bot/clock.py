@@ -1,0 +1,43 @@
+"""Clocks: the only place the application reads the current time.
+
+Everything stores and compares UTC; the configured zone is used only to interpret and display.
+Tests and the simulator use :class:`VirtualClock` so nothing waits on real time.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current instant, timezone-aware, in UTC."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class VirtualClock:
+    """A clock that only moves when told to; time never goes backwards."""
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("VirtualClock needs a timezone-aware start time")
+        self._now = start.astimezone(UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, instant: datetime) -> None:
+        instant = instant.astimezone(UTC)
+        if instant > self._now:
+            self._now = instant
+
+
+def as_utc(value: datetime) -> datetime:
+    """Databases may hand back naive datetimes (SQLite); ours are always UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -1,0 +1,238 @@
+"""Typed configuration loaded from ``config.toml``.
+
+Every section forbids unknown keys so a typo fails at startup instead of silently using a default.
+Errors are raised as :class:`~bot.errors.ConfigError` naming the file, the dotted key and what was
+expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("config.toml")
+_ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite:///data/salesbot.db"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not re.match(r"^(sqlite|postgresql|postgres)(\+\w+)?://", value):
+            raise ValueError("expected an SQLAlchemy URL starting with sqlite:// or postgresql://")
+        return value
+
+
+class WorkingHours(_Section):
+    start: time = time(9, 0)
+    end: time = time(21, 0)
+    # ISO weekdays the rep works: 1 = Monday ... 7 = Sunday
+    days: list[Annotated[int, Field(ge=1, le=7)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7])
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WorkingHours:
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        if not self.days:
+            raise ValueError("days must name at least one weekday (1 = Monday ... 7 = Sunday)")
+        return self
+
+
+class Profile(_Section):
+    """What the customer is told about the rep: the seven parts of the value icebreaker."""
+
+    nickname: str
+    role: str
+    company: str = ""
+    service: str
+    next_step: str
+    gift: str
+    hook_question: str
+    working_hours: WorkingHours = WorkingHours()
+
+
+class AccountConfig(_Section):
+    id: str
+    transport: Literal["local", "service"] = "local"
+    # service transport only; empty means: read SALESBOT_<ID>_TOKEN / SALESBOT_<ID>_ENDPOINT
+    token: str = ""
+    endpoint: str = ""
+    # the conversation where the rep types commands and the bot reports (filehelper = 文件传输助手)
+    console: str = "filehelper"
+    admins: list[str] = Field(default_factory=list)
+    profile: Profile
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not _ACCOUNT_ID.match(value):
+            raise ValueError("expected 1-32 letters, digits, '-' or '_'")
+        return value
+
+    def service_token(self) -> str:
+        return self.token or os.environ.get(f"SALESBOT_{self.id.upper()}_TOKEN", "")
+
+    def service_endpoint(self) -> str:
+        return self.endpoint or os.environ.get(f"SALESBOT_{self.id.upper()}_ENDPOINT", "")
+
+
+class ChannelRule(_Section):
+    """Picks a welcome variant and tags the customer when the friend request's hello text matches."""
+
+    key: str
+    label: str
+    keywords: list[str] = Field(min_length=1)
+    template: str
+    tag: str = ""
+
+
+class WelcomeConfig(_Section):
+    template: str = "welcome/default.txt.j2"
+    # human-like pause before the welcome, in seconds: [min, max]
+    delay_seconds: tuple[float, float] = (3.0, 8.0)
+    # a customer who re-adds the rep within this many days is not welcomed again
+    readd_window_days: int = Field(default=30, ge=0)
+    channels: list[ChannelRule] = Field(default_factory=list)
+
+    @field_validator("delay_seconds")
+    @classmethod
+    def _range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if low < 0 or high < low:
+            raise ValueError("expected [min, max] with 0 <= min <= max")
+        return value
+
+
+class StageConfig(_Section):
+    key: str
+    label: str
+
+
+def _default_stages() -> list[StageConfig]:
+    pairs = [
+        ("stranger", "陌生"),
+        ("potential", "潜在"),
+        ("intent", "意向"),
+        ("ordered", "下单"),
+        ("repeat", "复购"),
+        ("koc", "KOC"),
+    ]
+    return [StageConfig(key=k, label=v) for k, v in pairs]
+
+
+class DispatchConfig(_Section):
+    # how often the dispatcher looks for due messages even without a wake-up (seconds)
+    poll_seconds: float = Field(default=5.0, gt=0)
+    # a welcome not sent within this many hours of its due time is pointless
+    welcome_valid_hours: float = Field(default=24.0, gt=0)
+
+
+class Config(_Section):
+    timezone: str = "Asia/Shanghai"
+    templates_dir: Path = Path("scripts_templates")
+    database: DatabaseConfig = DatabaseConfig()
+    welcome: WelcomeConfig = WelcomeConfig()
+    dispatch: DispatchConfig = DispatchConfig()
+    stages: list[StageConfig] = Field(default_factory=_default_stages, min_length=2)
+    accounts: list[AccountConfig] = Field(min_length=1)
+    # folder the config file lives in; relative paths are resolved against it
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        ids = [a.id for a in self.accounts]
+        if len(set(ids)) != len(ids):
+            raise ValueError("account ids must be unique")
+        keys = [s.key for s in self.stages]
+        if len(set(keys)) != len(keys):
+            raise ValueError("stage keys must be unique")
+        channel_keys = [c.key for c in self.welcome.channels]
+        if len(set(channel_keys)) != len(channel_keys):
+            raise ValueError("welcome.channels keys must be unique")
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def templates_path(self) -> Path:
+        return self.templates_dir if self.templates_dir.is_absolute() else self.base_dir / self.templates_dir
+
+    def database_url(self) -> str:
+        """The configured URL with an async driver and relative SQLite paths anchored at ``base_dir``."""
+        url = self.database.url
+        scheme, _, rest = url.partition("://")
+        base = scheme.split("+")[0]
+        if base == "sqlite":
+            path = rest[1:] if rest.startswith("/") else rest
+            if path and path != ":memory:" and not Path(path).is_absolute() and not rest.startswith("//"):
+                path = str((self.base_dir / path).resolve())
+            return f"sqlite+aiosqlite:///{path}"
+        if base in ("postgresql", "postgres"):
+            return f"postgresql+asyncpg://{rest}"
+        return url
+
+    def account(self, account_id: str) -> AccountConfig:
+        for account in self.accounts:
+            if account.id == account_id:
+                return account
+        raise KeyError(account_id)
+
+
+def _describe(error: dict[str, object]) -> str:
+    location = ".".join(str(part) for part in error.get("loc", ()) if part != "__root__") or "(top level)"
+    kind = error.get("type")
+    if kind == "extra_forbidden":
+        return f"{location}: unknown key"
+    if kind == "missing":
+        return f"{location}: missing required value"
+    message = str(error.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ")
+    return f"{location}: {message} (got {error.get('input')!r})"
+
+
+def parse_config(data: dict[str, object], source: str, base_dir: Path) -> Config:
+    try:
+        return Config.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        problems = "\n".join(f"  - {_describe(dict(e))}" for e in exc.errors())
+        raise ConfigError(f"{source}: invalid configuration:\n{problems}") from None
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Read and validate a config file; raise ConfigError naming the file and key on any problem."""
+    config_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        raw = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{config_path}: config file not found") from None
+    try:
+        data = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    return parse_config(data, str(config_path), config_path.resolve().parent)

@@ -1,0 +1,156 @@
+"""Script templates: data that non-programmers edit in ``scripts_templates/``.
+
+Rendering uses a sandboxed Jinja2 environment with ``StrictUndefined`` so a typo in a variable name
+is an error, never an empty gap in a customer message. :meth:`TemplateLibrary.validate` checks every
+template at startup and names the file and line of the first problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2.exceptions import SecurityError, TemplateNotFound, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+from bot.errors import TemplateError
+
+TEMPLATE_SUFFIX = ".j2"
+
+
+@dataclass(frozen=True)
+class TemplateKind:
+    """Which variables a family of templates may use, with a sample value of each for validation."""
+
+    folder: str
+    variables: Mapping[str, Any]
+
+
+def _sample_rep() -> dict[str, str]:
+    return {
+        "nickname": "小林",
+        "role": "顾问",
+        "company": "示例公司",
+        "service": "选车咨询",
+        "working_hours": "每天 09:00-21:00",
+        "next_step": "发我您的预算",
+        "gift": "购车避坑指南",
+        "hook_question": "您最看重哪一点？",
+    }
+
+
+WELCOME = TemplateKind(
+    folder="welcome",
+    variables={
+        "rep": _sample_rep(),
+        "customer": {"name": "张三", "remark": "", "channel": "小红书"},
+        "channel": "小红书",
+        "off_hours": True,
+        "back_at": "明天 09:00",
+        "now": "11月23日 09:00",
+    },
+)
+
+KINDS: dict[str, TemplateKind] = {kind.folder: kind for kind in (WELCOME,)}
+
+
+def _line_of(ast: nodes.Template, name: str) -> int:
+    for node in ast.find_all(nodes.Name):
+        if node.name == name:
+            return int(node.lineno)
+    return 1
+
+
+class TemplateLibrary:
+    """Loads, validates and renders the templates under one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = SandboxedEnvironment(
+            loader=FileSystemLoader(str(root)),
+            undefined=StrictUndefined,
+            autoescape=False,  # chat text, not HTML
+            keep_trailing_newline=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            path.relative_to(self.root).as_posix()
+            for path in self.root.rglob(f"*{TEMPLATE_SUFFIX}")
+            if path.is_file()
+        )
+
+    def path_of(self, name: str) -> Path:
+        return self.root / name
+
+    def kind_of(self, name: str) -> TemplateKind | None:
+        return KINDS.get(name.split("/", 1)[0])
+
+    def check(self, name: str, allowed: Iterable[str] | None = None) -> None:
+        """Parse one template and make sure it only uses variables its kind provides."""
+        path = self.path_of(name)
+        try:
+            source = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise TemplateError(f"{path}: template not found") from None
+        try:
+            ast = self.env.parse(source, name=name, filename=str(path))
+        except TemplateSyntaxError as exc:
+            raise TemplateError(f"{path}:{exc.lineno}: syntax error: {exc.message}") from None
+        if allowed is None:
+            kind = self.kind_of(name)
+            allowed = kind.variables.keys() if kind else ()
+        unknown = sorted(meta.find_undeclared_variables(ast) - set(allowed))
+        if unknown:
+            name0 = unknown[0]
+            raise TemplateError(
+                f"{path}:{_line_of(ast, name0)}: unknown variable '{name0}' "
+                f"(available: {', '.join(sorted(allowed))})"
+            )
+        kind = self.kind_of(name)
+        if kind is not None:
+            # catches unknown attributes such as {{ rep.nick }} that parsing alone cannot see
+            self.render(name, dict(kind.variables))
+
+    def validate(self, required: Iterable[str] = ()) -> list[str]:
+        """Check every template and that each required one exists. Returns the names checked."""
+        if not self.root.is_dir():
+            raise TemplateError(f"{self.root}: templates folder not found")
+        names = self.names()
+        for name in required:
+            if name not in names:
+                raise TemplateError(f"{self.path_of(name)}: template not found (named in config)")
+        for name in names:
+            self.check(name)
+        return names
+
+    def render(self, name: str, context: Mapping[str, Any]) -> str:
+        path = self.path_of(name)
+        try:
+            template = self.env.get_template(name)
+            text = template.render(**context)
+        except TemplateNotFound:
+            raise TemplateError(f"{path}: template not found") from None
+        except TemplateSyntaxError as exc:
+            raise TemplateError(f"{path}:{exc.lineno}: syntax error: {exc.message}") from None
+        except (UndefinedError, SecurityError) as exc:
+            raise TemplateError(f"{path}:{_error_line(exc, path)}: {exc}") from None
+        return text.strip()
+
+
+def _error_line(exc: BaseException, path: Path) -> int:
+    """Jinja rewrites tracebacks so frames point at template lines; find the deepest one in ``path``."""
+    line = 1
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == str(path):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line

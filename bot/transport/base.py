@@ -1,0 +1,74 @@
+"""The boundary between salesbot and a chat platform.
+
+Business logic sees only these dataclasses and the :class:`Transport` protocol; the Wechaty SDK stays
+inside :mod:`bot.transport.wechaty_adapter`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Contact:
+    contact_id: str
+    name: str
+    alias: str = ""
+
+
+@dataclass(frozen=True)
+class FriendRequest:
+    """Someone asked to become the rep's friend (``confirmed`` is False) or the platform reports a
+    friendship that is now established (``confirmed`` is True, e.g. accepted on the phone)."""
+
+    friendship_id: str
+    contact: Contact
+    hello: str
+    confirmed: bool = False
+
+
+@dataclass(frozen=True)
+class TextMessage:
+    """A text in a one-to-one chat. ``from_self`` means the account itself sent it: the rep typing on
+    their phone, or an echo of the bot's own send."""
+
+    message_id: str
+    conversation_id: str
+    talker: Contact
+    text: str
+    from_self: bool
+    in_room: bool = False
+
+
+InboundEvent = FriendRequest | TextMessage
+EventSink = Callable[[InboundEvent], Awaitable[None]]
+
+
+class Transport(Protocol):
+    """One logged-in account on one chat platform."""
+
+    account_id: str
+
+    @property
+    def self_id(self) -> str: ...
+
+    async def start(self, sink: EventSink) -> None:
+        """Connect and log in; deliver every inbound event to ``sink``. Raises TransportError."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    async def accept(self, request: FriendRequest) -> None: ...
+
+    async def send_text(self, conversation_id: str, text: str) -> str | None:
+        """Send a text; return the platform's message id when it gives one.
+        Raises RecipientUnavailable when the customer can no longer be reached."""
+        ...
+
+    async def recall(self, message_id: str) -> bool: ...
+
+    async def settle(self) -> None:
+        """Wait until every inbound event received so far has been handled (in-process transports)."""
+        ...

@@ -1,0 +1,304 @@
+"""An in-process puppet: the embedded default transport, the simulator's phone and the tests' backend.
+
+It implements the parts of ``wechaty_puppet.Puppet`` that salesbot uses, so the real
+``wechaty.Wechaty`` class drives it exactly as it drives a remote puppet service. It records every
+message the bot sends and lets code inject what customers do: send a friend request, say something,
+delete the rep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pyee import AsyncIOEventEmitter
+from wechaty_puppet import (
+    ContactPayload,
+    ContactType,
+    EventFriendshipPayload,
+    EventLoginPayload,
+    EventMessagePayload,
+    EventReadyPayload,
+    FriendshipPayload,
+    FriendshipType,
+    MessagePayload,
+    MessageType,
+)
+
+from bot.clock import Clock
+from bot.transport.wechaty_compat import Puppet
+
+FILEHELPER = "filehelper"
+
+
+class LocalPuppetError(Exception):
+    """What the platform would answer when an operation is impossible."""
+
+
+class NotFriendError(LocalPuppetError):
+    """The customer deleted the rep: WeChat refuses the message."""
+
+
+@dataclass
+class SentMessage:
+    message_id: str
+    conversation_id: str
+    text: str
+    at: datetime
+    recalled: bool = False
+
+
+@dataclass
+class _Contact:
+    contact_id: str
+    name: str
+    alias: str = ""
+    friend: bool = False
+    tags: set[str] = field(default_factory=set)
+
+
+class _TrackingEmitter(AsyncIOEventEmitter):  # type: ignore[misc]
+    """Keeps the futures of async listeners so :meth:`LocalPuppet.drain` can wait for them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight: set[asyncio.Future[Any]] = set()
+
+    def _emit_run(self, f: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        result = f(*args, **kwargs)
+        if asyncio.iscoroutine(result):
+            future = asyncio.ensure_future(result)
+            self.in_flight.add(future)
+            future.add_done_callback(self._finished)
+
+    def _finished(self, future: asyncio.Future[Any]) -> None:
+        self.in_flight.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            self.emit("error", future.exception())
+
+
+class LocalPuppet(Puppet):  # type: ignore[misc]
+    """A WeChat account that lives in memory."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        self_id: str = "rep",
+        self_name: str = "销售顾问",
+        echo_self_messages: bool = True,
+        confirm_after_accept: bool = False,
+    ) -> None:
+        super().__init__(name="local")
+        self.clock = clock
+        self._self_id = self_id
+        self.echo_self_messages = echo_self_messages
+        self.confirm_after_accept = confirm_after_accept
+        self._events = _TrackingEmitter()
+        self._ids = itertools.count(1)
+        self._id_prefix = uuid.uuid4().hex[:10]
+        self._contacts: dict[str, _Contact] = {
+            self_id: _Contact(self_id, self_name, friend=True),
+            FILEHELPER: _Contact(FILEHELPER, "文件传输助手", friend=True),
+        }
+        self._messages: dict[str, MessagePayload] = {}
+        self._friendships: dict[str, FriendshipPayload] = {}
+        self.sent: list[SentMessage] = []
+        self.accepted: list[str] = []
+        self.started = False
+        self.fail_next_send: Exception | None = None
+
+    # -- Puppet: lifecycle and events ---------------------------------------------------------
+
+    def on(self, event_name: str, caller: Callable[..., Any]) -> None:
+        self._events.on(event_name, caller)
+
+    def listener_count(self, event_name: str) -> int:
+        return len(self._events.listeners(event_name))
+
+    def self_id(self) -> str:
+        return self._self_id
+
+    async def start(self) -> None:
+        self.started = True
+        self._events.emit("login", EventLoginPayload(contact_id=self._self_id))
+        self._events.emit("ready", EventReadyPayload(data="ready"))
+
+    async def stop(self) -> None:
+        self.started = False
+
+    async def logout(self) -> None:
+        self.started = False
+
+    async def ding(self, data: str | None = None) -> None:
+        self._events.emit("dong", data)
+
+    async def drain(self) -> None:
+        """Wait until every event handler started by this puppet (and those they started) is done."""
+        while self._events.in_flight:
+            await asyncio.gather(*list(self._events.in_flight), return_exceptions=True)
+            await asyncio.sleep(0)
+
+    # -- Puppet: contacts ---------------------------------------------------------------------
+
+    async def contact_list(self) -> list[str]:
+        return list(self._contacts)
+
+    async def contact_payload(self, contact_id: str) -> ContactPayload:
+        contact = self._contacts.get(contact_id)
+        if contact is None:
+            raise LocalPuppetError(f"unknown contact {contact_id}")
+        return ContactPayload(
+            id=contact.contact_id,
+            name=contact.name,
+            alias=contact.alias,
+            friend=contact.friend,
+            type=ContactType.CONTACT_TYPE_PERSONAL,
+            weixin=contact.contact_id,
+        )
+
+    async def contact_payload_dirty(self, contact_id: str) -> None:
+        return None
+
+    async def contact_alias(self, contact_id: str, alias: str | None = None) -> str:
+        contact = self._contacts[contact_id]
+        if alias is not None:
+            contact.alias = alias
+        return contact.alias
+
+    async def contact_tag_ids(self, contact_id: str) -> list[str]:
+        return sorted(self._contacts[contact_id].tags)
+
+    async def tag_contact_add(self, tag_id: str, contact_id: str) -> None:
+        self._contacts[contact_id].tags.add(tag_id)
+
+    async def tag_contact_remove(self, tag_id: str, contact_id: str) -> None:
+        self._contacts[contact_id].tags.discard(tag_id)
+
+    async def tag_contact_list(self, contact_id: str | None = None) -> list[str]:
+        if contact_id is not None:
+            return sorted(self._contacts[contact_id].tags)
+        return sorted({tag for contact in self._contacts.values() for tag in contact.tags})
+
+    async def tag_contact_delete(self, tag_id: str) -> None:
+        for contact in self._contacts.values():
+            contact.tags.discard(tag_id)
+
+    async def dirty_payload(self, payload_type: Any, payload_id: str) -> None:
+        return None
+
+    # -- Puppet: friendships --------------------------------------------------------------------
+
+    async def friendship_payload(self, friendship_id: str, payload: FriendshipPayload | None = None) -> FriendshipPayload:
+        if payload is not None:
+            self._friendships[friendship_id] = payload
+        return self._friendships[friendship_id]
+
+    async def friendship_accept(self, friendship_id: str) -> None:
+        request = self._friendships[friendship_id]
+        self._contacts[request.contact_id].friend = True
+        self.accepted.append(friendship_id)
+        if self.confirm_after_accept:
+            confirm_id = self._new_id("fr")
+            self._friendships[confirm_id] = FriendshipPayload(
+                id=confirm_id, contact_id=request.contact_id, type=FriendshipType.FRIENDSHIP_TYPE_CONFIRM
+            )
+            self._events.emit("friendship", EventFriendshipPayload(friendship_id=confirm_id))
+
+    # -- Puppet: messages -----------------------------------------------------------------------
+
+    async def message_payload(self, message_id: str) -> MessagePayload:
+        return self._messages[message_id]
+
+    async def message_send_text(
+        self, conversation_id: str, message: str, mention_ids: list[str] | None = None
+    ) -> str:
+        if self.fail_next_send is not None:
+            error, self.fail_next_send = self.fail_next_send, None
+            raise error
+        contact = self._contacts.get(conversation_id)
+        if contact is None:
+            raise LocalPuppetError(f"unknown conversation {conversation_id}")
+        if not contact.friend:
+            raise NotFriendError(f"{contact.name} is not a friend (they deleted the account)")
+        message_id = self._store_message(self._self_id, conversation_id, message)
+        self.sent.append(SentMessage(message_id, conversation_id, message, self.clock.now()))
+        if self.echo_self_messages:
+            self._events.emit("message", EventMessagePayload(message_id=message_id))
+        return message_id
+
+    async def message_recall(self, message_id: str) -> bool:
+        for sent in self.sent:
+            if sent.message_id == message_id:
+                sent.recalled = True
+        return message_id in self._messages
+
+    async def message_search(self, query: Any = None) -> list[str]:
+        return list(self._messages)
+
+    # -- what customers and the rep do (injection API) ----------------------------------------
+
+    def add_contact(self, contact_id: str, name: str, *, friend: bool = False) -> None:
+        existing = self._contacts.get(contact_id)
+        if existing is None:
+            self._contacts[contact_id] = _Contact(contact_id, name, friend=friend)
+        else:
+            existing.name = name
+
+    def request_friendship(self, contact_id: str, name: str, hello: str = "") -> str:
+        """A customer asks to become the rep's friend. Returns the friendship id."""
+        self.add_contact(contact_id, name)
+        friendship_id = self._new_id("fr")
+        self._friendships[friendship_id] = FriendshipPayload(
+            id=friendship_id, contact_id=contact_id, hello=hello, type=FriendshipType.FRIENDSHIP_TYPE_RECEIVE
+        )
+        self.replay_friendship(friendship_id)
+        return friendship_id
+
+    def replay_friendship(self, friendship_id: str) -> None:
+        """Emit a friendship event again, as puppets do after a reconnect."""
+        self._events.emit("friendship", EventFriendshipPayload(friendship_id=friendship_id))
+
+    def customer_says(self, contact_id: str, text: str) -> str:
+        if contact_id not in self._contacts:
+            raise LocalPuppetError(f"unknown contact {contact_id}")
+        message_id = self._store_message(contact_id, self._self_id, text)
+        self._events.emit("message", EventMessagePayload(message_id=message_id))
+        return message_id
+
+    def rep_types(self, conversation_id: str, text: str) -> str:
+        """The rep types in a chat on their phone: a self message the bot receives."""
+        message_id = self._store_message(self._self_id, conversation_id, text)
+        self._events.emit("message", EventMessagePayload(message_id=message_id))
+        return message_id
+
+    def customer_deletes(self, contact_id: str) -> None:
+        """The customer removes the rep. WeChat sends no event; later sends fail."""
+        self._contacts[contact_id].friend = False
+
+    def is_friend(self, contact_id: str) -> bool:
+        contact = self._contacts.get(contact_id)
+        return bool(contact and contact.friend)
+
+    def _new_id(self, prefix: str) -> str:
+        # ids are process-unique: python-wechaty de-duplicates message ids across all bots
+        return f"{prefix}-{self._id_prefix}-{next(self._ids)}"
+
+    def _store_message(self, from_id: str, to_id: str, text: str) -> str:
+        message_id = self._new_id("msg")
+        self._messages[message_id] = MessagePayload(
+            id=message_id,
+            text=text,
+            timestamp=int(self.clock.now().timestamp()),
+            type=MessageType.MESSAGE_TYPE_TEXT,
+            from_id=from_id,
+            to_id=to_id,
+            room_id="",
+            mention_ids=[],
+        )
+        return message_id

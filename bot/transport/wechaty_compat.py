@@ -1,0 +1,70 @@
+"""Every compatibility shim that python-wechaty 0.10.7 needs, in one place.
+
+Import Wechaty names from here, never from ``wechaty`` directly, so the shims are applied first:
+
+* Python 3.11 rejects ``WechatyOptions.puppet_options = PuppetOptions()`` as a mutable dataclass
+  default unless ``PuppetOptions`` is hashable. After making it hashable every ``WechatyOptions``
+  shares that one default instance, so :func:`new_wechaty_options` always passes a fresh one.
+* ``wechaty`` creates a ``.wechaty`` cache folder in the current directory at import time; we point
+  ``CACHE_DIR`` at a temporary folder unless the user chose one.
+* On login the plugin manager probes port 5000 and starts its own scheduler with an SQLite job
+  store; each bot gets a private in-memory scheduler and port 0 instead.
+* ``Contact``/``Tag``/``Room``/``Message`` pools are class attributes shared by the per-bot
+  subclasses, so two bots in one process would hand each other contacts bound to the wrong
+  puppet. :class:`IsolatedWechaty` gives every bot its own pools.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+os.environ.setdefault("CACHE_DIR", os.path.join(tempfile.gettempdir(), "salesbot-wechaty-cache"))
+
+from wechaty_puppet.schemas.puppet import PuppetOptions  # noqa: E402
+
+PuppetOptions.__hash__ = object.__hash__  # type: ignore[assignment,method-assign]
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # noqa: E402
+from wechaty import Wechaty, WechatyOptions  # noqa: E402
+from wechaty_puppet import Puppet  # noqa: E402
+
+_POOLED_ACCESSORIES = ("Contact", "ContactSelf", "Room", "Tag", "Favorite")
+
+
+class IsolatedWechaty(Wechaty):  # type: ignore[misc]
+    """A ``Wechaty`` whose per-bot accessor classes do not share object pools with other bots."""
+
+    async def init_puppet(self) -> None:
+        await super().init_puppet()
+        for name in _POOLED_ACCESSORIES:
+            accessory = getattr(self, name, None)
+            if accessory is not None and hasattr(accessory, "_pool"):
+                accessory._pool = {}
+
+
+def new_wechaty_options(
+    *,
+    name: str,
+    puppet: Puppet | str,
+    token: str | None = None,
+    endpoint: str | None = None,
+) -> Any:
+    """Build ``WechatyOptions`` that share nothing with any other bot in the process."""
+    puppet_options = PuppetOptions()
+    puppet_options.token = token
+    puppet_options.end_point = endpoint
+    return WechatyOptions(
+        name=name,
+        puppet=puppet,
+        puppet_options=puppet_options,
+        token=token,
+        endpoint=endpoint,
+        host="127.0.0.1",
+        port=0,  # nothing listens on port 0, so the plugin manager's port probe never fails
+        scheduler=AsyncIOScheduler(),  # private, in memory; never the plugin default SQLite file store
+    )
+
+
+__all__ = ["IsolatedWechaty", "Puppet", "PuppetOptions", "Wechaty", "WechatyOptions", "new_wechaty_options"]

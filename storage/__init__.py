@@ -1,0 +1,1 @@
+"""Persistence: SQLModel tables, async repositories and Alembic migrations."""

@@ -1,0 +1,182 @@
+"""Tables. Every timestamp is stored in UTC; the configured zone is applied only when displaying.
+
+Schema changes need a new Alembic revision in ``storage/migrations/versions`` (a test compares the
+migrated schema with these models).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite has no time zones, PostgreSQL gets the same values."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use timezone-aware UTC")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utc_column(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None if nullable else ..., sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+def json_column() -> Any:
+    return Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
+
+
+class Account(SQLModel, table=True):
+    """A rep's work account. Profile comes from config and is refreshed at every start."""
+
+    __tablename__ = "account"
+
+    id: str = Field(primary_key=True, max_length=32)
+    nickname: str
+    role: str
+    profile: dict[str, Any] = json_column()
+    self_contact_id: str | None = None
+    created_at: datetime = utc_column()
+    updated_at: datetime = utc_column()
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customer"
+    __table_args__ = (
+        sa.UniqueConstraint("account_id", "wechat_id", name="uq_customer_account_wechat"),
+        sa.Index("ix_customer_account_stage", "account_id", "stage"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="account.id")
+    wechat_id: str
+    display_name: str = ""
+    remark: str = ""
+    source_channel: str = ""
+    stage: str
+    added_at: datetime = utc_column()
+    welcome_planned_at: datetime | None = utc_column(nullable=True)
+    deleted_at: datetime | None = utc_column(nullable=True)
+    last_inbound_at: datetime | None = utc_column(nullable=True)
+    last_outbound_at: datetime | None = utc_column(nullable=True)
+
+
+class CustomerTag(SQLModel, table=True):
+    __tablename__ = "customer_tag"
+    __table_args__ = (sa.UniqueConstraint("customer_id", "group", "value", name="uq_customer_tag"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    group: str = ""  # "" for free-text tags
+    value: str
+    source: str  # manual | channel_rule | event
+    added_by: str
+    added_at: datetime = utc_column()
+
+
+class StageChange(SQLModel, table=True):
+    __tablename__ = "stage_change"
+    __table_args__ = (sa.Index("ix_stage_change_customer_at", "customer_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id")
+    from_stage: str | None = None
+    to_stage: str
+    actor: str
+    reason: str = ""
+    at: datetime = utc_column(index=True)
+
+
+class Note(SQLModel, table=True):
+    __tablename__ = "note"
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    text: str
+    author: str
+    at: datetime = utc_column()
+
+
+class Event(SQLModel, table=True):
+    """Everything that happened, inbound and outbound, for the digest and the audit trail.
+
+    ``external_id`` holds the platform's id (message or friendship id) so replayed platform events
+    are recognised and ignored.
+    """
+
+    __tablename__ = "event"
+    __table_args__ = (
+        sa.UniqueConstraint("account_id", "kind", "external_id", name="uq_event_external"),
+        sa.Index("ix_event_account_kind_at", "account_id", "kind", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="account.id")
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    kind: str
+    text: str = ""
+    data: dict[str, Any] = json_column()
+    external_id: str | None = None
+    at: datetime = utc_column()
+
+
+class OutgoingMessage(SQLModel, table=True):
+    """One row per message the bot tried to send. The idempotency key makes a second send impossible."""
+
+    __tablename__ = "outgoing_message"
+    __table_args__ = (sa.Index("ix_outgoing_account_platform_id", "account_id", "platform_message_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="account.id")
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    conversation_id: str
+    kind: str
+    text: str
+    idempotency_key: str = Field(unique=True)
+    status: str  # sending | sent | failed
+    platform_message_id: str | None = None
+    error: str = ""
+    created_at: datetime = utc_column()
+    sent_at: datetime | None = utc_column(nullable=True)
+
+
+class ScheduledMessage(SQLModel, table=True):
+    """The durable outbox: planned messages, rendered from their template when they are sent."""
+
+    __tablename__ = "scheduled_message"
+    __table_args__ = (sa.Index("ix_scheduled_status_due", "status", "due_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="account.id")
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    kind: str
+    sequence: str
+    step: str
+    template: str
+    context: dict[str, Any] = json_column()
+    due_at: datetime = utc_column()
+    not_after: datetime = utc_column()
+    status: str  # pending | claimed | sent | cancelled | expired | failed
+    attempts: int = 0
+    claimed_at: datetime | None = utc_column(nullable=True)
+    last_error: str = ""
+    idempotency_key: str = Field(unique=True)
+    created_at: datetime = utc_column()
+    updated_at: datetime = utc_column()
+
+
+metadata = SQLModel.metadata

@@ -1,0 +1,300 @@
+"""Small async repositories, one per aggregate. They take a session; services own the transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import (
+    Account,
+    Customer,
+    CustomerTag,
+    Event,
+    Note,
+    OutgoingMessage,
+    ScheduledMessage,
+    StageChange,
+)
+
+
+def _insert_ignoring_conflict(session: AsyncSession, table: Any, values: dict[str, Any], key: list[str]) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for the dialect in use (SQLite or PostgreSQL)."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).values(**values).on_conflict_do_nothing(index_elements=key)
+
+
+class Accounts:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def upsert(self, account_id: str, nickname: str, role: str, profile: dict[str, Any], now: datetime) -> None:
+        account = await self.session.get(Account, account_id)
+        if account is None:
+            account = Account(
+                id=account_id, nickname=nickname, role=role, profile=profile, created_at=now, updated_at=now
+            )
+            self.session.add(account)
+        else:
+            account.nickname, account.role, account.profile, account.updated_at = nickname, role, profile, now
+
+    async def set_self_contact(self, account_id: str, contact_id: str) -> None:
+        account = await self.session.get(Account, account_id)
+        if account is not None:
+            account.self_contact_id = contact_id
+
+
+class Customers:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, customer_id: int) -> Customer | None:
+        return await self.session.get(Customer, customer_id)
+
+    async def by_wechat_id(self, account_id: str, wechat_id: str) -> Customer | None:
+        query = select(Customer).where(Customer.account_id == account_id, Customer.wechat_id == wechat_id)
+        return (await self.session.exec(query)).first()
+
+    async def add(self, customer: Customer) -> Customer:
+        self.session.add(customer)
+        await self.session.flush()
+        return customer
+
+    async def list_for_account(self, account_id: str) -> list[Customer]:
+        query = select(Customer).where(Customer.account_id == account_id).order_by(col(Customer.id))
+        return list((await self.session.exec(query)).all())
+
+
+class Tags:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(
+        self, customer_id: int, group: str, value: str, source: str, added_by: str, at: datetime
+    ) -> bool:
+        """Add a tag unless the customer has it already. Returns whether it was new."""
+        statement = _insert_ignoring_conflict(
+            self.session,
+            CustomerTag.__table__,
+            {
+                "customer_id": customer_id,
+                "group": group,
+                "value": value,
+                "source": source,
+                "added_by": added_by,
+                "added_at": at,
+            },
+            ["customer_id", "group", "value"],
+        )
+        result = await self.session.execute(statement)
+        return bool(result.rowcount)
+
+    async def for_customer(self, customer_id: int) -> list[CustomerTag]:
+        query = select(CustomerTag).where(CustomerTag.customer_id == customer_id).order_by(col(CustomerTag.id))
+        return list((await self.session.exec(query)).all())
+
+
+class StageHistory:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def record(
+        self, customer_id: int, from_stage: str | None, to_stage: str, actor: str, reason: str, at: datetime
+    ) -> None:
+        self.session.add(
+            StageChange(
+                customer_id=customer_id, from_stage=from_stage, to_stage=to_stage, actor=actor, reason=reason, at=at
+            )
+        )
+
+    async def for_customer(self, customer_id: int) -> list[StageChange]:
+        query = select(StageChange).where(StageChange.customer_id == customer_id).order_by(col(StageChange.id))
+        return list((await self.session.exec(query)).all())
+
+
+class Notes:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, customer_id: int, text: str, author: str, at: datetime) -> None:
+        self.session.add(Note(customer_id=customer_id, text=text, author=author, at=at))
+
+    async def for_customer(self, customer_id: int) -> list[Note]:
+        query = select(Note).where(Note.customer_id == customer_id).order_by(col(Note.id))
+        return list((await self.session.exec(query)).all())
+
+
+class Events:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def record(
+        self,
+        account_id: str,
+        kind: str,
+        at: datetime,
+        *,
+        customer_id: int | None = None,
+        text: str = "",
+        data: dict[str, Any] | None = None,
+        external_id: str | None = None,
+    ) -> bool:
+        """Log an event. With an ``external_id``, a replay of the same platform event is ignored:
+        returns False when this event was already recorded."""
+        values = {
+            "account_id": account_id,
+            "kind": kind,
+            "at": at,
+            "customer_id": customer_id,
+            "text": text,
+            "data": data or {},
+            "external_id": external_id,
+        }
+        if external_id is None:
+            self.session.add(Event(**values))
+            return True
+        statement = _insert_ignoring_conflict(
+            self.session, Event.__table__, values, ["account_id", "kind", "external_id"]
+        )
+        result = await self.session.execute(statement)
+        return bool(result.rowcount)
+
+    async def for_customer(self, customer_id: int) -> list[Event]:
+        query = select(Event).where(Event.customer_id == customer_id).order_by(col(Event.id))
+        return list((await self.session.exec(query)).all())
+
+    async def of_kind(self, account_id: str, kind: str) -> list[Event]:
+        query = select(Event).where(Event.account_id == account_id, Event.kind == kind).order_by(col(Event.id))
+        return list((await self.session.exec(query)).all())
+
+
+class OutgoingLog:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def begin(
+        self,
+        *,
+        account_id: str,
+        customer_id: int | None,
+        conversation_id: str,
+        kind: str,
+        text: str,
+        idempotency_key: str,
+        at: datetime,
+    ) -> OutgoingMessage | None:
+        """Record that a send is about to happen. Returns None when this key was already used:
+        the message was sent (or attempted) before and must not go out again."""
+        statement = _insert_ignoring_conflict(
+            self.session,
+            OutgoingMessage.__table__,
+            {
+                "account_id": account_id,
+                "customer_id": customer_id,
+                "conversation_id": conversation_id,
+                "kind": kind,
+                "text": text,
+                "idempotency_key": idempotency_key,
+                "status": "sending",
+                "created_at": at,
+            },
+            ["idempotency_key"],
+        )
+        result = await self.session.execute(statement)
+        if not result.rowcount:
+            return None
+        return await self.by_key(idempotency_key)
+
+    async def by_key(self, idempotency_key: str) -> OutgoingMessage | None:
+        query = select(OutgoingMessage).where(OutgoingMessage.idempotency_key == idempotency_key)
+        return (await self.session.exec(query)).first()
+
+    async def finish(self, row_id: int, *, platform_message_id: str | None, at: datetime) -> None:
+        row = await self.session.get(OutgoingMessage, row_id)
+        if row is not None:
+            row.status, row.platform_message_id, row.sent_at = "sent", platform_message_id, at
+
+    async def fail(self, row_id: int, error: str) -> None:
+        row = await self.session.get(OutgoingMessage, row_id)
+        if row is not None:
+            row.status, row.error = "failed", error
+
+    async def by_platform_id(self, account_id: str, platform_message_id: str) -> OutgoingMessage | None:
+        query = select(OutgoingMessage).where(
+            OutgoingMessage.account_id == account_id,
+            OutgoingMessage.platform_message_id == platform_message_id,
+        )
+        return (await self.session.exec(query)).first()
+
+
+class Outbox:
+    """The durable schedule. Planning is an upsert on the idempotency key."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def plan(self, message: ScheduledMessage) -> bool:
+        """Insert a planned message unless one with the same key exists. Returns whether it was new."""
+        values = message.model_dump(exclude={"id"})
+        statement = _insert_ignoring_conflict(self.session, ScheduledMessage.__table__, values, ["idempotency_key"])
+        result = await self.session.execute(statement)
+        return bool(result.rowcount)
+
+    async def claim_next_due(self, now: datetime) -> ScheduledMessage | None:
+        """Atomically move the earliest due pending row to ``claimed`` and return it.
+
+        A single ``UPDATE ... WHERE status = 'pending' ... RETURNING`` so two dispatchers can never
+        claim the same row; PostgreSQL can add ``FOR UPDATE SKIP LOCKED`` to the sub-select.
+        """
+        table = ScheduledMessage.__table__
+        earliest = (
+            sa.select(table.c.id)
+            .where(table.c.status == "pending", table.c.due_at <= now)
+            .order_by(table.c.due_at, table.c.id)
+            .limit(1)
+        )
+        dialect = self.session.bind.dialect.name if self.session.bind is not None else "sqlite"
+        if dialect == "postgresql":
+            earliest = earliest.with_for_update(skip_locked=True)
+        statement = (
+            sa.update(table)
+            .where(table.c.id == earliest.scalar_subquery(), table.c.status == "pending")
+            .values(status="claimed", claimed_at=now, attempts=table.c.attempts + 1, updated_at=now)
+            .returning(table.c.id)
+        )
+        row_id = (await self.session.execute(statement)).scalar_one_or_none()
+        if row_id is None:
+            return None
+        return await self.session.get(ScheduledMessage, row_id, populate_existing=True)
+
+    async def next_due_at(self) -> datetime | None:
+        query = select(sa.func.min(ScheduledMessage.due_at)).where(ScheduledMessage.status == "pending")
+        return (await self.session.exec(query)).first()
+
+    async def mark(self, row_id: int, status: str, at: datetime, error: str = "") -> None:
+        row = await self.session.get(ScheduledMessage, row_id)
+        if row is not None:
+            row.status, row.updated_at, row.last_error = status, at, error
+
+    async def pending_for_customer(self, customer_id: int) -> list[ScheduledMessage]:
+        query = (
+            select(ScheduledMessage)
+            .where(ScheduledMessage.customer_id == customer_id, ScheduledMessage.status == "pending")
+            .order_by(col(ScheduledMessage.due_at))
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def cancel_for_customer(self, customer_id: int, at: datetime, reason: str) -> int:
+        table = ScheduledMessage.__table__
+        statement = (
+            sa.update(table)
+            .where(table.c.customer_id == customer_id, table.c.status == "pending")
+            .values(status="cancelled", updated_at=at, last_error=reason)
+        )
+        result = await self.session.execute(statement)
+        return int(result.rowcount)
