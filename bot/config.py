@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from bot.errors import ConfigError
 
@@ -46,8 +47,8 @@ class WorkingHours(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> WorkingHours:
-        if self.start == self.end:
-            raise ValueError("start and end must differ")
+        if self.start >= self.end:
+            raise ValueError("start must be before end (hours that run past midnight are not supported)")
         if not self.days:
             raise ValueError("days must name at least one weekday (1 = Monday ... 7 = Sunday)")
         return self
@@ -204,14 +205,14 @@ class Config(_Section):
         raise KeyError(account_id)
 
 
-def _describe(error: dict[str, object]) -> str:
-    location = ".".join(str(part) for part in error.get("loc", ()) if part != "__root__") or "(top level)"
+def _describe(error: ErrorDetails) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
     kind = error.get("type")
     if kind == "extra_forbidden":
         return f"{location}: unknown key"
     if kind == "missing":
         return f"{location}: missing required value"
-    message = str(error.get("msg", "invalid value"))
+    message = error["msg"]
     message = message.removeprefix("Value error, ")
     return f"{location}: {message} (got {error.get('input')!r})"
 
@@ -220,7 +221,7 @@ def parse_config(data: dict[str, object], source: str, base_dir: Path) -> Config
     try:
         return Config.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
-        problems = "\n".join(f"  - {_describe(dict(e))}" for e in exc.errors())
+        problems = "\n".join(f"  - {_describe(e)}" for e in exc.errors())
         raise ConfigError(f"{source}: invalid configuration:\n{problems}") from None
 
 

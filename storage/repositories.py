@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col, select
+from sqlalchemy.engine import CursorResult
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import (
@@ -22,7 +23,18 @@ from storage.models import (
 )
 
 
-def _insert_ignoring_conflict(session: AsyncSession, table: Any, values: dict[str, Any], key: list[str]) -> Any:
+def _table(model: type[SQLModel]) -> sa.Table:
+    return cast(sa.Table, model.__table__)  # type: ignore[attr-defined]
+
+
+def _rowcount(result: object) -> int:
+    """Rows touched by an INSERT/UPDATE (SQLAlchemy types ``execute`` results generically)."""
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def _insert_ignoring_conflict(
+    session: AsyncSession, table: Any, values: dict[str, Any], key: list[str]
+) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING`` for the dialect in use (SQLite or PostgreSQL)."""
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -33,7 +45,9 @@ class Accounts:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def upsert(self, account_id: str, nickname: str, role: str, profile: dict[str, Any], now: datetime) -> None:
+    async def upsert(
+        self, account_id: str, nickname: str, role: str, profile: dict[str, Any], now: datetime
+    ) -> None:
         account = await self.session.get(Account, account_id)
         if account is None:
             account = Account(
@@ -80,7 +94,7 @@ class Tags:
         """Add a tag unless the customer has it already. Returns whether it was new."""
         statement = _insert_ignoring_conflict(
             self.session,
-            CustomerTag.__table__,
+            _table(CustomerTag),
             {
                 "customer_id": customer_id,
                 "group": group,
@@ -92,10 +106,12 @@ class Tags:
             ["customer_id", "group", "value"],
         )
         result = await self.session.execute(statement)
-        return bool(result.rowcount)
+        return bool(_rowcount(result))
 
     async def for_customer(self, customer_id: int) -> list[CustomerTag]:
-        query = select(CustomerTag).where(CustomerTag.customer_id == customer_id).order_by(col(CustomerTag.id))
+        query = (
+            select(CustomerTag).where(CustomerTag.customer_id == customer_id).order_by(col(CustomerTag.id))
+        )
         return list((await self.session.exec(query)).all())
 
 
@@ -108,12 +124,19 @@ class StageHistory:
     ) -> None:
         self.session.add(
             StageChange(
-                customer_id=customer_id, from_stage=from_stage, to_stage=to_stage, actor=actor, reason=reason, at=at
+                customer_id=customer_id,
+                from_stage=from_stage,
+                to_stage=to_stage,
+                actor=actor,
+                reason=reason,
+                at=at,
             )
         )
 
     async def for_customer(self, customer_id: int) -> list[StageChange]:
-        query = select(StageChange).where(StageChange.customer_id == customer_id).order_by(col(StageChange.id))
+        query = (
+            select(StageChange).where(StageChange.customer_id == customer_id).order_by(col(StageChange.id))
+        )
         return list((await self.session.exec(query)).all())
 
 
@@ -146,7 +169,7 @@ class Events:
     ) -> bool:
         """Log an event. With an ``external_id``, a replay of the same platform event is ignored:
         returns False when this event was already recorded."""
-        values = {
+        values: dict[str, Any] = {
             "account_id": account_id,
             "kind": kind,
             "at": at,
@@ -159,17 +182,19 @@ class Events:
             self.session.add(Event(**values))
             return True
         statement = _insert_ignoring_conflict(
-            self.session, Event.__table__, values, ["account_id", "kind", "external_id"]
+            self.session, _table(Event), values, ["account_id", "kind", "external_id"]
         )
         result = await self.session.execute(statement)
-        return bool(result.rowcount)
+        return bool(_rowcount(result))
 
     async def for_customer(self, customer_id: int) -> list[Event]:
         query = select(Event).where(Event.customer_id == customer_id).order_by(col(Event.id))
         return list((await self.session.exec(query)).all())
 
     async def of_kind(self, account_id: str, kind: str) -> list[Event]:
-        query = select(Event).where(Event.account_id == account_id, Event.kind == kind).order_by(col(Event.id))
+        query = (
+            select(Event).where(Event.account_id == account_id, Event.kind == kind).order_by(col(Event.id))
+        )
         return list((await self.session.exec(query)).all())
 
 
@@ -192,7 +217,7 @@ class OutgoingLog:
         the message was sent (or attempted) before and must not go out again."""
         statement = _insert_ignoring_conflict(
             self.session,
-            OutgoingMessage.__table__,
+            _table(OutgoingMessage),
             {
                 "account_id": account_id,
                 "customer_id": customer_id,
@@ -206,9 +231,14 @@ class OutgoingLog:
             ["idempotency_key"],
         )
         result = await self.session.execute(statement)
-        if not result.rowcount:
-            return None
-        return await self.by_key(idempotency_key)
+        row = await self.by_key(idempotency_key)
+        if _rowcount(result):
+            return row
+        if row is not None and row.status == "failed":
+            # a definite failure earlier (nothing was delivered): this attempt may go ahead
+            row.status, row.error, row.text, row.created_at = "sending", "", text, at
+            return row
+        return None
 
     async def by_key(self, idempotency_key: str) -> OutgoingMessage | None:
         query = select(OutgoingMessage).where(OutgoingMessage.idempotency_key == idempotency_key)
@@ -241,9 +271,11 @@ class Outbox:
     async def plan(self, message: ScheduledMessage) -> bool:
         """Insert a planned message unless one with the same key exists. Returns whether it was new."""
         values = message.model_dump(exclude={"id"})
-        statement = _insert_ignoring_conflict(self.session, ScheduledMessage.__table__, values, ["idempotency_key"])
+        statement = _insert_ignoring_conflict(
+            self.session, _table(ScheduledMessage), values, ["idempotency_key"]
+        )
         result = await self.session.execute(statement)
-        return bool(result.rowcount)
+        return bool(_rowcount(result))
 
     async def claim_next_due(self, now: datetime) -> ScheduledMessage | None:
         """Atomically move the earliest due pending row to ``claimed`` and return it.
@@ -251,7 +283,7 @@ class Outbox:
         A single ``UPDATE ... WHERE status = 'pending' ... RETURNING`` so two dispatchers can never
         claim the same row; PostgreSQL can add ``FOR UPDATE SKIP LOCKED`` to the sub-select.
         """
-        table = ScheduledMessage.__table__
+        table = _table(ScheduledMessage)
         earliest = (
             sa.select(table.c.id)
             .where(table.c.status == "pending", table.c.due_at <= now)
@@ -290,11 +322,11 @@ class Outbox:
         return list((await self.session.exec(query)).all())
 
     async def cancel_for_customer(self, customer_id: int, at: datetime, reason: str) -> int:
-        table = ScheduledMessage.__table__
+        table = _table(ScheduledMessage)
         statement = (
             sa.update(table)
             .where(table.c.customer_id == customer_id, table.c.status == "pending")
             .values(status="cancelled", updated_at=at, last_error=reason)
         )
         result = await self.session.execute(statement)
-        return int(result.rowcount)
+        return _rowcount(result)

@@ -194,7 +194,9 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
 
     # -- Puppet: friendships --------------------------------------------------------------------
 
-    async def friendship_payload(self, friendship_id: str, payload: FriendshipPayload | None = None) -> FriendshipPayload:
+    async def friendship_payload(
+        self, friendship_id: str, payload: FriendshipPayload | None = None
+    ) -> FriendshipPayload:
         if payload is not None:
             self._friendships[friendship_id] = payload
         return self._friendships[friendship_id]

@@ -7,6 +7,7 @@ gRPC ``wechaty-puppet-service``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter, deque
 from typing import Any
@@ -55,7 +56,9 @@ class WechatyTransport:
         self.account_id = account_id
         self.puppet_spec = puppet
         self.login_timeout = login_timeout
-        self._bot = _Bot(self, new_wechaty_options(name=account_id, puppet=puppet, token=token, endpoint=endpoint))
+        self._bot = _Bot(
+            self, new_wechaty_options(name=account_id, puppet=puppet, token=token, endpoint=endpoint)
+        )
         self._sink: EventSink | None = None
         self._start_task: asyncio.Task[None] | None = None
         self._logged_in = asyncio.Event()
@@ -76,8 +79,9 @@ class WechatyTransport:
         self._sink = sink
         self._start_task = asyncio.create_task(self._bot.start(), name=f"wechaty-start-{self.account_id}")
         login = asyncio.create_task(self._logged_in.wait())
-        done, _ = await asyncio.wait({self._start_task, login}, timeout=self.login_timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {self._start_task, login}, timeout=self.login_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if login in done:
             log.info("account %s logged in as %s", self.account_id, self.self_id)
             return
@@ -93,10 +97,8 @@ class WechatyTransport:
     async def stop(self) -> None:
         if self._start_task is not None and not self._start_task.done():
             self._start_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # being torn down
                 await self._start_task
-            except (asyncio.CancelledError, Exception):  # noqa: S110 - the task is being torn down
-                pass
         try:
             if self._bot._puppet is not None:
                 await self._bot.stop()
@@ -184,7 +186,9 @@ class WechatyTransport:
             TextMessage(
                 message_id=msg.message_id,
                 conversation_id=conversation_id,
-                talker=Contact(talker.contact_id, talker.name or "", (talker.payload.alias if talker.payload else "")),
+                talker=Contact(
+                    talker.contact_id, talker.name or "", (talker.payload.alias if talker.payload else "")
+                ),
                 text=msg.text(),
                 from_self=from_self,
                 in_room=bool(room_id),

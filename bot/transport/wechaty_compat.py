@@ -6,7 +6,7 @@ Import Wechaty names from here, never from ``wechaty`` directly, so the shims ar
   default unless ``PuppetOptions`` is hashable. After making it hashable every ``WechatyOptions``
   shares that one default instance, so :func:`new_wechaty_options` always passes a fresh one.
 * ``wechaty`` creates a ``.wechaty`` cache folder in the current directory at import time; we point
-  ``CACHE_DIR`` at a temporary folder unless the user chose one.
+  ``CACHE_DIR`` at a temporary folder unless the user chose one. ``WECHATY_LOG`` defaults to warn.
 * On login the plugin manager probes port 5000 and starts its own scheduler with an SQLite job
   store; each bot gets a private in-memory scheduler and port 0 instead.
 * ``Contact``/``Tag``/``Room``/``Message`` pools are class attributes shared by the per-bot
@@ -21,14 +21,21 @@ import tempfile
 from typing import Any
 
 os.environ.setdefault("CACHE_DIR", os.path.join(tempfile.gettempdir(), "salesbot-wechaty-cache"))
+# wechaty logs every event at INFO on its own handlers; salesbot logs one line per event itself
+os.environ.setdefault("WECHATY_LOG", "warn")
 
-from wechaty_puppet.schemas.puppet import PuppetOptions  # noqa: E402
+from wechaty_puppet.schemas.puppet import PuppetOptions
 
-PuppetOptions.__hash__ = object.__hash__  # type: ignore[assignment,method-assign]
+PuppetOptions.__hash__ = object.__hash__
+
+import logging  # noqa: E402
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # noqa: E402
 from wechaty import Wechaty, WechatyOptions  # noqa: E402
 from wechaty_puppet import Puppet  # noqa: E402
+
+# "no blueprint registered, so no web service": expected, we never use Wechaty's plugin web server
+logging.getLogger("wechaty.plugin").setLevel(logging.ERROR)
 
 _POOLED_ACCESSORIES = ("Contact", "ContactSelf", "Room", "Tag", "Favorite")
 

@@ -1,0 +1,154 @@
+"""Wires configuration, storage, templates, transports and services into one running bot.
+
+Inbound flow: transport event -> :meth:`SalesBot.handle` -> a use case in ``bot.services``.
+Outbound flow: use case -> outbox row or :class:`Messenger` -> transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+
+from bot.clock import Clock
+from bot.config import Config
+from bot.errors import TemplateError
+from bot.services.customers import CustomerService
+from bot.services.messenger import Messenger
+from bot.services.outbox import Dispatcher
+from bot.services.welcome import WELCOME, WelcomeComposer, WelcomeService
+from bot.templates import TemplateLibrary
+from bot.transport.base import FriendRequest, InboundEvent, TextMessage, Transport
+from bot.transport.factory import build_transport
+from storage.db import Database
+from storage.repositories import Accounts
+
+log = logging.getLogger("salesbot")
+
+
+def required_templates(config: Config) -> list[str]:
+    """Templates the configuration names; ``salesbot check`` and startup insist they exist."""
+    return [config.welcome.template, *(rule.template for rule in config.welcome.channels)]
+
+
+def validate_templates(config: Config) -> list[str]:
+    library = TemplateLibrary(config.templates_path)
+    names = library.validate(required_templates(config))
+    for name in required_templates(config):
+        if library.kind_of(name) is None:
+            raise TemplateError(f"{library.path_of(name)}: welcome templates must live in welcome/")
+    return names
+
+
+class SalesBot:
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        *,
+        transports: Mapping[str, Transport] | None = None,
+        database_url: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.db = Database(database_url or config.database_url())
+        self.templates = TemplateLibrary(config.templates_path)
+        self.transports: dict[str, Transport] = (
+            dict(transports)
+            if transports is not None
+            else {account.id: build_transport(account, clock) for account in config.accounts}
+        )
+        self.wake_listeners: list[Callable[[datetime], None]] = []
+        self.messenger = Messenger(self.db, clock, self.transports)
+        self.customers = CustomerService(self.db, clock, config.stages[0].key)
+        self.welcome = WelcomeService(
+            self.db, clock, config, self.transports, rng or random.Random(), on_planned=self._wake
+        )
+        self.dispatcher = Dispatcher(
+            self.db,
+            clock,
+            self.messenger,
+            composers={WELCOME: WelcomeComposer(config, self.templates, clock)},
+            on_unreachable=lambda customer_id, reason: self.customers.mark_deleted(customer_id, reason),
+        )
+        self._started: list[Transport] = []
+
+    async def start(self) -> None:
+        """Validate templates, migrate, then log every account in. Fails fast with a clear error."""
+        validate_templates(self.config)
+        await self.db.migrate()
+        await self._sync_accounts()
+        recovered = await self.dispatcher.recover()
+        if recovered:
+            log.warning("settled %d scheduled messages left claimed by a previous run", recovered)
+        for account_id, transport in self.transports.items():
+            await transport.start(self._sink_for(account_id))
+            self._started.append(transport)
+            async with self.db.transaction() as session:
+                await Accounts(session).set_self_contact(account_id, transport.self_id)
+
+    async def stop(self) -> None:
+        for transport in reversed(self._started):
+            try:
+                await transport.stop()
+            except Exception:
+                log.exception("stopping account %s failed", transport.account_id)
+        self._started.clear()
+        await self.db.close()
+
+    async def settle(self) -> None:
+        """Wait for in-process transports to finish handling what they delivered (simulator, tests)."""
+        for transport in self.transports.values():
+            await transport.settle()
+
+    async def run_due(self) -> int:
+        processed = await self.dispatcher.run_due()
+        await self.settle()
+        return processed
+
+    async def handle(self, account_id: str, event: InboundEvent) -> None:
+        if isinstance(event, FriendRequest):
+            log.info(
+                "%s: friend request from %s (%s) hello=%r",
+                account_id,
+                event.contact.name,
+                event.contact.contact_id,
+                event.hello,
+            )
+            await self.welcome.on_friend_request(account_id, event)
+        elif isinstance(event, TextMessage):
+            await self._on_text(account_id, event)
+
+    async def _on_text(self, account_id: str, message: TextMessage) -> None:
+        if message.in_room:
+            return
+        if message.from_self:
+            log.info("%s: rep wrote in %s: %r", account_id, message.conversation_id, message.text)
+            return
+        log.info("%s: %s says %r", account_id, message.talker.name, message.text)
+        await self.customers.record_inbound(account_id, message)
+
+    def _sink_for(self, account_id: str) -> Callable[[InboundEvent], Awaitable[None]]:
+        async def sink(event: InboundEvent) -> None:
+            await self.handle(account_id, event)
+
+        return sink
+
+    def _wake(self, due: datetime) -> None:
+        for listener in self.wake_listeners:
+            listener(due)
+
+    async def _sync_accounts(self) -> None:
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            accounts = Accounts(session)
+            for account in self.config.accounts:
+                await accounts.upsert(
+                    account.id,
+                    account.profile.nickname,
+                    account.profile.role,
+                    account.profile.model_dump(mode="json"),
+                    now,
+                )

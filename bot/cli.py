@@ -1,0 +1,86 @@
+"""Command line: ``salesbot run | check | simulate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from bot.errors import SalesbotError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="salesbot", description="Consultative-selling assistant on Wechaty."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", default="config.toml", help="configuration file (default: config.toml)")
+        return p
+
+    run = with_config(sub.add_parser("run", help="start every configured account"))
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    with_config(sub.add_parser("check", help="validate the configuration and every template"))
+    simulate = with_config(sub.add_parser("simulate", help="play a scripted conversation on a virtual clock"))
+    simulate.add_argument("scenario", help="scenario TOML file (see examples/)")
+    return parser
+
+
+def _check(config_path: str) -> int:
+    from bot.app import validate_templates
+    from bot.config import load_config
+
+    config = load_config(config_path)
+    names = validate_templates(config)
+    accounts, templates = len(config.accounts), len(names)
+    print(f"{config_path}: OK ({accounts} account(s), {templates} template(s) in {config.templates_path})")
+    return 0
+
+
+def _simulate(config_path: str, scenario_path: str) -> int:
+    from bot.app import validate_templates
+    from bot.config import load_config
+    from bot.simulate import json_line, load_scenario, run_scenario
+
+    config = load_config(config_path)
+    validate_templates(config)
+    scenario = load_scenario(Path(scenario_path), config)
+    asyncio.run(run_scenario(scenario, config, lambda line: print(json_line(line), flush=True)))
+    return 0
+
+
+def _run(config_path: str, verbose: bool) -> int:
+    from bot.config import load_config
+    from bot.runner import run
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = load_config(config_path)
+    asyncio.run(run(config, config_path))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command != "run":
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "check":
+            return _check(args.config)
+        if args.command == "simulate":
+            return _simulate(args.config, args.scenario)
+        return _run(args.config, args.verbose)
+    except SalesbotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Customer bookkeeping shared by the use cases: creation, inbound messages, churn."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import Clock
+from bot.transport.base import Contact, TextMessage
+from storage.db import Database
+from storage.models import Customer
+from storage.repositories import Customers, Events, Outbox, StageHistory
+
+
+async def ensure_customer(
+    session: AsyncSession, account_id: str, contact: Contact, first_stage: str, now: datetime, actor: str
+) -> tuple[Customer, bool]:
+    """The customer for this contact, created in ``first_stage`` if new. Returns (customer, created)."""
+    customers = Customers(session)
+    customer = await customers.by_wechat_id(account_id, contact.contact_id)
+    if customer is not None:
+        if contact.name and customer.display_name != contact.name:
+            customer.display_name = contact.name
+        if contact.alias and customer.remark != contact.alias:
+            customer.remark = contact.alias
+        return customer, False
+    customer = await customers.add(
+        Customer(
+            account_id=account_id,
+            wechat_id=contact.contact_id,
+            display_name=contact.name,
+            remark=contact.alias,
+            stage=first_stage,
+            added_at=now,
+        )
+    )
+    assert customer.id is not None
+    await StageHistory(session).record(customer.id, None, first_stage, actor, "new friend", now)
+    await Events(session).record(account_id, "customer_created", now, customer_id=customer.id)
+    return customer, True
+
+
+class CustomerService:
+    def __init__(self, db: Database, clock: Clock, first_stage: str) -> None:
+        self.db = db
+        self.clock = clock
+        self.first_stage = first_stage
+
+    async def record_inbound(self, account_id: str, message: TextMessage) -> Customer | None:
+        """Log a customer's message once (replays are ignored) and note when they last spoke.
+        Returns the customer, or None when this message was already recorded."""
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            customer, _ = await ensure_customer(
+                session, account_id, message.talker, self.first_stage, now, actor="system"
+            )
+            fresh = await Events(session).record(
+                account_id,
+                "message_in",
+                now,
+                customer_id=customer.id,
+                text=message.text,
+                external_id=message.message_id,
+            )
+            if not fresh:
+                return None
+            customer.last_inbound_at = now
+            return customer
+
+    async def mark_deleted(self, customer_id: int, reason: str) -> bool:
+        """The customer removed the rep: stop everything planned for them. Returns False if already known."""
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            customer = await session.get(Customer, customer_id)
+            if customer is None or customer.deleted_at is not None:
+                return False
+            customer.deleted_at = now
+            cancelled = await Outbox(session).cancel_for_customer(
+                customer_id, now, "customer deleted the rep"
+            )
+            await Events(session).record(
+                customer.account_id,
+                "customer_deleted",
+                now,
+                customer_id=customer_id,
+                data={"reason": reason, "cancelled": cancelled},
+            )
+            return True

@@ -1,0 +1,159 @@
+"""Sends planned messages when they fall due: claim atomically, re-check, render, send, mark.
+
+Text is rendered at send time, so a template fix or a profile change applies to what is still
+pending. Claiming is a single atomic update, so two dispatchers never send the same row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import Clock
+from bot.errors import TemplateError
+from bot.services.messenger import Delivery, Messenger
+from storage.db import Database
+from storage.models import Customer, ScheduledMessage
+from storage.repositories import Events, Outbox, OutgoingLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Composed:
+    conversation_id: str
+    text: str
+
+
+class Composer(Protocol):
+    async def compose(
+        self, row: ScheduledMessage, customer: Customer, session: AsyncSession
+    ) -> Composed | None:
+        """Render the message, or return None when it is no longer wanted."""
+        ...
+
+
+UnreachableHandler = Callable[[int, str], Awaitable[object]]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        messenger: Messenger,
+        composers: Mapping[str, Composer],
+        on_unreachable: UnreachableHandler,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.messenger = messenger
+        self.composers = composers
+        self.on_unreachable = on_unreachable
+
+    async def next_due_at(self) -> datetime | None:
+        async with self.db.transaction() as session:
+            return await Outbox(session).next_due_at()
+
+    async def recover(self) -> int:
+        """Settle rows a crashed process left ``claimed``. Never re-sends blindly: the outgoing log
+        says whether the send started. Returns how many rows were settled."""
+        now = self.clock.now()
+        settled = 0
+        async with self.db.transaction() as session:
+            rows = (
+                await session.exec(select(ScheduledMessage).where(ScheduledMessage.status == "claimed"))
+            ).all()
+            outgoing = OutgoingLog(session)
+            for row in rows:
+                sent = await outgoing.by_key(row.idempotency_key)
+                if sent is None or sent.status == "failed":
+                    row.status = "pending"  # never reached the platform: safe to try again
+                elif sent.status == "sent":
+                    row.status = "sent"
+                else:  # "sending": the platform may or may not have it. At most once: do not retry.
+                    row.status, row.last_error = "failed", "interrupted while sending; delivery unknown"
+                row.updated_at = now
+                settled += 1
+        return settled
+
+    async def run_due(self) -> int:
+        """Send everything due now, earliest first. Returns how many rows were processed."""
+        processed = 0
+        while True:
+            now = self.clock.now()
+            async with self.db.transaction() as session:
+                row = await Outbox(session).claim_next_due(now)
+            if row is None:
+                return processed
+            processed += 1
+            try:
+                await self._deliver(row)
+            except Exception as exc:
+                log.exception("dispatching scheduled message %s failed", row.id)
+                await self._mark(row, "failed", f"internal error: {exc}")
+
+    async def _deliver(self, row: ScheduledMessage) -> None:
+        now = self.clock.now()
+        if now > row.not_after:
+            await self._mark(row, "expired", "not sent before not_after")
+            return
+        composer = self.composers.get(row.kind)
+        if composer is None:
+            await self._mark(row, "failed", f"no composer for kind {row.kind!r}")
+            return
+        async with self.db.transaction() as session:
+            customer = await session.get(Customer, row.customer_id)
+            if customer is None or customer.deleted_at is not None:
+                composed = None
+            else:
+                try:
+                    composed = await composer.compose(row, customer, session)
+                except TemplateError as exc:
+                    composed, error = None, str(exc)
+                    await Outbox(session).mark(row.id or 0, "failed", now, error)
+                    await Events(session).record(
+                        row.account_id,
+                        f"{row.kind}_failed",
+                        now,
+                        customer_id=row.customer_id,
+                        data={"error": error},
+                    )
+                    return
+        if composed is None:
+            await self._mark(row, "cancelled", "no longer wanted")
+            return
+        result = await self.messenger.send(
+            account_id=row.account_id,
+            conversation_id=composed.conversation_id,
+            text=composed.text,
+            kind=row.kind,
+            key=row.idempotency_key,
+            customer_id=row.customer_id,
+        )
+        if result.delivery in (Delivery.SENT, Delivery.DUPLICATE):
+            await self._mark(row, "sent")
+        elif result.delivery is Delivery.UNREACHABLE:
+            await self._mark(row, "failed", "customer is no longer a friend")
+            await self.on_unreachable(row.customer_id, result.error)
+        else:
+            await self._mark(row, "failed", result.error)
+        if result.delivery is not Delivery.SENT and result.delivery is not Delivery.DUPLICATE:
+            async with self.db.transaction() as session:
+                await Events(session).record(
+                    row.account_id,
+                    f"{row.kind}_failed",
+                    self.clock.now(),
+                    customer_id=row.customer_id,
+                    data={"error": result.error},
+                )
+
+    async def _mark(self, row: ScheduledMessage, status: str, error: str = "") -> None:
+        async with self.db.transaction() as session:
+            await Outbox(session).mark(row.id or 0, status, self.clock.now(), error)

@@ -1,0 +1,181 @@
+"""The value-icebreaker welcome: accept a friend request, create the customer, plan the welcome.
+
+The welcome is a row in the durable outbox (due after a human-like pause), so it survives restarts
+and is sent exactly once. Duplicate or replayed friendship events, a ``Confirm`` after our own
+accept, and a re-add within the configured window never plan a second welcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import Clock
+from bot.config import AccountConfig, Config
+from bot.domain.channels import match_channel
+from bot.domain.hours import WorkingCalendar
+from bot.domain.tags import parse_tag
+from bot.services.customers import ensure_customer
+from bot.services.outbox import Composed
+from bot.templates import TemplateLibrary
+from bot.transport.base import FriendRequest, Transport
+from storage.db import Database
+from storage.models import Customer, ScheduledMessage
+from storage.repositories import Events, Outbox, Tags
+
+log = logging.getLogger(__name__)
+
+WELCOME = "welcome"
+
+
+def rep_variables(account: AccountConfig, calendar: WorkingCalendar) -> dict[str, str]:
+    profile = account.profile
+    return {
+        "nickname": profile.nickname,
+        "role": profile.role,
+        "company": profile.company,
+        "service": profile.service,
+        "working_hours": calendar.describe(),
+        "next_step": profile.next_step,
+        "gift": profile.gift,
+        "hook_question": profile.hook_question,
+    }
+
+
+def customer_variables(customer: Customer) -> dict[str, str]:
+    return {
+        "name": customer.remark or customer.display_name or "您",
+        "remark": customer.remark,
+        "channel": customer.source_channel,
+    }
+
+
+class WelcomeService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        config: Config,
+        transports: Mapping[str, Transport],
+        rng: random.Random,
+        on_planned: Callable[[datetime], None] = lambda _due: None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.config = config
+        self.transports = transports
+        self.rng = rng
+        self.on_planned = on_planned
+
+    async def on_friend_request(self, account_id: str, request: FriendRequest) -> None:
+        now = self.clock.now()
+        if not request.confirmed:
+            try:
+                await self.transports[account_id].accept(request)
+            except Exception as exc:
+                log.warning(
+                    "account %s: accepting %s failed: %s", account_id, request.contact.contact_id, exc
+                )
+                async with self.db.transaction() as session:
+                    await Events(session).record(
+                        account_id,
+                        "accept_failed",
+                        now,
+                        text=request.hello,
+                        data={"contact": request.contact.contact_id, "error": str(exc)},
+                    )
+                return
+        async with self.db.transaction() as session:
+            first_stage = self.config.stages[0].key
+            customer, _created = await ensure_customer(
+                session, account_id, request.contact, first_stage, now, actor="system"
+            )
+            assert customer.id is not None
+            await Events(session).record(
+                account_id,
+                "friend_confirmed" if request.confirmed else "friend_request",
+                now,
+                customer_id=customer.id,
+                text=request.hello,
+                external_id=request.friendship_id,
+            )
+            if customer.deleted_at is not None:
+                customer.deleted_at = None  # came back
+                await Events(session).record(account_id, "friend_readded", now, customer_id=customer.id)
+            template = await self._apply_channel(session, customer, request.hello, now)
+            if self._welcomed_recently(customer, now):
+                return
+            due = now + timedelta(seconds=round(self.rng.uniform(*self.config.welcome.delay_seconds)))
+            planned = await Outbox(session).plan(
+                ScheduledMessage(
+                    account_id=account_id,
+                    customer_id=customer.id,
+                    kind=WELCOME,
+                    sequence=WELCOME,
+                    step=request.friendship_id,
+                    template=template,
+                    context={},
+                    due_at=due,
+                    not_after=due + timedelta(hours=self.config.dispatch.welcome_valid_hours),
+                    status="pending",
+                    idempotency_key=f"{account_id}:{customer.id}:{WELCOME}:{request.friendship_id}",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            if planned:
+                customer.welcome_planned_at = now
+                await Events(session).record(account_id, "welcome_planned", now, customer_id=customer.id)
+        if planned:
+            self.on_planned(due)
+
+    def _welcomed_recently(self, customer: Customer, now: datetime) -> bool:
+        if customer.welcome_planned_at is None:
+            return False
+        window = timedelta(days=self.config.welcome.readd_window_days)
+        return now - customer.welcome_planned_at < window
+
+    async def _apply_channel(
+        self, session: AsyncSession, customer: Customer, hello: str, now: datetime
+    ) -> str:
+        """Tag the customer with the channel the hello text reveals; return the welcome template to use."""
+        rule = match_channel(hello, self.config.welcome.channels)
+        if rule is None:
+            return self.config.welcome.template
+        if not customer.source_channel:
+            customer.source_channel = rule.label
+        if rule.tag and customer.id is not None:
+            tag = parse_tag(rule.tag)
+            await Tags(session).add(customer.id, tag.group, tag.value, "channel_rule", "system", now)
+        return rule.template
+
+
+class WelcomeComposer:
+    """Renders a welcome at send time: off-hours wording depends on when it actually goes out."""
+
+    def __init__(self, config: Config, templates: TemplateLibrary, clock: Clock) -> None:
+        self.config = config
+        self.templates = templates
+        self.clock = clock
+
+    async def compose(
+        self, row: ScheduledMessage, customer: Customer, session: AsyncSession
+    ) -> Composed | None:
+        account = self.config.account(row.account_id)
+        calendar = WorkingCalendar(account.profile.working_hours, self.config.tz)
+        now = self.clock.now()
+        context: dict[str, Any] = {
+            "rep": rep_variables(account, calendar),
+            "customer": customer_variables(customer),
+            "channel": customer.source_channel,
+            "off_hours": not calendar.is_open(now),
+            "back_at": calendar.back_at_text(now),
+            "now": f"{now.astimezone(self.config.tz):%m月%d日 %H:%M}",
+            **row.context,
+        }
+        return Composed(customer.wechat_id, self.templates.render(row.template, context))

@@ -1,0 +1,51 @@
+"""One wrapper around APScheduler: owns the time zone and the job lifecycle; job ids come from
+domain keys so re-scheduling the same thing replaces it instead of duplicating it.
+
+The durable state lives in the outbox table; these jobs only wake the dispatcher.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+log = logging.getLogger(__name__)
+
+DISPATCH_POLL = "dispatch:poll"
+DISPATCH_WAKE = "dispatch:wake"
+
+
+class Timers:
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.scheduler = AsyncIOScheduler(timezone=tz)
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    def every(self, job_id: str, seconds: float, func: Callable[[], Awaitable[object]]) -> None:
+        self.scheduler.add_job(
+            func,
+            "interval",
+            seconds=seconds,
+            id=job_id,
+            replace_existing=True,
+            max_instances=1,
+            coalesce=True,
+        )
+
+    def at(self, job_id: str, when: datetime, func: Callable[[], Awaitable[object]]) -> None:
+        """Run ``func`` once at ``when``; an earlier pending wake-up under the same id is kept."""
+        existing = self.scheduler.get_job(job_id)
+        if existing is not None and existing.next_run_time is not None and existing.next_run_time <= when:
+            return
+        self.scheduler.add_job(
+            func, "date", run_date=when, id=job_id, replace_existing=True, misfire_grace_time=None
+        )

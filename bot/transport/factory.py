@@ -1,0 +1,30 @@
+"""Builds the transport each configured account asks for."""
+
+from __future__ import annotations
+
+from bot.clock import Clock
+from bot.config import AccountConfig
+from bot.errors import ConfigError
+from bot.transport.local_puppet import LocalPuppet
+from bot.transport.wechaty_adapter import WechatyTransport
+
+
+def build_transport(account: AccountConfig, clock: Clock, *, login_timeout: float = 30.0) -> WechatyTransport:
+    if account.transport == "local":
+        puppet = LocalPuppet(clock, self_id=f"{account.id}-self", self_name=account.profile.nickname)
+        return WechatyTransport(account.id, puppet, login_timeout=login_timeout)
+    token, endpoint = account.service_token(), account.service_endpoint()
+    upper = account.id.upper()
+    if not token:
+        raise ConfigError(
+            f"accounts.{account.id}.token: the service transport needs a token "
+            f"(set it in config or SALESBOT_{upper}_TOKEN)"
+        )
+    if not endpoint:
+        raise ConfigError(
+            f"accounts.{account.id}.endpoint: the service transport needs host:port of the puppet service "
+            f"(set it in config or SALESBOT_{upper}_ENDPOINT)"
+        )
+    return WechatyTransport(
+        account.id, "wechaty-puppet-service", token=token, endpoint=endpoint, login_timeout=login_timeout
+    )
