@@ -6,8 +6,10 @@ Outbound flow: use case -> outbox row or :class:`Messenger` -> transport.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
@@ -74,6 +76,8 @@ class SalesBot:
             on_unreachable=lambda customer_id, reason: self.customers.mark_deleted(customer_id, reason),
         )
         self._started: list[Transport] = []
+        # pyee delivers events concurrently; one customer's events are handled one at a time
+        self._contact_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def start(self) -> None:
         """Validate templates, migrate, then log every account in. Fails fast with a clear error."""
@@ -109,6 +113,11 @@ class SalesBot:
         return processed
 
     async def handle(self, account_id: str, event: InboundEvent) -> None:
+        contact_id = event.contact.contact_id if isinstance(event, FriendRequest) else event.conversation_id
+        async with self._contact_locks[(account_id, contact_id)]:
+            await self._dispatch_event(account_id, event)
+
+    async def _dispatch_event(self, account_id: str, event: InboundEvent) -> None:
         if isinstance(event, FriendRequest):
             log.info(
                 "%s: friend request from %s (%s) hello=%r",

@@ -195,6 +195,12 @@ class Simulation:
         self._friendships[handle] = self.puppet.request_friendship(contact_id, name, hello)
         await self._settle()
 
+    async def friendship_confirmed(self, handle: str, name: str) -> None:
+        contact_id = self.contact_id(handle)
+        self.handles[contact_id] = handle
+        self._friendships[handle] = self.puppet.confirm_friendship(contact_id, name)
+        await self._settle()
+
     async def replay_friend_request(self, handle: str) -> None:
         self.puppet.replay_friendship(self._friendships[handle])
         await self._settle()
@@ -218,6 +224,7 @@ class Simulation:
 
     async def advance(self, duration: timedelta) -> None:
         """Move the clock; everything that falls due fires in time order."""
+        await self._settle()
         target = self.clock.now() + duration
         while True:
             due = await self.bot.dispatcher.next_due_at()

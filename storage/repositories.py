@@ -105,7 +105,7 @@ class Tags:
             },
             ["customer_id", "group", "value"],
         )
-        result = await self.session.execute(statement)
+        result = await self.session.exec(statement)
         return bool(_rowcount(result))
 
     async def for_customer(self, customer_id: int) -> list[CustomerTag]:
@@ -184,7 +184,7 @@ class Events:
         statement = _insert_ignoring_conflict(
             self.session, _table(Event), values, ["account_id", "kind", "external_id"]
         )
-        result = await self.session.execute(statement)
+        result = await self.session.exec(statement)
         return bool(_rowcount(result))
 
     async def for_customer(self, customer_id: int) -> list[Event]:
@@ -230,7 +230,7 @@ class OutgoingLog:
             },
             ["idempotency_key"],
         )
-        result = await self.session.execute(statement)
+        result = await self.session.exec(statement)
         row = await self.by_key(idempotency_key)
         if _rowcount(result):
             return row
@@ -274,7 +274,7 @@ class Outbox:
         statement = _insert_ignoring_conflict(
             self.session, _table(ScheduledMessage), values, ["idempotency_key"]
         )
-        result = await self.session.execute(statement)
+        result = await self.session.exec(statement)
         return bool(_rowcount(result))
 
     async def claim_next_due(self, now: datetime) -> ScheduledMessage | None:
@@ -299,7 +299,7 @@ class Outbox:
             .values(status="claimed", claimed_at=now, attempts=table.c.attempts + 1, updated_at=now)
             .returning(table.c.id)
         )
-        row_id = (await self.session.execute(statement)).scalar_one_or_none()
+        row_id = (await self.session.exec(statement)).scalar_one_or_none()
         if row_id is None:
             return None
         return await self.session.get(ScheduledMessage, row_id, populate_existing=True)
@@ -328,5 +328,5 @@ class Outbox:
             .where(table.c.customer_id == customer_id, table.c.status == "pending")
             .values(status="cancelled", updated_at=at, last_error=reason)
         )
-        result = await self.session.execute(statement)
+        result = await self.session.exec(statement)
         return _rowcount(result)

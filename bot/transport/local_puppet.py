@@ -262,6 +262,16 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         self.replay_friendship(friendship_id)
         return friendship_id
 
+    def confirm_friendship(self, contact_id: str, name: str) -> str:
+        """The rep accepted on the phone: the platform reports only an established friendship."""
+        self.add_contact(contact_id, name, friend=True)
+        friendship_id = self._new_id("fr")
+        self._friendships[friendship_id] = FriendshipPayload(
+            id=friendship_id, contact_id=contact_id, type=FriendshipType.FRIENDSHIP_TYPE_CONFIRM
+        )
+        self.replay_friendship(friendship_id)
+        return friendship_id
+
     def replay_friendship(self, friendship_id: str) -> None:
         """Emit a friendship event again, as puppets do after a reconnect."""
         self._events.emit("friendship", EventFriendshipPayload(friendship_id=friendship_id))

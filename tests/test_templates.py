@@ -1,0 +1,73 @@
+"""Templates are data: validated at startup, errors name the file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.app import validate_templates
+from bot.cli import main
+from bot.errors import TemplateError
+from bot.templates import WELCOME, TemplateLibrary
+from tests.conftest import ROOT, make_config
+
+
+def library(tmp_path: Path, files: dict[str, str]) -> TemplateLibrary:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return TemplateLibrary(tmp_path)
+
+
+def test_shipped_templates_are_valid() -> None:
+    names = validate_templates(make_config())
+    assert "welcome/default.txt.j2" in names and len(names) >= 4
+
+
+def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    lib = library(tmp_path, {"welcome/a.txt.j2": "line one\n{% if off_hours %}\nunclosed\n"})
+    with pytest.raises(TemplateError, match=r"welcome/a\.txt\.j2:\d+: syntax error"):
+        lib.validate()
+
+
+def test_unknown_variable_names_file_line_and_variable(tmp_path: Path) -> None:
+    lib = library(tmp_path, {"welcome/a.txt.j2": "你好\n{{ customer.name }}\n{{ discount_code }}\n"})
+    with pytest.raises(TemplateError) as error:
+        lib.validate()
+    assert "welcome/a.txt.j2:3: unknown variable 'discount_code'" in str(error.value)
+
+
+def test_unknown_attribute_is_caught_at_validation(tmp_path: Path) -> None:
+    lib = library(tmp_path, {"welcome/a.txt.j2": "hi\n{{ rep.nick_name }}\n"})
+    with pytest.raises(TemplateError, match=r"welcome/a\.txt\.j2:2: .*nick_name"):
+        lib.validate()
+
+
+def test_sandbox_blocks_unsafe_access(tmp_path: Path) -> None:
+    lib = library(tmp_path, {"welcome/a.txt.j2": "{{ rep.__class__.__mro__ }}"})
+    with pytest.raises(TemplateError):
+        lib.render("welcome/a.txt.j2", dict(WELCOME.variables))
+
+
+def test_missing_required_template_is_reported(tmp_path: Path) -> None:
+    config = make_config({"welcome": {"template": "welcome/nope.txt.j2"}})
+    with pytest.raises(TemplateError, match=r"welcome/nope\.txt\.j2: template not found"):
+        validate_templates(config)
+
+
+def test_check_fails_on_bad_template(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    templates = tmp_path / "tpl"
+    for source in (ROOT / "scripts_templates").rglob("*.j2"):
+        target = templates / source.relative_to(ROOT / "scripts_templates")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    (templates / "welcome" / "douyin.txt.j2").write_text("{{ rep.nickname }}\n{{ typo }}\n", encoding="utf-8")
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(
+        text.replace('templates_dir = "scripts_templates"', 'templates_dir = "tpl"'), encoding="utf-8"
+    )
+    assert main(["check", "--config", str(config_path)]) == 1
+    assert "douyin.txt.j2:2: unknown variable 'typo'" in capsys.readouterr().err
