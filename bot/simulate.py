@@ -68,13 +68,13 @@ class Step(BaseModel):
 
     @model_validator(mode="after")
     def _one_action(self) -> Step:
+        if (self.says is None) != (self.customer is None):
+            raise ValueError("'customer' and 'says' go together")
         present = [name for name in ACTIONS if getattr(self, name) is not None]
         if len(present) != 1:
             raise ValueError(f"a step needs exactly one of {', '.join(ACTIONS)} (found {present or 'none'})")
         if self.hello is not None and self.friend_request is None:
             raise ValueError("'hello' goes with 'friend_request'")
-        if (self.says is None) != (self.customer is None):
-            raise ValueError("'customer' and 'says' go together")
         if self.in_chat is not None and self.rep is None:
             raise ValueError("'in_chat' goes with 'rep'")
         if self.advance is not None:
@@ -126,10 +126,15 @@ def load_scenario(path: Path, config: Config) -> Scenario:
     known = {c.id for c in scenario.customers}
     if len(known) != len(scenario.customers):
         raise ScenarioError(f"{path}: customer ids must be unique")
+    requested: set[str] = set()
     for number, step in enumerate(scenario.steps, start=1):
         for handle in step.handles():
             if handle not in known:
                 raise ScenarioError(f"{path}: step {number}: unknown customer handle {handle!r}")
+        if step.replay is not None and step.replay not in requested:
+            raise ScenarioError(f"{path}: step {number}: replay of {step.replay!r} before its friend_request")
+        if step.friend_request is not None:
+            requested.add(step.friend_request)
     if scenario.account is not None and scenario.account not in {a.id for a in config.accounts}:
         raise ScenarioError(f"{path}: account {scenario.account!r} is not in the config")
     return scenario

@@ -1,4 +1,4 @@
-"""The value-icebreaker welcome, end to end: LocalPuppet -> real Wechaty -> salesbot -> storage -> back out."""
+"""The value-icebreaker welcome, end to end: LocalPuppet -> real Wechaty -> salesbot -> storage -> out."""
 
 from __future__ import annotations
 

@@ -1,0 +1,52 @@
+"""`salesbot run` as a user runs it: a real process, a banner, a clean stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def test_run_on_embedded_default_prints_banner_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    text = text.replace(
+        'templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"'
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(text, encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Press Ctrl-C to stop." in line:
+                break
+        output = "".join(lines)
+        assert "salesbot is running" in output, output
+        assert "account demo" in output and "embedded local puppet" in output
+        assert "salesbot simulate examples/welcome.toml" in output
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output + rest
+    assert "Traceback" not in output + rest
+    assert (tmp_path / "data" / "salesbot.db").exists(), "the SQLite file is created next to the config"

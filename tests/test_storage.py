@@ -1,0 +1,118 @@
+"""Storage: migrations match the models, UTC round-trips, the outbox claims atomically."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+
+from storage.db import Database
+from storage.models import Account, Customer, ScheduledMessage, metadata
+from storage.repositories import Outbox
+
+NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Database:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
+    await database.migrate()
+    async with database.transaction() as session:
+        session.add(Account(id="demo", nickname="n", role="r", created_at=NOW, updated_at=NOW))
+        session.add(Customer(account_id="demo", wechat_id="wx1", stage="stranger", added_at=NOW))
+    yield database
+    await database.close()
+
+
+async def test_migrations_create_exactly_the_models_schema(db: Database) -> None:
+    async with db.engine.connect() as connection:
+        diff = await connection.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+        )
+        tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    assert diff == [], f"models and migrations differ; add an Alembic revision: {diff}"
+    assert {
+        "account",
+        "customer",
+        "customer_tag",
+        "stage_change",
+        "note",
+        "event",
+        "outgoing_message",
+        "scheduled_message",
+        "alembic_version",
+    } <= tables
+
+
+async def test_migrate_is_idempotent_and_keeps_data(db: Database) -> None:
+    await db.migrate()
+    async with db.transaction() as session:
+        assert await session.get(Account, "demo") is not None
+
+
+async def test_datetimes_are_stored_utc_and_come_back_aware(db: Database) -> None:
+    shanghai = datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+    async with db.transaction() as session:
+        customer = Customer(account_id="demo", wechat_id="wx2", stage="stranger", added_at=shanghai)
+        session.add(customer)
+    async with db.transaction() as session:
+        loaded = await session.get(Customer, customer.id)
+    assert loaded is not None
+    assert loaded.added_at == shanghai and loaded.added_at.tzinfo is UTC
+    assert loaded.added_at.hour == 2
+
+
+async def test_naive_datetimes_are_refused(db: Database) -> None:
+    with pytest.raises(Exception, match="naive datetime"):
+        async with db.transaction() as session:
+            session.add(
+                Customer(account_id="demo", wechat_id="wx3", stage="s", added_at=datetime(2026, 1, 1))
+            )
+
+
+def planned(key: str, due: datetime) -> ScheduledMessage:
+    return ScheduledMessage(
+        account_id="demo",
+        customer_id=1,
+        kind="welcome",
+        sequence="welcome",
+        step=key,
+        template="t",
+        due_at=due,
+        not_after=due + timedelta(hours=1),
+        status="pending",
+        idempotency_key=key,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+async def test_planning_is_an_upsert_on_the_idempotency_key(db: Database) -> None:
+    async with db.transaction() as session:
+        assert await Outbox(session).plan(planned("k1", NOW)) is True
+        assert await Outbox(session).plan(planned("k1", NOW + timedelta(hours=1))) is False
+    async with db.transaction() as session:
+        assert await Outbox(session).next_due_at() == NOW
+
+
+async def test_claim_takes_earliest_due_only_once(db: Database) -> None:
+    async with db.transaction() as session:
+        for minute in (5, 1, 3):
+            await Outbox(session).plan(planned(f"k{minute}", NOW + timedelta(minutes=minute)))
+    later = NOW + timedelta(minutes=4)
+
+    async def claim() -> str | None:
+        async with db.transaction() as session:
+            row = await Outbox(session).claim_next_due(later)
+            return row.idempotency_key if row else None
+
+    claimed = await asyncio.gather(*(claim() for _ in range(6)))
+    assert sorted(k for k in claimed if k) == ["k1", "k3"], "each due row is claimed exactly once"
+    async with db.transaction() as session:
+        assert await Outbox(session).claim_next_due(later) is None

@@ -1,0 +1,59 @@
+"""The shims that make wechaty 0.10.7 usable on Python 3.11 with several bots in one process."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+
+from bot.clock import VirtualClock
+from bot.transport.base import FriendRequest, InboundEvent
+from bot.transport.local_puppet import LocalPuppet
+from bot.transport.wechaty_adapter import WechatyTransport
+from bot.transport.wechaty_compat import PuppetOptions, Wechaty, new_wechaty_options
+
+
+def test_wechaty_imports_on_supported_python() -> None:
+    assert sys.version_info >= (3, 11)
+    assert issubclass(Wechaty, object) and hash(PuppetOptions()) != hash(PuppetOptions())
+
+
+def test_two_bots_do_not_share_options() -> None:
+    clock = VirtualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    first = Wechaty(new_wechaty_options(name="a", puppet=LocalPuppet(clock)))
+    second = Wechaty(new_wechaty_options(name="b", puppet=LocalPuppet(clock)))
+    assert first._options is not second._options
+    assert first._options.puppet_options is not second._options.puppet_options
+    assert first._options.scheduler is not second._options.scheduler
+    assert first.puppet is not second.puppet
+    first._options.puppet_options.token = "token-a"
+    assert second._options.puppet_options.token is None
+
+
+async def test_two_bots_keep_separate_contact_pools() -> None:
+    """Without the shim the second bot would see the first bot's cached contact (wrong name, wrong puppet)."""
+    clock = VirtualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    seen: dict[str, list[InboundEvent]] = {"a": [], "b": []}
+    transports = []
+    for name in ("a", "b"):
+        puppet = LocalPuppet(clock, self_id=f"{name}-self")
+
+        async def sink(event: InboundEvent, name: str = name) -> None:
+            seen[name].append(event)
+
+        transport = WechatyTransport(name, puppet, login_timeout=5)
+        await transport.start(sink)
+        transports.append((transport, puppet))
+    try:
+        (ta, pa), (tb, pb) = transports
+        pa.request_friendship("same-id", "张三")
+        await ta.settle()
+        pb.request_friendship("same-id", "李四")
+        await tb.settle()
+        [a_event], [b_event] = seen["a"], seen["b"]
+        assert isinstance(a_event, FriendRequest) and isinstance(b_event, FriendRequest)
+        assert (a_event.contact.name, b_event.contact.name) == ("张三", "李四")
+        await tb.accept(b_event)
+        assert pb.accepted and not pa.accepted
+    finally:
+        for transport, _ in transports:
+            await transport.stop()
