@@ -53,8 +53,8 @@ async def run(config: Config, config_path: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await bot.start()
     try:
+        await bot.start()
         timers.every(DISPATCH_POLL, config.dispatch.poll_seconds, dispatch)
         timers.start()
         await dispatch()

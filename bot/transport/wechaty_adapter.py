@@ -24,6 +24,18 @@ log = logging.getLogger(__name__)
 _ECHO_MEMORY = 2000
 
 
+def explain_start_failure(error: BaseException | None) -> str:
+    """Turn what the Wechaty stack raises at startup into an actionable sentence."""
+    text = str(error)
+    if "ping endpoint" in text or isinstance(error, (ConnectionError, OSError)):
+        return (
+            f"cannot reach the puppet service ({text}); check the endpoint host:port and that it is running"
+        )
+    if "token" in text.lower():
+        return f"the puppet service rejected the token ({text})"
+    return f"Wechaty failed to start: {type(error).__name__}: {text}"
+
+
 class _Bot(IsolatedWechaty):
     """Routes Wechaty's typed hooks (awaited by its event bridge) to the adapter."""
 
@@ -79,20 +91,27 @@ class WechatyTransport:
         self._sink = sink
         self._start_task = asyncio.create_task(self._bot.start(), name=f"wechaty-start-{self.account_id}")
         login = asyncio.create_task(self._logged_in.wait())
-        done, _ = await asyncio.wait(
-            {self._start_task, login}, timeout=self.login_timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if login in done:
+        deadline = asyncio.get_running_loop().time() + self.login_timeout
+        pending: set[asyncio.Future[object]] = {self._start_task, login}
+        while login in pending:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if self._start_task not in pending and self._start_task.exception() is not None:
+                login.cancel()
+                error = self._start_task.exception()
+                await self.stop()
+                raise TransportError(f"account {self.account_id}: {explain_start_failure(error)}") from error
+        if login not in pending:
             log.info("account %s logged in as %s", self.account_id, self.self_id)
             return
         login.cancel()
-        if self._start_task in done:
-            raise TransportError(
-                f"account {self.account_id}: Wechaty stopped before login "
-                "(check the token and that the puppet service endpoint is reachable)"
-            )
         await self.stop()
-        raise TransportError(f"account {self.account_id}: no login within {self.login_timeout:.0f}s")
+        raise TransportError(
+            f"account {self.account_id}: no login within {self.login_timeout:.0f}s "
+            "(is the account logged in on the puppet service, and is the token right?)"
+        )
 
     async def stop(self) -> None:
         if self._start_task is not None and not self._start_task.done():

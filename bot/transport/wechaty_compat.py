@@ -9,6 +9,9 @@ Import Wechaty names from here, never from ``wechaty`` directly, so the shims ar
   ``CACHE_DIR`` at a temporary folder unless the user chose one. ``WECHATY_LOG`` defaults to warn.
 * On login the plugin manager probes port 5000 and starts its own scheduler with an SQLite job
   store; each bot gets a private in-memory scheduler and port 0 instead.
+* ``Wechaty.start()`` swallows startup errors: it prints and returns, sleeps 60 s and restarts on
+  network errors, and on a puppet error calls ``loop.stop()``, killing the whole process.
+  :class:`IsolatedWechaty` runs the same steps and lets errors propagate to the caller.
 * ``Contact``/``Tag``/``Room``/``Message`` pools are class attributes shared by the per-bot
   subclasses, so two bots in one process would hand each other contacts bound to the wrong
   puppet. :class:`IsolatedWechaty` gives every bot its own pools.
@@ -41,7 +44,14 @@ _POOLED_ACCESSORIES = ("Contact", "ContactSelf", "Room", "Tag", "Favorite")
 
 
 class IsolatedWechaty(Wechaty):  # type: ignore[misc]
-    """A ``Wechaty`` whose per-bot accessor classes do not share object pools with other bots."""
+    """A ``Wechaty`` that shares no object pools with other bots and reports startup errors."""
+
+    async def start(self) -> None:
+        """The library's start sequence without its error swallowing (see module docstring)."""
+        await self.init_puppet()
+        await self.init_puppet_event_bridge(self.puppet)
+        await self.puppet.start()
+        self.started = True
 
     async def init_puppet(self) -> None:
         await super().init_puppet()

@@ -1,0 +1,68 @@
+"""The `service` transport (wechaty-puppet-service over gRPC) fails fast and clearly when it cannot start.
+
+End-to-end tests against the official Node gateway come with the real-WeChat-path work (issue 8).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.errors import TransportError
+from bot.transport.base import InboundEvent
+from bot.transport.wechaty_adapter import WechatyTransport
+from tests.conftest import ROOT
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_unreachable_endpoint_is_a_clear_error_not_a_dead_event_loop() -> None:
+    transport = WechatyTransport(
+        "acme",
+        "wechaty-puppet-service",
+        token="insecure_test",
+        endpoint=f"127.0.0.1:{closed_port()}",
+        login_timeout=20,
+    )
+
+    async def sink(event: InboundEvent) -> None:
+        raise AssertionError("no events expected")
+
+    with pytest.raises(TransportError, match=r"account acme: cannot reach the puppet service.*endpoint"):
+        await transport.start(sink)
+    # the event loop is still alive (python-wechaty would have stopped it)
+
+
+def test_run_with_unreachable_service_exits_non_zero_naming_the_account(tmp_path: Path) -> None:
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    text = text.replace(
+        'templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"'
+    )
+    text = text.replace('transport = "local"', 'transport = "service"')
+    config = tmp_path / "config.toml"
+    config.write_text(text, encoding="utf-8")
+    env = {
+        **os.environ,
+        "SALESBOT_DEMO_TOKEN": "insecure_x",
+        "SALESBOT_DEMO_ENDPOINT": f"127.0.0.1:{closed_port()}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "run", "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "error: account demo: cannot reach the puppet service" in result.stderr
+    assert "Traceback" not in result.stderr
