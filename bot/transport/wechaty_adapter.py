@@ -92,7 +92,7 @@ class WechatyTransport:
         self._start_task = asyncio.create_task(self._bot.start(), name=f"wechaty-start-{self.account_id}")
         login = asyncio.create_task(self._logged_in.wait())
         deadline = asyncio.get_running_loop().time() + self.login_timeout
-        pending: set[asyncio.Future[object]] = {self._start_task, login}
+        pending: set[asyncio.Future[Any]] = {self._start_task, login}
         while login in pending:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
