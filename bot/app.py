@@ -14,11 +14,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
 from bot.clock import Clock
+from bot.commands import REGISTRY
 from bot.config import Config
-from bot.errors import TemplateError
+from bot.domain.stages import Pipeline
+from bot.domain.tags import TagRejected, TagVocabulary
+from bot.errors import ConfigError, TemplateError
+from bot.services.console import ConsoleService
 from bot.services.customers import CustomerService
 from bot.services.messenger import Messenger
 from bot.services.outbox import Dispatcher
+from bot.services.profile import ProfileService
 from bot.services.welcome import WELCOME, WelcomeComposer, WelcomeService
 from bot.templates import TemplateLibrary
 from bot.transport.base import FriendRequest, InboundEvent, TextMessage, Transport
@@ -34,7 +39,16 @@ def required_templates(config: Config) -> list[str]:
     return [config.welcome.template, *(rule.template for rule in config.welcome.channels)]
 
 
-def validate_templates(config: Config) -> list[str]:
+def validate_setup(config: Config) -> list[str]:
+    """Checks that need more than the config schema: templates, and tags named in channel rules.
+    Returns the template names checked."""
+    vocabulary = TagVocabulary(config.tags.groups)
+    for number, rule in enumerate(config.welcome.channels):
+        if rule.tag:
+            try:
+                vocabulary.parse(rule.tag)
+            except TagRejected as exc:
+                raise ConfigError(f"welcome.channels.{number}.tag: {exc}") from None
     library = TemplateLibrary(config.templates_path)
     names = library.validate(required_templates(config))
     for name in required_templates(config):
@@ -64,7 +78,13 @@ class SalesBot:
         )
         self.wake_listeners: list[Callable[[datetime], None]] = []
         self.messenger = Messenger(self.db, clock, self.transports)
-        self.customers = CustomerService(self.db, clock, config.stages[0].key)
+        self.customers = CustomerService(
+            self.db, clock, Pipeline(config.stages), config.pipeline.on_first_reply
+        )
+        self.profile = ProfileService(self.db, clock, config, self.transports)
+        self.console = ConsoleService(
+            self.db, clock, config, self.messenger, self.profile, self.transports, REGISTRY
+        )
         self.welcome = WelcomeService(
             self.db, clock, config, self.transports, rng or random.Random(), on_planned=self._wake
         )
@@ -74,6 +94,7 @@ class SalesBot:
             self.messenger,
             composers={WELCOME: WelcomeComposer(config, self.templates, clock)},
             on_unreachable=lambda customer_id, reason: self.customers.mark_deleted(customer_id, reason),
+            on_sent=lambda row: self.console.note_customer(row.account_id, row.customer_id),
         )
         self._started: list[Transport] = []
         # pyee delivers events concurrently; one customer's events are handled one at a time
@@ -81,7 +102,7 @@ class SalesBot:
 
     async def start(self) -> None:
         """Validate templates, migrate, then log every account in. Fails fast with a clear error."""
-        validate_templates(self.config)
+        validate_setup(self.config)
         await self.db.migrate()
         await self._sync_accounts()
         recovered = await self.dispatcher.recover()
@@ -92,6 +113,7 @@ class SalesBot:
             self._started.append(transport)
             async with self.db.transaction() as session:
                 await Accounts(session).set_self_contact(account_id, transport.self_id)
+        await self.console.resolve_consoles()
 
     async def stop(self) -> None:
         for transport in reversed(self._started):
@@ -131,10 +153,18 @@ class SalesBot:
             await self._on_text(account_id, event)
 
     async def _on_text(self, account_id: str, message: TextMessage) -> None:
-        if message.in_room:
+        if self.console.is_rep(account_id, message):
+            if await self.console.on_rep_text(account_id, message):
+                log.info("%s: command %r", account_id, message.text)
+            elif (
+                message.from_self
+                and not message.in_room
+                and message.conversation_id != self.console.console_of(account_id)
+            ):
+                log.info("%s: rep wrote to %s", account_id, message.conversation_id)
+                await self.customers.record_rep_message(account_id, message)
             return
-        if message.from_self:
-            log.info("%s: rep wrote in %s: %r", account_id, message.conversation_id, message.text)
+        if message.in_room:
             return
         log.info("%s: %s says %r", account_id, message.talker.name, message.text)
         await self.customers.record_inbound(account_id, message)

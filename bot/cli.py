@@ -26,27 +26,28 @@ def _parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("check", help="validate the configuration and every template"))
     simulate = with_config(sub.add_parser("simulate", help="play a scripted conversation on a virtual clock"))
     simulate.add_argument("scenario", help="scenario TOML file (see examples/)")
+    sub.add_parser("commands", help="print the rep command table (Markdown, as in the README)")
     return parser
 
 
 def _check(config_path: str) -> int:
-    from bot.app import validate_templates
+    from bot.app import validate_setup
     from bot.config import load_config
 
     config = load_config(config_path)
-    names = validate_templates(config)
+    names = validate_setup(config)
     accounts, templates = len(config.accounts), len(names)
     print(f"{config_path}: OK ({accounts} account(s), {templates} template(s) in {config.templates_path})")
     return 0
 
 
 def _simulate(config_path: str, scenario_path: str) -> int:
-    from bot.app import validate_templates
+    from bot.app import validate_setup
     from bot.config import load_config
     from bot.simulate import json_line, load_scenario, run_scenario
 
     config = load_config(config_path)
-    validate_templates(config)
+    validate_setup(config)
     scenario = load_scenario(Path(scenario_path), config)
     asyncio.run(run_scenario(scenario, config, lambda line: print(json_line(line), flush=True)))
     return 0
@@ -72,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(args.config)
+        if args.command == "commands":
+            from bot.commands import REGISTRY
+            from bot.commands.help import markdown_table
+
+            print(markdown_table(REGISTRY))
+            return 0
         if args.command == "simulate":
             return _simulate(args.config, args.scenario)
         return _run(args.config, args.verbose)

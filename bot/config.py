@@ -136,6 +136,53 @@ def _default_stages() -> list[StageConfig]:
     return [StageConfig(key=k, label=v) for k, v in pairs]
 
 
+class PipelineConfig(_Section):
+    # stage a customer moves to on their first message (only forward); "" turns it off
+    on_first_reply: str = "potential"
+
+
+class TagGroup(_Section):
+    key: str
+    label: str
+    # other names reps may type for this group, e.g. 预算 for 消费
+    aliases: list[str] = Field(default_factory=list)
+    # allowed values; empty means any value
+    values: list[str] = Field(default_factory=list)
+    # shorthand -> allowed value, e.g. "20-30w" -> "20-30万"
+    value_aliases: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _aliases_point_at_values(self) -> TagGroup:
+        if self.values:
+            unknown = sorted(v for v in self.value_aliases.values() if v not in self.values)
+            if unknown:
+                raise ValueError(f"value_aliases point at values not in values: {', '.join(unknown)}")
+        return self
+
+
+def _default_tag_groups() -> list[TagGroup]:
+    return [
+        TagGroup(key="social", label="社会", aliases=["职业", "家庭"]),
+        TagGroup(key="consumption", label="消费", aliases=["预算"]),
+        TagGroup(key="behaviour", label="行为"),
+        TagGroup(key="tier", label="层级"),
+        TagGroup(key="channel", label="渠道"),
+    ]
+
+
+class TagsConfig(_Section):
+    # also add tags to the contact's tags on the platform, where the puppet supports it
+    sync_to_platform: bool = False
+    groups: list[TagGroup] = Field(default_factory=_default_tag_groups)
+
+
+class CommandsConfig(_Section):
+    # recall a command the rep typed in a customer's chat, so the customer never sees it
+    recall_in_customer_chat: bool = True
+    # results per page for /find
+    page_size: int = Field(default=10, ge=1, le=50)
+
+
 class DispatchConfig(_Section):
     # how often the dispatcher looks for due messages even without a wake-up (seconds)
     poll_seconds: float = Field(default=5.0, gt=0)
@@ -150,6 +197,9 @@ class Config(_Section):
     welcome: WelcomeConfig = WelcomeConfig()
     dispatch: DispatchConfig = DispatchConfig()
     stages: list[StageConfig] = Field(default_factory=_default_stages, min_length=2)
+    pipeline: PipelineConfig = PipelineConfig()
+    tags: TagsConfig = TagsConfig()
+    commands: CommandsConfig = CommandsConfig()
     accounts: list[AccountConfig] = Field(min_length=1)
     # folder the config file lives in; relative paths are resolved against it
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -171,6 +221,11 @@ class Config(_Section):
         keys = [s.key for s in self.stages]
         if len(set(keys)) != len(keys):
             raise ValueError("stage keys must be unique")
+        if self.pipeline.on_first_reply and self.pipeline.on_first_reply not in keys:
+            raise ValueError(f"pipeline.on_first_reply: unknown stage {self.pipeline.on_first_reply!r}")
+        names = [n for g in self.tags.groups for n in (g.key, g.label, *g.aliases)]
+        if len(set(names)) != len(names):
+            raise ValueError("tags.groups: keys, labels and aliases must be unique across groups")
         channel_keys = [c.key for c in self.welcome.channels]
         if len(set(channel_keys)) != len(channel_keys):
             raise ValueError("welcome.channels keys must be unique")

@@ -25,3 +25,11 @@ class TransportError(SalesbotError):
 
 class RecipientUnavailable(TransportError):
     """The customer can no longer be messaged (they deleted the rep or blocked the account)."""
+
+
+class CommandError(SalesbotError):
+    """A business error in a rep command (unknown stage, no such customer): shown to the rep as is."""
+
+
+class UsageError(SalesbotError):
+    """A command's words do not fit its arguments: the rep gets the usage line."""

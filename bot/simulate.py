@@ -213,13 +213,13 @@ class Simulation:
     async def customer_says(self, handle: str, text: str, name: str | None = None) -> None:
         contact_id = self.contact_id(handle)
         self.handles[contact_id] = handle
-        self.puppet.add_contact(contact_id, name or handle, friend=self.puppet.is_friend(contact_id))
+        if name is not None or not self.puppet.has_contact(contact_id):
+            self.puppet.add_contact(contact_id, name or handle, friend=self.puppet.is_friend(contact_id))
         self.puppet.customer_says(contact_id, text)
         await self._settle()
 
     async def rep_types(self, text: str, in_chat: str | None = None) -> None:
-        account = self.config.account(self.account_id)
-        conversation = self.contact_id(in_chat) if in_chat else account.console
+        conversation = self.contact_id(in_chat) if in_chat else self.bot.console.console_of(self.account_id)
         self.puppet.rep_types(conversation, text)
         await self._settle()
 
@@ -252,7 +252,7 @@ class Simulation:
             printed = self._printed[account_id]
             new = puppet.sent[printed.count :]
             printed.count = len(puppet.sent)
-            console = self.config.account(account_id).console
+            console = self.bot.console.console_of(account_id)
             for sent in new:
                 async with self.bot.db.transaction() as session:
                     row = await OutgoingLog(session).by_platform_id(account_id, sent.message_id)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import validate_templates
+from bot.app import validate_setup
 from bot.cli import main
 from bot.errors import TemplateError
 from bot.templates import WELCOME, TemplateLibrary
@@ -22,7 +22,7 @@ def library(tmp_path: Path, files: dict[str, str]) -> TemplateLibrary:
 
 
 def test_shipped_templates_are_valid() -> None:
-    names = validate_templates(make_config())
+    names = validate_setup(make_config())
     assert "welcome/default.txt.j2" in names and len(names) >= 4
 
 
@@ -54,7 +54,7 @@ def test_sandbox_blocks_unsafe_access(tmp_path: Path) -> None:
 def test_missing_required_template_is_reported(tmp_path: Path) -> None:
     config = make_config({"welcome": {"template": "welcome/nope.txt.j2"}})
     with pytest.raises(TemplateError, match=r"welcome/nope\.txt\.j2: template not found"):
-        validate_templates(config)
+        validate_setup(config)
 
 
 def test_check_fails_on_bad_template(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

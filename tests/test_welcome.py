@@ -82,7 +82,7 @@ async def test_channel_rule_picks_variant_and_tags_customer(sim: Simulation) -> 
     assert customers["wx_c1"].source_channel == "小红书"
     assert customers["wx_c3"].source_channel == ""
     [tag] = await rows(sim, CustomerTag, CustomerTag.customer_id == customers["wx_c1"].id)
-    assert (tag.group, tag.value, tag.source, tag.added_by) == ("渠道", "小红书", "channel_rule", "system")
+    assert (tag.group, tag.value, tag.source, tag.added_by) == ("channel", "小红书", "channel_rule", "system")
     assert await rows(sim, CustomerTag, CustomerTag.customer_id == customers["wx_c3"].id) == []
 
 

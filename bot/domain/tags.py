@@ -1,22 +1,59 @@
-"""Tag syntax: free text, or ``group:value`` (an ASCII or full-width colon)."""
+"""Tag syntax and vocabulary: free text, or ``group:value`` for a configured group.
+
+Groups are named by key, label or alias (``预算:20-30万`` lands in the 消费 group); groups with a
+value list accept only those values or their aliases.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from bot.config import TagGroup
+
+COLONS = (":", "：")
 
 
 @dataclass(frozen=True)
 class Tag:
-    group: str
+    group: str  # group key, "" for a free-text tag
     value: str
 
-    def __str__(self) -> str:
-        return f"{self.group}:{self.value}" if self.group else self.value
+
+class TagRejected(ValueError):
+    """The text names a configured group but a value it does not allow (message for the rep)."""
 
 
-def parse_tag(text: str) -> Tag:
-    cleaned = text.strip().replace("：", ":")
-    group, sep, value = cleaned.partition(":")
-    if sep and group.strip() and value.strip():
-        return Tag(group.strip(), value.strip())
-    return Tag("", cleaned)
+class TagVocabulary:
+    def __init__(self, groups: Sequence[TagGroup]) -> None:
+        self.groups = {g.key: g for g in groups}
+        self._by_name: dict[str, TagGroup] = {}
+        for group in groups:
+            for name in (group.key, group.label, *group.aliases):
+                self._by_name[name.casefold()] = group
+
+    def parse(self, text: str) -> Tag:
+        """Read what a rep typed. ``x:y`` with an unknown group ``x`` is a free-text tag."""
+        cleaned = text.strip()
+        for colon in COLONS:
+            name, sep, value = cleaned.partition(colon)
+            if sep and name.strip() and value.strip():
+                group = self._by_name.get(name.strip().casefold())
+                if group is not None:
+                    return Tag(group.key, self._value(group, value.strip()))
+        if not cleaned:
+            raise TagRejected("标签不能为空")
+        return Tag("", cleaned)
+
+    def _value(self, group: TagGroup, value: str) -> str:
+        value = group.value_aliases.get(value, value)
+        if group.values and value not in group.values:
+            raise TagRejected(f"「{group.label}」没有「{value}」这个选项，可选：{'、'.join(group.values)}")
+        return value
+
+    def label(self, group_key: str) -> str:
+        group = self.groups.get(group_key)
+        return group.label if group else group_key
+
+    def display(self, tag: Tag) -> str:
+        return f"{self.label(tag.group)}:{tag.value}" if tag.group else tag.value

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
+from bot.domain.stages import Pipeline
 from bot.transport.base import Contact, TextMessage
 from storage.db import Database
 from storage.models import Customer
@@ -42,10 +43,12 @@ async def ensure_customer(
 
 
 class CustomerService:
-    def __init__(self, db: Database, clock: Clock, first_stage: str) -> None:
+    def __init__(self, db: Database, clock: Clock, pipeline: Pipeline, on_first_reply: str = "") -> None:
         self.db = db
         self.clock = clock
-        self.first_stage = first_stage
+        self.pipeline = pipeline
+        self.first_stage = pipeline.first
+        self.on_first_reply = on_first_reply
 
     async def record_inbound(self, account_id: str, message: TextMessage) -> Customer | None:
         """Log a customer's message once (replays are ignored) and note when they last spoke.
@@ -65,8 +68,42 @@ class CustomerService:
             )
             if not fresh:
                 return None
+            first_reply = customer.last_inbound_at is None
             customer.last_inbound_at = now
+            target = self.on_first_reply
+            if first_reply and target and self.pipeline.is_before(customer.stage, target):
+                assert customer.id is not None
+                await StageHistory(session).record(
+                    customer.id, customer.stage, target, "system", "first reply", now
+                )
+                await Events(session).record(
+                    account_id,
+                    "stage_changed",
+                    now,
+                    customer_id=customer.id,
+                    data={"from": customer.stage, "to": target, "actor": "system"},
+                )
+                customer.stage = target
             return customer
+
+    async def record_rep_message(self, account_id: str, message: TextMessage) -> None:
+        """The rep wrote to a customer by hand: it counts as contact (owed replies, digests)."""
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            contact = Contact(message.conversation_id, "", "")
+            customer, _ = await ensure_customer(
+                session, account_id, contact, self.first_stage, now, actor="rep"
+            )
+            fresh = await Events(session).record(
+                account_id,
+                "rep_message",
+                now,
+                customer_id=customer.id,
+                text=message.text,
+                external_id=message.message_id,
+            )
+            if fresh:
+                customer.last_outbound_at = now
 
     async def mark_deleted(self, customer_id: int, reason: str) -> bool:
         """The customer removed the rep: stop everything planned for them. Returns False if already known."""

@@ -40,6 +40,7 @@ class Composer(Protocol):
 
 
 UnreachableHandler = Callable[[int, str], Awaitable[object]]
+SentHandler = Callable[[ScheduledMessage], None]
 
 
 class Dispatcher:
@@ -50,12 +51,14 @@ class Dispatcher:
         messenger: Messenger,
         composers: Mapping[str, Composer],
         on_unreachable: UnreachableHandler,
+        on_sent: SentHandler = lambda _row: None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.messenger = messenger
         self.composers = composers
         self.on_unreachable = on_unreachable
+        self.on_sent = on_sent
 
     async def next_due_at(self) -> datetime | None:
         async with self.db.transaction() as session:
@@ -139,6 +142,7 @@ class Dispatcher:
         )
         if result.delivery in (Delivery.SENT, Delivery.DUPLICATE):
             await self._mark(row, "sent")
+            self.on_sent(row)
         elif result.delivery is Delivery.UNREACHABLE:
             await self._mark(row, "failed", "customer is no longer a friend")
             await self.on_unreachable(row.customer_id, result.error)

@@ -19,7 +19,7 @@ from bot.clock import Clock
 from bot.config import AccountConfig, Config
 from bot.domain.channels import match_channel
 from bot.domain.hours import WorkingCalendar
-from bot.domain.tags import parse_tag
+from bot.domain.tags import TagRejected, TagVocabulary
 from bot.services.customers import ensure_customer
 from bot.services.outbox import Composed
 from bot.templates import TemplateLibrary
@@ -150,8 +150,12 @@ class WelcomeService:
         if not customer.source_channel:
             customer.source_channel = rule.label
         if rule.tag and customer.id is not None:
-            tag = parse_tag(rule.tag)
-            await Tags(session).add(customer.id, tag.group, tag.value, "channel_rule", "system", now)
+            try:
+                tag = TagVocabulary(self.config.tags.groups).parse(rule.tag)
+            except TagRejected as exc:
+                log.warning("channel rule %s: tag %r rejected: %s", rule.key, rule.tag, exc)
+            else:
+                await Tags(session).add(customer.id, tag.group, tag.value, "channel_rule", "system", now)
         return rule.template
 
 

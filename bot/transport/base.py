@@ -69,6 +69,14 @@ class Transport(Protocol):
 
     async def recall(self, message_id: str) -> bool: ...
 
+    async def find_room(self, topic: str) -> str | None:
+        """The id of the group chat with exactly this topic, or None."""
+        ...
+
+    async def tag_contact(self, contact_id: str, tag: str, *, remove: bool = False) -> None:
+        """Add (or remove) a contact tag on the platform. Raises TransportError when unsupported."""
+        ...
+
     async def settle(self) -> None:
         """Wait until every inbound event received so far has been handled (in-process transports)."""
         ...

@@ -28,6 +28,7 @@ from wechaty_puppet import (
     FriendshipType,
     MessagePayload,
     MessageType,
+    RoomPayload,
 )
 
 from bot.clock import Clock
@@ -107,6 +108,8 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
             FILEHELPER: _Contact(FILEHELPER, "文件传输助手", friend=True),
         }
         self._messages: dict[str, MessagePayload] = {}
+        self._rooms: dict[str, RoomPayload] = {}
+        self.recalled: set[str] = set()
         self._friendships: dict[str, FriendshipPayload] = {}
         self.sent: list[SentMessage] = []
         self.accepted: list[str] = []
@@ -223,25 +226,45 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         if self.fail_next_send is not None:
             error, self.fail_next_send = self.fail_next_send, None
             raise error
-        contact = self._contacts.get(conversation_id)
-        if contact is None:
-            raise LocalPuppetError(f"unknown conversation {conversation_id}")
-        if not contact.friend:
-            raise NotFriendError(f"{contact.name} is not a friend (they deleted the account)")
-        message_id = self._store_message(self._self_id, conversation_id, message)
+        if conversation_id in self._rooms:
+            message_id = self._store_message(self._self_id, "", message, room_id=conversation_id)
+        else:
+            contact = self._contacts.get(conversation_id)
+            if contact is None:
+                raise LocalPuppetError(f"unknown conversation {conversation_id}")
+            if not contact.friend:
+                raise NotFriendError(f"{contact.name} is not a friend (they deleted the account)")
+            message_id = self._store_message(self._self_id, conversation_id, message)
         self.sent.append(SentMessage(message_id, conversation_id, message, self.clock.now()))
         if self.echo_self_messages:
             self._events.emit("message", EventMessagePayload(message_id=message_id))
         return message_id
 
     async def message_recall(self, message_id: str) -> bool:
+        if message_id not in self._messages:
+            return False
+        self.recalled.add(message_id)
         for sent in self.sent:
             if sent.message_id == message_id:
                 sent.recalled = True
-        return message_id in self._messages
+        return True
 
     async def message_search(self, query: Any = None) -> list[str]:
         return list(self._messages)
+
+    # -- Puppet: rooms ----------------------------------------------------------------------------
+
+    async def room_search(self, query: Any = None) -> list[str]:
+        return list(self._rooms)
+
+    async def room_list(self) -> list[str]:
+        return list(self._rooms)
+
+    async def room_payload(self, room_id: str) -> RoomPayload:
+        return self._rooms[room_id]
+
+    async def room_members(self, room_id: str) -> list[str]:
+        return list(self._rooms[room_id].member_ids)
 
     # -- what customers and the rep do (injection API) ----------------------------------------
 
@@ -251,6 +274,14 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
             self._contacts[contact_id] = _Contact(contact_id, name, friend=friend)
         else:
             existing.name = name
+
+    def create_room(self, topic: str, member_ids: list[str]) -> str:
+        """A group chat the account is in (e.g. a team console room). Returns the room id."""
+        room_id = f"{self._new_id('room')}@chatroom"
+        self._rooms[room_id] = RoomPayload(
+            id=room_id, topic=topic, owner_id=self._self_id, member_ids=[self._self_id, *member_ids]
+        )
+        return room_id
 
     def request_friendship(self, contact_id: str, name: str, hello: str = "") -> str:
         """A customer asks to become the rep's friend. Returns the friendship id."""
@@ -285,13 +316,19 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
 
     def rep_types(self, conversation_id: str, text: str) -> str:
         """The rep types in a chat on their phone: a self message the bot receives."""
-        message_id = self._store_message(self._self_id, conversation_id, text)
+        if conversation_id in self._rooms:
+            message_id = self._store_message(self._self_id, "", text, room_id=conversation_id)
+        else:
+            message_id = self._store_message(self._self_id, conversation_id, text)
         self._events.emit("message", EventMessagePayload(message_id=message_id))
         return message_id
 
     def customer_deletes(self, contact_id: str) -> None:
         """The customer removes the rep. WeChat sends no event; later sends fail."""
         self._contacts[contact_id].friend = False
+
+    def has_contact(self, contact_id: str) -> bool:
+        return contact_id in self._contacts
 
     def is_friend(self, contact_id: str) -> bool:
         contact = self._contacts.get(contact_id)
@@ -301,7 +338,7 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         # ids are process-unique: python-wechaty de-duplicates message ids across all bots
         return f"{prefix}-{self._id_prefix}-{next(self._ids)}"
 
-    def _store_message(self, from_id: str, to_id: str, text: str) -> str:
+    def _store_message(self, from_id: str, to_id: str, text: str, room_id: str = "") -> str:
         message_id = self._new_id("msg")
         self._messages[message_id] = MessagePayload(
             id=message_id,
@@ -310,7 +347,7 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
             type=MessageType.MESSAGE_TYPE_TEXT,
             from_id=from_id,
             to_id=to_id,
-            room_id="",
+            room_id=room_id,
             mention_ids=[],
         )
         return message_id

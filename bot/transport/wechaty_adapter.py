@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 _ECHO_MEMORY = 2000
 
 
+def is_room_id(conversation_id: str) -> bool:
+    return conversation_id.endswith("@chatroom")
+
+
 def explain_start_failure(error: BaseException | None) -> str:
     """Turn what the Wechaty stack raises at startup into an actionable sentence."""
     text = str(error)
@@ -137,12 +141,16 @@ class WechatyTransport:
         await friendship.accept()
 
     async def send_text(self, conversation_id: str, text: str) -> str | None:
-        contact = self._bot.Contact.load(conversation_id)
+        target = (
+            self._bot.Room.load(conversation_id)
+            if is_room_id(conversation_id)
+            else self._bot.Contact.load(conversation_id)
+        )
         echo_key = (conversation_id, text)
         self._pending_echo[echo_key] += 1
         try:
-            await contact.ready()
-            message = await contact.say(text)
+            await target.ready()
+            message = await target.say(text)
         except NotFriendError as exc:
             raise RecipientUnavailable(str(exc)) from exc
         except Exception as exc:
@@ -155,6 +163,25 @@ class WechatyTransport:
         if message_id:
             self._sent_ids.append(message_id)
         return message_id
+
+    async def find_room(self, topic: str) -> str | None:
+        """The id of the room whose topic is exactly ``topic``."""
+        for room in await self._bot.Room.find_all():
+            if room.payload is not None and room.payload.topic == topic:
+                return str(room.room_id)
+        return None
+
+    async def tag_contact(self, contact_id: str, tag: str, *, remove: bool = False) -> None:
+        """Mirror a tag onto the platform contact (puppets without tag support raise TransportError)."""
+        # wechaty 0.10.7's Tag.add/remove are broken (NameError on Contact; remove is not awaited),
+        # so this goes to the puppet's tag API, which is what they would call
+        try:
+            if remove:
+                await self._bot.puppet.tag_contact_remove(tag, contact_id)
+            else:
+                await self._bot.puppet.tag_contact_add(tag, contact_id)
+        except Exception as exc:
+            raise TransportError(f"tagging {contact_id} on the platform failed: {exc}") from exc
 
     async def recall(self, message_id: str) -> bool:
         message = self._bot.Message.load(message_id)
@@ -201,6 +228,9 @@ class WechatyTransport:
         if from_self and self._is_echo(msg.message_id, conversation_id, msg.text()):
             return  # our own send coming back: already in the outgoing log, never handled again
         talker = msg.talker()
+        if not from_self:
+            # Wechaty caches contact payloads forever; re-read so a new name or remark shows up
+            await talker.ready(force_sync=True)
         await self._deliver(
             TextMessage(
                 message_id=msg.message_id,

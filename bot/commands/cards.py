@@ -1,0 +1,89 @@
+"""/info and /find: the customer card, and finding customers by name, tag or stage."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from bot.commands.context import CommandContext
+from bot.commands.registry import NoArgs, command
+from bot.services.profile import when
+
+OBJECTION_LABELS = {
+    "price": "价格",
+    "budget": "预算",
+    "comparison": "比较",
+    "stalling": "拖延",
+    "trust": "信任",
+    "quality": "质量",
+    "after_sales": "售后",
+    "fit": "适配",
+    "authority": "决策人",
+}
+
+
+@dataclass(frozen=True)
+class FindArgs:
+    query: str
+    page: int = 1
+
+
+@command(
+    "info",
+    rank=40,
+    aliases=("客户",),
+    usage="/info",
+    summary="查看客户卡片：阶段、标签、来源、备注、待发消息",
+    needs_customer=True,
+)
+async def info(ctx: CommandContext, args: NoArgs) -> str:
+    card = await ctx.profile.card(ctx.customer_id)
+    customer, config, vocabulary = card.customer, ctx.config, ctx.profile.vocabulary
+    lines = [f"阶段：{ctx.profile.pipeline.label(customer.stage)}"]
+    if customer.remark:
+        lines.append(f"备注名：{customer.remark}")
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for item in card.tags:
+        grouped[vocabulary.label(item.group) if item.group else "其他"].append(item.value)
+    lines.append(
+        "标签：" + ("；".join(f"{g}：{'、'.join(v)}" for g, v in grouped.items()) if grouped else "无")
+    )
+    lines.append(f"来源：{customer.source_channel or '未知'}")
+    lines.append(f"添加时间：{when(customer.added_at, config)}")
+    inbound, outbound = when(customer.last_inbound_at, config), when(customer.last_outbound_at, config)
+    lines.append(f"最近联系：客户 {inbound}，我方 {outbound}")
+    if customer.deleted_at is not None:
+        lines.append(f"已删除好友：{when(customer.deleted_at, config)}")
+    if card.objections:
+        lines.append("提出过的顾虑：" + "、".join(OBJECTION_LABELS.get(o, o) for o in card.objections))
+    if card.notes:
+        lines.append("备注：")
+        lines += [f"- {when(n.at, config)} {n.text}" for n in card.notes[-5:]]
+    if card.pending:
+        lines.append("待发消息：")
+        lines += [f"- #{p.id} {when(p.due_at, config)} {p.kind}" for p in card.pending]
+    else:
+        lines.append("待发消息：无")
+    return "\n".join(lines)
+
+
+@command(
+    "find",
+    rank=41,
+    aliases=("查找",),
+    usage="/find <名字|标签|阶段> [页码]",
+    summary="按名字、标签或阶段查找客户",
+    args=FindArgs,
+)
+async def find(ctx: CommandContext, args: FindArgs) -> str:
+    page = await ctx.profile.find(
+        ctx.account_id, args.query, max(1, args.page), ctx.config.commands.page_size
+    )
+    if not page.total:
+        return f"没有找到与「{args.query}」相关的客户"
+    label = ctx.profile.pipeline.label
+    lines = [f"找到 {page.total} 位客户（第 {page.page}/{page.pages} 页）："]
+    lines += [f"#{c.id} {c.remark or c.display_name}（{label(c.stage)}）" for c in page.customers]
+    if page.page < page.pages:
+        lines.append(f"下一页：/find {args.query} {page.page + 1}")
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""What a command handler receives besides its parsed arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from bot.commands.registry import Registry
+from bot.config import Config
+from bot.services.profile import ProfileService
+from storage.models import Customer
+
+
+@dataclass
+class PendingPick:
+    """An ambiguous @name: the command waiting for ``/pick N``."""
+
+    command_line: str
+    candidates: list[Customer]
+
+
+@dataclass
+class ConsoleState:
+    """Per account: who "this customer" is when a command names nobody, and an open pick list."""
+
+    current: int | None = None
+    pending: PendingPick | None = None
+
+
+@dataclass
+class CommandContext:
+    account_id: str
+    actor: str
+    config: Config
+    profile: ProfileService
+    registry: Registry
+    state: ConsoleState
+    customer: Customer | None = None
+    # re-run a command line for a chosen customer (used by /pick)
+    rerun: Callable[[str, int], Awaitable[str]] = field(default=lambda _line, _cid: _no_rerun())
+
+    @property
+    def customer_id(self) -> int:
+        assert self.customer is not None and self.customer.id is not None, "command declared needs_customer"
+        return self.customer.id
+
+
+async def _no_rerun() -> str:
+    raise RuntimeError("rerun is not available here")

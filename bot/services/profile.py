@@ -1,0 +1,240 @@
+"""What reps learn about customers: tags, stages, notes, cards and search. One transaction per call;
+business errors are :class:`CommandError` with a sentence for the rep, and change nothing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col, func, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import Clock
+from bot.config import Config
+from bot.domain.stages import Pipeline
+from bot.domain.tags import Tag, TagRejected, TagVocabulary
+from bot.errors import CommandError, TransportError
+from bot.transport.base import Transport
+from storage.db import Database
+from storage.models import Customer, CustomerTag, Event, Note, ScheduledMessage
+from storage.repositories import Customers, Events, Notes, Outbox, StageHistory, Tags
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Card:
+    customer: Customer
+    tags: list[CustomerTag]
+    notes: list[Note]
+    pending: list[ScheduledMessage]
+    objections: list[str]
+
+
+@dataclass(frozen=True)
+class Page:
+    customers: list[Customer]
+    page: int
+    pages: int
+    total: int
+
+
+class ProfileService:
+    def __init__(
+        self, db: Database, clock: Clock, config: Config, transports: Mapping[str, Transport]
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.config = config
+        self.transports = transports
+        self.pipeline = Pipeline(config.stages)
+        self.vocabulary = TagVocabulary(config.tags.groups)
+
+    def parse_tags(self, words: list[str]) -> list[Tag]:
+        try:
+            return [self.vocabulary.parse(word) for word in words]
+        except TagRejected as exc:
+            raise CommandError(str(exc)) from None
+
+    async def add_tags(self, customer_id: int, tags: list[Tag], actor: str) -> tuple[list[Tag], list[Tag]]:
+        """Returns (added, already present)."""
+        now = self.clock.now()
+        added: list[Tag] = []
+        present: list[Tag] = []
+        async with self.db.transaction() as session:
+            customer = await self._customer(session, customer_id)
+            for tag in tags:
+                if await Tags(session).add(customer_id, tag.group, tag.value, "manual", actor, now):
+                    added.append(tag)
+                    await Events(session).record(
+                        customer.account_id,
+                        "tag_added",
+                        now,
+                        customer_id=customer_id,
+                        text=self.vocabulary.display(tag),
+                        data={"group": tag.group, "value": tag.value},
+                    )
+                else:
+                    present.append(tag)
+        await self._sync(customer, added, remove=False)
+        return added, present
+
+    async def remove_tag(self, customer_id: int, tag: Tag, actor: str) -> None:
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            customer = await self._customer(session, customer_id)
+            table = CustomerTag.__table__  # type: ignore[attr-defined]
+            result = await session.exec(
+                sa.delete(table).where(
+                    table.c.customer_id == customer_id, table.c.group == tag.group, table.c.value == tag.value
+                )
+            )
+            if not result.rowcount:
+                raise CommandError(f"客户没有标签「{self.vocabulary.display(tag)}」")
+            await Events(session).record(
+                customer.account_id,
+                "tag_removed",
+                now,
+                customer_id=customer_id,
+                text=self.vocabulary.display(tag),
+                data={"actor": actor},
+            )
+        await self._sync(customer, [tag], remove=True)
+
+    async def set_stage(
+        self, customer_id: int, stage_name: str, actor: str, reason: str = "manual"
+    ) -> tuple[str, str]:
+        """Move the customer; returns (old stage key, new stage key)."""
+        key = self.pipeline.resolve(stage_name)
+        if key is None:
+            raise CommandError(f"没有阶段「{stage_name}」。可用阶段：{self.pipeline.describe()}")
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            customer = await self._customer(session, customer_id)
+            old = customer.stage
+            if old == key:
+                raise CommandError(f"客户已经在「{self.pipeline.label(key)}」阶段")
+            customer.stage = key
+            await StageHistory(session).record(customer_id, old, key, actor, reason, now)
+            await Events(session).record(
+                customer.account_id,
+                "stage_changed",
+                now,
+                customer_id=customer_id,
+                data={"from": old, "to": key, "actor": actor},
+            )
+        return old, key
+
+    async def add_note(self, customer_id: int, text: str, actor: str) -> None:
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            customer = await self._customer(session, customer_id)
+            await Notes(session).add(customer_id, text, actor, now)
+            await Events(session).record(
+                customer.account_id, "note_added", now, customer_id=customer_id, text=text
+            )
+
+    async def card(self, customer_id: int) -> Card:
+        async with self.db.transaction() as session:
+            customer = await self._customer(session, customer_id)
+            objections = (
+                await session.exec(
+                    select(Event.data)
+                    .where(Event.customer_id == customer_id, Event.kind == "objection")
+                    .order_by(col(Event.id))
+                )
+            ).all()
+            return Card(
+                customer=customer,
+                tags=await Tags(session).for_customer(customer_id),
+                notes=await Notes(session).for_customer(customer_id),
+                pending=await Outbox(session).pending_for_customer(customer_id),
+                objections=[str(data.get("label", "")) for data in objections],
+            )
+
+    async def find(self, account_id: str, query: str, page: int, page_size: int) -> Page:
+        """Customers whose name or remark contains ``query``, or who have that tag or stage."""
+        stage = self.pipeline.resolve(query)
+        try:
+            tag = self.vocabulary.parse(query)
+        except TagRejected:
+            tag = None
+        pattern = f"%{query}%"
+        conditions: list[Any] = [col(Customer.display_name).like(pattern), col(Customer.remark).like(pattern)]
+        if stage is not None:
+            conditions.append(Customer.stage == stage)
+        tagged = select(CustomerTag.customer_id).where(col(CustomerTag.value).like(pattern))
+        if tag is not None and tag.group:
+            tagged = select(CustomerTag.customer_id).where(
+                CustomerTag.group == tag.group, CustomerTag.value == tag.value
+            )
+        conditions.append(col(Customer.id).in_(tagged))
+        where = (Customer.account_id == account_id, or_(*conditions))
+        async with self.db.transaction() as session:
+            total = (await session.exec(select(func.count()).select_from(Customer).where(*where))).one()
+            pages = max(1, -(-total // page_size))
+            if page > pages:
+                raise CommandError(f"只有 {pages} 页结果")
+            rows = (
+                await session.exec(
+                    select(Customer)
+                    .where(*where)
+                    .order_by(col(Customer.id))
+                    .offset((page - 1) * page_size)
+                    .limit(page_size)
+                )
+            ).all()
+        return Page(list(rows), page, pages, total)
+
+    async def stage_counts(self, account_id: str) -> dict[str, int]:
+        async with self.db.transaction() as session:
+            rows = (
+                await session.exec(
+                    select(Customer.stage, func.count())
+                    .where(Customer.account_id == account_id, col(Customer.deleted_at).is_(None))
+                    .group_by(Customer.stage)
+                )
+            ).all()
+        return {stage: count for stage, count in rows}
+
+    async def match(self, account_id: str, name: str) -> list[Customer]:
+        """Customers a rep may mean by ``name``: short id (#12), exact name/remark, else a substring."""
+        async with self.db.transaction() as session:
+            short = name.removeprefix("#")
+            if short.isdigit():
+                customer = await Customers(session).get(int(short))
+                return [customer] if customer is not None and customer.account_id == account_id else []
+            folded = name.casefold()
+            rows = await Customers(session).list_for_account(account_id)
+        exact = [c for c in rows if folded in (c.display_name.casefold(), c.remark.casefold())]
+        if exact:
+            return exact
+        return [
+            c
+            for c in rows
+            if folded in c.display_name.casefold() or (c.remark and folded in c.remark.casefold())
+        ]
+
+    async def _customer(self, session: AsyncSession, customer_id: int) -> Customer:
+        customer = await session.get(Customer, customer_id)
+        if customer is None:
+            raise CommandError(f"没有编号为 #{customer_id} 的客户")
+        return customer
+
+    async def _sync(self, customer: Customer, tags: list[Tag], *, remove: bool) -> None:
+        if not self.config.tags.sync_to_platform or not tags:
+            return
+        transport = self.transports[customer.account_id]
+        for tag in tags:
+            try:
+                await transport.tag_contact(customer.wechat_id, self.vocabulary.display(tag), remove=remove)
+            except TransportError as exc:
+                log.warning("tag sync for customer %s failed: %s", customer.id, exc)
+
+
+def when(instant: datetime | None, config: Config) -> str:
+    return "—" if instant is None else f"{instant.astimezone(config.tz):%Y-%m-%d %H:%M}"

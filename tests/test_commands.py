@@ -1,0 +1,401 @@
+"""Rep commands: every command's success and failure paths, who may run them, which customer they
+act on, recall in customer chats, and the generated help."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from bot.commands import REGISTRY
+from bot.commands.help import markdown_table
+from bot.config import Config
+from bot.errors import ConfigError
+from bot.simulate import Simulation
+from storage.models import Customer, CustomerTag, Event, Note, StageChange
+from tests.conftest import MONDAY_10AM, ROOT, make_config
+
+
+async def rows(sim: Simulation, model: type, *where: Any) -> list[Any]:
+    async with sim.bot.db.transaction() as session:
+        return list((await session.exec(select(model).where(*where))).all())
+
+
+async def customer(sim: Simulation, handle: str) -> Customer:
+    [found] = await rows(sim, Customer, Customer.wechat_id == f"wx_{handle}")
+    return found
+
+
+def replies(sim: Simulation) -> list[str]:
+    return [m["text"] for m in sim.output if m["kind"] == "command_reply"]
+
+
+async def rep(sim: Simulation, text: str, in_chat: str | None = None) -> str:
+    before = len(replies(sim))
+    await sim.rep_types(text, in_chat)
+    new = replies(sim)[before:]
+    assert len(new) == 1, f"expected exactly one reply to {text!r}, got {new}"
+    return new[0]
+
+
+async def with_customers(sim: Simulation, *people: tuple[str, str]) -> None:
+    for handle, name in people:
+        await sim.friend_request(handle, name)
+    await sim.advance(timedelta(minutes=1))
+
+
+@pytest.fixture
+async def two(sim: Simulation) -> Simulation:
+    await with_customers(sim, ("c1", "张三"), ("c2", "李四"))
+    return sim
+
+
+# -- help ---------------------------------------------------------------------------------------
+
+
+async def test_help_lists_every_registered_command(sim: Simulation) -> None:
+    text = await rep(sim, "/help")
+    for cmd in REGISTRY:
+        assert cmd.usage in text and cmd.summary in text
+    assert await rep(sim, "/帮助") == text
+
+
+async def test_help_for_one_command_and_did_you_mean(sim: Simulation) -> None:
+    detail = await rep(sim, "/help tag")
+    assert "/tag <标签> [标签...]" in detail and "/标签" in detail
+    assert await rep(sim, "/help /阶段") == await rep(sim, "/help stage")
+    assert "你是不是想找 /stage" in await rep(sim, "/help stag")
+
+
+def test_readme_command_table_is_generated_from_the_registry() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert markdown_table(REGISTRY) in readme, "README is stale: paste the output of `salesbot commands`"
+
+
+async def test_unknown_command_suggests_the_closest(sim: Simulation) -> None:
+    assert "未知命令 /tga。你是不是想用 /tag？" in await rep(sim, "/tga 预算:30w")
+    assert "发送 /help" in await rep(sim, "/xyzzy")
+
+
+@pytest.mark.parametrize(
+    "line", ["/tag", "/untag", "/stage", "/note", "/find", "/pick", "/pick two", "/stages x"]
+)
+async def test_malformed_command_gets_its_usage_line(two: Simulation, line: str) -> None:
+    cmd = REGISTRY.find(line.split()[0][1:])
+    assert cmd is not None
+    reply = await rep(two, line + (" @张三" if cmd.needs_customer else ""))
+    assert reply.endswith(f"用法：{cmd.usage}")
+
+
+# -- tags ---------------------------------------------------------------------------------------
+
+
+async def test_tag_free_text_and_groups_with_aliases(two: Simulation) -> None:
+    reply = await rep(two, "/tag @张三 预算:20-30w 喜欢SUV 职业：医生")
+    assert reply.startswith("【张三 #")
+    assert "已添加标签：消费:20-30万、喜欢SUV、社会:医生" in reply
+    tags = {(t.group, t.value): t for t in await rows(two, CustomerTag)}
+    assert set(tags) == {("consumption", "20-30万"), ("", "喜欢SUV"), ("social", "医生")}
+    tag = tags[("", "喜欢SUV")]
+    assert (tag.source, tag.added_by, tag.added_at) == (
+        "manual",
+        "demo-self",
+        MONDAY_10AM + timedelta(minutes=1),
+    )
+    assert "已有标签：喜欢SUV" in await rep(two, "/tag @张三 喜欢SUV")
+    assert len(await rows(two, Event, Event.kind == "tag_added")) == 3
+
+
+async def test_rejected_tag_value_changes_nothing(two: Simulation) -> None:
+    reply = await rep(two, "/tag @张三 喜欢SUV 层级:Z")
+    assert "「层级」没有「Z」这个选项，可选：A、B、C" in reply
+    assert await rows(two, CustomerTag) == []
+
+
+async def test_untag(two: Simulation) -> None:
+    await rep(two, "/tag @张三 预算:20-30万 喜欢SUV")
+    assert "已删除标签：消费:20-30万" in await rep(two, "/untag 消费:20-30万")
+    assert [t.value for t in await rows(two, CustomerTag)] == ["喜欢SUV"]
+    assert "客户没有标签「消费:20-30万」" in await rep(two, "/untag 预算:20-30万")
+
+
+async def test_tags_sync_to_platform_when_enabled(db_url: str) -> None:
+    config = make_config({"tags": {"sync_to_platform": True}})
+    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
+        await with_customers(sim, ("c1", "张三"))
+        await rep(sim, "/tag @张三 预算:20-30万")
+        assert await sim.puppet.contact_tag_ids("wx_c1") == ["消费:20-30万"]
+        await rep(sim, "/untag 预算:20-30万")
+        assert await sim.puppet.contact_tag_ids("wx_c1") == []
+
+
+async def test_tags_are_not_synced_by_default(two: Simulation) -> None:
+    await rep(two, "/tag @张三 预算:20-30万")
+    assert await two.puppet.contact_tag_ids("wx_c1") == []
+
+
+# -- stages -------------------------------------------------------------------------------------
+
+
+async def test_stage_by_key_or_label_is_recorded_with_actor(two: Simulation) -> None:
+    assert "阶段：陌生 → 意向" in await rep(two, "/stage @张三 意向")
+    assert "阶段：意向 → 下单" in await rep(two, "/阶段 ordered")
+    c1 = await customer(two, "c1")
+    assert c1.stage == "ordered"
+    changes = await rows(two, StageChange, StageChange.customer_id == c1.id)
+    assert [(c.from_stage, c.to_stage, c.actor) for c in changes] == [
+        (None, "stranger", "system"),
+        ("stranger", "intent", "demo-self"),
+        ("intent", "ordered", "demo-self"),
+    ]
+
+
+async def test_stage_errors_change_nothing(two: Simulation) -> None:
+    reply = await rep(two, "/stage @张三 vip")
+    assert "没有阶段「vip」" in reply and "意向(intent)" in reply
+    assert "客户已经在「陌生」阶段" in await rep(two, "/stage @张三 陌生")
+    assert (await customer(two, "c1")).stage == "stranger"
+    assert len(await rows(two, StageChange)) == 2  # the two "new friend" records only
+
+
+async def test_stages_lists_pipeline_with_counts(two: Simulation) -> None:
+    await rep(two, "/stage @李四 intent")
+    text = await rep(two, "/stages")
+    assert (
+        "1. 陌生（stranger）：1 人" in text
+        and "3. 意向（intent）：1 人" in text
+        and "6. KOC（koc）：0 人" in text
+    )
+
+
+async def test_first_customer_reply_moves_stranger_to_potential(two: Simulation) -> None:
+    await two.customer_says("c1", "你好")
+    await two.customer_says("c1", "在吗")
+    assert (await customer(two, "c1")).stage == "potential"
+    [auto] = await rows(two, StageChange, StageChange.reason == "first reply")
+    assert auto.actor == "system"
+
+
+async def test_first_reply_never_moves_a_customer_back(two: Simulation) -> None:
+    await rep(two, "/stage @张三 intent")
+    await two.customer_says("c1", "你好")
+    assert (await customer(two, "c1")).stage == "intent"
+
+
+async def test_first_reply_move_can_be_turned_off(db_url: str) -> None:
+    async with Simulation(
+        make_config({"pipeline": {"on_first_reply": ""}}), MONDAY_10AM, database_url=db_url
+    ) as sim:
+        await with_customers(sim, ("c1", "张三"))
+        await sim.customer_says("c1", "你好")
+        assert (await customer(sim, "c1")).stage == "stranger"
+
+
+def test_first_reply_stage_must_exist() -> None:
+    with pytest.raises(ConfigError, match=r"pipeline\.on_first_reply: unknown stage 'hot'"):
+        make_config({"pipeline": {"on_first_reply": "hot"}})
+
+
+# -- notes, cards, find -------------------------------------------------------------------------
+
+
+async def test_note_is_stored_with_author(two: Simulation) -> None:
+    assert "已记录备注：周六 带家人 来试驾" in await rep(two, "/note @李四 周六 带家人 来试驾")
+    [note] = await rows(two, Note)
+    assert (note.text, note.author) == ("周六 带家人 来试驾", "demo-self")
+
+
+async def test_info_card_shows_everything(sim: Simulation) -> None:
+    await sim.friend_request("c1", "张三", "小红书看到的")
+    card = await rep(sim, "/info @张三")  # before the welcome is sent: it is pending
+    assert "待发消息：" in card and "welcome" in card
+    await sim.advance(timedelta(minutes=1))
+    await sim.customer_says("c1", "多少钱")
+    await rep(sim, "/tag @张三 预算:20-30万 喜欢SUV")
+    await rep(sim, "/note 想要七座")
+    card = await rep(sim, "/客户")
+    assert card.startswith("【张三 #1 · 潜在】")
+    for part in (
+        "阶段：潜在",
+        "渠道：小红书",
+        "消费：20-30万",
+        "其他：喜欢SUV",
+        "来源：小红书",
+        "添加时间：2026-11-23 10:00",
+        "最近联系：客户 2026-11-23 10:01",
+        "想要七座",
+        "待发消息：无",
+    ):
+        assert part in card, f"{part!r} missing from card:\n{card}"
+
+
+async def test_find_by_name_tag_stage_and_pages(db_url: str) -> None:
+    async with Simulation(
+        make_config({"commands": {"page_size": 2}}), MONDAY_10AM, database_url=db_url
+    ) as sim:
+        await with_customers(sim, ("c1", "张三"), ("c2", "张三丰"), ("c3", "张小三"), ("c4", "李四"))
+        await rep(sim, "/tag @李四 预算:20-30万")
+        await rep(sim, "/stage @李四 intent")
+        first = await rep(sim, "/find 三")
+        assert "找到 3 位客户（第 1/2 页）" in first and "下一页：/find 三 2" in first
+        second = await rep(sim, "/find 三 2")
+        assert "张小三" in second and "第 2/2 页" in second
+        assert "#4 李四（意向）" in await rep(sim, "/find 预算:20-30万")
+        assert "#4 李四" in await rep(sim, "/find 意向")
+        assert "没有找到与「王五」相关的客户" in await rep(sim, "/find 王五")
+        assert "只有 2 页结果" in await rep(sim, "/find 三 5")
+
+
+# -- which customer -----------------------------------------------------------------------------
+
+
+async def test_at_name_by_remark_and_short_id(two: Simulation) -> None:
+    await two.puppet.contact_alias("wx_c2", "李总")
+    await two.customer_says("c2", "你好")  # the remark is picked up from the contact
+    assert (await rep(two, "/info @李总")).startswith("【李总 #2")
+    assert (await rep(two, "/info @#1")).startswith("【张三 #1")
+    assert (await rep(two, '/note 周六到店 @"李总"')).startswith("【李总 #2")
+
+
+async def test_ambiguous_name_gets_a_pick_list_never_a_guess(sim: Simulation) -> None:
+    await with_customers(sim, ("c1", "张三"), ("c2", "张三丰"))
+    listing = await rep(sim, "/tag @张 VIP")
+    assert "1. 张三 #1" in listing and "2. 张三丰 #2" in listing and "/pick" in listing
+    assert await rows(sim, CustomerTag) == []
+    assert "请输入 1 到 2 之间的编号" in await rep(sim, "/pick 3")
+    assert (await rep(sim, "/pick 2")).startswith("【张三丰 #2")
+    [tag] = await rows(sim, CustomerTag)
+    assert (tag.customer_id, tag.value) == (2, "VIP")
+    assert "没有待选择的客户列表" in await rep(sim, "/pick 1")
+
+
+async def test_exact_name_wins_over_substring(sim: Simulation) -> None:
+    await with_customers(sim, ("c1", "张三"), ("c2", "张三丰"))
+    assert (await rep(sim, "/info @张三")).startswith("【张三 #1")
+
+
+async def test_unknown_name_and_no_current_customer(sim: Simulation) -> None:
+    assert "没有找到客户「王五」" in await rep(sim, "/info @王五")
+    assert "请指定客户" in await rep(sim, "/info")
+
+
+async def test_current_customer_is_the_last_addressed_or_reported(two: Simulation) -> None:
+    # the last welcome sent was to 李四: the bot reported on them
+    assert (await rep(two, "/info")).startswith("【李四")
+    await rep(two, "/note @张三 hello")
+    assert (await rep(two, "/info")).startswith("【张三")
+
+
+# -- where commands are typed -------------------------------------------------------------------
+
+
+async def test_command_in_customer_chat_is_recalled_and_answered_in_console(two: Simulation) -> None:
+    before = len(two.output)
+    await two.rep_types("/stage 意向", in_chat="c2")
+    [reply] = two.output[before:]
+    assert reply["to"] == "console" and reply["kind"] == "command_reply"
+    assert reply["text"].startswith("【李四 #2 · 意向】")
+    command_id = next(m for m in two.puppet._messages.values() if m.text == "/stage 意向").id
+    assert command_id in two.puppet.recalled
+    assert [s.conversation_id for s in two.puppet.sent if s.text == reply["text"]] == ["filehelper"]
+
+
+async def test_recall_can_be_turned_off(db_url: str) -> None:
+    config = make_config({"commands": {"recall_in_customer_chat": False}})
+    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
+        await with_customers(sim, ("c1", "张三"))
+        await rep(sim, "/note 见过面", in_chat="c1")
+        assert sim.puppet.recalled == set()
+
+
+@pytest.mark.parametrize("cmd", list(REGISTRY), ids=lambda c: c.name)
+async def test_a_customer_can_never_run_a_command(two: Simulation, cmd: Any) -> None:
+    before_output = len(two.output)
+    tags_before = await rows(two, CustomerTag)
+    for alias in (cmd.name, *cmd.aliases):
+        await two.customer_says("c1", f"/{alias} koc @李四 预算:20-30万 1")
+    assert two.output[before_output:] == [], "a customer's command must get no reply"
+    assert {c.stage for c in await rows(two, Customer)} <= {"stranger", "potential"}
+    assert await rows(two, CustomerTag) == tags_before
+    assert await rows(two, Note) == []
+    logged = await rows(two, Event, Event.kind == "message_in")
+    assert len(logged) == 1 + len(cmd.aliases), "logged as ordinary customer messages"
+    assert await rows(two, Event, Event.kind == "command") == []
+
+
+async def test_configured_admin_runs_commands_in_their_own_chat(db_url: str) -> None:
+    base = make_config().accounts[0].model_dump(mode="json")
+    config = make_config({"accounts": [{**base, "admins": ["wx_boss"]}]})
+    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
+        await with_customers(sim, ("c1", "张三"))
+        sim.puppet.add_contact("wx_boss", "王经理", friend=True)
+        await sim.customer_says("boss", "/stage @张三 intent", name="王经理")
+        [reply] = [m for m in sim.output if m["kind"] == "command_reply"]
+        assert reply["to"] == "boss" and "阶段：陌生 → 意向" in reply["text"]
+        [change] = await rows(sim, StageChange, StageChange.to_stage == "intent")
+        assert change.actor == "wx_boss"
+
+
+async def test_console_in_a_named_room(db_url: str) -> None:
+    base = make_config().accounts[0].model_dump(mode="json")
+    config = make_config({"accounts": [{**base, "console": "room:销售战队"}]})
+    sim = Simulation(config, MONDAY_10AM, database_url=db_url)
+    room_id = sim.puppet.create_room("销售战队", [])
+    async with sim:
+        await with_customers(sim, ("c1", "张三"))
+        reply = await rep(sim, "/info @张三")
+        assert reply.startswith("【张三")
+        assert sim.puppet.sent[-1].conversation_id == room_id
+        await sim.rep_types("/stage intent", in_chat="c1")
+        assert sim.puppet.sent[-1].conversation_id == room_id
+
+
+async def test_missing_console_room_fails_at_startup(db_url: str) -> None:
+    base = make_config().accounts[0].model_dump(mode="json")
+    config = make_config({"accounts": [{**base, "console": "room:不存在的群"}]})
+    with pytest.raises(
+        ConfigError, match=r"accounts\.demo\.console: the account is in no group chat named '不存在的群'"
+    ):
+        async with Simulation(config, MONDAY_10AM, database_url=db_url):
+            pass
+
+
+async def test_self_chat_console(db_url: str) -> None:
+    base = make_config().accounts[0].model_dump(mode="json")
+    config = make_config({"accounts": [{**base, "console": "self"}]})
+    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
+        await with_customers(sim, ("c1", "张三"))
+        assert (await rep(sim, "/info @张三")).startswith("【张三")
+        assert sim.puppet.sent[-1].conversation_id == "demo-self"
+
+
+async def test_rep_writing_to_a_customer_counts_as_contact_but_bot_echoes_do_not(two: Simulation) -> None:
+    welcome_echoes = await rows(two, Event, Event.kind == "rep_message")
+    assert welcome_echoes == [], "the bot's own welcome echoed back must not look like the rep writing"
+    await two.advance(timedelta(hours=1))
+    await two.rep_types("您好，周六有空来试驾吗？", in_chat="c1")
+    [event] = await rows(two, Event, Event.kind == "rep_message")
+    assert event.text == "您好，周六有空来试驾吗？"
+    assert (await customer(two, "c1")).last_outbound_at == MONDAY_10AM + timedelta(hours=1, minutes=1)
+    assert two.puppet.recalled == set(), "ordinary messages are never recalled"
+
+
+async def test_commands_are_logged(two: Simulation) -> None:
+    await rep(two, "/stage @张三 intent")
+    await rep(two, "/stage @张三 nope")
+    logged = await rows(two, Event, Event.kind == "command")
+    assert [(e.text, e.data["ok"]) for e in logged] == [
+        ("stage @张三 intent", True),
+        ("stage @张三 nope", False),
+    ]
+
+
+def test_config_channel_tag_must_fit_the_vocabulary(config: Config) -> None:
+    from bot.app import validate_setup
+
+    rules = [r.model_dump() for r in config.welcome.channels]
+    rules[0]["tag"] = "层级:Z"
+    with pytest.raises(ConfigError, match=r"welcome.channels.0.tag: 「层级」没有「Z」"):
+        validate_setup(make_config({"welcome": {"channels": rules}}))
