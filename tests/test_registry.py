@@ -1,0 +1,83 @@
+"""The command registry and its typed argument parser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from bot.commands.registry import NoArgs, Registry, Rest, UsageError, command, parse_args
+
+
+@dataclass(frozen=True)
+class Mixed:
+    word: str
+    count: int
+    rest: Rest = ""
+
+
+@dataclass(frozen=True)
+class Words:
+    items: list[str]
+
+
+@dataclass(frozen=True)
+class Optional:
+    query: str
+    page: int = 1
+
+
+def test_word_int_and_rest_keep_spacing() -> None:
+    assert parse_args(Mixed, "alpha 3  the  rest ", "u") == Mixed("alpha", 3, "the  rest")
+    assert parse_args(Mixed, "alpha 3", "u") == Mixed("alpha", 3, "")
+
+
+def test_quotes_group_words() -> None:
+    assert parse_args(Words, 'a "b c" d', "u") == Words(["a", "b c", "d"])
+    assert parse_args(Mixed, '"two words" 2 x', "u") == Mixed("two words", 2, "x")
+
+
+@pytest.mark.parametrize(
+    ("args_type", "text"),
+    [
+        (Mixed, ""),
+        (Mixed, "alpha"),
+        (Mixed, "alpha three"),
+        (Words, ""),
+        (Optional, ""),
+        (Optional, "q 2 extra"),
+        (NoArgs, "surplus"),
+    ],
+)
+def test_bad_words_raise_usage(args_type: type, text: str) -> None:
+    with pytest.raises(UsageError, match="^usage line$"):
+        parse_args(args_type, text, "usage line")
+
+
+def test_optional_fields() -> None:
+    assert parse_args(Optional, "q", "u") == Optional("q", 1)
+    assert parse_args(Optional, "q 3", "u") == Optional("q", 3)
+
+
+async def test_new_command_drops_into_a_registry_without_core_changes() -> None:
+    registry = Registry()
+
+    @command(
+        "countdown",
+        aliases=("倒计时",),
+        usage="/countdown <deadline>",
+        summary="s",
+        args=Optional,
+        registry=registry,
+        rank=5,
+    )
+    async def countdown(ctx: object, args: Optional) -> str:
+        return f"{args.query}/{args.page}"
+
+    cmd = registry.find("倒计时")
+    assert cmd is not None and cmd.name == "countdown" and cmd.feature == "test_registry"
+    assert await cmd.handler(None, cmd.parse("月底 2")) == "月底/2"
+    assert registry.suggest("countdwn") == "countdown"
+    assert registry.suggest("zzz") is None
+    with pytest.raises(ValueError, match="declared twice"):
+        command("倒计时", usage="x", summary="y", registry=registry)(countdown)
