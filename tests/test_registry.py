@@ -50,7 +50,7 @@ def test_quotes_group_words() -> None:
     ],
 )
 def test_bad_words_raise_usage(args_type: type, text: str) -> None:
-    with pytest.raises(UsageError, match="^usage line$"):
+    with pytest.raises(UsageError, match=r"^usage line$"):
         parse_args(args_type, text, "usage line")
 
 
