@@ -1,0 +1,186 @@
+"""The objection library: one TOML file per objection in ``scripts_templates/objections/``.
+
+Ops staff extend it without code: trigger phrases, phrases that mean the doubt is resolved, example
+utterances, and reply scripts per stage. ``_none.toml`` holds ordinary messages (what not to flag)
+and ``_opt_out.toml`` the phrases that mean "stop messaging me". Errors name the file (and, for a
+script, its id and line).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.errors import TemplateError
+
+LABELS = ("price", "budget", "comparison", "stalling", "trust", "quality", "after_sales", "fit", "authority")
+FOLDER = "objections"
+GAP = ".{0,6}"
+
+
+class _ScriptFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1)
+    stages: list[str] = Field(default_factory=list)
+    text: str = Field(min_length=1)
+
+
+class _ObjectionFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str
+    name: str
+    priority: int = 0
+    triggers: list[str] = Field(min_length=1)
+    not_when: list[str] = Field(default_factory=list)
+    examples: list[str] = Field(default_factory=list)
+    scripts: list[_ScriptFile] = Field(min_length=2)
+
+
+class _NoneFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    examples: list[str]
+
+
+class _OptOutFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    phrases: list[str] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Script:
+    id: str
+    label: str
+    stages: tuple[str, ...]  # empty: suits any stage
+    text: str
+    path: Path
+    line: int
+
+
+@dataclass(frozen=True)
+class Objection:
+    label: str
+    name: str
+    priority: int
+    triggers: re.Pattern[str]
+    # one (pattern, literal length) per phrase: the strongest evidence counts only literal characters
+    trigger_list: tuple[tuple[re.Pattern[str], int], ...]
+    not_when: re.Pattern[str] | None
+    examples: tuple[str, ...]
+    scripts: tuple[Script, ...]
+    path: Path
+
+
+def normalize(text: str) -> str:
+    """Lower case, NFKC (full-width to half-width), no spaces or punctuation: what the matcher sees."""
+    import unicodedata
+
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return re.sub(r"[\s\W_]+", "", folded)
+
+
+def phrase_regex(phrase: str) -> str:
+    """``*`` matches up to six characters; everything else literally, normalised like the messages."""
+    pieces = [normalize(piece) for piece in phrase.split("*")]
+    return GAP.join(re.escape(piece) for piece in pieces if piece)
+
+
+def phrase_pattern(phrases: Iterable[str]) -> re.Pattern[str] | None:
+    """One regex for a list of phrases, longest first."""
+    alternatives = sorted({phrase_regex(p) for p in phrases if phrase_regex(p)}, key=len, reverse=True)
+    return re.compile("|".join(alternatives)) if alternatives else None
+
+
+def _line_of(raw: str, script_id: str) -> int:
+    match = re.search(rf'^\s*id\s*=\s*["\']{re.escape(script_id)}["\']', raw, re.MULTILINE)
+    return raw.count("\n", 0, match.start()) + 1 if match else 1
+
+
+def _load(path: Path, model: type[BaseModel]) -> tuple[Any, str]:
+    raw = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise TemplateError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return model.model_validate(data), raw
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+            for e in exc.errors()
+        )
+        raise TemplateError(f"{path}: {problems}") from None
+
+
+class ObjectionLibrary:
+    def __init__(self, objections: dict[str, Objection], none_examples: tuple[str, ...],
+                 opt_out: re.Pattern[str] | None) -> None:
+        self.objections = objections
+        self.none_examples = none_examples
+        self.opt_out = opt_out
+
+    @classmethod
+    def load(cls, templates_root: Path, stage_keys: Iterable[str] = ()) -> ObjectionLibrary:
+        folder = templates_root / FOLDER
+        if not folder.is_dir():
+            raise TemplateError(f"{folder}: objection library folder not found")
+        known_stages = set(stage_keys)
+        objections: dict[str, Objection] = {}
+        script_ids: dict[str, Path] = {}
+        for path in sorted(folder.glob("*.toml")):
+            if path.name.startswith("_"):
+                continue
+            spec, raw = _load(path, _ObjectionFile)
+            if spec.label not in LABELS:
+                raise TemplateError(f"{path}: label {spec.label!r} is not one of {', '.join(LABELS)}")
+            if spec.label in objections:
+                raise TemplateError(f"{path}: label {spec.label!r} is already defined in {objections[spec.label].path}")
+            scripts = []
+            for item in spec.scripts:
+                line = _line_of(raw, item.id)
+                if item.id in script_ids:
+                    raise TemplateError(f"{path}:{line}: script id {item.id!r} is also used in {script_ids[item.id]}")
+                unknown = sorted(set(item.stages) - known_stages) if known_stages else []
+                if unknown:
+                    raise TemplateError(f"{path}:{line}: script {item.id!r} names unknown stages {unknown}")
+                script_ids[item.id] = path
+                scripts.append(Script(item.id, spec.label, tuple(item.stages), item.text, path, line))
+            triggers = phrase_pattern(spec.triggers)
+            assert triggers is not None
+            singles = tuple(
+                (re.compile(phrase_regex(t)), len(normalize(t.replace("*", "")))) for t in spec.triggers if phrase_regex(t)
+            )
+            objections[spec.label] = Objection(
+                spec.label, spec.name, spec.priority, triggers, singles, phrase_pattern(spec.not_when),
+                tuple(spec.examples), tuple(scripts), path,
+            )
+        missing = [label for label in LABELS if label not in objections]
+        if missing:
+            raise TemplateError(f"{folder}: no file for objection(s) {', '.join(missing)}")
+        none_examples: tuple[str, ...] = ()
+        if (folder / "_none.toml").exists():
+            none_examples = tuple(_load(folder / "_none.toml", _NoneFile)[0].examples)
+        opt_out = None
+        if (folder / "_opt_out.toml").exists():
+            opt_out = phrase_pattern(_load(folder / "_opt_out.toml", _OptOutFile)[0].phrases)
+        return cls(objections, none_examples, opt_out)
+
+    def name(self, label: str) -> str:
+        return self.objections[label].name
+
+    def script(self, script_id: str) -> Script | None:
+        for objection in self.objections.values():
+            for script in objection.scripts:
+                if script.id == script_id:
+                    return script
+        return None
+
+    def scripts_for(self, label: str, stage: str) -> tuple[list[Script], list[Script]]:
+        """(scripts made for this stage, general scripts for any stage) of one objection."""
+        scripts = self.objections[label].scripts
+        return [s for s in scripts if stage in s.stages], [s for s in scripts if not s.stages]
