@@ -74,15 +74,59 @@ class _ExampleIndex:
         return self.labels[best], scores[best]
 
 
+class _NaiveBayes:
+    """Multinomial naive Bayes over character 1-2 grams, trained on the library's own phrases.
+
+    It generalises from the characters objections share (钱, 商量, 退, 坏, 适合...) to phrasings no
+    trigger lists; the ordinary messages in ``_none.toml`` compete as their own class.
+    """
+
+    SIZES = (1, 2)
+
+    def __init__(self, docs: list[tuple[str, str | None]], alpha: float = 0.3) -> None:
+        self.alpha = alpha
+        counts: dict[str | None, Counter[str]] = defaultdict(Counter)
+        for text, label in docs:
+            counts[label].update(self._grams(normalize(text)))
+        self.classes = list(counts)
+        vocabulary = set().union(*counts.values())
+        self.vocabulary_size = len(vocabulary)
+        self.totals = {c: sum(counts[c].values()) for c in self.classes}
+        self.log_prob = {
+            c: {g: math.log((n + alpha) / (self.totals[c] + alpha * self.vocabulary_size)) for g, n in counts[c].items()}
+            for c in self.classes
+        }
+        self.unseen = {c: math.log(alpha / (self.totals[c] + alpha * self.vocabulary_size)) for c in self.classes}
+        self.known = vocabulary
+
+    def _grams(self, text: str) -> list[str]:
+        return [text[i:i + n] for n in self.SIZES for i in range(len(text) - n + 1)]
+
+    def posterior(self, text: str) -> dict[str | None, float]:
+        grams = [g for g in self._grams(text) if g in self.known]
+        if not grams:
+            return {}
+        scores = {c: sum(self.log_prob[c].get(g, self.unseen[c]) for g in grams) for c in self.classes}
+        top = max(scores.values())
+        exp = {c: math.exp(v - top) for c, v in scores.items()}
+        total = sum(exp.values())
+        return {c: v / total for c, v in exp.items()}
+
+
 class Classifier:
-    def __init__(self, library: ObjectionLibrary, *, example_threshold: float = 0.55) -> None:
+    def __init__(self, library: ObjectionLibrary, *, example_threshold: float = 0.55,
+                 model_threshold: float = 0.7) -> None:
         self.library = library
         self.example_threshold = example_threshold
+        self.model_threshold = model_threshold
         ranked = sorted(library.objections.values(), key=lambda o: o.priority, reverse=True)
         self._ranked = ranked
         examples: list[tuple[str, str | None]] = [(e, o.label) for o in ranked for e in o.examples]
         examples += [(e, None) for e in library.none_examples]
         self._index = _ExampleIndex(examples)
+        phrases = [(t.replace("*", ""), o.label) for o in ranked for t in o.trigger_phrases]
+        resolved = [(t.replace("*", ""), None) for o in ranked for t in o.resolved_phrases]
+        self._model = _NaiveBayes(examples + phrases + resolved)
 
     def is_opt_out(self, text: str) -> bool:
         pattern = self.library.opt_out
@@ -110,5 +154,11 @@ class Classifier:
         label, similarity = self._index.nearest(norm)
         if label is not None and label not in resolved and similarity >= self.example_threshold:
             return Classification(label, round(min(0.9, similarity), 3), reason="example")
+        posterior = self._model.posterior(norm)
+        candidates = {c: p for c, p in posterior.items() if c is not None and c not in resolved}
+        if candidates:
+            best = max(candidates, key=candidates.__getitem__)
+            if candidates[best] >= self.model_threshold:
+                return Classification(best, round(candidates[best] * 0.85, 3), reason="model")
         reason = "resolved" if resolved else "none"
-        return Classification(None, round(max(0.5, 1.0 - similarity / 2), 3), reason=reason)
+        return Classification(None, round(posterior.get(None, 0.5), 3) if posterior else 0.5, reason=reason)

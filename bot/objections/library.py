@@ -72,6 +72,8 @@ class Objection:
     trigger_list: tuple[tuple[re.Pattern[str], int], ...]
     not_when: re.Pattern[str] | None
     examples: tuple[str, ...]
+    trigger_phrases: tuple[str, ...]
+    resolved_phrases: tuple[str, ...]
     scripts: tuple[Script, ...]
     path: Path
 
@@ -157,7 +159,7 @@ class ObjectionLibrary:
             )
             objections[spec.label] = Objection(
                 spec.label, spec.name, spec.priority, triggers, singles, phrase_pattern(spec.not_when),
-                tuple(spec.examples), tuple(scripts), path,
+                tuple(spec.examples), tuple(spec.triggers), tuple(spec.not_when), tuple(scripts), path,
             )
         missing = [label for label in LABELS if label not in objections]
         if missing:
