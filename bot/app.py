@@ -19,9 +19,11 @@ from bot.config import Config
 from bot.domain.stages import Pipeline
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import ConfigError, TemplateError
+from bot.objections.library import ObjectionLibrary
 from bot.services.console import ConsoleService
 from bot.services.customers import CustomerService
 from bot.services.messenger import Messenger
+from bot.services.objections import REPLY, ObjectionService, ReplyComposer, validate_library
 from bot.services.outbox import Dispatcher
 from bot.services.profile import ProfileService
 from bot.services.welcome import WELCOME, WelcomeComposer, WelcomeService
@@ -29,6 +31,7 @@ from bot.templates import TemplateLibrary
 from bot.transport.base import FriendRequest, InboundEvent, TextMessage, Transport
 from bot.transport.factory import build_transport
 from storage.db import Database
+from storage.models import ScheduledMessage
 from storage.repositories import Accounts
 
 log = logging.getLogger("salesbot")
@@ -50,6 +53,8 @@ def validate_setup(config: Config) -> list[str]:
             except TagRejected as exc:
                 raise ConfigError(f"welcome.channels.{number}.tag: {exc}") from None
     library = TemplateLibrary(config.templates_path)
+    objections = ObjectionLibrary.load(config.templates_path, [s.key for s in config.stages])
+    validate_library(objections, library)
     names = library.validate(required_templates(config))
     for name in required_templates(config):
         if library.kind_of(name) is None:
@@ -85,16 +90,33 @@ class SalesBot:
         self.console = ConsoleService(
             self.db, clock, config, self.messenger, self.profile, self.transports, REGISTRY
         )
+        self._rng = rng or random.Random()
         self.welcome = WelcomeService(
-            self.db, clock, config, self.transports, rng or random.Random(), on_planned=self._wake
+            self.db, clock, config, self.transports, self._rng, on_planned=self._wake
         )
+        self.objections = ObjectionService(
+            self.db,
+            clock,
+            config,
+            ObjectionLibrary.load(config.templates_path, [s.key for s in config.stages]),
+            self.templates,
+            self.messenger,
+            self._rng,
+            console_of=self.console.console_of,
+            note_customer=self.console.note_customer,
+            on_planned=self._wake,
+        )
+        self.console.objections = self.objections
         self.dispatcher = Dispatcher(
             self.db,
             clock,
             self.messenger,
-            composers={WELCOME: WelcomeComposer(config, self.templates, clock)},
+            composers={
+                WELCOME: WelcomeComposer(config, self.templates, clock),
+                REPLY: ReplyComposer(self.objections),
+            },
             on_unreachable=lambda customer_id, reason: self.customers.mark_deleted(customer_id, reason),
-            on_sent=lambda row: self.console.note_customer(row.account_id, row.customer_id),
+            on_sent=self._on_sent,
         )
         self._started: list[Transport] = []
         # pyee delivers events concurrently; one customer's events are handled one at a time
@@ -167,7 +189,15 @@ class SalesBot:
         if message.in_room:
             return
         log.info("%s: %s says %r", account_id, message.talker.name, message.text)
-        await self.customers.record_inbound(account_id, message)
+        customer = await self.customers.record_inbound(account_id, message)
+        if customer is not None:
+            await self.objections.on_customer_text(account_id, customer, message)
+
+    async def _on_sent(self, row: ScheduledMessage) -> None:
+        if row.kind == WELCOME:
+            self.console.note_customer(row.account_id, row.customer_id)
+        elif row.kind == REPLY:
+            await self.objections.record_sent(row)
 
     def _sink_for(self, account_id: str) -> Callable[[InboundEvent], Awaitable[None]]:
         async def sink(event: InboundEvent) -> None:

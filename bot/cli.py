@@ -27,6 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     simulate = with_config(sub.add_parser("simulate", help="play a scripted conversation on a virtual clock"))
     simulate.add_argument("scenario", help="scenario TOML file (see examples/)")
     sub.add_parser("commands", help="print the rep command table (Markdown, as in the README)")
+    objections = sub.add_parser("objections", help="objection classifier tools")
+    tools = objections.add_subparsers(dest="tool", required=True)
+    with_config(tools.add_parser("classify", help="classify one message per stdin line; JSON lines out"))
+    evaluate = with_config(tools.add_parser("eval", help="score the classifier on a labelled JSONL file"))
+    evaluate.add_argument("file", help='JSONL lines {"text": ..., "label": <label or null>}')
     return parser
 
 
@@ -50,6 +55,33 @@ def _simulate(config_path: str, scenario_path: str) -> int:
     validate_setup(config)
     scenario = load_scenario(Path(scenario_path), config)
     asyncio.run(run_scenario(scenario, config, lambda line: print(json_line(line), flush=True)))
+    return 0
+
+
+def _objections(tool: str, config_path: str, file: str | None) -> int:
+    import json
+
+    from bot.config import load_config
+    from bot.objections.classifier import Classifier
+    from bot.objections.evaluate import evaluate, read_labelled
+    from bot.objections.library import ObjectionLibrary
+
+    config = load_config(config_path)
+    classifier = Classifier(ObjectionLibrary.load(config.templates_path, [s.key for s in config.stages]))
+    if tool == "classify":
+        for line in sys.stdin:
+            text = line.rstrip("\n")
+            result = classifier.classify(text)
+            print(
+                json.dumps(
+                    {"text": text, "objection": result.label, "confidence": result.confidence},
+                    ensure_ascii=False,
+                ),
+                flush=True,
+            )
+        return 0
+    assert file is not None
+    print(evaluate(classifier, read_labelled(Path(file))).text())
     return 0
 
 
@@ -79,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(markdown_table(REGISTRY))
             return 0
+        if args.command == "objections":
+            return _objections(args.tool, args.config, getattr(args, "file", None))
         if args.command == "simulate":
             return _simulate(args.config, args.scenario)
         return _run(args.config, args.verbose)

@@ -183,6 +183,27 @@ class CommandsConfig(_Section):
     page_size: int = Field(default=10, ge=1, le=50)
 
 
+class ObjectionsConfig(_Section):
+    # classify every customer message and suggest reply scripts to the rep
+    enabled: bool = True
+    # how many numbered scripts a suggestion offers (2-3 reads well on a phone)
+    suggestions: int = Field(default=3, ge=1, le=5)
+    # human-like pause before /send delivers a script, in seconds: [min, max]
+    reply_delay_seconds: tuple[float, float] = (2.0, 6.0)
+    # a script "worked" when the customer moves up a stage (or orders) within this many days
+    success_window_days: int = Field(default=14, ge=1)
+    # rank scripts by success rate only once each has been sent this many times
+    min_sends_for_ranking: int = Field(default=5, ge=1)
+
+    @field_validator("reply_delay_seconds")
+    @classmethod
+    def _range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if low < 0 or high < low:
+            raise ValueError("expected [min, max] with 0 <= min <= max")
+        return value
+
+
 class DispatchConfig(_Section):
     # how often the dispatcher looks for due messages even without a wake-up (seconds)
     poll_seconds: float = Field(default=5.0, gt=0)
@@ -200,6 +221,7 @@ class Config(_Section):
     pipeline: PipelineConfig = PipelineConfig()
     tags: TagsConfig = TagsConfig()
     commands: CommandsConfig = CommandsConfig()
+    objections: ObjectionsConfig = ObjectionsConfig()
     accounts: list[AccountConfig] = Field(min_length=1)
     # folder the config file lives in; relative paths are resolved against it
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -54,6 +54,15 @@ WELCOME = TemplateKind(
     },
 )
 
+OBJECTION = TemplateKind(
+    folder="objections",
+    variables={
+        "rep": _sample_rep(),
+        "customer": {"name": "张三", "remark": "", "channel": "小红书"},
+        "stage": "潜在",
+    },
+)
+
 KINDS: dict[str, TemplateKind] = {kind.folder: kind for kind in (WELCOME,)}
 
 
@@ -130,6 +139,30 @@ class TemplateLibrary:
         for name in names:
             self.check(name)
         return names
+
+    def check_source(self, source: str, kind: TemplateKind, origin: str) -> None:
+        """Validate a template kept inside a data file (e.g. an objection script); ``origin`` says
+        where it lives for the error message ("file.toml:12: script 'x'")."""
+        try:
+            ast = self.env.parse(source)
+        except TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"{origin}: syntax error on line {exc.lineno} of the text: {exc.message}"
+            ) from None
+        unknown = sorted(meta.find_undeclared_variables(ast) - set(kind.variables))
+        if unknown:
+            raise TemplateError(
+                f"{origin}: unknown variable '{unknown[0]}' (available: {', '.join(sorted(kind.variables))})"
+            )
+        self.render_source(source, dict(kind.variables), origin)
+
+    def render_source(self, source: str, context: Mapping[str, Any], origin: str) -> str:
+        try:
+            return self.env.from_string(source).render(**context).strip()
+        except TemplateSyntaxError as exc:
+            raise TemplateError(f"{origin}: syntax error: {exc.message}") from None
+        except (UndefinedError, SecurityError) as exc:
+            raise TemplateError(f"{origin}: {exc}") from None
 
     def render(self, name: str, context: Mapping[str, Any]) -> str:
         path = self.path_of(name)

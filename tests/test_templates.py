@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -59,10 +60,7 @@ def test_missing_required_template_is_reported(tmp_path: Path) -> None:
 
 def test_check_fails_on_bad_template(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     templates = tmp_path / "tpl"
-    for source in (ROOT / "scripts_templates").rglob("*.j2"):
-        target = templates / source.relative_to(ROOT / "scripts_templates")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    shutil.copytree(ROOT / "scripts_templates", templates)
     (templates / "welcome" / "douyin.txt.j2").write_text("{{ rep.nickname }}\n{{ typo }}\n", encoding="utf-8")
     text = (ROOT / "config.toml").read_text(encoding="utf-8")
     config_path = tmp_path / "config.toml"

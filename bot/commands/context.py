@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from bot.commands.registry import Registry
 from bot.config import Config
 from bot.services.profile import ProfileService
 from storage.models import Customer
+
+if TYPE_CHECKING:
+    from bot.services.objections import ObjectionService
 
 
 @dataclass
@@ -35,7 +40,9 @@ class CommandContext:
     profile: ProfileService
     registry: Registry
     state: ConsoleState
+    now: datetime  # from the injected clock
     customer: Customer | None = None
+    objections: ObjectionService | None = None
     # re-run a command line for a chosen customer (used by /pick)
     rerun: Callable[[str, int], Awaitable[str]] = field(default=lambda _line, _cid: _no_rerun())
 

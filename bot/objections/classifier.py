@@ -4,8 +4,8 @@ Two layers, both driven by the library (data, not code):
 
 1. Trigger phrases per objection, cancelled by that objection's "resolved" phrases (价格没问题,
    我考虑好了, 不用跟家里商量).
-   When several objections fire, the longest matching phrase (the most specific evidence, not counting ``*`` gaps) wins and
-   ``priority`` breaks ties: 别家更便宜 is a comparison, not a price objection.
+   When several objections fire, the longest matching phrase (the most specific evidence, not
+   counting ``*`` gaps) wins and ``priority`` breaks ties: 别家更便宜 is a comparison, not a price objection.
 2. When no trigger fires, the nearest example utterance by TF-IDF-weighted character 1-3 grams,
    over the objections' examples and the ordinary messages in ``_none.toml``; it counts only above
    a similarity threshold, so unfamiliar small talk stays unflagged.
@@ -36,7 +36,7 @@ def ngrams(text: str) -> Counter[str]:
     grams: Counter[str] = Counter()
     for size in NGRAM_SIZES:
         for start in range(len(text) - size + 1):
-            grams[text[start:start + size]] += 1
+            grams[text[start : start + size]] += 1
     return grams
 
 
@@ -93,14 +93,19 @@ class _NaiveBayes:
         self.vocabulary_size = len(vocabulary)
         self.totals = {c: sum(counts[c].values()) for c in self.classes}
         self.log_prob = {
-            c: {g: math.log((n + alpha) / (self.totals[c] + alpha * self.vocabulary_size)) for g, n in counts[c].items()}
+            c: {
+                g: math.log((n + alpha) / (self.totals[c] + alpha * self.vocabulary_size))
+                for g, n in counts[c].items()
+            }
             for c in self.classes
         }
-        self.unseen = {c: math.log(alpha / (self.totals[c] + alpha * self.vocabulary_size)) for c in self.classes}
+        self.unseen = {
+            c: math.log(alpha / (self.totals[c] + alpha * self.vocabulary_size)) for c in self.classes
+        }
         self.known = vocabulary
 
     def _grams(self, text: str) -> list[str]:
-        return [text[i:i + n] for n in self.SIZES for i in range(len(text) - n + 1)]
+        return [text[i : i + n] for n in self.SIZES for i in range(len(text) - n + 1)]
 
     def posterior(self, text: str) -> dict[str | None, float]:
         grams = [g for g in self._grams(text) if g in self.known]
@@ -114,8 +119,9 @@ class _NaiveBayes:
 
 
 class Classifier:
-    def __init__(self, library: ObjectionLibrary, *, example_threshold: float = 0.55,
-                 model_threshold: float = 0.7) -> None:
+    def __init__(
+        self, library: ObjectionLibrary, *, example_threshold: float = 0.55, model_threshold: float = 0.7
+    ) -> None:
         self.library = library
         self.example_threshold = example_threshold
         self.model_threshold = model_threshold
@@ -124,9 +130,10 @@ class Classifier:
         examples: list[tuple[str, str | None]] = [(e, o.label) for o in ranked for e in o.examples]
         examples += [(e, None) for e in library.none_examples]
         self._index = _ExampleIndex(examples)
-        phrases = [(t.replace("*", ""), o.label) for o in ranked for t in o.trigger_phrases]
-        resolved = [(t.replace("*", ""), None) for o in ranked for t in o.resolved_phrases]
-        self._model = _NaiveBayes(examples + phrases + resolved)
+        training: list[tuple[str, str | None]] = list(examples)
+        training += [(t.replace("*", ""), o.label) for o in ranked for t in o.trigger_phrases]
+        training += [(t.replace("*", ""), None) for o in ranked for t in o.resolved_phrases]
+        self._model = _NaiveBayes(training)
 
     def is_opt_out(self, text: str) -> bool:
         pattern = self.library.opt_out

@@ -36,8 +36,10 @@ class Report:
         for s in self.scores:
             lines.append(f"{s.label:<12} {s.precision:>9.3f} {s.recall:>7.3f} {s.f1:>6.3f} {s.support:>4}")
         lines.append(f"macro-F1 (9 labels): {self.macro_f1:.3f}")
-        lines.append(f"false-positive rate on non-objections: {self.false_positive_rate:.3f} "
-                     f"({self.none_support} messages)")
+        lines.append(
+            f"false-positive rate on non-objections: {self.false_positive_rate:.3f} "
+            f"({self.none_support} messages)"
+        )
         lines.append(f"messages: {self.total}")
         return "\n".join(lines)
 
@@ -51,7 +53,7 @@ def read_labelled(path: Path) -> list[tuple[str, str | None]]:
             item = json.loads(line)
             text, label = item["text"], item["label"]
         except (ValueError, KeyError, TypeError):
-            raise SalesbotError(f"{path}:{number}: expected {{\"text\": ..., \"label\": ...}}") from None
+            raise SalesbotError(f'{path}:{number}: expected {{"text": ..., "label": ...}}') from None
         if label is not None and label not in LABELS:
             raise SalesbotError(f"{path}:{number}: unknown label {label!r}")
         rows.append((str(text), label))

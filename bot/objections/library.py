@@ -113,15 +113,21 @@ def _load(path: Path, model: type[BaseModel]) -> tuple[Any, str]:
         return model.model_validate(data), raw
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+            ".".join(str(p) for p in e["loc"])
+            + ": "
+            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
             for e in exc.errors()
         )
         raise TemplateError(f"{path}: {problems}") from None
 
 
 class ObjectionLibrary:
-    def __init__(self, objections: dict[str, Objection], none_examples: tuple[str, ...],
-                 opt_out: re.Pattern[str] | None) -> None:
+    def __init__(
+        self,
+        objections: dict[str, Objection],
+        none_examples: tuple[str, ...],
+        opt_out: re.Pattern[str] | None,
+    ) -> None:
         self.objections = objections
         self.none_examples = none_examples
         self.opt_out = opt_out
@@ -141,12 +147,16 @@ class ObjectionLibrary:
             if spec.label not in LABELS:
                 raise TemplateError(f"{path}: label {spec.label!r} is not one of {', '.join(LABELS)}")
             if spec.label in objections:
-                raise TemplateError(f"{path}: label {spec.label!r} is already defined in {objections[spec.label].path}")
+                raise TemplateError(
+                    f"{path}: label {spec.label!r} is already defined in {objections[spec.label].path}"
+                )
             scripts = []
             for item in spec.scripts:
                 line = _line_of(raw, item.id)
                 if item.id in script_ids:
-                    raise TemplateError(f"{path}:{line}: script id {item.id!r} is also used in {script_ids[item.id]}")
+                    raise TemplateError(
+                        f"{path}:{line}: script id {item.id!r} is also used in {script_ids[item.id]}"
+                    )
                 unknown = sorted(set(item.stages) - known_stages) if known_stages else []
                 if unknown:
                     raise TemplateError(f"{path}:{line}: script {item.id!r} names unknown stages {unknown}")
@@ -155,11 +165,22 @@ class ObjectionLibrary:
             triggers = phrase_pattern(spec.triggers)
             assert triggers is not None
             singles = tuple(
-                (re.compile(phrase_regex(t)), len(normalize(t.replace("*", "")))) for t in spec.triggers if phrase_regex(t)
+                (re.compile(phrase_regex(t)), len(normalize(t.replace("*", ""))))
+                for t in spec.triggers
+                if phrase_regex(t)
             )
             objections[spec.label] = Objection(
-                spec.label, spec.name, spec.priority, triggers, singles, phrase_pattern(spec.not_when),
-                tuple(spec.examples), tuple(spec.triggers), tuple(spec.not_when), tuple(scripts), path,
+                spec.label,
+                spec.name,
+                spec.priority,
+                triggers,
+                singles,
+                phrase_pattern(spec.not_when),
+                tuple(spec.examples),
+                tuple(spec.triggers),
+                tuple(spec.not_when),
+                tuple(scripts),
+                path,
             )
         missing = [label for label in LABELS if label not in objections]
         if missing:

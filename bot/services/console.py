@@ -14,6 +14,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.clock import Clock
 from bot.commands.context import CommandContext, ConsoleState, PendingPick
@@ -23,6 +24,9 @@ from bot.errors import CommandError, ConfigError, UsageError
 from bot.services.customers import ensure_customer
 from bot.services.messenger import Messenger
 from bot.services.profile import ProfileService
+
+if TYPE_CHECKING:
+    from bot.services.objections import ObjectionService
 from bot.transport.base import Contact, TextMessage, Transport
 from storage.db import Database
 from storage.models import Customer
@@ -68,6 +72,7 @@ class ConsoleService:
         self.registry = registry
         self.states: defaultdict[str, ConsoleState] = defaultdict(ConsoleState)
         self.console_ids: dict[str, str] = {}
+        self.objections: ObjectionService | None = None  # set by the app once it exists
 
     async def resolve_consoles(self) -> None:
         """Find each account's console conversation once it is logged in."""
@@ -175,7 +180,9 @@ class ConsoleService:
             profile=self.profile,
             registry=self.registry,
             state=state,
+            now=self.clock.now(),
             customer=customer,
+            objections=self.objections,
             rerun=rerun,
         )
         reply = await cmd.handler(ctx, args)

@@ -40,7 +40,7 @@ class Composer(Protocol):
 
 
 UnreachableHandler = Callable[[int, str], Awaitable[object]]
-SentHandler = Callable[[ScheduledMessage], None]
+SentHandler = Callable[[ScheduledMessage], Awaitable[None]]
 
 
 class Dispatcher:
@@ -51,7 +51,7 @@ class Dispatcher:
         messenger: Messenger,
         composers: Mapping[str, Composer],
         on_unreachable: UnreachableHandler,
-        on_sent: SentHandler = lambda _row: None,
+        on_sent: SentHandler | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -142,7 +142,8 @@ class Dispatcher:
         )
         if result.delivery in (Delivery.SENT, Delivery.DUPLICATE):
             await self._mark(row, "sent")
-            self.on_sent(row)
+            if self.on_sent is not None and result.delivery is Delivery.SENT:
+                await self.on_sent(row)
         elif result.delivery is Delivery.UNREACHABLE:
             await self._mark(row, "failed", "customer is no longer a friend")
             await self.on_unreachable(row.customer_id, result.error)

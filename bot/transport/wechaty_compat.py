@@ -39,6 +39,8 @@ from wechaty_puppet import Puppet  # noqa: E402
 
 # "no blueprint registered, so no web service": expected, we never use Wechaty's plugin web server
 logging.getLogger("wechaty.plugin").setLevel(logging.ERROR)
+# "set payload more than once": expected, the adapter refreshes contact payloads on purpose
+logging.getLogger("Accessory").setLevel(logging.ERROR)
 
 _POOLED_ACCESSORIES = ("Contact", "ContactSelf", "Room", "Tag", "Favorite")
 

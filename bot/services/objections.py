@@ -1,0 +1,291 @@
+"""Objection handling: classify customer messages, suggest stage-fit scripts, send the chosen one.
+
+A suggestion goes to the rep's console only (``suggestion``); ``/send N`` plans script N as a
+``reply`` in the durable outbox after a human-like pause, rendered when it is sent. Every sent
+script is logged, and a customer who moves up a stage within the success window counts as a
+success for it; suggestions rank scripts by stage fit first, then by success rate once there is
+enough data.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import Clock
+from bot.config import Config
+from bot.domain.hours import WorkingCalendar
+from bot.domain.stages import Pipeline
+from bot.errors import CommandError
+from bot.objections.classifier import Classification, Classifier
+from bot.objections.library import ObjectionLibrary, Script
+from bot.services.messenger import Messenger
+from bot.services.outbox import Composed
+from bot.services.welcome import customer_variables, rep_variables
+from bot.templates import OBJECTION, TemplateLibrary
+from bot.transport.base import TextMessage
+from storage.db import Database
+from storage.models import Customer, Event, ScheduledMessage
+from storage.repositories import Events, Outbox
+
+log = logging.getLogger(__name__)
+
+SUGGESTION = "suggestion"
+REPLY = "reply"
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    event_id: int
+    label: str
+    script_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ScriptStats:
+    sent: int
+    succeeded: int
+
+    @property
+    def rate(self) -> float:
+        return self.succeeded / self.sent if self.sent else 0.0
+
+
+def validate_library(library: ObjectionLibrary, templates: TemplateLibrary) -> None:
+    for objection in library.objections.values():
+        for script in objection.scripts:
+            templates.check_source(
+                script.text, OBJECTION, f"{script.path}:{script.line}: script '{script.id}'"
+            )
+
+
+class ObjectionService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        config: Config,
+        library: ObjectionLibrary,
+        templates: TemplateLibrary,
+        messenger: Messenger,
+        rng: random.Random,
+        *,
+        console_of: Callable[[str], str],
+        note_customer: Callable[[str, int], None],
+        on_planned: Callable[[datetime], None] = lambda _due: None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.config = config
+        self.library = library
+        self.classifier = Classifier(library)
+        self.templates = templates
+        self.messenger = messenger
+        self.rng = rng
+        self.pipeline = Pipeline(config.stages)
+        self.console_of = console_of
+        self.note_customer = note_customer
+        self.on_planned = on_planned
+        self.suggestions: dict[tuple[str, int], Suggestion] = {}
+
+    # -- inbound ----------------------------------------------------------------------------------
+
+    async def on_customer_text(
+        self, account_id: str, customer: Customer, message: TextMessage
+    ) -> Classification:
+        result = self.classifier.classify(message.text)
+        assert customer.id is not None
+        now = self.clock.now()
+        if result.opt_out:  # a separate signal: never an objection, never a suggestion
+            async with self.db.transaction() as session:
+                await Events(session).record(
+                    account_id, "opt_out", now, customer_id=customer.id, text=message.text
+                )
+            return result
+        if result.label is None or not self.config.objections.enabled:
+            return result
+        async with self.db.transaction() as session:
+            event = Event(
+                account_id=account_id,
+                customer_id=customer.id,
+                kind="objection",
+                text=message.text,
+                data={"label": result.label, "confidence": result.confidence, "reason": result.reason},
+                at=now,
+            )
+            session.add(event)
+            await session.flush()
+            assert event.id is not None
+            scripts = await self.rank(session, result.label, customer.stage)
+        suggestion = Suggestion(event.id, result.label, tuple(s.id for s in scripts))
+        self.suggestions[(account_id, customer.id)] = suggestion
+        self.note_customer(account_id, customer.id)
+        text = self._suggestion_text(account_id, customer, message.text, result.label, scripts)
+        await self.messenger.send(
+            account_id=account_id,
+            conversation_id=self.console_of(account_id),
+            text=text,
+            kind=SUGGESTION,
+            key=f"{account_id}:{SUGGESTION}:{message.message_id}",
+            customer_id=customer.id,
+        )
+        return result
+
+    # -- /send ------------------------------------------------------------------------------------
+
+    async def plan_reply(
+        self, account_id: str, customer: Customer, number: int, extra: str, actor: str
+    ) -> datetime:
+        """Plan script ``number`` of the customer's last suggestion; returns when it will go out."""
+        assert customer.id is not None
+        suggestion = self.suggestions.get((account_id, customer.id))
+        if suggestion is None:
+            raise CommandError("这位客户目前没有待选的话术建议")
+        if not 1 <= number <= len(suggestion.script_ids):
+            raise CommandError(f"请输入 1 到 {len(suggestion.script_ids)} 之间的编号")
+        if customer.deleted_at is not None:
+            raise CommandError("客户已删除好友，无法发送")
+        script_id = suggestion.script_ids[number - 1]
+        now = self.clock.now()
+        due = now + timedelta(seconds=round(self.rng.uniform(*self.config.objections.reply_delay_seconds)))
+        async with self.db.transaction() as session:
+            planned = await Outbox(session).plan(
+                ScheduledMessage(
+                    account_id=account_id,
+                    customer_id=customer.id,
+                    kind=REPLY,
+                    sequence=f"objection:{suggestion.label}",
+                    step=script_id,
+                    template=script_id,
+                    context={
+                        "script_id": script_id,
+                        "extra": extra,
+                        "label": suggestion.label,
+                        "actor": actor,
+                        "stage": customer.stage,
+                    },
+                    due_at=due,
+                    not_after=due + timedelta(hours=1),
+                    status="pending",
+                    idempotency_key=f"{account_id}:{customer.id}:{REPLY}:{suggestion.event_id}:{number}",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        if not planned:
+            raise CommandError(f"话术 {number} 已经发送过了")
+        self.on_planned(due)
+        return due
+
+    async def record_sent(self, row: ScheduledMessage) -> None:
+        async with self.db.transaction() as session:
+            await Events(session).record(
+                row.account_id,
+                "script_sent",
+                self.clock.now(),
+                customer_id=row.customer_id,
+                data={
+                    "script_id": row.context.get("script_id"),
+                    "label": row.context.get("label"),
+                    "stage": row.context.get("stage"),
+                },
+            )
+
+    # -- ranking ----------------------------------------------------------------------------------
+
+    async def rank(self, session: AsyncSession, label: str, stage: str) -> list[Script]:
+        for_stage, general = self.library.scripts_for(label, stage)
+        stats = await self.script_stats(session)
+        minimum = self.config.objections.min_sends_for_ranking
+
+        def ordered(scripts: list[Script]) -> list[Script]:
+            def key(script: Script) -> tuple[int, float]:
+                s = stats.get(script.id)
+                enough = s is not None and s.sent >= minimum
+                return (0 if enough else 1, -(s.rate if s and enough else 0.0))
+
+            return sorted(scripts, key=key)  # stable: file order among equals
+
+        return (ordered(for_stage) + ordered(general))[: self.config.objections.suggestions]
+
+    async def script_stats(self, session: AsyncSession) -> dict[str, ScriptStats]:
+        """Sends and successes per script: a success is a move to a later stage within the window."""
+        window = timedelta(days=self.config.objections.success_window_days)
+        sends = (await session.exec(select(Event).where(Event.kind == "script_sent"))).all()
+        if not sends:
+            return {}
+        moves: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
+        customer_ids = {e.customer_id for e in sends if e.customer_id is not None}
+        rows = (
+            await session.exec(
+                select(Event).where(Event.kind == "stage_changed", col(Event.customer_id).in_(customer_ids))
+            )
+        ).all()
+        for move in rows:
+            if move.customer_id is not None:
+                moves[move.customer_id].append((move.at, str(move.data.get("to", ""))))
+        sent: dict[str, int] = defaultdict(int)
+        succeeded: dict[str, int] = defaultdict(int)
+        for event in sends:
+            script_id = str(event.data.get("script_id"))
+            stage_then = str(event.data.get("stage", ""))
+            sent[script_id] += 1
+            if event.customer_id is not None and any(
+                event.at < at <= event.at + window and self.pipeline.is_before(stage_then, to)
+                for at, to in moves.get(event.customer_id, [])
+            ):
+                succeeded[script_id] += 1
+        return {sid: ScriptStats(sent[sid], succeeded[sid]) for sid in sent}
+
+    # -- rendering --------------------------------------------------------------------------------
+
+    def render_script(self, script: Script, account_id: str, customer: Customer) -> str:
+        account = self.config.account(account_id)
+        calendar = WorkingCalendar(account.profile.working_hours, self.config.tz)
+        context: dict[str, Any] = {
+            "rep": rep_variables(account, calendar),
+            "customer": customer_variables(customer),
+            "stage": self.pipeline.label(customer.stage),
+        }
+        return self.templates.render_source(
+            script.text, context, f"{script.path}:{script.line}: script '{script.id}'"
+        )
+
+    def _suggestion_text(
+        self, account_id: str, customer: Customer, said: str, label: str, scripts: list[Script]
+    ) -> str:
+        name = customer.remark or customer.display_name or customer.wechat_id
+        stage, objection = self.pipeline.label(customer.stage), self.library.name(label)
+        lines = [
+            f"【{name} #{customer.id} · {stage}】提出「{objection}」顾虑：",
+            f"“{said}”",
+            "建议回复（发送 /send 编号，可在编号后追加文字）：",
+        ]
+        for number, script in enumerate(scripts, start=1):
+            lines.append(f"{number}. {self.render_script(script, account_id, customer)}")
+        return "\n".join(lines)
+
+
+class ReplyComposer:
+    """Renders a /send script when it goes out (so a fixed template applies to what is pending)."""
+
+    def __init__(self, service: ObjectionService) -> None:
+        self.service = service
+
+    async def compose(
+        self, row: ScheduledMessage, customer: Customer, session: AsyncSession
+    ) -> Composed | None:
+        script = self.service.library.script(str(row.context.get("script_id")))
+        if script is None:
+            return None
+        text = self.service.render_script(script, row.account_id, customer)
+        extra = str(row.context.get("extra", "")).strip()
+        return Composed(customer.wechat_id, f"{text}\n{extra}" if extra else text)
