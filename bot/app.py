@@ -25,13 +25,16 @@ from bot.services.customers import CustomerService
 from bot.services.messenger import Messenger
 from bot.services.objections import REPLY, ObjectionService, ReplyComposer, validate_library
 from bot.services.outbox import Dispatcher
+from bot.services.alerts import Alerts
 from bot.services.profile import ProfileService
+from bot.services.reach import ReachPolicy
+from bot.services.sequences import AFTERCARE, COUNTDOWN, FOLLOWUP, SequenceComposer, SequenceService
 from bot.services.welcome import WELCOME, WelcomeComposer, WelcomeService
 from bot.templates import TemplateLibrary
 from bot.transport.base import FriendRequest, InboundEvent, TextMessage, Transport
 from bot.transport.factory import build_transport
 from storage.db import Database
-from storage.models import ScheduledMessage
+from storage.models import Customer, ScheduledMessage
 from storage.repositories import Accounts
 
 log = logging.getLogger("salesbot")
@@ -39,7 +42,13 @@ log = logging.getLogger("salesbot")
 
 def required_templates(config: Config) -> list[str]:
     """Templates the configuration names; ``salesbot check`` and startup insist they exist."""
-    return [config.welcome.template, *(rule.template for rule in config.welcome.channels)]
+    return [
+        config.welcome.template,
+        *(rule.template for rule in config.welcome.channels),
+        config.countdown.template,
+        *(step.template for step in config.aftercare.steps),
+        *(step.template for step in config.followup.steps),
+    ]
 
 
 def validate_setup(config: Config) -> list[str]:
@@ -58,7 +67,8 @@ def validate_setup(config: Config) -> list[str]:
     names = library.validate(required_templates(config))
     for name in required_templates(config):
         if library.kind_of(name) is None:
-            raise TemplateError(f"{library.path_of(name)}: welcome templates must live in welcome/")
+            folders = ", ".join(f"{k}/" for k in ("welcome", "countdown", "aftercare", "followup"))
+            raise TemplateError(f"{library.path_of(name)}: templates named in config must live in {folders}")
     return names
 
 
@@ -91,8 +101,17 @@ class SalesBot:
             self.db, clock, config, self.messenger, self.profile, self.transports, REGISTRY
         )
         self._rng = rng or random.Random()
+        self.sequences = SequenceService(self.db, clock, config, on_planned=self._wake)
         self.welcome = WelcomeService(
-            self.db, clock, config, self.transports, self._rng, on_planned=self._wake
+            self.db,
+            clock,
+            config,
+            self.transports,
+            self._rng,
+            on_planned=self._wake,
+            after_welcome=lambda session, customer, at, plan: self.sequences.plan_followups(
+                session, customer, at, plan
+            ),
         )
         self.objections = ObjectionService(
             self.db,
@@ -107,6 +126,9 @@ class SalesBot:
             on_planned=self._wake,
         )
         self.console.objections = self.objections
+        self.console.sequences = self.sequences
+        self.alerts = Alerts(self.messenger, self.console.console_of, self.console.note_customer)
+        sequences = SequenceComposer(config, self.templates, clock)
         self.dispatcher = Dispatcher(
             self.db,
             clock,
@@ -114,9 +136,14 @@ class SalesBot:
             composers={
                 WELCOME: WelcomeComposer(config, self.templates, clock),
                 REPLY: ReplyComposer(self.objections),
+                COUNTDOWN: sequences,
+                AFTERCARE: sequences,
+                FOLLOWUP: sequences,
             },
-            on_unreachable=lambda customer_id, reason: self.customers.mark_deleted(customer_id, reason),
+            on_unreachable=self._on_unreachable,
             on_sent=self._on_sent,
+            gate=ReachPolicy(config, self._rng),
+            on_undeliverable=self._on_undeliverable,
         )
         self._started: list[Transport] = []
         # pyee delivers events concurrently; one customer's events are handled one at a time
@@ -190,8 +217,48 @@ class SalesBot:
             return
         log.info("%s: %s says %r", account_id, message.talker.name, message.text)
         customer = await self.customers.record_inbound(account_id, message)
-        if customer is not None:
-            await self.objections.on_customer_text(account_id, customer, message)
+        if customer is None or customer.id is None:
+            return
+        await self.sequences.customer_replied(customer.id)
+        result = await self.objections.on_customer_text(account_id, customer, message)
+        if result.opt_out:
+            paused = await self.sequences.pause(
+                customer.id, actor="customer", reason=f"opt-out: {message.text}"
+            )
+            name = customer.remark or customer.display_name
+            await self.alerts.send(
+                account_id,
+                f"【{name} #{customer.id}】说“{message.text}”，已暂停对TA的全部自动消息（{paused} 条待发）。"
+                f"需要恢复请发 /resume @#{customer.id}",
+                key=f"opt_out:{message.message_id}",
+                customer_id=customer.id,
+            )
+
+    async def _on_unreachable(self, customer_id: int, reason: str) -> None:
+        if not await self.customers.mark_deleted(customer_id, reason):
+            return
+        async with self.db.transaction() as session:
+            customer = await session.get(Customer, customer_id)
+        assert customer is not None
+        await self.alerts.send(
+            customer.account_id,
+            f"【{customer.remark or customer.display_name} #{customer_id}】已不是好友（可能删除了你），"
+            "已取消对TA的全部待发消息。",
+            key=f"deleted:{customer_id}:{customer.deleted_at}",
+            customer_id=customer_id,
+        )
+
+    async def _on_undeliverable(self, row: ScheduledMessage, reason: str) -> None:
+        async with self.db.transaction() as session:
+            customer = await session.get(Customer, row.customer_id)
+        assert customer is not None
+        await self.alerts.send(
+            row.account_id,
+            f"【{customer.remark or customer.display_name} #{customer.id}】的{row.kind}消息（{row.step}）"
+            f"没能按时发出，已放弃：{reason}。",
+            key=f"undeliverable:{row.idempotency_key}",
+            customer_id=customer.id,
+        )
 
     async def _on_sent(self, row: ScheduledMessage) -> None:
         if row.kind == WELCOME:

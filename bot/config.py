@@ -204,6 +204,76 @@ class ObjectionsConfig(_Section):
         return value
 
 
+def _delay_range(value: tuple[float, float]) -> tuple[float, float]:
+    low, high = value
+    if low < 0 or high < low:
+        raise ValueError("expected [min, max] with 0 <= min <= max")
+    return value
+
+
+class ReachConfig(_Section):
+    """Gentle reach: limits on automated messages (countdown, aftercare, follow-ups)."""
+
+    quiet_start: time = time(21, 30)
+    quiet_end: time = time(8, 30)
+    customer_daily_cap: int = Field(default=4, ge=1)
+    account_daily_cap: int = Field(default=200, ge=1)
+    pacing_seconds: tuple[float, float] = (20.0, 45.0)
+
+    @field_validator("pacing_seconds")
+    @classmethod
+    def _pacing(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _delay_range(value)
+
+
+class CountdownConfig(_Section):
+    offsets: list[str] = Field(
+        default_factory=lambda: ["7d", "3d", "1d", "3h", "1h", "30m", "15m"], min_length=1
+    )
+    template: str = "countdown/step.txt.j2"
+
+    @field_validator("offsets")
+    @classmethod
+    def _offsets(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.fullmatch(r"\d+[dhm]", item) or int(item[:-1]) == 0:
+                raise ValueError(f"bad offset {item!r} (expected e.g. 7d, 3h, 30m)")
+        if len(set(value)) != len(value):
+            raise ValueError("offsets must be unique")
+        return value
+
+
+class SequenceStep(_Section):
+    days: int = Field(ge=0)
+    template: str
+
+
+class AftercareConfig(_Section):
+    at: time = time(10, 0)
+    steps: list[SequenceStep] = Field(
+        default_factory=lambda: [
+            SequenceStep(days=1, template="aftercare/t1.txt.j2"),
+            SequenceStep(days=3, template="aftercare/t3.txt.j2"),
+            SequenceStep(days=7, template="aftercare/t7.txt.j2"),
+            SequenceStep(days=30, template="aftercare/t30.txt.j2"),
+        ]
+    )
+    valid_hours: float = Field(default=12.0, gt=0)
+
+
+class FollowupConfig(_Section):
+    at: time = time(10, 30)
+    steps: list[SequenceStep] = Field(
+        default_factory=lambda: [
+            SequenceStep(days=1, template="followup/t1.txt.j2"),
+            SequenceStep(days=3, template="followup/t3.txt.j2"),
+        ]
+    )
+    skip_if_replied: bool = True
+    skip_if_ordered: bool = True
+    valid_hours: float = Field(default=12.0, gt=0)
+
+
 class DispatchConfig(_Section):
     # how often the dispatcher looks for due messages even without a wake-up (seconds)
     poll_seconds: float = Field(default=5.0, gt=0)
@@ -222,6 +292,10 @@ class Config(_Section):
     tags: TagsConfig = TagsConfig()
     commands: CommandsConfig = CommandsConfig()
     objections: ObjectionsConfig = ObjectionsConfig()
+    reach: ReachConfig = ReachConfig()
+    countdown: CountdownConfig = CountdownConfig()
+    aftercare: AftercareConfig = AftercareConfig()
+    followup: FollowupConfig = FollowupConfig()
     accounts: list[AccountConfig] = Field(min_length=1)
     # folder the config file lives in; relative paths are resolved against it
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -63,7 +63,23 @@ OBJECTION = TemplateKind(
     },
 )
 
-KINDS: dict[str, TemplateKind] = {kind.folder: kind for kind in (WELCOME,)}
+_CUSTOMER = {"name": "张三", "remark": "", "channel": "小红书"}
+COUNTDOWN = TemplateKind(
+    folder="countdown",
+    variables={
+        "rep": _sample_rep(),
+        "customer": _CUSTOMER,
+        "offer": "双十一限时价",
+        "left": "最后1小时",
+        "deadline": "11月30日 23:59",
+    },
+)
+AFTERCARE = TemplateKind(
+    folder="aftercare", variables={"rep": _sample_rep(), "customer": _CUSTOMER, "product": "SUV", "days": 3}
+)
+FOLLOWUP = TemplateKind(folder="followup", variables={"rep": _sample_rep(), "customer": _CUSTOMER, "days": 1})
+
+KINDS: dict[str, TemplateKind] = {kind.folder: kind for kind in (WELCOME, COUNTDOWN, AFTERCARE, FOLLOWUP)}
 
 
 def _line_of(ast: nodes.Template, name: str) -> int:

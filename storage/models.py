@@ -71,6 +71,8 @@ class Customer(SQLModel, table=True):
     added_at: datetime = utc_column()
     welcome_planned_at: datetime | None = utc_column(nullable=True)
     deleted_at: datetime | None = utc_column(nullable=True)
+    # automation paused (opt-out or /pause); scheduled rows wait in status "paused"
+    paused_at: datetime | None = utc_column(nullable=True)
     last_inbound_at: datetime | None = utc_column(nullable=True)
     last_outbound_at: datetime | None = utc_column(nullable=True)
 
@@ -138,7 +140,12 @@ class OutgoingMessage(SQLModel, table=True):
     """One row per message the bot tried to send. The idempotency key makes a second send impossible."""
 
     __tablename__ = "outgoing_message"
-    __table_args__ = (sa.Index("ix_outgoing_account_platform_id", "account_id", "platform_message_id"),)
+    __table_args__ = (
+        sa.Index("ix_outgoing_account_platform_id", "account_id", "platform_message_id"),
+        # per-day counts for the daily caps and pacing
+        sa.Index("ix_outgoing_account_kind_sent", "account_id", "kind", "sent_at"),
+        sa.Index("ix_outgoing_customer_sent", "customer_id", "sent_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     account_id: str = Field(foreign_key="account.id")
@@ -158,7 +165,10 @@ class ScheduledMessage(SQLModel, table=True):
     """The durable outbox: planned messages, rendered from their template when they are sent."""
 
     __tablename__ = "scheduled_message"
-    __table_args__ = (sa.Index("ix_scheduled_status_due", "status", "due_at"),)
+    __table_args__ = (
+        sa.Index("ix_scheduled_status_due", "status", "due_at"),
+        sa.Index("ix_scheduled_customer_sequence", "customer_id", "sequence", "status"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     account_id: str = Field(foreign_key="account.id")
@@ -170,7 +180,7 @@ class ScheduledMessage(SQLModel, table=True):
     context: dict[str, Any] = json_column()
     due_at: datetime = utc_column()
     not_after: datetime = utc_column()
-    status: str  # pending | claimed | sent | cancelled | expired | failed
+    status: str  # pending | claimed | sent | cancelled | expired | failed | paused
     attempts: int = 0
     claimed_at: datetime | None = utc_column(nullable=True)
     last_error: str = ""

@@ -313,6 +313,17 @@ class Outbox:
         if row is not None:
             row.status, row.updated_at, row.last_error = status, at, error
 
+    async def defer(self, row_id: int, until: datetime, at: datetime, reason: str) -> None:
+        """Back to pending, due later (quiet hours, caps, pacing)."""
+        row = await self.session.get(ScheduledMessage, row_id)
+        if row is not None:
+            row.status, row.due_at, row.updated_at, row.last_error = (
+                "pending",
+                until,
+                at,
+                f"deferred: {reason}",
+            )
+
     async def pending_for_customer(self, customer_id: int) -> list[ScheduledMessage]:
         query = (
             select(ScheduledMessage)

@@ -50,7 +50,9 @@ def test_delayed_actions_fire_only_when_the_clock_reaches_them(
     """The run ends with an implicit one-minute advance; without it nothing would be sent."""
     body = '[[steps]]\nfriend_request = "c1"\n[[steps]]\ndelete = "c1"\n'
     code, lines, _ = run(scenario(tmp_path, body), capsys)
-    assert code == 0 and lines == []  # deleted before the pause ended: nothing goes out
+    assert code == 0
+    assert [line for line in lines if line["to"] == "c1"] == []  # deleted before the pause ended
+    assert [line["kind"] for line in lines] == ["alert"]  # the failed welcome tells the rep
 
 
 def test_same_seed_same_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

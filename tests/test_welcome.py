@@ -132,7 +132,10 @@ async def test_replayed_friendship_event_never_welcomes_twice(sim: Simulation) -
     await sim.advance(timedelta(minutes=1))
 
     assert len(welcomes(sim)) == 1
-    assert len(await rows(sim, ScheduledMessage)) == 1
+    assert len(await rows(sim, ScheduledMessage, ScheduledMessage.kind == "welcome")) == 1
+    assert len(await rows(sim, ScheduledMessage, ScheduledMessage.kind == "followup")) == 2, (
+        "follow-ups once too"
+    )
     assert len(await rows(sim, Event, Event.kind == "friend_request")) == 1, "replays are logged once"
 
 
@@ -176,12 +179,17 @@ async def test_customer_who_deletes_before_the_welcome_is_marked_churned(sim: Si
     await sim.delete("c1")
     await sim.advance(timedelta(minutes=1))
 
-    assert welcomes(sim) == [] and sim.puppet.sent == []
+    assert welcomes(sim) == [] and [s for s in sim.puppet.sent if s.conversation_id == "wx_c1"] == []
+    [alert] = [m for m in sim.output if m["kind"] == "alert"]
+    assert alert["to"] == "console" and "已不是好友" in alert["text"]
     [customer] = await rows(sim, Customer)
     assert customer.deleted_at is not None
-    [row] = await rows(sim, ScheduledMessage)
+    assert {r.status for r in await rows(sim, ScheduledMessage, ScheduledMessage.kind == "followup")} == {
+        "cancelled"
+    }
+    [row] = await rows(sim, ScheduledMessage, ScheduledMessage.kind == "welcome")
     assert row.status == "failed" and "no longer a friend" in row.last_error
-    [log] = await rows(sim, OutgoingMessage)
+    [log] = await rows(sim, OutgoingMessage, OutgoingMessage.kind == "welcome")
     assert log.status == "failed"
     assert await rows(sim, Event, Event.kind == "customer_deleted")
     assert await rows(sim, Event, Event.kind == "welcome_failed")
@@ -225,7 +233,7 @@ async def test_pending_welcome_survives_restart_and_is_sent_once(config: Config,
     async with Simulation(config, MONDAY_10AM + timedelta(hours=2), database_url=db_url) as third:
         third.puppet.add_contact("wx_c1", "张三", friend=True)
         await third.advance(timedelta(days=1))
-    assert third.puppet.sent == []
+    assert welcomes(third) == [], "the welcome went out once, before this restart"
 
 
 async def test_welcome_due_while_down_too_long_expires(config: Config, db_url: str) -> None:
@@ -234,8 +242,8 @@ async def test_welcome_due_while_down_too_long_expires(config: Config, db_url: s
     async with Simulation(config, MONDAY_10AM + timedelta(days=2), database_url=db_url) as second:
         second.puppet.add_contact("wx_c1", "张三", friend=True)
         await second.advance(timedelta(seconds=1))
-        [row] = await rows(second, ScheduledMessage)
-    assert second.puppet.sent == []
+        [row] = await rows(second, ScheduledMessage, ScheduledMessage.kind == "welcome")
+    assert welcomes(second) == []
     assert row.status == "expired"
 
 
@@ -245,7 +253,13 @@ async def test_row_claimed_by_a_crashed_process_is_not_sent_twice(config: Config
         await first.friend_request("c1", "张三")
         await first.friend_request("c2", "李四")
         async with first.bot.db.transaction() as session:
-            c1, c2 = (await session.exec(select(ScheduledMessage).order_by(ScheduledMessage.id))).all()
+            c1, c2 = (
+                await session.exec(
+                    select(ScheduledMessage)
+                    .where(ScheduledMessage.kind == "welcome")
+                    .order_by(ScheduledMessage.id)
+                )
+            ).all()
             c1.status = c2.status = "claimed"  # both claimed when the process died...
             session.add(
                 OutgoingMessage(
@@ -264,7 +278,10 @@ async def test_row_claimed_by_a_crashed_process_is_not_sent_twice(config: Config
             second.puppet.add_contact(f"wx_{handle}", name, friend=True)
             second.handles[f"wx_{handle}"] = handle
         await second.advance(timedelta(minutes=1))
-        statuses = {r.customer_id: (r.status, r.last_error) for r in await rows(second, ScheduledMessage)}
+        statuses = {
+            r.customer_id: (r.status, r.last_error)
+            for r in await rows(second, ScheduledMessage, ScheduledMessage.kind == "welcome")
+        }
     assert [m["to"] for m in second.output] == ["c2"], "c2 never reached the platform, so it is sent"
     assert statuses[c1.customer_id][0] == "failed" and "delivery unknown" in statuses[c1.customer_id][1]
     assert statuses[c2.customer_id][0] == "sent"
@@ -275,9 +292,9 @@ async def test_template_error_at_send_time_fails_the_row_without_crashing(
 ) -> None:
     await sim.friend_request("c1", "张三")
     async with sim.bot.db.transaction() as session:
-        [row] = (await session.exec(select(ScheduledMessage))).all()
+        [row] = (await session.exec(select(ScheduledMessage).where(ScheduledMessage.kind == "welcome"))).all()
         row.template = "welcome/missing.txt.j2"
     await sim.advance(timedelta(minutes=1))
-    [row] = await rows(sim, ScheduledMessage)
+    [row] = await rows(sim, ScheduledMessage, ScheduledMessage.kind == "welcome")
     assert row.status == "failed" and "missing.txt.j2" in row.last_error
     assert sim.puppet.sent == []

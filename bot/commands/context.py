@@ -14,6 +14,7 @@ from storage.models import Customer
 
 if TYPE_CHECKING:
     from bot.services.objections import ObjectionService
+    from bot.services.sequences import SequenceService
 
 
 @dataclass
@@ -43,6 +44,7 @@ class CommandContext:
     now: datetime  # from the injected clock
     customer: Customer | None = None
     objections: ObjectionService | None = None
+    sequences: SequenceService | None = None
     # re-run a command line for a chosen customer (used by /pick)
     rerun: Callable[[str, int], Awaitable[str]] = field(default=lambda _line, _cid: _no_rerun())
 

@@ -10,7 +10,7 @@ from bot.config import WorkingHours
 WEEKDAYS = ["周一", "周二", "周三", "周四", "周五", "周六", "周日"]
 
 
-def _local(day: date, at: time, tz: ZoneInfo) -> datetime:
+def local_instant(day: date, at: time, tz: ZoneInfo) -> datetime:
     """A wall-clock time on a day, as an aware UTC instant. A time skipped by a DST jump maps to the
     first valid instant after it; a repeated time maps to its first occurrence (fold=0)."""
     naive = datetime.combine(day, at)
@@ -41,7 +41,7 @@ class WorkingCalendar:
             day = local.date() + timedelta(days=offset)
             if day.isoweekday() not in self.hours.days:
                 continue
-            opening = _local(day, self.hours.start, self.tz)
+            opening = local_instant(day, self.hours.start, self.tz)
             if opening > instant:
                 return opening
         raise AssertionError("working hours name at least one weekday")  # pragma: no cover

@@ -27,6 +27,7 @@ from bot.services.profile import ProfileService
 
 if TYPE_CHECKING:
     from bot.services.objections import ObjectionService
+    from bot.services.sequences import SequenceService
 from bot.transport.base import Contact, TextMessage, Transport
 from storage.db import Database
 from storage.models import Customer
@@ -73,6 +74,7 @@ class ConsoleService:
         self.states: defaultdict[str, ConsoleState] = defaultdict(ConsoleState)
         self.console_ids: dict[str, str] = {}
         self.objections: ObjectionService | None = None  # set by the app once it exists
+        self.sequences: SequenceService | None = None
 
     async def resolve_consoles(self) -> None:
         """Find each account's console conversation once it is logged in."""
@@ -183,6 +185,7 @@ class ConsoleService:
             now=self.clock.now(),
             customer=customer,
             objections=self.objections,
+            sequences=self.sequences,
             rerun=rerun,
         )
         reply = await cmd.handler(ctx, args)

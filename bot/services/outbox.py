@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import Clock
 from bot.errors import TemplateError
 from bot.services.messenger import Delivery, Messenger
+from bot.services.reach import AUTOMATED_KINDS, SEND, Verdict
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
 from storage.repositories import Events, Outbox, OutgoingLog
@@ -41,6 +42,11 @@ class Composer(Protocol):
 
 UnreachableHandler = Callable[[int, str], Awaitable[object]]
 SentHandler = Callable[[ScheduledMessage], Awaitable[None]]
+UndeliverableHandler = Callable[[ScheduledMessage, str], Awaitable[None]]
+
+
+class Gate(Protocol):
+    async def verdict(self, session: AsyncSession, row: ScheduledMessage, now: datetime) -> Verdict: ...
 
 
 class Dispatcher:
@@ -52,6 +58,8 @@ class Dispatcher:
         composers: Mapping[str, Composer],
         on_unreachable: UnreachableHandler,
         on_sent: SentHandler | None = None,
+        gate: Gate | None = None,
+        on_undeliverable: UndeliverableHandler | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -59,6 +67,8 @@ class Dispatcher:
         self.composers = composers
         self.on_unreachable = on_unreachable
         self.on_sent = on_sent
+        self.gate = gate
+        self.on_undeliverable = on_undeliverable
 
     async def next_due_at(self) -> datetime | None:
         async with self.db.transaction() as session:
@@ -110,6 +120,27 @@ class Dispatcher:
         composer = self.composers.get(row.kind)
         if composer is None:
             await self._mark(row, "failed", f"no composer for kind {row.kind!r}")
+            return
+        async with self.db.transaction() as session:
+            customer = await session.get(Customer, row.customer_id)
+            if customer is not None and customer.paused_at is not None and row.kind in AUTOMATED_KINDS:
+                await Outbox(session).mark(row.id or 0, "paused", now, "automation paused for this customer")
+                return
+            verdict = SEND if self.gate is None else await self.gate.verdict(session, row, now)
+            if not verdict.send:
+                assert verdict.not_before is not None
+                if verdict.not_before <= row.not_after:
+                    await Outbox(session).defer(row.id or 0, verdict.not_before, now, verdict.reason)
+                    return
+                await Outbox(session).mark(
+                    row.id or 0, "expired", now, f"could not be sent in time: {verdict.reason}"
+                )
+                undeliverable = verdict.reason
+            else:
+                undeliverable = ""
+        if undeliverable:
+            if self.on_undeliverable is not None:
+                await self.on_undeliverable(row, undeliverable)
             return
         async with self.db.transaction() as session:
             customer = await session.get(Customer, row.customer_id)

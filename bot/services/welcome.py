@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,6 +64,7 @@ class WelcomeService:
         transports: Mapping[str, Transport],
         rng: random.Random,
         on_planned: Callable[[datetime], None] = lambda _due: None,
+        after_welcome: Callable[[AsyncSession, Customer, datetime, str], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -71,6 +72,7 @@ class WelcomeService:
         self.transports = transports
         self.rng = rng
         self.on_planned = on_planned
+        self.after_welcome = after_welcome
 
     async def on_friend_request(self, account_id: str, request: FriendRequest) -> None:
         now = self.clock.now()
@@ -131,6 +133,8 @@ class WelcomeService:
             if planned:
                 customer.welcome_planned_at = now
                 await Events(session).record(account_id, "welcome_planned", now, customer_id=customer.id)
+                if self.after_welcome is not None:
+                    await self.after_welcome(session, customer, due, request.friendship_id)
         if planned:
             self.on_planned(due)
 

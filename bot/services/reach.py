@@ -1,0 +1,94 @@
+"""Gentle reach: may an automated message go out now, or when?
+
+Applies to automated kinds only (countdown, aftercare, follow-up): quiet hours, a per-customer and
+a per-account cap per local day, and a random pause between two automated sends of one account.
+Welcomes answer the customer's own action and ``/send`` replies are the rep's choice, so neither is
+held back here.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.config import Config
+from bot.domain.schedule import QuietHours, local_day_bounds
+from storage.models import OutgoingMessage, ScheduledMessage
+
+AUTOMATED_KINDS = ("countdown", "aftercare", "followup")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    send: bool
+    not_before: datetime | None = None  # when not sending now: the earliest time it may go
+    reason: str = ""
+
+
+SEND = Verdict(True)
+
+
+class ReachPolicy:
+    def __init__(self, config: Config, rng: random.Random) -> None:
+        self.config = config
+        self.rng = rng
+        reach = config.reach
+        self.quiet = QuietHours(reach.quiet_start, reach.quiet_end, config.tz)
+
+    async def verdict(self, session: AsyncSession, row: ScheduledMessage, now: datetime) -> Verdict:
+        if row.kind not in AUTOMATED_KINDS:
+            return SEND
+        reach = self.config.reach
+        if self.quiet.contains(now):
+            return Verdict(False, self.quiet.next_allowed(now), "quiet hours")
+        day_start, day_end = local_day_bounds(now, self.config.tz)
+        tomorrow = self.quiet.next_allowed(day_end)
+        sent_today = await self._count(session, day_start, day_end, customer_id=row.customer_id)
+        if sent_today >= reach.customer_daily_cap:
+            return Verdict(False, tomorrow, f"customer daily cap ({reach.customer_daily_cap}) reached")
+        account_today = await self._count(session, day_start, day_end, account_id=row.account_id)
+        if account_today >= reach.account_daily_cap:
+            return Verdict(False, tomorrow, f"account daily cap ({reach.account_daily_cap}) reached")
+        last = (
+            await session.exec(
+                select(func.max(OutgoingMessage.sent_at)).where(
+                    OutgoingMessage.account_id == row.account_id,
+                    col(OutgoingMessage.kind).in_(AUTOMATED_KINDS),
+                    OutgoingMessage.status == "sent",
+                )
+            )
+        ).first()
+        if last is not None:
+            gap = timedelta(seconds=self.rng.uniform(*reach.pacing_seconds))
+            if now < last + gap:
+                return Verdict(False, last + gap, "pacing")
+        return SEND
+
+    async def _count(
+        self,
+        session: AsyncSession,
+        start: datetime,
+        end: datetime,
+        *,
+        customer_id: int | None = None,
+        account_id: str | None = None,
+    ) -> int:
+        query = (
+            select(func.count())
+            .select_from(OutgoingMessage)
+            .where(
+                col(OutgoingMessage.kind).in_(AUTOMATED_KINDS),
+                OutgoingMessage.status == "sent",
+                col(OutgoingMessage.sent_at) >= start,
+                col(OutgoingMessage.sent_at) < end,
+            )
+        )
+        if customer_id is not None:
+            query = query.where(OutgoingMessage.customer_id == customer_id)
+        if account_id is not None:
+            query = query.where(OutgoingMessage.account_id == account_id)
+        return int((await session.exec(query)).one())

@@ -1,0 +1,357 @@
+"""Time-based sequences on the outbox: countdown ladders, aftercare after an order, new-friend
+follow-ups; and the controls reps have over them (list, cancel, pause, resume).
+
+Every row has an idempotency key from domain values (account, customer, sequence, plan, step), so
+re-planning never duplicates, and its text is rendered from the template when it is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import Clock
+from bot.config import Config
+from bot.domain.hours import WorkingCalendar
+from bot.domain.schedule import QuietHours, at_local_time_after, plan_countdown, time_left_text
+from bot.domain.stages import Pipeline
+from bot.errors import CommandError
+from bot.services.outbox import Composed
+from bot.services.welcome import customer_variables, rep_variables
+from bot.templates import TemplateLibrary
+from storage.db import Database
+from storage.models import Customer, Event, ScheduledMessage
+from storage.repositories import Events, Outbox, StageHistory
+
+COUNTDOWN, AFTERCARE, FOLLOWUP = "countdown", "aftercare", "followup"
+ORDERED, REPEAT = "ordered", "repeat"
+
+
+@dataclass(frozen=True)
+class CountdownPlan:
+    steps: list[tuple[str, datetime]]  # (offset name, UTC time)
+    skipped: list[str]  # offsets already past, or dropped for quiet hours
+
+
+def _row(
+    account_id: str,
+    customer_id: int,
+    kind: str,
+    plan: str,
+    step: str,
+    template: str,
+    due: datetime,
+    not_after: datetime,
+    now: datetime,
+    context: dict[str, Any],
+) -> ScheduledMessage:
+    return ScheduledMessage(
+        account_id=account_id,
+        customer_id=customer_id,
+        kind=kind,
+        sequence=f"{kind}:{plan}",
+        step=step,
+        template=template,
+        context=context,
+        due_at=due,
+        not_after=not_after,
+        status="pending",
+        idempotency_key=f"{account_id}:{customer_id}:{kind}:{plan}:{step}",
+        created_at=now,
+        updated_at=now,
+    )
+
+
+class SequenceService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        config: Config,
+        on_planned: Callable[[datetime], None] = lambda _due: None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.config = config
+        self.on_planned = on_planned
+        self.pipeline = Pipeline(config.stages)
+        self.quiet = QuietHours(config.reach.quiet_start, config.reach.quiet_end, config.tz)
+
+    # -- countdown --------------------------------------------------------------------------------
+
+    async def plan_countdown(
+        self, customer: Customer, deadline: datetime, offer: str, actor: str
+    ) -> CountdownPlan:
+        """Replace any countdown for this customer with a ladder towards ``deadline``."""
+        assert customer.id is not None
+        now = self.clock.now()
+        offsets = self.config.countdown.offsets
+        steps = plan_countdown(deadline, offsets, now, self.quiet)
+        async with self.db.transaction() as session:
+            await self._cancel(session, customer.id, [COUNTDOWN], now, "replaced by a new countdown")
+            event = Event(
+                account_id=customer.account_id,
+                customer_id=customer.id,
+                kind="countdown_set",
+                at=now,
+                data={"deadline": deadline.isoformat(), "offer": offer, "actor": actor},
+            )
+            session.add(event)
+            await session.flush()
+            plan = str(event.id)
+            outbox = Outbox(session)
+            for index, step in enumerate(steps):
+                # sending "3 days left" once the 1-day step is due is pointless: that is its not_after
+                not_after = steps[index + 1].at if index + 1 < len(steps) else deadline
+                await outbox.plan(
+                    _row(
+                        customer.account_id,
+                        customer.id,
+                        COUNTDOWN,
+                        plan,
+                        step.offset,
+                        self.config.countdown.template,
+                        step.at,
+                        not_after,
+                        now,
+                        {"deadline": deadline.isoformat(), "offer": offer},
+                    )
+                )
+        for step in steps[:1]:
+            self.on_planned(step.at)
+        planned = {s.offset for s in steps}
+        return CountdownPlan([(s.offset, s.at) for s in steps], [o for o in offsets if o not in planned])
+
+    # -- orders and aftercare ---------------------------------------------------------------------
+
+    async def record_order(self, customer: Customer, product: str, actor: str) -> tuple[str, str, int]:
+        """Move to ordered (a second order: repeat), stop countdowns, plan aftercare.
+        Returns (old stage, new stage, aftercare steps planned)."""
+        assert customer.id is not None
+        now = self.clock.now()
+        cfg = self.config.aftercare
+        async with self.db.transaction() as session:
+            fresh = await session.get(Customer, customer.id)
+            assert fresh is not None
+            orders_before = (
+                await session.exec(
+                    select(sa.func.count())
+                    .select_from(Event)
+                    .where(Event.customer_id == customer.id, Event.kind == "order")
+                )
+            ).one()
+            old = fresh.stage
+            target = REPEAT if orders_before else ORDERED
+            if self.pipeline.is_before(old, target):
+                fresh.stage = target
+                await StageHistory(session).record(customer.id, old, target, actor, "order", now)
+                await Events(session).record(
+                    fresh.account_id,
+                    "stage_changed",
+                    now,
+                    customer_id=customer.id,
+                    data={"from": old, "to": target, "actor": actor},
+                )
+            event = Event(
+                account_id=fresh.account_id,
+                customer_id=customer.id,
+                kind="order",
+                text=product,
+                at=now,
+                data={"product": product, "actor": actor},
+            )
+            session.add(event)
+            await session.flush()
+            await self._cancel(session, customer.id, [COUNTDOWN], now, "customer ordered")
+            if self.config.followup.skip_if_ordered:
+                await self._cancel(session, customer.id, [FOLLOWUP], now, "customer ordered")
+            first: datetime | None = None
+            for step in cfg.steps:
+                due = at_local_time_after(now, step.days, cfg.at, self.config.tz)
+                await Outbox(session).plan(
+                    _row(
+                        fresh.account_id,
+                        customer.id,
+                        AFTERCARE,
+                        str(event.id),
+                        f"T+{step.days}",
+                        step.template,
+                        due,
+                        due + timedelta(hours=cfg.valid_hours),
+                        now,
+                        {"product": product, "days": step.days},
+                    )
+                )
+                first = due if first is None else min(first, due)
+            new = fresh.stage
+        if first is not None:
+            self.on_planned(first)
+        return old, new, len(cfg.steps)
+
+    # -- new-friend follow-ups --------------------------------------------------------------------
+
+    async def plan_followups(
+        self, session: AsyncSession, customer: Customer, welcomed_at: datetime, plan: str
+    ) -> None:
+        assert customer.id is not None
+        cfg = self.config.followup
+        for step in cfg.steps:
+            due = at_local_time_after(welcomed_at, step.days, cfg.at, self.config.tz)
+            await Outbox(session).plan(
+                _row(
+                    customer.account_id,
+                    customer.id,
+                    FOLLOWUP,
+                    plan,
+                    f"T+{step.days}",
+                    step.template,
+                    due,
+                    due + timedelta(hours=cfg.valid_hours),
+                    welcomed_at,
+                    {"days": step.days, "since": welcomed_at.isoformat()},
+                )
+            )
+
+    async def customer_replied(self, customer_id: int) -> int:
+        """Follow-ups exist to break silence: once the customer writes, drop them (if configured)."""
+        if not self.config.followup.skip_if_replied:
+            return 0
+        async with self.db.transaction() as session:
+            return await self._cancel(session, customer_id, [FOLLOWUP], self.clock.now(), "customer replied")
+
+    # -- rep controls -------------------------------------------------------------------------------
+
+    async def pending(self, customer_id: int) -> list[ScheduledMessage]:
+        async with self.db.transaction() as session:
+            rows = (
+                await session.exec(
+                    select(ScheduledMessage)
+                    .where(
+                        ScheduledMessage.customer_id == customer_id,
+                        col(ScheduledMessage.status).in_(("pending", "paused")),
+                    )
+                    .order_by(col(ScheduledMessage.due_at))
+                )
+            ).all()
+        return list(rows)
+
+    async def cancel(self, customer_id: int, which: str) -> int:
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            if which == "all":
+                return await self._cancel(session, customer_id, None, now, "cancelled by the rep")
+            if not which.lstrip("#").isdigit():
+                raise CommandError("请写消息编号（/schedule 里的 #编号）或 all")
+            row = await session.get(ScheduledMessage, int(which.lstrip("#")))
+            if row is None or row.customer_id != customer_id or row.status not in ("pending", "paused"):
+                raise CommandError(f"这位客户没有待发的消息 #{which.lstrip('#')}")
+            row.status, row.last_error, row.updated_at = "cancelled", "cancelled by the rep", now
+            return 1
+
+    async def pause(self, customer_id: int, actor: str, reason: str) -> int:
+        """Stop automation for this customer: planned rows wait as ``paused``."""
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            customer = await session.get(Customer, customer_id)
+            assert customer is not None
+            if customer.paused_at is None:
+                customer.paused_at = now
+            table = ScheduledMessage.__table__  # type: ignore[attr-defined]
+            result = await session.exec(
+                sa.update(table)
+                .where(
+                    table.c.customer_id == customer_id,
+                    table.c.status == "pending",
+                    table.c.kind.in_((COUNTDOWN, AFTERCARE, FOLLOWUP)),
+                )
+                .values(status="paused", updated_at=now, last_error=reason)
+            )
+            await Events(session).record(
+                customer.account_id,
+                "paused",
+                now,
+                customer_id=customer_id,
+                data={"actor": actor, "reason": reason},
+            )
+            return int(result.rowcount)
+
+    async def resume(self, customer_id: int, actor: str) -> int:
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            customer = await session.get(Customer, customer_id)
+            assert customer is not None
+            if customer.paused_at is None:
+                raise CommandError("这位客户的自动消息没有暂停")
+            customer.paused_at = None
+            table = ScheduledMessage.__table__  # type: ignore[attr-defined]
+            result = await session.exec(
+                sa.update(table)
+                .where(table.c.customer_id == customer_id, table.c.status == "paused")
+                .values(status="pending", updated_at=now, last_error="")
+            )
+            await Events(session).record(
+                customer.account_id, "resumed", now, customer_id=customer_id, data={"actor": actor}
+            )
+        self.on_planned(now)
+        return int(result.rowcount)
+
+    async def _cancel(
+        self, session: AsyncSession, customer_id: int, kinds: list[str] | None, now: datetime, reason: str
+    ) -> int:
+        table = ScheduledMessage.__table__  # type: ignore[attr-defined]
+        where = [table.c.customer_id == customer_id, table.c.status.in_(("pending", "paused"))]
+        if kinds is not None:
+            where.append(table.c.kind.in_(kinds))
+        result = await session.exec(
+            sa.update(table).where(*where).values(status="cancelled", updated_at=now, last_error=reason)
+        )
+        return int(result.rowcount)
+
+
+class SequenceComposer:
+    """Renders countdown, aftercare and follow-up rows at send time, or drops them when unwanted."""
+
+    def __init__(self, config: Config, templates: TemplateLibrary, clock: Clock) -> None:
+        self.config = config
+        self.templates = templates
+        self.clock = clock
+        self.pipeline = Pipeline(config.stages)
+
+    async def compose(
+        self, row: ScheduledMessage, customer: Customer, session: AsyncSession
+    ) -> Composed | None:
+        account = self.config.account(row.account_id)
+        context: dict[str, Any] = {
+            "rep": rep_variables(account, WorkingCalendar(account.profile.working_hours, self.config.tz)),
+            "customer": customer_variables(customer),
+        }
+        now = self.clock.now()
+        if row.kind == COUNTDOWN:
+            deadline = datetime.fromisoformat(str(row.context["deadline"]))
+            if now >= deadline:
+                return None
+            context.update(
+                offer=row.context.get("offer", ""),
+                left=time_left_text(deadline - now),
+                deadline=f"{deadline.astimezone(self.config.tz):%m月%d日 %H:%M}",
+            )
+        elif row.kind == AFTERCARE:
+            context.update(product=row.context.get("product", ""), days=row.context.get("days", 0))
+        elif row.kind == FOLLOWUP:
+            if not self._followup_wanted(row, customer):
+                return None
+            context.update(days=row.context.get("days", 0))
+        return Composed(customer.wechat_id, self.templates.render(row.template, context))
+
+    def _followup_wanted(self, row: ScheduledMessage, customer: Customer) -> bool:
+        cfg = self.config.followup
+        since = datetime.fromisoformat(str(row.context.get("since")))
+        if cfg.skip_if_replied and customer.last_inbound_at is not None and customer.last_inbound_at >= since:
+            return False
+        return not (cfg.skip_if_ordered and not self.pipeline.is_before(customer.stage, ORDERED))
