@@ -20,12 +20,12 @@ from bot.domain.stages import Pipeline
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import ConfigError, TemplateError
 from bot.objections.library import ObjectionLibrary
+from bot.services.alerts import Alerts
 from bot.services.console import ConsoleService
 from bot.services.customers import CustomerService
 from bot.services.messenger import Messenger
 from bot.services.objections import REPLY, ObjectionService, ReplyComposer, validate_library
 from bot.services.outbox import Dispatcher
-from bot.services.alerts import Alerts
 from bot.services.profile import ProfileService
 from bot.services.reach import ReachPolicy
 from bot.services.sequences import AFTERCARE, COUNTDOWN, FOLLOWUP, SequenceComposer, SequenceService

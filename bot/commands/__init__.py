@@ -3,7 +3,16 @@
 To add a command: a module here (one per feature) with an ``@command`` handler, imported below.
 """
 
-from bot.commands import cards, help, notes, picking, replies, stages, tagging  # noqa: F401  (registers)
+from bot.commands import (  # noqa: F401  (importing registers the commands)
+    cards,
+    help,
+    notes,
+    picking,
+    replies,
+    scheduling,
+    stages,
+    tagging,
+)
 from bot.commands.registry import REGISTRY
 
 __all__ = ["REGISTRY"]

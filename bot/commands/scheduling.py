@@ -1,0 +1,156 @@
+"""/countdown, /order, /schedule, /cancel, /pause, /resume: the rep's hands on scheduled messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.commands.context import CommandContext
+from bot.commands.registry import CommandError, NoArgs, Rest, command
+from bot.domain.schedule import parse_deadline
+from bot.services.profile import when
+from bot.services.sequences import SequenceService
+
+KIND_NAMES = {
+    "welcome": "欢迎语",
+    "countdown": "倒计时",
+    "aftercare": "售后关怀",
+    "followup": "跟进",
+    "reply": "话术",
+}
+
+
+@dataclass(frozen=True)
+class CountdownArgs:
+    text: Rest
+
+
+@dataclass(frozen=True)
+class OrderArgs:
+    product: Rest = ""
+
+
+@dataclass(frozen=True)
+class CancelArgs:
+    which: str = "all"
+
+
+def _sequences(ctx: CommandContext) -> SequenceService:
+    if ctx.sequences is None:
+        raise CommandError("定时消息功能未开启")
+    return ctx.sequences
+
+
+def split_deadline(ctx: CommandContext, text: str) -> tuple[str, str]:
+    """The deadline may be one word (周日, +3d) or two (明天 18:00); the rest is the offer."""
+    words = text.split()
+    if len(words) >= 2:
+        try:
+            parse_deadline(" ".join(words[:2]), ctx.now, ctx.config.tz)
+            return " ".join(words[:2]), " ".join(words[2:])
+        except ValueError:
+            pass
+    return words[0], " ".join(words[1:])
+
+
+@command(
+    "countdown",
+    rank=60,
+    aliases=("倒计时",),
+    usage="/countdown <截止时间> [活动名]",
+    summary="限时优惠倒计时提醒（截止时间如 11-30 20:00、明天 18:00、周日、月底、+3d）",
+    args=CountdownArgs,
+    needs_customer=True,
+)
+async def countdown(ctx: CommandContext, args: CountdownArgs) -> str:
+    deadline_text, offer = split_deadline(ctx, args.text)
+    try:
+        deadline = parse_deadline(deadline_text, ctx.now, ctx.config.tz)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    assert ctx.customer is not None
+    plan = await _sequences(ctx).plan_countdown(ctx.customer, deadline, offer, ctx.actor)
+    tz = ctx.config.tz
+    lines = [f"倒计时已设置：{offer or '优惠'}截止 {deadline.astimezone(tz):%m-%d %H:%M}"]
+    if plan.steps:
+        lines.append(
+            "提醒时间：" + "、".join(f"{at.astimezone(tz):%m-%d %H:%M}（{name}）" for name, at in plan.steps)
+        )
+    else:
+        lines.append("离截止太近，没有可安排的提醒")
+    if plan.skipped:
+        lines.append("跳过（已过去或落在免打扰时段）：" + "、".join(plan.skipped))
+    return "\n".join(lines)
+
+
+@command(
+    "order",
+    rank=61,
+    aliases=("成交",),
+    usage="/order [产品]",
+    summary="记录成交：阶段改为下单（再次成交为复购），安排售后关怀，停止倒计时",
+    args=OrderArgs,
+    needs_customer=True,
+)
+async def order(ctx: CommandContext, args: OrderArgs) -> str:
+    assert ctx.customer is not None
+    old, new, steps = await _sequences(ctx).record_order(ctx.customer, args.product.strip(), ctx.actor)
+    label = ctx.profile.pipeline.label
+    stage = f"阶段：{label(old)} → {label(new)}" if old != new else f"阶段：{label(new)}"
+    product = f"：{args.product.strip()}" if args.product.strip() else ""
+    return f"已记录成交{product}\n{stage}\n已安排 {steps} 条售后关怀消息"
+
+
+@command(
+    "schedule",
+    rank=62,
+    aliases=("计划",),
+    usage="/schedule",
+    summary="查看客户的待发消息（含编号和时间）",
+    needs_customer=True,
+)
+async def schedule(ctx: CommandContext, args: NoArgs) -> str:
+    rows = await _sequences(ctx).pending(ctx.customer_id)
+    if not rows:
+        return "没有待发消息"
+    lines = ["待发消息："]
+    for row in rows:
+        paused = "（已暂停）" if row.status == "paused" else ""
+        kind = KIND_NAMES.get(row.kind, row.kind)
+        lines.append(f"#{row.id} {when(row.due_at, ctx.config)} {kind} {row.step}{paused}")
+    lines.append("取消：/cancel 编号 或 /cancel all")
+    return "\n".join(lines)
+
+
+@command(
+    "cancel",
+    rank=63,
+    aliases=("取消",),
+    usage="/cancel [编号|all]",
+    summary="取消客户的某条或全部待发消息",
+    args=CancelArgs,
+    needs_customer=True,
+)
+async def cancel(ctx: CommandContext, args: CancelArgs) -> str:
+    count = await _sequences(ctx).cancel(ctx.customer_id, args.which)
+    return f"已取消 {count} 条待发消息"
+
+
+@command(
+    "pause",
+    rank=64,
+    aliases=("暂停",),
+    usage="/pause",
+    summary="暂停对客户的全部自动消息",
+    needs_customer=True,
+)
+async def pause(ctx: CommandContext, args: NoArgs) -> str:
+    count = await _sequences(ctx).pause(ctx.customer_id, ctx.actor, "paused by the rep")
+    return f"已暂停自动消息（{count} 条待发消息暂停）"
+
+
+@command(
+    "resume", rank=65, aliases=("恢复",), usage="/resume", summary="恢复对客户的自动消息", needs_customer=True
+)
+async def resume(ctx: CommandContext, args: NoArgs) -> str:
+    count = await _sequences(ctx).resume(ctx.customer_id, ctx.actor)
+    return f"已恢复自动消息（{count} 条待发消息恢复；已过期的不再补发）"
