@@ -248,6 +248,13 @@ class SequenceStep(_Section):
     template: str
 
 
+def _unique_days(steps: list[SequenceStep]) -> list[SequenceStep]:
+    days = [step.days for step in steps]
+    if len(set(days)) != len(days):
+        raise ValueError("each step needs its own number of days (the day names the step)")
+    return steps
+
+
 class AftercareConfig(_Section):
     at: time = time(10, 0)
     steps: list[SequenceStep] = Field(
@@ -259,6 +266,11 @@ class AftercareConfig(_Section):
         ]
     )
     valid_hours: float = Field(default=12.0, gt=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[SequenceStep]) -> list[SequenceStep]:
+        return _unique_days(value)
 
 
 class FollowupConfig(_Section):
@@ -272,6 +284,11 @@ class FollowupConfig(_Section):
     skip_if_replied: bool = True
     skip_if_ordered: bool = True
     valid_hours: float = Field(default=12.0, gt=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[SequenceStep]) -> list[SequenceStep]:
+        return _unique_days(value)
 
 
 class DispatchConfig(_Section):

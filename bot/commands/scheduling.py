@@ -153,4 +153,4 @@ async def pause(ctx: CommandContext, args: NoArgs) -> str:
 )
 async def resume(ctx: CommandContext, args: NoArgs) -> str:
     count = await _sequences(ctx).resume(ctx.customer_id, ctx.actor)
-    return f"已恢复自动消息（{count} 条待发消息恢复；已过期的不再补发）"
+    return f"已恢复自动消息（{count} 条待发消息恢复；暂停期间错过的不再补发）"

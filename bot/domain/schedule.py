@@ -72,7 +72,8 @@ def step_time(deadline: datetime, offset: timedelta, tz: ZoneInfo) -> datetime:
     if offset.seconds == 0 and offset.microseconds == 0 and offset.days:
         local = deadline.astimezone(tz)
         return local_at(local.date() - timedelta(days=offset.days), local.time(), tz)
-    return deadline - offset
+    # in UTC: Python subtracts wall-clock time when both sides share a local tzinfo
+    return deadline.astimezone(UTC) - offset
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def parse_deadline(text: str, now: datetime, tz: ZoneInfo) -> datetime:
     local_now = now.astimezone(tz)
     relative = re.fullmatch(r"\+(\d+)([dhm])", raw)
     if relative:
-        return now + parse_offset(f"{relative.group(1)}{relative.group(2)}")
+        return now.astimezone(UTC) + parse_offset(f"{relative.group(1)}{relative.group(2)}")
     day_part, _, time_part = raw.partition(" ")
     at = DEFAULT_DEADLINE_TIME
     if time_part:

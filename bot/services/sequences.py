@@ -290,10 +290,14 @@ class SequenceService:
                 raise CommandError("这位客户的自动消息没有暂停")
             customer.paused_at = None
             table = ScheduledMessage.__table__  # type: ignore[attr-defined]
-            result = await session.exec(
+            paused = (table.c.customer_id == customer_id, table.c.status == "paused")
+            await session.exec(  # their moment passed while paused: never sent late
                 sa.update(table)
-                .where(table.c.customer_id == customer_id, table.c.status == "paused")
-                .values(status="pending", updated_at=now, last_error="")
+                .where(*paused, table.c.not_after < now)
+                .values(status="expired", updated_at=now, last_error="expired while paused")
+            )
+            result = await session.exec(
+                sa.update(table).where(*paused).values(status="pending", updated_at=now, last_error="")
             )
             await Events(session).record(
                 customer.account_id, "resumed", now, customer_id=customer_id, data={"actor": actor}
