@@ -1,0 +1,93 @@
+"""Crash safety: a real dispatcher process is SIGKILLed again and again while sending thousands of
+due messages, then restarted until done. No message may reach the platform twice, and every one
+must end sent, or failed with a reason (a send interrupted mid-flight is never retried blindly)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlmodel import select
+
+from storage.db import Database
+from storage.models import Account, Customer, ScheduledMessage
+from tests.conftest import ROOT
+
+MESSAGES = 2000
+KILLS = 6
+
+
+async def prepare(db: Database) -> None:
+    await db.migrate()
+    now = datetime.now(UTC)
+    async with db.transaction() as session:
+        session.add(Account(id="crash", nickname="n", role="r", created_at=now, updated_at=now))
+        session.add(Customer(id=1, account_id="crash", wechat_id="wx_crash", stage="stranger", added_at=now))
+    table = ScheduledMessage.__table__  # type: ignore[attr-defined]
+    due = now - timedelta(minutes=1)
+    async with db.transaction() as session:
+        await session.exec(sa.insert(table), params=[  # type: ignore[call-overload]
+            {"account_id": "crash", "customer_id": 1, "kind": "bulk", "sequence": "bulk", "step": str(i),
+             "template": "-", "context": {}, "due_at": due, "not_after": now + timedelta(days=1), "status": "pending",
+             "attempts": 0, "last_error": "", "idempotency_key": f"bulk-{i:05d}", "created_at": now, "updated_at": now}
+            for i in range(MESSAGES)
+        ])
+
+
+def worker(url: str, sink: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "tests.crash_worker", url, str(sink)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def delivered(sink: Path) -> Counter[str]:
+    return Counter(line for line in sink.read_text().splitlines() if line) if sink.exists() else Counter()
+
+
+async def test_sigkilled_dispatcher_never_sends_twice_and_loses_nothing(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
+    sink = tmp_path / "delivered.txt"
+    db = Database(url)
+    await prepare(db)
+    rng = random.Random(1)
+    killed_mid_run = 0
+    for _ in range(KILLS):
+        before = sum(delivered(sink).values())
+        process = worker(url, sink)
+        # wait until this run has delivered something, then kill it at a random moment
+        deadline = time.monotonic() + 60
+        while sum(delivered(sink).values()) == before and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.05, 0.4))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            killed_mid_run += 1
+        process.wait(timeout=30)
+    final = worker(url, sink)
+    output, _ = final.communicate(timeout=600)
+    assert final.returncode == 0, output
+    assert killed_mid_run >= KILLS - 1, "the worker must really be killed while sending"
+
+    counts = delivered(sink)
+    assert [key for key, n in counts.items() if n > 1] == [], "a message reached the platform twice"
+    async with db.transaction() as session:
+        rows = (await session.exec(select(ScheduledMessage))).all()
+    await db.close()
+    assert len(rows) == MESSAGES
+    statuses = Counter(row.status for row in rows)
+    assert set(statuses) <= {"sent", "failed"}, statuses
+    for row in rows:
+        if row.status == "sent":
+            assert counts[row.idempotency_key] == 1, f"{row.idempotency_key} marked sent but not delivered once"
+        else:
+            assert "delivery unknown" in row.last_error, row.last_error
+            assert counts[row.idempotency_key] <= 1
+    assert statuses["failed"] <= killed_mid_run, "at most the one in-flight message per kill is in doubt"
+    assert sum(counts.values()) >= MESSAGES - statuses["failed"]
