@@ -172,7 +172,7 @@ class ScheduledMessage(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     account_id: str = Field(foreign_key="account.id")
-    customer_id: int = Field(foreign_key="customer.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id")  # indexed by ix_scheduled_customer_sequence
     kind: str
     sequence: str
     step: str

@@ -54,7 +54,9 @@ class FileSink:
 
 
 class KeyComposer:
-    async def compose(self, row: ScheduledMessage, customer: Customer, session: AsyncSession) -> Composed | None:
+    async def compose(
+        self, row: ScheduledMessage, customer: Customer, session: AsyncSession
+    ) -> Composed | None:
         return Composed(customer.wechat_id, row.idempotency_key)
 
 

@@ -4,6 +4,7 @@ must end sent, or failed with a reason (a send interrupted mid-flight is never r
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -34,28 +35,63 @@ async def prepare(db: Database) -> None:
     table = ScheduledMessage.__table__  # type: ignore[attr-defined]
     due = now - timedelta(minutes=1)
     async with db.transaction() as session:
-        await session.exec(sa.insert(table), params=[  # type: ignore[call-overload]
-            {"account_id": "crash", "customer_id": 1, "kind": "bulk", "sequence": "bulk", "step": str(i),
-             "template": "-", "context": {}, "due_at": due, "not_after": now + timedelta(days=1), "status": "pending",
-             "attempts": 0, "last_error": "", "idempotency_key": f"bulk-{i:05d}", "created_at": now, "updated_at": now}
-            for i in range(MESSAGES)
-        ])
+        await session.exec(
+            sa.insert(table),
+            params=[  # type: ignore[call-overload]
+                {
+                    "account_id": "crash",
+                    "customer_id": 1,
+                    "kind": "bulk",
+                    "sequence": "bulk",
+                    "step": str(i),
+                    "template": "-",
+                    "context": {},
+                    "due_at": due,
+                    "not_after": now + timedelta(days=1),
+                    "status": "pending",
+                    "attempts": 0,
+                    "last_error": "",
+                    "idempotency_key": f"bulk-{i:05d}",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in range(MESSAGES)
+            ],
+        )
 
 
 def worker(url: str, sink: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "tests.crash_worker", url, str(sink)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.crash_worker", url, str(sink)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def delivered(sink: Path) -> Counter[str]:
     return Counter(line for line in sink.read_text().splitlines() if line) if sink.exists() else Counter()
 
 
-async def test_sigkilled_dispatcher_never_sends_twice_and_loses_nothing(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
-    sink = tmp_path / "delivered.txt"
+async def final_rows(url: str) -> list[ScheduledMessage]:
+    db = Database(url)
+    async with db.transaction() as session:
+        rows = list((await session.exec(select(ScheduledMessage))).all())
+    await db.close()
+    return rows
+
+
+async def prepare_new(url: str) -> None:
     db = Database(url)
     await prepare(db)
+    await db.close()
+
+
+def test_sigkilled_dispatcher_never_sends_twice_and_loses_nothing(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
+    sink = tmp_path / "delivered.txt"
+    asyncio.run(prepare_new(url))
     rng = random.Random(1)
     killed_mid_run = 0
     for _ in range(KILLS):
@@ -63,7 +99,9 @@ async def test_sigkilled_dispatcher_never_sends_twice_and_loses_nothing(tmp_path
         process = worker(url, sink)
         # wait until this run has delivered something, then kill it at a random moment
         deadline = time.monotonic() + 60
-        while sum(delivered(sink).values()) == before and process.poll() is None and time.monotonic() < deadline:
+        while (
+            sum(delivered(sink).values()) == before and process.poll() is None and time.monotonic() < deadline
+        ):
             time.sleep(0.02)
         time.sleep(rng.uniform(0.05, 0.4))
         if process.poll() is None:
@@ -77,15 +115,15 @@ async def test_sigkilled_dispatcher_never_sends_twice_and_loses_nothing(tmp_path
 
     counts = delivered(sink)
     assert [key for key, n in counts.items() if n > 1] == [], "a message reached the platform twice"
-    async with db.transaction() as session:
-        rows = (await session.exec(select(ScheduledMessage))).all()
-    await db.close()
+    rows = asyncio.run(final_rows(url))
     assert len(rows) == MESSAGES
     statuses = Counter(row.status for row in rows)
     assert set(statuses) <= {"sent", "failed"}, statuses
     for row in rows:
         if row.status == "sent":
-            assert counts[row.idempotency_key] == 1, f"{row.idempotency_key} marked sent but not delivered once"
+            assert counts[row.idempotency_key] == 1, (
+                f"{row.idempotency_key} marked sent but not delivered once"
+            )
         else:
             assert "delivery unknown" in row.last_error, row.last_error
             assert counts[row.idempotency_key] <= 1

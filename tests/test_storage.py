@@ -116,3 +116,29 @@ async def test_claim_takes_earliest_due_only_once(db: Database) -> None:
     assert sorted(k for k in claimed if k) == ["k1", "k3"], "each due row is claimed exactly once"
     async with db.transaction() as session:
         assert await Outbox(session).claim_next_due(later) is None
+
+
+async def test_upgrade_from_the_first_schema_keeps_data(tmp_path: Path) -> None:
+    import asyncio
+
+    from alembic import command
+
+    from storage.db import alembic_config
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "0001")
+    database = Database(url)
+    async with database.engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "INSERT INTO account VALUES ('demo', 'n', 'r', '{}', NULL, '2026-01-01', '2026-01-01')"
+        )
+        await connection.exec_driver_sql(
+            "INSERT INTO customer (id, account_id, wechat_id, display_name, remark, source_channel, stage, "
+            "added_at) VALUES (7, 'demo', 'wx7', '老客户', '', '', 'koc', '2026-01-01 00:00:00')"
+        )
+    await database.migrate()
+    async with database.transaction() as session:
+        customer = await session.get(Customer, 7)
+    await database.close()
+    assert customer is not None and customer.display_name == "老客户" and customer.stage == "koc"
+    assert customer.paused_at is None

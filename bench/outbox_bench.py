@@ -1,0 +1,138 @@
+"""Outbox at scale: 1,000,000 pending rows in SQLite.
+
+    python bench/outbox_bench.py [--rows 1000000] [--due 2000]
+
+Measures (1) startup: open the database, run migrations, settle claimed rows, find the next due
+time; (2) dispatching due rows through the real Dispatcher and Messenger with a transport that
+does nothing, so the time per message is the database work (claim, outgoing log, mark sent).
+Targets (issue 5): startup under a second; well under a millisecond of database work per message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import SystemClock
+from bot.services.messenger import Messenger
+from bot.services.outbox import Composed, Dispatcher
+from storage.db import Database
+from storage.models import Customer, ScheduledMessage
+
+
+class NullTransport:
+    account_id = "bench"
+    self_id = "bench-self"
+
+    async def send_text(self, conversation_id: str, text: str) -> str | None:
+        return None
+
+
+class KeyComposer:
+    async def compose(
+        self, row: ScheduledMessage, customer: Customer, session: AsyncSession
+    ) -> Composed | None:
+        return Composed(customer.wechat_id, row.idempotency_key)
+
+
+def fill(path: Path, rows: int, due: int) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    con = sqlite3.connect(path)
+    con.execute("INSERT INTO account VALUES ('bench', 'n', 'r', '{}', NULL, ?, ?)", (now, now))
+    con.execute(
+        "INSERT INTO customer (id, account_id, wechat_id, display_name, remark, source_channel, stage, "
+        "added_at) VALUES (1, 'bench', 'wx', '', '', '', 'stranger', ?)",
+        (now,),
+    )
+    batch = []
+    for i in range(rows):
+        at = now - timedelta(minutes=1) if i < due else now + timedelta(days=1 + i % 30, seconds=i)
+        batch.append(
+            (
+                "bench",
+                1,
+                "bulk",
+                "bulk",
+                str(i),
+                "-",
+                "{}",
+                at,
+                at + timedelta(days=2),
+                "pending",
+                0,
+                None,
+                "",
+                f"bench-{i}",
+                now,
+                now,
+            )
+        )
+        if len(batch) == 50_000:
+            con.executemany(
+                "INSERT INTO scheduled_message (account_id, customer_id, kind, sequence, step, template, "
+                "context, due_at, not_after, status, attempts, claimed_at, last_error, idempotency_key, "
+                "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                batch,
+            )
+            batch.clear()
+    if batch:
+        con.executemany(
+            "INSERT INTO scheduled_message (account_id, customer_id, kind, sequence, step, template, "
+            "context, due_at, not_after, status, attempts, claimed_at, last_error, idempotency_key, "
+            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            batch,
+        )
+    con.commit()
+    con.close()
+
+
+async def main(rows: int, due: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.db"
+        url = f"sqlite+aiosqlite:///{path}"
+        setup = Database(url)
+        await setup.migrate()
+        await setup.close()
+        t0 = time.perf_counter()
+        fill(path, rows, due)
+        print(f"filled {rows:,} pending rows ({due:,} due now) in {time.perf_counter() - t0:.1f} s")
+
+        t0 = time.perf_counter()
+        db = Database(url)
+        await db.migrate()
+        messenger = Messenger(db, SystemClock(), {"bench": NullTransport()})  # type: ignore[dict-item]
+
+        async def unreachable(customer_id: int, reason: str) -> None: ...
+
+        dispatcher = Dispatcher(
+            db, SystemClock(), messenger, {"bulk": KeyComposer()}, on_unreachable=unreachable
+        )
+        await dispatcher.recover()
+        next_due = await dispatcher.next_due_at()
+        startup = time.perf_counter() - t0
+        print(f"startup (open, migrate, recover, next due {next_due:%H:%M}): {startup * 1000:.0f} ms")
+
+        t0 = time.perf_counter()
+        sent = await dispatcher.run_due()
+        elapsed = time.perf_counter() - t0
+        per_message = elapsed / sent * 1000
+        print(f"dispatched {sent:,} due messages in {elapsed:.2f} s: {per_message:.3f} ms per message")
+        print(
+            "  (claim, render, outgoing log before and after the send, mark sent; the transport does nothing)"
+        )
+        await db.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--due", type=int, default=2000)
+    args = parser.parse_args()
+    asyncio.run(main(args.rows, args.due))
