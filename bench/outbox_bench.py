@@ -37,8 +37,9 @@ class NullTransport:
 
 class KeyComposer:
     async def compose(
-        self, row: ScheduledMessage, customer: Customer, session: AsyncSession
+        self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
     ) -> Composed | None:
+        assert customer is not None, "customer rows always carry their customer"
         return Composed(customer.wechat_id, row.idempotency_key)
 
 

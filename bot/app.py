@@ -23,6 +23,7 @@ from bot.objections.library import ObjectionLibrary
 from bot.services.alerts import Alerts
 from bot.services.console import ConsoleService
 from bot.services.customers import CustomerService
+from bot.services.digest import DIGEST, DigestComposer, DigestService
 from bot.services.messenger import Messenger
 from bot.services.objections import REPLY, ObjectionService, ReplyComposer, validate_library
 from bot.services.outbox import Dispatcher
@@ -46,6 +47,7 @@ def required_templates(config: Config) -> list[str]:
         config.welcome.template,
         *(rule.template for rule in config.welcome.channels),
         config.countdown.template,
+        config.digest.template,
         *(step.template for step in config.aftercare.steps),
         *(step.template for step in config.followup.steps),
     ]
@@ -89,7 +91,7 @@ class SalesBot:
         self.transports: dict[str, Transport] = (
             dict(transports)
             if transports is not None
-            else {account.id: build_transport(account, clock) for account in config.accounts}
+            else {account.id: build_transport(account, config, clock) for account in config.accounts}
         )
         self.wake_listeners: list[Callable[[datetime], None]] = []
         self.messenger = Messenger(self.db, clock, self.transports)
@@ -128,6 +130,10 @@ class SalesBot:
         self.console.objections = self.objections
         self.console.sequences = self.sequences
         self.alerts = Alerts(self.messenger, self.console.console_of, self.console.note_customer)
+        self.digests = DigestService(
+            self.db, clock, config, self.templates, self.objections.library, on_planned=self._wake
+        )
+        self.console.digests = self.digests
         sequences = SequenceComposer(config, self.templates, clock)
         self.dispatcher = Dispatcher(
             self.db,
@@ -139,6 +145,7 @@ class SalesBot:
                 COUNTDOWN: sequences,
                 AFTERCARE: sequences,
                 FOLLOWUP: sequences,
+                DIGEST: DigestComposer(self.digests, self.console.contact_of),
             },
             on_unreachable=self._on_unreachable,
             on_sent=self._on_sent,
@@ -178,7 +185,12 @@ class SalesBot:
         for transport in self.transports.values():
             await transport.settle()
 
+    async def next_due_at(self) -> datetime | None:
+        await self.digests.ensure_planned()
+        return await self.dispatcher.next_due_at()
+
     async def run_due(self) -> int:
+        await self.digests.ensure_planned()
         processed = await self.dispatcher.run_due()
         await self.settle()
         return processed
@@ -202,6 +214,11 @@ class SalesBot:
             await self._on_text(account_id, event)
 
     async def _on_text(self, account_id: str, message: TextMessage) -> None:
+        supervisor = self.console.supervisor_of(account_id, message)
+        if supervisor is not None:
+            if await self.console.on_rep_text(account_id, message, role=supervisor):
+                log.info("%s: supervisor %s: %r", account_id, supervisor, message.text)
+            return
         if self.console.is_rep(account_id, message):
             if await self.console.on_rep_text(account_id, message):
                 log.info("%s: command %r", account_id, message.text)
@@ -261,7 +278,7 @@ class SalesBot:
         )
 
     async def _on_sent(self, row: ScheduledMessage) -> None:
-        if row.kind == WELCOME:
+        if row.kind == WELCOME and row.customer_id is not None:
             self.console.note_customer(row.account_id, row.customer_id)
         elif row.kind == REPLY:
             await self.objections.record_sent(row)

@@ -27,6 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     simulate = with_config(sub.add_parser("simulate", help="play a scripted conversation on a virtual clock"))
     simulate.add_argument("scenario", help="scenario TOML file (see examples/)")
     sub.add_parser("commands", help="print the rep command table (Markdown, as in the README)")
+    digest = with_config(
+        sub.add_parser("digest", help="print the supervisors' daily digest from the database")
+    )
+    digest.add_argument("--date", default="", help="YYYY-MM-DD (default: today, so far)")
+    digest.add_argument("--supervisor", default="", help="only this supervisor (default: all)")
     objections = sub.add_parser("objections", help="objection classifier tools")
     tools = objections.add_subparsers(dest="tool", required=True)
     with_config(tools.add_parser("classify", help="classify one message per stdin line; JSON lines out"))
@@ -85,6 +90,45 @@ def _objections(tool: str, config_path: str, file: str | None) -> int:
     return 0
 
 
+async def _digest(config_path: str, day_text: str, name: str) -> int:
+    from datetime import date
+
+    from bot.app import validate_setup
+    from bot.clock import SystemClock
+    from bot.config import load_config
+    from bot.errors import SalesbotError
+    from bot.objections.library import ObjectionLibrary
+    from bot.services.digest import DigestService
+    from bot.templates import TemplateLibrary
+    from storage.db import Database
+
+    config = load_config(config_path)
+    validate_setup(config)
+    clock = SystemClock()
+    try:
+        day = date.fromisoformat(day_text) if day_text else clock.now().astimezone(config.tz).date()
+    except ValueError:
+        raise SalesbotError(f"--date: expected YYYY-MM-DD, got {day_text!r}") from None
+    supervisors = config.supervisors if not name else [s for s in config.supervisors if s.name == name]
+    if not supervisors:
+        raise SalesbotError(
+            f"--supervisor: no supervisor named {name!r} in {config_path}"
+            if name
+            else f"{config_path}: no supervisors configured"
+        )
+    db = Database(config.database_url())
+    try:
+        await db.migrate()
+        library = ObjectionLibrary.load(config.templates_path, [s.key for s in config.stages])
+        service = DigestService(db, clock, config, TemplateLibrary(config.templates_path), library)
+        for supervisor in supervisors:
+            for part in await service.for_supervisor(supervisor, day):
+                print(part, end="\n\n")
+    finally:
+        await db.close()
+    return 0
+
+
 def _run(config_path: str, verbose: bool) -> int:
     from bot.config import load_config
     from bot.runner import run
@@ -111,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(markdown_table(REGISTRY))
             return 0
+        if args.command == "digest":
+            return asyncio.run(_digest(args.config, args.date, args.supervisor))
         if args.command == "objections":
             return _objections(args.tool, args.config, getattr(args, "file", None))
         if args.command == "simulate":

@@ -291,6 +291,30 @@ class FollowupConfig(_Section):
         return _unique_days(value)
 
 
+class SupervisorConfig(_Section):
+    name: str = Field(min_length=1)
+    # the account that sends the digest, and the supervisor's contact id on it ("room:<topic>" for a group)
+    account: str
+    contact: str = Field(min_length=1)
+    # the accounts (reps) this supervisor oversees
+    accounts: list[str] = Field(min_length=1)
+    # local time of the daily digest
+    at: time = time(20, 0)
+
+
+class DigestConfig(_Section):
+    template: str = "digest/daily.txt.j2"
+    # a digest missed while the bot was down is still sent at startup within this many hours
+    grace_hours: float = Field(default=3.0, ge=0)
+    # a customer whose last message has waited this long for the rep is an "owed reply"
+    owed_reply_minutes: int = Field(default=60, ge=1)
+    # customers at or past this stage who have been silent this many days are "at risk"
+    at_risk_from_stage: str = "intent"
+    at_risk_days: int = Field(default=3, ge=1)
+    # longest chat message; longer digests are split at line boundaries
+    max_chars: int = Field(default=2000, ge=200)
+
+
 class DispatchConfig(_Section):
     # how often the dispatcher looks for due messages even without a wake-up (seconds)
     poll_seconds: float = Field(default=5.0, gt=0)
@@ -313,6 +337,8 @@ class Config(_Section):
     countdown: CountdownConfig = CountdownConfig()
     aftercare: AftercareConfig = AftercareConfig()
     followup: FollowupConfig = FollowupConfig()
+    digest: DigestConfig = DigestConfig()
+    supervisors: list[SupervisorConfig] = Field(default_factory=list)
     accounts: list[AccountConfig] = Field(min_length=1)
     # folder the config file lives in; relative paths are resolved against it
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -339,6 +365,16 @@ class Config(_Section):
         names = [n for g in self.tags.groups for n in (g.key, g.label, *g.aliases)]
         if len(set(names)) != len(names):
             raise ValueError("tags.groups: keys, labels and aliases must be unique across groups")
+        if self.digest.at_risk_from_stage not in keys:
+            raise ValueError(f"digest.at_risk_from_stage: unknown stage {self.digest.at_risk_from_stage!r}")
+        account_ids = set(ids)
+        names = [s.name for s in self.supervisors]
+        if len(set(names)) != len(names):
+            raise ValueError("supervisor names must be unique")
+        for number, supervisor in enumerate(self.supervisors):
+            unknown = sorted({supervisor.account, *supervisor.accounts} - account_ids)
+            if unknown:
+                raise ValueError(f"supervisors.{number}: unknown account(s) {', '.join(unknown)}")
         channel_keys = [c.key for c in self.welcome.channels]
         if len(set(channel_keys)) != len(channel_keys):
             raise ValueError("welcome.channels keys must be unique")
@@ -365,6 +401,12 @@ class Config(_Section):
         if base in ("postgresql", "postgres"):
             return f"postgresql+asyncpg://{rest}"
         return url
+
+    def supervisor(self, name: str) -> SupervisorConfig:
+        for supervisor in self.supervisors:
+            if supervisor.name == name:
+                return supervisor
+        raise KeyError(name)
 
     def account(self, account_id: str) -> AccountConfig:
         for account in self.accounts:

@@ -46,7 +46,7 @@ async def run(config: Config, config_path: str) -> None:
     timers = Timers(config.tz)
 
     async def dispatch() -> None:
-        await bot.dispatcher.run_due()
+        await bot.run_due()
 
     bot.wake_listeners.append(lambda due: timers.at(DISPATCH_WAKE, due, dispatch))
     stop = asyncio.Event()
@@ -56,6 +56,8 @@ async def run(config: Config, config_path: str) -> None:
     try:
         await bot.start()
         timers.every(DISPATCH_POLL, config.dispatch.poll_seconds, dispatch)
+        for supervisor in config.supervisors:  # the digest row is due then; this cron wakes the dispatcher
+            timers.daily(f"digest:{supervisor.name}", supervisor.at, dispatch)
         timers.start()
         await dispatch()
         print(banner(config, config_path), flush=True)

@@ -24,6 +24,7 @@ from bot.app import SalesBot
 from bot.clock import VirtualClock
 from bot.config import Config
 from bot.errors import ScenarioError
+from bot.transport.factory import local_puppet_for
 from bot.transport.local_puppet import LocalPuppet
 from bot.transport.wechaty_adapter import WechatyTransport
 from storage.repositories import OutgoingLog
@@ -162,10 +163,7 @@ class Simulation:
         self.account_id = account or config.accounts[0].id
         self._tmp = tempfile.TemporaryDirectory(prefix="salesbot-sim-") if database_url is None else None
         url = database_url or f"sqlite+aiosqlite:///{Path(self._tmp.name if self._tmp else '.') / 'sim.db'}"
-        self.puppets = {
-            a.id: LocalPuppet(self.clock, self_id=f"{a.id}-self", self_name=a.profile.nickname)
-            for a in config.accounts
-        }
+        self.puppets = {a.id: local_puppet_for(a, config, self.clock) for a in config.accounts}
         transports = {a.id: WechatyTransport(a.id, self.puppets[a.id]) for a in config.accounts}
         self.bot = SalesBot(
             config, self.clock, transports=transports, database_url=url, rng=random.Random(seed)
@@ -232,7 +230,7 @@ class Simulation:
         await self._settle()
         target = self.clock.now() + duration
         while True:
-            due = await self.bot.dispatcher.next_due_at()
+            due = await self.bot.next_due_at()
             if due is None or due > target:
                 break
             self.clock.set(due)
@@ -253,10 +251,17 @@ class Simulation:
             new = puppet.sent[printed.count :]
             printed.count = len(puppet.sent)
             console = self.bot.console.console_of(account_id)
+            supervisors = {
+                self.bot.console.contact_of(s.account, s.contact): f"supervisor:{s.name}"
+                for s in self.config.supervisors
+                if s.account == account_id
+            }
             for sent in new:
                 async with self.bot.db.transaction() as session:
                     row = await OutgoingLog(session).by_platform_id(account_id, sent.message_id)
-                if sent.conversation_id == console:
+                if sent.conversation_id in supervisors:
+                    to = supervisors[sent.conversation_id]
+                elif sent.conversation_id == console:
                     to = "console"
                 else:
                     to = self.handles.get(sent.conversation_id, sent.conversation_id)

@@ -79,7 +79,36 @@ AFTERCARE = TemplateKind(
 )
 FOLLOWUP = TemplateKind(folder="followup", variables={"rep": _sample_rep(), "customer": _CUSTOMER, "days": 1})
 
-KINDS: dict[str, TemplateKind] = {kind.folder: kind for kind in (WELCOME, COUNTDOWN, AFTERCARE, FOLLOWUP)}
+_REP_DAY = {
+    "name": "小林",
+    "new_friends": "5（+2）",
+    "welcomes": "5",
+    "replied": "3（持平）",
+    "objections": "价格2",
+    "objection_total": "2（+1）",
+    "funnel": "陌生1 → 潜在2",
+    "orders": "1（+1）",
+    "scheduled": "已发3，失败0，过期0，明日计划2",
+    "deleted": "0（持平）",
+    "owed": ["张三#1"],
+    "at_risk": ["李四#2"],
+    "top_tags": "预算:20-30万×2",
+}
+DIGEST = TemplateKind(
+    folder="digest",
+    variables={
+        "title": "王经理的团队日报",
+        "date": "11月23日 周一",
+        "until": "20:00",
+        "reps": [_REP_DAY],
+        "team": _REP_DAY,
+        "multiple": False,
+    },
+)
+
+KINDS: dict[str, TemplateKind] = {
+    kind.folder: kind for kind in (WELCOME, COUNTDOWN, AFTERCARE, FOLLOWUP, DIGEST)
+}
 
 
 def _line_of(ast: nodes.Template, name: str) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -35,6 +35,19 @@ class Timers:
             func,
             "interval",
             seconds=seconds,
+            id=job_id,
+            replace_existing=True,
+            max_instances=1,
+            coalesce=True,
+        )
+
+    def daily(self, job_id: str, at: time, func: Callable[[], Awaitable[object]]) -> None:
+        """Run ``func`` every day at local time ``at`` (the scheduler's zone)."""
+        self.scheduler.add_job(
+            func,
+            "cron",
+            hour=at.hour,
+            minute=at.minute,
             id=job_id,
             replace_existing=True,
             max_instances=1,

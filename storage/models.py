@@ -172,7 +172,8 @@ class ScheduledMessage(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     account_id: str = Field(foreign_key="account.id")
-    customer_id: int = Field(foreign_key="customer.id")  # indexed by ix_scheduled_customer_sequence
+    # None for rows addressed to no customer (a supervisor's digest); see ix_scheduled_customer_sequence
+    customer_id: int | None = Field(default=None, foreign_key="customer.id")
     kind: str
     sequence: str
     step: str

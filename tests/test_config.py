@@ -124,7 +124,7 @@ def test_service_transport_without_token_is_a_clear_config_error(monkeypatch: py
         {"accounts": [{**make_config().accounts[0].model_dump(mode="json"), "transport": "service"}]}
     ).accounts[0]
     with pytest.raises(ConfigError, match="SALESBOT_DEMO_TOKEN"):
-        build_transport(account, SystemClock())
+        build_transport(account, make_config(), SystemClock())
 
 
 def test_check_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

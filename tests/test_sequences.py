@@ -106,7 +106,8 @@ async def test_after_downtime_only_the_latest_overdue_step_is_sent(config: Any, 
         await second.advance(timedelta(hours=3))
     times = [local(m).strftime("%m-%d %H:%M") for m in sent(second, "countdown")]
     assert times == ["11-30 18:00", "11-30 19:00", "11-30 19:30", "11-30 19:45"], "3h sent late, once"
-    expired = await rows(second, ScheduledMessage, ScheduledMessage.status == "expired")
+    expired = await rows(second, ScheduledMessage, ScheduledMessage.status == "expired",
+                         ScheduledMessage.kind == "countdown")
     assert {r.step for r in expired} == {"7d", "3d", "1d"}
 
 

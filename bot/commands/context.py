@@ -13,6 +13,7 @@ from bot.services.profile import ProfileService
 from storage.models import Customer
 
 if TYPE_CHECKING:
+    from bot.services.digest import DigestService
     from bot.services.objections import ObjectionService
     from bot.services.sequences import SequenceService
 
@@ -45,6 +46,9 @@ class CommandContext:
     customer: Customer | None = None
     objections: ObjectionService | None = None
     sequences: SequenceService | None = None
+    digests: DigestService | None = None
+    # "rep", or the name of the supervisor who typed the command
+    role: str = "rep"
     # re-run a command line for a chosen customer (used by /pick)
     rerun: Callable[[str, int], Awaitable[str]] = field(default=lambda _line, _cid: _no_rerun())
 

@@ -41,6 +41,7 @@ __all__ = [
 
 class Permission(enum.Enum):
     REP = "rep"  # the account itself and configured admins
+    SUPERVISOR = "supervisor"  # reps, and the supervisors who oversee the account
 
 
 class _RestMarker:
@@ -68,6 +69,7 @@ class Command:
     handler: Callable[..., Awaitable[str]]
     feature: str
     rank: int
+    reply_kind: str = "command_reply"
 
     def parse(self, text: str) -> Any:
         return parse_args(self.args_type, text, self.usage)
@@ -112,6 +114,7 @@ def command(
     needs_customer: bool = False,
     permission: Permission = Permission.REP,
     rank: int = 100,
+    reply_kind: str = "command_reply",
     registry: Registry = REGISTRY,
 ) -> Callable[[F], F]:
     """Declare a rep command. ``needs_customer`` commands act on the resolved customer;
@@ -120,7 +123,19 @@ def command(
     def decorate(handler: F) -> F:
         feature = handler.__module__.rsplit(".", 1)[-1]
         registry.add(
-            Command(name, aliases, usage, summary, permission, needs_customer, args, handler, feature, rank)
+            Command(
+                name,
+                aliases,
+                usage,
+                summary,
+                permission,
+                needs_customer,
+                args,
+                handler,
+                feature,
+                rank,
+                reply_kind,
+            )
         )
         return handler
 

@@ -18,14 +18,16 @@ from typing import TYPE_CHECKING
 
 from bot.clock import Clock
 from bot.commands.context import CommandContext, ConsoleState, PendingPick
-from bot.commands.registry import Command, Registry
+from bot.commands.registry import Command, Permission, Registry
 from bot.config import Config
 from bot.errors import CommandError, ConfigError, UsageError
 from bot.services.customers import ensure_customer
+from bot.services.digest import split_message
 from bot.services.messenger import Messenger
 from bot.services.profile import ProfileService
 
 if TYPE_CHECKING:
+    from bot.services.digest import DigestService
     from bot.services.objections import ObjectionService
     from bot.services.sequences import SequenceService
 from bot.transport.base import Contact, TextMessage, Transport
@@ -51,6 +53,7 @@ class Invocation:
     actor: str
     line: str
     in_customer_chat: Contact | None  # the customer whose chat it was typed in
+    role: str = "rep"  # or the supervisor's name
 
 
 class ConsoleService:
@@ -75,6 +78,8 @@ class ConsoleService:
         self.console_ids: dict[str, str] = {}
         self.objections: ObjectionService | None = None  # set by the app once it exists
         self.sequences: SequenceService | None = None
+        self.digests: DigestService | None = None
+        self.contacts: dict[tuple[str, str], str] = {}  # (account, configured contact) -> conversation id
 
     async def resolve_consoles(self) -> None:
         """Find each account's console conversation once it is logged in."""
@@ -92,6 +97,38 @@ class ConsoleService:
                 self.console_ids[account.id] = room_id
             else:
                 self.console_ids[account.id] = account.console
+        for supervisor in self.config.supervisors:
+            key = (supervisor.account, supervisor.contact)
+            if supervisor.contact.startswith("room:"):
+                topic = supervisor.contact.removeprefix("room:")
+                room_id = await self.transports[supervisor.account].find_room(topic)
+                if room_id is None:
+                    raise ConfigError(
+                        f"supervisors.{supervisor.name}.contact: account {supervisor.account} is in no "
+                        f"group chat named {topic!r}"
+                    )
+                self.contacts[key] = room_id
+            else:
+                self.contacts[key] = supervisor.contact
+
+    def contact_of(self, account_id: str, contact: str) -> str:
+        return self.contacts.get((account_id, contact), contact)
+
+    def supervisor_of(self, account_id: str, message: TextMessage) -> str | None:
+        """The name of the supervisor who wrote this, if a supervisor of this account did."""
+        if message.from_self:
+            return None
+        for supervisor in self.config.supervisors:
+            if (
+                account_id in supervisor.accounts
+                and supervisor.account == account_id
+                and (
+                    message.talker.contact_id == self.contact_of(account_id, supervisor.contact)
+                    or message.conversation_id == self.contact_of(account_id, supervisor.contact)
+                )
+            ):
+                return supervisor.name
+        return None
 
     def console_of(self, account_id: str) -> str:
         return self.console_ids.get(account_id, self.config.account(account_id).console)
@@ -103,12 +140,17 @@ class ConsoleService:
         """The bot reported on this customer (welcome, suggestion, alert): it becomes "this customer"."""
         self.states[account_id].current = customer_id
 
-    async def on_rep_text(self, account_id: str, message: TextMessage) -> bool:
-        """Handle a rep's message if it is a command typed where commands belong. Returns True if handled."""
+    async def on_rep_text(self, account_id: str, message: TextMessage, role: str = "rep") -> bool:
+        """Handle a rep's (or a supervisor's) message if it is a command typed where commands belong.
+        Returns True if handled."""
         console = self.console_of(account_id)
         admin_chat = not message.from_self and message.conversation_id == message.talker.contact_id
-        if message.conversation_id == console or admin_chat:
-            where: Contact | None = None
+        where: Contact | None = None
+        if role != "rep":
+            if not is_command(message.text):
+                return False
+            reply_to = message.conversation_id
+        elif message.conversation_id == console or admin_chat:
             reply_to = message.conversation_id
         elif message.from_self and not message.in_room:
             where = Contact(message.conversation_id, "", "")
@@ -123,19 +165,30 @@ class ConsoleService:
             except Exception as exc:  # a failed recall must not lose the command
                 log.warning("%s: recalling command in %s failed: %s", account_id, where.contact_id, exc)
         line = message.text.strip()[1:]
-        invocation = Invocation(account_id, message.talker.contact_id, line, where)
-        reply = await self.execute(invocation)
-        await self.messenger.send(
-            account_id=account_id,
-            conversation_id=reply_to,
-            text=reply,
-            kind=COMMAND_REPLY,
-            key=f"{account_id}:{COMMAND_REPLY}:{message.message_id}",
-        )
+        invocation = Invocation(account_id, message.talker.contact_id, line, where, role)
+        reply, ok = await self.execute_checked(invocation)
+        cmd = self.registry.find(line.strip().partition(" ")[0])
+        kind = cmd.reply_kind if cmd is not None and ok else COMMAND_REPLY
+        parts = split_message(reply, self.config.digest.max_chars)
+        for number, part in enumerate(parts, start=1):
+            suffix = f":{number}" if len(parts) > 1 else ""
+            await self.messenger.send(
+                account_id=account_id,
+                conversation_id=reply_to,
+                text=part,
+                kind=kind,
+                key=f"{account_id}:{COMMAND_REPLY}:{message.message_id}{suffix}",
+            )
         return True
 
     async def execute(self, invocation: Invocation, forced_customer: int | None = None) -> str:
         """Run one command line and return the reply text. Never raises for the rep's mistakes."""
+        return (await self.execute_checked(invocation, forced_customer))[0]
+
+    async def execute_checked(
+        self, invocation: Invocation, forced_customer: int | None = None
+    ) -> tuple[str, bool]:
+        """Like :meth:`execute`, and whether the command succeeded."""
         name, _, rest = invocation.line.strip().partition(" ")
         cmd = self.registry.find(name)
         ok = False
@@ -144,13 +197,18 @@ class ConsoleService:
                 suggestion = self.registry.suggest(name)
                 hint = f"你是不是想用 /{suggestion}？" if suggestion else ""
                 raise CommandError(f"未知命令 /{name}。{hint}发送 /help 查看全部命令")
+            if invocation.role != "rep" and cmd.permission is not Permission.SUPERVISOR:
+                allowed = " ".join(
+                    f"/{c.name}" for c in self.registry if c.permission is Permission.SUPERVISOR
+                )
+                raise CommandError(f"主管可以使用的命令：{allowed}")
             reply = await self._run(cmd, invocation, rest.strip(), forced_customer)
             ok = True
-            return reply
+            return reply, True
         except UsageError as exc:
-            return f"用法：{exc}"
+            return f"用法：{exc}", False
         except CommandError as exc:
-            return str(exc)
+            return str(exc), False
         finally:
             async with self.db.transaction() as session:
                 await Events(session).record(
@@ -186,6 +244,8 @@ class ConsoleService:
             customer=customer,
             objections=self.objections,
             sequences=self.sequences,
+            digests=self.digests,
+            role=invocation.role,
             rerun=rerun,
         )
         reply = await cmd.handler(ctx, args)

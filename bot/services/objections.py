@@ -281,8 +281,9 @@ class ReplyComposer:
         self.service = service
 
     async def compose(
-        self, row: ScheduledMessage, customer: Customer, session: AsyncSession
+        self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
     ) -> Composed | None:
+        assert customer is not None, "customer rows always carry their customer"
         script = self.service.library.script(str(row.context.get("script_id")))
         if script is None:
             return None

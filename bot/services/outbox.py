@@ -30,13 +30,16 @@ log = logging.getLogger(__name__)
 class Composed:
     conversation_id: str
     text: str
+    # a long message split for chat: each part is sent under its own idempotency key
+    parts: tuple[str, ...] = ()
 
 
 class Composer(Protocol):
     async def compose(
-        self, row: ScheduledMessage, customer: Customer, session: AsyncSession
+        self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
     ) -> Composed | None:
-        """Render the message, or return None when it is no longer wanted."""
+        """Render the message, or return None when it is no longer wanted. ``customer`` is None only
+        for rows addressed to no customer (a supervisor's digest)."""
         ...
 
 
@@ -122,7 +125,7 @@ class Dispatcher:
             await self._mark(row, "failed", f"no composer for kind {row.kind!r}")
             return
         async with self.db.transaction() as session:
-            customer = await session.get(Customer, row.customer_id)
+            customer = await session.get(Customer, row.customer_id) if row.customer_id is not None else None
             if customer is not None and customer.paused_at is not None and row.kind in AUTOMATED_KINDS:
                 await Outbox(session).mark(row.id or 0, "paused", now, "automation paused for this customer")
                 return
@@ -143,8 +146,8 @@ class Dispatcher:
                 await self.on_undeliverable(row, undeliverable)
             return
         async with self.db.transaction() as session:
-            customer = await session.get(Customer, row.customer_id)
-            if customer is None or customer.deleted_at is not None:
+            customer = await session.get(Customer, row.customer_id) if row.customer_id is not None else None
+            if row.customer_id is not None and (customer is None or customer.deleted_at is not None):
                 composed = None
             else:
                 try:
@@ -163,21 +166,35 @@ class Dispatcher:
         if composed is None:
             await self._mark(row, "cancelled", "no longer wanted")
             return
-        result = await self.messenger.send(
-            account_id=row.account_id,
-            conversation_id=composed.conversation_id,
-            text=composed.text,
-            kind=row.kind,
-            key=row.idempotency_key,
-            customer_id=row.customer_id,
-        )
+        if composed.parts:
+            for number, part in enumerate(composed.parts, start=1):
+                result = await self.messenger.send(
+                    account_id=row.account_id,
+                    conversation_id=composed.conversation_id,
+                    text=part,
+                    kind=row.kind,
+                    key=f"{row.idempotency_key}:{number}",
+                    customer_id=row.customer_id,
+                )
+                if result.delivery not in (Delivery.SENT, Delivery.DUPLICATE):
+                    break
+        else:
+            result = await self.messenger.send(
+                account_id=row.account_id,
+                conversation_id=composed.conversation_id,
+                text=composed.text,
+                kind=row.kind,
+                key=row.idempotency_key,
+                customer_id=row.customer_id,
+            )
         if result.delivery in (Delivery.SENT, Delivery.DUPLICATE):
             await self._mark(row, "sent")
             if self.on_sent is not None and result.delivery is Delivery.SENT:
                 await self.on_sent(row)
         elif result.delivery is Delivery.UNREACHABLE:
             await self._mark(row, "failed", "customer is no longer a friend")
-            await self.on_unreachable(row.customer_id, result.error)
+            if row.customer_id is not None:
+                await self.on_unreachable(row.customer_id, result.error)
         else:
             await self._mark(row, "failed", result.error)
         if result.delivery is not Delivery.SENT and result.delivery is not Delivery.DUPLICATE:

@@ -328,8 +328,9 @@ class SequenceComposer:
         self.pipeline = Pipeline(config.stages)
 
     async def compose(
-        self, row: ScheduledMessage, customer: Customer, session: AsyncSession
+        self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
     ) -> Composed | None:
+        assert customer is not None, "customer rows always carry their customer"
         account = self.config.account(row.account_id)
         context: dict[str, Any] = {
             "rep": rep_variables(account, WorkingCalendar(account.profile.working_hours, self.config.tz)),

@@ -172,8 +172,9 @@ class WelcomeComposer:
         self.clock = clock
 
     async def compose(
-        self, row: ScheduledMessage, customer: Customer, session: AsyncSession
+        self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
     ) -> Composed | None:
+        assert customer is not None, "customer rows always carry their customer"
         account = self.config.account(row.account_id)
         calendar = WorkingCalendar(account.profile.working_hours, self.config.tz)
         now = self.clock.now()

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 from bot.clock import Clock
-from bot.config import AccountConfig
+from bot.config import AccountConfig, Config
 from bot.errors import ConfigError
 from bot.transport.local_puppet import LocalPuppet
 from bot.transport.wechaty_adapter import WechatyTransport
 
 
-def build_transport(account: AccountConfig, clock: Clock, *, login_timeout: float = 30.0) -> WechatyTransport:
+def local_puppet_for(account: AccountConfig, config: Config, clock: Clock) -> LocalPuppet:
+    """The embedded puppet of an account, with the supervisors it reports to as friends (there is
+    no phone to add them from)."""
+    puppet = LocalPuppet(clock, self_id=f"{account.id}-self", self_name=account.profile.nickname)
+    for supervisor in config.supervisors:
+        if supervisor.account == account.id and not supervisor.contact.startswith("room:"):
+            puppet.add_contact(supervisor.contact, supervisor.name, friend=True)
+    return puppet
+
+
+def build_transport(
+    account: AccountConfig, config: Config, clock: Clock, *, login_timeout: float = 30.0
+) -> WechatyTransport:
     if account.transport == "local":
-        puppet = LocalPuppet(clock, self_id=f"{account.id}-self", self_name=account.profile.nickname)
-        return WechatyTransport(account.id, puppet, login_timeout=login_timeout)
+        return WechatyTransport(
+            account.id, local_puppet_for(account, config, clock), login_timeout=login_timeout
+        )
     token, endpoint = account.service_token(), account.service_endpoint()
     upper = account.id.upper()
     if not token:

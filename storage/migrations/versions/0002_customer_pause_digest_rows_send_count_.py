@@ -1,8 +1,8 @@
-"""customer pause and send-count indexes
+"""customer pause, digest rows, send-count indexes
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 22:16:20.160958
+Create Date: 2026-11-22 22:21:12.099345
 """
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ def upgrade() -> None:
         batch_op.create_index('ix_outgoing_customer_sent', ['customer_id', 'sent_at'], unique=False)
 
     with op.batch_alter_table('scheduled_message', schema=None) as batch_op:
+        batch_op.alter_column('customer_id',
+               existing_type=sa.INTEGER(),
+               nullable=True)
         batch_op.drop_index(batch_op.f('ix_scheduled_message_customer_id'))
         batch_op.create_index('ix_scheduled_customer_sequence', ['customer_id', 'sequence', 'status'], unique=False)
 
@@ -39,6 +42,9 @@ def downgrade() -> None:
     with op.batch_alter_table('scheduled_message', schema=None) as batch_op:
         batch_op.drop_index('ix_scheduled_customer_sequence')
         batch_op.create_index(batch_op.f('ix_scheduled_message_customer_id'), ['customer_id'], unique=False)
+        batch_op.alter_column('customer_id',
+               existing_type=sa.INTEGER(),
+               nullable=False)
 
     with op.batch_alter_table('outgoing_message', schema=None) as batch_op:
         batch_op.drop_index('ix_outgoing_customer_sent')

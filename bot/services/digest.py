@@ -1,0 +1,377 @@
+"""The supervisors' daily digest: per rep and team, for one local day, against the day before.
+
+Each supervisor's digest for a day is a row in the outbox (key ``digest:<name>:<date>``): it goes
+out at the configured local time, is still sent at startup within the grace period if the bot was
+down, and never twice. Numbers come from grouped, indexed queries over the event log and the
+outgoing log, so a large team stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlmodel import col, func, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import Clock
+from bot.config import Config, SupervisorConfig
+from bot.domain.schedule import local_at, local_day_bounds
+from bot.domain.stages import Pipeline
+from bot.objections.library import ObjectionLibrary
+from bot.services.outbox import Composed
+from bot.services.reach import AUTOMATED_KINDS
+from bot.templates import TemplateLibrary
+from storage.db import Database
+from storage.models import Customer, Event, OutgoingMessage, ScheduledMessage
+from storage.repositories import Outbox
+
+DIGEST = "digest"
+WEEKDAYS = ["周一", "周二", "周三", "周四", "周五", "周六", "周日"]
+COUNTED = ("friend_request", "friend_confirmed", "welcome_failed", "order", "customer_deleted")
+
+
+@dataclass
+class RepDay:
+    """What happened for one account in one window."""
+
+    new_friends: int = 0
+    welcomes_sent: int = 0
+    welcomes_failed: int = 0
+    replied: int = 0
+    objections: Counter[str] = field(default_factory=Counter)
+    stage_moves: Counter[str] = field(default_factory=Counter)
+    orders: int = 0
+    scheduled_sent: int = 0
+    scheduled_failed: int = 0
+    scheduled_expired: int = 0
+    planned_tomorrow: int = 0
+    deleted: int = 0
+    owed: list[str] = field(default_factory=list)
+    at_risk: list[str] = field(default_factory=list)
+    tags: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: RepDay) -> None:
+        for name in (
+            "new_friends",
+            "welcomes_sent",
+            "welcomes_failed",
+            "replied",
+            "orders",
+            "scheduled_sent",
+            "scheduled_failed",
+            "scheduled_expired",
+            "planned_tomorrow",
+            "deleted",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.objections.update(other.objections)
+        self.stage_moves.update(other.stage_moves)
+        self.tags.update(other.tags)
+        self.owed += other.owed
+        self.at_risk += other.at_risk
+
+
+def split_message(text: str, limit: int) -> list[str]:
+    """Split at line boundaries into parts of at most ``limit`` characters (a longer single line is
+    cut, as a last resort)."""
+    parts: list[str] = []
+    current = ""
+    for line in text.splitlines():
+        while len(line) > limit:
+            if current:
+                parts.append(current)
+                current = ""
+            parts.append(line[:limit])
+            line = line[limit:]
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit:
+            parts.append(current)
+            current = line
+        else:
+            current = candidate
+    if current:
+        parts.append(current)
+    return parts
+
+
+class DigestService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        config: Config,
+        templates: TemplateLibrary,
+        library: ObjectionLibrary,
+        on_planned: Callable[[datetime], None] = lambda _due: None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.config = config
+        self.templates = templates
+        self.library = library
+        self.on_planned = on_planned
+        self.pipeline = Pipeline(config.stages)
+        self._planned_through: date | None = None
+
+    # -- planning ---------------------------------------------------------------------------------
+
+    async def ensure_planned(self) -> None:
+        """Make sure today's and tomorrow's digest rows exist (cheap after the first call each day)."""
+        now = self.clock.now()
+        today = now.astimezone(self.config.tz).date()
+        if self._planned_through == today or not self.config.supervisors:
+            return
+        grace = timedelta(hours=self.config.digest.grace_hours)
+        async with self.db.transaction() as session:
+            for supervisor in self.config.supervisors:
+                for day in (today, today + timedelta(days=1)):
+                    due = local_at(day, supervisor.at, self.config.tz)
+                    await Outbox(session).plan(
+                        ScheduledMessage(
+                            account_id=supervisor.account,
+                            customer_id=None,
+                            kind=DIGEST,
+                            sequence=f"digest:{supervisor.name}",
+                            step=day.isoformat(),
+                            template=self.config.digest.template,
+                            context={"supervisor": supervisor.name, "day": day.isoformat()},
+                            due_at=due,
+                            not_after=due + grace,
+                            status="pending",
+                            idempotency_key=f"{DIGEST}:{supervisor.name}:{day.isoformat()}",
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
+                    self.on_planned(due)
+        self._planned_through = today
+
+    # -- numbers ----------------------------------------------------------------------------------
+
+    async def rep_day(
+        self, session: AsyncSession, account_id: str, start: datetime, end: datetime, now: datetime
+    ) -> RepDay:
+        day = RepDay()
+        in_window = (Event.account_id == account_id, col(Event.at) >= start, col(Event.at) < end)
+        counts = dict(
+            (
+                await session.exec(
+                    select(Event.kind, func.count())
+                    .where(*in_window, col(Event.kind).in_(COUNTED))
+                    .group_by(Event.kind)
+                )
+            ).all()
+        )
+        day.new_friends = int(
+            (
+                await session.exec(
+                    select(func.count(func.distinct(Event.customer_id))).where(
+                        *in_window, col(Event.kind).in_(("friend_request", "friend_confirmed"))
+                    )
+                )
+            ).one()
+        )
+        day.welcomes_failed = counts.get("welcome_failed", 0)
+        day.orders = counts.get("order", 0)
+        day.deleted = counts.get("customer_deleted", 0)
+        day.replied = int(
+            (
+                await session.exec(
+                    select(func.count(func.distinct(Event.customer_id))).where(
+                        *in_window, Event.kind == "message_in"
+                    )
+                )
+            ).one()
+        )
+        for kind, data, text in (
+            await session.exec(
+                select(Event.kind, Event.data, Event.text).where(
+                    *in_window, col(Event.kind).in_(("objection", "stage_changed", "tag_added"))
+                )
+            )
+        ).all():
+            if kind == "objection":
+                day.objections[str(data.get("label"))] += 1
+            elif kind == "stage_changed":
+                day.stage_moves[str(data.get("to"))] += 1
+            else:
+                day.tags[text] += 1
+        sent = dict(
+            (
+                await session.exec(
+                    select(OutgoingMessage.kind, func.count())
+                    .where(
+                        OutgoingMessage.account_id == account_id,
+                        OutgoingMessage.status == "sent",
+                        col(OutgoingMessage.sent_at) >= start,
+                        col(OutgoingMessage.sent_at) < end,
+                        col(OutgoingMessage.kind).in_(("welcome", *AUTOMATED_KINDS)),
+                    )
+                    .group_by(OutgoingMessage.kind)
+                )
+            ).all()
+        )
+        day.welcomes_sent = sent.get("welcome", 0)
+        day.scheduled_sent = sum(sent.get(kind, 0) for kind in AUTOMATED_KINDS)
+        closed = dict(
+            (
+                await session.exec(
+                    select(ScheduledMessage.status, func.count())
+                    .where(
+                        ScheduledMessage.account_id == account_id,
+                        col(ScheduledMessage.kind).in_(AUTOMATED_KINDS),
+                        col(ScheduledMessage.status).in_(("failed", "expired")),
+                        col(ScheduledMessage.updated_at) >= start,
+                        col(ScheduledMessage.updated_at) < end,
+                    )
+                    .group_by(ScheduledMessage.status)
+                )
+            ).all()
+        )
+        day.scheduled_failed, day.scheduled_expired = closed.get("failed", 0), closed.get("expired", 0)
+        tomorrow_start, tomorrow_end = local_day_bounds(end + timedelta(hours=1), self.config.tz)
+        day.planned_tomorrow = int(
+            (
+                await session.exec(
+                    select(func.count())
+                    .select_from(ScheduledMessage)
+                    .where(
+                        ScheduledMessage.account_id == account_id,
+                        col(ScheduledMessage.kind).in_(AUTOMATED_KINDS),
+                        ScheduledMessage.status == "pending",
+                        col(ScheduledMessage.due_at) >= tomorrow_start,
+                        col(ScheduledMessage.due_at) < tomorrow_end,
+                    )
+                )
+            ).one()
+        )
+        owed_before = now - timedelta(minutes=self.config.digest.owed_reply_minutes)
+        owed = (
+            await session.exec(
+                select(Customer)
+                .where(
+                    Customer.account_id == account_id,
+                    col(Customer.deleted_at).is_(None),
+                    col(Customer.last_inbound_at).is_not(None),
+                    col(Customer.last_inbound_at) < owed_before,
+                    or_(
+                        col(Customer.last_outbound_at).is_(None),
+                        col(Customer.last_outbound_at) < Customer.last_inbound_at,
+                    ),
+                )
+                .order_by(col(Customer.last_inbound_at))
+            )
+        ).all()
+        day.owed = [self._name(c) for c in owed]
+        risky = [
+            s.key
+            for s in self.pipeline.stages
+            if not self.pipeline.is_before(s.key, self.config.digest.at_risk_from_stage)
+        ]
+        silent_since = now - timedelta(days=self.config.digest.at_risk_days)
+        at_risk = (
+            await session.exec(
+                select(Customer)
+                .where(
+                    Customer.account_id == account_id,
+                    col(Customer.deleted_at).is_(None),
+                    col(Customer.stage).in_(risky),
+                    or_(
+                        col(Customer.last_inbound_at).is_(None), col(Customer.last_inbound_at) < silent_since
+                    ),
+                    or_(
+                        col(Customer.last_outbound_at).is_(None),
+                        col(Customer.last_outbound_at) < silent_since,
+                    ),
+                )
+                .order_by(col(Customer.id))
+            )
+        ).all()
+        day.at_risk = [self._name(c) for c in at_risk]
+        return day
+
+    @staticmethod
+    def _name(customer: Customer) -> str:
+        return f"{customer.remark or customer.display_name}#{customer.id}"
+
+    # -- rendering --------------------------------------------------------------------------------
+
+    async def render(self, account_ids: Iterable[str], day: date, title: str) -> list[str]:
+        """The digest for these accounts on ``day`` (up to now, if ``day`` is today), split for chat."""
+        tz = self.config.tz
+        now = self.clock.now()
+        start, end = local_day_bounds(local_at(day, datetime.min.time(), tz), tz)
+        cut = min(end, now)
+        previous_start, previous_cut = start - timedelta(days=1), cut - timedelta(days=1)
+        reps, team, team_before = [], RepDay(), RepDay()
+        async with self.db.transaction() as session:
+            for account_id in account_ids:
+                today = await self.rep_day(session, account_id, start, cut, cut)
+                before = await self.rep_day(session, account_id, previous_start, previous_cut, previous_cut)
+                team.add(today)
+                team_before.add(before)
+                reps.append(self._view(self.config.account(account_id).profile.nickname, today, before))
+        context: dict[str, Any] = {
+            "title": title,
+            "date": f"{day.month}月{day.day}日 {WEEKDAYS[day.weekday()]}",
+            "until": f"{cut.astimezone(tz):%H:%M}" if cut < end else "",
+            "reps": reps,
+            "team": self._view("团队合计", team, team_before),
+            "multiple": len(reps) > 1,
+        }
+        return split_message(
+            self.templates.render(self.config.digest.template, context), self.config.digest.max_chars
+        )
+
+    def _view(self, name: str, today: RepDay, before: RepDay) -> dict[str, Any]:
+        def number(value: int, previous: int) -> str:
+            change = value - previous
+            return f"{value}（{'+' if change > 0 else ''}{change}）" if change else f"{value}（持平）"
+
+        objections = "、".join(
+            f"{self.library.name(label)}{count}" for label, count in today.objections.most_common()
+        )
+        funnel = " → ".join(f"{s.label}{today.stage_moves.get(s.key, 0)}" for s in self.pipeline.stages)
+        return {
+            "name": name,
+            "new_friends": number(today.new_friends, before.new_friends),
+            "welcomes": f"{today.welcomes_sent}"
+            + (f"，失败{today.welcomes_failed}" if today.welcomes_failed else ""),
+            "replied": number(today.replied, before.replied),
+            "objections": objections or "无",
+            "objection_total": number(sum(today.objections.values()), sum(before.objections.values())),
+            "funnel": funnel,
+            "orders": number(today.orders, before.orders),
+            "scheduled": (
+                f"已发{today.scheduled_sent}，失败{today.scheduled_failed}，"
+                f"过期{today.scheduled_expired}，明日计划{today.planned_tomorrow}"
+            ),
+            "deleted": number(today.deleted, before.deleted),
+            "owed": today.owed,
+            "at_risk": today.at_risk,
+            "top_tags": "、".join(f"{tag}×{count}" for tag, count in today.tags.most_common(3)) or "无",
+        }
+
+    async def for_supervisor(self, supervisor: SupervisorConfig, day: date) -> list[str]:
+        return await self.render(supervisor.accounts, day, f"{supervisor.name}的团队日报")
+
+
+class DigestComposer:
+    """Renders a supervisor's digest when it is due; sends each part under its own key."""
+
+    def __init__(self, service: DigestService, console: Callable[[str, str], str]) -> None:
+        self.service = service
+        self.contact_of = console
+
+    async def compose(
+        self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
+    ) -> Composed | None:
+        supervisor = self.service.config.supervisor(str(row.context["supervisor"]))
+        parts = await self.service.for_supervisor(supervisor, date.fromisoformat(str(row.context["day"])))
+        return Composed(
+            self.contact_of(supervisor.account, supervisor.contact), "\n".join(parts), parts=tuple(parts)
+        )
