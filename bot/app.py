@@ -40,6 +40,15 @@ from storage.repositories import Accounts
 
 log = logging.getLogger("salesbot")
 
+KIND_NAMES = {
+    "welcome": "欢迎语",
+    "countdown": "倒计时",
+    "aftercare": "售后关怀",
+    "followup": "跟进",
+    "reply": "话术",
+    "digest": "日报",
+}
+
 
 def required_templates(config: Config) -> list[str]:
     """Templates the configuration names; ``salesbot check`` and startup insist they exist."""
@@ -254,25 +263,35 @@ class SalesBot:
     async def _on_unreachable(self, customer_id: int, reason: str) -> None:
         if not await self.customers.mark_deleted(customer_id, reason):
             return
-        async with self.db.transaction() as session:
-            customer = await session.get(Customer, customer_id)
-        assert customer is not None
+        card = await self.profile.card(customer_id)
+        customer = card.customer
+        tags = "、".join(t.value for t in card.tags) or "无"
         await self.alerts.send(
             customer.account_id,
             f"【{customer.remark or customer.display_name} #{customer_id}】已不是好友（可能删除了你），"
-            "已取消对TA的全部待发消息。",
+            "已取消对TA的全部待发消息。\n"
+            f"阶段：{self.profile.pipeline.label(customer.stage)}；"
+            f"来源：{customer.source_channel or '未知'}；标签：{tags}",
             key=f"deleted:{customer_id}:{customer.deleted_at}",
             customer_id=customer_id,
         )
 
     async def _on_undeliverable(self, row: ScheduledMessage, reason: str) -> None:
+        what = KIND_NAMES.get(row.kind, row.kind)
+        if row.customer_id is None:
+            await self.alerts.send(
+                row.account_id,
+                f"{what}（{row.step}）没有发出：{reason}。",
+                key=f"undeliverable:{row.idempotency_key}",
+            )
+            return
         async with self.db.transaction() as session:
             customer = await session.get(Customer, row.customer_id)
         assert customer is not None
         await self.alerts.send(
             row.account_id,
-            f"【{customer.remark or customer.display_name} #{customer.id}】的{row.kind}消息（{row.step}）"
-            f"没能按时发出，已放弃：{reason}。",
+            f"【{customer.remark or customer.display_name} #{customer.id}】的{what}消息（{row.step}）"
+            f"没有发出：{reason}。",
             key=f"undeliverable:{row.idempotency_key}",
             customer_id=customer.id,
         )

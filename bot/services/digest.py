@@ -233,7 +233,7 @@ class DigestService:
             ).all()
         )
         day.scheduled_failed, day.scheduled_expired = closed.get("failed", 0), closed.get("expired", 0)
-        tomorrow_start, tomorrow_end = local_day_bounds(end + timedelta(hours=1), self.config.tz)
+        tomorrow_start, tomorrow_end = local_day_bounds(start + timedelta(hours=36), self.config.tz)
         day.planned_tomorrow = int(
             (
                 await session.exec(

@@ -74,7 +74,8 @@ class Messenger:
             await OutgoingLog(session).finish(row.id, platform_message_id=message_id, at=now)
             if customer_id is not None:
                 customer = await session.get(Customer, customer_id)
-                if customer is not None:
+                if customer is not None and customer.wechat_id == conversation_id:
+                    # only what reaches the customer's chat is contact (not a suggestion about them)
                     customer.last_outbound_at = now
             await Events(session).record(
                 account_id, "message_out", now, customer_id=customer_id, text=text, data={"kind": kind}

@@ -197,6 +197,8 @@ class Dispatcher:
                 await self.on_unreachable(row.customer_id, result.error)
         else:
             await self._mark(row, "failed", result.error)
+            if self.on_undeliverable is not None:
+                await self.on_undeliverable(row, f"send failed: {result.error}")
         if result.delivery is not Delivery.SENT and result.delivery is not Delivery.DUPLICATE:
             async with self.db.transaction() as session:
                 await Events(session).record(
