@@ -179,6 +179,7 @@ class SalesBot:
             async with self.db.transaction() as session:
                 await Accounts(session).set_self_contact(account_id, transport.self_id)
         await self.console.resolve_consoles()
+        await self.digests.ensure_planned()
 
     async def stop(self) -> None:
         for transport in reversed(self._started):

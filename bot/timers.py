@@ -57,7 +57,9 @@ class Timers:
     def at(self, job_id: str, when: datetime, func: Callable[[], Awaitable[object]]) -> None:
         """Run ``func`` once at ``when``; an earlier pending wake-up under the same id is kept."""
         existing = self.scheduler.get_job(job_id)
-        if existing is not None and existing.next_run_time is not None and existing.next_run_time <= when:
+        # a job added before the scheduler starts is "tentative" and has no next_run_time yet
+        next_run = getattr(existing, "next_run_time", None)
+        if next_run is not None and next_run <= when:
             return
         self.scheduler.add_job(
             func, "date", run_date=when, id=job_id, replace_existing=True, misfire_grace_time=None

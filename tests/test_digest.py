@@ -1,0 +1,250 @@
+"""The supervisors' daily digest and rep alerts, on a virtual clock."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from bot.cli import main
+from bot.config import Config
+from bot.services.digest import split_message
+from bot.simulate import Simulation
+from storage.models import ScheduledMessage
+from tests.conftest import ROOT, SHANGHAI, make_config
+
+MORNING = datetime(2026, 11, 23, 9, 0, tzinfo=SHANGHAI)
+
+
+@pytest.fixture
+async def sim(config: Config, db_url: str) -> Any:
+    """A Monday starting at 09:00."""
+    async with Simulation(config, MORNING, database_url=db_url) as simulation:
+        yield simulation
+
+
+def digests(sim: Simulation, to: str = "supervisor:王经理") -> list[dict[str, str]]:
+    return [m for m in sim.output if m["kind"] == "digest" and m["to"] == to]
+
+
+def line(text: str, label: str) -> str:
+    return next(row for row in text.splitlines() if row.startswith(label))
+
+
+async def scripted_day(sim: Simulation) -> None:
+    """3 new friends, 2 replies, 2 objections, moves, 1 order, 1 tag, one churn discovered by a send."""
+    await sim.friend_request("c1", "张三", "小红书看到的")
+    await sim.friend_request("c2", "李四")
+    await sim.friend_request("c3", "王五")
+    await sim.advance(timedelta(hours=1))
+    await sim.customer_says("c1", "太贵了")
+    await sim.rep_types("/tag @张三 预算:20-30万")
+    await sim.rep_types("/stage @张三 intent")
+    await sim.customer_says("c2", "我得跟老婆商量一下")
+    await sim.rep_types("/order @张三 SUV")
+    await sim.delete("c3")
+    await sim.rep_types("/countdown @王五 今天 18:00")  # its first step fails: 王五 deleted the rep
+    await sim.rep_types("您好，SUV的资料发您了", in_chat="c1")
+
+
+async def test_digest_numbers_for_a_scripted_day_match_the_events(sim: Simulation) -> None:
+    await scripted_day(sim)
+    await sim.advance(timedelta(hours=12))  # past 20:00
+    [digest] = digests(sim)
+    text = digest["text"]
+    assert datetime.fromisoformat(digest["at"]) == datetime(2026, 11, 23, 20, 0, tzinfo=SHANGHAI)
+    assert "王经理的团队日报 · 11月23日 周一（截至 20:00）" in text
+    assert line(text, "新好友") == "新好友：3（+3）"
+    assert line(text, "欢迎语") == "欢迎语：3"
+    assert line(text, "回复的客户") == "回复的客户：2（+2）"
+    assert line(text, "顾虑") == "顾虑：2（+2）（价格1、决策人1）"
+    assert line(text, "阶段变动") == "阶段变动：陌生0 → 潜在2 → 意向1 → 下单1 → 复购0 → KOC0"
+    assert line(text, "成交") == "成交：1（+1）"
+    assert line(text, "删除好友") == "删除好友：1（+1）"
+    assert line(text, "定时消息") == "定时消息：已发0，失败1，过期0，明日计划1"
+    assert line(text, "待回复") == "待回复：1（李四#2）"  # 张三 got a message from the rep; 李四 is waiting
+    assert line(text, "热门标签") == "热门标签：消费:20-30万×1"
+
+
+async def test_change_against_the_previous_day(sim: Simulation) -> None:
+    await sim.friend_request("c1", "张三")
+    await sim.advance(timedelta(days=1))
+    for handle, name in (("c2", "李四"), ("c3", "王五"), ("c4", "赵六")):
+        await sim.friend_request(handle, name)
+    await sim.advance(timedelta(hours=12))
+    first, second = digests(sim)
+    assert line(first["text"], "新好友") == "新好友：1（+1）"
+    assert line(second["text"], "新好友") == "新好友：3（+2）"
+
+
+async def test_at_risk_customers(sim: Simulation) -> None:
+    await sim.friend_request("c1", "张三")
+    await sim.advance(timedelta(minutes=1))
+    await sim.customer_says("c1", "想看看SUV")
+    await sim.rep_types("好的，资料发您", in_chat="c1")
+    await sim.rep_types("/stage @张三 intent")
+    await sim.advance(timedelta(days=4, hours=12))
+    last = digests(sim)[-1]["text"]
+    assert line(last, "沉默的意向客户") == "沉默的意向客户：1（张三#1）"
+    assert line(digests(sim)[0]["text"], "沉默的意向客户") == "沉默的意向客户：0"
+
+
+async def test_missed_digest_is_sent_at_startup_within_grace_and_never_twice(
+    config: Config, db_url: str
+) -> None:
+    async with Simulation(config, MORNING, database_url=db_url) as first:
+        await first.friend_request("c1", "张三")
+        await first.advance(timedelta(hours=1))
+    # down over 20:00, back at 21:30: within the 3-hour grace period
+    async with Simulation(
+        config, datetime(2026, 11, 23, 21, 30, tzinfo=SHANGHAI), database_url=db_url
+    ) as second:
+        await second.advance(timedelta(minutes=1))
+    [late] = digests(second)
+    assert datetime.fromisoformat(late["at"]) == datetime(2026, 11, 23, 21, 30, tzinfo=SHANGHAI)
+    async with Simulation(
+        config, datetime(2026, 11, 23, 22, 0, tzinfo=SHANGHAI), database_url=db_url
+    ) as third:
+        await third.advance(timedelta(minutes=30))
+    assert digests(third) == [], "already sent today"
+
+
+async def test_digest_missed_beyond_grace_is_dropped(config: Config, db_url: str) -> None:
+    async with Simulation(config, MORNING, database_url=db_url) as first:
+        await first.friend_request("c1", "张三")
+    async with Simulation(
+        config, datetime(2026, 11, 24, 0, 30, tzinfo=SHANGHAI), database_url=db_url
+    ) as second:
+        await second.advance(timedelta(minutes=1))
+        async with second.bot.db.transaction() as session:
+            [row] = (
+                await session.exec(
+                    select(ScheduledMessage).where(
+                        ScheduledMessage.kind == "digest", ScheduledMessage.step == "2026-11-23"
+                    )
+                )
+            ).all()
+    assert digests(second) == []
+    assert row.status == "expired"
+
+
+async def test_long_digests_are_split_at_line_boundaries(db_url: str) -> None:
+    base = make_config()
+    first = base.accounts[0].model_dump(mode="json")
+    second = {**first, "id": "demo2", "profile": {**first["profile"], "nickname": "小王"}}
+    supervisor = {**base.supervisors[0].model_dump(mode="json"), "accounts": ["demo", "demo2"]}
+    config = make_config(
+        {"accounts": [first, second], "supervisors": [supervisor], "digest": {"max_chars": 200}}
+    )
+    async with Simulation(config, MORNING, database_url=db_url) as sim:
+        await sim.friend_request("c1", "张三")
+        await sim.advance(timedelta(hours=12))
+    parts = digests(sim)
+    assert len(parts) > 2
+    assert all(len(p["text"]) <= 200 for p in parts)
+    whole = "\n".join(p["text"] for p in parts)
+    assert "【团队合计】" in whole and "【小林】" in whole and "【小王】" in whole
+    assert whole.count("新好友：") == 3, "team, and each rep"
+
+
+def test_split_message() -> None:
+    text = "\n".join(f"第{i}行内容" for i in range(30))
+    parts = split_message(text, 40)
+    assert all(len(p) <= 40 for p in parts)
+    assert "\n".join(parts) == text, "nothing lost, every break at a line boundary"
+    assert split_message("短", 40) == ["短"]
+    assert split_message("x" * 90, 40) == ["x" * 40, "x" * 40, "x" * 10], "only an over-long line is cut"
+
+
+async def test_rep_digest_on_demand(sim: Simulation) -> None:
+    await scripted_day(sim)
+    await sim.rep_types("/digest")
+    [mine] = digests(sim, "console")
+    assert "小林的日报 · 11月23日 周一（截至 10:00）" in mine["text"]
+    assert line(mine["text"], "新好友") == "新好友：3（+3）"
+    await sim.rep_types("/日报 昨天")
+    assert "11月22日 周日" in digests(sim, "console")[-1]["text"]
+    await sim.rep_types("/digest 明年")
+    reply = [m for m in sim.output if m["kind"] == "command_reply"][-1]["text"]
+    assert "看不懂日期「明年」" in reply
+
+
+async def test_supervisor_gets_the_team_digest_and_only_that(sim: Simulation) -> None:
+    await sim.friend_request("c1", "张三")
+    await sim.advance(timedelta(minutes=1))
+    sim.handles["demo-supervisor"] = "supervisor"
+    sim.puppet.customer_says("demo-supervisor", "/digest")
+    await sim.bot.settle()
+    await sim.advance(timedelta(seconds=1))
+    [team] = digests(sim)
+    assert "王经理的团队日报" in team["text"]
+    sim.puppet.customer_says("demo-supervisor", "/stage @张三 koc")
+    await sim.advance(timedelta(seconds=1))
+    refusal = [m for m in sim.output if m["kind"] == "command_reply"][-1]
+    assert refusal["to"] == "supervisor:王经理" and "主管可以使用的命令：/digest" in refusal["text"]
+    from storage.models import Customer
+
+    async with sim.bot.db.transaction() as session:
+        [customer] = (await session.exec(select(Customer))).all()
+    assert customer.stage == "stranger", "a supervisor cannot change customers"
+
+
+async def test_a_customer_cannot_ask_for_a_digest(sim: Simulation) -> None:
+    await sim.friend_request("c1", "张三")
+    await sim.advance(timedelta(minutes=1))
+    await sim.customer_says("c1", "/digest")
+    assert digests(sim, "console") == [] and digests(sim, "c1") == []
+
+
+async def test_day_boundary_is_local_midnight(db_url: str) -> None:
+    """00:30 in Shanghai is 16:30 UTC the day before: it counts for the new local day."""
+    config = make_config()
+    async with Simulation(
+        config, datetime(2026, 11, 23, 23, 50, tzinfo=SHANGHAI), database_url=db_url
+    ) as sim:
+        await sim.friend_request("c1", "张三")
+        await sim.advance(timedelta(minutes=40))  # 00:30 on the 24th
+        await sim.friend_request("c2", "李四")
+        await sim.advance(timedelta(hours=20))
+        the_23rd = await sim.bot.digests.render(["demo"], date(2026, 11, 23), "x")
+    [digest] = digests(sim)  # the 23rd's digest time (20:00) was before the start
+    assert "11月24日" in digest["text"] and line(digest["text"], "新好友").startswith("新好友：1（")
+    assert line(the_23rd[0], "新好友").startswith("新好友：1（")
+
+
+def test_digest_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (
+        (ROOT / "config.toml")
+        .read_text(encoding="utf-8")
+        .replace('templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"')
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(text, encoding="utf-8")
+    assert main(["digest", "--config", str(config), "--date", "2026-11-23"]) == 0
+    out = capsys.readouterr().out
+    assert "王经理的团队日报 · 11月23日 周一" in out and "新好友：0（持平）" in out
+    assert main(["digest", "--config", str(config), "--supervisor", "nobody"]) == 1
+    assert "no supervisor named 'nobody'" in capsys.readouterr().err
+    assert main(["digest", "--config", str(config), "--date", "23/11"]) == 1
+
+
+def test_supervisor_config_is_checked() -> None:
+    from bot.errors import ConfigError
+
+    bad: dict[str, Any] = {"name": "x", "account": "demo", "contact": "c", "accounts": ["ghost"]}
+    with pytest.raises(ConfigError, match=r"supervisors\.0: unknown account"):
+        make_config({"supervisors": [bad]})
+
+
+async def test_churn_alert_carries_the_card_summary(sim: Simulation) -> None:
+    await sim.friend_request("c1", "张三", "小红书")
+    await sim.advance(timedelta(minutes=1))
+    await sim.rep_types("/stage @张三 intent")
+    await sim.delete("c1")
+    await sim.rep_types("/countdown @张三 明天 18:00")
+    await sim.advance(timedelta(hours=12))
+    [alert] = [m for m in sim.output if m["kind"] == "alert"]
+    assert "已不是好友" in alert["text"] and "阶段：意向" in alert["text"] and "来源：小红书" in alert["text"]
