@@ -152,110 +152,116 @@ class DigestService:
 
     # -- numbers ----------------------------------------------------------------------------------
 
-    async def rep_day(
-        self, session: AsyncSession, account_id: str, start: datetime, end: datetime, now: datetime
-    ) -> RepDay:
-        day = RepDay()
-        in_window = (Event.account_id == account_id, col(Event.at) >= start, col(Event.at) < end)
-        counts = dict(
-            (
-                await session.exec(
-                    select(Event.kind, func.count())
-                    .where(*in_window, col(Event.kind).in_(COUNTED))
-                    .group_by(Event.kind)
-                )
-            ).all()
-        )
-        day.new_friends = int(
-            (
-                await session.exec(
-                    select(func.count(func.distinct(Event.customer_id))).where(
-                        *in_window, col(Event.kind).in_(("friend_request", "friend_confirmed"))
-                    )
-                )
-            ).one()
-        )
-        day.welcomes_failed = counts.get("welcome_failed", 0)
-        day.orders = counts.get("order", 0)
-        day.deleted = counts.get("customer_deleted", 0)
-        day.replied = int(
-            (
-                await session.exec(
-                    select(func.count(func.distinct(Event.customer_id))).where(
-                        *in_window, Event.kind == "message_in"
-                    )
-                )
-            ).one()
-        )
-        for kind, data, text in (
+    async def team_day(
+        self, session: AsyncSession, account_ids: list[str], start: datetime, end: datetime, now: datetime
+    ) -> dict[str, RepDay]:
+        """What happened per account in [start, end): one grouped query per measure for the whole team."""
+        days = {account_id: RepDay() for account_id in account_ids}
+        in_window = (col(Event.account_id).in_(account_ids), col(Event.at) >= start, col(Event.at) < end)
+        for account_id, kind, count in (
             await session.exec(
-                select(Event.kind, Event.data, Event.text).where(
+                select(Event.account_id, Event.kind, func.count())
+                .where(*in_window, col(Event.kind).in_(COUNTED))
+                .group_by(Event.account_id, Event.kind)
+            )
+        ).all():
+            day = days[account_id]
+            if kind == "welcome_failed":
+                day.welcomes_failed = count
+            elif kind == "order":
+                day.orders = count
+            elif kind == "customer_deleted":
+                day.deleted = count
+        for kinds, attribute in (
+            (("friend_request", "friend_confirmed"), "new_friends"),
+            (("message_in",), "replied"),
+        ):
+            for account_id, count in (
+                await session.exec(
+                    select(Event.account_id, func.count(func.distinct(Event.customer_id)))
+                    .where(*in_window, col(Event.kind).in_(kinds))
+                    .group_by(Event.account_id)
+                )
+            ).all():
+                setattr(days[account_id], attribute, count)
+        for account_id, kind, data, text in (
+            await session.exec(
+                select(Event.account_id, Event.kind, Event.data, Event.text).where(
                     *in_window, col(Event.kind).in_(("objection", "stage_changed", "tag_added"))
                 )
             )
         ).all():
+            day = days[account_id]
             if kind == "objection":
                 day.objections[str(data.get("label"))] += 1
             elif kind == "stage_changed":
                 day.stage_moves[str(data.get("to"))] += 1
             else:
                 day.tags[text] += 1
-        sent = dict(
-            (
-                await session.exec(
-                    select(OutgoingMessage.kind, func.count())
-                    .where(
-                        OutgoingMessage.account_id == account_id,
-                        OutgoingMessage.status == "sent",
-                        col(OutgoingMessage.sent_at) >= start,
-                        col(OutgoingMessage.sent_at) < end,
-                        col(OutgoingMessage.kind).in_(("welcome", *AUTOMATED_KINDS)),
-                    )
-                    .group_by(OutgoingMessage.kind)
-                )
-            ).all()
-        )
-        day.welcomes_sent = sent.get("welcome", 0)
-        day.scheduled_sent = sum(sent.get(kind, 0) for kind in AUTOMATED_KINDS)
-        closed = dict(
-            (
-                await session.exec(
-                    select(ScheduledMessage.status, func.count())
-                    .where(
-                        ScheduledMessage.account_id == account_id,
-                        col(ScheduledMessage.kind).in_(AUTOMATED_KINDS),
-                        col(ScheduledMessage.status).in_(("failed", "expired")),
-                        col(ScheduledMessage.updated_at) >= start,
-                        col(ScheduledMessage.updated_at) < end,
-                    )
-                    .group_by(ScheduledMessage.status)
-                )
-            ).all()
-        )
-        day.scheduled_failed, day.scheduled_expired = closed.get("failed", 0), closed.get("expired", 0)
-        tomorrow_start, tomorrow_end = local_day_bounds(start + timedelta(hours=36), self.config.tz)
-        day.planned_tomorrow = int(
-            (
-                await session.exec(
-                    select(func.count())
-                    .select_from(ScheduledMessage)
-                    .where(
-                        ScheduledMessage.account_id == account_id,
-                        col(ScheduledMessage.kind).in_(AUTOMATED_KINDS),
-                        ScheduledMessage.status == "pending",
-                        col(ScheduledMessage.due_at) >= tomorrow_start,
-                        col(ScheduledMessage.due_at) < tomorrow_end,
-                    )
-                )
-            ).one()
-        )
-        owed_before = now - timedelta(minutes=self.config.digest.owed_reply_minutes)
-        owed = (
+        for account_id, kind, count in (
             await session.exec(
-                select(Customer)
+                select(OutgoingMessage.account_id, OutgoingMessage.kind, func.count())
                 .where(
-                    Customer.account_id == account_id,
-                    col(Customer.deleted_at).is_(None),
+                    col(OutgoingMessage.account_id).in_(account_ids),
+                    OutgoingMessage.status == "sent",
+                    col(OutgoingMessage.sent_at) >= start,
+                    col(OutgoingMessage.sent_at) < end,
+                    col(OutgoingMessage.kind).in_(("welcome", *AUTOMATED_KINDS)),
+                )
+                .group_by(OutgoingMessage.account_id, OutgoingMessage.kind)
+            )
+        ).all():
+            if kind == "welcome":
+                days[account_id].welcomes_sent = count
+            else:
+                days[account_id].scheduled_sent += count
+        scheduled = (
+            col(ScheduledMessage.account_id).in_(account_ids),
+            col(ScheduledMessage.kind).in_(AUTOMATED_KINDS),
+        )
+        for account_id, status, count in (
+            await session.exec(
+                select(ScheduledMessage.account_id, ScheduledMessage.status, func.count())
+                .where(
+                    *scheduled,
+                    col(ScheduledMessage.status).in_(("failed", "expired")),
+                    col(ScheduledMessage.updated_at) >= start,
+                    col(ScheduledMessage.updated_at) < end,
+                )
+                .group_by(ScheduledMessage.account_id, ScheduledMessage.status)
+            )
+        ).all():
+            if status == "failed":
+                days[account_id].scheduled_failed = count
+            else:
+                days[account_id].scheduled_expired = count
+        tomorrow_start, tomorrow_end = local_day_bounds(start + timedelta(hours=36), self.config.tz)
+        for account_id, count in (
+            await session.exec(
+                select(ScheduledMessage.account_id, func.count())
+                .where(
+                    *scheduled,
+                    ScheduledMessage.status == "pending",
+                    col(ScheduledMessage.due_at) >= tomorrow_start,
+                    col(ScheduledMessage.due_at) < tomorrow_end,
+                )
+                .group_by(ScheduledMessage.account_id)
+            )
+        ).all():
+            days[account_id].planned_tomorrow = count
+        live = (col(Customer.account_id).in_(account_ids), col(Customer.deleted_at).is_(None))
+        owed_before = now - timedelta(minutes=self.config.digest.owed_reply_minutes)
+        names = (
+            Customer.account_id,
+            col(Customer.id),
+            Customer.display_name,
+            Customer.remark,
+        )  # no ORM objects
+        for account_id, customer_id, name, remark in (
+            await session.exec(
+                select(*names)
+                .where(
+                    *live,
                     col(Customer.last_inbound_at).is_not(None),
                     col(Customer.last_inbound_at) < owed_before,
                     or_(
@@ -265,20 +271,16 @@ class DigestService:
                 )
                 .order_by(col(Customer.last_inbound_at))
             )
-        ).all()
-        day.owed = [self._name(c) for c in owed]
-        risky = [
-            s.key
-            for s in self.pipeline.stages
-            if not self.pipeline.is_before(s.key, self.config.digest.at_risk_from_stage)
-        ]
+        ).all():
+            days[account_id].owed.append(f"{remark or name}#{customer_id}")
+        threshold = self.config.digest.at_risk_from_stage
+        risky = [s.key for s in self.pipeline.stages if not self.pipeline.is_before(s.key, threshold)]
         silent_since = now - timedelta(days=self.config.digest.at_risk_days)
-        at_risk = (
+        for account_id, customer_id, name, remark in (
             await session.exec(
-                select(Customer)
+                select(*names)
                 .where(
-                    Customer.account_id == account_id,
-                    col(Customer.deleted_at).is_(None),
+                    *live,
                     col(Customer.stage).in_(risky),
                     or_(
                         col(Customer.last_inbound_at).is_(None), col(Customer.last_inbound_at) < silent_since
@@ -290,13 +292,9 @@ class DigestService:
                 )
                 .order_by(col(Customer.id))
             )
-        ).all()
-        day.at_risk = [self._name(c) for c in at_risk]
-        return day
-
-    @staticmethod
-    def _name(customer: Customer) -> str:
-        return f"{customer.remark or customer.display_name}#{customer.id}"
+        ).all():
+            days[account_id].at_risk.append(f"{remark or name}#{customer_id}")
+        return days
 
     # -- rendering --------------------------------------------------------------------------------
 
@@ -307,14 +305,16 @@ class DigestService:
         start, end = local_day_bounds(local_at(day, datetime.min.time(), tz), tz)
         cut = min(end, now)
         previous_start, previous_cut = start - timedelta(days=1), cut - timedelta(days=1)
+        accounts = list(account_ids)
         reps, team, team_before = [], RepDay(), RepDay()
         async with self.db.transaction() as session:
-            for account_id in account_ids:
-                today = await self.rep_day(session, account_id, start, cut, cut)
-                before = await self.rep_day(session, account_id, previous_start, previous_cut, previous_cut)
-                team.add(today)
-                team_before.add(before)
-                reps.append(self._view(self.config.account(account_id).profile.nickname, today, before))
+            today = await self.team_day(session, accounts, start, cut, cut)
+            before = await self.team_day(session, accounts, previous_start, previous_cut, previous_cut)
+        for account_id in accounts:
+            team.add(today[account_id])
+            team_before.add(before[account_id])
+            nickname = self.config.account(account_id).profile.nickname
+            reps.append(self._view(nickname, today[account_id], before[account_id]))
         context: dict[str, Any] = {
             "title": title,
             "date": f"{day.month}月{day.day}日 {WEEKDAYS[day.weekday()]}",
