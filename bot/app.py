@@ -20,7 +20,7 @@ from bot.domain.stages import Pipeline
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import ConfigError, TemplateError
 from bot.objections.library import ObjectionLibrary
-from bot.services.alerts import Alerts
+from bot.services.alerts import OWED, Alerts, OwedReplyComposer, OwedReplyNudges
 from bot.services.console import ConsoleService
 from bot.services.customers import CustomerService
 from bot.services.digest import DIGEST, DigestComposer, DigestService
@@ -139,6 +139,7 @@ class SalesBot:
         self.console.objections = self.objections
         self.console.sequences = self.sequences
         self.alerts = Alerts(self.messenger, self.console.console_of, self.console.note_customer)
+        self.owed = OwedReplyNudges(self.db, clock, config, self.console.console_of, self._wake)
         self.digests = DigestService(
             self.db, clock, config, self.templates, self.objections.library, on_planned=self._wake
         )
@@ -155,6 +156,7 @@ class SalesBot:
                 AFTERCARE: sequences,
                 FOLLOWUP: sequences,
                 DIGEST: DigestComposer(self.digests, self.console.contact_of),
+                OWED: OwedReplyComposer(self.console.console_of, config),
             },
             on_unreachable=self._on_unreachable,
             on_sent=self._on_sent,
@@ -247,6 +249,7 @@ class SalesBot:
         if customer is None or customer.id is None:
             return
         await self.sequences.customer_replied(customer.id)
+        await self.owed.customer_wrote(customer, message.message_id)
         result = await self.objections.on_customer_text(account_id, customer, message)
         if result.opt_out:
             paused = await self.sequences.pause(

@@ -313,6 +313,8 @@ class DigestConfig(_Section):
     at_risk_days: int = Field(default=3, ge=1)
     # longest chat message; longer digests are split at line boundaries
     max_chars: int = Field(default=2000, ge=200)
+    # also nudge the rep in the console when a customer has waited owed_reply_minutes (working hours)
+    owed_nudge: bool = False
 
 
 class DispatchConfig(_Section):

@@ -248,3 +248,30 @@ async def test_churn_alert_carries_the_card_summary(sim: Simulation) -> None:
     await sim.advance(timedelta(hours=12))
     [alert] = [m for m in sim.output if m["kind"] == "alert"]
     assert "已不是好友" in alert["text"] and "阶段：意向" in alert["text"] and "来源：小红书" in alert["text"]
+
+
+async def test_owed_reply_nudge_in_working_hours_unless_the_rep_answered(db_url: str) -> None:
+    config = make_config({"digest": {"owed_nudge": True, "owed_reply_minutes": 30}})
+    evening = datetime(2026, 11, 23, 20, 50, tzinfo=SHANGHAI)  # working hours end at 21:00
+    async with Simulation(config, evening, database_url=db_url) as sim:
+        for handle, name in (("c1", "张三"), ("c2", "李四")):
+            await sim.friend_request(handle, name)
+        await sim.advance(timedelta(minutes=1))
+        await sim.customer_says("c1", "在吗？想问下价格")
+        await sim.customer_says("c2", "你好")
+        await sim.rep_types("在的，您好", in_chat="c2")
+        await sim.advance(timedelta(hours=13))
+    nudges = [m for m in sim.output if m["kind"] == "alert"]
+    assert [m["to"] for m in nudges] == ["console"]
+    assert "【张三 #1】的消息已等了" in nudges[0]["text"]
+    assert datetime.fromisoformat(nudges[0]["at"]) == datetime(2026, 11, 24, 9, 0, tzinfo=SHANGHAI), (
+        "21:21 is after hours: the nudge waits for the rep's morning"
+    )
+
+
+async def test_no_owed_nudge_by_default(sim: Simulation) -> None:
+    await sim.friend_request("c1", "张三")
+    await sim.advance(timedelta(minutes=1))
+    await sim.customer_says("c1", "在吗")
+    await sim.advance(timedelta(hours=3))
+    assert [m for m in sim.output if m["kind"] == "alert"] == []

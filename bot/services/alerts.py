@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import Clock
+from bot.config import Config
+from bot.domain.hours import WorkingCalendar
 from bot.services.messenger import Messenger
+from bot.services.outbox import Composed
+from storage.db import Database
+from storage.models import Customer, ScheduledMessage
+from storage.repositories import Outbox
 
 ALERT = "alert"
 
@@ -32,3 +42,80 @@ class Alerts:
             key=f"{account_id}:{ALERT}:{key}",
             customer_id=customer_id,
         )
+
+
+OWED = "owed"
+
+
+class OwedReplyNudges:
+    """Plans a console nudge for when a customer's message would become an owed reply; at send time
+    it is dropped if the rep has written to the customer since."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        config: Config,
+        console_of: Callable[[str], str],
+        on_planned: Callable[[datetime], None],
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.config = config
+        self.console_of = console_of
+        self.on_planned = on_planned
+
+    async def customer_wrote(self, customer: Customer, message_id: str) -> None:
+        if not self.config.digest.owed_nudge or customer.id is None:
+            return
+        now = self.clock.now()
+        calendar = WorkingCalendar(
+            self.config.account(customer.account_id).profile.working_hours, self.config.tz
+        )
+        due = calendar.next_open(now + timedelta(minutes=self.config.digest.owed_reply_minutes))
+        async with self.db.transaction() as session:
+            await Outbox(session).plan(
+                ScheduledMessage(
+                    account_id=customer.account_id,
+                    customer_id=customer.id,
+                    kind=OWED,
+                    sequence=OWED,
+                    step=message_id,
+                    template="-",
+                    context={"since": now.isoformat()},
+                    due_at=due,
+                    not_after=due + timedelta(hours=12),
+                    status="pending",
+                    idempotency_key=f"{customer.account_id}:{customer.id}:{OWED}:{message_id}",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        self.on_planned(due)
+
+
+class OwedReplyComposer:
+    def __init__(self, console_of: Callable[[str], str], config: Config) -> None:
+        self.console_of = console_of
+        self.config = config
+
+    async def compose(
+        self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
+    ) -> Composed | None:
+        assert customer is not None
+        since = datetime.fromisoformat(str(row.context["since"]))
+        if customer.last_outbound_at is not None and customer.last_outbound_at >= since:
+            return None  # the rep answered
+        if customer.last_inbound_at is not None and customer.last_inbound_at > since:
+            return None  # a later message has its own nudge
+        waited = round((self.clock_now(row) - since).total_seconds() / 60)
+        name = customer.remark or customer.display_name
+        return Composed(
+            self.console_of(row.account_id),
+            f"【{name} #{customer.id}】的消息已等了 {waited} 分钟，还没有回复。",
+            kind=ALERT,
+        )
+
+    @staticmethod
+    def clock_now(row: ScheduledMessage) -> datetime:
+        return row.claimed_at or row.due_at

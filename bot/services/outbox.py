@@ -32,6 +32,8 @@ class Composed:
     text: str
     # a long message split for chat: each part is sent under its own idempotency key
     parts: tuple[str, ...] = ()
+    # the outgoing kind when it differs from the row's (an owed-reply nudge goes out as an alert)
+    kind: str | None = None
 
 
 class Composer(Protocol):
@@ -172,7 +174,7 @@ class Dispatcher:
                     account_id=row.account_id,
                     conversation_id=composed.conversation_id,
                     text=part,
-                    kind=row.kind,
+                    kind=composed.kind or row.kind,
                     key=f"{row.idempotency_key}:{number}",
                     customer_id=row.customer_id,
                 )
@@ -183,7 +185,7 @@ class Dispatcher:
                 account_id=row.account_id,
                 conversation_id=composed.conversation_id,
                 text=composed.text,
-                kind=row.kind,
+                kind=composed.kind or row.kind,
                 key=row.idempotency_key,
                 customer_id=row.customer_id,
             )
