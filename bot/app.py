@@ -16,6 +16,7 @@ from datetime import datetime
 from bot.clock import Clock
 from bot.commands import REGISTRY
 from bot.config import Config
+from bot.domain.kinds import kind_name
 from bot.domain.stages import Pipeline
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import ConfigError, TemplateError
@@ -39,15 +40,6 @@ from storage.models import Customer, ScheduledMessage
 from storage.repositories import Accounts
 
 log = logging.getLogger("salesbot")
-
-KIND_NAMES = {
-    "welcome": "欢迎语",
-    "countdown": "倒计时",
-    "aftercare": "售后关怀",
-    "followup": "跟进",
-    "reply": "话术",
-    "digest": "日报",
-}
 
 
 def required_templates(config: Config) -> list[str]:
@@ -281,7 +273,7 @@ class SalesBot:
         )
 
     async def _on_undeliverable(self, row: ScheduledMessage, reason: str) -> None:
-        what = KIND_NAMES.get(row.kind, row.kind)
+        what = kind_name(row.kind)
         if row.customer_id is None:
             await self.alerts.send(
                 row.account_id,

@@ -255,16 +255,11 @@ def _unique_days(steps: list[SequenceStep]) -> list[SequenceStep]:
     return steps
 
 
-class AftercareConfig(_Section):
-    at: time = time(10, 0)
-    steps: list[SequenceStep] = Field(
-        default_factory=lambda: [
-            SequenceStep(days=1, template="aftercare/t1.txt.j2"),
-            SequenceStep(days=3, template="aftercare/t3.txt.j2"),
-            SequenceStep(days=7, template="aftercare/t7.txt.j2"),
-            SequenceStep(days=30, template="aftercare/t30.txt.j2"),
-        ]
-    )
+class _SequenceConfig(_Section):
+    """T+N day steps at a local time of day; each step is named by its day."""
+
+    at: time
+    steps: list[SequenceStep]
     valid_hours: float = Field(default=12.0, gt=0)
 
     @field_validator("steps")
@@ -273,22 +268,24 @@ class AftercareConfig(_Section):
         return _unique_days(value)
 
 
-class FollowupConfig(_Section):
+class AftercareConfig(_SequenceConfig):
+    at: time = time(10, 0)
+    steps: list[SequenceStep] = Field(
+        default_factory=lambda: [
+            SequenceStep(days=days, template=f"aftercare/t{days}.txt.j2") for days in (1, 3, 7, 30)
+        ]
+    )
+
+
+class FollowupConfig(_SequenceConfig):
     at: time = time(10, 30)
     steps: list[SequenceStep] = Field(
         default_factory=lambda: [
-            SequenceStep(days=1, template="followup/t1.txt.j2"),
-            SequenceStep(days=3, template="followup/t3.txt.j2"),
+            SequenceStep(days=days, template=f"followup/t{days}.txt.j2") for days in (1, 3)
         ]
     )
     skip_if_replied: bool = True
     skip_if_ordered: bool = True
-    valid_hours: float = Field(default=12.0, gt=0)
-
-    @field_validator("steps")
-    @classmethod
-    def _steps(cls, value: list[SequenceStep]) -> list[SequenceStep]:
-        return _unique_days(value)
 
 
 class SupervisorConfig(_Section):

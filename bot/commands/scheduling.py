@@ -6,17 +6,10 @@ from dataclasses import dataclass
 
 from bot.commands.context import CommandContext
 from bot.commands.registry import CommandError, NoArgs, Rest, command
+from bot.domain.kinds import kind_name
 from bot.domain.schedule import parse_deadline
 from bot.services.profile import when
 from bot.services.sequences import SequenceService
-
-KIND_NAMES = {
-    "welcome": "欢迎语",
-    "countdown": "倒计时",
-    "aftercare": "售后关怀",
-    "followup": "跟进",
-    "reply": "话术",
-}
 
 
 @dataclass(frozen=True)
@@ -115,7 +108,7 @@ async def schedule(ctx: CommandContext, args: NoArgs) -> str:
     lines = ["待发消息："]
     for row in rows:
         paused = "（已暂停）" if row.status == "paused" else ""
-        kind = KIND_NAMES.get(row.kind, row.kind)
+        kind = kind_name(row.kind)
         lines.append(f"#{row.id} {when(row.due_at, ctx.config)} {kind} {row.step}{paused}")
     lines.append("取消：/cancel 编号 或 /cancel all")
     return "\n".join(lines)
