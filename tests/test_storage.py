@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -20,14 +19,26 @@ NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> Database:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
+async def db(db_url: str) -> Database:
+    database = Database(db_url)
     await database.migrate()
     async with database.transaction() as session:
         session.add(Account(id="demo", nickname="n", role="r", created_at=NOW, updated_at=NOW))
         session.add(Customer(account_id="demo", wechat_id="wx1", stage="stranger", added_at=NOW))
     yield database
     await database.close()
+
+
+async def test_the_backend_is_the_one_the_url_names(db: Database, db_url: str) -> None:
+    expected = "postgresql" if db_url.startswith("postgresql") else "sqlite"
+    assert db.engine.dialect.name == expected
+    async with db.engine.connect() as connection:
+        version = (
+            await connection.exec_driver_sql(
+                "SELECT version()" if expected == "postgresql" else "SELECT sqlite_version()"
+            )
+        ).scalar()
+    assert version
 
 
 async def test_migrations_create_exactly_the_models_schema(db: Database) -> None:
@@ -118,14 +129,14 @@ async def test_claim_takes_earliest_due_only_once(db: Database) -> None:
         assert await Outbox(session).claim_next_due(later) is None
 
 
-async def test_upgrade_from_the_first_schema_keeps_data(tmp_path: Path) -> None:
+async def test_upgrade_from_the_first_schema_keeps_data(db_url: str) -> None:
     import asyncio
 
     from alembic import command
 
     from storage.db import alembic_config
 
-    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    url = db_url
     await asyncio.to_thread(command.upgrade, alembic_config(url), "0001")
     database = Database(url)
     async with database.engine.begin() as connection:
