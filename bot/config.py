@@ -15,13 +15,32 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from bot.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _delay_range(value: tuple[float, float]) -> tuple[float, float]:
+    low, high = value
+    if low < 0 or high < low:
+        raise ValueError("expected [min, max] with 0 <= min <= max")
+    return value
+
+
+# a random pause, in seconds: [min, max]
+DelayRange = Annotated[tuple[float, float], AfterValidator(_delay_range)]
 
 
 class _Section(BaseModel):
@@ -105,18 +124,10 @@ class ChannelRule(_Section):
 class WelcomeConfig(_Section):
     template: str = "welcome/default.txt.j2"
     # human-like pause before the welcome, in seconds: [min, max]
-    delay_seconds: tuple[float, float] = (3.0, 8.0)
+    delay_seconds: DelayRange = (3.0, 8.0)
     # a customer who re-adds the rep within this many days is not welcomed again
     readd_window_days: int = Field(default=30, ge=0)
     channels: list[ChannelRule] = Field(default_factory=list)
-
-    @field_validator("delay_seconds")
-    @classmethod
-    def _range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        low, high = value
-        if low < 0 or high < low:
-            raise ValueError("expected [min, max] with 0 <= min <= max")
-        return value
 
 
 class StageConfig(_Section):
@@ -189,26 +200,11 @@ class ObjectionsConfig(_Section):
     # how many numbered scripts a suggestion offers (2-3 reads well on a phone)
     suggestions: int = Field(default=3, ge=1, le=5)
     # human-like pause before /send delivers a script, in seconds: [min, max]
-    reply_delay_seconds: tuple[float, float] = (2.0, 6.0)
+    reply_delay_seconds: DelayRange = (2.0, 6.0)
     # a script "worked" when the customer moves up a stage (or orders) within this many days
     success_window_days: int = Field(default=14, ge=1)
     # rank scripts by success rate only once each has been sent this many times
     min_sends_for_ranking: int = Field(default=5, ge=1)
-
-    @field_validator("reply_delay_seconds")
-    @classmethod
-    def _range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        low, high = value
-        if low < 0 or high < low:
-            raise ValueError("expected [min, max] with 0 <= min <= max")
-        return value
-
-
-def _delay_range(value: tuple[float, float]) -> tuple[float, float]:
-    low, high = value
-    if low < 0 or high < low:
-        raise ValueError("expected [min, max] with 0 <= min <= max")
-    return value
 
 
 class ReachConfig(_Section):
@@ -218,12 +214,7 @@ class ReachConfig(_Section):
     quiet_end: time = time(8, 30)
     customer_daily_cap: int = Field(default=4, ge=1)
     account_daily_cap: int = Field(default=200, ge=1)
-    pacing_seconds: tuple[float, float] = (20.0, 45.0)
-
-    @field_validator("pacing_seconds")
-    @classmethod
-    def _pacing(cls, value: tuple[float, float]) -> tuple[float, float]:
-        return _delay_range(value)
+    pacing_seconds: DelayRange = (20.0, 45.0)
 
 
 class CountdownConfig(_Section):

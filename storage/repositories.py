@@ -79,10 +79,6 @@ class Customers:
         await self.session.flush()
         return customer
 
-    async def list_for_account(self, account_id: str) -> list[Customer]:
-        query = select(Customer).where(Customer.account_id == account_id).order_by(col(Customer.id))
-        return list((await self.session.exec(query)).all())
-
 
 class Tags:
     def __init__(self, session: AsyncSession) -> None:

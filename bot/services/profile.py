@@ -202,22 +202,23 @@ class ProfileService:
         return {stage: count for stage, count in rows}
 
     async def match(self, account_id: str, name: str) -> list[Customer]:
-        """Customers a rep may mean by ``name``: short id (#12), exact name/remark, else a substring."""
+        """Customers a rep may mean by ``name``: short id (#12), exact name/remark, else a substring
+        (case-insensitive); ordered by id."""
         async with self.db.transaction() as session:
             short = name.removeprefix("#")
             if short.isdigit():
                 customer = await Customers(session).get(int(short))
                 return [customer] if customer is not None and customer.account_id == account_id else []
-            folded = name.casefold()
-            rows = await Customers(session).list_for_account(account_id)
-        exact = [c for c in rows if folded in (c.display_name.casefold(), c.remark.casefold())]
-        if exact:
-            return exact
-        return [
-            c
-            for c in rows
-            if folded in c.display_name.casefold() or (c.remark and folded in c.remark.casefold())
-        ]
+            folded = name.lower()
+            display, remark = func.lower(Customer.display_name), func.lower(Customer.remark)
+            mine = select(Customer).where(Customer.account_id == account_id).order_by(col(Customer.id))
+            exact = (await session.exec(mine.where(or_(display == folded, remark == folded)))).all()
+            if exact:
+                return list(exact)
+            pattern = f"%{folded.replace('%', '').replace('_', '')}%"
+            return list(
+                (await session.exec(mine.where(or_(display.like(pattern), remark.like(pattern))))).all()
+            )
 
     async def _customer(self, session: AsyncSession, customer_id: int) -> Customer:
         customer = await session.get(Customer, customer_id)
