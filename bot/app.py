@@ -30,6 +30,7 @@ from bot.services.objections import REPLY, ObjectionService, ReplyComposer, vali
 from bot.services.outbox import Dispatcher
 from bot.services.profile import ProfileService
 from bot.services.reach import ReachPolicy
+from bot.services.reports import ReportService
 from bot.services.sequences import AFTERCARE, COUNTDOWN, FOLLOWUP, SequenceComposer, SequenceService
 from bot.services.welcome import WELCOME, WelcomeComposer, WelcomeService
 from bot.templates import TemplateLibrary
@@ -136,6 +137,7 @@ class SalesBot:
             self.db, clock, config, self.templates, self.objections.library, on_planned=self._wake
         )
         self.console.digests = self.digests
+        self.reports = ReportService(self.db, clock, config, self.profile, self.digests)
         sequences = SequenceComposer(config, self.templates, clock)
         self.dispatcher = Dispatcher(
             self.db,

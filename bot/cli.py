@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = with_config(sub.add_parser("run", help="start every configured account"))
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.add_argument("--host", help="address of the dashboard and API (default: web.host in config)")
+    run.add_argument("--port", type=int, help="port of the dashboard and API (default: web.port in config)")
     with_config(sub.add_parser("check", help="validate the configuration and every template"))
     simulate = with_config(sub.add_parser("simulate", help="play a scripted conversation on a virtual clock"))
     simulate.add_argument("scenario", help="scenario TOML file (see examples/)")
@@ -129,7 +131,7 @@ async def _digest(config_path: str, day_text: str, name: str) -> int:
     return 0
 
 
-def _run(config_path: str, verbose: bool) -> int:
+def _run(config_path: str, verbose: bool, host: str | None = None, port: int | None = None) -> int:
     from bot.config import load_config
     from bot.runner import run
 
@@ -138,7 +140,7 @@ def _run(config_path: str, verbose: bool) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = load_config(config_path)
-    asyncio.run(run(config, config_path))
+    asyncio.run(run(config, config_path, host, port))
     return 0
 
 
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             return _objections(args.tool, args.config, getattr(args, "file", None))
         if args.command == "simulate":
             return _simulate(args.config, args.scenario)
-        return _run(args.config, args.verbose)
+        return _run(args.config, args.verbose, args.host, args.port)
     except SalesbotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

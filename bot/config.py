@@ -305,6 +305,16 @@ class DigestConfig(_Section):
     owed_nudge: bool = False
 
 
+class WebConfig(_Section):
+    enabled: bool = True
+    # loopback by default; any other address requires the token below
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # access token for the web app and API; empty: read SALESBOT_WEB_TOKEN, else one is generated
+    # and printed at startup when needed
+    token: str = ""
+
+
 class DispatchConfig(_Section):
     # how often the dispatcher looks for due messages even without a wake-up (seconds)
     poll_seconds: float = Field(default=5.0, gt=0)
@@ -329,6 +339,7 @@ class Config(_Section):
     followup: FollowupConfig = FollowupConfig()
     digest: DigestConfig = DigestConfig()
     supervisors: list[SupervisorConfig] = Field(default_factory=list)
+    web: WebConfig = WebConfig()
     accounts: list[AccountConfig] = Field(min_length=1)
     # folder the config file lives in; relative paths are resolved against it
     base_dir: Path = Field(default=Path("."), exclude=True)

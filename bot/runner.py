@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+
+from aiohttp import web
 
 from bot.app import SalesBot
 from bot.clock import SystemClock
 from bot.config import Config
 from bot.timers import DISPATCH_POLL, DISPATCH_WAKE, Timers
+from bot.web.app import create_app, is_loopback, resolve_token
 
 log = logging.getLogger("salesbot")
 
 
-def banner(config: Config, config_path: str) -> str:
+def banner(config: Config, config_path: str, web_url: str = "", token_note: str = "") -> str:
     lines = [
         "salesbot is running",
         f"  config:    {config_path}",
         f"  timezone:  {config.timezone}",
         f"  database:  {config.database.url}",
     ]
+    if web_url:
+        lines.append(f"  dashboard: {web_url}/dashboard   (JSON API under {web_url}/api/)")
+    if token_note:
+        lines.append(f"  {token_note}")
     for account in config.accounts:
         where = (
             "embedded local puppet (no WeChat account)"
@@ -41,7 +49,24 @@ def banner(config: Config, config_path: str) -> str:
     return "\n".join(lines)
 
 
-async def run(config: Config, config_path: str) -> None:
+async def start_web(bot: SalesBot, config: Config, host: str, port: int) -> tuple[web.AppRunner, str, str]:
+    token = resolve_token(config)
+    reads_need_token = not is_loopback(host)
+    app = create_app(bot.reports, token=token, token_for_reads=reads_need_token)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    note = ""
+    if reads_need_token and not (config.web.token or os.environ.get("SALESBOT_WEB_TOKEN")):
+        note = f"access token (generated): {token}   send it as 'Authorization: Bearer <token>' or ?token="
+    elif reads_need_token:
+        note = "listening beyond loopback: every request needs the access token"
+    return runner, f"http://{host}:{bound}", note
+
+
+async def run(config: Config, config_path: str, host: str | None = None, port: int | None = None) -> None:
     bot = SalesBot(config, SystemClock())
     timers = Timers(config.tz)
 
@@ -53,16 +78,24 @@ async def run(config: Config, config_path: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    web_runner: web.AppRunner | None = None
     try:
         await bot.start()
+        url, note = "", ""
+        if config.web.enabled:
+            web_runner, url, note = await start_web(
+                bot, config, host or config.web.host, config.web.port if port is None else port
+            )
         timers.every(DISPATCH_POLL, config.dispatch.poll_seconds, dispatch)
         for supervisor in config.supervisors:  # the digest row is due then; this cron wakes the dispatcher
             timers.daily(f"digest:{supervisor.name}", supervisor.at, dispatch)
         timers.start()
         await dispatch()
-        print(banner(config, config_path), flush=True)
+        print(banner(config, config_path, url, note), flush=True)
         await stop.wait()
         log.info("stopping")
     finally:
         timers.shutdown()
+        if web_runner is not None:
+            await web_runner.cleanup()
         await bot.stop()

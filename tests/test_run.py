@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -20,7 +23,7 @@ def test_run_on_embedded_default_prints_banner_and_stops_on_ctrl_c(tmp_path: Pat
     config = tmp_path / "config.toml"
     config.write_text(text, encoding="utf-8")
     process = subprocess.Popen(
-        [sys.executable, "-m", "bot", "run", "--config", str(config)],
+        [sys.executable, "-m", "bot", "run", "--config", str(config), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -42,6 +45,12 @@ def test_run_on_embedded_default_prints_banner_and_stops_on_ctrl_c(tmp_path: Pat
         assert "salesbot is running" in output, output
         assert "account demo" in output and "embedded local puppet" in output
         assert "salesbot simulate examples/welcome.toml" in output
+        url = re.search(r"dashboard: (http://127\.0\.0\.1:\d+)/dashboard", output)
+        assert url, output
+        with urllib.request.urlopen(f"{url.group(1)}/api/metrics", timeout=10) as response:
+            assert json.load(response)["team"]["new_friends"] == 0
+        with urllib.request.urlopen(f"{url.group(1)}/dashboard", timeout=10) as response:
+            assert '<svg id="funnel"' in response.read().decode()
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=30)
     finally:

@@ -303,7 +303,7 @@ class DigestService:
         tz = self.config.tz
         now = self.clock.now()
         start, end = local_day_bounds(local_at(day, datetime.min.time(), tz), tz)
-        cut = min(end, now)
+        cut = min(end, now + timedelta(microseconds=1))  # "so far" includes this very moment
         previous_start, previous_cut = start - timedelta(days=1), cut - timedelta(days=1)
         accounts = list(account_ids)
         reps, team, team_before = [], RepDay(), RepDay()

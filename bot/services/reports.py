@@ -1,0 +1,198 @@
+"""Read models for the dashboard and the JSON API (CRM syncs): customers, one customer, scheduled
+messages, today's metrics. Everything is plain JSON-ready data."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlmodel import col, func, or_, select
+
+from bot.clock import Clock
+from bot.config import Config
+from bot.domain.kinds import kind_name
+from bot.domain.schedule import local_at, local_day_bounds
+from bot.domain.stages import Pipeline
+from bot.services.digest import DigestService
+from bot.services.profile import ProfileService
+from storage.db import Database
+from storage.models import Customer, CustomerTag, ScheduledMessage
+
+
+def iso(instant: datetime | None, config: Config) -> str | None:
+    return None if instant is None else instant.astimezone(config.tz).isoformat()
+
+
+class ReportService:
+    def __init__(
+        self, db: Database, clock: Clock, config: Config, profile: ProfileService, digests: DigestService
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.config = config
+        self.profile = profile
+        self.digests = digests
+        self.pipeline = Pipeline(config.stages)
+
+    def _customer(self, customer: Customer) -> dict[str, Any]:
+        return {
+            "id": customer.id,
+            "account": customer.account_id,
+            "wechat_id": customer.wechat_id,
+            "name": customer.display_name,
+            "remark": customer.remark,
+            "source": customer.source_channel,
+            "stage": customer.stage,
+            "stage_label": self.pipeline.label(customer.stage),
+            "added_at": iso(customer.added_at, self.config),
+            "last_inbound_at": iso(customer.last_inbound_at, self.config),
+            "last_outbound_at": iso(customer.last_outbound_at, self.config),
+            "deleted_at": iso(customer.deleted_at, self.config),
+            "paused": customer.paused_at is not None,
+        }
+
+    async def customers(
+        self,
+        *,
+        stage: str = "",
+        tag: str = "",
+        account: str = "",
+        silent_days: int = 0,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        query = select(Customer)
+        if stage:
+            key = self.pipeline.resolve(stage)
+            query = query.where(Customer.stage == (key or stage))
+        if account:
+            query = query.where(Customer.account_id == account)
+        if tag:
+            parsed = self.profile.parse_tags([tag])[0]
+            query = query.where(
+                col(Customer.id).in_(
+                    select(CustomerTag.customer_id).where(
+                        CustomerTag.group == parsed.group, CustomerTag.value == parsed.value
+                    )
+                )
+            )
+        if silent_days > 0:
+            since = self.clock.now() - timedelta(days=silent_days)
+            query = query.where(
+                or_(col(Customer.last_inbound_at).is_(None), col(Customer.last_inbound_at) < since),
+                or_(col(Customer.last_outbound_at).is_(None), col(Customer.last_outbound_at) < since),
+            )
+        async with self.db.transaction() as session:
+            total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
+            rows = (await session.exec(query.order_by(col(Customer.id)).offset(offset).limit(limit))).all()
+        return {
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "customers": [self._customer(c) for c in rows],
+        }
+
+    async def customer(self, customer_id: int) -> dict[str, Any]:
+        card = await self.profile.card(customer_id)
+        vocabulary = self.profile.vocabulary
+        return {
+            **self._customer(card.customer),
+            "tags": [
+                {
+                    "group": vocabulary.label(t.group) if t.group else "",
+                    "value": t.value,
+                    "source": t.source,
+                    "added_by": t.added_by,
+                    "added_at": iso(t.added_at, self.config),
+                }
+                for t in card.tags
+            ],
+            "notes": [{"text": n.text, "author": n.author, "at": iso(n.at, self.config)} for n in card.notes],
+            "objections": card.objections,
+            "pending": [self._scheduled(row) for row in card.pending],
+        }
+
+    def _scheduled(self, row: ScheduledMessage) -> dict[str, Any]:
+        return {
+            "id": row.id,
+            "account": row.account_id,
+            "customer_id": row.customer_id,
+            "kind": row.kind,
+            "kind_label": kind_name(row.kind),
+            "step": row.step,
+            "status": row.status,
+            "due_at": iso(row.due_at, self.config),
+            "error": row.last_error,
+        }
+
+    async def scheduled(self, status: str = "pending", limit: int = 100) -> list[dict[str, Any]]:
+        async with self.db.transaction() as session:
+            rows = (
+                await session.exec(
+                    select(ScheduledMessage)
+                    .where(ScheduledMessage.status == status)
+                    .order_by(col(ScheduledMessage.due_at))
+                    .limit(limit)
+                )
+            ).all()
+        return [self._scheduled(row) for row in rows]
+
+    async def funnel(self) -> list[dict[str, Any]]:
+        async with self.db.transaction() as session:
+            counts = dict(
+                (
+                    await session.exec(
+                        select(Customer.stage, func.count())
+                        .where(col(Customer.deleted_at).is_(None))
+                        .group_by(Customer.stage)
+                    )
+                ).all()
+            )
+        return [
+            {"stage": s.key, "label": s.label, "customers": counts.get(s.key, 0)}
+            for s in self.pipeline.stages
+        ]
+
+    async def metrics(self, day: date | None = None) -> dict[str, Any]:
+        """Today's numbers (so far) per rep and for the team, as in the digest."""
+        tz = self.config.tz
+        now = self.clock.now()
+        day = day or now.astimezone(tz).date()
+        start, end = local_day_bounds(local_at(day, datetime.min.time(), tz), tz)
+        cut = min(end, now + timedelta(microseconds=1))  # "so far" includes this very moment
+        accounts = [a.id for a in self.config.accounts]
+        async with self.db.transaction() as session:
+            days = await self.digests.team_day(session, accounts, start, cut, cut)
+
+        def view(d: Any) -> dict[str, Any]:
+            return {
+                "new_friends": d.new_friends,
+                "welcomes_sent": d.welcomes_sent,
+                "welcomes_failed": d.welcomes_failed,
+                "replied": d.replied,
+                "objections": dict(d.objections),
+                "stage_moves": dict(d.stage_moves),
+                "orders": d.orders,
+                "scheduled_sent": d.scheduled_sent,
+                "scheduled_failed": d.scheduled_failed,
+                "scheduled_expired": d.scheduled_expired,
+                "planned_tomorrow": d.planned_tomorrow,
+                "deleted": d.deleted,
+                "owed_replies": len(d.owed),
+                "at_risk": len(d.at_risk),
+            }
+
+        from bot.services.digest import RepDay
+
+        team = RepDay()
+        for d in days.values():
+            team.add(d)
+        return {
+            "date": day.isoformat(),
+            "until": iso(cut, self.config),
+            "reps": {
+                a: {"nickname": self.config.account(a).profile.nickname, **view(days[a])} for a in accounts
+            },
+            "team": view(team),
+            "funnel": await self.funnel(),
+        }

@@ -1,0 +1,1 @@
+"""The web app: supervisor dashboard and JSON API (aiohttp + Jinja2, no CDN)."""

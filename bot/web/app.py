@@ -1,0 +1,180 @@
+"""aiohttp application: ``/dashboard`` (HTML, server-side SVG) and ``/api/*`` (JSON).
+
+Security: the app binds to loopback by default. Listening anywhere else requires the access token
+on every request; mutating requests (any method but GET/HEAD) require it always. Errors are JSON for
+the API and a short HTML page otherwise, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from bot.config import Config
+from bot.errors import CommandError, SalesbotError
+from bot.services.reports import ReportService
+
+log = logging.getLogger(__name__)
+
+REPORTS = web.AppKey("reports", ReportService)
+TOKEN = web.AppKey("token", str)
+TOKEN_FOR_READS = web.AppKey("token_for_reads", bool)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_pages = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html", "j2"])
+)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_token(config: Config) -> str:
+    return config.web.token or os.environ.get("SALESBOT_WEB_TOKEN", "") or secrets.token_urlsafe(24)
+
+
+def _presented_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header.removeprefix("Bearer ").strip()
+    return request.query.get("token", "")
+
+
+def _wants_json(request: web.Request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def _error(request: web.Request, status: int, message: str) -> web.Response:
+    if _wants_json(request):
+        return web.json_response({"error": message}, status=status)
+    page = _pages.get_template("error.html.j2").render(status=status, message=message)
+    return web.Response(text=page, status=status, content_type="text/html")
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(request, exc.status, exc.reason or "error")
+    except (CommandError, SalesbotError, ValueError) as exc:
+        return _error(request, 400, str(exc))
+    except Exception:
+        log.exception("web request %s failed", request.path)
+        return _error(request, 500, "internal error (see the server log)")
+
+
+@web.middleware
+async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    needs_token = request.method not in ("GET", "HEAD") or request.app[TOKEN_FOR_READS]
+    if needs_token and not hmac.compare_digest(_presented_token(request), request.app[TOKEN]):
+        return _error(request, 401, "access token required")
+    return await handler(request)
+
+
+def _int(request: web.Request, name: str, default: int, low: int = 0, high: int = 10_000) -> int:
+    raw = request.query.get(name, "")
+    if not raw:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise web.HTTPBadRequest(reason=f"{name}: expected a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _filters(request: web.Request) -> dict[str, Any]:
+    return {
+        "stage": request.query.get("stage", ""),
+        "tag": request.query.get("tag", ""),
+        "account": request.query.get("account", ""),
+        "silent_days": _int(request, "silent_days", 0, 0, 3650),
+        "limit": _int(request, "limit", 50, 1, 500),
+        "offset": _int(request, "offset", 0, 0, 10_000_000),
+    }
+
+
+def _day(request: web.Request) -> date | None:
+    raw = request.query.get("date", "")
+    try:
+        return date.fromisoformat(raw) if raw else None
+    except ValueError:
+        raise web.HTTPBadRequest(reason="date: expected YYYY-MM-DD") from None
+
+
+async def api_customers(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[REPORTS].customers(**_filters(request)))
+
+
+async def api_customer(request: web.Request) -> web.Response:
+    raw = request.match_info["customer_id"]
+    if not raw.isdigit():
+        raise web.HTTPNotFound(reason="no such customer")
+    try:
+        return web.json_response(await request.app[REPORTS].customer(int(raw)))
+    except CommandError:
+        raise web.HTTPNotFound(reason="no such customer") from None
+
+
+async def api_scheduled(request: web.Request) -> web.Response:
+    status = request.query.get("status", "pending")
+    if status not in ("pending", "failed", "expired", "sent", "cancelled", "paused"):
+        raise web.HTTPBadRequest(reason="status: pending, failed, expired, sent, cancelled or paused")
+    return web.json_response(
+        await request.app[REPORTS].scheduled(status, _int(request, "limit", 100, 1, 1000))
+    )
+
+
+async def api_metrics(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[REPORTS].metrics(_day(request)))
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    reports = request.app[REPORTS]
+    filters = _filters(request)
+    metrics = await reports.metrics(_day(request))
+    page = _pages.get_template("dashboard.html.j2").render(
+        metrics=metrics,
+        customers=await reports.customers(**filters),
+        filters=filters,
+        upcoming=await reports.scheduled("pending", 20),
+        failed=await reports.scheduled("failed", 20),
+        stages=reports.pipeline.stages,
+        accounts=reports.config.accounts,
+        token=request.query.get("token", ""),
+    )
+    return web.Response(text=page, content_type="text/html")
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    query = f"?token={request.query['token']}" if "token" in request.query else ""
+    raise web.HTTPFound(f"/dashboard{query}")
+
+
+def create_app(reports: ReportService, *, token: str, token_for_reads: bool) -> web.Application:
+    app = web.Application(middlewares=[errors, auth])
+    app[REPORTS] = reports
+    app[TOKEN] = token
+    app[TOKEN_FOR_READS] = token_for_reads
+    app.router.add_get("/", index)
+    app.router.add_get("/dashboard", dashboard)
+    app.router.add_get("/api/customers", api_customers)
+    app.router.add_get("/api/customers/{customer_id}", api_customer)
+    app.router.add_get("/api/scheduled", api_scheduled)
+    app.router.add_get("/api/metrics", api_metrics)
+    return app

@@ -1,0 +1,163 @@
+"""The dashboard and JSON API over a real bot's data: routes, filters, status codes, auth, errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.simulate import Simulation
+from bot.web.app import create_app, is_loopback
+
+TOKEN = "s3cret-token"
+
+
+async def client_for(sim: Simulation, *, token_for_reads: bool = False) -> TestClient[Any, Any]:
+    client = TestClient(TestServer(create_app(sim.bot.reports, token=TOKEN, token_for_reads=token_for_reads)))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def busy(sim: Simulation) -> Simulation:
+    await sim.friend_request("c1", "张三", "小红书")
+    await sim.friend_request("c2", "李四")
+    await sim.friend_request("c3", "<script>alert(1)</script>")
+    await sim.advance(timedelta(minutes=1))
+    await sim.customer_says("c1", "太贵了")
+    await sim.rep_types("/tag @张三 预算:20-30万")
+    await sim.rep_types("/stage @张三 intent")
+    await sim.rep_types("/order @李四 SUV")
+    return sim
+
+
+@pytest.fixture
+async def client(busy: Simulation) -> AsyncIterator[TestClient[Any, Any]]:
+    client = await client_for(busy)
+    yield client
+    await client.close()
+
+
+async def test_metrics_match_the_day(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/api/metrics")
+    assert response.status == 200
+    data = await response.json()
+    assert data["date"] == "2026-11-23"
+    team = data["team"]
+    assert (team["new_friends"], team["replied"], team["orders"]) == (3, 1, 1)
+    assert team["objections"] == {"price": 1}
+    assert data["reps"]["demo"]["nickname"] == "小林"
+    funnel = {row["stage"]: row["customers"] for row in data["funnel"]}
+    assert funnel == {"stranger": 1, "potential": 0, "intent": 1, "ordered": 1, "repeat": 0, "koc": 0}
+
+
+async def test_customers_with_filters_and_paging(client: TestClient[Any, Any]) -> None:
+    everyone = await (await client.get("/api/customers")).json()
+    assert everyone["total"] == 3 and [c["id"] for c in everyone["customers"]] == [1, 2, 3]
+    by_stage = await (await client.get("/api/customers", params={"stage": "意向"})).json()
+    assert [c["name"] for c in by_stage["customers"]] == ["张三"]
+    by_tag = await (await client.get("/api/customers", params={"tag": "预算:20-30万"})).json()
+    assert [c["id"] for c in by_tag["customers"]] == [1]
+    by_account = await (await client.get("/api/customers", params={"account": "nobody"})).json()
+    assert by_account["total"] == 0
+    page = await (await client.get("/api/customers", params={"limit": "1", "offset": "1"})).json()
+    assert page["total"] == 3 and [c["id"] for c in page["customers"]] == [2]
+    silent = await (await client.get("/api/customers", params={"silent_days": "1"})).json()
+    assert silent["total"] == 0, "everyone was in touch today"
+
+
+async def test_customer_detail_and_not_found(client: TestClient[Any, Any]) -> None:
+    detail = await (await client.get("/api/customers/1")).json()
+    assert detail["stage"] == "intent" and detail["source"] == "小红书"
+    assert {"group": "消费", "value": "20-30万"}.items() <= detail["tags"][-1].items()
+    assert detail["objections"] == ["price"]
+    for path in ("/api/customers/999", "/api/customers/abc"):
+        response = await client.get(path)
+        assert response.status == 404 and (await response.json()) == {"error": "no such customer"}
+
+
+async def test_scheduled(client: TestClient[Any, Any]) -> None:
+    pending = await (await client.get("/api/scheduled")).json()
+    kinds = {row["kind"] for row in pending}
+    assert "aftercare" in kinds and "digest" in kinds
+    assert all(row["status"] == "pending" for row in pending)
+    assert (await client.get("/api/scheduled", params={"status": "nope"})).status == 400
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/customers", {"limit": "0"}),
+        ("/api/customers", {"silent_days": "x"}),
+        ("/api/metrics", {"date": "23/11"}),
+        ("/api/customers", {"tag": "层级:Z"}),
+    ],
+)
+async def test_bad_parameters_get_a_clear_400(
+    client: TestClient[Any, Any], path: str, params: dict[str, str]
+) -> None:
+    response = await client.get(path, params=params)
+    assert response.status == 400
+    assert (await response.json())["error"]
+
+
+async def test_dashboard_html_with_funnel_and_escaping(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/dashboard")
+    assert response.status == 200 and response.content_type == "text/html"
+    page = await response.text()
+    assert '<svg id="funnel"' in page
+    assert 'data-stage="intent" data-count="1"' in page and 'data-stage="koc" data-count="0"' in page
+    assert '<b id="m-new-friends">3</b>' in page
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+    assert "http://" not in page.replace("http://www.w3.org", ""), "no CDN or remote asset"
+    filtered = await (await client.get("/dashboard", params={"stage": "ordered"})).text()
+    assert "客户（共 1 位）" in filtered
+    assert (await client.get("/", allow_redirects=False)).headers["Location"] == "/dashboard"
+
+
+async def test_unknown_route_and_mutations(client: TestClient[Any, Any]) -> None:
+    missing = await client.get("/api/nope")
+    assert missing.status == 404 and "error" in await missing.json()
+    page = await client.get("/nope")
+    assert page.status == 404 and "Traceback" not in await page.text()
+    assert (await client.post("/api/customers")).status == 401, "mutations always need the token"
+    authorized = await client.post("/api/customers", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert authorized.status == 405
+
+
+async def test_internal_errors_never_show_a_stack_trace(
+    busy: Simulation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(**_: Any) -> Any:
+        raise RuntimeError("secret detail of the database")
+
+    monkeypatch.setattr(busy.bot.reports, "customers", broken)
+    client = await client_for(busy)
+    try:
+        for path in ("/api/customers", "/dashboard"):
+            response = await client.get(path)
+            body = await response.text()
+            assert response.status == 500
+            assert "secret detail" not in body and "Traceback" not in body
+    finally:
+        await client.close()
+
+
+async def test_token_required_beyond_loopback(busy: Simulation) -> None:
+    client = await client_for(busy, token_for_reads=True)
+    try:
+        assert (await client.get("/api/metrics")).status == 401
+        assert (await client.get("/dashboard")).status == 401
+        assert (await client.get("/api/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
+        assert (await client.get("/api/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).status == 200
+        assert (await client.get("/dashboard", params={"token": TOKEN})).status == 200
+    finally:
+        await client.close()
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.com")
