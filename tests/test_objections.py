@@ -21,7 +21,8 @@ from storage.models import Event, ScheduledMessage
 from tests.conftest import MONDAY_10AM, ROOT, make_config
 
 DEV_SET = ROOT.parent / "shared" / "eval" / "objections-dev.jsonl"
-HELD_OUT = ROOT / "tests" / "data" / "objections-holdout3.jsonl"
+# written apart from the library; set 4 was never used to tune it (set 3 was, once, after its first score)
+HELD_OUT = [ROOT / "tests" / "data" / f"objections-holdout{n}.jsonl" for n in (3, 4)]
 STAGES = ["stranger", "potential", "intent", "ordered", "repeat", "koc"]
 
 
@@ -97,9 +98,9 @@ def test_opt_out_is_a_separate_signal(classifier: Classifier, text: str) -> None
     assert result.opt_out and result.label is None
 
 
-def test_held_out_set_meets_the_targets(classifier: Classifier) -> None:
-    """A set written apart from the library and never used to tune it."""
-    report = evaluate(classifier, read_labelled(HELD_OUT))
+@pytest.mark.parametrize("held_out", HELD_OUT, ids=lambda p: p.stem)
+def test_held_out_sets_meet_the_targets(classifier: Classifier, held_out: Path) -> None:
+    report = evaluate(classifier, read_labelled(held_out))
     assert report.macro_f1 >= 0.90, report.text()
     assert report.false_positive_rate <= 0.05, report.text()
 
