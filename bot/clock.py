@@ -6,7 +6,7 @@ Tests and the simulator use :class:`VirtualClock` so nothing waits on real time.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -36,6 +36,27 @@ class VirtualClock:
         instant = instant.astimezone(UTC)
         if instant > self._now:
             self._now = instant
+
+
+class OffsetClock:
+    """Real time plus a forward offset: the browser simulator's fast-forward on a running bot."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._offset
+
+    def set(self, instant: datetime) -> None:
+        ahead = instant.astimezone(UTC) - self.now()
+        if ahead > timedelta():
+            self._offset += ahead
+
+
+class AdvanceableClock(Protocol):
+    def now(self) -> datetime: ...
+
+    def set(self, instant: datetime) -> None: ...
 
 
 def as_utc(value: datetime) -> datetime:

@@ -10,9 +10,10 @@ import signal
 from aiohttp import web
 
 from bot.app import SalesBot
-from bot.clock import SystemClock
+from bot.clock import OffsetClock
 from bot.config import Config
 from bot.timers import DISPATCH_POLL, DISPATCH_WAKE, Timers
+from bot.transport.local_puppet import LocalPuppet
 from bot.web.app import create_app, is_loopback, resolve_token
 
 log = logging.getLogger("salesbot")
@@ -27,6 +28,8 @@ def banner(config: Config, config_path: str, web_url: str = "", token_note: str 
     ]
     if web_url:
         lines.append(f"  dashboard: {web_url}/dashboard   (JSON API under {web_url}/api/)")
+        if any(a.transport == "local" for a in config.accounts):
+            lines.append(f"  simulator: {web_url}/simulator   (play a customer and the rep in your browser)")
     if token_note:
         lines.append(f"  {token_note}")
     for account in config.accounts:
@@ -41,7 +44,7 @@ def banner(config: Config, config_path: str, web_url: str = "", token_note: str 
     if any(a.transport == "local" for a in config.accounts):
         lines += [
             "",
-            "The local puppet has no phone attached. To see the bot at work, play a scripted conversation:",
+            "No phone is attached to the local puppet: open the simulator above, or play a scenario:",
             "  salesbot simulate examples/welcome.toml",
             'Real WeChat: set transport = "service" with a token and endpoint in config.toml.',
         ]
@@ -52,7 +55,19 @@ def banner(config: Config, config_path: str, web_url: str = "", token_note: str 
 async def start_web(bot: SalesBot, config: Config, host: str, port: int) -> tuple[web.AppRunner, str, str]:
     token = resolve_token(config)
     reads_need_token = not is_loopback(host)
-    app = create_app(bot.reports, token=token, token_for_reads=reads_need_token)
+    simulator = None
+    for account in config.accounts:
+        puppet = getattr(bot.transports.get(account.id), "local_puppet", None)
+        if (
+            account.transport == "local"
+            and isinstance(puppet, LocalPuppet)
+            and isinstance(bot.clock, OffsetClock)
+        ):
+            from bot.web.simulator import SimulatorState
+
+            simulator = SimulatorState(bot, bot.clock, account.id, puppet)
+            break
+    app = create_app(bot.reports, token=token, token_for_reads=reads_need_token, simulator=simulator)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -67,7 +82,7 @@ async def start_web(bot: SalesBot, config: Config, host: str, port: int) -> tupl
 
 
 async def run(config: Config, config_path: str, host: str | None = None, port: int | None = None) -> None:
-    bot = SalesBot(config, SystemClock())
+    bot = SalesBot(config, OffsetClock())  # real time; the simulator's fast-forward may move it ahead
     timers = Timers(config.tz)
 
     async def dispatch() -> None:

@@ -12,7 +12,7 @@ import random
 import re
 import tempfile
 import tomllib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bot.app import SalesBot
-from bot.clock import VirtualClock
+from bot.clock import AdvanceableClock, VirtualClock
 from bot.config import Config
 from bot.errors import ScenarioError
 from bot.transport.factory import local_puppet_for
@@ -228,15 +228,7 @@ class Simulation:
     async def advance(self, duration: timedelta) -> None:
         """Move the clock; everything that falls due fires in time order."""
         await self._settle()
-        target = self.clock.now() + duration
-        while True:
-            due = await self.bot.next_due_at()
-            if due is None or due > target:
-                break
-            self.clock.set(due)
-            await self.bot.run_due()
-            await self._collect()
-        self.clock.set(target)
+        await fast_forward(self.bot, self.clock, duration, after_each=self._collect)
 
     async def _settle(self) -> None:
         await self.bot.settle()
@@ -250,21 +242,10 @@ class Simulation:
             printed = self._printed[account_id]
             new = puppet.sent[printed.count :]
             printed.count = len(puppet.sent)
-            console = self.bot.console.console_of(account_id)
-            supervisors = {
-                self.bot.console.contact_of(s.account, s.contact): f"supervisor:{s.name}"
-                for s in self.config.supervisors
-                if s.account == account_id
-            }
             for sent in new:
                 async with self.bot.db.transaction() as session:
                     row = await OutgoingLog(session).by_platform_id(account_id, sent.message_id)
-                if sent.conversation_id in supervisors:
-                    to = supervisors[sent.conversation_id]
-                elif sent.conversation_id == console:
-                    to = "console"
-                else:
-                    to = self.handles.get(sent.conversation_id, sent.conversation_id)
+                to = describe(self.bot, account_id, sent.conversation_id, self.handles)
                 line = {
                     "at": sent.at.astimezone(self.config.tz).isoformat(),
                     "account": account_id,
@@ -275,6 +256,37 @@ class Simulation:
                 self.output.append(line)
                 for listener in self.listeners:
                     listener(line)
+
+
+async def fast_forward(
+    bot: SalesBot,
+    clock: AdvanceableClock,
+    duration: timedelta,
+    after_each: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Move ``clock`` forward by ``duration``, firing everything that falls due in time order."""
+    target = clock.now() + duration
+    while True:
+        due = await bot.next_due_at()
+        if due is None or due > target:
+            break
+        clock.set(due)
+        await bot.run_due()
+        if after_each is not None:
+            await after_each()
+    clock.set(target)
+
+
+def describe(bot: SalesBot, account_id: str, conversation_id: str, handles: dict[str, str]) -> str:
+    """Who a message went to, as the simulator prints it: a handle, console or supervisor:<name>."""
+    for supervisor in bot.config.supervisors:
+        if supervisor.account == account_id and conversation_id == bot.console.contact_of(
+            account_id, supervisor.contact
+        ):
+            return f"supervisor:{supervisor.name}"
+    if conversation_id == bot.console.console_of(account_id):
+        return "console"
+    return handles.get(conversation_id, conversation_id)
 
 
 async def run_scenario(scenario: Scenario, config: Config, emit: Callable[[dict[str, str]], None]) -> None:

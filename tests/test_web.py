@@ -161,3 +161,52 @@ async def test_token_required_beyond_loopback(busy: Simulation) -> None:
 def test_loopback_detection() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.com")
+
+
+async def simulator_client(sim: Simulation) -> TestClient[Any, Any]:
+    from bot.web.simulator import SimulatorState
+
+    state = SimulatorState(sim.bot, sim.clock, "demo", sim.puppet)
+    client = TestClient(
+        TestServer(create_app(sim.bot.reports, token=TOKEN, token_for_reads=False, simulator=state))
+    )
+    await client.start_server()
+    return client
+
+
+async def test_simulator_endpoints_need_the_token_and_validate_input(sim: Simulation) -> None:
+    client = await simulator_client(sim)
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        body = {"handle": "c1", "name": "张三", "hello": "小红书"}
+        assert (await client.post("/sim/friend_request", json=body)).status == 401
+        ok = await client.post("/sim/friend_request", json=body, headers=auth)
+        assert ok.status == 200 and (await ok.json())["ok"] is True
+        assert (await client.post("/sim/advance", json={"duration": "1m"}, headers=auth)).status == 200
+        assert [m["kind"] for m in sim.output] == [], "the web simulator drives the bot, not the scenario log"
+        card = await (await client.get("/sim/card/c1")).json()
+        assert card["source"] == "小红书" and card["name"] == "张三"
+        for path, payload, reason in [
+            ("/sim/say", {"handle": "c9", "text": "hi"}, "add this customer first"),
+            ("/sim/say", {"handle": "c1"}, "missing: text"),
+            ("/sim/advance", {"duration": "soon"}, "bad duration"),
+            ("/sim/friend_request", {"handle": "../x", "name": "n"}, "handle:"),
+        ]:
+            response = await client.post(path, json=payload, headers=auth)
+            assert response.status == 400 and reason in (await response.json())["error"]
+        assert (await client.get("/sim/card/nobody")).status == 404
+        page = await client.get("/simulator")
+        assert page.status == 200 and TOKEN in await page.text()
+    finally:
+        await client.close()
+
+
+async def test_simulator_is_not_mounted_without_a_local_transport(busy: Simulation) -> None:
+    client = await client_for(busy)
+    try:
+        assert (await client.get("/simulator")).status == 404
+        assert (
+            await client.post("/sim/say", json={}, headers={"Authorization": f"Bearer {TOKEN}"})
+        ).status == 404
+    finally:
+        await client.close()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from bot.clock import Clock
 from bot.errors import RecipientUnavailable, TransportError
@@ -25,6 +26,17 @@ class Delivery(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Sent:
+    """What observers (the browser simulator's live view) learn about each delivered message."""
+
+    account_id: str
+    conversation_id: str
+    kind: str
+    text: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class SendResult:
     delivery: Delivery
     error: str = ""
@@ -36,6 +48,7 @@ class Messenger:
         self.db = db
         self.clock = clock
         self.transports = transports
+        self.observers: list[Callable[[Sent], None]] = []
 
     async def send(
         self,
@@ -80,6 +93,8 @@ class Messenger:
             await Events(session).record(
                 account_id, "message_out", now, customer_id=customer_id, text=text, data={"kind": kind}
             )
+        for observer in self.observers:
+            observer(Sent(account_id, conversation_id, kind, text, now))
         return SendResult(Delivery.SENT, platform_message_id=message_id)
 
     async def _fail(self, row_id: int, error: str) -> None:

@@ -56,7 +56,7 @@ def _presented_token(request: web.Request) -> str:
 
 
 def _wants_json(request: web.Request) -> bool:
-    return request.path.startswith("/api/")
+    return request.path.startswith(("/api/", "/sim/"))
 
 
 def _error(request: web.Request, status: int, message: str) -> web.Response:
@@ -166,7 +166,11 @@ async def index(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound(f"/dashboard{query}")
 
 
-def create_app(reports: ReportService, *, token: str, token_for_reads: bool) -> web.Application:
+def create_app(
+    reports: ReportService, *, token: str, token_for_reads: bool, simulator: Any = None
+) -> web.Application:
+    """``simulator`` (a :class:`bot.web.simulator.SimulatorState`) mounts the browser simulator; only
+    for the local transport."""
     app = web.Application(middlewares=[errors, auth])
     app[REPORTS] = reports
     app[TOKEN] = token
@@ -177,4 +181,8 @@ def create_app(reports: ReportService, *, token: str, token_for_reads: bool) -> 
     app.router.add_get("/api/customers/{customer_id}", api_customer)
     app.router.add_get("/api/scheduled", api_scheduled)
     app.router.add_get("/api/metrics", api_metrics)
+    if simulator is not None:
+        from bot.web.simulator import mount
+
+        mount(app, simulator, token)
     return app

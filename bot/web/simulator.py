@@ -1,0 +1,174 @@
+"""The browser simulator (local transport only): a customer's phone, the rep's console, the card,
+live updates over Server-Sent Events, and a fast-forward control for the bot's clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from bot.app import SalesBot
+from bot.clock import AdvanceableClock
+from bot.services.messenger import Sent
+from bot.simulate import describe, fast_forward, parse_duration
+from bot.transport.local_puppet import LocalPuppet
+from storage.repositories import Customers
+
+_HANDLE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_pages = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html", "j2"])
+)
+
+
+class SimulatorState:
+    def __init__(self, bot: SalesBot, clock: AdvanceableClock, account_id: str, puppet: LocalPuppet) -> None:
+        self.bot = bot
+        self.clock = clock
+        self.account_id = account_id
+        self.puppet = puppet
+        self.handles: dict[str, str] = {}  # contact id -> handle
+        self.listeners: set[asyncio.Queue[dict[str, str]]] = set()
+        bot.messenger.observers.append(self._publish)
+
+    def _publish(self, sent: Sent) -> None:
+        if sent.account_id != self.account_id:
+            return
+        event = {
+            "at": sent.at.astimezone(self.bot.config.tz).isoformat(),
+            "kind": sent.kind,
+            "text": sent.text,
+            "to": describe(self.bot, self.account_id, sent.conversation_id, self.handles),
+        }
+        for queue in self.listeners:
+            queue.put_nowait(event)
+
+    def contact(self, handle: str) -> str:
+        if not _HANDLE.match(handle):
+            raise web.HTTPBadRequest(reason="handle: 1-32 letters, digits, '-' or '_'")
+        contact_id = f"wx_{handle}"
+        self.handles[contact_id] = handle
+        return contact_id
+
+
+STATE = web.AppKey("simulator", SimulatorState)
+
+
+async def _body(request: web.Request, *fields: str) -> dict[str, str]:
+    try:
+        data = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(reason="expected a JSON object") from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(reason="expected a JSON object")
+    missing = [f for f in fields if not str(data.get(f, "")).strip()]
+    if missing:
+        raise web.HTTPBadRequest(reason=f"missing: {', '.join(missing)}")
+    return {k: str(v) for k, v in data.items()}
+
+
+async def _done(state: SimulatorState) -> web.Response:
+    await state.bot.settle()
+    return web.json_response(
+        {"ok": True, "now": state.clock.now().astimezone(state.bot.config.tz).isoformat()}
+    )
+
+
+async def friend_request(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await _body(request, "handle", "name")
+    state.puppet.request_friendship(state.contact(body["handle"]), body["name"], body.get("hello", ""))
+    return await _done(state)
+
+
+async def say(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await _body(request, "handle", "text")
+    contact_id = state.contact(body["handle"])
+    if not state.puppet.has_contact(contact_id):
+        raise web.HTTPBadRequest(reason="add this customer first (friend request)")
+    state.puppet.customer_says(contact_id, body["text"])
+    return await _done(state)
+
+
+async def rep(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await _body(request, "text")
+    chat = body.get("in_chat", "")
+    conversation = state.contact(chat) if chat else state.bot.console.console_of(state.account_id)
+    state.puppet.rep_types(conversation, body["text"])
+    return await _done(state)
+
+
+async def advance(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await _body(request, "duration")
+    try:
+        duration = parse_duration(body["duration"])
+    except ValueError as exc:
+        raise web.HTTPBadRequest(reason=str(exc)) from None
+    if duration > timedelta(days=400):
+        raise web.HTTPBadRequest(reason="duration: at most 400 days at a time")
+    await state.bot.settle()
+    await fast_forward(state.bot, state.clock, duration)
+    return await _done(state)
+
+
+async def card(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    contact_id = state.contact(request.match_info["handle"])
+    async with state.bot.db.transaction() as session:
+        customer = await Customers(session).by_wechat_id(state.account_id, contact_id)
+    if customer is None or customer.id is None:
+        raise web.HTTPNotFound(reason="no such customer yet")
+    return web.json_response(await state.bot.reports.customer(customer.id))
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    state.listeners.add(queue)
+    try:
+        await response.write(b": connected\n\n")
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), timeout=15)
+                await response.write(f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode())
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        state.listeners.discard(queue)
+    return response
+
+
+def simulator_page(token: str) -> Any:
+    async def page(request: web.Request) -> web.Response:
+        state = request.app[STATE]
+        html = _pages.get_template("simulator.html.j2").render(
+            token=token,
+            account=state.account_id,
+            now=state.clock.now().astimezone(state.bot.config.tz).isoformat(),
+        )
+        return web.Response(text=html, content_type="text/html")
+
+    return page
+
+
+def mount(app: web.Application, state: SimulatorState, token: str) -> None:
+    app[STATE] = state
+    app.router.add_get("/simulator", simulator_page(token))
+    app.router.add_get("/sim/events", events)
+    app.router.add_get("/sim/card/{handle}", card)
+    app.router.add_post("/sim/friend_request", friend_request)
+    app.router.add_post("/sim/say", say)
+    app.router.add_post("/sim/rep", rep)
+    app.router.add_post("/sim/advance", advance)
