@@ -91,6 +91,9 @@ async def test_customer_adds_rep_objects_and_rep_clicks_a_script(
     await reply.wait_for()
     assert "reply" in await reply.first.text_content()
     await page.locator("#card").get_by_text("阶段：潜在", exact=False).wait_for()
+    await page.fill("#rep-text", "/note 周六来试驾")
+    await page.click("#rep")
+    await page.locator("#card").get_by_text("备注：周六来试驾", exact=False).wait_for()
 
 
 async def test_dashboard_shows_the_funnel(served: tuple[str, Simulation], page: Any) -> None:

@@ -210,3 +210,35 @@ async def test_simulator_is_not_mounted_without_a_local_transport(busy: Simulati
         ).status == 404
     finally:
         await client.close()
+
+
+async def test_listening_beyond_loopback_generates_a_token_and_requires_it(
+    busy: Simulation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    from bot.runner import start_web
+
+    monkeypatch.delenv("SALESBOT_WEB_TOKEN", raising=False)
+    runner, url, note = await start_web(busy.bot, busy.config, "0.0.0.0", 0)
+    try:
+        assert note.startswith("access token (generated): ")
+        token = note.split(": ", 1)[1].split()[0]
+        port = url.rsplit(":", 1)[1]
+        local = f"http://127.0.0.1:{port}/api/metrics"
+
+        def status(request: urllib.request.Request) -> int:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    return int(response.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        import asyncio
+
+        assert await asyncio.to_thread(status, urllib.request.Request(local)) == 401
+        authorized = urllib.request.Request(local, headers={"Authorization": f"Bearer {token}"})
+        assert await asyncio.to_thread(status, authorized) == 200
+    finally:
+        await runner.cleanup()
