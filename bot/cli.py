@@ -139,6 +139,9 @@ def _run(config_path: str, verbose: bool, host: str | None = None, port: int | N
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # one line per event: not one per timer tick or migration step
+        for noisy in ("apscheduler", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     config = load_config(config_path)
     asyncio.run(run(config, config_path, host, port))
     return 0

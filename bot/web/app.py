@@ -30,7 +30,7 @@ REPORTS = web.AppKey("reports", ReportService)
 TOKEN = web.AppKey("token", str)
 TOKEN_FOR_READS = web.AppKey("token_for_reads", bool)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_pages = Environment(
+PAGES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html", "j2"])
 )
 
@@ -62,7 +62,7 @@ def _wants_json(request: web.Request) -> bool:
 def _error(request: web.Request, status: int, message: str) -> web.Response:
     if _wants_json(request):
         return web.json_response({"error": message}, status=status)
-    page = _pages.get_template("error.html.j2").render(status=status, message=message)
+    page = PAGES.get_template("error.html.j2").render(status=status, message=message)
     return web.Response(text=page, status=status, content_type="text/html")
 
 
@@ -148,7 +148,7 @@ async def dashboard(request: web.Request) -> web.Response:
     reports = request.app[REPORTS]
     filters = _filters(request)
     metrics = await reports.metrics(_day(request))
-    page = _pages.get_template("dashboard.html.j2").render(
+    page = PAGES.get_template("dashboard.html.j2").render(
         metrics=metrics,
         customers=await reports.customers(**filters),
         filters=filters,

@@ -7,23 +7,19 @@ import asyncio
 import json
 import re
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from bot.app import SalesBot
 from bot.clock import AdvanceableClock
 from bot.services.messenger import Sent
 from bot.simulate import describe, fast_forward, parse_duration
 from bot.transport.local_puppet import LocalPuppet
+from bot.web.app import PAGES
 from storage.repositories import Customers
 
 _HANDLE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-_pages = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html", "j2"])
-)
 
 
 class SimulatorState:
@@ -153,7 +149,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 def simulator_page(token: str) -> Any:
     async def page(request: web.Request) -> web.Response:
         state = request.app[STATE]
-        html = _pages.get_template("simulator.html.j2").render(
+        html = PAGES.get_template("simulator.html.j2").render(
             token=token,
             account=state.account_id,
             now=state.clock.now().astimezone(state.bot.config.tz).isoformat(),
