@@ -12,6 +12,7 @@ from aiohttp import web
 from bot.app import SalesBot
 from bot.clock import OffsetClock
 from bot.config import Config
+from bot.errors import SalesbotError
 from bot.timers import DISPATCH_POLL, DISPATCH_WAKE, Timers
 from bot.transport.local_puppet import LocalPuppet
 from bot.web.app import create_app, is_loopback, resolve_token
@@ -71,7 +72,14 @@ async def start_web(bot: SalesBot, config: Config, host: str, port: int) -> tupl
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SalesbotError(
+            f"web: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            "choose another with --port or [web] port in config, or set [web] enabled = false"
+        ) from None
     bound = runner.addresses[0][1] if runner.addresses else port
     note = ""
     if reads_need_token and not (config.web.token or os.environ.get("SALESBOT_WEB_TOKEN")):

@@ -59,3 +59,28 @@ def test_run_on_embedded_default_prints_banner_and_stops_on_ctrl_c(tmp_path: Pat
     assert process.returncode == 0, output + rest
     assert "Traceback" not in output + rest
     assert (tmp_path / "data" / "salesbot.db").exists(), "the SQLite file is created next to the config"
+
+
+def test_busy_web_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    text = text.replace(
+        'templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"'
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(text, encoding="utf-8")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "bot", "run", "--config", str(config), "--port", str(port)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"error: web: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
