@@ -424,3 +424,20 @@ async def test_moves_outside_the_window_do_not_count(db_url: str) -> None:
             stats = await sim.bot.objections.script_stats(session)
         [only] = stats.values()
         assert (only.sent, only.succeeded) == (1, 0)
+
+
+async def test_send_works_after_a_restart(config: Any, db_url: str) -> None:
+    async with Simulation(config, MONDAY_10AM, database_url=db_url) as first:
+        await new_customer(first)
+        await first.customer_says("c1", "太贵了")
+        expected = first.bot.objections.suggestions[("demo", 1)].script_ids[1]
+    async with Simulation(config, MONDAY_10AM + timedelta(minutes=5), database_url=db_url) as second:
+        second.puppet.add_contact("wx_c1", "张三", friend=True)
+        second.handles["wx_c1"] = "c1"
+        await second.rep_types("/send 2 @张三")
+        await second.advance(timedelta(seconds=10))
+        [reply] = of_kind(second, "reply")
+        library = second.bot.objections.library
+        assert reply["text"] == second.bot.objections.render_script(
+            library.script(expected), "demo", await _c(second)
+        )  # type: ignore[arg-type]

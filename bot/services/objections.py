@@ -125,6 +125,8 @@ class ObjectionService:
             await session.flush()
             assert event.id is not None
             scripts = await self.rank(session, result.label, customer.stage)
+            # kept with the event so /send still works after a restart
+            event.data = {**event.data, "scripts": [s.id for s in scripts]}
         suggestion = Suggestion(event.id, result.label, tuple(s.id for s in scripts))
         self.suggestions[(account_id, customer.id)] = suggestion
         self.note_customer(account_id, customer.id)
@@ -146,7 +148,9 @@ class ObjectionService:
     ) -> datetime:
         """Plan script ``number`` of the customer's last suggestion; returns when it will go out."""
         assert customer.id is not None
-        suggestion = self.suggestions.get((account_id, customer.id))
+        suggestion = self.suggestions.get((account_id, customer.id)) or await self._last_suggestion(
+            customer.id
+        )
         if suggestion is None:
             raise CommandError("这位客户目前没有待选的话术建议")
         if not 1 <= number <= len(suggestion.script_ids):
@@ -184,6 +188,21 @@ class ObjectionService:
             raise CommandError(f"话术 {number} 已经发送过了")
         self.on_planned(due)
         return due
+
+    async def _last_suggestion(self, customer_id: int) -> Suggestion | None:
+        """The latest suggestion from the event log (the in-memory one is gone after a restart)."""
+        async with self.db.transaction() as session:
+            event = (
+                await session.exec(
+                    select(Event)
+                    .where(Event.customer_id == customer_id, Event.kind == "objection")
+                    .order_by(col(Event.id).desc())
+                    .limit(1)
+                )
+            ).first()
+        if event is None or event.id is None or not event.data.get("scripts"):
+            return None
+        return Suggestion(event.id, str(event.data["label"]), tuple(str(i) for i in event.data["scripts"]))
 
     async def record_sent(self, row: ScheduledMessage) -> None:
         async with self.db.transaction() as session:
