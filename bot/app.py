@@ -19,7 +19,7 @@ from bot.config import Config
 from bot.domain.kinds import kind_name
 from bot.domain.stages import Pipeline
 from bot.domain.tags import TagRejected, TagVocabulary
-from bot.errors import ConfigError, TemplateError
+from bot.errors import ConfigError, TemplateError, TransportError
 from bot.objections.library import ObjectionLibrary
 from bot.services.alerts import OWED, Alerts, OwedReplyComposer, OwedReplyNudges
 from bot.services.console import ConsoleService
@@ -157,7 +157,11 @@ class SalesBot:
             gate=ReachPolicy(config, self._rng),
             on_undeliverable=self._on_undeliverable,
         )
+        self.dispatcher.available = lambda: (
+            [t.account_id for t in self._started] if self.unavailable else None
+        )
         self._started: list[Transport] = []
+        self.unavailable: dict[str, str] = {}  # account id -> why it is not connected
         # pyee delivers events concurrently; one customer's events are handled one at a time
         self._contact_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -170,11 +174,19 @@ class SalesBot:
         if recovered:
             log.warning("settled %d scheduled messages left claimed by a previous run", recovered)
         for account_id, transport in self.transports.items():
-            await transport.start(self._sink_for(account_id))
+            try:
+                await transport.start(self._sink_for(account_id))
+            except TransportError as exc:
+                # one account failing must not stop the others; its messages wait, pending
+                self.unavailable[account_id] = str(exc)
+                log.error("%s", exc)
+                continue
             self._started.append(transport)
             async with self.db.transaction() as session:
                 await Accounts(session).set_self_contact(account_id, transport.self_id)
-        await self.console.resolve_consoles()
+        if not self._started:
+            raise TransportError("; ".join(self.unavailable.values()))
+        await self.console.resolve_consoles(skip=self.unavailable)
         await self.digests.ensure_planned()
 
     async def stop(self) -> None:

@@ -20,7 +20,13 @@ from bot.web.app import create_app, is_loopback, resolve_token
 log = logging.getLogger("salesbot")
 
 
-def banner(config: Config, config_path: str, web_url: str = "", token_note: str = "") -> str:
+def banner(
+    config: Config,
+    config_path: str,
+    web_url: str = "",
+    token_note: str = "",
+    failed: dict[str, str] | None = None,
+) -> str:
     lines = [
         "salesbot is running",
         f"  config:    {config_path}",
@@ -49,6 +55,8 @@ def banner(config: Config, config_path: str, web_url: str = "", token_note: str 
             "  salesbot simulate examples/welcome.toml",
             'Real WeChat: set transport = "service" with a token and endpoint in config.toml.',
         ]
+    for reason in (failed or {}).values():
+        lines.append(f"NOT RUNNING: {reason}  (its scheduled messages wait until it connects)")
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
 
@@ -114,7 +122,7 @@ async def run(config: Config, config_path: str, host: str | None = None, port: i
             timers.daily(f"digest:{supervisor.name}", supervisor.at, dispatch)
         timers.start()
         await dispatch()
-        print(banner(config, config_path, url, note), flush=True)
+        print(banner(config, config_path, url, note, bot.unavailable), flush=True)
         await stop.wait()
         log.info("stopping")
     finally:

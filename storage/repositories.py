@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, cast
 
@@ -273,7 +274,9 @@ class Outbox:
         result = await self.session.exec(statement)
         return bool(_rowcount(result))
 
-    async def claim_next_due(self, now: datetime) -> ScheduledMessage | None:
+    async def claim_next_due(
+        self, now: datetime, accounts: Collection[str] | None = None
+    ) -> ScheduledMessage | None:
         """Atomically move the earliest due pending row to ``claimed`` and return it.
 
         A single ``UPDATE ... WHERE status = 'pending' ... RETURNING`` so two dispatchers can never
@@ -283,6 +286,7 @@ class Outbox:
         earliest = (
             sa.select(table.c.id)
             .where(table.c.status == "pending", table.c.due_at <= now)
+            .where(*(() if accounts is None else (table.c.account_id.in_(list(accounts)),)))
             .order_by(table.c.due_at, table.c.id)
             .limit(1)
         )
@@ -300,8 +304,10 @@ class Outbox:
             return None
         return await self.session.get(ScheduledMessage, row_id, populate_existing=True)
 
-    async def next_due_at(self) -> datetime | None:
+    async def next_due_at(self, accounts: Collection[str] | None = None) -> datetime | None:
         query = select(sa.func.min(ScheduledMessage.due_at)).where(ScheduledMessage.status == "pending")
+        if accounts is not None:
+            query = query.where(col(ScheduledMessage.account_id).in_(list(accounts)))
         return (await self.session.exec(query)).first()
 
     async def mark(self, row_id: int, status: str, at: datetime, error: str = "") -> None:

@@ -6,6 +6,7 @@ End-to-end tests against the official Node gateway come with the real-WeChat-pat
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -66,3 +67,46 @@ def test_run_with_unreachable_service_exits_non_zero_naming_the_account(tmp_path
     assert result.returncode == 1
     assert "error: account demo: cannot reach the puppet service" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_one_failing_account_does_not_stop_the_others(tmp_path: Path) -> None:
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    text = text.replace(
+        'templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"'
+    )
+    second = text[text.index("[[accounts]]") :].replace('id = "demo"', 'id = "acme"', 1)
+    second = second.replace('transport = "local"', 'transport = "service"', 1)
+    config = tmp_path / "config.toml"
+    config.write_text(text + "\n" + second, encoding="utf-8")
+    env = {
+        **os.environ,
+        "SALESBOT_ACME_TOKEN": "insecure_x",
+        "SALESBOT_ACME_ENDPOINT": f"127.0.0.1:{closed_port()}",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run", "--config", str(config), "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "Press Ctrl-C" in line or ("NOT RUNNING" in line and len(lines) > 60):
+                break
+        output = "".join(lines)
+        rest = ""
+        if "Press Ctrl-C" in output or "NOT RUNNING" in output:
+            process.send_signal(signal.SIGINT)
+            rest, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output += rest
+    assert "account demo: 小林" in output, output
+    assert "NOT RUNNING: account acme: cannot reach the puppet service" in output, output
+    assert process.returncode == 0, output

@@ -153,3 +153,15 @@ async def test_upgrade_from_the_first_schema_keeps_data(db_url: str) -> None:
     await database.close()
     assert customer is not None and customer.display_name == "老客户" and customer.stage == "koc"
     assert customer.paused_at is None
+
+
+async def test_rows_of_unconnected_accounts_wait(db: Database) -> None:
+    async with db.transaction() as session:
+        await Outbox(session).plan(planned("k-demo", NOW))
+    later = NOW + timedelta(minutes=1)
+    async with db.transaction() as session:
+        assert await Outbox(session).next_due_at(["other"]) is None
+        assert await Outbox(session).claim_next_due(later, ["other"]) is None
+        assert await Outbox(session).next_due_at(["demo"]) == NOW
+        claimed = await Outbox(session).claim_next_due(later, ["demo", "other"])
+    assert claimed is not None and claimed.idempotency_key == "k-demo"

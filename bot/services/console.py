@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -81,9 +81,11 @@ class ConsoleService:
         self.digests: DigestService | None = None
         self.contacts: dict[tuple[str, str], str] = {}  # (account, configured contact) -> conversation id
 
-    async def resolve_consoles(self) -> None:
-        """Find each account's console conversation once it is logged in."""
+    async def resolve_consoles(self, skip: Collection[str] = ()) -> None:
+        """Find each account's console conversation once it is logged in (``skip``: not connected)."""
         for account in self.config.accounts:
+            if account.id in skip:
+                continue
             transport = self.transports[account.id]
             if account.console == "self":
                 self.console_ids[account.id] = transport.self_id
@@ -98,6 +100,8 @@ class ConsoleService:
             else:
                 self.console_ids[account.id] = account.console
         for supervisor in self.config.supervisors:
+            if supervisor.account in skip:
+                continue
             key = (supervisor.account, supervisor.contact)
             if supervisor.contact.startswith("room:"):
                 topic = supervisor.contact.removeprefix("room:")

@@ -7,7 +7,7 @@ pending. Claiming is a single atomic update, so two dispatchers never send the s
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -74,10 +74,12 @@ class Dispatcher:
         self.on_sent = on_sent
         self.gate = gate
         self.on_undeliverable = on_undeliverable
+        # accounts whose transport is connected; None: all. Rows of other accounts wait, pending.
+        self.available: Callable[[], Collection[str] | None] = lambda: None
 
     async def next_due_at(self) -> datetime | None:
         async with self.db.transaction() as session:
-            return await Outbox(session).next_due_at()
+            return await Outbox(session).next_due_at(self.available())
 
     async def recover(self) -> int:
         """Settle rows a crashed process left ``claimed``. Never re-sends blindly: the outgoing log
@@ -107,7 +109,7 @@ class Dispatcher:
         while True:
             now = self.clock.now()
             async with self.db.transaction() as session:
-                row = await Outbox(session).claim_next_due(now)
+                row = await Outbox(session).claim_next_due(now, self.available())
             if row is None:
                 return processed
             processed += 1

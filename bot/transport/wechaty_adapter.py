@@ -88,7 +88,7 @@ class WechatyTransport:
 
     @property
     def local_puppet(self) -> LocalPuppet | None:
-        puppet = self._bot.puppet
+        puppet = getattr(self._bot, "_puppet", None)  # None once stopped: Wechaty.puppet would raise
         return puppet if isinstance(puppet, LocalPuppet) else None
 
     async def start(self, sink: EventSink) -> None:
