@@ -55,9 +55,9 @@ def required_templates(config: Config) -> list[str]:
     ]
 
 
-def validate_setup(config: Config) -> list[str]:
-    """Checks that need more than the config schema: templates, and tags named in channel rules.
-    Returns the template names checked."""
+def validate_setup(config: Config, objections: ObjectionLibrary | None = None) -> list[str]:
+    """Checks that need more than the config schema: templates, the objection library (pass it when
+    already loaded), and tags named in channel rules. Returns the template names checked."""
     vocabulary = TagVocabulary(config.tags.groups)
     for number, rule in enumerate(config.welcome.channels):
         if rule.tag:
@@ -66,7 +66,8 @@ def validate_setup(config: Config) -> list[str]:
             except TagRejected as exc:
                 raise ConfigError(f"welcome.channels.{number}.tag: {exc}") from None
     library = TemplateLibrary(config.templates_path)
-    objections = ObjectionLibrary.load(config.templates_path, [s.key for s in config.stages])
+    if objections is None:
+        objections = ObjectionLibrary.load(config.templates_path, [s.key for s in config.stages])
     validate_library(objections, library)
     names = library.validate(required_templates(config))
     for name in required_templates(config):
@@ -167,7 +168,7 @@ class SalesBot:
 
     async def start(self) -> None:
         """Validate templates, migrate, then log every account in. Fails fast with a clear error."""
-        validate_setup(self.config)
+        validate_setup(self.config, self.objections.library)
         await self.db.migrate()
         await self._sync_accounts()
         recovered = await self.dispatcher.recover()

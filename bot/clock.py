@@ -57,8 +57,3 @@ class AdvanceableClock(Protocol):
     def now(self) -> datetime: ...
 
     def set(self, instant: datetime) -> None: ...
-
-
-def as_utc(value: datetime) -> datetime:
-    """Databases may hand back naive datetimes (SQLite); ours are always UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

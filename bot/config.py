@@ -246,7 +246,7 @@ def _unique_days(steps: list[SequenceStep]) -> list[SequenceStep]:
     return steps
 
 
-class _SequenceConfig(_Section):
+class SequenceConfig(_Section):
     """T+N day steps at a local time of day; each step is named by its day."""
 
     at: time
@@ -259,7 +259,7 @@ class _SequenceConfig(_Section):
         return _unique_days(value)
 
 
-class AftercareConfig(_SequenceConfig):
+class AftercareConfig(SequenceConfig):
     at: time = time(10, 0)
     steps: list[SequenceStep] = Field(
         default_factory=lambda: [
@@ -268,7 +268,7 @@ class AftercareConfig(_SequenceConfig):
     )
 
 
-class FollowupConfig(_SequenceConfig):
+class FollowupConfig(SequenceConfig):
     at: time = time(10, 30)
     steps: list[SequenceStep] = Field(
         default_factory=lambda: [

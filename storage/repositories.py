@@ -130,12 +130,6 @@ class StageHistory:
             )
         )
 
-    async def for_customer(self, customer_id: int) -> list[StageChange]:
-        query = (
-            select(StageChange).where(StageChange.customer_id == customer_id).order_by(col(StageChange.id))
-        )
-        return list((await self.session.exec(query)).all())
-
 
 class Notes:
     def __init__(self, session: AsyncSession) -> None:
@@ -183,16 +177,6 @@ class Events:
         )
         result = await self.session.exec(statement)
         return bool(_rowcount(result))
-
-    async def for_customer(self, customer_id: int) -> list[Event]:
-        query = select(Event).where(Event.customer_id == customer_id).order_by(col(Event.id))
-        return list((await self.session.exec(query)).all())
-
-    async def of_kind(self, account_id: str, kind: str) -> list[Event]:
-        query = (
-            select(Event).where(Event.account_id == account_id, Event.kind == kind).order_by(col(Event.id))
-        )
-        return list((await self.session.exec(query)).all())
 
 
 class OutgoingLog:

@@ -287,9 +287,7 @@ async def test_row_claimed_by_a_crashed_process_is_not_sent_twice(config: Config
     assert statuses[c2.customer_id][0] == "sent"
 
 
-async def test_template_error_at_send_time_fails_the_row_without_crashing(
-    sim: Simulation, tmp_path: object
-) -> None:
+async def test_template_error_at_send_time_fails_the_row_and_alerts_the_rep(sim: Simulation) -> None:
     await sim.friend_request("c1", "张三")
     async with sim.bot.db.transaction() as session:
         [row] = (await session.exec(select(ScheduledMessage).where(ScheduledMessage.kind == "welcome"))).all()
@@ -297,4 +295,7 @@ async def test_template_error_at_send_time_fails_the_row_without_crashing(
     await sim.advance(timedelta(minutes=1))
     [row] = await rows(sim, ScheduledMessage, ScheduledMessage.kind == "welcome")
     assert row.status == "failed" and "missing.txt.j2" in row.last_error
-    assert sim.puppet.sent == []
+    assert [m for m in sim.output if m["to"] == "c1"] == [], "nothing reaches the customer"
+    [alert] = [m for m in sim.output if m["kind"] == "alert"]
+    assert alert["to"] == "console" and "欢迎语" in alert["text"] and "missing.txt.j2" in alert["text"]
+    assert await rows(sim, Event, Event.kind == "welcome_failed")

@@ -151,22 +151,17 @@ class Dispatcher:
             return
         async with self.db.transaction() as session:
             customer = await session.get(Customer, row.customer_id) if row.customer_id is not None else None
+            template_error = ""
             if row.customer_id is not None and (customer is None or customer.deleted_at is not None):
                 composed = None
             else:
                 try:
                     composed = await composer.compose(row, customer, session)
                 except TemplateError as exc:
-                    composed, error = None, str(exc)
-                    await Outbox(session).mark(row.id or 0, "failed", now, error)
-                    await Events(session).record(
-                        row.account_id,
-                        f"{row.kind}_failed",
-                        now,
-                        customer_id=row.customer_id,
-                        data={"error": error},
-                    )
-                    return
+                    composed, template_error = None, str(exc)
+        if template_error:
+            await self._fail(row, template_error, alert=True)
+            return
         if composed is None:
             await self._mark(row, "cancelled", "no longer wanted")
             return
@@ -196,22 +191,22 @@ class Dispatcher:
             if self.on_sent is not None and result.delivery is Delivery.SENT:
                 await self.on_sent(row)
         elif result.delivery is Delivery.UNREACHABLE:
-            await self._mark(row, "failed", "customer is no longer a friend")
+            await self._fail(row, "customer is no longer a friend", alert=False)
             if row.customer_id is not None:
                 await self.on_unreachable(row.customer_id, result.error)
         else:
-            await self._mark(row, "failed", result.error)
-            if self.on_undeliverable is not None:
-                await self.on_undeliverable(row, f"send failed: {result.error}")
-        if result.delivery is not Delivery.SENT and result.delivery is not Delivery.DUPLICATE:
-            async with self.db.transaction() as session:
-                await Events(session).record(
-                    row.account_id,
-                    f"{row.kind}_failed",
-                    self.clock.now(),
-                    customer_id=row.customer_id,
-                    data={"error": result.error},
-                )
+            await self._fail(row, f"send failed: {result.error}", alert=True)
+
+    async def _fail(self, row: ScheduledMessage, error: str, *, alert: bool) -> None:
+        """Mark the row failed, log ``<kind>_failed`` for the digest, and tell the rep if asked."""
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            await Outbox(session).mark(row.id or 0, "failed", now, error)
+            await Events(session).record(
+                row.account_id, f"{row.kind}_failed", now, customer_id=row.customer_id, data={"error": error}
+            )
+        if alert and self.on_undeliverable is not None:
+            await self.on_undeliverable(row, error)
 
     async def _mark(self, row: ScheduledMessage, status: str, error: str = "") -> None:
         async with self.db.transaction() as session:

@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
-from bot.config import Config
+from bot.config import Config, SequenceConfig
 from bot.domain.hours import WorkingCalendar
 from bot.domain.schedule import QuietHours, at_local_time_after, plan_countdown, time_left_text
 from bot.domain.stages import Pipeline
@@ -171,24 +171,9 @@ class SequenceService:
             await self._cancel(session, customer.id, [COUNTDOWN], now, "customer ordered")
             if self.config.followup.skip_if_ordered:
                 await self._cancel(session, customer.id, [FOLLOWUP], now, "customer ordered")
-            first: datetime | None = None
-            for step in cfg.steps:
-                due = at_local_time_after(now, step.days, cfg.at, self.config.tz)
-                await Outbox(session).plan(
-                    _row(
-                        fresh.account_id,
-                        customer.id,
-                        AFTERCARE,
-                        str(event.id),
-                        f"T+{step.days}",
-                        step.template,
-                        due,
-                        due + timedelta(hours=cfg.valid_hours),
-                        now,
-                        {"product": product, "days": step.days},
-                    )
-                )
-                first = due if first is None else min(first, due)
+            first = await self._plan_steps(
+                session, fresh, AFTERCARE, str(event.id), cfg, now, {"product": product}
+            )
             new = fresh.stage
         if first is not None:
             self.on_planned(first)
@@ -199,24 +184,48 @@ class SequenceService:
     async def plan_followups(
         self, session: AsyncSession, customer: Customer, welcomed_at: datetime, plan: str
     ) -> None:
+        await self._plan_steps(
+            session,
+            customer,
+            FOLLOWUP,
+            plan,
+            self.config.followup,
+            welcomed_at,
+            {"since": welcomed_at.isoformat()},
+        )
+
+    async def _plan_steps(
+        self,
+        session: AsyncSession,
+        customer: Customer,
+        kind: str,
+        plan: str,
+        cfg: SequenceConfig,
+        start: datetime,
+        context: dict[str, Any],
+    ) -> datetime | None:
+        """Plan T+N steps after ``start`` at the sequence's local time; returns the earliest."""
         assert customer.id is not None
-        cfg = self.config.followup
+        now = self.clock.now()
+        first: datetime | None = None
         for step in cfg.steps:
-            due = at_local_time_after(welcomed_at, step.days, cfg.at, self.config.tz)
+            due = at_local_time_after(start, step.days, cfg.at, self.config.tz)
             await Outbox(session).plan(
                 _row(
                     customer.account_id,
                     customer.id,
-                    FOLLOWUP,
+                    kind,
                     plan,
                     f"T+{step.days}",
                     step.template,
                     due,
                     due + timedelta(hours=cfg.valid_hours),
-                    welcomed_at,
-                    {"days": step.days, "since": welcomed_at.isoformat()},
+                    now,
+                    {**context, "days": step.days},
                 )
             )
+            first = due if first is None else min(first, due)
+        return first
 
     async def customer_replied(self, customer_id: int) -> int:
         """Follow-ups exist to break silence: once the customer writes, drop them (if configured)."""

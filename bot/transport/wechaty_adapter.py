@@ -70,7 +70,6 @@ class WechatyTransport:
         login_timeout: float = 30.0,
     ) -> None:
         self.account_id = account_id
-        self.puppet_spec = puppet
         self.login_timeout = login_timeout
         self._bot = _Bot(
             self, new_wechaty_options(name=account_id, puppet=puppet, token=token, endpoint=endpoint)
