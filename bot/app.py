@@ -21,7 +21,7 @@ from bot.domain.stages import Pipeline
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import ConfigError, TemplateError, TransportError
 from bot.objections.library import ObjectionLibrary
-from bot.services.alerts import OWED, Alerts, OwedReplyComposer, OwedReplyNudges
+from bot.services.alerts import ALERT, OWED, AlertComposer, Alerts, OwedReplyComposer, OwedReplyNudges
 from bot.services.console import ConsoleService
 from bot.services.customers import CustomerService
 from bot.services.digest import DIGEST, DigestComposer, DigestService
@@ -38,7 +38,7 @@ from bot.transport.base import FriendRequest, InboundEvent, TextMessage, Transpo
 from bot.transport.factory import build_transport
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
-from storage.repositories import Accounts
+from storage.repositories import DELIVERY_UNKNOWN, Accounts
 
 log = logging.getLogger("salesbot")
 
@@ -132,7 +132,9 @@ class SalesBot:
         )
         self.console.objections = self.objections
         self.console.sequences = self.sequences
-        self.alerts = Alerts(self.messenger, self.console.console_of, self.console.note_customer)
+        self.alerts = Alerts(
+            self.db, clock, self.messenger, self.console.console_of, self.console.note_customer, self._wake
+        )
         self.owed = OwedReplyNudges(self.db, clock, config, self.console.console_of, self._wake)
         self.digests = DigestService(
             self.db, clock, config, self.templates, self.objections.library, on_planned=self._wake
@@ -152,17 +154,18 @@ class SalesBot:
                 FOLLOWUP: sequences,
                 DIGEST: DigestComposer(self.digests, self.console.contact_of),
                 OWED: OwedReplyComposer(self.console.console_of, config),
+                ALERT: AlertComposer(self.console.console_of),
             },
             on_unreachable=self._on_unreachable,
             on_sent=self._on_sent,
             gate=ReachPolicy(config, self._rng),
             on_undeliverable=self._on_undeliverable,
         )
-        self.dispatcher.available = lambda: (
-            [t.account_id for t in self._started] if self.unavailable else None
-        )
+        self.dispatcher.available = self._connected_accounts
         self._started: list[Transport] = []
         self.unavailable: dict[str, str] = {}  # account id -> why it is not connected
+        for transport in self.transports.values():
+            transport.on_connection = self._on_connection
         # pyee delivers events concurrently; one customer's events are handled one at a time
         self._contact_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -233,6 +236,8 @@ class SalesBot:
             await self._on_text(account_id, event)
 
     async def _on_text(self, account_id: str, message: TextMessage) -> None:
+        if message.from_self and (await self.messenger.record_echo(account_id, message) or message.echo):
+            return  # the bot's own send coming back: noted in the outgoing log, never handled again
         supervisor = self.console.supervisor_of(account_id, message)
         if supervisor is not None:
             if await self.console.on_rep_text(account_id, message, role=supervisor):
@@ -289,22 +294,24 @@ class SalesBot:
 
     async def _on_undeliverable(self, row: ScheduledMessage, reason: str) -> None:
         what = kind_name(row.kind)
-        if row.customer_id is None:
-            await self.alerts.send(
-                row.account_id,
-                f"{what}（{row.step}）没有发出：{reason}。",
-                key=f"undeliverable:{row.idempotency_key}",
-            )
-            return
-        async with self.db.transaction() as session:
-            customer = await session.get(Customer, row.customer_id)
-        assert customer is not None
+        unsure = DELIVERY_UNKNOWN in reason
+        outcome = (
+            "可能没有发出：发送时连接中断，无法确认对方是否收到。请到聊天里看一眼，需要的话手动补发。"
+            if unsure
+            else f"没有发出：{reason}。"
+        )
+        name = ""
+        if row.customer_id is not None:
+            async with self.db.transaction() as session:
+                customer = await session.get(Customer, row.customer_id)
+            assert customer is not None
+            name = f"【{customer.remark or customer.display_name} #{customer.id}】的"
         await self.alerts.send(
             row.account_id,
-            f"【{customer.remark or customer.display_name} #{customer.id}】的{what}消息（{row.step}）"
-            f"没有发出：{reason}。",
+            f"{name}{what}消息（{row.step}）{outcome}" if name else f"{what}（{row.step}）{outcome}",
             key=f"undeliverable:{row.idempotency_key}",
-            customer_id=customer.id,
+            customer_id=row.customer_id,
+            unless_delivered=row.idempotency_key if unsure else None,
         )
 
     async def _on_sent(self, row: ScheduledMessage) -> None:
@@ -312,6 +319,19 @@ class SalesBot:
             self.console.note_customer(row.account_id, row.customer_id)
         elif row.kind == REPLY:
             await self.objections.record_sent(row)
+
+    def _connected_accounts(self) -> list[str] | None:
+        """Accounts whose rows the dispatcher may claim now (None: all of them)."""
+        if not self.unavailable and all(t.connected for t in self._started):
+            return None
+        return [t.account_id for t in self._started if t.connected]
+
+    def _on_connection(self, account_id: str, connected: bool, reason: str) -> None:
+        if connected:
+            log.info("account %s: connected (%s); sending what fell due meanwhile", account_id, reason)
+            self._wake(self.clock.now())
+        else:
+            log.warning("account %s: %s; its scheduled messages wait", account_id, reason)
 
     def _sink_for(self, account_id: str) -> Callable[[InboundEvent], Awaitable[None]]:
         async def sink(event: InboundEvent) -> None:

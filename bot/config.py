@@ -92,6 +92,10 @@ class AccountConfig(_Section):
     # service transport only; empty means: read SALESBOT_<ID>_TOKEN / SALESBOT_<ID>_ENDPOINT
     token: str = ""
     endpoint: str = ""
+    # service transport: how long to wait for the login, and the reconnect backoff range
+    login_timeout_seconds: float = Field(default=30.0, gt=0)
+    reconnect_min_seconds: float = Field(default=1.0, gt=0)
+    reconnect_max_seconds: float = Field(default=60.0, gt=0)
     # the conversation where the rep types commands and the bot reports (filehelper = 文件传输助手)
     console: str = "filehelper"
     admins: list[str] = Field(default_factory=list)
@@ -103,6 +107,12 @@ class AccountConfig(_Section):
         if not _ACCOUNT_ID.match(value):
             raise ValueError("expected 1-32 letters, digits, '-' or '_'")
         return value
+
+    @model_validator(mode="after")
+    def _backoff_range(self) -> AccountConfig:
+        if self.reconnect_max_seconds < self.reconnect_min_seconds:
+            raise ValueError("reconnect_max_seconds must not be below reconnect_min_seconds")
+        return self
 
     def service_token(self) -> str:
         return self.token or os.environ.get(f"SALESBOT_{self.id.upper()}_TOKEN", "")
@@ -425,6 +435,8 @@ def _describe(error: ErrorDetails) -> str:
         return f"{location}: missing required value"
     message = error["msg"]
     message = message.removeprefix("Value error, ")
+    if isinstance(error.get("input"), dict):  # a whole section: the message names what is wrong
+        return f"{location}: {message}"
     return f"{location}: {message} (got {error.get('input')!r})"
 
 

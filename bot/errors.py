@@ -23,6 +23,14 @@ class TransportError(SalesbotError):
     """The chat platform could not be reached or refused an operation."""
 
 
+class NotConnected(TransportError):
+    """The account is not connected right now, so nothing was sent: try again after it reconnects."""
+
+
+class DeliveryUnknown(TransportError):
+    """The connection broke while sending: the platform may or may not have the message."""
+
+
 class RecipientUnavailable(TransportError):
     """The customer can no longer be messaged (they deleted the rep or blocked the account)."""
 

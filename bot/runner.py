@@ -97,36 +97,57 @@ async def start_web(bot: SalesBot, config: Config, host: str, port: int) -> tupl
     return runner, f"http://{host}:{bound}", note
 
 
+class Runtime:
+    """The bot on real time: accounts logged in, the dispatcher woken by timers and plans, the web
+    UI. ``salesbot run`` and the gateway end-to-end tests both use it."""
+
+    def __init__(self, config: Config, *, host: str | None = None, port: int | None = None) -> None:
+        self.config = config
+        self.bot = SalesBot(config, OffsetClock())  # real time; the simulator may move it ahead
+        self.timers = Timers(config.tz)
+        self.web_runner: web.AppRunner | None = None
+        self.url = ""
+        self.token_note = ""
+        self._host = host or config.web.host
+        self._port = config.web.port if port is None else port
+        self.bot.wake_listeners.append(lambda due: self.timers.at(DISPATCH_WAKE, due, self.dispatch))
+
+    async def dispatch(self) -> None:
+        await self.bot.run_due()
+
+    async def start(self) -> None:
+        """Log in, serve the web UI, start the timers and send what is due. Raises SalesbotError."""
+        await self.bot.start()
+        if self.config.web.enabled:
+            self.web_runner, self.url, self.token_note = await start_web(
+                self.bot, self.config, self._host, self._port
+            )
+        self.timers.every(DISPATCH_POLL, self.config.dispatch.poll_seconds, self.dispatch)
+        for supervisor in self.config.supervisors:  # the digest row is due then; this wakes the dispatcher
+            self.timers.daily(f"digest:{supervisor.name}", supervisor.at, self.dispatch)
+        self.timers.start()
+        await self.dispatch()
+
+    async def stop(self) -> None:
+        self.timers.shutdown()
+        if self.web_runner is not None:
+            await self.web_runner.cleanup()
+            self.web_runner = None
+        await self.bot.stop()
+
+
 async def run(config: Config, config_path: str, host: str | None = None, port: int | None = None) -> None:
-    bot = SalesBot(config, OffsetClock())  # real time; the simulator's fast-forward may move it ahead
-    timers = Timers(config.tz)
-
-    async def dispatch() -> None:
-        await bot.run_due()
-
-    bot.wake_listeners.append(lambda due: timers.at(DISPATCH_WAKE, due, dispatch))
+    runtime = Runtime(config, host=host, port=port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    web_runner: web.AppRunner | None = None
     try:
-        await bot.start()
-        url, note = "", ""
-        if config.web.enabled:
-            web_runner, url, note = await start_web(
-                bot, config, host or config.web.host, config.web.port if port is None else port
-            )
-        timers.every(DISPATCH_POLL, config.dispatch.poll_seconds, dispatch)
-        for supervisor in config.supervisors:  # the digest row is due then; this cron wakes the dispatcher
-            timers.daily(f"digest:{supervisor.name}", supervisor.at, dispatch)
-        timers.start()
-        await dispatch()
-        print(banner(config, config_path, url, note, bot.unavailable), flush=True)
+        await runtime.start()
+        print(
+            banner(config, config_path, runtime.url, runtime.token_note, runtime.bot.unavailable), flush=True
+        )
         await stop.wait()
         log.info("stopping")
     finally:
-        timers.shutdown()
-        if web_runner is not None:
-            await web_runner.cleanup()
-        await bot.stop()
+        await runtime.stop()

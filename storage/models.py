@@ -145,6 +145,8 @@ class OutgoingMessage(SQLModel, table=True):
         # per-day counts for the daily caps and pacing
         sa.Index("ix_outgoing_account_kind_sent", "account_id", "kind", "sent_at"),
         sa.Index("ix_outgoing_customer_sent", "customer_id", "sent_at"),
+        # matching the account's own messages coming back (self-echo) to what it sent
+        sa.Index("ix_outgoing_account_conversation_created", "account_id", "conversation_id", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -154,11 +156,14 @@ class OutgoingMessage(SQLModel, table=True):
     kind: str
     text: str
     idempotency_key: str = Field(unique=True)
-    status: str  # sending | sent | failed
+    # sending | sent | failed (definitely not delivered) | unknown (the call broke off midway)
+    status: str
     platform_message_id: str | None = None
     error: str = ""
     created_at: datetime = utc_column()
     sent_at: datetime | None = utc_column(nullable=True)
+    # when the platform reported this message back as the account's own (puppets that echo)
+    echoed_at: datetime | None = utc_column(nullable=True)
 
 
 class ScheduledMessage(SQLModel, table=True):

@@ -179,6 +179,10 @@ class Events:
         return bool(_rowcount(result))
 
 
+# in a scheduled row's last_error: the send broke off midway and is never retried blindly
+DELIVERY_UNKNOWN = "delivery unknown"
+
+
 class OutgoingLog:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -242,6 +246,61 @@ class OutgoingLog:
         )
         return (await self.session.exec(query)).first()
 
+    async def unknown(self, row_id: int, error: str) -> OutgoingMessage | None:
+        """The call broke off midway: the platform may have the message. Never sent again; an echo
+        of it settles the question (see :meth:`match_echo`)."""
+        row = await self.session.get(OutgoingMessage, row_id)
+        if row is not None:
+            if row.echoed_at is not None:  # it came back already: it was delivered
+                row.status, row.sent_at = "sent", row.echoed_at
+            else:
+                row.status, row.error = "unknown", error
+        return row
+
+    async def match_echo(
+        self,
+        account_id: str,
+        *,
+        platform_message_id: str,
+        conversation_id: str,
+        text: str,
+        at: datetime,
+        since: datetime,
+    ) -> tuple[OutgoingMessage | None, bool]:
+        """Find what the account sent that it now sees again as its own message, and note the echo:
+        by platform id, else the oldest not yet echoed send of the same text to the same chat since
+        ``since`` whose platform id is unknown (still sending, broken off, or a puppet that returns
+        none). An echo of a send whose outcome was unknown proves it was delivered: the second
+        value says whether this echo settled such a send."""
+        row = await self.by_platform_id(account_id, platform_message_id) if platform_message_id else None
+        if row is None:
+            query = (
+                select(OutgoingMessage)
+                .where(
+                    OutgoingMessage.account_id == account_id,
+                    OutgoingMessage.conversation_id == conversation_id,
+                    col(OutgoingMessage.created_at) >= since,
+                    OutgoingMessage.text == text,
+                    col(OutgoingMessage.echoed_at).is_(None),
+                    # a send that returned its platform id is matched by that id alone
+                    col(OutgoingMessage.platform_message_id).is_(None),
+                    col(OutgoingMessage.status).in_(("sending", "sent", "unknown")),
+                )
+                .order_by(col(OutgoingMessage.created_at), col(OutgoingMessage.id))
+                .limit(1)
+            )
+            row = (await self.session.exec(query)).first()
+        if row is None:
+            return None, False
+        if row.echoed_at is None:
+            row.echoed_at = at
+        if row.platform_message_id is None and platform_message_id:
+            row.platform_message_id = platform_message_id
+        settled = row.status == "unknown"
+        if settled:
+            row.status, row.sent_at, row.error = "sent", at, ""
+        return row, settled
+
 
 class Outbox:
     """The durable schedule. Planning is an upsert on the idempotency key."""
@@ -298,6 +357,15 @@ class Outbox:
         row = await self.session.get(ScheduledMessage, row_id)
         if row is not None:
             row.status, row.updated_at, row.last_error = status, at, error
+
+    async def confirm_delivered(self, idempotency_key: str, at: datetime) -> ScheduledMessage | None:
+        """A row given up as "delivery unknown" turned out delivered (its echo came back)."""
+        query = select(ScheduledMessage).where(ScheduledMessage.idempotency_key == idempotency_key)
+        row = (await self.session.exec(query)).first()
+        if row is None or row.status != "failed" or DELIVERY_UNKNOWN not in row.last_error:
+            return None
+        row.status, row.updated_at, row.last_error = "sent", at, "delivered (confirmed by its echo)"
+        return row
 
     async def defer(self, row_id: int, until: datetime, at: datetime, reason: str) -> None:
         """Back to pending, due later (quiet hours, caps, pacing)."""

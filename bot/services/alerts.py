@@ -10,38 +10,102 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import Clock
 from bot.config import Config
 from bot.domain.hours import WorkingCalendar
-from bot.services.messenger import Messenger
+from bot.services.messenger import Delivery, Messenger
 from bot.services.outbox import Composed
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
-from storage.repositories import Outbox
+from storage.repositories import Outbox, OutgoingLog
 
 ALERT = "alert"
+
+
+# an alert that could not go out (the account was offline) waits this long in the outbox
+ALERT_VALID = timedelta(days=3)
 
 
 class Alerts:
     def __init__(
         self,
+        db: Database,
+        clock: Clock,
         messenger: Messenger,
         console_of: Callable[[str], str],
         note_customer: Callable[[str, int], None],
+        on_planned: Callable[[datetime], None],
     ) -> None:
+        self.db = db
+        self.clock = clock
         self.messenger = messenger
         self.console_of = console_of
         self.note_customer = note_customer
+        self.on_planned = on_planned
 
-    async def send(self, account_id: str, text: str, key: str, customer_id: int | None = None) -> None:
-        """``key`` makes the alert idempotent: the same situation is reported once."""
+    async def send(
+        self,
+        account_id: str,
+        text: str,
+        key: str,
+        customer_id: int | None = None,
+        *,
+        unless_delivered: str | None = None,
+    ) -> None:
+        """``key`` makes the alert idempotent: the same situation is reported once. When the account
+        is offline the alert waits in the outbox and goes out once it reconnects, unless the message
+        keyed ``unless_delivered`` has meanwhile proved delivered (its echo came back)."""
         if customer_id is not None:
             self.note_customer(account_id, customer_id)
-        await self.messenger.send(
+        full_key = f"{account_id}:{ALERT}:{key}"
+        result = await self.messenger.send(
             account_id=account_id,
             conversation_id=self.console_of(account_id),
             text=text,
             kind=ALERT,
-            key=f"{account_id}:{ALERT}:{key}",
+            key=full_key,
             customer_id=customer_id,
         )
+        if result.delivery is Delivery.NOT_CONNECTED:
+            await self._keep(account_id, text, full_key, customer_id, unless_delivered)
+
+    async def _keep(
+        self, account_id: str, text: str, key: str, customer_id: int | None, unless_delivered: str | None
+    ) -> None:
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            await Outbox(session).plan(
+                ScheduledMessage(
+                    account_id=account_id,
+                    customer_id=None,  # the alert must go out even when it reports a deleted customer
+                    kind=ALERT,
+                    sequence=ALERT,
+                    step=key,
+                    template="-",
+                    context={"text": text, "customer_id": customer_id, "unless_delivered": unless_delivered},
+                    due_at=now,
+                    not_after=now + ALERT_VALID,
+                    status="pending",
+                    idempotency_key=key,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        self.on_planned(now)
+
+
+class AlertComposer:
+    """Sends an alert kept while the account was offline, as it was worded then."""
+
+    def __init__(self, console_of: Callable[[str], str]) -> None:
+        self.console_of = console_of
+
+    async def compose(
+        self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
+    ) -> Composed | None:
+        settled_by = row.context.get("unless_delivered")
+        if settled_by:
+            sent = await OutgoingLog(session).by_key(str(settled_by))
+            if sent is not None and sent.status == "sent":
+                return None  # the doubt this alert reports has been settled
+        return Composed(self.console_of(row.account_id), str(row.context["text"]))
 
 
 OWED = "owed"

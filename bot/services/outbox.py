@@ -21,7 +21,7 @@ from bot.services.messenger import Delivery, Messenger
 from bot.services.reach import AUTOMATED_KINDS, SEND, Verdict
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
-from storage.repositories import Events, Outbox, OutgoingLog
+from storage.repositories import DELIVERY_UNKNOWN, Events, Outbox, OutgoingLog
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,12 @@ class Dispatcher:
                 elif sent.status == "sent":
                     row.status = "sent"
                 else:  # "sending": the platform may or may not have it. At most once: do not retry.
-                    row.status, row.last_error = "failed", "interrupted while sending; delivery unknown"
+                    reason = f"interrupted while sending; {DELIVERY_UNKNOWN}"
+                    unsure = await outgoing.unknown(sent.id or 0, reason)
+                    if unsure is not None and unsure.status == "sent":  # its echo came back
+                        row.status = "sent"
+                    else:
+                        row.status, row.last_error = "failed", reason
                 row.updated_at = now
                 settled += 1
         return settled
@@ -186,10 +191,16 @@ class Dispatcher:
                 key=row.idempotency_key,
                 customer_id=row.customer_id,
             )
-        if result.delivery in (Delivery.SENT, Delivery.DUPLICATE):
+        if result.delivery is Delivery.NOT_CONNECTED:
+            # nothing went out; the row waits for the account to reconnect (claims skip it till then)
+            async with self.db.transaction() as session:
+                await Outbox(session).defer(row.id or 0, self.clock.now(), self.clock.now(), result.error)
+        elif result.delivery in (Delivery.SENT, Delivery.DUPLICATE):
             await self._mark(row, "sent")
             if self.on_sent is not None and result.delivery is Delivery.SENT:
                 await self.on_sent(row)
+        elif result.delivery is Delivery.UNKNOWN:
+            await self._fail(row, f"{DELIVERY_UNKNOWN}: {result.error}; check the chat", alert=True)
         elif result.delivery is Delivery.UNREACHABLE:
             await self._fail(row, "customer is no longer a friend", alert=False)
             if row.customer_id is not None:

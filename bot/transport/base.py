@@ -40,19 +40,29 @@ class TextMessage:
     text: str
     from_self: bool
     in_room: bool = False
+    # the transport recognised the bot's own send coming back (a hint; the outgoing log decides)
+    echo: bool = False
 
 
 InboundEvent = FriendRequest | TextMessage
 EventSink = Callable[[InboundEvent], Awaitable[None]]
+# (account id, connected now, why): told when an account loses or regains its connection
+ConnectionListener = Callable[[str, bool, str], None]
 
 
 class Transport(Protocol):
     """One logged-in account on one chat platform."""
 
     account_id: str
+    on_connection: ConnectionListener | None
 
     @property
     def self_id(self) -> str: ...
+
+    @property
+    def connected(self) -> bool:
+        """Logged in with a live connection; while False, sends raise NotConnected."""
+        ...
 
     async def start(self, sink: EventSink) -> None:
         """Connect and log in; deliver every inbound event to ``sink``. Raises TransportError."""

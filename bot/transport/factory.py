@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.clock import Clock
 from bot.config import AccountConfig, Config
 from bot.errors import ConfigError
+from bot.transport.backoff import Backoff
 from bot.transport.local_puppet import LocalPuppet
 from bot.transport.wechaty_adapter import WechatyTransport
 
@@ -19,13 +20,9 @@ def local_puppet_for(account: AccountConfig, config: Config, clock: Clock) -> Lo
     return puppet
 
 
-def build_transport(
-    account: AccountConfig, config: Config, clock: Clock, *, login_timeout: float = 30.0
-) -> WechatyTransport:
+def build_transport(account: AccountConfig, config: Config, clock: Clock) -> WechatyTransport:
     if account.transport == "local":
-        return WechatyTransport(
-            account.id, local_puppet_for(account, config, clock), login_timeout=login_timeout
-        )
+        return WechatyTransport(account.id, local_puppet_for(account, config, clock))
     token, endpoint = account.service_token(), account.service_endpoint()
     upper = account.id.upper()
     if not token:
@@ -39,5 +36,10 @@ def build_transport(
             f"(set it in config or SALESBOT_{upper}_ENDPOINT)"
         )
     return WechatyTransport(
-        account.id, "wechaty-puppet-service", token=token, endpoint=endpoint, login_timeout=login_timeout
+        account.id,
+        "wechaty-puppet-service",
+        token=token,
+        endpoint=endpoint,
+        login_timeout=account.login_timeout_seconds,
+        backoff=Backoff(initial=account.reconnect_min_seconds, maximum=account.reconnect_max_seconds),
     )

@@ -22,6 +22,7 @@ from wechaty_puppet import (
     ContactType,
     EventFriendshipPayload,
     EventLoginPayload,
+    EventLogoutPayload,
     EventMessagePayload,
     EventReadyPayload,
     FriendshipPayload,
@@ -115,6 +116,10 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         self.accepted: list[str] = []
         self.started = False
         self.fail_next_send: Exception | None = None
+        self.online = True
+        # the next send reaches the customer but the connection breaks before the answer comes back
+        self.break_after_next_delivery = False
+        self._held_echoes: list[str] = []
 
     # -- Puppet: lifecycle and events ---------------------------------------------------------
 
@@ -226,6 +231,8 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         if self.fail_next_send is not None:
             error, self.fail_next_send = self.fail_next_send, None
             raise error
+        if not self.online:
+            raise ConnectionRefusedError("the account is offline")
         if conversation_id in self._rooms:
             message_id = self._store_message(self._self_id, "", message, room_id=conversation_id)
         else:
@@ -236,9 +243,29 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
                 raise NotFriendError(f"{contact.name} is not a friend (they deleted the account)")
             message_id = self._store_message(self._self_id, conversation_id, message)
         self.sent.append(SentMessage(message_id, conversation_id, message, self.clock.now()))
+        if self.break_after_next_delivery:
+            self.break_after_next_delivery = False
+            self._held_echoes.append(message_id)  # its echo comes once the connection is back
+            raise ConnectionResetError("connection reset while waiting for the answer")
         if self.echo_self_messages:
             self._events.emit("message", EventMessagePayload(message_id=message_id))
         return message_id
+
+    # -- connection (injected) ------------------------------------------------------------------
+
+    def go_offline(self) -> None:
+        """The account drops off (phone offline, logged out): sends are refused until it is back."""
+        self.online = False
+        self._events.emit("logout", EventLogoutPayload(contact_id=self._self_id, data="offline"))
+
+    def go_online(self) -> None:
+        """The account is back: it logs in again and echoes what it delivered meanwhile."""
+        self.online = True
+        self._events.emit("login", EventLoginPayload(contact_id=self._self_id))
+        held, self._held_echoes = self._held_echoes, []
+        if self.echo_self_messages:
+            for message_id in held:
+                self._events.emit("message", EventMessagePayload(message_id=message_id))
 
     async def message_recall(self, message_id: str) -> bool:
         if message_id not in self._messages:

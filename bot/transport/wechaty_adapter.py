@@ -14,14 +14,23 @@ from typing import Any
 
 from wechaty_puppet import FriendshipType
 
-from bot.errors import RecipientUnavailable, TransportError
-from bot.transport.base import Contact, EventSink, FriendRequest, InboundEvent, TextMessage
+from bot.errors import DeliveryUnknown, NotConnected, RecipientUnavailable, TransportError
+from bot.transport.backoff import Backoff
+from bot.transport.base import (
+    ConnectionListener,
+    Contact,
+    EventSink,
+    FriendRequest,
+    InboundEvent,
+    TextMessage,
+)
 from bot.transport.local_puppet import LocalPuppet, NotFriendError
 from bot.transport.wechaty_compat import IsolatedWechaty, Puppet, new_wechaty_options
 
 log = logging.getLogger(__name__)
 
 _ECHO_MEMORY = 2000
+_STOP_TIMEOUT = 5.0  # seconds
 
 
 def is_room_id(conversation_id: str) -> bool:
@@ -31,13 +40,32 @@ def is_room_id(conversation_id: str) -> bool:
 def explain_start_failure(error: BaseException | None) -> str:
     """Turn what the Wechaty stack raises at startup into an actionable sentence."""
     text = str(error)
+    status, message = getattr(error, "status", None), getattr(error, "message", None)
+    if status is not None and message is not None:  # grpclib's GRPCError: (status, message, details)
+        text = f"{getattr(status, 'name', status)}: {message}"
     if "ping endpoint" in text or isinstance(error, (ConnectionError, OSError)):
         return (
             f"cannot reach the puppet service ({text}); check the endpoint host:port and that it is running"
         )
     if "token" in text.lower():
-        return f"the puppet service rejected the token ({text})"
+        return (
+            f"the puppet service rejected the token ({text}); "
+            "check the account's token in config or its SALESBOT_<ID>_TOKEN variable"
+        )
     return f"Wechaty failed to start: {type(error).__name__}: {text}"
+
+
+def _refused(error: BaseException) -> bool:
+    """The service could not be reached at all: nothing was sent."""
+    return isinstance(error, ConnectionRefusedError)
+
+
+def _broken_off(error: BaseException) -> bool:
+    """The connection broke during the call: the service may have sent the message."""
+    return isinstance(error, (ConnectionError, BrokenPipeError)) or type(error).__name__ in (
+        "StreamTerminatedError",
+        "ProtocolError",
+    )
 
 
 class _Bot(IsolatedWechaty):
@@ -47,8 +75,14 @@ class _Bot(IsolatedWechaty):
         super().__init__(options)
         self._adapter = adapter
 
+    async def init_puppet_event_bridge(self, puppet: Any) -> None:
+        await super().init_puppet_event_bridge(puppet)
+        # Wechaty hands only the first login to on_login; a reconnect logs in again
+        puppet.on("login", lambda payload: self._adapter._on_login())
+        puppet.on("logout", lambda payload: self._adapter._on_logout())
+
     async def on_login(self, contact: Any) -> None:
-        self._adapter._logged_in.set()
+        self._adapter._on_login()
 
     async def on_friendship(self, friendship: Any) -> None:
         await self._adapter._guard(self._adapter._friendship(friendship))
@@ -68,15 +102,22 @@ class WechatyTransport:
         token: str | None = None,
         endpoint: str | None = None,
         login_timeout: float = 30.0,
+        backoff: Backoff | None = None,
     ) -> None:
         self.account_id = account_id
         self.login_timeout = login_timeout
+        self.endpoint = endpoint
+        self.backoff = backoff or Backoff()
+        self.on_connection: ConnectionListener | None = None
         self._bot = _Bot(
             self, new_wechaty_options(name=account_id, puppet=puppet, token=token, endpoint=endpoint)
         )
         self._sink: EventSink | None = None
         self._start_task: asyncio.Task[None] | None = None
         self._logged_in = asyncio.Event()
+        self._connected = False
+        self._stopping = False
+        self._watchdog: asyncio.Task[None] | None = None
         self._pending_echo: Counter[tuple[str, str]] = Counter()
         self._sent_ids: deque[str] = deque(maxlen=_ECHO_MEMORY)
         self.errors: list[BaseException] = []
@@ -84,6 +125,11 @@ class WechatyTransport:
     @property
     def self_id(self) -> str:
         return str(self._bot.puppet.self_id())
+
+    @property
+    def connected(self) -> bool:
+        """Logged in with a live connection: sends can go out now."""
+        return self._connected
 
     @property
     def local_puppet(self) -> LocalPuppet | None:
@@ -108,6 +154,12 @@ class WechatyTransport:
                 raise TransportError(f"account {self.account_id}: {explain_start_failure(error)}") from error
         if login not in pending:
             log.info("account %s logged in as %s", self.account_id, self.self_id)
+            if not self._start_task.done():
+                # a service puppet's start() lives as long as its event stream: when it ends, the
+                # connection is gone; the library would sleep 60 s and start again, we back off
+                self._watchdog = asyncio.create_task(
+                    self._keep_connected(), name=f"wechaty-watchdog-{self.account_id}"
+                )
             return
         login.cancel()
         await self.stop()
@@ -117,13 +169,27 @@ class WechatyTransport:
         )
 
     async def stop(self) -> None:
+        self._stopping = True
+        self._connected = False
+        if self._watchdog is not None and not self._watchdog.done():
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
         if self._start_task is not None and not self._start_task.done():
             self._start_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):  # being torn down
                 await self._start_task
+        puppet = self._bot._puppet
         try:
-            if self._bot._puppet is not None:
-                await self._bot.stop()
+            if puppet is not None:
+                # a service puppet tells the gateway it stops; a gone gateway must not hold us up
+                await asyncio.wait_for(self._bot.stop(), _STOP_TIMEOUT)
+        except (Exception, TimeoutError) as exc:
+            log.debug("account %s: the puppet did not stop cleanly (%s)", self.account_id, exc or type(exc))
+            channel = getattr(puppet, "channel", None)
+            if channel is not None:
+                channel.close()
+            self._bot._puppet = None
         finally:
             scheduler = self._bot._plugin_manager.scheduler
             if scheduler.running:
@@ -140,6 +206,8 @@ class WechatyTransport:
         await friendship.accept()
 
     async def send_text(self, conversation_id: str, text: str) -> str | None:
+        if not self._connected:
+            raise NotConnected(f"account {self.account_id} is not connected")
         target = (
             self._bot.Room.load(conversation_id)
             if is_room_id(conversation_id)
@@ -153,6 +221,14 @@ class WechatyTransport:
         except NotFriendError as exc:
             raise RecipientUnavailable(str(exc)) from exc
         except Exception as exc:
+            if _refused(exc):
+                self._lose_connection(str(exc))
+                raise NotConnected(f"account {self.account_id}: service unreachable ({exc})") from exc
+            if _broken_off(exc):
+                self._lose_connection(str(exc) or type(exc).__name__)
+                raise DeliveryUnknown(
+                    f"account {self.account_id}: connection broke while sending ({exc})"
+                ) from exc
             raise TransportError(f"send to {conversation_id} failed: {exc}") from exc
         finally:
             self._pending_echo[echo_key] -= 1
@@ -186,6 +262,92 @@ class WechatyTransport:
         message = self._bot.Message.load(message_id)
         await message.ready()
         return bool(await message.recall())
+
+    # -- connection -----------------------------------------------------------------------------
+
+    def _on_login(self) -> None:
+        self._logged_in.set()
+        if not self._connected and not self._stopping:
+            self._set_connected(True, "logged in")
+
+    def _on_logout(self) -> None:
+        if self._connected:
+            self._set_connected(False, "logged out")
+
+    def _lose_connection(self, reason: str) -> None:
+        """A call found the service gone before the event stream noticed: stop sending now and let
+        the watchdog reconnect."""
+        if self._connected:
+            self._set_connected(False, f"connection lost ({reason})")
+        if self._watchdog is not None and self._start_task is not None and not self._start_task.done():
+            self._start_task.cancel()
+
+    def _set_connected(self, connected: bool, reason: str) -> None:
+        self._connected = connected
+        if connected:
+            self.backoff.reset()
+        if self.on_connection is not None:
+            self.on_connection(self.account_id, connected, reason)
+
+    async def _keep_connected(self) -> None:
+        """Watch the service connection; when it drops, reconnect with exponential backoff."""
+        while not self._stopping:
+            assert self._start_task is not None
+            await asyncio.wait({self._start_task})
+            error = None if self._start_task.cancelled() else self._start_task.exception()
+            reason = f"{type(error).__name__}: {error}" if error else "the event stream ended"
+            log.warning("account %s: connection to the puppet service lost (%s)", self.account_id, reason)
+            self._logged_in.clear()
+            if self._connected:
+                self._set_connected(False, f"connection lost ({reason})")
+            await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        while not self._stopping:
+            delay = self.backoff.next_delay()
+            log.info("account %s: reconnecting in %.1fs", self.account_id, delay)
+            await asyncio.sleep(delay)
+            if not await self._reachable():
+                continue
+            puppet = self._bot.puppet
+            channel = getattr(puppet, "channel", None)
+            if channel is not None:
+                channel.close()  # the broken one; start() opens a new channel
+            self._start_task = asyncio.create_task(puppet.start(), name=f"wechaty-restart-{self.account_id}")
+            login = asyncio.create_task(self._logged_in.wait())
+            try:
+                await asyncio.wait(
+                    {self._start_task, login}, timeout=self.login_timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                login.cancel()
+            if self._logged_in.is_set():
+                log.info("account %s: reconnected", self.account_id)
+                return
+            if not self._start_task.done():
+                self._start_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._start_task
+                log.warning(
+                    "account %s: no login within %.0fs of reconnecting", self.account_id, self.login_timeout
+                )
+            else:
+                error = None if self._start_task.cancelled() else self._start_task.exception()
+                log.warning("account %s: reconnect failed: %s", self.account_id, explain_start_failure(error))
+
+    async def _reachable(self) -> bool:
+        """A non-blocking probe before the client's own (blocking, 3 s) telnet check."""
+        if not self.endpoint:
+            return True
+        host, _, port = self.endpoint.rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 3)
+        except (TimeoutError, OSError, ValueError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
 
     # -- inbound --------------------------------------------------------------------------------
 
@@ -224,8 +386,8 @@ class WechatyTransport:
         from_self = payload.from_id == self_id
         room_id = payload.room_id or ""
         conversation_id = room_id or (payload.to_id if from_self else payload.from_id)
-        if from_self and self._is_echo(msg.message_id, conversation_id, msg.text()):
-            return  # our own send coming back: already in the outgoing log, never handled again
+        # our own send coming back: it confirms the send in the outgoing log, never runs as a command
+        echo = from_self and self._is_echo(msg.message_id, conversation_id, msg.text())
         talker = msg.talker()
         if not from_self:
             # Wechaty caches contact payloads forever; re-read so a new name or remark shows up
@@ -240,6 +402,7 @@ class WechatyTransport:
                 text=msg.text(),
                 from_self=from_self,
                 in_room=bool(room_id),
+                echo=echo,
             )
         )
 

@@ -1,0 +1,161 @@
+// A test peer for salesbot's real WeChat path: the official Wechaty puppet-service gateway
+// (PuppetServer, plaintext gRPC) in front of the official mock puppet.
+//
+// Usage: node gateway.mjs --port 8788 --token insecure_<uuid> [--self-id rep] [--self-name 小王]
+//
+// Control channel: one JSON object per line. Commands arrive on stdin; events leave on stdout.
+//   in : {"cmd":"contact","id":"c1","name":"张三","friend":false}     create a contact (friend: already one)
+//        {"cmd":"friend_request","id":"c1","hello":"你好"}             c1 asks the account to be friends
+//        {"cmd":"say","from":"c1","text":"太贵了"}                      c1 writes to the account
+//        {"cmd":"self_say","to":"c1","text":"/stage 意向"}            the rep types on their phone
+//   out: {"event":"listening","port":8788}                           the gRPC server is up
+//        {"event":"started"} / {"event":"stopped"}                   the bot called start / stop
+//        {"event":"accepted","id":"c1"}                              the bot accepted c1's request
+//        {"event":"sent","to":"c1","text":"...","id":"m1"}           the bot sent a text
+//        {"event":"error","message":"..."}                           a command failed
+//
+// The mock puppet needs three fixes to behave like a real puppet service (see GatewayPuppet).
+import readline from 'node:readline'
+import { parseArgs } from 'node:util'
+import * as PUPPET from 'wechaty-puppet'
+import { PuppetMock } from 'wechaty-puppet-mock'
+import { PuppetServer } from 'wechaty-puppet-service'
+
+const { values: args } = parseArgs({
+  options: {
+    port: { type: 'string' },
+    token: { type: 'string' },
+    'self-id': { type: 'string', default: 'rep-self' },
+    'self-name': { type: 'string', default: '小王' },
+    'confirm-after-accept': { type: 'boolean', default: true },
+  },
+})
+
+const emit = (event) => process.stdout.write(JSON.stringify(event) + '\n')
+
+let nextMessage = 0
+const newMessageId = () => `gw-msg-${process.pid}-${++nextMessage}`
+
+class GatewayPuppet extends PuppetMock {
+  friendships = new Map()
+  friends = new Set()
+
+  async onStart () {
+    await super.onStart()
+    const selfId = args['self-id']
+    if (!this.mocker.cacheContactPayload.has(selfId)) {
+      this.mocker.createContact({ id: selfId, name: args['self-name'], friend: false })
+      // WeChat's 文件传输助手, where reps type commands by default
+      this.mocker.createContact({ id: 'filehelper', name: '文件传输助手', friend: true })
+      this.friends.add('filehelper')
+    }
+    emit({ event: 'started' })
+    // the mock never logs in nor emits `ready` by itself
+    setImmediate(() => {
+      if (!this.isLoggedIn) this.login(selfId)
+      this.emit('ready', { data: 'ready' })
+    })
+  }
+
+  async onStop () {
+    await super.onStop()
+    emit({ event: 'stopped' })
+  }
+
+  // the mock returns no message id; a real puppet does, and the bot records it
+  async messageSendText (conversationId, text) {
+    if (!this.isLoggedIn) throw new Error('not logged in')
+    if (!this.friends.has(conversationId)) {
+      throw new Error(`${conversationId} is not a friend`)
+    }
+    const id = newMessageId()
+    this.mocker.MessageMock.create({
+      id,
+      talkerId: this.currentUserId,
+      listenerId: conversationId,
+      text,
+      timestamp: Date.now(),
+      type: PUPPET.types.Message.Text,
+    })
+    emit({ event: 'sent', to: conversationId, text, id })
+    this.emit('message', { messageId: id }) // puppets echo the account's own sends
+    return id
+  }
+
+  // the mock answers only {id}; a real puppet gives the whole request
+  async friendshipRawPayload (id) {
+    return this.friendships.get(id) ?? { id }
+  }
+
+  async friendshipAccept (friendshipId) {
+    const request = this.friendships.get(friendshipId)
+    if (!request) throw new Error(`no friendship ${friendshipId}`)
+    this.friends.add(request.contactId)
+    emit({ event: 'accepted', id: request.contactId })
+    if (args['confirm-after-accept']) {
+      // some puppets report the new friendship once more, as a Confirm
+      const confirmId = `${friendshipId}-confirm`
+      this.friendships.set(confirmId, { ...request, id: confirmId, type: PUPPET.types.Friendship.Confirm })
+      setTimeout(() => this.emit('friendship', { friendshipId: confirmId }), 50)
+    }
+  }
+}
+
+const puppet = new GatewayPuppet()
+const server = new PuppetServer({
+  endpoint: `127.0.0.1:${args.port}`,
+  puppet,
+  token: args.token,
+  tls: { disable: true },
+})
+
+const commands = {
+  contact ({ id, name, friend }) {
+    puppet.mocker.createContact({ id, name, friend: Boolean(friend) })
+    if (friend) puppet.friends.add(id)
+  },
+  friend_request ({ id, hello }) {
+    const friendshipId = `fr-${id}-${Date.now()}`
+    puppet.friendships.set(friendshipId, {
+      id: friendshipId,
+      contactId: id,
+      hello: hello ?? '',
+      timestamp: Date.now(),
+      type: PUPPET.types.Friendship.Receive,
+      ticket: 'ticket',
+    })
+    puppet.emit('friendship', { friendshipId })
+  },
+  say ({ from, text }) {
+    const id = newMessageId()
+    puppet.mocker.MessageMock.create({
+      id, talkerId: from, listenerId: puppet.currentUserId, text, timestamp: Date.now(),
+      type: PUPPET.types.Message.Text,
+    })
+    puppet.emit('message', { messageId: id })
+  },
+  self_say ({ to, text }) {
+    const id = newMessageId()
+    puppet.mocker.MessageMock.create({
+      id, talkerId: puppet.currentUserId, listenerId: to, text, timestamp: Date.now(),
+      type: PUPPET.types.Message.Text,
+    })
+    puppet.emit('message', { messageId: id })
+  },
+}
+
+readline.createInterface({ input: process.stdin }).on('line', (line) => {
+  if (!line.trim()) return
+  try {
+    const command = JSON.parse(line)
+    const handler = commands[command.cmd]
+    if (!handler) throw new Error(`unknown command ${command.cmd}`)
+    handler(command)
+  } catch (e) {
+    emit({ event: 'error', message: String(e && e.message ? e.message : e) })
+  }
+})
+process.stdin.on('end', () => process.exit(0))
+
+await server.start()
+emit({ event: 'listening', port: Number(args.port) })
