@@ -1,0 +1,256 @@
+"""End to end over the real WeChat path: salesbot's Wechaty client speaks gRPC to the official Node
+puppet-service gateway (``PuppetServer``, TLS off) in front of the official mock puppet.
+
+Nothing here is ours but the bot and a thin subclass of the mock (tests/gateway/gateway.mjs). The
+bot runs as ``salesbot run`` does (:class:`bot.runner.Runtime`, real time, timers, SQLite file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from bot.runner import Runtime
+from storage.models import Customer, OutgoingMessage, ScheduledMessage
+from tests.conftest import ROOT, default_config_data, make_config, merge
+from tests.gateway_peer import Gateway, ensure_node_gateway
+
+FAST_WELCOME = {"welcome": {"delay_seconds": [0.3, 0.3]}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def node_gateway_installed() -> None:
+    ensure_node_gateway()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    peer = Gateway()
+    await peer.start()
+    yield peer
+    await peer.close()
+    assert peer.errors == []
+
+
+def service_account(account_id: str, peer: Gateway, **extra: Any) -> dict[str, Any]:
+    account = dict(default_config_data()["accounts"][0])
+    account.update(
+        id=account_id,
+        transport="service",
+        token=peer.token,
+        endpoint=peer.endpoint,
+        login_timeout_seconds=20.0,
+        reconnect_min_seconds=0.2,
+        reconnect_max_seconds=1.0,
+        **extra,
+    )
+    return account
+
+
+def runtime_for(tmp_path: Path, accounts: list[dict[str, Any]], **overrides: Any) -> Runtime:
+    data = {
+        "accounts": accounts,
+        "database": {"url": f"sqlite:///{tmp_path / 'bot.db'}"},
+        "web": {"enabled": False},
+        "supervisors": [],
+        "dispatch": {"poll_seconds": 0.5},
+        **FAST_WELCOME,
+    }
+    return Runtime(make_config(merge(data, overrides)))
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Runtime] = []
+
+    async def start(accounts: list[dict[str, Any]], **overrides: Any) -> Runtime:
+        runtime = runtime_for(tmp_path, accounts, **overrides)
+        started.append(runtime)
+        await runtime.start()
+        return runtime
+
+    yield start
+    for runtime in started:
+        await runtime.stop()
+
+
+async def rows(runtime: Runtime, model: Any) -> list[Any]:
+    async with runtime.bot.db.transaction() as session:
+        return list((await session.exec(select(model))).all())
+
+
+async def eventually(check: Callable[[], Any], within: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+async def test_friend_request_is_accepted_and_welcomed_once_over_grpc(
+    gateway: Gateway, running: Callable[..., Any]
+) -> None:
+    runtime = await running([service_account("acme", gateway)])
+
+    gateway.add_stranger("c1", "张三", "我在小红书看到你的")
+
+    await gateway.wait_for(lambda e: e["event"] == "accepted" and e["id"] == "c1")
+    welcome = await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "c1")
+    assert "小林" in welcome["text"] and "？" in welcome["text"]
+    # the gateway also reports the new friendship as a Confirm after the accept: no second welcome
+    await asyncio.sleep(1.5)
+    assert len(gateway.sent_to("c1")) == 1
+    [customer] = await rows(runtime, Customer)
+    assert (customer.wechat_id, customer.display_name, customer.source_channel) == ("c1", "张三", "小红书")
+    [outgoing] = [r for r in await rows(runtime, OutgoingMessage) if r.conversation_id == "c1"]
+    # the platform's message id came back from the send, and the puppet's echo was recognised
+    assert outgoing.platform_message_id == welcome["id"]
+    assert outgoing.echoed_at is not None
+
+
+async def test_objection_suggestion_arrives_in_the_console_and_its_echo_does_not_loop(
+    gateway: Gateway, running: Callable[..., Any]
+) -> None:
+    await running([service_account("acme", gateway)])
+    gateway.add_friend("c2", "李四")
+
+    gateway.customer_says("c2", "太贵了，别家便宜两万")
+
+    suggestion = await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "filehelper")
+    assert "李四" in suggestion["text"] and "/send" in suggestion["text"]
+    # the suggestion came back as the account's own message in filehelper; handled as a command it
+    # would have produced a reply ("unknown command" or a usage line). Nothing more is sent.
+    await asyncio.sleep(1.5)
+    assert gateway.sent_to("filehelper") == [suggestion["text"]]
+    assert gateway.sent_to("c2") == []
+
+
+async def test_rep_command_typed_on_the_phone_is_executed(
+    gateway: Gateway, running: Callable[..., Any]
+) -> None:
+    runtime = await running([service_account("acme", gateway)])
+    gateway.add_stranger("c3", "王五", "你好")
+    await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "c3")
+
+    gateway.rep_types("filehelper", "/stage @王五 意向")
+
+    reply = await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "filehelper")
+    assert "意向" in reply["text"]
+    [customer] = await rows(runtime, Customer)
+    assert customer.stage == "intent"
+
+
+async def test_two_accounts_on_two_gateways_keep_their_customers_apart(
+    tmp_path: Path, running: Callable[..., Any]
+) -> None:
+    first, second = Gateway(self_id="rep-a", self_name="小林"), Gateway(self_id="rep-b", self_name="小周")
+    await asyncio.gather(first.start(), second.start())
+    try:
+        runtime = await running([service_account("a", first), service_account("b", second)])
+        first.add_stranger("x1", "赵一", "你好")
+        second.add_stranger("y1", "钱二", "你好")
+        await first.wait_for(lambda e: e["event"] == "sent" and e["to"] == "x1")
+        await second.wait_for(lambda e: e["event"] == "sent" and e["to"] == "y1")
+        second.customer_says("y1", "太贵了")
+        await second.wait_for(lambda e: e["event"] == "sent" and e["to"] == "filehelper")
+        await asyncio.sleep(1)
+        assert [e["to"] for e in first.events if e["event"] == "sent"] == ["x1"]
+        assert sorted(e["to"] for e in second.events if e["event"] == "sent") == ["filehelper", "y1"]
+        by_account = {c.wechat_id: c.account_id for c in await rows(runtime, Customer)}
+        assert by_account == {"x1": "a", "y1": "b"}
+    finally:
+        await asyncio.gather(first.close(), second.close())
+    assert first.errors == second.errors == []
+
+
+async def test_gateway_restart_mid_run_reconnects_and_sends_what_fell_due_once(
+    gateway: Gateway, running: Callable[..., Any]
+) -> None:
+    runtime = await running([service_account("acme", gateway)], welcome={"delay_seconds": [3.0, 3.0]})
+    transport = runtime.bot.transports["acme"]
+    gateway.add_stranger("c4", "孙六", "你好")
+    await gateway.wait_for(lambda e: e["event"] == "accepted" and e["id"] == "c4")
+    gateway.friends["c4"] = "孙六"  # the real service would still know its friends after a restart
+
+    async def welcome_planned() -> bool:
+        return any(r.kind == "welcome" for r in await rows(runtime, ScheduledMessage))
+
+    await eventually(welcome_planned)
+
+    await gateway.kill()  # the welcome is due in 3 s: it falls due during the outage
+    await eventually(lambda: not transport.connected)
+    await asyncio.sleep(4)
+    [welcome_row] = [r for r in await rows(runtime, ScheduledMessage) if r.kind == "welcome"]
+    assert welcome_row.status == "pending"  # waiting, not failed, not lost
+
+    await gateway.start()
+    await eventually(lambda: transport.connected)
+    sent = await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "c4")
+    await asyncio.sleep(2)  # poll ticks and wake-ups come and go: still only one
+    assert gateway.sent_to("c4") == [sent["text"]]
+    [welcome_row] = [r for r in await rows(runtime, ScheduledMessage) if r.kind == "welcome"]
+    assert welcome_row.status == "sent"
+    keyed = [
+        r for r in await rows(runtime, OutgoingMessage) if r.idempotency_key == welcome_row.idempotency_key
+    ]
+    assert [r.status for r in keyed] == ["sent"]
+
+    # and the reconnected stream carries events in both directions again
+    gateway.customer_says("c4", "太贵了")
+    await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "filehelper")
+
+
+def test_wrong_token_is_a_clear_error_and_a_non_zero_exit(tmp_path: Path) -> None:
+    async def scenario() -> subprocess.CompletedProcess[str]:
+        peer = Gateway()
+        await peer.start()
+        try:
+            text = (ROOT / "config.toml").read_text(encoding="utf-8")
+            text = text.replace(
+                'templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"'
+            )
+            text = text.replace('transport = "local"', 'transport = "service"')
+            config = tmp_path / "config.toml"
+            config.write_text(text, encoding="utf-8")
+            env = {
+                **os.environ,
+                "SALESBOT_DEMO_TOKEN": "insecure_not-the-gateways-token",
+                "SALESBOT_DEMO_ENDPOINT": peer.endpoint,
+            }
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot",
+                "run",
+                "--config",
+                str(config),
+                "--port",
+                "0",
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            stdout, stderr = await asyncio.wait_for(process.communicate(), 90)
+            assert process.returncode is not None
+            return subprocess.CompletedProcess([], process.returncode, stdout.decode(), stderr.decode())
+        finally:
+            await peer.close()
+
+    result = asyncio.run(scenario())
+    assert result.returncode == 1
+    assert "error: account demo: the puppet service rejected the token" in result.stderr
+    assert "Traceback" not in result.stderr
