@@ -52,11 +52,12 @@ class Gateway:
     """One gateway process on loopback. ``restart()`` kills it and starts a fresh one on the same port
     (the contacts named in ``friends`` are created again: a real service keeps its contacts)."""
 
-    def __init__(self, *, self_id: str = "rep-self", self_name: str = "小王") -> None:
+    def __init__(self, *, self_id: str = "rep-self", self_name: str = "小王", tls: bool = False) -> None:
         self.port = free_port()
         self.token = f"insecure_{uuid.uuid4()}"
         self.self_id = self_id
         self.self_name = self_name
+        self.tls = tls
         self.events: list[Event] = []
         self.errors: list[str] = []  # control commands the gateway could not carry out
         self.friends: dict[str, str] = {}
@@ -80,6 +81,7 @@ class Gateway:
             self.self_id,
             "--self-name",
             self.self_name,
+            *(["--tls"] if self.tls else []),
             cwd=GATEWAY_DIR,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

@@ -254,3 +254,33 @@ def test_wrong_token_is_a_clear_error_and_a_non_zero_exit(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert "error: account demo: the puppet service rejected the token" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_tls_gateway_is_a_clear_error_and_the_other_account_keeps_running(
+    gateway: Gateway, running: Callable[..., Any]
+) -> None:
+    tls = Gateway(self_id="rep-tls", tls=True)
+    await tls.start()
+    try:
+        runtime = await running([service_account("good", gateway), service_account("tls", tls)])
+        reason = runtime.bot.unavailable["tls"]
+        assert reason.startswith("account tls: the puppet service closed the connection at once")
+        assert "TLS disabled" in reason
+        gateway.add_stranger("c5", "周七", "你好")
+        await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "c5")
+    finally:
+        await tls.close()
+
+
+async def test_stopping_leaves_no_tasks_behind(gateway: Gateway, tmp_path: Path) -> None:
+    before = asyncio.all_tasks()
+    runtime = runtime_for(tmp_path, [service_account("acme", gateway)])
+    await runtime.start()
+    gateway.add_friend("c6", "吴八")
+    gateway.customer_says("c6", "在吗")
+    await gateway.wait_for(lambda e: e["event"] == "started")
+    await runtime.stop()
+    await asyncio.sleep(0)
+    left = {t for t in asyncio.all_tasks() - before if not t.done()}
+    assert left == set(), [t.get_name() for t in left]
+    assert not runtime.bot.transports["acme"].connected

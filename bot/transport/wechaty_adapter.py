@@ -47,6 +47,13 @@ def explain_start_failure(error: BaseException | None) -> str:
         return (
             f"cannot reach the puppet service ({text}); check the endpoint host:port and that it is running"
         )
+    if type(error).__name__ == "StreamTerminatedError":
+        # reachable, but it hangs up on the first call: a TLS server meeting our plaintext client
+        return (
+            f"the puppet service closed the connection at once ({text}): it probably expects TLS, "
+            "and this client speaks plaintext gRPC only; run the service with TLS disabled "
+            "(WECHATY_PUPPET_SERVICE_NO_TLS_INSECURE_SERVER=true)"
+        )
     if "token" in text.lower():
         return (
             f"the puppet service rejected the token ({text}); "

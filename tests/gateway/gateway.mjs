@@ -1,7 +1,7 @@
 // A test peer for salesbot's real WeChat path: the official Wechaty puppet-service gateway
 // (PuppetServer, plaintext gRPC) in front of the official mock puppet.
 //
-// Usage: node gateway.mjs --port 8788 --token insecure_<uuid> [--self-id rep] [--self-name 小王]
+// Usage: node gateway.mjs --port 8788 --token insecure_<uuid> [--self-id rep] [--self-name 小王] [--tls]
 //
 // Control channel: one JSON object per line. Commands arrive on stdin; events leave on stdout.
 //   in : {"cmd":"contact","id":"c1","name":"张三","friend":false}     create a contact (friend: already one)
@@ -28,6 +28,7 @@ const { values: args } = parseArgs({
     'self-id': { type: 'string', default: 'rep-self' },
     'self-name': { type: 'string', default: '小王' },
     'confirm-after-accept': { type: 'boolean', default: true },
+    tls: { type: 'boolean', default: false }, // TLS on: what a plaintext client meets by mistake
   },
 })
 
@@ -106,7 +107,7 @@ const server = new PuppetServer({
   endpoint: `127.0.0.1:${args.port}`,
   puppet,
   token: args.token,
-  tls: { disable: true },
+  tls: { disable: !args.tls },
 })
 
 const commands = {
