@@ -8,6 +8,7 @@ bot runs as ``salesbot run`` does (:class:`bot.runner.Runtime`, real time, timer
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -272,7 +273,9 @@ async def test_tls_gateway_is_a_clear_error_and_the_other_account_keeps_running(
         await tls.close()
 
 
-async def test_stopping_leaves_no_tasks_behind(gateway: Gateway, tmp_path: Path) -> None:
+async def test_stopping_leaves_no_tasks_or_warnings_behind(
+    gateway: Gateway, tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
     before = asyncio.all_tasks()
     runtime = runtime_for(tmp_path, [service_account("acme", gateway)])
     await runtime.start()
@@ -284,3 +287,5 @@ async def test_stopping_leaves_no_tasks_behind(gateway: Gateway, tmp_path: Path)
     left = {t for t in asyncio.all_tasks() - before if not t.done()}
     assert left == set(), [t.get_name() for t in left]
     assert not runtime.bot.transports["acme"].connected
+    gc.collect()  # unclosed sockets and never-awaited coroutines warn when collected
+    assert [str(w.message) for w in recwarn] == []
