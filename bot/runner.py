@@ -19,6 +19,9 @@ from bot.web.app import create_app, is_loopback, resolve_token
 
 log = logging.getLogger("salesbot")
 
+# how long stopping waits for a dispatch that is sending a message
+STOP_GRACE_SECONDS = 10.0
+
 
 def banner(
     config: Config,
@@ -110,10 +113,17 @@ class Runtime:
         self.token_note = ""
         self._host = host or config.web.host
         self._port = config.web.port if port is None else port
+        self._dispatching: set[asyncio.Task[object]] = set()
         self.bot.wake_listeners.append(lambda due: self.timers.at(DISPATCH_WAKE, due, self.dispatch))
 
     async def dispatch(self) -> None:
-        await self.bot.run_due()
+        task = asyncio.current_task()
+        assert task is not None  # always called from a task (APScheduler's job or start())
+        self._dispatching.add(task)
+        try:
+            await self.bot.run_due()
+        finally:
+            self._dispatching.discard(task)
 
     async def start(self) -> None:
         """Log in, serve the web UI, start the timers and send what is due. Raises SalesbotError."""
@@ -129,7 +139,15 @@ class Runtime:
         await self.dispatch()
 
     async def stop(self) -> None:
+        """Stop the timers, let a running dispatch finish the message in hand, then log out."""
         self.timers.shutdown()
+        self.bot.dispatcher.stopping = True
+        if self._dispatching:
+            _, late = await asyncio.wait(set(self._dispatching), timeout=STOP_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
         if self.web_runner is not None:
             await self.web_runner.cleanup()
             self.web_runner = None

@@ -28,6 +28,22 @@ def default_config_data() -> dict[str, Any]:
     return tomllib.loads((ROOT / "config.toml").read_text(encoding="utf-8"))
 
 
+def portable_config_text() -> str:
+    """config.toml as shipped, with an absolute templates_dir so a copy works from any folder."""
+    return (
+        (ROOT / "config.toml")
+        .read_text(encoding="utf-8")
+        .replace('templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"')
+    )
+
+
+def write_config(folder: Path, text: str | None = None) -> Path:
+    """Write ``text`` (default: :func:`portable_config_text`) as ``folder/config.toml``."""
+    path = folder / "config.toml"
+    path.write_text(portable_config_text() if text is None else text, encoding="utf-8")
+    return path
+
+
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     result = copy.deepcopy(base)
     for key, value in overrides.items():

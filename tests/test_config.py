@@ -9,7 +9,7 @@ import pytest
 from bot.cli import main
 from bot.config import load_config
 from bot.errors import ConfigError
-from tests.conftest import ROOT, make_config
+from tests.conftest import ROOT, make_config, portable_config_text
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -97,11 +97,7 @@ def test_postgres_url_uses_async_driver() -> None:
 
 
 def test_relative_sqlite_path_is_anchored_at_config_folder(tmp_path: Path) -> None:
-    text = (
-        (ROOT / "config.toml")
-        .read_text(encoding="utf-8")
-        .replace('templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"')
-    )
+    text = portable_config_text()
     config = load_config(write(tmp_path, text))
     assert config.database_url() == f"sqlite+aiosqlite:///{tmp_path / 'data' / 'salesbot.db'}"
 

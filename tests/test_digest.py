@@ -14,7 +14,7 @@ from bot.config import Config
 from bot.services.digest import split_message
 from bot.simulate import Simulation
 from storage.models import ScheduledMessage
-from tests.conftest import ROOT, SHANGHAI, make_config
+from tests.conftest import SHANGHAI, make_config, write_config
 
 MORNING = datetime(2026, 11, 23, 9, 0, tzinfo=SHANGHAI)
 
@@ -216,13 +216,7 @@ async def test_day_boundary_is_local_midnight(db_url: str) -> None:
 
 
 def test_digest_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    text = (
-        (ROOT / "config.toml")
-        .read_text(encoding="utf-8")
-        .replace('templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"')
-    )
-    config = tmp_path / "config.toml"
-    config.write_text(text, encoding="utf-8")
+    config = write_config(tmp_path)
     assert main(["digest", "--config", str(config), "--date", "2026-11-23"]) == 0
     out = capsys.readouterr().out
     assert "王经理的团队日报 · 11月23日 周一" in out and "新好友：0（持平）" in out

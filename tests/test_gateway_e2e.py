@@ -21,7 +21,7 @@ from sqlmodel import select
 
 from bot.runner import Runtime
 from storage.models import Customer, OutgoingMessage, ScheduledMessage
-from tests.conftest import ROOT, default_config_data, make_config, merge
+from tests.conftest import default_config_data, make_config, merge, portable_config_text, write_config
 from tests.gateway_peer import Gateway, ensure_node_gateway
 
 FAST_WELCOME = {"welcome": {"delay_seconds": [0.3, 0.3]}}
@@ -219,13 +219,8 @@ def test_wrong_token_is_a_clear_error_and_a_non_zero_exit(tmp_path: Path) -> Non
         peer = Gateway()
         await peer.start()
         try:
-            text = (ROOT / "config.toml").read_text(encoding="utf-8")
-            text = text.replace(
-                'templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"'
-            )
-            text = text.replace('transport = "local"', 'transport = "service"')
-            config = tmp_path / "config.toml"
-            config.write_text(text, encoding="utf-8")
+            service = portable_config_text().replace('transport = "local"', 'transport = "service"')
+            config = write_config(tmp_path, service)
             env = {
                 **os.environ,
                 "SALESBOT_DEMO_TOKEN": "insecure_not-the-gateways-token",
@@ -276,6 +271,8 @@ async def test_tls_gateway_is_a_clear_error_and_the_other_account_keeps_running(
 async def test_stopping_leaves_no_tasks_or_warnings_behind(
     gateway: Gateway, tmp_path: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
+    gc.collect()  # what earlier tests left for the collector is not this test's
+    recwarn.clear()
     before = asyncio.all_tasks()
     runtime = runtime_for(tmp_path, [service_account("acme", gateway)])
     await runtime.start()

@@ -12,16 +12,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import write_config
 
 
 def test_run_on_embedded_default_prints_banner_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    text = (ROOT / "config.toml").read_text(encoding="utf-8")
-    text = text.replace(
-        'templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"'
-    )
-    config = tmp_path / "config.toml"
-    config.write_text(text, encoding="utf-8")
+    config = write_config(tmp_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "bot", "run", "--config", str(config), "--port", "0"],
         stdout=subprocess.PIPE,
@@ -64,12 +59,7 @@ def test_run_on_embedded_default_prints_banner_and_stops_on_ctrl_c(tmp_path: Pat
 def test_busy_web_port_is_a_clear_error(tmp_path: Path) -> None:
     import socket
 
-    text = (ROOT / "config.toml").read_text(encoding="utf-8")
-    text = text.replace(
-        'templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"'
-    )
-    config = tmp_path / "config.toml"
-    config.write_text(text, encoding="utf-8")
+    config = write_config(tmp_path)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

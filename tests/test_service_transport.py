@@ -17,7 +17,7 @@ import pytest
 from bot.errors import TransportError
 from bot.transport.base import InboundEvent
 from bot.transport.wechaty_adapter import WechatyTransport
-from tests.conftest import ROOT
+from tests.conftest import portable_config_text, write_config
 
 
 def closed_port() -> int:
@@ -44,13 +44,8 @@ async def test_unreachable_endpoint_is_a_clear_error_not_a_dead_event_loop() -> 
 
 
 def test_run_with_unreachable_service_exits_non_zero_naming_the_account(tmp_path: Path) -> None:
-    text = (ROOT / "config.toml").read_text(encoding="utf-8")
-    text = text.replace(
-        'templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"'
-    )
-    text = text.replace('transport = "local"', 'transport = "service"')
-    config = tmp_path / "config.toml"
-    config.write_text(text, encoding="utf-8")
+    text = portable_config_text()
+    config = write_config(tmp_path, text.replace('transport = "local"', 'transport = "service"'))
     env = {
         **os.environ,
         "SALESBOT_DEMO_TOKEN": "insecure_x",
@@ -70,10 +65,7 @@ def test_run_with_unreachable_service_exits_non_zero_naming_the_account(tmp_path
 
 
 def test_one_failing_account_does_not_stop_the_others(tmp_path: Path) -> None:
-    text = (ROOT / "config.toml").read_text(encoding="utf-8")
-    text = text.replace(
-        'templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"'
-    )
+    text = portable_config_text()
     second = text[text.index("[[accounts]]") :].replace('id = "demo"', 'id = "acme"', 1)
     second = second.replace('transport = "local"', 'transport = "service"', 1)
     config = tmp_path / "config.toml"

@@ -76,6 +76,8 @@ class Dispatcher:
         self.on_undeliverable = on_undeliverable
         # accounts whose transport is connected; None: all. Rows of other accounts wait, pending.
         self.available: Callable[[], Collection[str] | None] = lambda: None
+        # set when the process is stopping: finish the row in hand, claim no more
+        self.stopping = False
 
     async def next_due_at(self) -> datetime | None:
         async with self.db.transaction() as session:
@@ -111,7 +113,7 @@ class Dispatcher:
     async def run_due(self) -> int:
         """Send everything due now, earliest first. Returns how many rows were processed."""
         processed = 0
-        while True:
+        while not self.stopping:
             now = self.clock.now()
             async with self.db.transaction() as session:
                 row = await Outbox(session).claim_next_due(now, self.available())
@@ -123,6 +125,7 @@ class Dispatcher:
             except Exception as exc:
                 log.exception("dispatching scheduled message %s failed", row.id)
                 await self._mark(row, "failed", f"internal error: {exc}")
+        return processed
 
     async def _deliver(self, row: ScheduledMessage) -> None:
         now = self.clock.now()
