@@ -117,6 +117,7 @@ class SalesBot:
             after_welcome=lambda session, customer, at, plan: self.sequences.plan_followups(
                 session, customer, at, plan
             ),
+            on_accept_interrupted=self._retry_after_reconnect,
         )
         self.objections = ObjectionService(
             self.db,
@@ -166,6 +167,9 @@ class SalesBot:
         self.unavailable: dict[str, str] = {}  # account id -> why it is not connected
         for transport in self.transports.values():
             transport.on_connection = self._on_connection
+        # friend requests whose accept the connection cut off, per account (kept in memory)
+        self._interrupted: defaultdict[str, list[FriendRequest]] = defaultdict(list)
+        self._retries: set[asyncio.Task[None]] = set()
         # pyee delivers events concurrently; one customer's events are handled one at a time
         self._contact_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -194,6 +198,10 @@ class SalesBot:
         await self.digests.ensure_planned()
 
     async def stop(self) -> None:
+        for task in list(self._retries):
+            task.cancel()
+        if self._retries:
+            await asyncio.wait(set(self._retries))
         for transport in reversed(self._started):
             try:
                 await transport.stop()
@@ -204,6 +212,8 @@ class SalesBot:
 
     async def settle(self) -> None:
         """Wait for in-process transports to finish handling what they delivered (simulator, tests)."""
+        while self._retries:
+            await asyncio.wait(set(self._retries))
         for transport in self.transports.values():
             await transport.settle()
 
@@ -330,8 +340,16 @@ class SalesBot:
         if connected:
             log.info("account %s: connected (%s); sending what fell due meanwhile", account_id, reason)
             self._wake(self.clock.now())
+            requests, self._interrupted[account_id] = self._interrupted[account_id], []
+            for request in requests:
+                task = asyncio.create_task(self.handle(account_id, request))
+                self._retries.add(task)
+                task.add_done_callback(self._retries.discard)
         else:
             log.warning("account %s: %s; its scheduled messages wait", account_id, reason)
+
+    def _retry_after_reconnect(self, account_id: str, request: FriendRequest) -> None:
+        self._interrupted[account_id].append(request)
 
     def _sink_for(self, account_id: str) -> Callable[[InboundEvent], Awaitable[None]]:
         async def sink(event: InboundEvent) -> None:

@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from bot.simulate import Simulation
 from bot.transport.backoff import Backoff
-from storage.models import Event, OutgoingMessage, ScheduledMessage
+from storage.models import Customer, Event, OutgoingMessage, ScheduledMessage
 from tests.conftest import MONDAY_10AM
 
 
@@ -136,3 +136,21 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
     assert len(set(delays)) == len(delays)  # jittered
     backoff.reset()
     assert backoff.next_delay() <= 1.0
+
+
+async def test_a_friend_request_whose_accept_was_cut_off_is_accepted_after_reconnecting(
+    sim: Simulation,
+) -> None:
+    sim.puppet.fail_next_accept = ConnectionResetError("connection reset during the accept")
+    await sim.friend_request("c1", "张三", "小红书看到的")
+    assert sim.puppet.accepted == []
+    assert not sim.bot.transports[sim.account_id].connected
+
+    sim.puppet.go_online()
+    await sim.advance(timedelta(minutes=1))
+
+    assert len(sim.puppet.accepted) == 1
+    [welcome] = texts_to(sim, sim.contact_id("c1"))
+    assert "小红书" in welcome
+    [customer] = await rows(sim, Customer)
+    assert customer.source_channel == "小红书"

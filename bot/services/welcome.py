@@ -20,6 +20,7 @@ from bot.config import AccountConfig, Config
 from bot.domain.channels import match_channel
 from bot.domain.hours import WorkingCalendar
 from bot.domain.tags import TagRejected, TagVocabulary
+from bot.errors import DeliveryUnknown, NotConnected
 from bot.services.customers import ensure_customer
 from bot.services.outbox import Composed
 from bot.templates import TemplateLibrary
@@ -65,6 +66,7 @@ class WelcomeService:
         rng: random.Random,
         on_planned: Callable[[datetime], None] = lambda _due: None,
         after_welcome: Callable[[AsyncSession, Customer, datetime, str], Awaitable[None]] | None = None,
+        on_accept_interrupted: Callable[[str, FriendRequest], None] = lambda _account, _request: None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -73,12 +75,23 @@ class WelcomeService:
         self.rng = rng
         self.on_planned = on_planned
         self.after_welcome = after_welcome
+        # the connection dropped during the accept: try the request again once the account is back
+        self.on_accept_interrupted = on_accept_interrupted
 
     async def on_friend_request(self, account_id: str, request: FriendRequest) -> None:
         now = self.clock.now()
         if not request.confirmed:
             try:
                 await self.transports[account_id].accept(request)
+            except (NotConnected, DeliveryUnknown) as exc:
+                log.warning(
+                    "account %s: accepting %s interrupted (%s); trying again after reconnecting",
+                    account_id,
+                    request.contact.contact_id,
+                    exc,
+                )
+                self.on_accept_interrupted(account_id, request)
+                return
             except Exception as exc:
                 log.warning(
                     "account %s: accepting %s failed: %s", account_id, request.contact.contact_id, exc

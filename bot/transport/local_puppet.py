@@ -116,6 +116,7 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         self.accepted: list[str] = []
         self.started = False
         self.fail_next_send: Exception | None = None
+        self.fail_next_accept: Exception | None = None
         self.online = True
         # the next send reaches the customer but the connection breaks before the answer comes back
         self.break_after_next_delivery = False
@@ -210,6 +211,9 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         return self._friendships[friendship_id]
 
     async def friendship_accept(self, friendship_id: str) -> None:
+        if self.fail_next_accept is not None:
+            error, self.fail_next_accept = self.fail_next_accept, None
+            raise error
         request = self._friendships[friendship_id]
         self._contacts[request.contact_id].friend = True
         self.accepted.append(friendship_id)

@@ -208,9 +208,27 @@ class WechatyTransport:
             await puppet.drain()
 
     async def accept(self, request: FriendRequest) -> None:
+        if not self._connected:
+            raise NotConnected(f"account {self.account_id} is not connected")
         friendship = self._bot.Friendship.load(request.friendship_id)
-        await friendship.ready()
-        await friendship.accept()
+        try:
+            await friendship.ready()
+            await friendship.accept()
+        except Exception as exc:
+            self._raise_connection_error(exc)
+            raise
+
+    def _raise_connection_error(self, exc: Exception) -> None:
+        """Turn a lost connection into NotConnected (nothing reached the service) or DeliveryUnknown
+        (the call broke off midway), and let the watchdog reconnect."""
+        if _refused(exc):
+            self._lose_connection(str(exc))
+            raise NotConnected(f"account {self.account_id}: service unreachable ({exc})") from exc
+        if _broken_off(exc):
+            self._lose_connection(str(exc) or type(exc).__name__)
+            raise DeliveryUnknown(
+                f"account {self.account_id}: connection broke during the call ({exc})"
+            ) from exc
 
     async def send_text(self, conversation_id: str, text: str) -> str | None:
         if not self._connected:
@@ -228,14 +246,7 @@ class WechatyTransport:
         except NotFriendError as exc:
             raise RecipientUnavailable(str(exc)) from exc
         except Exception as exc:
-            if _refused(exc):
-                self._lose_connection(str(exc))
-                raise NotConnected(f"account {self.account_id}: service unreachable ({exc})") from exc
-            if _broken_off(exc):
-                self._lose_connection(str(exc) or type(exc).__name__)
-                raise DeliveryUnknown(
-                    f"account {self.account_id}: connection broke while sending ({exc})"
-                ) from exc
+            self._raise_connection_error(exc)
             raise TransportError(f"send to {conversation_id} failed: {exc}") from exc
         finally:
             self._pending_echo[echo_key] -= 1
