@@ -96,6 +96,8 @@ class AccountConfig(_Section):
     login_timeout_seconds: float = Field(default=30.0, gt=0)
     reconnect_min_seconds: float = Field(default=1.0, gt=0)
     reconnect_max_seconds: float = Field(default=60.0, gt=0)
+    # HTTP/2 keepalive ping interval on the service connection (0: no pings)
+    keepalive_seconds: float = Field(default=30.0, ge=0)
     # the conversation where the rep types commands and the bot reports (filehelper = 文件传输助手)
     console: str = "filehelper"
     admins: list[str] = Field(default_factory=list)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import uuid
@@ -100,6 +101,16 @@ class Gateway:
         if self._reader is not None:
             await self._reader
         self._process = self._reader = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: the connection stays open but nothing answers, as with a hung host or a NAT
+        that dropped the flow."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     async def restart(self) -> None:
         await self.kill()

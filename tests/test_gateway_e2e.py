@@ -44,14 +44,16 @@ async def gateway() -> AsyncIterator[Gateway]:
 def service_account(account_id: str, peer: Gateway, **extra: Any) -> dict[str, Any]:
     account = dict(default_config_data()["accounts"][0])
     account.update(
-        id=account_id,
-        transport="service",
-        token=peer.token,
-        endpoint=peer.endpoint,
-        login_timeout_seconds=20.0,
-        reconnect_min_seconds=0.2,
-        reconnect_max_seconds=1.0,
-        **extra,
+        {
+            "id": account_id,
+            "transport": "service",
+            "token": peer.token,
+            "endpoint": peer.endpoint,
+            "login_timeout_seconds": 20.0,
+            "reconnect_min_seconds": 0.2,
+            "reconnect_max_seconds": 1.0,
+            **extra,
+        }
     )
     return account
 
@@ -212,6 +214,33 @@ async def test_gateway_restart_mid_run_reconnects_and_sends_what_fell_due_once(
     # and the reconnected stream carries events in both directions again
     gateway.customer_says("c4", "太贵了")
     await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "filehelper")
+
+
+async def test_a_frozen_gateway_is_noticed_by_keepalive_pings_and_replaced_on_recovery(
+    gateway: Gateway, running: Callable[..., Any]
+) -> None:
+    account = service_account("acme", gateway, keepalive_seconds=0.5, login_timeout_seconds=3.0)
+    runtime = await running([account])
+    transport = runtime.bot.transports["acme"]
+    gateway.add_friend("c7", "郑九")
+    gateway.customer_says("c7", "你好")
+
+    async def customer_known() -> bool:
+        return bool(await rows(runtime, Customer))
+
+    await eventually(customer_known)
+
+    gateway.freeze()  # the stream stays open, nothing answers: only an unanswered ping tells
+    try:
+        await eventually(lambda: not transport.connected, within=15)
+    finally:
+        gateway.thaw()
+    await eventually(lambda: transport.connected, within=30)
+
+    gateway.customer_says("c7", "太贵了")
+    suggestion = await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "filehelper")
+    await asyncio.sleep(1.5)
+    assert gateway.sent_to("filehelper") == [suggestion["text"]]  # one stream, one suggestion
 
 
 def test_wrong_token_is_a_clear_error_and_a_non_zero_exit(tmp_path: Path) -> None:

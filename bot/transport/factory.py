@@ -8,6 +8,7 @@ from bot.errors import ConfigError
 from bot.transport.backoff import Backoff
 from bot.transport.local_puppet import LocalPuppet
 from bot.transport.wechaty_adapter import WechatyTransport
+from bot.transport.wechaty_compat import new_service_puppet
 
 
 def local_puppet_for(account: AccountConfig, config: Config, clock: Clock) -> LocalPuppet:
@@ -37,7 +38,7 @@ def build_transport(account: AccountConfig, config: Config, clock: Clock) -> Wec
         )
     return WechatyTransport(
         account.id,
-        "wechaty-puppet-service",
+        new_service_puppet(token=token, endpoint=endpoint, keepalive_seconds=account.keepalive_seconds),
         token=token,
         endpoint=endpoint,
         login_timeout=account.login_timeout_seconds,

@@ -34,8 +34,13 @@ PuppetOptions.__hash__ = object.__hash__
 import logging  # noqa: E402
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # noqa: E402
+from grpclib.client import Channel  # noqa: E402
+from grpclib.config import Configuration  # noqa: E402
 from wechaty import Wechaty, WechatyOptions  # noqa: E402
+from wechaty_grpc.wechaty import PuppetStub  # noqa: E402
 from wechaty_puppet import Puppet  # noqa: E402
+from wechaty_puppet_service import PuppetService  # noqa: E402
+from wechaty_puppet_service.utils import extract_host_and_port  # noqa: E402
 
 # "no blueprint registered, so no web service": expected, we never use Wechaty's plugin web server
 logging.getLogger("wechaty.plugin").setLevel(logging.ERROR)
@@ -63,6 +68,47 @@ class IsolatedWechaty(Wechaty):  # type: ignore[misc]
                 accessory._pool = {}
 
 
+class KeepaliveServicePuppet(PuppetService):  # type: ignore[misc]
+    """The gRPC service puppet with HTTP/2 keepalive pings on its channel.
+
+    The library's channel never pings, so a connection that dies silently (a frozen gateway, a NAT
+    dropping an idle flow) leaves the event stream waiting forever. With pings, an unanswered ping
+    closes the connection, the stream ends and the adapter reconnects."""
+
+    def __init__(self, options: PuppetOptions, keepalive_seconds: float) -> None:
+        super().__init__(options)
+        self.keepalive_seconds = keepalive_seconds
+
+    def _init_puppet(self) -> None:
+        super()._init_puppet()
+        if not self.keepalive_seconds:
+            return
+        unused: Channel = getattr(self, "channel")  # noqa: B009  (the library leaves it untyped)
+        unused.close()  # not connected yet: connections open on the first call
+        host, port = extract_host_and_port(self.options.end_point)
+        self.channel = Channel(
+            host=host,
+            port=port,
+            config=Configuration(
+                _keepalive_time=self.keepalive_seconds,
+                _keepalive_timeout=self.keepalive_seconds,
+                _keepalive_permit_without_calls=True,
+                _http2_max_pings_without_data=0,  # the event stream only receives: ping anyway
+                _http2_min_sent_ping_interval_without_data=self.keepalive_seconds,
+            ),
+        )
+        self.channel._authority = self.options.token  # the library sends the token this way
+        self._puppet_stub = PuppetStub(self.channel)
+
+
+def new_service_puppet(*, token: str, endpoint: str, keepalive_seconds: float) -> KeepaliveServicePuppet:
+    """A fresh service puppet with its own options (never the shared default)."""
+    options = PuppetOptions()
+    options.token = token
+    options.end_point = endpoint
+    return KeepaliveServicePuppet(options, keepalive_seconds)
+
+
 def new_wechaty_options(
     *,
     name: str,
@@ -86,4 +132,13 @@ def new_wechaty_options(
     )
 
 
-__all__ = ["IsolatedWechaty", "Puppet", "PuppetOptions", "Wechaty", "WechatyOptions", "new_wechaty_options"]
+__all__ = [
+    "IsolatedWechaty",
+    "KeepaliveServicePuppet",
+    "Puppet",
+    "PuppetOptions",
+    "Wechaty",
+    "WechatyOptions",
+    "new_service_puppet",
+    "new_wechaty_options",
+]
