@@ -30,7 +30,7 @@ from bot.services.objections import REPLY, ObjectionService, ReplyComposer, vali
 from bot.services.outbox import Dispatcher
 from bot.services.profile import ProfileService
 from bot.services.reach import ReachPolicy
-from bot.services.reports import ReportService
+from bot.services.reports import ConnectionState, ReportService
 from bot.services.sequences import AFTERCARE, COUNTDOWN, FOLLOWUP, SequenceComposer, SequenceService
 from bot.services.welcome import WELCOME, WelcomeComposer, WelcomeService
 from bot.templates import TemplateLibrary
@@ -187,6 +187,7 @@ class SalesBot:
             except TransportError as exc:
                 # one account failing must not stop the others; its messages wait, pending
                 self.unavailable[account_id] = str(exc)
+                self.reports.connections[account_id] = ConnectionState(False, self.clock.now(), str(exc))
                 log.error("%s", exc)
                 continue
             self._started.append(transport)
@@ -337,6 +338,7 @@ class SalesBot:
         return [t.account_id for t in self._started if t.connected]
 
     def _on_connection(self, account_id: str, connected: bool, reason: str) -> None:
+        self.reports.connections[account_id] = ConnectionState(connected, self.clock.now(), reason)
         if connected:
             log.info("account %s: connected (%s); sending what fell due meanwhile", account_id, reason)
             self._wake(self.clock.now())

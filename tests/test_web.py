@@ -242,3 +242,19 @@ async def test_listening_beyond_loopback_generates_a_token_and_requires_it(
         assert await asyncio.to_thread(status, authorized) == 200
     finally:
         await runner.cleanup()
+
+
+async def test_accounts_show_their_connection_state(sim: Simulation) -> None:
+    client = await client_for(sim)
+    try:
+        [online] = await (await client.get("/api/accounts")).json()
+        assert (online["id"], online["connected"], online["reason"]) == ("demo", True, "logged in")
+        sim.puppet.go_offline()
+        await sim.advance(timedelta(minutes=1))
+        [offline] = await (await client.get("/api/accounts")).json()
+        assert (offline["connected"], offline["reason"]) == (False, "logged out")
+        assert offline["since"].startswith("2026-11-23T10:00")
+        page = await (await client.get("/dashboard")).text()
+        assert 'data-account="demo" data-connected="no"' in page and "离线" in page
+    finally:
+        await client.close()

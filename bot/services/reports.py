@@ -3,6 +3,7 @@ messages, today's metrics. Everything is plain JSON-ready data."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,15 @@ def iso(instant: datetime | None, config: Config) -> str | None:
     return None if instant is None else instant.astimezone(config.tz).isoformat()
 
 
+@dataclass(frozen=True)
+class ConnectionState:
+    """Whether an account can send now, since when, and why (shown on the dashboard)."""
+
+    connected: bool
+    since: datetime
+    reason: str
+
+
 class ReportService:
     def __init__(
         self, db: Database, clock: Clock, config: Config, profile: ProfileService, digests: DigestService
@@ -33,6 +43,24 @@ class ReportService:
         self.profile = profile
         self.digests = digests
         self.pipeline = Pipeline(config.stages)
+        self.connections: dict[str, ConnectionState] = {}  # kept up to date by SalesBot
+
+    def accounts(self) -> list[dict[str, Any]]:
+        """Each configured account with its connection state."""
+        result = []
+        for account in self.config.accounts:
+            state = self.connections.get(account.id)
+            result.append(
+                {
+                    "id": account.id,
+                    "nickname": account.profile.nickname,
+                    "transport": account.transport,
+                    "connected": state is not None and state.connected,
+                    "since": iso(state.since, self.config) if state else None,
+                    "reason": state.reason if state else "not started",
+                }
+            )
+        return result
 
     def _customer(self, customer: Customer) -> dict[str, Any]:
         return {

@@ -144,6 +144,10 @@ async def api_metrics(request: web.Request) -> web.Response:
     return web.json_response(await request.app[REPORTS].metrics(_day(request)))
 
 
+async def api_accounts(request: web.Request) -> web.Response:
+    return web.json_response(request.app[REPORTS].accounts())
+
+
 async def dashboard(request: web.Request) -> web.Response:
     reports = request.app[REPORTS]
     filters = _filters(request)
@@ -156,6 +160,7 @@ async def dashboard(request: web.Request) -> web.Response:
         failed=await reports.scheduled("failed", 20),
         stages=reports.pipeline.stages,
         accounts=reports.config.accounts,
+        connections=reports.accounts(),
         token=request.query.get("token", ""),
     )
     return web.Response(text=page, content_type="text/html")
@@ -181,6 +186,7 @@ def create_app(
     app.router.add_get("/api/customers/{customer_id}", api_customer)
     app.router.add_get("/api/scheduled", api_scheduled)
     app.router.add_get("/api/metrics", api_metrics)
+    app.router.add_get("/api/accounts", api_accounts)
     if simulator is not None:
         from bot.web.simulator import mount
 
