@@ -1,6 +1,6 @@
 """The `service` transport (wechaty-puppet-service over gRPC) fails fast and clearly when it cannot start.
 
-End-to-end tests against the official Node gateway come with the real-WeChat-path work (issue 8).
+These need no peer; the end-to-end suite against the official Node gateway is tests/test_gateway_e2e.py.
 """
 
 from __future__ import annotations

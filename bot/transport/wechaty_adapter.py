@@ -1,7 +1,9 @@
 """The only module that talks to the Wechaty SDK: maps Wechaty objects to our transport events.
 
 The real ``wechaty.Wechaty`` class drives both puppets: our in-process :class:`LocalPuppet` and the
-gRPC ``wechaty-puppet-service``.
+gRPC ``wechaty-puppet-service``. The adapter also owns the connection: it reports whether the
+account can send (``connected``), reconnects a service account whose stream ended, and turns a
+lost connection into ``NotConnected`` (nothing sent) or ``DeliveryUnknown`` (maybe sent).
 """
 
 from __future__ import annotations
