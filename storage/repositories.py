@@ -232,7 +232,9 @@ class OutgoingLog:
     async def finish(self, row_id: int, *, platform_message_id: str | None, at: datetime) -> None:
         row = await self.session.get(OutgoingMessage, row_id)
         if row is not None:
-            row.status, row.platform_message_id, row.sent_at = "sent", platform_message_id, at
+            row.status, row.sent_at = "sent", at
+            if platform_message_id:  # keep the id an echo may have supplied
+                row.platform_message_id = platform_message_id
 
     async def fail(self, row_id: int, error: str) -> None:
         row = await self.session.get(OutgoingMessage, row_id)

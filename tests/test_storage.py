@@ -13,7 +13,7 @@ from sqlalchemy import inspect
 
 from storage.db import Database
 from storage.models import Account, Customer, ScheduledMessage, metadata
-from storage.repositories import Outbox
+from storage.repositories import Outbox, OutgoingLog
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
@@ -165,3 +165,31 @@ async def test_rows_of_unconnected_accounts_wait(db: Database) -> None:
         assert await Outbox(session).next_due_at(["demo"]) == NOW
         claimed = await Outbox(session).claim_next_due(later, ["demo", "other"])
     assert claimed is not None and claimed.idempotency_key == "k-demo"
+
+
+async def test_an_echo_during_a_broken_send_settles_it_and_keeps_the_echoed_id(db: Database) -> None:
+    async with db.transaction() as session:
+        log = OutgoingLog(session)
+        row = await log.begin(
+            account_id="demo",
+            customer_id=None,
+            conversation_id="wx1",
+            kind="countdown",
+            text="还剩1天",
+            idempotency_key="k1",
+            at=NOW,
+        )
+        assert row is not None and row.id is not None
+        row_id = row.id
+    async with db.transaction() as session:  # the echo arrives while the send is still in flight
+        echoed, settled = await OutgoingLog(session).match_echo(
+            "demo", platform_message_id="m-9", conversation_id="wx1", text="还剩1天", at=NOW, since=NOW
+        )
+        assert echoed is not None and not settled
+    async with db.transaction() as session:  # then the call breaks off: the echo proves delivery
+        unsure = await OutgoingLog(session).unknown(row_id, "delivery unknown: reset")
+        assert unsure is not None and unsure.status == "sent"
+        await OutgoingLog(session).finish(row_id, platform_message_id=None, at=NOW)
+    async with db.transaction() as session:
+        final = await OutgoingLog(session).by_key("k1")
+        assert final is not None and (final.status, final.platform_message_id) == ("sent", "m-9")

@@ -64,11 +64,9 @@ class Alerts:
             customer_id=customer_id,
         )
         if result.delivery is Delivery.NOT_CONNECTED:
-            await self._keep(account_id, text, full_key, customer_id, unless_delivered)
+            await self._keep(account_id, text, full_key, unless_delivered)
 
-    async def _keep(
-        self, account_id: str, text: str, key: str, customer_id: int | None, unless_delivered: str | None
-    ) -> None:
+    async def _keep(self, account_id: str, text: str, key: str, unless_delivered: str | None) -> None:
         now = self.clock.now()
         async with self.db.transaction() as session:
             await Outbox(session).plan(
@@ -79,7 +77,7 @@ class Alerts:
                     sequence=ALERT,
                     step=key,
                     template="-",
-                    context={"text": text, "customer_id": customer_id, "unless_delivered": unless_delivered},
+                    context={"text": text, "unless_delivered": unless_delivered},
                     due_at=now,
                     not_after=now + ALERT_VALID,
                     status="pending",
