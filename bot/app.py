@@ -10,8 +10,9 @@ import asyncio
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime
+from typing import Any
 
 from bot.clock import Clock
 from bot.commands import REGISTRY
@@ -19,7 +20,7 @@ from bot.config import Config
 from bot.domain.kinds import kind_name
 from bot.domain.stages import Pipeline
 from bot.domain.tags import TagRejected, TagVocabulary
-from bot.errors import ConfigError, TemplateError, TransportError
+from bot.errors import ConfigError, SalesbotError, TemplateError, TransportError
 from bot.objections.library import ObjectionLibrary
 from bot.services.alerts import ALERT, OWED, AlertComposer, Alerts, OwedReplyComposer, OwedReplyNudges
 from bot.services.console import ConsoleService
@@ -34,6 +35,7 @@ from bot.services.reports import ConnectionState, ReportService
 from bot.services.sequences import AFTERCARE, COUNTDOWN, FOLLOWUP, SequenceComposer, SequenceService
 from bot.services.welcome import WELCOME, WelcomeComposer, WelcomeService
 from bot.templates import TemplateLibrary
+from bot.transport.backoff import Backoff
 from bot.transport.base import FriendRequest, InboundEvent, TextMessage, Transport
 from bot.transport.factory import build_transport
 from storage.db import Database
@@ -169,7 +171,8 @@ class SalesBot:
             transport.on_connection = self._on_connection
         # friend requests whose accept the connection cut off, per account (kept in memory)
         self._interrupted: defaultdict[str, list[FriendRequest]] = defaultdict(list)
-        self._retries: set[asyncio.Task[None]] = set()
+        self._retries: set[asyncio.Task[None]] = set()  # interrupted friend requests, handled again
+        self._late_starts: set[asyncio.Task[None]] = set()  # accounts that failed at startup, retrying
         # pyee delivers events concurrently; one customer's events are handled one at a time
         self._contact_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -183,26 +186,60 @@ class SalesBot:
             log.warning("settled %d scheduled messages left claimed by a previous run", recovered)
         for account_id, transport in self.transports.items():
             try:
-                await transport.start(self._sink_for(account_id))
+                await self._start_account(account_id, transport)
             except TransportError as exc:
                 # one account failing must not stop the others; its messages wait, pending
-                self.unavailable[account_id] = str(exc)
-                self.reports.connections[account_id] = ConnectionState(False, self.clock.now(), str(exc))
-                log.error("%s", exc)
-                continue
-            self._started.append(transport)
-            async with self.db.transaction() as session:
-                await Accounts(session).set_self_contact(account_id, transport.self_id)
+                self._not_started(account_id, exc)
         if not self._started:
             raise TransportError("; ".join(self.unavailable.values()))
-        await self.console.resolve_consoles(skip=self.unavailable)
+        for account_id in self.unavailable:
+            self._track(self._start_later(account_id, self.transports[account_id]), self._late_starts)
         await self.digests.ensure_planned()
 
+    async def _start_account(self, account_id: str, transport: Transport) -> None:
+        await transport.start(self._sink_for(account_id))
+        self._started.append(transport)
+        self.unavailable.pop(account_id, None)
+        async with self.db.transaction() as session:
+            await Accounts(session).set_self_contact(account_id, transport.self_id)
+        await self.console.resolve_consoles(account_id)
+
+    def _not_started(self, account_id: str, error: SalesbotError) -> None:
+        self.unavailable[account_id] = str(error)
+        self.reports.connections[account_id] = ConnectionState(False, self.clock.now(), str(error))
+        log.error("%s", error)
+
+    async def _start_later(self, account_id: str, transport: Transport) -> None:
+        """An account that could not start at startup keeps trying, with backoff, while the others
+        run (an endpoint not up yet, a token being fixed)."""
+        account = self.config.account(account_id)
+        backoff = Backoff(initial=account.reconnect_min_seconds, maximum=account.reconnect_max_seconds)
+        while True:
+            await asyncio.sleep(backoff.next_delay())
+            try:
+                await self._start_account(account_id, transport)
+            except TransportError as exc:
+                self._not_started(account_id, exc)
+                continue
+            except SalesbotError as exc:  # e.g. its console room does not exist: retrying cannot help
+                self._not_started(account_id, exc)
+                return
+            log.info("account %s started late; its waiting messages go out now", account_id)
+            return
+
+    @staticmethod
+    def _track(work: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]]) -> None:
+        """Run ``work`` in the background, kept in ``tasks`` until done (:meth:`stop` cancels it)."""
+        task = asyncio.create_task(work)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
     async def stop(self) -> None:
-        for task in list(self._retries):
+        background = self._retries | self._late_starts
+        for task in background:
             task.cancel()
-        if self._retries:
-            await asyncio.wait(set(self._retries))
+        if background:
+            await asyncio.wait(background)
         for transport in reversed(self._started):
             try:
                 await transport.stop()
@@ -344,9 +381,7 @@ class SalesBot:
             self._wake(self.clock.now())
             requests, self._interrupted[account_id] = self._interrupted[account_id], []
             for request in requests:
-                task = asyncio.create_task(self.handle(account_id, request))
-                self._retries.add(task)
-                task.add_done_callback(self._retries.discard)
+                self._track(self.handle(account_id, request), self._retries)
         else:
             log.warning("account %s: %s; its scheduled messages wait", account_id, reason)
 

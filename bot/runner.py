@@ -59,7 +59,7 @@ def banner(
             'Real WeChat: set transport = "service" with a token and endpoint in config.toml.',
         ]
     for reason in (failed or {}).values():
-        lines.append(f"NOT RUNNING: {reason}  (its scheduled messages wait until it connects)")
+        lines.append(f"NOT RUNNING: {reason}  (retrying; its scheduled messages wait until it connects)")
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
 

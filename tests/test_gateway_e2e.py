@@ -315,3 +315,21 @@ async def test_stopping_leaves_no_tasks_or_warnings_behind(
     assert not runtime.bot.transports["acme"].connected
     gc.collect()  # unclosed sockets and never-awaited coroutines warn when collected
     assert [str(w.message) for w in recwarn] == []
+
+
+async def test_an_account_whose_service_is_down_at_startup_starts_once_it_is_up(
+    gateway: Gateway, running: Callable[..., Any]
+) -> None:
+    late = Gateway(self_id="rep-late", self_name="小吴")  # its port is chosen, nothing listens yet
+    runtime = await running([service_account("up", gateway), service_account("late", late)])
+    assert runtime.bot.unavailable["late"].startswith("account late: cannot reach the puppet service")
+    await late.start()
+    try:
+        await eventually(lambda: runtime.bot.transports["late"].connected, within=30)
+        assert "late" not in runtime.bot.unavailable
+        late.add_stranger("z1", "冯十", "你好")
+        await late.wait_for(lambda e: e["event"] == "sent" and e["to"] == "z1")
+        [state] = [a for a in runtime.bot.reports.accounts() if a["id"] == "late"]
+        assert state["connected"] is True
+    finally:
+        await late.close()

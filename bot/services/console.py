@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -81,10 +81,10 @@ class ConsoleService:
         self.digests: DigestService | None = None
         self.contacts: dict[tuple[str, str], str] = {}  # (account, configured contact) -> conversation id
 
-    async def resolve_consoles(self, skip: Collection[str] = ()) -> None:
-        """Find each account's console conversation once it is logged in (``skip``: not connected)."""
+    async def resolve_consoles(self, account_id: str) -> None:
+        """Find an account's console and its supervisors' chats once it is logged in."""
         for account in self.config.accounts:
-            if account.id in skip:
+            if account.id != account_id:
                 continue
             transport = self.transports[account.id]
             if account.console == "self":
@@ -100,7 +100,7 @@ class ConsoleService:
             else:
                 self.console_ids[account.id] = account.console
         for supervisor in self.config.supervisors:
-            if supervisor.account in skip:
+            if supervisor.account != account_id:
                 continue
             key = (supervisor.account, supervisor.contact)
             if supervisor.contact.startswith("room:"):

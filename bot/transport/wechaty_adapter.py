@@ -118,9 +118,8 @@ class WechatyTransport:
         self.endpoint = endpoint
         self.backoff = backoff or Backoff()
         self.on_connection: ConnectionListener | None = None
-        self._bot = _Bot(
-            self, new_wechaty_options(name=account_id, puppet=puppet, token=token, endpoint=endpoint)
-        )
+        self._puppet, self._token = puppet, token
+        self._bot = self._new_bot()
         self._sink: EventSink | None = None
         self._start_task: asyncio.Task[None] | None = None
         self._logged_in = asyncio.Event()
@@ -130,6 +129,12 @@ class WechatyTransport:
         self._pending_echo: Counter[tuple[str, str]] = Counter()
         self._sent_ids: deque[str] = deque(maxlen=_ECHO_MEMORY)
         self.errors: list[BaseException] = []
+
+    def _new_bot(self) -> _Bot:
+        options = new_wechaty_options(
+            name=self.account_id, puppet=self._puppet, token=self._token, endpoint=self.endpoint
+        )
+        return _Bot(self, options)
 
     @property
     def self_id(self) -> str:
@@ -146,6 +151,12 @@ class WechatyTransport:
         return puppet if isinstance(puppet, LocalPuppet) else None
 
     async def start(self, sink: EventSink) -> None:
+        """Connect and log in. After a failed start it may be called again: each try gets a fresh
+        Wechaty (the library's objects are not made to start twice)."""
+        if self._start_task is not None:
+            self._bot = self._new_bot()
+            self._stopping = False
+            self._logged_in.clear()
         self._sink = sink
         self._start_task = asyncio.create_task(self._bot.start(), name=f"wechaty-start-{self.account_id}")
         login = asyncio.create_task(self._logged_in.wait())
