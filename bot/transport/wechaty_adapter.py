@@ -157,6 +157,11 @@ class WechatyTransport:
             self._bot = self._new_bot()
             self._stopping = False
             self._logged_in.clear()
+        if not await self._reachable():
+            raise TransportError(
+                f"account {self.account_id}: cannot reach the puppet service at {self.endpoint}; "
+                "check the endpoint host:port and that it is running"
+            )
         self._sink = sink
         self._start_task = asyncio.create_task(self._bot.start(), name=f"wechaty-start-{self.account_id}")
         login = asyncio.create_task(self._logged_in.wait())

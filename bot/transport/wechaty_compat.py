@@ -69,34 +69,33 @@ class IsolatedWechaty(Wechaty):  # type: ignore[misc]
 
 
 class KeepaliveServicePuppet(PuppetService):  # type: ignore[misc]
-    """The gRPC service puppet with HTTP/2 keepalive pings on its channel.
+    """The gRPC service puppet, with our own channel setup:
 
-    The library's channel never pings, so a connection that dies silently (a frozen gateway, a NAT
-    dropping an idle flow) leaves the event stream waiting forever. With pings, an unanswered ping
-    closes the connection, the stream ends and the adapter reconnects."""
+    * HTTP/2 keepalive pings. The library's channel never pings, so a connection that dies silently
+      (a frozen gateway, a NAT dropping an idle flow) leaves the event stream waiting forever. With
+      pings, an unanswered ping closes the connection, the stream ends and the adapter reconnects.
+    * No blocking reachability check: the library telnets the endpoint on the event loop (up to
+      3 s per try); the adapter probes it asynchronously before starting instead.
+    * Always the configured endpoint (never the public discovery service)."""
 
     def __init__(self, options: PuppetOptions, keepalive_seconds: float) -> None:
         super().__init__(options)
         self.keepalive_seconds = keepalive_seconds
 
     def _init_puppet(self) -> None:
-        super()._init_puppet()
-        if not self.keepalive_seconds:
-            return
-        unused: Channel = getattr(self, "channel")  # noqa: B009  (the library leaves it untyped)
-        unused.close()  # not connected yet: connections open on the first call
         host, port = extract_host_and_port(self.options.end_point)
-        self.channel = Channel(
-            host=host,
-            port=port,
-            config=Configuration(
+        pings = (
+            Configuration(
                 _keepalive_time=self.keepalive_seconds,
                 _keepalive_timeout=self.keepalive_seconds,
                 _keepalive_permit_without_calls=True,
                 _http2_max_pings_without_data=0,  # the event stream only receives: ping anyway
                 _http2_min_sent_ping_interval_without_data=self.keepalive_seconds,
-            ),
+            )
+            if self.keepalive_seconds
+            else None
         )
+        self.channel = Channel(host=host, port=port, config=pings)
         self.channel._authority = self.options.token  # the library sends the token this way
         self._puppet_stub = PuppetStub(self.channel)
 
