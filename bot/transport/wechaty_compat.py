@@ -15,6 +15,8 @@ Import Wechaty names from here, never from ``wechaty`` directly, so the shims ar
 * ``Contact``/``Tag``/``Room``/``Message`` pools are class attributes shared by the per-bot
   subclasses, so two bots in one process would hand each other contacts bound to the wrong
   puppet. :class:`IsolatedWechaty` gives every bot its own pools.
+* The service puppet's channel never pings and its start telnets the endpoint on the event loop;
+  :class:`KeepaliveServicePuppet` sets up the channel itself (keepalive pings, no blocking check).
 """
 
 from __future__ import annotations
