@@ -8,7 +8,6 @@ delete the rep.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import uuid
 from collections.abc import Callable
@@ -16,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pyee import AsyncIOEventEmitter
 from wechaty_puppet import (
     ContactPayload,
     ContactType,
@@ -33,7 +31,7 @@ from wechaty_puppet import (
 )
 
 from bot.clock import Clock
-from bot.transport.wechaty_compat import Puppet
+from bot.transport.wechaty_compat import Puppet, TrackingEmitter
 
 FILEHELPER = "filehelper"
 
@@ -64,26 +62,6 @@ class _Contact:
     tags: set[str] = field(default_factory=set)
 
 
-class _TrackingEmitter(AsyncIOEventEmitter):  # type: ignore[misc]
-    """Keeps the futures of async listeners so :meth:`LocalPuppet.drain` can wait for them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.in_flight: set[asyncio.Future[Any]] = set()
-
-    def _emit_run(self, f: Callable[..., Any], args: Any, kwargs: Any) -> None:
-        result = f(*args, **kwargs)
-        if asyncio.iscoroutine(result):
-            future = asyncio.ensure_future(result)
-            self.in_flight.add(future)
-            future.add_done_callback(self._finished)
-
-    def _finished(self, future: asyncio.Future[Any]) -> None:
-        self.in_flight.discard(future)
-        if not future.cancelled() and future.exception() is not None:
-            self.emit("error", future.exception())
-
-
 class LocalPuppet(Puppet):  # type: ignore[misc]
     """A WeChat account that lives in memory."""
 
@@ -101,7 +79,7 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         self._self_id = self_id
         self.echo_self_messages = echo_self_messages
         self.confirm_after_accept = confirm_after_accept
-        self._events = _TrackingEmitter()
+        self._event_stream = TrackingEmitter()
         self._ids = itertools.count(1)
         self._id_prefix = uuid.uuid4().hex[:10]
         self._contacts: dict[str, _Contact] = {
@@ -125,18 +103,18 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
     # -- Puppet: lifecycle and events ---------------------------------------------------------
 
     def on(self, event_name: str, caller: Callable[..., Any]) -> None:
-        self._events.on(event_name, caller)
+        self._event_stream.on(event_name, caller)
 
     def listener_count(self, event_name: str) -> int:
-        return len(self._events.listeners(event_name))
+        return len(self._event_stream.listeners(event_name))
 
     def self_id(self) -> str:
         return self._self_id
 
     async def start(self) -> None:
         self.started = True
-        self._events.emit("login", EventLoginPayload(contact_id=self._self_id))
-        self._events.emit("ready", EventReadyPayload(data="ready"))
+        self._event_stream.emit("login", EventLoginPayload(contact_id=self._self_id))
+        self._event_stream.emit("ready", EventReadyPayload(data="ready"))
 
     async def stop(self) -> None:
         self.started = False
@@ -145,13 +123,7 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         self.started = False
 
     async def ding(self, data: str | None = None) -> None:
-        self._events.emit("dong", data)
-
-    async def drain(self) -> None:
-        """Wait until every event handler started by this puppet (and those they started) is done."""
-        while self._events.in_flight:
-            await asyncio.gather(*list(self._events.in_flight), return_exceptions=True)
-            await asyncio.sleep(0)
+        self._event_stream.emit("dong", data)
 
     # -- Puppet: contacts ---------------------------------------------------------------------
 
@@ -222,7 +194,7 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
             self._friendships[confirm_id] = FriendshipPayload(
                 id=confirm_id, contact_id=request.contact_id, type=FriendshipType.FRIENDSHIP_TYPE_CONFIRM
             )
-            self._events.emit("friendship", EventFriendshipPayload(friendship_id=confirm_id))
+            self._event_stream.emit("friendship", EventFriendshipPayload(friendship_id=confirm_id))
 
     # -- Puppet: messages -----------------------------------------------------------------------
 
@@ -252,7 +224,7 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
             self._held_echoes.append(message_id)  # its echo comes once the connection is back
             raise ConnectionResetError("connection reset while waiting for the answer")
         if self.echo_self_messages:
-            self._events.emit("message", EventMessagePayload(message_id=message_id))
+            self._event_stream.emit("message", EventMessagePayload(message_id=message_id))
         return message_id
 
     # -- connection (injected) ------------------------------------------------------------------
@@ -260,16 +232,16 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
     def go_offline(self) -> None:
         """The account drops off (phone offline, logged out): sends are refused until it is back."""
         self.online = False
-        self._events.emit("logout", EventLogoutPayload(contact_id=self._self_id, data="offline"))
+        self._event_stream.emit("logout", EventLogoutPayload(contact_id=self._self_id, data="offline"))
 
     def go_online(self) -> None:
         """The account is back: it logs in again and echoes what it delivered meanwhile."""
         self.online = True
-        self._events.emit("login", EventLoginPayload(contact_id=self._self_id))
+        self._event_stream.emit("login", EventLoginPayload(contact_id=self._self_id))
         held, self._held_echoes = self._held_echoes, []
         if self.echo_self_messages:
             for message_id in held:
-                self._events.emit("message", EventMessagePayload(message_id=message_id))
+                self._event_stream.emit("message", EventMessagePayload(message_id=message_id))
 
     async def message_recall(self, message_id: str) -> bool:
         if message_id not in self._messages:
@@ -336,13 +308,13 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
 
     def replay_friendship(self, friendship_id: str) -> None:
         """Emit a friendship event again, as puppets do after a reconnect."""
-        self._events.emit("friendship", EventFriendshipPayload(friendship_id=friendship_id))
+        self._event_stream.emit("friendship", EventFriendshipPayload(friendship_id=friendship_id))
 
     def customer_says(self, contact_id: str, text: str) -> str:
         if contact_id not in self._contacts:
             raise LocalPuppetError(f"unknown contact {contact_id}")
         message_id = self._store_message(contact_id, self._self_id, text)
-        self._events.emit("message", EventMessagePayload(message_id=message_id))
+        self._event_stream.emit("message", EventMessagePayload(message_id=message_id))
         return message_id
 
     def rep_types(self, conversation_id: str, text: str) -> str:
@@ -351,7 +323,7 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
             message_id = self._store_message(self._self_id, "", text, room_id=conversation_id)
         else:
             message_id = self._store_message(self._self_id, conversation_id, text)
-        self._events.emit("message", EventMessagePayload(message_id=message_id))
+        self._event_stream.emit("message", EventMessagePayload(message_id=message_id))
         return message_id
 
     def customer_deletes(self, contact_id: str) -> None:

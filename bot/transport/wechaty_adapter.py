@@ -27,7 +27,7 @@ from bot.transport.base import (
     TextMessage,
 )
 from bot.transport.local_puppet import LocalPuppet, NotFriendError
-from bot.transport.wechaty_compat import IsolatedWechaty, Puppet, new_wechaty_options
+from bot.transport.wechaty_compat import IsolatedWechaty, Puppet, TrackingEmitter, new_wechaty_options
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +201,11 @@ class WechatyTransport:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
         if self._start_task is not None and not self._start_task.done():
-            self._start_task.cancel()
+            self._start_task.cancel()  # no new events from here on
             with contextlib.suppress(asyncio.CancelledError, Exception):  # being torn down
                 await self._start_task
+        with contextlib.suppress(TimeoutError):  # let what was received finish, within reason
+            await asyncio.wait_for(self._drain(), _STOP_TIMEOUT)
         puppet = self._bot._puppet
         try:
             if puppet is not None:
@@ -221,9 +223,14 @@ class WechatyTransport:
                 scheduler.shutdown(wait=False)
 
     async def settle(self) -> None:
-        puppet = self.local_puppet
-        if puppet is not None:
-            await puppet.drain()
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """Wait for the handling of every event received so far (puppets with a TrackingEmitter)."""
+        # the emitter's name in wechaty-puppet-service, which LocalPuppet shares
+        events = getattr(getattr(self._bot, "_puppet", None), "_event_stream", None)
+        if isinstance(events, TrackingEmitter):
+            await events.drain()
 
     async def accept(self, request: FriendRequest) -> None:
         if not self._connected:

@@ -16,13 +16,16 @@ Import Wechaty names from here, never from ``wechaty`` directly, so the shims ar
   subclasses, so two bots in one process would hand each other contacts bound to the wrong
   puppet. :class:`IsolatedWechaty` gives every bot its own pools.
 * The service puppet's channel never pings and its start telnets the endpoint on the event loop;
-  :class:`KeepaliveServicePuppet` sets up the channel itself (keepalive pings, no blocking check).
+  :class:`KeepaliveServicePuppet` sets up the channel itself (keepalive pings, no blocking check)
+  and tracks its event handlers (:class:`TrackingEmitter`) so a stop can let them finish.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("CACHE_DIR", os.path.join(tempfile.gettempdir(), "salesbot-wechaty-cache"))
@@ -38,6 +41,7 @@ import logging  # noqa: E402
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # noqa: E402
 from grpclib.client import Channel  # noqa: E402
 from grpclib.config import Configuration  # noqa: E402
+from pyee import AsyncIOEventEmitter  # noqa: E402
 from wechaty import Wechaty, WechatyOptions  # noqa: E402
 from wechaty_grpc.wechaty import PuppetStub  # noqa: E402
 from wechaty_puppet import Puppet  # noqa: E402
@@ -70,6 +74,38 @@ class IsolatedWechaty(Wechaty):  # type: ignore[misc]
                 accessory._pool = {}
 
 
+class TrackingEmitter(AsyncIOEventEmitter):  # type: ignore[misc]
+    """A puppet's event emitter that keeps the futures of its async listeners, so the handling of
+    everything received so far can be awaited (:meth:`drain`): tests settle on it, a stop lets
+    it finish instead of cutting it off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight: set[asyncio.Future[Any]] = set()
+
+    def _emit_run(self, f: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        try:
+            result = f(*args, **kwargs)
+        except Exception as exc:  # as pyee does: a failing listener must not break the emitter
+            self.emit("error", exc)
+            return
+        if asyncio.iscoroutine(result):
+            future = asyncio.ensure_future(result)
+            self.in_flight.add(future)
+            future.add_done_callback(self._finished)
+
+    def _finished(self, future: asyncio.Future[Any]) -> None:
+        self.in_flight.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            self.emit("error", future.exception())
+
+    async def drain(self) -> None:
+        """Wait until every listener started so far (and those they started) is done."""
+        while self.in_flight:
+            await asyncio.gather(*list(self.in_flight), return_exceptions=True)
+            await asyncio.sleep(0)
+
+
 class KeepaliveServicePuppet(PuppetService):  # type: ignore[misc]
     """The gRPC service puppet, with our own channel setup:
 
@@ -83,6 +119,7 @@ class KeepaliveServicePuppet(PuppetService):  # type: ignore[misc]
     def __init__(self, options: PuppetOptions, keepalive_seconds: float) -> None:
         super().__init__(options)
         self.keepalive_seconds = keepalive_seconds
+        self._event_stream = TrackingEmitter()
 
     def _init_puppet(self) -> None:
         host, port = extract_host_and_port(self.options.end_point)
@@ -138,6 +175,7 @@ __all__ = [
     "KeepaliveServicePuppet",
     "Puppet",
     "PuppetOptions",
+    "TrackingEmitter",
     "Wechaty",
     "WechatyOptions",
     "new_service_puppet",
