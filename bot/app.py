@@ -163,6 +163,7 @@ class SalesBot:
             on_sent=self._on_sent,
             gate=ReachPolicy(config, self._rng),
             on_undeliverable=self._on_undeliverable,
+            batch_size=config.dispatch.batch_size,
         )
         self.dispatcher.available = self._connected_accounts
         self._started: list[Transport] = []

@@ -332,6 +332,8 @@ class DispatchConfig(_Section):
     poll_seconds: float = Field(default=5.0, gt=0)
     # a welcome not sent within this many hours of its due time is pointless
     welcome_valid_hours: float = Field(default=24.0, gt=0)
+    # most messages reserved per durable database commit when many are due at once
+    batch_size: int = Field(default=16, ge=1, le=1000)
 
 
 class Config(_Section):

@@ -80,6 +80,15 @@ class Customers:
         await self.session.flush()
         return customer
 
+    async def note_outbound(self, customer_id: int, conversation_id: str, at: datetime) -> None:
+        """Record contact with the customer when a message reached their own chat."""
+        table = _table(Customer)
+        await self.session.exec(
+            sa.update(table)
+            .where(table.c.id == customer_id, table.c.wechat_id == conversation_id)
+            .values(last_outbound_at=at)
+        )
+
 
 class Tags:
     def __init__(self, session: AsyncSession) -> None:
@@ -197,12 +206,15 @@ class OutgoingLog:
         text: str,
         idempotency_key: str,
         at: datetime,
-    ) -> OutgoingMessage | None:
-        """Record that a send is about to happen. Returns None when this key was already used:
-        the message was sent (or attempted) before and must not go out again."""
+        attempt_group: str | None = None,
+    ) -> int | None:
+        """Record that a send is about to happen; returns the outgoing row's id. Returns None when
+        this key was already used: the message was sent (or attempted) before and must not go out
+        again. One statement when the key is new (the dispatcher's hot path)."""
+        table = _table(OutgoingMessage)
         statement = _insert_ignoring_conflict(
             self.session,
-            _table(OutgoingMessage),
+            table,
             {
                 "account_id": account_id,
                 "customer_id": customer_id,
@@ -212,17 +224,19 @@ class OutgoingLog:
                 "idempotency_key": idempotency_key,
                 "status": "sending",
                 "created_at": at,
+                "attempt_group": attempt_group,
             },
             ["idempotency_key"],
-        )
-        result = await self.session.exec(statement)
+        ).returning(table.c.id)
+        new_id = (await self.session.exec(statement)).scalar_one_or_none()
+        if new_id is not None:
+            return int(new_id)
         row = await self.by_key(idempotency_key)
-        if _rowcount(result):
-            return row
         if row is not None and row.status == "failed":
             # a definite failure earlier (nothing was delivered): this attempt may go ahead
             row.status, row.error, row.text, row.created_at = "sending", "", text, at
-            return row
+            row.attempt_group = attempt_group
+            return row.id
         return None
 
     async def by_key(self, idempotency_key: str) -> OutgoingMessage | None:
@@ -230,16 +244,48 @@ class OutgoingLog:
         return (await self.session.exec(query)).first()
 
     async def finish(self, row_id: int, *, platform_message_id: str | None, at: datetime) -> None:
-        row = await self.session.get(OutgoingMessage, row_id)
-        if row is not None:
-            row.status, row.sent_at = "sent", at
-            if platform_message_id:  # keep the id an echo may have supplied
-                row.platform_message_id = platform_message_id
+        table = _table(OutgoingMessage)
+        await self.session.exec(
+            sa.update(table)
+            .where(table.c.id == row_id)
+            # keep the id an echo may have supplied when the send returned none
+            .values(
+                status="sent",
+                sent_at=at,
+                platform_message_id=sa.func.coalesce(platform_message_id, table.c.platform_message_id),
+            )
+        )
+
+    async def set_status(self, row_id: int, status: str) -> None:
+        table = _table(OutgoingMessage)
+        await self.session.exec(sa.update(table).where(table.c.id == row_id).values(status=status))
 
     async def fail(self, row_id: int, error: str) -> None:
-        row = await self.session.get(OutgoingMessage, row_id)
-        if row is not None:
-            row.status, row.error = "failed", error
+        table = _table(OutgoingMessage)
+        await self.session.exec(
+            sa.update(table).where(table.c.id == row_id).values(status="failed", error=error)
+        )
+
+    async def never_attempted(self, group_prefix: str) -> list[int]:
+        """Sends still "sending" in attempt groups starting with ``group_prefix`` that come after
+        the first such send of their group. A group's sends go out one at a time in id order,
+        each outcome written before the next send starts: these were never handed to the platform
+        (provided no outcome was lost, which the caller's prefix guarantees)."""
+        query = (
+            select(OutgoingMessage.id, OutgoingMessage.attempt_group)
+            .where(
+                OutgoingMessage.status == "sending",
+                col(OutgoingMessage.attempt_group).startswith(group_prefix, autoescape=True),
+            )
+            .order_by(col(OutgoingMessage.id))
+        )
+        seen: set[str | None] = set()
+        later = []
+        for row_id, group in (await self.session.exec(query)).all():
+            if group in seen and row_id is not None:
+                later.append(row_id)
+            seen.add(group)
+        return later
 
     async def by_platform_id(self, account_id: str, platform_message_id: str) -> OutgoingMessage | None:
         query = select(OutgoingMessage).where(
@@ -322,10 +368,19 @@ class Outbox:
     async def claim_next_due(
         self, now: datetime, accounts: Collection[str] | None = None
     ) -> ScheduledMessage | None:
-        """Atomically move the earliest due pending row to ``claimed`` and return it.
+        """Atomically move the earliest due pending row to ``claimed`` and return it."""
+        claimed = await self.claim_due(now, accounts, 1)
+        return claimed[0] if claimed else None
+
+    async def claim_due(
+        self, now: datetime, accounts: Collection[str] | None, limit: int
+    ) -> list[ScheduledMessage]:
+        """Atomically move up to ``limit`` of the earliest due pending rows to ``claimed`` and return
+        them, earliest first.
 
         A single ``UPDATE ... WHERE status = 'pending' ... RETURNING`` so two dispatchers can never
-        claim the same row; PostgreSQL can add ``FOR UPDATE SKIP LOCKED`` to the sub-select.
+        claim the same row; on PostgreSQL the sub-select skips rows another dispatcher has locked.
+        The rows are built from RETURNING (detached copies, not tracked by the session).
         """
         table = _table(ScheduledMessage)
         earliest = (
@@ -333,21 +388,28 @@ class Outbox:
             .where(table.c.status == "pending", table.c.due_at <= now)
             .where(*(() if accounts is None else (table.c.account_id.in_(list(accounts)),)))
             .order_by(table.c.due_at, table.c.id)
-            .limit(1)
+            .limit(limit)
         )
         dialect = self.session.bind.dialect.name if self.session.bind is not None else "sqlite"
         if dialect == "postgresql":
-            earliest = earliest.with_for_update(skip_locked=True)
+            # concurrent dispatchers skip each other's locked rows; a locking CTE is evaluated
+            # exactly once (an IN sub-select may be re-planned as a join that loses rows)
+            picked = earliest.with_for_update(skip_locked=True).cte("picked")
+            chosen: Any = table.c.id.in_(sa.select(picked.c.id))
+        else:
+            # the statement runs under SQLite's single writer lock; a status check here would make
+            # the planner scan every pending row instead of looking up the chosen ids
+            chosen = table.c.id.in_(earliest)
         statement = (
             sa.update(table)
-            .where(table.c.id == earliest.scalar_subquery(), table.c.status == "pending")
+            .where(chosen)
             .values(status="claimed", claimed_at=now, attempts=table.c.attempts + 1, updated_at=now)
-            .returning(table.c.id)
+            .returning(*table.c)
         )
-        row_id = (await self.session.exec(statement)).scalar_one_or_none()
-        if row_id is None:
-            return None
-        return await self.session.get(ScheduledMessage, row_id, populate_existing=True)
+        rows = [
+            ScheduledMessage.model_validate(dict(r)) for r in (await self.session.exec(statement)).mappings()
+        ]
+        return sorted(rows, key=lambda row: (row.due_at, row.id or 0))
 
     async def next_due_at(self, accounts: Collection[str] | None = None) -> datetime | None:
         query = select(sa.func.min(ScheduledMessage.due_at)).where(ScheduledMessage.status == "pending")
@@ -356,9 +418,12 @@ class Outbox:
         return (await self.session.exec(query)).first()
 
     async def mark(self, row_id: int, status: str, at: datetime, error: str = "") -> None:
-        row = await self.session.get(ScheduledMessage, row_id)
-        if row is not None:
-            row.status, row.updated_at, row.last_error = status, at, error
+        table = _table(ScheduledMessage)
+        await self.session.exec(
+            sa.update(table)
+            .where(table.c.id == row_id)
+            .values(status=status, updated_at=at, last_error=error)
+        )
 
     async def confirm_delivered(self, idempotency_key: str, at: datetime) -> ScheduledMessage | None:
         """A row given up as "delivery unknown" turned out delivered (its echo came back)."""

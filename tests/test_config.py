@@ -131,3 +131,9 @@ def test_check_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["check", "--config", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "timezone" in err and str(bad) in err
+
+
+def test_a_dispatch_batch_below_one_names_the_key() -> None:
+    assert make_config().dispatch.batch_size == 16
+    with pytest.raises(ConfigError, match=r"dispatch\.batch_size"):
+        make_config({"dispatch": {"batch_size": 0}})

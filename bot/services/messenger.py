@@ -8,12 +8,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from bot.clock import Clock
 from bot.errors import DeliveryUnknown, NotConnected, RecipientUnavailable, TransportError
 from bot.transport.base import TextMessage, Transport
 from storage.db import Database
-from storage.models import Customer
-from storage.repositories import DELIVERY_UNKNOWN, Events, Outbox, OutgoingLog
+from storage.repositories import DELIVERY_UNKNOWN, Customers, Events, Outbox, OutgoingLog
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,36 @@ class SendResult:
     platform_message_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """A send about to happen, recorded in the outgoing log (status "sending") and committed
+    before the transport is called: a crash never leads to a blind second send.
+    ``outgoing_id`` is None when the key was used before (nothing goes out: a duplicate)."""
+
+    outgoing_id: int | None
+    account_id: str
+    conversation_id: str
+    text: str
+    kind: str
+    key: str
+    customer_id: int | None
+
+
+@dataclass(frozen=True)
+class Transmission:
+    """What the transport said about one reserved send (no database work)."""
+
+    delivery: Delivery
+    error: str = ""
+    platform_message_id: str | None = None
+
+
 class Messenger:
+    """Sends in three steps so that callers can fold the database work into their own
+    transactions (the dispatcher writes a send's outcome and reserves the next one in one commit):
+    :meth:`reserve` (in a transaction), :meth:`transmit` (transport only), :meth:`settle` (in a
+    transaction) and, after that commit, :meth:`announce`. :meth:`send` does all of it."""
+
     def __init__(self, db: Database, clock: Clock, transports: Mapping[str, Transport]) -> None:
         self.db = db
         self.clock = clock
@@ -66,64 +96,128 @@ class Messenger:
         customer_id: int | None = None,
     ) -> SendResult:
         async with self.db.transaction() as session:
-            row = await OutgoingLog(session).begin(
+            reservation = await self.reserve(
+                session,
                 account_id=account_id,
-                customer_id=customer_id,
                 conversation_id=conversation_id,
-                kind=kind,
                 text=text,
-                idempotency_key=key,
-                at=self.clock.now(),
+                kind=kind,
+                key=key,
+                customer_id=customer_id,
             )
-        if row is None or row.id is None:
-            log.info("not sending %s again (key %s)", kind, key)
+        transmission = await self.transmit(reservation)
+        if transmission.delivery is Delivery.DUPLICATE:
             return SendResult(Delivery.DUPLICATE)
-        try:
-            message_id = await self.transports[account_id].send_text(conversation_id, text)
-        except RecipientUnavailable as exc:
-            await self._fail(row.id, f"unreachable: {exc}")
-            return SendResult(Delivery.UNREACHABLE, str(exc))
-        except DeliveryUnknown as exc:
-            async with self.db.transaction() as session:
-                settled = await OutgoingLog(session).unknown(row.id, f"{DELIVERY_UNKNOWN}: {exc}")
-            if settled is not None and settled.status == "sent":  # its echo already came back
-                return await self._sent(row.id, account_id, conversation_id, text, kind, customer_id, None)
-            log.warning("send %s to %s: %s", kind, conversation_id, exc)
-            return SendResult(Delivery.UNKNOWN, str(exc))
-        except NotConnected as exc:
-            await self._fail(row.id, str(exc))  # a definite non-send: the key may be used again
-            log.info("not sending %s to %s now: %s", kind, conversation_id, exc)
-            return SendResult(Delivery.NOT_CONNECTED, str(exc))
-        except TransportError as exc:
-            await self._fail(row.id, str(exc))
-            log.warning("send %s to %s failed: %s", kind, conversation_id, exc)
-            return SendResult(Delivery.FAILED, str(exc))
-        return await self._sent(row.id, account_id, conversation_id, text, kind, customer_id, message_id)
+        async with self.db.transaction() as session:
+            result, sent = await self.settle(session, reservation, transmission)
+        self.announce(sent)
+        return result
 
-    async def _sent(
+    async def reserve(
         self,
-        row_id: int,
+        session: AsyncSession,
+        *,
         account_id: str,
         conversation_id: str,
         text: str,
         kind: str,
-        customer_id: int | None,
-        message_id: str | None,
+        key: str,
+        customer_id: int | None = None,
+        attempt_group: str | None = None,
+    ) -> Reservation:
+        outgoing_id = await OutgoingLog(session).begin(
+            account_id=account_id,
+            customer_id=customer_id,
+            conversation_id=conversation_id,
+            kind=kind,
+            text=text,
+            idempotency_key=key,
+            at=self.clock.now(),
+            attempt_group=attempt_group,
+        )
+        return Reservation(outgoing_id, account_id, conversation_id, text, kind, key, customer_id)
+
+    async def transmit(self, reservation: Reservation) -> Transmission:
+        """Hand a committed reservation to the account's transport."""
+        r = reservation
+        if r.outgoing_id is None:
+            log.info("not sending %s again (key %s)", r.kind, r.key)
+            return Transmission(Delivery.DUPLICATE)
+        try:
+            message_id = await self.transports[r.account_id].send_text(r.conversation_id, r.text)
+        except RecipientUnavailable as exc:
+            return Transmission(Delivery.UNREACHABLE, str(exc))
+        except DeliveryUnknown as exc:
+            log.warning("send %s to %s: %s", r.kind, r.conversation_id, exc)
+            return Transmission(Delivery.UNKNOWN, str(exc))
+        except NotConnected as exc:
+            log.info("not sending %s to %s now: %s", r.kind, r.conversation_id, exc)
+            return Transmission(Delivery.NOT_CONNECTED, str(exc))
+        except TransportError as exc:
+            log.warning("send %s to %s failed: %s", r.kind, r.conversation_id, exc)
+            return Transmission(Delivery.FAILED, str(exc))
+        return Transmission(Delivery.SENT, platform_message_id=message_id)
+
+    async def settle(
+        self, session: AsyncSession, reservation: Reservation, transmission: Transmission
+    ) -> tuple[SendResult, Sent | None]:
+        """Write a transmission's outcome (:meth:`record_outcome`, then :meth:`record_contact`).
+        Returns the result and, for a delivered message, what to :meth:`announce` after commit."""
+        result = await self.record_outcome(session, reservation, transmission)
+        return result, await self.record_contact(session, reservation, result)
+
+    async def record_outcome(
+        self, session: AsyncSession, reservation: Reservation, transmission: Transmission
     ) -> SendResult:
+        """The outgoing-log row's outcome alone: the one write that must land before the next
+        send of a batch starts (see Dispatcher.run_due)."""
+        r, t = reservation, transmission
+        if r.outgoing_id is None or t.delivery is Delivery.DUPLICATE:
+            return SendResult(Delivery.DUPLICATE)
+        outgoing = OutgoingLog(session)
+        if t.delivery is Delivery.UNKNOWN:
+            settled = await outgoing.unknown(r.outgoing_id, f"{DELIVERY_UNKNOWN}: {t.error}")
+            if settled is None or settled.status != "sent":
+                return SendResult(Delivery.UNKNOWN, t.error)
+            return SendResult(Delivery.SENT)  # its echo already came back: it was delivered
+        if t.delivery is Delivery.UNREACHABLE:
+            await outgoing.fail(r.outgoing_id, f"unreachable: {t.error}")
+            return SendResult(t.delivery, t.error)
+        if t.delivery is not Delivery.SENT:
+            # a definite non-send (offline, refused): the key may be used again
+            await outgoing.fail(r.outgoing_id, t.error)
+            return SendResult(t.delivery, t.error)
+        # the status alone (no indexed column): the time and platform id follow in record_contact
+        await outgoing.set_status(r.outgoing_id, "sent")
+        return SendResult(Delivery.SENT, platform_message_id=t.platform_message_id)
+
+    async def record_contact(
+        self, session: AsyncSession, reservation: Reservation, result: SendResult
+    ) -> Sent | None:
+        """For a delivered message: when it was sent and its platform id, the customer's last
+        contact and the ``message_out`` event (digests count these). Returns what to
+        :meth:`announce` once committed."""
+        r = reservation
+        if result.delivery is not Delivery.SENT or r.outgoing_id is None:
+            return None
         now = self.clock.now()
-        async with self.db.transaction() as session:
-            await OutgoingLog(session).finish(row_id, platform_message_id=message_id, at=now)
-            if customer_id is not None:
-                customer = await session.get(Customer, customer_id)
-                if customer is not None and customer.wechat_id == conversation_id:
-                    # only what reaches the customer's chat is contact (not a suggestion about them)
-                    customer.last_outbound_at = now
-            await Events(session).record(
-                account_id, "message_out", now, customer_id=customer_id, text=text, data={"kind": kind}
-            )
+        await OutgoingLog(session).finish(
+            r.outgoing_id, platform_message_id=result.platform_message_id, at=now
+        )
+        if r.customer_id is not None:
+            # only what reaches the customer's chat is contact (not a suggestion about them)
+            await Customers(session).note_outbound(r.customer_id, r.conversation_id, now)
+        await Events(session).record(
+            r.account_id, "message_out", now, customer_id=r.customer_id, text=r.text, data={"kind": r.kind}
+        )
+        return Sent(r.account_id, r.conversation_id, r.kind, r.text, now)
+
+    def announce(self, sent: Sent | None) -> None:
+        """Tell observers (the browser simulator) about a delivered message, after its commit."""
+        if sent is None:
+            return
         for observer in self.observers:
-            observer(Sent(account_id, conversation_id, kind, text, now))
-        return SendResult(Delivery.SENT, platform_message_id=message_id)
+            observer(sent)
 
     async def record_echo(self, account_id: str, message: TextMessage) -> bool:
         """Note the account's own message coming back from the platform. Returns whether it was one
@@ -155,7 +249,3 @@ class Messenger:
                     "%s: echo confirms %s (key %s) was delivered", account_id, row.kind, row.idempotency_key
                 )
         return True
-
-    async def _fail(self, row_id: int, error: str) -> None:
-        async with self.db.transaction() as session:
-            await OutgoingLog(session).fail(row_id, error)

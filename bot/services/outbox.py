@@ -6,7 +6,9 @@ pending. Claiming is a single atomic update, so two dispatchers never send the s
 
 from __future__ import annotations
 
+import functools
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.errors import TemplateError
-from bot.services.messenger import Delivery, Messenger
+from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
 from bot.services.reach import AUTOMATED_KINDS, SEND, Verdict
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
@@ -65,6 +67,7 @@ class Dispatcher:
         on_sent: SentHandler | None = None,
         gate: Gate | None = None,
         on_undeliverable: UndeliverableHandler | None = None,
+        batch_size: int = 16,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -74,6 +77,7 @@ class Dispatcher:
         self.on_sent = on_sent
         self.gate = gate
         self.on_undeliverable = on_undeliverable
+        self.batch_size = batch_size
         # accounts whose transport is connected; None: all. Rows of other accounts wait, pending.
         self.available: Callable[[], Collection[str] | None] = lambda: None
         # set when the process is stopping: finish the row in hand, claim no more
@@ -93,12 +97,28 @@ class Dispatcher:
                 await session.exec(select(ScheduledMessage).where(ScheduledMessage.status == "claimed"))
             ).all()
             outgoing = OutgoingLog(session)
+            # a batch's sends go out one at a time, each outcome recorded before the next send:
+            # unless the machine crashed (relaxed commits lost), only the first unfinished send
+            # of a batch was under way; the ones after it were never attempted
+            for untried in await outgoing.never_attempted(f"{self.db.durability_epoch}/"):
+                await outgoing.fail(untried, "never attempted: the process stopped before this send")
             for row in rows:
                 sent = await outgoing.by_key(row.idempotency_key)
                 if sent is None or sent.status == "failed":
                     row.status = "pending"  # never reached the platform: safe to try again
                 elif sent.status == "sent":
                     row.status = "sent"
+                    if sent.attempt_group is not None:  # the batch's own commit did not happen
+                        reservation = Reservation(
+                            sent.id,
+                            sent.account_id,
+                            sent.conversation_id,
+                            sent.text,
+                            sent.kind,
+                            sent.idempotency_key,
+                            sent.customer_id,
+                        )
+                        await self.messenger.record_contact(session, reservation, SendResult(Delivery.SENT))
                 else:  # "sending": the platform may or may not have it. At most once: do not retry.
                     reason = f"interrupted while sending; {DELIVERY_UNKNOWN}"
                     unsure = await outgoing.unknown(sent.id or 0, reason)
@@ -111,117 +131,245 @@ class Dispatcher:
         return settled
 
     async def run_due(self) -> int:
-        """Send everything due now, earliest first. Returns how many rows were processed."""
-        processed = 0
-        while not self.stopping:
-            now = self.clock.now()
-            async with self.db.transaction() as session:
-                row = await Outbox(session).claim_next_due(now, self.available())
-            if row is None:
-                return processed
-            processed += 1
-            try:
-                await self._deliver(row)
-            except Exception as exc:
-                log.exception("dispatching scheduled message %s failed", row.id)
-                await self._mark(row, "failed", f"internal error: {exc}")
-        return processed
+        """Send everything due now, earliest first. Returns how many rows were processed.
 
-    async def _deliver(self, row: ScheduledMessage) -> None:
+        Group commit, without widening a crash's doubt. One durable transaction writes what
+        the batch just sent achieved (contact, events, each row's status) and claims, checks,
+        renders and reserves the next batch: up to ``batch_size`` rows, fewer when fewer are
+        due. The batch then goes out one message at a time; before the next send starts, the
+        outcome of the last one is committed to its outgoing-log row in a relaxed transaction
+        (no wait for the disk; it survives the process being killed). So nothing is sent
+        twice, and after a crash :meth:`recover` knows every outcome but the one send that was
+        under way; after a machine crash, whose relaxed commits may be lost, it treats every
+        unfinished send of the batch as in doubt."""
+        processed = 0
+        in_flight: list[_InFlight] = []
+        while True:
+            after_commit: list[Callable[[], Awaitable[object]]] = []
+            claimed: list[ScheduledMessage] = []
+            steps: list[_Step] = []
+            current: ScheduledMessage | None = None  # the row being prepared, should it fail
+            group = f"{self.db.durability_epoch}/{uuid.uuid4().hex}"
+            try:
+                async with self.db.transaction() as session:
+                    steps = await self._settle_all(session, in_flight, after_commit, group)
+                    room = self.batch_size - len(steps)
+                    if room > 0 and not self.stopping:
+                        claimed = await Outbox(session).claim_due(self.clock.now(), self.available(), room)
+                        automated: set[str] = set()  # accounts with an automated send in this batch
+                        for current in claimed:
+                            step = await self._prepare(session, current, after_commit, automated, group)
+                            if step is not None:
+                                steps.append(step)
+                        current = None
+            except Exception as exc:
+                if current is None and not in_flight:
+                    raise
+                log.exception("dispatching scheduled message %s failed", current.id if current else None)
+                after_commit, claimed = [], [current] if current else []
+                async with self.db.transaction() as session:  # what went out is written down anyway
+                    steps = await self._settle_all(session, in_flight, after_commit, group)
+                    if current is not None:
+                        error = f"internal error: {exc}"
+                        await Outbox(session).mark(current.id or 0, "failed", self.clock.now(), error)
+            for effect in after_commit:
+                await effect()
+            processed += len(claimed)
+            if not steps and not claimed:
+                return processed
+            in_flight = await self._send_batch(steps)
+
+    async def _send_batch(self, steps: list[_Step]) -> list[_InFlight]:
+        """Send a reserved batch in order, recording each outcome before the next send starts.
+        Once an account proves offline (or the process is stopping) its remaining reservations
+        are released untried: their rows go back to pending."""
+        offline: set[str] = set()
+        in_flight = []
+        for step in steps:
+            if self.stopping:
+                transmission = Transmission(Delivery.NOT_CONNECTED, "stopping before this send")
+            elif step.row.account_id in offline:
+                transmission = Transmission(Delivery.NOT_CONNECTED, "the account went offline")
+            else:
+                transmission = await self.messenger.transmit(step.reservation)
+                if transmission.delivery is Delivery.NOT_CONNECTED:
+                    offline.add(step.row.account_id)
+            async with self.db.relaxed_transaction() as session:
+                result = await self.messenger.record_outcome(session, step.reservation, transmission)
+            in_flight.append(_InFlight(step, result))
+        return in_flight
+
+    async def _settle_all(
+        self,
+        session: AsyncSession,
+        in_flight: list[_InFlight],
+        after_commit: list[Callable[[], Awaitable[object]]],
+        group: str,
+    ) -> list[_Step]:
+        """Write what the batch just sent achieved; returns the next parts of long messages,
+        reserved in ``group``."""
+        following = []
+        for item in in_flight:
+            part = await self._settle(session, item.step, item.result, after_commit)
+            if part is not None:
+                following.append(await self._reserve(session, part, group))
+        return following
+
+    async def _prepare(
+        self,
+        session: AsyncSession,
+        row: ScheduledMessage,
+        after_commit: list[Callable[[], Awaitable[object]]],
+        automated: set[str],
+        group: str,
+    ) -> _Step | None:
+        """Decide what to do with a claimed row and, when it is to go out, reserve its (first) send.
+        Rows that are not sent are marked here, in the same transaction as their claim."""
         now = self.clock.now()
+        outbox = Outbox(session)
+        if row.kind in AUTOMATED_KINDS and row.account_id in automated:
+            # the gate cannot see this batch's reservations: one automated send per account per
+            # batch; the next batch's gate paces this one after it
+            await outbox.defer(row.id or 0, now, now, "pacing")
+            return None
         if now > row.not_after:
-            await self._mark(row, "expired", "not sent before not_after")
-            return
+            await outbox.mark(row.id or 0, "expired", now, "not sent before not_after")
+            return None
         composer = self.composers.get(row.kind)
         if composer is None:
-            await self._mark(row, "failed", f"no composer for kind {row.kind!r}")
-            return
-        async with self.db.transaction() as session:
-            customer = await session.get(Customer, row.customer_id) if row.customer_id is not None else None
-            if customer is not None and customer.paused_at is not None and row.kind in AUTOMATED_KINDS:
-                await Outbox(session).mark(row.id or 0, "paused", now, "automation paused for this customer")
-                return
-            verdict = SEND if self.gate is None else await self.gate.verdict(session, row, now)
-            if not verdict.send:
-                assert verdict.not_before is not None
-                if verdict.not_before <= row.not_after:
-                    await Outbox(session).defer(row.id or 0, verdict.not_before, now, verdict.reason)
-                    return
-                await Outbox(session).mark(
-                    row.id or 0, "expired", now, f"could not be sent in time: {verdict.reason}"
-                )
-                undeliverable = verdict.reason
-            else:
-                undeliverable = ""
-        if undeliverable:
-            if self.on_undeliverable is not None:
-                await self.on_undeliverable(row, undeliverable)
-            return
-        async with self.db.transaction() as session:
-            customer = await session.get(Customer, row.customer_id) if row.customer_id is not None else None
-            template_error = ""
-            if row.customer_id is not None and (customer is None or customer.deleted_at is not None):
-                composed = None
-            else:
-                try:
-                    composed = await composer.compose(row, customer, session)
-                except TemplateError as exc:
-                    composed, template_error = None, str(exc)
-        if template_error:
-            await self._fail(row, template_error, alert=True)
-            return
-        if composed is None:
-            await self._mark(row, "cancelled", "no longer wanted")
-            return
-        if composed.parts:
-            for number, part in enumerate(composed.parts, start=1):
-                result = await self.messenger.send(
-                    account_id=row.account_id,
-                    conversation_id=composed.conversation_id,
-                    text=part,
-                    kind=composed.kind or row.kind,
-                    key=f"{row.idempotency_key}:{number}",
-                    customer_id=row.customer_id,
-                )
-                if result.delivery not in (Delivery.SENT, Delivery.DUPLICATE):
-                    break
+            await outbox.mark(row.id or 0, "failed", now, f"no composer for kind {row.kind!r}")
+            return None
+        customer = await session.get(Customer, row.customer_id) if row.customer_id is not None else None
+        if customer is not None and customer.paused_at is not None and row.kind in AUTOMATED_KINDS:
+            await outbox.mark(row.id or 0, "paused", now, "automation paused for this customer")
+            return None
+        verdict = SEND if self.gate is None else await self.gate.verdict(session, row, now)
+        if not verdict.send:
+            assert verdict.not_before is not None
+            if verdict.not_before <= row.not_after:
+                await outbox.defer(row.id or 0, verdict.not_before, now, verdict.reason)
+                return None
+            await outbox.mark(row.id or 0, "expired", now, f"could not be sent in time: {verdict.reason}")
+            self._tell_undeliverable(after_commit, row, verdict.reason)
+            return None
+        if row.customer_id is not None and (customer is None or customer.deleted_at is not None):
+            composed = None
         else:
-            result = await self.messenger.send(
-                account_id=row.account_id,
-                conversation_id=composed.conversation_id,
-                text=composed.text,
-                kind=composed.kind or row.kind,
-                key=row.idempotency_key,
-                customer_id=row.customer_id,
-            )
+            try:
+                composed = await composer.compose(row, customer, session)
+            except TemplateError as exc:
+                await self._fail(session, after_commit, row, str(exc), alert=True)
+                return None
+        if composed is None:
+            await outbox.mark(row.id or 0, "cancelled", now, "no longer wanted")
+            return None
+        if row.kind in AUTOMATED_KINDS:
+            automated.add(row.account_id)
+        return await self._reserve(session, _Next(row, composed, 1), group)
+
+    async def _reserve(self, session: AsyncSession, send: _Next, group: str) -> _Step:
+        row, composed = send.row, send.composed
+        parts = composed.parts or (composed.text,)
+        reservation = await self.messenger.reserve(
+            session,
+            account_id=row.account_id,
+            conversation_id=composed.conversation_id,
+            text=parts[send.part - 1],
+            kind=composed.kind or row.kind,
+            key=f"{row.idempotency_key}:{send.part}" if composed.parts else row.idempotency_key,
+            customer_id=row.customer_id,
+            attempt_group=group,
+        )
+        return _Step(row, composed, send.part, len(parts), reservation)
+
+    async def _settle(
+        self,
+        session: AsyncSession,
+        step: _Step,
+        result: SendResult,
+        after_commit: list[Callable[[], Awaitable[object]]],
+    ) -> _Next | None:
+        """Write what a send achieved (its outgoing-log outcome is recorded already); returns
+        the next part when a long message goes on."""
+        row = step.row
+        sent = await self.messenger.record_contact(session, step.reservation, result)
+        if sent is not None:
+            after_commit.append(_announce(self.messenger, sent))
+        delivered = result.delivery in (Delivery.SENT, Delivery.DUPLICATE)
+        if delivered and step.part < step.parts:
+            return _Next(row, step.composed, step.part + 1)
+        now = self.clock.now()
         if result.delivery is Delivery.NOT_CONNECTED:
             # nothing went out; the row waits for the account to reconnect (claims skip it till then)
-            async with self.db.transaction() as session:
-                await Outbox(session).defer(row.id or 0, self.clock.now(), self.clock.now(), result.error)
-        elif result.delivery in (Delivery.SENT, Delivery.DUPLICATE):
-            await self._mark(row, "sent")
+            await Outbox(session).defer(row.id or 0, now, now, result.error)
+        elif delivered:
+            await Outbox(session).mark(row.id or 0, "sent", now)
             if self.on_sent is not None and result.delivery is Delivery.SENT:
-                await self.on_sent(row)
+                after_commit.append(functools.partial(self.on_sent, row))
         elif result.delivery is Delivery.UNKNOWN:
-            await self._fail(row, f"{DELIVERY_UNKNOWN}: {result.error}; check the chat", alert=True)
+            error = f"{DELIVERY_UNKNOWN}: {result.error}; check the chat"
+            await self._fail(session, after_commit, row, error, alert=True)
         elif result.delivery is Delivery.UNREACHABLE:
-            await self._fail(row, "customer is no longer a friend", alert=False)
+            await self._fail(session, after_commit, row, "customer is no longer a friend", alert=False)
             if row.customer_id is not None:
-                await self.on_unreachable(row.customer_id, result.error)
+                after_commit.append(functools.partial(self.on_unreachable, row.customer_id, result.error))
         else:
-            await self._fail(row, f"send failed: {result.error}", alert=True)
+            await self._fail(session, after_commit, row, f"send failed: {result.error}", alert=True)
+        return None
 
-    async def _fail(self, row: ScheduledMessage, error: str, *, alert: bool) -> None:
+    async def _fail(
+        self,
+        session: AsyncSession,
+        after_commit: list[Callable[[], Awaitable[object]]],
+        row: ScheduledMessage,
+        error: str,
+        *,
+        alert: bool,
+    ) -> None:
         """Mark the row failed, log ``<kind>_failed`` for the digest, and tell the rep if asked."""
         now = self.clock.now()
-        async with self.db.transaction() as session:
-            await Outbox(session).mark(row.id or 0, "failed", now, error)
-            await Events(session).record(
-                row.account_id, f"{row.kind}_failed", now, customer_id=row.customer_id, data={"error": error}
-            )
-        if alert and self.on_undeliverable is not None:
-            await self.on_undeliverable(row, error)
+        await Outbox(session).mark(row.id or 0, "failed", now, error)
+        await Events(session).record(
+            row.account_id, f"{row.kind}_failed", now, customer_id=row.customer_id, data={"error": error}
+        )
+        if alert:
+            self._tell_undeliverable(after_commit, row, error)
 
-    async def _mark(self, row: ScheduledMessage, status: str, error: str = "") -> None:
-        async with self.db.transaction() as session:
-            await Outbox(session).mark(row.id or 0, status, self.clock.now(), error)
+    def _tell_undeliverable(
+        self, after_commit: list[Callable[[], Awaitable[object]]], row: ScheduledMessage, reason: str
+    ) -> None:
+        if self.on_undeliverable is not None:
+            after_commit.append(functools.partial(self.on_undeliverable, row, reason))
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One send of a claimed row (a long message goes out part by part), reserved and committed."""
+
+    row: ScheduledMessage
+    composed: Composed
+    part: int
+    parts: int
+    reservation: Reservation
+
+
+@dataclass(frozen=True)
+class _Next:
+    """A send still to be reserved: part ``part`` (from 1) of a composed row."""
+
+    row: ScheduledMessage
+    composed: Composed
+    part: int
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    step: _Step
+    result: SendResult
+
+
+def _announce(messenger: Messenger, sent: Sent) -> Callable[[], Awaitable[None]]:
+    async def announce() -> None:
+        messenger.announce(sent)
+
+    return announce

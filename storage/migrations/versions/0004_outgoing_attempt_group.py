@@ -1,0 +1,26 @@
+"""outgoing attempt group: sends the dispatcher reserved together
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-02 12:00:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("outgoing_message", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("attempt_group", sa.String(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("outgoing_message", schema=None) as batch_op:
+        batch_op.drop_column("attempt_group")

@@ -1,0 +1,239 @@
+"""Group commit in the dispatcher: a batch of due messages is reserved in one durable commit and
+sent one by one, each outcome recorded before the next send. A crash midway leaves only the send
+under way in doubt (after a machine crash: every unfinished send of the batch); an account going
+offline or the process stopping releases the rest of the batch untried. Real Database, Messenger
+and Dispatcher on SQLite and PostgreSQL; the transport is a list that records what "arrived"."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import VirtualClock
+from bot.errors import NotConnected
+from bot.services.messenger import Messenger
+from bot.services.outbox import Composed, Dispatcher
+from storage.db import Database
+from storage.models import Account, Customer, Event, OutgoingMessage, ScheduledMessage
+from storage.repositories import Outbox
+
+NOW = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
+
+
+class Crash(BaseException):
+    """Stands in for the process being killed in the middle of a send (nothing after it runs)."""
+
+
+class Platform:
+    """One account's transport: records each message that reached the platform. ``on_send`` may
+    refuse (raise) before the message arrives."""
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+        self.self_id = f"{account_id}-self"
+        self.arrived: list[str] = []
+        self.on_send: Callable[[str], None] = lambda text: None
+
+    async def send_text(self, conversation_id: str, text: str) -> str | None:
+        self.on_send(text)
+        self.arrived.append(text)
+        return f"m-{len(self.arrived)}"
+
+
+class KeyComposer:
+    async def compose(
+        self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
+    ) -> Composed | None:
+        assert customer is not None
+        if row.step == "broken":
+            raise RuntimeError("a bug in a composer")
+        return Composed(customer.wechat_id, row.idempotency_key)
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
+    await database.migrate()
+    async with database.transaction() as session:
+        for account in ("a", "b"):
+            session.add(Account(id=account, nickname="n", role="r", created_at=NOW, updated_at=NOW))
+        session.add(Customer(id=1, account_id="a", wechat_id="wx-a", stage="stranger", added_at=NOW))
+        session.add(Customer(id=2, account_id="b", wechat_id="wx-b", stage="stranger", added_at=NOW))
+    yield database
+    await database.close()
+
+
+async def plan(db: Database, account: str, keys: list[str], steps: dict[str, str] | None = None) -> None:
+    customer = 1 if account == "a" else 2
+    async with db.transaction() as session:
+        for n, key in enumerate(keys):
+            await Outbox(session).plan(
+                ScheduledMessage(
+                    account_id=account,
+                    customer_id=customer,
+                    kind="bulk",
+                    sequence="bulk",
+                    step=(steps or {}).get(key, str(n)),
+                    template="-",
+                    due_at=NOW - timedelta(minutes=10) + timedelta(seconds=n),
+                    not_after=NOW + timedelta(days=1),
+                    status="pending",
+                    idempotency_key=key,
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+
+
+def dispatcher(db: Database, *platforms: Platform, batch_size: int = 16) -> Dispatcher:
+    clock = VirtualClock(NOW)
+    messenger = Messenger(db, clock, {p.account_id: p for p in platforms})  # type: ignore[misc]
+
+    async def unreachable(customer_id: int, reason: str) -> None:
+        raise AssertionError("nobody is unreachable here")
+
+    return Dispatcher(
+        db, clock, messenger, {"bulk": KeyComposer()}, on_unreachable=unreachable, batch_size=batch_size
+    )
+
+
+async def statuses(db: Database) -> dict[str, tuple[str, str]]:
+    async with db.transaction() as session:
+        rows = (await session.exec(select(ScheduledMessage))).all()
+    return {row.idempotency_key: (row.status, row.last_error) for row in rows}
+
+
+async def message_out_events(db: Database) -> int:
+    async with db.transaction() as session:
+        return len((await session.exec(select(Event).where(Event.kind == "message_out"))).all())
+
+
+def crash_on(platform: Platform, text: str) -> None:
+    def maybe_crash(sending: str) -> None:
+        if sending == text:
+            platform.arrived.append(sending)  # it reached the platform; the process died before noting it
+            raise Crash
+
+    platform.on_send = maybe_crash
+
+
+KEYS = [f"k{n}" for n in range(6)]
+
+
+async def test_a_crash_mid_batch_leaves_only_the_send_under_way_in_doubt(db: Database) -> None:
+    await plan(db, "a", KEYS)
+    platform = Platform("a")
+    crash_on(platform, "k2")
+    with pytest.raises(Crash):
+        await dispatcher(db, platform).run_due()
+
+    restarted = dispatcher(db, Platform("a"))
+    assert await restarted.recover() == 6, "the whole batch was left claimed"
+    after = await statuses(db)
+    assert [after[k][0] for k in ("k0", "k1")] == ["sent", "sent"]
+    assert after["k2"][0] == "failed" and "delivery unknown" in after["k2"][1]
+    assert [after[k][0] for k in ("k3", "k4", "k5")] == ["pending"] * 3, "never attempted: sent later"
+    assert await message_out_events(db) == 2, "the sends before the crash are logged once"
+
+    resumed = Platform("a")
+    assert await dispatcher(db, resumed).run_due() == 3
+    assert resumed.arrived == ["k3", "k4", "k5"]
+    assert Counter(platform.arrived + resumed.arrived) == Counter({k: 1 for k in KEYS})
+    assert await message_out_events(db) == 5
+
+
+async def test_after_a_machine_crash_every_unfinished_send_of_the_batch_is_in_doubt(db: Database) -> None:
+    await plan(db, "a", KEYS)
+    platform = Platform("a")
+    crash_on(platform, "k2")
+    with pytest.raises(Crash):
+        await dispatcher(db, platform).run_due()
+
+    # after a reboot the relaxed commits may be lost: nothing proves k3.. were not attempted
+    db.durability_epoch = "another-boot"
+    await dispatcher(db, Platform("a")).recover()
+    after = await statuses(db)
+    assert [after[k][0] for k in ("k0", "k1")] == ["sent", "sent"]
+    assert {after[k][0] for k in ("k2", "k3", "k4", "k5")} == {"failed"}
+    resumed = Platform("a")
+    assert await dispatcher(db, resumed).run_due() == 0
+    assert resumed.arrived == [], "in doubt means never sent again"
+
+
+async def test_an_account_going_offline_mid_batch_releases_its_remaining_sends(db: Database) -> None:
+    await plan(db, "a", ["a0", "a1", "a2"])
+    await plan(db, "b", ["b0", "b1"])
+    a, b = Platform("a"), Platform("b")
+    attempts: list[str] = []
+
+    def offline_from_a1(text: str) -> None:
+        attempts.append(text)
+        if text != "a0":
+            raise NotConnected("account a: not connected")
+
+    a.on_send = offline_from_a1
+    sender = dispatcher(db, a, b)
+    sender.available = lambda: ["a", "b"] if not a.arrived else ["b"]
+    assert await sender.run_due() == 5
+    assert a.arrived == ["a0"] and sorted(b.arrived) == ["b0", "b1"]
+    assert attempts == ["a0", "a1"], "once a is offline its other sends are not even tried"
+    after = await statuses(db)
+    assert after["a1"][0] == after["a2"][0] == "pending", "nothing went out: they wait for a to reconnect"
+    async with db.transaction() as session:
+        tried = (await session.exec(select(OutgoingMessage).where(OutgoingMessage.account_id == "a"))).all()
+    assert {row.idempotency_key: row.status for row in tried} == {
+        "a0": "sent",
+        "a1": "failed",
+        "a2": "failed",
+    }
+
+    a.on_send = lambda text: None
+    sender.available = lambda: None
+    assert await sender.run_due() == 2
+    assert a.arrived == ["a0", "a1", "a2"], "released sends go out once the account is back"
+
+
+async def test_stopping_mid_batch_sends_nothing_more_and_loses_nothing(db: Database) -> None:
+    await plan(db, "a", KEYS)
+    platform = Platform("a")
+    sender = dispatcher(db, platform)
+
+    def stop_after_k1(text: str) -> None:
+        if text == "k1":
+            sender.stopping = True
+
+    platform.on_send = stop_after_k1
+    assert await sender.run_due() == 6
+    assert platform.arrived == ["k0", "k1"]
+    after = await statuses(db)
+    assert [after[k][0] for k in KEYS] == ["sent", "sent"] + ["pending"] * 4
+
+    sender.stopping = False
+    platform.on_send = lambda text: None
+    await sender.run_due()
+    assert platform.arrived == KEYS
+
+
+async def test_a_row_that_breaks_its_composer_fails_alone(db: Database) -> None:
+    await plan(db, "a", KEYS, steps={"k2": "broken"})
+    platform = Platform("a")
+    await dispatcher(db, platform).run_due()
+    after = await statuses(db)
+    assert after["k2"][0] == "failed" and "internal error" in after["k2"][1]
+    assert platform.arrived == ["k0", "k1", "k3", "k4", "k5"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 16])
+async def test_every_batch_size_sends_in_due_order_once(db: Database, batch_size: int) -> None:
+    keys = [f"k{n:02d}" for n in range(10)]
+    await plan(db, "a", keys)
+    platform = Platform("a")
+    assert await dispatcher(db, platform, batch_size=batch_size).run_due() == 10
+    assert platform.arrived == keys
+    assert {status for status, _ in (await statuses(db)).values()} == {"sent"}
+    assert await message_out_events(db) == 10
