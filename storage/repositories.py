@@ -80,14 +80,28 @@ class Customers:
         await self.session.flush()
         return customer
 
-    async def note_outbound(self, customer_id: int, conversation_id: str, at: datetime) -> None:
-        """Record contact with the customer when a message reached their own chat."""
+    async def note_outbound(self, reached: list[tuple[int, str]], at: datetime) -> None:
+        """Record contact with customers, (customer id, conversation id), for messages that reached
+        a chat: only a customer's own chat counts (not a suggestion about them to the rep)."""
+        if not reached:
+            return
         table = _table(Customer)
-        await self.session.exec(
+        statement = (
             sa.update(table)
-            .where(table.c.id == customer_id, table.c.wechat_id == conversation_id)
+            .where(table.c.id == sa.bindparam("b_id"), table.c.wechat_id == sa.bindparam("b_chat"))
             .values(last_outbound_at=at)
         )
+        await self.session.exec(
+            statement,
+            params=[{"b_id": customer_id, "b_chat": chat} for customer_id, chat in reached],
+        )
+
+    async def get_many(self, customer_ids: Collection[int]) -> dict[int, Customer]:
+        """Customers by id in one query (the dispatcher's batch)."""
+        if not customer_ids:
+            return {}
+        query = select(Customer).where(col(Customer.id).in_(list(customer_ids)))
+        return {c.id: c for c in (await self.session.exec(query)).all() if c.id is not None}
 
 
 class Tags:
@@ -187,6 +201,17 @@ class Events:
         result = await self.session.exec(statement)
         return bool(_rowcount(result))
 
+    async def record_many(self, events: list[dict[str, Any]]) -> None:
+        """Log many events in one statement: dicts of account_id, kind, at, customer_id, text and
+        data (no external ids)."""
+        if events:
+            await self.session.exec(
+                sa.insert(_table(Event)),
+                params=[
+                    {"customer_id": None, "text": "", "data": {}, "external_id": None, **e} for e in events
+                ],
+            )
+
 
 # in a scheduled row's last_error: the send broke off midway and is never retried blindly
 DELIVERY_UNKNOWN = "delivery unknown"
@@ -254,6 +279,25 @@ class OutgoingLog:
                 sent_at=at,
                 platform_message_id=sa.func.coalesce(platform_message_id, table.c.platform_message_id),
             )
+        )
+
+    async def finish_many(self, sends: list[tuple[int, str | None]], at: datetime) -> None:
+        """:meth:`finish` for many sends in one statement: (row id, platform message id)."""
+        if not sends:
+            return
+        table = _table(OutgoingMessage)
+        statement = (
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("b_id"))
+            .values(
+                status="sent",
+                sent_at=sa.bindparam("b_at"),
+                platform_message_id=sa.func.coalesce(sa.bindparam("b_pid"), table.c.platform_message_id),
+            )
+        )
+        await self.session.exec(
+            statement,
+            params=[{"b_id": row_id, "b_at": at, "b_pid": pid} for row_id, pid in sends],
         )
 
     async def set_status(self, row_id: int, status: str) -> None:
@@ -418,10 +462,15 @@ class Outbox:
         return (await self.session.exec(query)).first()
 
     async def mark(self, row_id: int, status: str, at: datetime, error: str = "") -> None:
+        await self.mark_many([row_id], status, at, error)
+
+    async def mark_many(self, row_ids: list[int], status: str, at: datetime, error: str = "") -> None:
+        if not row_ids:
+            return
         table = _table(ScheduledMessage)
         await self.session.exec(
             sa.update(table)
-            .where(table.c.id == row_id)
+            .where(table.c.id.in_(row_ids))
             .values(status=status, updated_at=at, last_error=error)
         )
 

@@ -194,23 +194,42 @@ class Messenger:
     async def record_contact(
         self, session: AsyncSession, reservation: Reservation, result: SendResult
     ) -> Sent | None:
-        """For a delivered message: when it was sent and its platform id, the customer's last
-        contact and the ``message_out`` event (digests count these). Returns what to
-        :meth:`announce` once committed."""
-        r = reservation
-        if result.delivery is not Delivery.SENT or r.outgoing_id is None:
-            return None
+        """For a delivered message: see :meth:`record_contacts`."""
+        sent = await self.record_contacts(session, [(reservation, result)])
+        return sent[0] if sent else None
+
+    async def record_contacts(
+        self, session: AsyncSession, sends: list[tuple[Reservation, SendResult]]
+    ) -> list[Sent]:
+        """For delivered messages: when they were sent and their platform ids, the customers' last
+        contact and a ``message_out`` event each (digests count these), a few statements for any
+        number. Returns what to :meth:`announce` once committed."""
+        delivered = [
+            (r, result)
+            for r, result in sends
+            if result.delivery is Delivery.SENT and r.outgoing_id is not None
+        ]
         now = self.clock.now()
-        await OutgoingLog(session).finish(
-            r.outgoing_id, platform_message_id=result.platform_message_id, at=now
+        await OutgoingLog(session).finish_many(
+            [(r.outgoing_id or 0, result.platform_message_id) for r, result in delivered], now
         )
-        if r.customer_id is not None:
-            # only what reaches the customer's chat is contact (not a suggestion about them)
-            await Customers(session).note_outbound(r.customer_id, r.conversation_id, now)
-        await Events(session).record(
-            r.account_id, "message_out", now, customer_id=r.customer_id, text=r.text, data={"kind": r.kind}
+        await Customers(session).note_outbound(
+            [(r.customer_id, r.conversation_id) for r, _ in delivered if r.customer_id is not None], now
         )
-        return Sent(r.account_id, r.conversation_id, r.kind, r.text, now)
+        await Events(session).record_many(
+            [
+                {
+                    "account_id": r.account_id,
+                    "kind": "message_out",
+                    "at": now,
+                    "customer_id": r.customer_id,
+                    "text": r.text,
+                    "data": {"kind": r.kind},
+                }
+                for r, _ in delivered
+            ]
+        )
+        return [Sent(r.account_id, r.conversation_id, r.kind, r.text, now) for r, _ in delivered]
 
     def announce(self, sent: Sent | None) -> None:
         """Tell observers (the browser simulator) about a delivered message, after its commit."""

@@ -23,7 +23,7 @@ from bot.services.messenger import Delivery, Messenger, Reservation, SendResult,
 from bot.services.reach import AUTOMATED_KINDS, SEND, Verdict
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
-from storage.repositories import DELIVERY_UNKNOWN, Events, Outbox, OutgoingLog
+from storage.repositories import DELIVERY_UNKNOWN, Customers, Events, Outbox, OutgoingLog
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +156,15 @@ class Dispatcher:
                     room = self.batch_size - len(steps)
                     if room > 0 and not self.stopping:
                         claimed = await Outbox(session).claim_due(self.clock.now(), self.available(), room)
+                        customers = await Customers(session).get_many(
+                            {row.customer_id for row in claimed if row.customer_id is not None}
+                        )
                         automated: set[str] = set()  # accounts with an automated send in this batch
                         for current in claimed:
-                            step = await self._prepare(session, current, after_commit, automated, group)
+                            customer = customers.get(current.customer_id or 0)
+                            step = await self._prepare(
+                                session, current, customer, after_commit, automated, group
+                            )
                             if step is not None:
                                 steps.append(step)
                         current = None
@@ -208,17 +214,24 @@ class Dispatcher:
     ) -> list[_Step]:
         """Write what the batch just sent achieved; returns the next parts of long messages,
         reserved in ``group``."""
-        following = []
+        sent = await self.messenger.record_contacts(
+            session, [(i.step.reservation, i.result) for i in in_flight]
+        )
+        after_commit.extend(_announce(self.messenger, s) for s in sent)
+        done: list[int] = []  # rows whose every part went out
+        parts = []
         for item in in_flight:
-            part = await self._settle(session, item.step, item.result, after_commit)
+            part = await self._settle(session, item.step, item.result, after_commit, done)
             if part is not None:
-                following.append(await self._reserve(session, part, group))
-        return following
+                parts.append(part)
+        await Outbox(session).mark_many(done, "sent", self.clock.now())
+        return [await self._reserve(session, part, group) for part in parts]
 
     async def _prepare(
         self,
         session: AsyncSession,
         row: ScheduledMessage,
+        customer: Customer | None,
         after_commit: list[Callable[[], Awaitable[object]]],
         automated: set[str],
         group: str,
@@ -239,7 +252,6 @@ class Dispatcher:
         if composer is None:
             await outbox.mark(row.id or 0, "failed", now, f"no composer for kind {row.kind!r}")
             return None
-        customer = await session.get(Customer, row.customer_id) if row.customer_id is not None else None
         if customer is not None and customer.paused_at is not None and row.kind in AUTOMATED_KINDS:
             await outbox.mark(row.id or 0, "paused", now, "automation paused for this customer")
             return None
@@ -288,13 +300,12 @@ class Dispatcher:
         step: _Step,
         result: SendResult,
         after_commit: list[Callable[[], Awaitable[object]]],
+        done: list[int],
     ) -> _Next | None:
-        """Write what a send achieved (its outgoing-log outcome is recorded already); returns
-        the next part when a long message goes on."""
+        """Settle a row after a send (its outgoing-log outcome and contact are recorded already);
+        returns the next part when a long message goes on. Rows sent in full are added to
+        ``done`` (marked together by the caller)."""
         row = step.row
-        sent = await self.messenger.record_contact(session, step.reservation, result)
-        if sent is not None:
-            after_commit.append(_announce(self.messenger, sent))
         delivered = result.delivery in (Delivery.SENT, Delivery.DUPLICATE)
         if delivered and step.part < step.parts:
             return _Next(row, step.composed, step.part + 1)
@@ -303,7 +314,7 @@ class Dispatcher:
             # nothing went out; the row waits for the account to reconnect (claims skip it till then)
             await Outbox(session).defer(row.id or 0, now, now, result.error)
         elif delivered:
-            await Outbox(session).mark(row.id or 0, "sent", now)
+            done.append(row.id or 0)
             if self.on_sent is not None and result.delivery is Delivery.SENT:
                 after_commit.append(functools.partial(self.on_sent, row))
         elif result.delivery is Delivery.UNKNOWN:
