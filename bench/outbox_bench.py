@@ -1,11 +1,12 @@
 """Outbox at scale: 1,000,000 pending rows in SQLite.
 
-    python bench/outbox_bench.py [--rows 1000000] [--due 2000]
+    python bench/outbox_bench.py [--rows 1000000] [--due 2000] [--batch 1 16]
 
 Measures (1) startup: open the database, run migrations, settle claimed rows, find the next due
 time; (2) dispatching due rows through the real Dispatcher and Messenger with a transport that
 does nothing, so the time per message is the database work (claim, outgoing log, mark sent),
-split into the time spent inside SQLite and the rest (aiosqlite's thread hops, SQLAlchemy, our code).
+split into the time spent inside SQLite and the rest (aiosqlite's thread hops, SQLAlchemy, our code),
+once per dispatch batch size (``[dispatch] batch_size``: messages per durable commit).
 Targets (issue 5): startup under a second; well under a millisecond of database work per message.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 import aiosqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.clock import SystemClock
+from bot.clock import VirtualClock
 from bot.services.messenger import Messenger
 from bot.services.outbox import Composed, Dispatcher
 from storage.db import Database
@@ -71,8 +72,10 @@ class KeyComposer:
         return Composed(customer.wechat_id, row.idempotency_key)
 
 
-def fill(path: Path, rows: int, due: int) -> None:
-    now = datetime.now(UTC).replace(tzinfo=None)
+def fill(path: Path, rows: int, due: int, now: datetime) -> None:
+    """``rows`` pending rows; row i < ``due`` falls due i seconds after ``now`` - 1 day, the
+    rest are due in the coming days."""
+    now = now.replace(tzinfo=None)
     con = sqlite3.connect(path)
     con.execute("INSERT INTO account VALUES ('bench', 'n', 'r', '{}', NULL, ?, ?)", (now, now))
     con.execute(
@@ -82,7 +85,11 @@ def fill(path: Path, rows: int, due: int) -> None:
     )
     batch = []
     for i in range(rows):
-        at = now - timedelta(minutes=1) if i < due else now + timedelta(days=1 + i % 30, seconds=i)
+        at = (
+            now - timedelta(days=1) + timedelta(seconds=i)
+            if i < due
+            else now + timedelta(days=1 + i % 30, seconds=i)
+        )
         batch.append(
             (
                 "bench",
@@ -122,7 +129,7 @@ def fill(path: Path, rows: int, due: int) -> None:
     con.close()
 
 
-async def main(rows: int, due: int) -> None:
+async def main(rows: int, due: int, batches: list[int]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         url = f"sqlite+aiosqlite:///{path}"
@@ -130,37 +137,44 @@ async def main(rows: int, due: int) -> None:
         await setup.migrate()
         await setup.close()
         t0 = time.perf_counter()
-        fill(path, rows, due)
-        print(f"filled {rows:,} pending rows ({due:,} due now) in {time.perf_counter() - t0:.1f} s")
+        start = datetime.now(UTC)
+        fill(path, rows, due * len(batches), start)
+        took = time.perf_counter() - t0
+        print(f"filled {rows:,} pending rows ({due * len(batches):,} due) in {took:.1f} s")
 
         t0 = time.perf_counter()
         db = Database(url)
         await db.migrate()
-        messenger = Messenger(db, SystemClock(), {"bench": NullTransport()})  # type: ignore[dict-item]
+        clock = VirtualClock(start - timedelta(days=1))
+        messenger = Messenger(db, clock, {"bench": NullTransport()})  # type: ignore[dict-item]
 
         async def unreachable(customer_id: int, reason: str) -> None: ...
 
-        dispatcher = Dispatcher(
-            db, SystemClock(), messenger, {"bulk": KeyComposer()}, on_unreachable=unreachable
-        )
+        dispatcher = Dispatcher(db, clock, messenger, {"bulk": KeyComposer()}, on_unreachable=unreachable)
         await dispatcher.recover()
         next_due = await dispatcher.next_due_at()
         startup = time.perf_counter() - t0
         print(f"startup (open, migrate, recover, next due {next_due:%H:%M}): {startup * 1000:.0f} ms")
 
         timer = SQLiteTimer()
-        t0 = time.perf_counter()
-        sent = await dispatcher.run_due()
-        elapsed = time.perf_counter() - t0
-        per_message = elapsed / sent * 1000
-        print(f"dispatched {sent:,} due messages in {elapsed:.2f} s: {per_message:.3f} ms per message")
+        for run, batch in enumerate(batches, start=1):
+            dispatcher.batch_size = batch
+            # this run's share of the due rows: those due by now (row i is due at start - 1 day + i s)
+            clock.set(start - timedelta(days=1) + timedelta(seconds=run * due - 0.5))
+            timer.seconds = 0.0
+            t0 = time.perf_counter()
+            sent = await dispatcher.run_due()
+            elapsed = time.perf_counter() - t0
+            per_message = elapsed / sent * 1000
+            inside = timer.seconds / sent * 1000
+            print(
+                f"batch_size {batch}: dispatched {sent:,} due messages in {elapsed:.2f} s: "
+                f"{per_message:.3f} ms per message"
+            )
+            print(f"  inside SQLite (statements, commits): {inside:.3f} ms per message;")
+            print(f"  aiosqlite's thread hops, SQLAlchemy and our code: {per_message - inside:.3f} ms")
         print(
             "  (claim, render, outgoing log before and after the send, mark sent; the transport does nothing)"
-        )
-        inside = timer.seconds / sent * 1000
-        print(f"  of which inside SQLite (statements, commits): {inside:.3f} ms per message;")
-        print(
-            f"  the other {per_message - inside:.3f} ms are aiosqlite's thread hops, SQLAlchemy and our code"
         )
         await db.close()
 
@@ -168,6 +182,7 @@ async def main(rows: int, due: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--due", type=int, default=2000)
+    parser.add_argument("--due", type=int, default=2000, help="due messages per batch size")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     args = parser.parse_args()
-    asyncio.run(main(args.rows, args.due))
+    asyncio.run(main(args.rows, args.due, args.batch))
