@@ -15,7 +15,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import VirtualClock
-from bot.errors import NotConnected
+from bot.errors import NotConnected, TransportError
 from bot.services.messenger import Messenger
 from bot.services.outbox import Composed, Dispatcher
 from storage.db import Database
@@ -237,3 +237,25 @@ async def test_every_batch_size_sends_in_due_order_once(db: Database, batch_size
     assert platform.arrived == keys
     assert {status for status, _ in (await statuses(db)).values()} == {"sent"}
     assert await message_out_events(db) == 10
+
+
+async def test_a_failing_alert_does_not_strand_the_next_batch(db: Database) -> None:
+    await plan(db, "a", KEYS)
+    platform = Platform("a")
+
+    def refuse_k1(text: str) -> None:
+        if text == "k1":
+            raise TransportError("refused")
+
+    platform.on_send = refuse_k1
+    sender = dispatcher(db, platform, batch_size=2)
+
+    async def alert_fails(row: ScheduledMessage, reason: str) -> None:
+        raise RuntimeError("the console is gone")
+
+    sender.on_undeliverable = alert_fails
+    assert await sender.run_due() == 6
+    assert platform.arrived == ["k0", "k2", "k3", "k4", "k5"]
+    after = await statuses(db)
+    assert after["k1"][0] == "failed" and "refused" in after["k1"][1]
+    assert {after[k][0] for k in KEYS if k != "k1"} == {"sent"}

@@ -178,8 +178,7 @@ class Dispatcher:
                     if current is not None:
                         error = f"internal error: {exc}"
                         await Outbox(session).mark(current.id or 0, "failed", self.clock.now(), error)
-            for effect in after_commit:
-                await effect()
+            await _run_effects(after_commit)
             processed += len(claimed)
             if not steps and not claimed:
                 return processed
@@ -377,6 +376,16 @@ class _Next:
 class _InFlight:
     step: _Step
     result: SendResult
+
+
+async def _run_effects(effects: list[Callable[[], Awaitable[object]]]) -> None:
+    """Notifications after a commit (alerts, observers). One failing must not stop the batch
+    just reserved from going out: it is logged."""
+    for effect in effects:
+        try:
+            await effect()
+        except Exception:
+            log.exception("after dispatching: a notification failed")
 
 
 def _announce(messenger: Messenger, sent: Sent) -> Callable[[], Awaitable[None]]:
