@@ -58,18 +58,17 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        path = ""
-        if self.is_sqlite:
-            path = url.split(":///", 1)[1] if ":///" in url else ""
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = url.split(":///", 1)[1] if self.is_sqlite and ":///" in url else ""
+        on_disk = path not in ("", ":memory:")
+        if on_disk:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.engine: AsyncEngine = create_async_engine(url)
         self._relaxed_engine: AsyncEngine | None = None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-            if path and path != ":memory:":
-                self._relaxed_engine = create_async_engine(url)
-                event.listen(self._relaxed_engine.sync_engine, "connect", _sqlite_relaxed_pragmas)
+        if on_disk:  # a second pool whose connections commit without waiting for the disk
+            self._relaxed_engine = create_async_engine(url)
+            event.listen(self._relaxed_engine.sync_engine, "connect", _sqlite_relaxed_pragmas)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._relaxed_sessions = (
             self._sessions

@@ -1,4 +1,5 @@
-"""Sends planned messages when they fall due: claim atomically, re-check, render, send, mark.
+"""Sends planned messages when they fall due: claim atomically, re-check, render, reserve, send,
+mark; in batches when many are due (see :meth:`Dispatcher.run_due`).
 
 Text is rendered at send time, so a template fix or a profile change applies to what is still
 pending. Claiming is a single atomic update, so two dispatchers never send the same row.
@@ -89,7 +90,9 @@ class Dispatcher:
 
     async def recover(self) -> int:
         """Settle rows a crashed process left ``claimed``. Never re-sends blindly: the outgoing log
-        says whether the send started. Returns how many rows were settled."""
+        says whether each send started, finished, or (in a batch, on the same boot) was never
+        attempted; sends that went out get the contact and ``message_out`` their batch did not
+        live to record. Returns how many rows were settled."""
         now = self.clock.now()
         settled = 0
         async with self.db.transaction() as session:
