@@ -147,6 +147,13 @@ class OutgoingMessage(SQLModel, table=True):
         sa.Index("ix_outgoing_customer_sent", "customer_id", "sent_at"),
         # matching the account's own messages coming back (self-echo) to what it sent
         sa.Index("ix_outgoing_account_conversation_created", "account_id", "conversation_id", "created_at"),
+        # sends still under way (few): what recovery after a crash looks at, whatever the log's size
+        sa.Index(
+            "ix_outgoing_sending",
+            "attempt_group",
+            sqlite_where=sa.text("status = 'sending'"),
+            postgresql_where=sa.text("status = 'sending'"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -315,17 +315,15 @@ class OutgoingLog:
         the first such send of their group. A group's sends go out one at a time in id order,
         each outcome written before the next send starts: these were never handed to the platform
         (provided no outcome was lost, which the caller's prefix guarantees)."""
-        query = (
-            select(OutgoingMessage.id, OutgoingMessage.attempt_group)
-            .where(
-                OutgoingMessage.status == "sending",
-                col(OutgoingMessage.attempt_group).startswith(group_prefix, autoescape=True),
-            )
-            .order_by(col(OutgoingMessage.id))
+        query = select(OutgoingMessage.id, OutgoingMessage.attempt_group).where(
+            # a literal, not a parameter, and no ORDER BY: SQLite then reads the small partial
+            # index of sends under way instead of the whole log
+            sa.text("outgoing_message.status = 'sending'"),
+            col(OutgoingMessage.attempt_group).startswith(group_prefix, autoescape=True),
         )
         seen: set[str | None] = set()
         later = []
-        for row_id, group in (await self.session.exec(query)).all():
+        for row_id, group in sorted((await self.session.exec(query)).all(), key=lambda r: r[0] or 0):
             if group in seen and row_id is not None:
                 later.append(row_id)
             seen.add(group)
