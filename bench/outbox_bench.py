@@ -1,10 +1,11 @@
-"""Outbox at scale: 1,000,000 pending rows in SQLite.
+"""Outbox at scale: 1,000,000 pending rows in SQLite, beside 1,000,000 sent messages in the log.
 
-    python bench/outbox_bench.py [--rows 1000000] [--due 2000] [--batch 1 16]
+    python bench/outbox_bench.py [--rows 1000000] [--history 1000000] [--due 2000] [--batch 1 16]
 
-Measures (1) startup: open the database, run migrations, settle claimed rows, find the next due
-time; (2) dispatching due rows through the real Dispatcher and Messenger with a transport that
-does nothing, so the time per message is the database work (claim, outgoing log, mark sent),
+Measures (1) startup: open the database, run migrations, settle claimed rows (recovery looks for
+sends left under way), find the next due time; (2) dispatching due rows through the real
+Dispatcher and Messenger with a transport that does nothing, so the time per message is the
+database work (claim, outgoing log, mark sent),
 split into the time spent inside SQLite and the rest (aiosqlite's thread hops, SQLAlchemy, our code),
 once per dispatch batch size (``[dispatch] batch_size``: messages per durable commit).
 Targets (issue 5): startup under a second; well under a millisecond of database work per message.
@@ -72,9 +73,9 @@ class KeyComposer:
         return Composed(customer.wechat_id, row.idempotency_key)
 
 
-def fill(path: Path, rows: int, due: int, now: datetime) -> None:
+def fill(path: Path, rows: int, due: int, now: datetime, history: int) -> None:
     """``rows`` pending rows; row i < ``due`` falls due i seconds after ``now`` - 1 day, the
-    rest are due in the coming days."""
+    rest are due in the coming days. ``history`` messages sent earlier fill the outgoing log."""
     now = now.replace(tzinfo=None)
     con = sqlite3.connect(path)
     con.execute("INSERT INTO account VALUES ('bench', 'n', 'r', '{}', NULL, ?, ?)", (now, now))
@@ -125,11 +126,17 @@ def fill(path: Path, rows: int, due: int, now: datetime) -> None:
             "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             batch,
         )
+    con.executemany(
+        "INSERT INTO outgoing_message (account_id, customer_id, conversation_id, kind, text, "
+        "idempotency_key, status, error, created_at, sent_at, attempt_group) "
+        "VALUES ('bench', 1, 'wx', 'bulk', 'an earlier message', ?, 'sent', '', ?, ?, ?)",
+        ((f"history-{i}", now, now, f"old-boot/{i // 16}") for i in range(history)),
+    )
     con.commit()
     con.close()
 
 
-async def main(rows: int, due: int, batches: list[int]) -> None:
+async def main(rows: int, history: int, due: int, batches: list[int]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         url = f"sqlite+aiosqlite:///{path}"
@@ -138,9 +145,12 @@ async def main(rows: int, due: int, batches: list[int]) -> None:
         await setup.close()
         t0 = time.perf_counter()
         start = datetime.now(UTC)
-        fill(path, rows, due * len(batches), start)
+        fill(path, rows, due * len(batches), start, history)
         took = time.perf_counter() - t0
-        print(f"filled {rows:,} pending rows ({due * len(batches):,} due) in {took:.1f} s")
+        print(
+            f"filled {rows:,} pending rows ({due * len(batches):,} due) and {history:,} sent ones "
+            f"in {took:.1f} s"
+        )
 
         t0 = time.perf_counter()
         db = Database(url)
@@ -182,7 +192,8 @@ async def main(rows: int, due: int, batches: list[int]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--history", type=int, default=1_000_000, help="sent messages in the log")
     parser.add_argument("--due", type=int, default=2000, help="due messages per batch size")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     args = parser.parse_args()
-    asyncio.run(main(args.rows, args.due, args.batch))
+    asyncio.run(main(args.rows, args.history, args.due, args.batch))
