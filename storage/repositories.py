@@ -310,23 +310,25 @@ class OutgoingLog:
             sa.update(table).where(table.c.id == row_id).values(status="failed", error=error)
         )
 
-    async def never_attempted(self, group_prefix: str) -> list[int]:
-        """Sends still "sending" in attempt groups starting with ``group_prefix`` that come after
-        the first such send of their group. A group's sends go out one at a time in id order,
-        each outcome written before the next send starts: these were never handed to the platform
-        (provided no outcome was lost, which the caller's prefix guarantees)."""
+    async def never_attempted(self, group_prefix: str) -> dict[str, list[int]]:
+        """Per attempt group starting with ``group_prefix``: the sends still "sending" that come
+        after the group's first such send. A group's sends go out one at a time in id order, each
+        outcome written before the next send starts: if its process is gone and no outcome was
+        lost (the caller's checks), these were never handed to the platform."""
         query = select(OutgoingMessage.id, OutgoingMessage.attempt_group).where(
             # a literal, not a parameter, and no ORDER BY: SQLite then reads the small partial
             # index of sends under way instead of the whole log
             sa.text("outgoing_message.status = 'sending'"),
             col(OutgoingMessage.attempt_group).startswith(group_prefix, autoescape=True),
         )
-        seen: set[str | None] = set()
-        later = []
+        later: dict[str, list[int]] = {}
         for row_id, group in sorted((await self.session.exec(query)).all(), key=lambda r: r[0] or 0):
-            if group in seen and row_id is not None:
-                later.append(row_id)
-            seen.add(group)
+            if group is None or row_id is None:
+                continue
+            if group in later:
+                later[group].append(row_id)
+            else:
+                later[group] = []  # the first one: maybe under way
         return later
 
     async def by_platform_id(self, account_id: str, platform_message_id: str) -> OutgoingMessage | None:

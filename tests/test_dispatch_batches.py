@@ -6,6 +6,9 @@ and Dispatcher on SQLite and PostgreSQL; the transport is a list that records wh
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -259,3 +262,39 @@ async def test_a_failing_alert_does_not_strand_the_next_batch(db: Database) -> N
     after = await statuses(db)
     assert after["k1"][0] == "failed" and "refused" in after["k1"][1]
     assert {after[k][0] for k in KEYS if k != "k1"} == {"sent"}
+
+
+async def move_batch_to_process(db: Database, pid: int) -> None:
+    """Make the crashed batch look as if another process (``pid``) on this host had sent it."""
+    async with db.transaction() as session:
+        rows = (await session.exec(select(OutgoingMessage))).all()
+        for row in rows:
+            assert row.attempt_group is not None
+            epoch_host, _, batch = row.attempt_group.rsplit("/", 2)
+            row.attempt_group = f"{epoch_host}/{pid}/{batch}"
+
+
+@pytest.mark.parametrize("sender_alive", [True, False])
+async def test_recovery_leaves_a_live_dispatchers_batch_alone(db: Database, sender_alive: bool) -> None:
+    """A second dispatcher on the same database still holds the rest of its batch: releasing its
+    untried sends would let them go out twice. Only a batch whose process is gone is released."""
+    await plan(db, "a", KEYS)
+    platform = Platform("a")
+    crash_on(platform, "k2")
+    with pytest.raises(Crash):
+        await dispatcher(db, platform).run_due()
+    if sender_alive:
+        pid = os.getppid()  # alive: the process that started this test run
+    else:
+        ended = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+        await ended.wait()
+        pid = ended.pid  # gone (and not reused this soon)
+    await move_batch_to_process(db, pid)
+
+    await dispatcher(db, Platform("a")).recover()
+    after = await statuses(db)
+    untried = {after[k][0] for k in ("k3", "k4", "k5")}
+    assert untried == ({"failed"} if sender_alive else {"pending"})
+    resumed = Platform("a")
+    await dispatcher(db, resumed).run_due()
+    assert resumed.arrived == ([] if sender_alive else ["k3", "k4", "k5"])

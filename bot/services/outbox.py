@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import socket
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -79,6 +82,9 @@ class Dispatcher:
         self.gate = gate
         self.on_undeliverable = on_undeliverable
         self.batch_size = batch_size
+        # attempt groups: "<durability epoch>/<host>/<pid>/<batch>". Recovery trusts the order of a
+        # batch only for this epoch (no relaxed commit lost) and host, once the process is gone
+        self._host_groups = f"{db.durability_epoch}/{socket.gethostname()}/"
         # accounts whose transport is connected; None: all. Rows of other accounts wait, pending.
         self.available: Callable[[], Collection[str] | None] = lambda: None
         # set when the process is stopping: finish the row in hand, claim no more
@@ -103,8 +109,10 @@ class Dispatcher:
             # a batch's sends go out one at a time, each outcome recorded before the next send:
             # unless the machine crashed (relaxed commits lost), only the first unfinished send
             # of a batch was under way; the ones after it were never attempted
-            for untried in await outgoing.never_attempted(f"{self.db.durability_epoch}/"):
-                await outgoing.fail(untried, "never attempted: the process stopped before this send")
+            for group, untried in (await outgoing.never_attempted(self._host_groups)).items():
+                if _process_gone(group):
+                    for send in untried:
+                        await outgoing.fail(send, "never attempted: the process stopped before this send")
             for row in rows:
                 sent = await outgoing.by_key(row.idempotency_key)
                 if sent is None or sent.status == "failed":
@@ -152,7 +160,7 @@ class Dispatcher:
             claimed: list[ScheduledMessage] = []
             steps: list[_Step] = []
             current: ScheduledMessage | None = None  # the row being prepared, should it fail
-            group = f"{self.db.durability_epoch}/{uuid.uuid4().hex}"
+            group = f"{self._host_groups}{os.getpid()}/{uuid.uuid4().hex}"
             try:
                 async with self.db.transaction() as session:
                     steps = await self._settle_all(session, in_flight, after_commit, group)
@@ -379,6 +387,26 @@ class _Next:
 class _InFlight:
     step: _Step
     result: SendResult
+
+
+def _process_gone(group: str) -> bool:
+    """Whether the process that sent an attempt group (on this host) has ended: a live one (a
+    second dispatcher on the same database) still holds the rest of its batch."""
+    try:
+        pid = int(group.split("/")[-2])
+    except (IndexError, ValueError):
+        return False
+    if sys.platform == "win32":  # no signal 0 there: assume alive
+        return False
+    if pid == os.getpid():
+        return True  # an earlier process that had our pid: we have not dispatched yet
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists (another user's): assume alive
+    return False
 
 
 async def _run_effects(effects: list[Callable[[], Awaitable[object]]]) -> None:
