@@ -171,9 +171,9 @@ class OutgoingMessage(SQLModel, table=True):
     sent_at: datetime | None = utc_column(nullable=True)
     # when the platform reported this message back as the account's own (puppets that echo)
     echoed_at: datetime | None = utc_column(nullable=True)
-    # "<durability epoch>/<batch>": sends the dispatcher reserved together and sends in id order,
-    # writing each outcome before the next send; after a crash it tells the one send in doubt
-    # from those never attempted (see Dispatcher.recover)
+    # "<durability epoch>/<host>/<pid>/<batch>": sends the dispatcher reserved together and sends
+    # in id order, writing each outcome before the next send; after a crash it tells the one send
+    # in doubt from those never attempted (see Dispatcher.recover)
     attempt_group: str | None = None
 
 
