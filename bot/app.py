@@ -183,8 +183,8 @@ class SalesBot:
         await self.db.migrate()
         await self._sync_accounts()
         recovered = await self.dispatcher.recover()
-        if recovered:
-            log.warning("settled %d scheduled messages left claimed by a previous run", recovered)
+        if recovered.settled:
+            log.warning("settled %d scheduled messages left claimed by a previous run", recovered.settled)
         for account_id, transport in self.transports.items():
             try:
                 await self._start_account(account_id, transport)
@@ -195,6 +195,8 @@ class SalesBot:
             raise TransportError("; ".join(self.unavailable.values()))
         for account_id in self.unavailable:
             self._track(self._start_later(account_id, self.transports[account_id]), self._late_starts)
+        for row in recovered.in_doubt:  # an account still offline gets its alert once it connects
+            await self._on_undeliverable(row, row.last_error)
         await self.digests.ensure_planned()
 
     async def _start_account(self, account_id: str, transport: Transport) -> None:

@@ -154,3 +154,35 @@ async def test_a_friend_request_whose_accept_was_cut_off_is_accepted_after_recon
     assert "小红书" in welcome
     [customer] = await rows(sim, Customer)
     assert customer.source_channel == "小红书"
+
+
+async def test_a_send_left_in_doubt_by_a_killed_process_is_reported_to_the_rep(
+    config: Any, db_url: str
+) -> None:
+    async with Simulation(config, MONDAY_10AM, database_url=db_url) as first:
+        await customer_with_countdown(first)
+        # what a process killed in the middle of sending the 1-day step leaves behind: the row
+        # claimed and its send reserved, outcome never written
+        async with first.bot.db.transaction() as session:
+            [step] = (await session.exec(select(ScheduledMessage).where(ScheduledMessage.step == "1d"))).all()
+            step.status = "claimed"
+            session.add(
+                OutgoingMessage(
+                    account_id=step.account_id,
+                    customer_id=step.customer_id,
+                    conversation_id=first.contact_id("c1"),
+                    kind="countdown",
+                    text="限时价 还剩1天",
+                    idempotency_key=step.idempotency_key,
+                    status="sending",
+                    created_at=MONDAY_10AM,
+                )
+            )
+    async with Simulation(config, MONDAY_10AM + timedelta(hours=10), database_url=db_url) as second:
+        await second.advance(timedelta(seconds=1))
+        step = (await rows(second, ScheduledMessage, ScheduledMessage.step == "1d"))[0]
+        assert step.status == "failed" and "delivery unknown" in step.last_error
+        console = [m.text for m in second.puppet.sent if m.conversation_id == "filehelper"]
+        [alert] = [text for text in console if "可能没有发出" in text]
+        assert "【张三" in alert and "倒计时" in alert
+        assert not any("限时价" in m.text for m in second.puppet.sent if m.conversation_id != "filehelper")

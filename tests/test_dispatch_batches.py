@@ -136,7 +136,9 @@ async def test_a_crash_mid_batch_leaves_only_the_send_under_way_in_doubt(db: Dat
         await dispatcher(db, platform).run_due()
 
     restarted = dispatcher(db, Platform("a"))
-    assert await restarted.recover() == 6, "the whole batch was left claimed"
+    recovery = await restarted.recover()
+    assert recovery.settled == 6, "the whole batch was left claimed"
+    assert [row.idempotency_key for row in recovery.in_doubt] == ["k2"], "the rep is told about k2"
     after = await statuses(db)
     assert [after[k][0] for k in ("k0", "k1")] == ["sent", "sent"]
     assert after["k2"][0] == "failed" and "delivery unknown" in after["k2"][1]
@@ -159,7 +161,8 @@ async def test_after_a_machine_crash_every_unfinished_send_of_the_batch_is_in_do
 
     # after a reboot the relaxed commits may be lost: nothing proves k3.. were not attempted
     db.durability_epoch = "another-boot"
-    await dispatcher(db, Platform("a")).recover()
+    recovery = await dispatcher(db, Platform("a")).recover()
+    assert sorted(row.idempotency_key for row in recovery.in_doubt) == ["k2", "k3", "k4", "k5"]
     after = await statuses(db)
     assert [after[k][0] for k in ("k0", "k1")] == ["sent", "sent"]
     assert {after[k][0] for k in ("k2", "k3", "k4", "k5")} == {"failed"}

@@ -94,13 +94,15 @@ class Dispatcher:
         async with self.db.transaction() as session:
             return await Outbox(session).next_due_at(self.available())
 
-    async def recover(self) -> int:
+    async def recover(self) -> Recovery:
         """Settle rows a crashed process left ``claimed``. Never re-sends blindly: the outgoing log
         says whether each send started, finished, or (in a batch, on the same boot) was never
         attempted; sends that went out get the contact and ``message_out`` their batch did not
-        live to record. Returns how many rows were settled."""
+        live to record. Returns how many rows were settled and those left in doubt (the rep
+        should check the chat)."""
         now = self.clock.now()
         settled = 0
+        in_doubt: list[ScheduledMessage] = []
         async with self.db.transaction() as session:
             rows = (
                 await session.exec(select(ScheduledMessage).where(ScheduledMessage.status == "claimed"))
@@ -137,9 +139,10 @@ class Dispatcher:
                         row.status = "sent"
                     else:
                         row.status, row.last_error = "failed", reason
+                        in_doubt.append(row)
                 row.updated_at = now
                 settled += 1
-        return settled
+        return Recovery(settled, in_doubt)
 
     async def run_due(self) -> int:
         """Send everything due now, earliest first. Returns how many rows were processed.
@@ -361,6 +364,13 @@ class Dispatcher:
     ) -> None:
         if self.on_undeliverable is not None:
             after_commit.append(functools.partial(self.on_undeliverable, row, reason))
+
+
+@dataclass(frozen=True)
+class Recovery:
+    settled: int
+    # rows whose send was under way when the process died: marked failed, "delivery unknown"
+    in_doubt: list[ScheduledMessage]
 
 
 @dataclass(frozen=True)
