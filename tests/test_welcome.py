@@ -282,7 +282,10 @@ async def test_row_claimed_by_a_crashed_process_is_not_sent_twice(config: Config
             r.customer_id: (r.status, r.last_error)
             for r in await rows(second, ScheduledMessage, ScheduledMessage.kind == "welcome")
         }
-    assert [m["to"] for m in second.output] == ["c2"], "c2 never reached the platform, so it is sent"
+    to_customers = [m["to"] for m in second.output if m["to"] != "console"]
+    assert to_customers == ["c2"], "c2 never reached the platform, so it is sent"
+    [alert] = [m["text"] for m in second.output if m["to"] == "console"]
+    assert "【张三" in alert and "可能没有发出" in alert, "the rep is asked to check c1's chat"
     assert statuses[c1.customer_id][0] == "failed" and "delivery unknown" in statuses[c1.customer_id][1]
     assert statuses[c2.customer_id][0] == "sent"
 
