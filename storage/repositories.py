@@ -268,21 +268,9 @@ class OutgoingLog:
         query = select(OutgoingMessage).where(OutgoingMessage.idempotency_key == idempotency_key)
         return (await self.session.exec(query)).first()
 
-    async def finish(self, row_id: int, *, platform_message_id: str | None, at: datetime) -> None:
-        table = _table(OutgoingMessage)
-        await self.session.exec(
-            sa.update(table)
-            .where(table.c.id == row_id)
-            # keep the id an echo may have supplied when the send returned none
-            .values(
-                status="sent",
-                sent_at=at,
-                platform_message_id=sa.func.coalesce(platform_message_id, table.c.platform_message_id),
-            )
-        )
-
     async def finish_many(self, sends: list[tuple[int, str | None]], at: datetime) -> None:
-        """:meth:`finish` for many sends in one statement: (row id, platform message id)."""
+        """Sends that went out, (row id, platform message id), in one statement. A platform id an
+        echo supplied is kept when the send returned none."""
         if not sends:
             return
         table = _table(OutgoingMessage)
@@ -408,13 +396,6 @@ class Outbox:
         )
         result = await self.session.exec(statement)
         return bool(_rowcount(result))
-
-    async def claim_next_due(
-        self, now: datetime, accounts: Collection[str] | None = None
-    ) -> ScheduledMessage | None:
-        """Atomically move the earliest due pending row to ``claimed`` and return it."""
-        claimed = await self.claim_due(now, accounts, 1)
-        return claimed[0] if claimed else None
 
     async def claim_due(
         self, now: datetime, accounts: Collection[str] | None, limit: int

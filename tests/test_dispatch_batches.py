@@ -128,12 +128,18 @@ def crash_on(platform: Platform, text: str) -> None:
 KEYS = [f"k{n}" for n in range(6)]
 
 
-async def test_a_crash_mid_batch_leaves_only_the_send_under_way_in_doubt(db: Database) -> None:
+async def crash_while_sending_k2(db: Database) -> Platform:
+    """One batch of KEYS; the process dies while k2 is being sent (k2 reached the platform)."""
     await plan(db, "a", KEYS)
     platform = Platform("a")
     crash_on(platform, "k2")
     with pytest.raises(Crash):
         await dispatcher(db, platform).run_due()
+    return platform
+
+
+async def test_a_crash_mid_batch_leaves_only_the_send_under_way_in_doubt(db: Database) -> None:
+    platform = await crash_while_sending_k2(db)
 
     restarted = dispatcher(db, Platform("a"))
     recovery = await restarted.recover()
@@ -153,11 +159,7 @@ async def test_a_crash_mid_batch_leaves_only_the_send_under_way_in_doubt(db: Dat
 
 
 async def test_after_a_machine_crash_every_unfinished_send_of_the_batch_is_in_doubt(db: Database) -> None:
-    await plan(db, "a", KEYS)
-    platform = Platform("a")
-    crash_on(platform, "k2")
-    with pytest.raises(Crash):
-        await dispatcher(db, platform).run_due()
+    await crash_while_sending_k2(db)
 
     # after a reboot the relaxed commits may be lost: nothing proves k3.. were not attempted
     db.durability_epoch = "another-boot"
@@ -281,11 +283,7 @@ async def move_batch_to_process(db: Database, pid: int) -> None:
 async def test_recovery_leaves_a_live_dispatchers_batch_alone(db: Database, sender_alive: bool) -> None:
     """A second dispatcher on the same database still holds the rest of its batch: releasing its
     untried sends would let them go out twice. Only a batch whose process is gone is released."""
-    await plan(db, "a", KEYS)
-    platform = Platform("a")
-    crash_on(platform, "k2")
-    with pytest.raises(Crash):
-        await dispatcher(db, platform).run_due()
+    await crash_while_sending_k2(db)
     if sender_alive:
         pid = os.getppid()  # alive: the process that started this test run
     else:

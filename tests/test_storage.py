@@ -120,13 +120,13 @@ async def test_claim_takes_earliest_due_only_once(db: Database) -> None:
 
     async def claim() -> str | None:
         async with db.transaction() as session:
-            row = await Outbox(session).claim_next_due(later)
-            return row.idempotency_key if row else None
+            row = await Outbox(session).claim_due(later, None, 1)
+            return row[0].idempotency_key if row else None
 
     claimed = await asyncio.gather(*(claim() for _ in range(6)))
     assert sorted(k for k in claimed if k) == ["k1", "k3"], "each due row is claimed exactly once"
     async with db.transaction() as session:
-        assert await Outbox(session).claim_next_due(later) is None
+        assert await Outbox(session).claim_due(later, None, 1) == []
 
 
 async def test_upgrade_from_the_first_schema_keeps_data(db_url: str) -> None:
@@ -161,10 +161,10 @@ async def test_rows_of_unconnected_accounts_wait(db: Database) -> None:
     later = NOW + timedelta(minutes=1)
     async with db.transaction() as session:
         assert await Outbox(session).next_due_at(["other"]) is None
-        assert await Outbox(session).claim_next_due(later, ["other"]) is None
+        assert await Outbox(session).claim_due(later, ["other"], 1) == []
         assert await Outbox(session).next_due_at(["demo"]) == NOW
-        claimed = await Outbox(session).claim_next_due(later, ["demo", "other"])
-    assert claimed is not None and claimed.idempotency_key == "k-demo"
+        [claimed] = await Outbox(session).claim_due(later, ["demo", "other"], 1)
+    assert claimed.idempotency_key == "k-demo"
 
 
 async def test_an_echo_during_a_broken_send_settles_it_and_keeps_the_echoed_id(db: Database) -> None:
@@ -188,7 +188,7 @@ async def test_an_echo_during_a_broken_send_settles_it_and_keeps_the_echoed_id(d
     async with db.transaction() as session:  # then the call breaks off: the echo proves delivery
         unsure = await OutgoingLog(session).unknown(row_id, "delivery unknown: reset")
         assert unsure is not None and unsure.status == "sent"
-        await OutgoingLog(session).finish(row_id, platform_message_id=None, at=NOW)
+        await OutgoingLog(session).finish_many([(row_id, None)], NOW)
     async with db.transaction() as session:
         final = await OutgoingLog(session).by_key("k1")
         assert final is not None and (final.status, final.platform_message_id) == ("sent", "m-9")

@@ -74,10 +74,11 @@ class Transmission:
 
 
 class Messenger:
-    """Sends in three steps so that callers can fold the database work into their own
-    transactions (the dispatcher writes a send's outcome and reserves the next one in one commit):
+    """Sends in steps so that callers can fold the database work into their own transactions:
     :meth:`reserve` (in a transaction), :meth:`transmit` (transport only), :meth:`settle` (in a
-    transaction) and, after that commit, :meth:`announce`. :meth:`send` does all of it."""
+    transaction; it is :meth:`record_outcome` then :meth:`record_contact`) and, after that commit,
+    :meth:`announce`. :meth:`send` does all of it; the dispatcher reserves a batch in one commit,
+    records each outcome before the next send and the contacts with the next batch."""
 
     def __init__(self, db: Database, clock: Clock, transports: Mapping[str, Transport]) -> None:
         self.db = db
