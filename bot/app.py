@@ -22,10 +22,12 @@ from bot.domain.stages import Pipeline
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import ConfigError, SalesbotError, TemplateError, TransportError
 from bot.objections.library import ObjectionLibrary
+from bot.objections.reader import load_classifier, load_library, load_model
 from bot.services.alerts import ALERT, OWED, AlertComposer, Alerts, OwedReplyComposer, OwedReplyNudges
 from bot.services.console import ConsoleService
 from bot.services.customers import CustomerService
 from bot.services.digest import DIGEST, DigestComposer, DigestService
+from bot.services.feedback import FeedbackService
 from bot.services.messenger import Messenger
 from bot.services.objections import REPLY, ObjectionService, ReplyComposer, validate_library
 from bot.services.outbox import Dispatcher
@@ -57,9 +59,12 @@ def required_templates(config: Config) -> list[str]:
     ]
 
 
-def validate_setup(config: Config, objections: ObjectionLibrary | None = None) -> list[str]:
+def validate_setup(
+    config: Config, objections: ObjectionLibrary | None = None, *, model_checked: bool = False
+) -> list[str]:
     """Checks that need more than the config schema: templates, the objection library (pass it when
-    already loaded), and tags named in channel rules. Returns the template names checked."""
+    already loaded), the trained model (missing or stale: a clear error; skipped when the caller
+    has just loaded it), and tags named in channel rules. Returns the template names checked."""
     vocabulary = TagVocabulary(config.tags.groups)
     for number, rule in enumerate(config.welcome.channels):
         if rule.tag:
@@ -71,6 +76,8 @@ def validate_setup(config: Config, objections: ObjectionLibrary | None = None) -
     if objections is None:
         objections = ObjectionLibrary.load(config.templates_path, [s.key for s in config.stages])
     validate_library(objections, library)
+    if not model_checked:
+        load_model(config)
     names = library.validate(required_templates(config))
     for name in required_templates(config):
         if library.kind_of(name) is None:
@@ -125,7 +132,7 @@ class SalesBot:
             self.db,
             clock,
             config,
-            ObjectionLibrary.load(config.templates_path, [s.key for s in config.stages]),
+            load_classifier(config, load_library(config)),
             self.templates,
             self.messenger,
             self._rng,
@@ -134,6 +141,10 @@ class SalesBot:
             on_planned=self._wake,
         )
         self.console.objections = self.objections
+        self.feedback = FeedbackService(
+            self.db, clock, self.objections.classifier, resume_pushes=self.sequences.resume_pushes
+        )
+        self.console.feedback = self.feedback
         self.console.sequences = self.sequences
         self.alerts = Alerts(
             self.db, clock, self.messenger, self.console.console_of, self.console.note_customer, self._wake
@@ -179,7 +190,7 @@ class SalesBot:
 
     async def start(self) -> None:
         """Validate templates, migrate, then log every account in. Fails fast with a clear error."""
-        validate_setup(self.config, self.objections.library)
+        validate_setup(self.config, self.objections.library, model_checked=True)
         await self.db.migrate()
         await self._sync_accounts()
         recovered = await self.dispatcher.recover()
@@ -324,6 +335,18 @@ class SalesBot:
                 f"【{name} #{customer.id}】说“{message.text}”，已暂停对TA的全部自动消息（{paused} 条待发）。"
                 f"需要恢复请发 /resume @#{customer.id}",
                 key=f"opt_out:{message.message_id}",
+                customer_id=customer.id,
+            )
+        elif result.opt_out_soft:
+            held = await self.sequences.stop_pushes(
+                customer.id, actor="customer", reason=f"asked to be pushed less: {message.text}"
+            )
+            name = customer.remark or customer.display_name
+            await self.alerts.send(
+                account_id,
+                f"【{name} #{customer.id}】说“{message.text}”，不想被频繁催促：已停止倒计时和跟进提醒"
+                f"（{held} 条），售后关怀照常。判断错了请发 /wrong @#{customer.id}",
+                key=f"opt_out_soft:{message.message_id}",
                 customer_id=customer.id,
             )
 

@@ -1,4 +1,4 @@
-"""Command line: ``salesbot run | check | simulate``."""
+"""Command line: ``salesbot run | check | simulate | digest | objections | commands``."""
 
 from __future__ import annotations
 
@@ -34,11 +34,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     digest.add_argument("--date", default="", help="YYYY-MM-DD (default: today, so far)")
     digest.add_argument("--supervisor", default="", help="only this supervisor (default: all)")
-    objections = sub.add_parser("objections", help="objection classifier tools")
+    objections = sub.add_parser(
+        "objections", help="the reader of customer messages: classify, eval, train"
+    )
     tools = objections.add_subparsers(dest="tool", required=True)
     with_config(tools.add_parser("classify", help="classify one message per stdin line; JSON lines out"))
-    evaluate = with_config(tools.add_parser("eval", help="score the classifier on a labelled JSONL file"))
-    evaluate.add_argument("file", help='JSONL lines {"text": ..., "label": <label or null>}')
+    evaluate = with_config(
+        tools.add_parser(
+            "eval", help="score the configured model on labelled files, or leave one vertical out"
+        )
+    )
+    evaluate.add_argument(
+        "file", nargs="*", help='JSONL lines {"text": ..., "objection": <label or null>, "signals": [...]}'
+    )
+    evaluate.add_argument(
+        "--lovo", action="store_true", help="train without each vertical of the corpus and score on it"
+    )
+    evaluate.add_argument(
+        "--mistakes", type=int, default=0, metavar="N", help="also print N misread messages"
+    )
+    train = with_config(tools.add_parser("train", help="rebuild the model from the corpus (deterministic)"))
+    train.add_argument(
+        "--with-feedback",
+        action="store_true",
+        help="add the reps' corrections (/wrong, /label) from the database",
+    )
+    train.add_argument(
+        "--out", default="", help="model folder (default: objections.model in config, else the shipped model)"
+    )
     return parser
 
 
@@ -65,31 +88,14 @@ def _simulate(config_path: str, scenario_path: str) -> int:
     return 0
 
 
-def _objections(tool: str, config_path: str, file: str | None) -> int:
-    import json
+def _objections(args: argparse.Namespace) -> int:
+    from bot.objections import tools
 
-    from bot.config import load_config
-    from bot.objections.classifier import Classifier
-    from bot.objections.evaluate import evaluate, read_labelled
-    from bot.objections.library import ObjectionLibrary
-
-    config = load_config(config_path)
-    classifier = Classifier(ObjectionLibrary.load(config.templates_path, [s.key for s in config.stages]))
-    if tool == "classify":
-        for line in sys.stdin:
-            text = line.rstrip("\n")
-            result = classifier.classify(text)
-            print(
-                json.dumps(
-                    {"text": text, "objection": result.label, "confidence": result.confidence},
-                    ensure_ascii=False,
-                ),
-                flush=True,
-            )
-        return 0
-    assert file is not None
-    print(evaluate(classifier, read_labelled(Path(file))).text())
-    return 0
+    if args.tool == "classify":
+        return tools.classify(args.config, sys.stdin, sys.stdout)
+    if args.tool == "eval":
+        return tools.evaluate(args.config, args.file, lovo=args.lovo, mistakes=args.mistakes)
+    return asyncio.run(tools.train(args.config, args.out, with_feedback=args.with_feedback))
 
 
 async def _digest(config_path: str, day_text: str, name: str) -> int:
@@ -163,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "digest":
             return asyncio.run(_digest(args.config, args.date, args.supervisor))
         if args.command == "objections":
-            return _objections(args.tool, args.config, getattr(args, "file", None))
+            return _objections(args)
         if args.command == "simulate":
             return _simulate(args.config, args.scenario)
         return _run(args.config, args.verbose, args.host, args.port)

@@ -217,6 +217,9 @@ class ObjectionsConfig(_Section):
     success_window_days: int = Field(default=14, ge=1)
     # rank scripts by success rate only once each has been sent this many times
     min_sends_for_ranking: int = Field(default=5, ge=1)
+    # the trained model that reads customer messages: "" is the one shipped with salesbot; a folder
+    # (relative to the config file) holds your own, built by `salesbot objections train --with-feedback`
+    model: str = ""
 
 
 class ReachConfig(_Section):
@@ -402,6 +405,14 @@ class Config(_Section):
     @property
     def templates_path(self) -> Path:
         return self.templates_dir if self.templates_dir.is_absolute() else self.base_dir / self.templates_dir
+
+    @property
+    def model_path(self) -> Path | None:
+        """The configured objection model folder, or None for the packaged one."""
+        if not self.objections.model:
+            return None
+        folder = Path(self.objections.model)
+        return folder if folder.is_absolute() else self.base_dir / folder
 
     def database_url(self) -> str:
         """The configured URL with an async driver and relative SQLite paths anchored at ``base_dir``."""

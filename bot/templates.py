@@ -86,6 +86,7 @@ _REP_DAY = {
     "replied": "3（持平）",
     "objections": "价格2",
     "objection_total": "2（+1）",
+    "corrections": "1（持平）",
     "funnel": "陌生1 → 潜在2",
     "orders": "1（+1）",
     "scheduled": "已发3，失败0，过期0，明日计划2",

@@ -73,6 +73,9 @@ class Customer(SQLModel, table=True):
     deleted_at: datetime | None = utc_column(nullable=True)
     # automation paused (opt-out or /pause); scheduled rows wait in status "paused"
     paused_at: datetime | None = utc_column(nullable=True)
+    # the customer asked to be pushed less (a soft opt-out): countdowns and follow-ups wait as
+    # "paused" and none are sent; aftercare continues. Cleared by /resume, /wrong or a new /countdown
+    pushes_stopped_at: datetime | None = utc_column(nullable=True)
     last_inbound_at: datetime | None = utc_column(nullable=True)
     last_outbound_at: datetime | None = utc_column(nullable=True)
 

@@ -5,6 +5,7 @@ To add a command: a module here (one per feature) with an ``@command`` handler, 
 
 from bot.commands import (  # noqa: F401  (importing registers the commands)
     cards,
+    corrections,
     digests,
     help,
     notes,

@@ -14,6 +14,7 @@ from storage.models import Customer
 
 if TYPE_CHECKING:
     from bot.services.digest import DigestService
+    from bot.services.feedback import FeedbackService
     from bot.services.objections import ObjectionService
     from bot.services.sequences import SequenceService
 
@@ -47,6 +48,7 @@ class CommandContext:
     objections: ObjectionService | None = None
     sequences: SequenceService | None = None
     digests: DigestService | None = None
+    feedback: FeedbackService | None = None
     # "rep", or the name of the supervisor who typed the command
     role: str = "rep"
     # re-run a command line for a chosen customer (used by /pick)

@@ -72,6 +72,8 @@ async def countdown(ctx: CommandContext, args: CountdownArgs) -> str:
         lines.append("离截止太近，没有可安排的提醒")
     if plan.skipped:
         lines.append("跳过（已过去或落在免打扰时段）：" + "、".join(plan.skipped))
+    if plan.pushes_resumed:
+        lines.append("注意：客户之前说过不想被频繁催促，已按你的安排重新开启倒计时")
     return "\n".join(lines)
 
 

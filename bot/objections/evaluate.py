@@ -1,16 +1,21 @@
-"""Scores the classifier on labelled messages: per-label precision/recall/F1, macro-F1 over the
-nine labels, and the false-positive rate on messages that are not objections."""
+"""Scores readings against labels: per-label precision/recall/F1 and macro-F1 over the nine
+objections, the share of no-objection messages flagged, and P/R/F1 per signal. Leave-one-vertical-
+out (``lovo``) trains without a vertical and scores on it: the estimate for a business the corpus
+never saw."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any, Protocol
 
-from bot.errors import SalesbotError
-from bot.objections.classifier import Classifier
-from bot.objections.library import LABELS
+from bot.objections.corpus import Message, deduplicate, near_duplicates
+from bot.objections.labels import OBJECTIONS, SIGNALS
+
+
+class Reads(Protocol):
+    def read(self, text: str) -> tuple[str | None, tuple[str, ...]]: ...
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,7 @@ class LabelScore:
     recall: float
     f1: float
     support: int
+    predicted: int
 
 
 @dataclass(frozen=True)
@@ -29,50 +35,120 @@ class Report:
     false_positive_rate: float
     none_support: int
     total: int
+    signals: list[LabelScore] = field(default_factory=list)
     mistakes: list[tuple[str, str | None, str | None]] = field(default_factory=list)
 
+    def signal(self, name: str) -> LabelScore:
+        return next(s for s in self.signals if s.label == name)
+
+    def label(self, name: str) -> LabelScore:
+        return next(s for s in self.scores if s.label == name)
+
     def text(self) -> str:
-        lines = [f"{'label':<12} {'precision':>9} {'recall':>7} {'f1':>6} {'n':>4}"]
-        for s in self.scores:
-            lines.append(f"{s.label:<12} {s.precision:>9.3f} {s.recall:>7.3f} {s.f1:>6.3f} {s.support:>4}")
-        lines.append(f"macro-F1 (9 labels): {self.macro_f1:.3f}")
+        head = f"{'label':<14} {'precision':>9} {'recall':>7} {'f1':>6} {'n':>5}"
+        lines = ["objections", head]
+        lines += [_line(s) for s in self.scores]
+        lines.append(f"macro-F1 (9 objections): {self.macro_f1:.3f}")
         lines.append(
-            f"false-positive rate on non-objections: {self.false_positive_rate:.3f} "
+            f"false-positive rate on no-objection messages: {self.false_positive_rate:.3f} "
             f"({self.none_support} messages)"
         )
+        lines += ["", "signals", head]
+        lines += [_line(s) for s in self.signals]
         lines.append(f"messages: {self.total}")
         return "\n".join(lines)
 
+    def as_dict(self) -> dict[str, Any]:
+        def rounded(s: LabelScore) -> dict[str, Any]:
+            return {
+                "precision": round(s.precision, 3),
+                "recall": round(s.recall, 3),
+                "f1": round(s.f1, 3),
+                "n": s.support,
+            }
 
-def read_labelled(path: Path) -> list[tuple[str, str | None]]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            text, label = item["text"], item["label"]
-        except (ValueError, KeyError, TypeError):
-            raise SalesbotError(f'{path}:{number}: expected {{"text": ..., "label": ...}}') from None
-        if label is not None and label not in LABELS:
-            raise SalesbotError(f"{path}:{number}: unknown label {label!r}")
-        rows.append((str(text), label))
-    return rows
+        return {
+            "macro_f1": round(self.macro_f1, 3),
+            "false_positive_rate": round(self.false_positive_rate, 3),
+            "messages": self.total,
+            "objections": {s.label: rounded(s) for s in self.scores},
+            "signals": {s.label: rounded(s) for s in self.signals},
+        }
 
 
-def evaluate(classifier: Classifier, rows: Iterable[tuple[str, str | None]]) -> Report:
-    pairs = [(text, gold, classifier.classify(text).label) for text, gold in rows]
-    scores = []
-    for label in LABELS:
-        tp = sum(1 for _, g, p in pairs if g == label and p == label)
-        predicted = sum(1 for _, _, p in pairs if p == label)
-        support = sum(1 for _, g, _ in pairs if g == label)
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        scores.append(LabelScore(label, precision, recall, f1, support))
-    nones = [p for _, g, p in pairs if g is None]
-    fp_rate = sum(1 for p in nones if p is not None) / len(nones) if nones else 0.0
+def _line(s: LabelScore) -> str:
+    return f"{s.label:<14} {s.precision:>9.3f} {s.recall:>7.3f} {s.f1:>6.3f} {s.support:>5}"
+
+
+def _score(label: str, pairs: Sequence[tuple[bool, bool]]) -> LabelScore:
+    tp = sum(1 for gold, guess in pairs if gold and guess)
+    predicted = sum(1 for _, guess in pairs if guess)
+    support = sum(1 for gold, _ in pairs if gold)
+    precision = tp / predicted if predicted else 0.0
+    recall = tp / support if support else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return LabelScore(label, precision, recall, f1, support, predicted)
+
+
+def score(results: Iterable[tuple[Message, str | None, tuple[str, ...]]]) -> Report:
+    """``results``: (labelled message, predicted objection, predicted signals)."""
+    rows = list(results)
+    scores = [_score(label, [(m.objection == label, p == label) for m, p, _ in rows]) for label in OBJECTIONS]
+    signals = [_score(signal, [(signal in m.signals, signal in s) for m, _, s in rows]) for signal in SIGNALS]
+    nones = [p for m, p, _ in rows if m.objection is None]
+    false_positive_rate = sum(1 for p in nones if p is not None) / len(nones) if nones else 0.0
     macro = sum(s.f1 for s in scores) / len(scores)
-    mistakes = [(t, g, p) for t, g, p in pairs if g != p]
-    return Report(scores, macro, fp_rate, len(nones), len(pairs), mistakes)
+    mistakes = [(m.text, m.objection, p) for m, p, _ in rows if m.objection != p]
+    return Report(scores, macro, false_positive_rate, len(nones), len(rows), signals, mistakes)
+
+
+def evaluate(reader: Reads, messages: Iterable[Message]) -> Report:
+    return score((m, *reader.read(m.text)) for m in messages)
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    vertical: str
+    report: Report
+    dropped: int  # held-out messages left out as near duplicates of training messages
+
+
+def leave_one_vertical_out(
+    messages: Sequence[Message],
+    train: Callable[[Sequence[Message]], Reads],
+    *,
+    near: float = 0.7,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> tuple[list[FoldResult], Report]:
+    """Train without each vertical in turn (``train`` builds a reader from messages) and score on
+    it, minus its near duplicates of training messages. Returns each fold and the pooled report."""
+    messages = deduplicate(messages)
+    verticals = sorted(Counter(m.vertical for m in messages))
+    folds: list[FoldResult] = []
+    pooled: list[tuple[Message, str | None, tuple[str, ...]]] = []
+    for vertical in verticals:
+        training = [m for m in messages if m.vertical != vertical]
+        held_out = [m for m in messages if m.vertical == vertical]
+        dropped = near_duplicates(training, held_out, near)
+        test = [m for i, m in enumerate(held_out) if i not in dropped]
+        reader = train(training)
+        results = [(m, *reader.read(m.text)) for m in test]
+        pooled += results
+        folds.append(FoldResult(vertical, score(results), len(dropped)))
+        progress(f"{vertical}: macro-F1 {folds[-1].report.macro_f1:.3f}")
+    return folds, score(pooled)
+
+
+def lovo_text(folds: Sequence[FoldResult], pooled: Report) -> str:
+    head = f"{'held-out vertical':<18} {'n':>5} {'macro-F1':>8} {'FP rate':>7}" + "".join(
+        f" {s[:12]:>12}" for s in SIGNALS
+    )
+    lines = ["leave-one-vertical-out (train without the vertical, score on it; signal columns are F1)", head]
+    for fold in folds:
+        r = fold.report
+        lines.append(
+            f"{fold.vertical:<18} {r.total:>5} {r.macro_f1:>8.3f} {r.false_positive_rate:>7.3f}"
+            + "".join(f" {r.signal(s).f1:>12.3f}" for s in SIGNALS)
+        )
+    lines += ["", "pooled over every held-out vertical:", pooled.text()]
+    return "\n".join(lines)

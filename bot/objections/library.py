@@ -1,9 +1,10 @@
 """The objection library: one TOML file per objection in ``scripts_templates/objections/``.
 
-Ops staff extend it without code: trigger phrases, phrases that mean the doubt is resolved, example
-utterances, and reply scripts per stage. ``_none.toml`` holds ordinary messages (what not to flag)
-and ``_opt_out.toml`` the phrases that mean "stop messaging me". Errors name the file (and, for a
-script, its id and line).
+Ops staff extend it without code: reply scripts per stage, and the phrases that override the trained
+model where they are precise (trigger phrases, phrases that mean the doubt is resolved;
+``_opt_out.toml``: the phrases that mean "stop messaging me"). Errors name the file (and, for a
+script, its id and line). ``examples`` and ``_none.toml`` from older libraries still load and are
+ignored: the model learns from the corpus (``bot/objections/data/corpus/``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.errors import TemplateError
+from bot.objections.labels import OBJECTIONS
 
-LABELS = ("price", "budget", "comparison", "stalling", "trust", "quality", "after_sales", "fit", "authority")
+LABELS = OBJECTIONS
 FOLDER = "objections"
 GAP = ".{0,6}"
 
@@ -38,7 +40,7 @@ class _ObjectionFile(BaseModel):
     priority: int = 0
     triggers: list[str] = Field(min_length=1)
     not_when: list[str] = Field(default_factory=list)
-    examples: list[str] = Field(default_factory=list)
+    examples: list[str] = Field(default_factory=list)  # ignored (older libraries)
     scripts: list[_ScriptFile] = Field(min_length=2)
 
 
@@ -71,7 +73,6 @@ class Objection:
     # one (pattern, literal length) per phrase: the strongest evidence counts only literal characters
     trigger_list: tuple[tuple[re.Pattern[str], int], ...]
     not_when: re.Pattern[str] | None
-    examples: tuple[str, ...]
     trigger_phrases: tuple[str, ...]
     resolved_phrases: tuple[str, ...]
     scripts: tuple[Script, ...]
@@ -125,11 +126,9 @@ class ObjectionLibrary:
     def __init__(
         self,
         objections: dict[str, Objection],
-        none_examples: tuple[str, ...],
         opt_out: re.Pattern[str] | None,
     ) -> None:
         self.objections = objections
-        self.none_examples = none_examples
         self.opt_out = opt_out
 
     @classmethod
@@ -176,7 +175,6 @@ class ObjectionLibrary:
                 triggers,
                 singles,
                 phrase_pattern(spec.not_when),
-                tuple(spec.examples),
                 tuple(spec.triggers),
                 tuple(spec.not_when),
                 tuple(scripts),
@@ -185,13 +183,12 @@ class ObjectionLibrary:
         missing = [label for label in LABELS if label not in objections]
         if missing:
             raise TemplateError(f"{folder}: no file for objection(s) {', '.join(missing)}")
-        none_examples: tuple[str, ...] = ()
-        if (folder / "_none.toml").exists():
-            none_examples = tuple(_load(folder / "_none.toml", _NoneFile)[0].examples)
+        if (folder / "_none.toml").exists():  # older libraries: validated, no longer used
+            _load(folder / "_none.toml", _NoneFile)
         opt_out = None
         if (folder / "_opt_out.toml").exists():
             opt_out = phrase_pattern(_load(folder / "_opt_out.toml", _OptOutFile)[0].phrases)
-        return cls(objections, none_examples, opt_out)
+        return cls(objections, opt_out)
 
     def name(self, label: str) -> str:
         return self.objections[label].name

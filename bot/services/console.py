@@ -28,6 +28,7 @@ from bot.services.profile import ProfileService
 
 if TYPE_CHECKING:
     from bot.services.digest import DigestService
+    from bot.services.feedback import FeedbackService
     from bot.services.objections import ObjectionService
     from bot.services.sequences import SequenceService
 from bot.transport.base import Contact, TextMessage, Transport
@@ -79,6 +80,7 @@ class ConsoleService:
         self.objections: ObjectionService | None = None  # set by the app once it exists
         self.sequences: SequenceService | None = None
         self.digests: DigestService | None = None
+        self.feedback: FeedbackService | None = None
         self.contacts: dict[tuple[str, str], str] = {}  # (account, configured contact) -> conversation id
 
     async def resolve_consoles(self, account_id: str) -> None:
@@ -249,6 +251,7 @@ class ConsoleService:
             objections=self.objections,
             sequences=self.sequences,
             digests=self.digests,
+            feedback=self.feedback,
             role=invocation.role,
             rerun=rerun,
         )

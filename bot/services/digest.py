@@ -50,6 +50,7 @@ class RepDay:
     scheduled_expired: int = 0
     planned_tomorrow: int = 0
     deleted: int = 0
+    corrections: int = 0  # the rep's /wrong and /label: how often the reader was corrected
     owed: list[str] = field(default_factory=list)
     at_risk: list[str] = field(default_factory=list)
     tags: Counter[str] = field(default_factory=Counter)
@@ -66,6 +67,7 @@ class RepDay:
             "scheduled_expired",
             "planned_tomorrow",
             "deleted",
+            "corrections",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.objections.update(other.objections)
@@ -187,13 +189,16 @@ class DigestService:
         for account_id, kind, data, text in (
             await session.exec(
                 select(Event.account_id, Event.kind, Event.data, Event.text).where(
-                    *in_window, col(Event.kind).in_(("objection", "stage_changed", "tag_added"))
+                    *in_window,
+                    col(Event.kind).in_(("objection", "stage_changed", "tag_added", "correction")),
                 )
             )
         ).all():
             day = days[account_id]
             if kind == "objection":
                 day.objections[str(data.get("label"))] += 1
+            elif kind == "correction":
+                day.corrections += 1
             elif kind == "stage_changed":
                 day.stage_moves[str(data.get("to"))] += 1
             else:
@@ -351,6 +356,7 @@ class DigestService:
                 f"过期{today.scheduled_expired}，明日计划{today.planned_tomorrow}"
             ),
             "deleted": number(today.deleted, before.deleted),
+            "corrections": number(today.corrections, before.corrections),
             "owed": today.owed,
             "at_risk": today.at_risk,
             "top_tags": "、".join(f"{tag}×{count}" for tag, count in today.tags.most_common(3)) or "无",

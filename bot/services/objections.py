@@ -73,7 +73,7 @@ class ObjectionService:
         db: Database,
         clock: Clock,
         config: Config,
-        library: ObjectionLibrary,
+        classifier: Classifier,
         templates: TemplateLibrary,
         messenger: Messenger,
         rng: random.Random,
@@ -85,8 +85,8 @@ class ObjectionService:
         self.db = db
         self.clock = clock
         self.config = config
-        self.library = library
-        self.classifier = Classifier(library)
+        self.library = classifier.library
+        self.classifier = classifier
         self.templates = templates
         self.messenger = messenger
         self.rng = rng
@@ -104,21 +104,34 @@ class ObjectionService:
         result = self.classifier.classify(message.text)
         assert customer.id is not None
         now = self.clock.now()
-        if result.opt_out:  # a separate signal: never an objection, never a suggestion
+        reading = {"confidence": result.confidence, "signals": list(result.signals), "reason": result.reason}
+        if result.opt_out:  # no suggestion: the customer wants no more messages
             async with self.db.transaction() as session:
                 await Events(session).record(
-                    account_id, "opt_out", now, customer_id=customer.id, text=message.text
+                    account_id, "opt_out", now, customer_id=customer.id, text=message.text, data=reading
                 )
             return result
-        if result.label is None or not self.config.objections.enabled:
+        suggest = result.label is not None and self.config.objections.enabled
+        if not suggest and not result.opt_out_soft:
             return result
-        async with self.db.transaction() as session:
+        async with self.db.transaction() as session:  # the reading's events commit together
+            if result.opt_out_soft:
+                await Events(session).record(
+                    account_id,
+                    "signal",
+                    now,
+                    customer_id=customer.id,
+                    text=message.text,
+                    data={"signal": "opt_out_soft", **reading},
+                )
+            if not suggest or result.label is None:
+                return result
             event = Event(
                 account_id=account_id,
                 customer_id=customer.id,
                 kind="objection",
                 text=message.text,
-                data={"label": result.label, "confidence": result.confidence, "reason": result.reason},
+                data={"label": result.label, **reading},
                 at=now,
             )
             session.add(event)

@@ -30,6 +30,7 @@ from storage.models import Customer, Event, ScheduledMessage
 from storage.repositories import Events, Outbox, StageHistory
 
 COUNTDOWN, AFTERCARE, FOLLOWUP = "countdown", "aftercare", "followup"
+PUSHES = (COUNTDOWN, FOLLOWUP)  # what a soft opt-out stops; aftercare is service, not a push
 ORDERED, REPEAT = "ordered", "repeat"
 
 
@@ -37,6 +38,7 @@ ORDERED, REPEAT = "ordered", "repeat"
 class CountdownPlan:
     steps: list[tuple[str, datetime]]  # (offset name, UTC time)
     skipped: list[str]  # offsets already past, or dropped for quiet hours
+    pushes_resumed: bool = False  # the customer had asked to be pushed less; the rep overrode it
 
 
 def _row(
@@ -94,6 +96,10 @@ class SequenceService:
         offsets = self.config.countdown.offsets
         steps = plan_countdown(deadline, offsets, now, self.quiet)
         async with self.db.transaction() as session:
+            fresh = await session.get(Customer, customer.id)
+            assert fresh is not None
+            pushes_resumed = fresh.pushes_stopped_at is not None
+            fresh.pushes_stopped_at = None  # the rep decided, knowing the customer asked for less
             await self._cancel(session, customer.id, [COUNTDOWN], now, "replaced by a new countdown")
             event = Event(
                 account_id=customer.account_id,
@@ -126,7 +132,9 @@ class SequenceService:
         for step in steps[:1]:
             self.on_planned(step.at)
         planned = {s.offset for s in steps}
-        return CountdownPlan([(s.offset, s.at) for s in steps], [o for o in offsets if o not in planned])
+        return CountdownPlan(
+            [(s.offset, s.at) for s in steps], [o for o in offsets if o not in planned], pushes_resumed
+        )
 
     # -- orders and aftercare ---------------------------------------------------------------------
 
@@ -290,28 +298,79 @@ class SequenceService:
             )
             return int(result.rowcount)
 
-    async def resume(self, customer_id: int, actor: str) -> int:
+    async def stop_pushes(self, customer_id: int, actor: str, reason: str) -> int:
+        """A soft opt-out: countdowns and follow-ups wait as ``paused`` (none is planned or sent
+        until /resume, /wrong or a new /countdown); aftercare goes on. Returns the rows held."""
         now = self.clock.now()
         async with self.db.transaction() as session:
             customer = await session.get(Customer, customer_id)
             assert customer is not None
-            if customer.paused_at is None:
-                raise CommandError("这位客户的自动消息没有暂停")
-            customer.paused_at = None
+            if customer.pushes_stopped_at is None:
+                customer.pushes_stopped_at = now
             table = ScheduledMessage.__table__  # type: ignore[attr-defined]
-            paused = (table.c.customer_id == customer_id, table.c.status == "paused")
-            await session.exec(  # their moment passed while paused: never sent late
-                sa.update(table)
-                .where(*paused, table.c.not_after < now)
-                .values(status="expired", updated_at=now, last_error="expired while paused")
-            )
             result = await session.exec(
-                sa.update(table).where(*paused).values(status="pending", updated_at=now, last_error="")
+                sa.update(table)
+                .where(
+                    table.c.customer_id == customer_id,
+                    table.c.status == "pending",
+                    table.c.kind.in_(PUSHES),
+                )
+                .values(status="paused", updated_at=now, last_error=reason)
             )
             await Events(session).record(
-                customer.account_id, "resumed", now, customer_id=customer_id, data={"actor": actor}
+                customer.account_id,
+                "pushes_stopped",
+                now,
+                customer_id=customer_id,
+                data={"actor": actor, "reason": reason},
             )
-        self.on_planned(now)
+            return int(result.rowcount)
+
+    async def resume_pushes(self, customer_id: int, actor: str) -> int:
+        """Undo a soft opt-out (a misread one, say); automation the rep paused stays paused."""
+        async with self.db.transaction() as session:
+            customer = await session.get(Customer, customer_id)
+            assert customer is not None
+            if customer.pushes_stopped_at is None:
+                return 0
+            customer.pushes_stopped_at = None
+            if customer.paused_at is not None:
+                return 0
+            count = await self._unpause(session, customer, actor, PUSHES)
+        self.on_planned(self.clock.now())
+        return count
+
+    async def resume(self, customer_id: int, actor: str) -> int:
+        """Resume all automation: after /pause, an opt-out, or a soft opt-out."""
+        async with self.db.transaction() as session:
+            customer = await session.get(Customer, customer_id)
+            assert customer is not None
+            if customer.paused_at is None and customer.pushes_stopped_at is None:
+                raise CommandError("这位客户的自动消息没有暂停")
+            customer.paused_at = customer.pushes_stopped_at = None
+            count = await self._unpause(session, customer, actor, None)
+        self.on_planned(self.clock.now())
+        return count
+
+    async def _unpause(
+        self, session: AsyncSession, customer: Customer, actor: str, kinds: tuple[str, ...] | None
+    ) -> int:
+        now = self.clock.now()
+        table = ScheduledMessage.__table__  # type: ignore[attr-defined]
+        paused = [table.c.customer_id == customer.id, table.c.status == "paused"]
+        if kinds is not None:
+            paused.append(table.c.kind.in_(kinds))
+        await session.exec(  # their moment passed while paused: never sent late
+            sa.update(table)
+            .where(*paused, table.c.not_after < now)
+            .values(status="expired", updated_at=now, last_error="expired while paused")
+        )
+        result = await session.exec(
+            sa.update(table).where(*paused).values(status="pending", updated_at=now, last_error="")
+        )
+        await Events(session).record(
+            customer.account_id, "resumed", now, customer_id=customer.id, data={"actor": actor}
+        )
         return int(result.rowcount)
 
     async def _cancel(
@@ -346,6 +405,8 @@ class SequenceComposer:
             "customer": customer_variables(customer),
         }
         now = self.clock.now()
+        if row.kind in PUSHES and customer.pushes_stopped_at is not None:
+            return None  # the customer asked to be pushed less
         if row.kind == COUNTDOWN:
             deadline = datetime.fromisoformat(str(row.context["deadline"]))
             if now >= deadline:

@@ -1,0 +1,38 @@
+"""What the model sees of a message: character 1-3 grams and words (rjieba, the Rust port of the
+jieba segmenter: the same dictionary, ~40x faster per message, ~0.2 s to load).
+
+Characters carry the slang, typos and half-words a segmenter cuts wrongly (吃土, 肉疼, 劝退); words
+and word pairs carry the phrasing (缓 两天, 别 催). Digit runs read as one ``0`` so 三百 and 300
+generalise across prices. Changing anything here changes what a trained model means: bump
+``FEATURES_VERSION`` so an old model is refused instead of misread.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from itertools import pairwise
+
+import rjieba
+
+FEATURES_VERSION = 1
+CHAR_SIZES = (1, 2, 3)
+_DIGITS = re.compile(r"\d+(?:[.,]\d+)?")
+_SPACE = re.compile(r"\s+")
+
+
+def clean(text: str) -> str:
+    """NFKC (full-width to half-width), case folded, digit runs as ``0``, spaces collapsed."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return _SPACE.sub(" ", _DIGITS.sub("0", folded)).strip()
+
+
+def tokens(text: str) -> list[str]:
+    """The features of one message, as strings (counted, then weighted by TF-IDF)."""
+    cleaned = clean(text)
+    chars = "^" + cleaned.replace(" ", "") + "$"
+    grams = [chars[i : i + n] for n in CHAR_SIZES for i in range(len(chars) - n + 1)]
+    words = [word for word in rjieba.cut(cleaned) if not word.isspace()]
+    grams.extend("w:" + word for word in words)
+    grams.extend(f"b:{first}|{second}" for first, second in pairwise(words))
+    return grams

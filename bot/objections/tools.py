@@ -1,0 +1,125 @@
+"""``salesbot objections classify | eval | train``: the reader of customer messages from the shell."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from bot.config import Config, load_config
+from bot.errors import SalesbotError
+from bot.objections.corpus import CORPUS_DIR, Message, corpus_digest, deduplicate, load_corpus, read_labelled
+from bot.objections.evaluate import Reads, leave_one_vertical_out, lovo_text
+from bot.objections.evaluate import evaluate as score_reader
+from bot.objections.model import PACKAGED_MODEL, MessageModel
+from bot.objections.reader import load_classifier, load_library
+
+
+def classify(config_path: str, lines: Iterable[str], out: TextIO) -> int:
+    classifier = load_classifier(load_config(config_path))
+    for line in lines:
+        text = line.rstrip("\n")
+        result = classifier.classify(text)
+        reading = {
+            "text": text,
+            "objection": result.label,
+            "confidence": result.confidence,
+            "signals": list(result.signals),
+        }
+        print(json.dumps(reading, ensure_ascii=False), file=out, flush=True)
+    return 0
+
+
+class _ModelOnly:
+    """The bare model as a reader (leave-one-vertical-out trains it per fold)."""
+
+    def __init__(self, model: MessageModel) -> None:
+        self.model = model
+
+    def read(self, text: str) -> tuple[str | None, tuple[str, ...]]:
+        reading = self.model.predict_one(text)
+        return reading.objection, reading.signals
+
+
+def evaluate(config_path: str, files: Sequence[str], *, lovo: bool = False, mistakes: int = 0) -> int:
+    if not files and not lovo:
+        raise SalesbotError("objections eval: name a labelled JSONL file, or pass --lovo")
+    config = load_config(config_path)
+    if lovo:
+        library = load_library(config)
+        from bot.objections.classifier import Classifier
+
+        def train(messages: Sequence[Message]) -> Reads:
+            return Classifier(library, MessageModel().fit(messages))
+
+        print(f"corpus: {CORPUS_DIR} ({corpus_digest()}); training 1 model per vertical...", file=sys.stderr)
+        folds, pooled = leave_one_vertical_out(
+            load_corpus(), train, progress=lambda line: print(line, file=sys.stderr, flush=True)
+        )
+        print(lovo_text(folds, pooled))
+        _print_mistakes(pooled.mistakes, mistakes)
+    if files:
+        classifier = load_classifier(config)
+        for file in files:
+            report = score_reader(classifier, read_labelled(Path(file)))
+            print(f"{file}\n{report.text()}")
+            _print_mistakes(report.mistakes, mistakes)
+    return 0
+
+
+def _print_mistakes(mistakes: Sequence[tuple[str, str | None, str | None]], count: int) -> None:
+    if count:
+        print(f"\nfirst {min(count, len(mistakes))} of {len(mistakes)} misread messages (gold -> read):")
+        for text, gold, guess in mistakes[:count]:
+            print(f"  {gold or '-'} -> {guess or '-'}: {text}")
+
+
+def _out_folder(config: Config, out: str, with_feedback: bool) -> Path:
+    if out:
+        return Path(out)
+    if config.model_path is not None:
+        return config.model_path
+    if with_feedback:
+        raise SalesbotError(
+            "objections train --with-feedback: name the folder for your own model with --out, "
+            "then set [objections] model to it in the config (the shipped model stays as it is)"
+        )
+    return PACKAGED_MODEL
+
+
+async def train(config_path: str, out: str, *, with_feedback: bool = False) -> int:
+    config = load_config(config_path)
+    folder = _out_folder(config, out, with_feedback)
+    messages = load_corpus()
+    feedback: list[Message] = []
+    if with_feedback:
+        from bot.services.feedback import load_corrections
+        from storage.db import Database
+
+        db = Database(config.database_url())
+        try:
+            await db.migrate()
+            feedback = await load_corrections(db)
+        finally:
+            await db.close()
+    # a rep's correction outranks a corpus line that folds to the same text
+    training = deduplicate([*feedback, *messages])
+    print(
+        f"training on {len(training)} messages ({len(feedback)} corrections from the database)"
+        if with_feedback
+        else f"training on {len(training)} messages",
+        file=sys.stderr,
+        flush=True,
+    )
+    model = MessageModel().fit(training, corpus=corpus_digest())
+    model.card["feedback"] = len(feedback)
+    model.save(folder)
+    summary = model.card["out_of_fold"]
+    print(
+        f"model written to {folder}: out-of-fold (held-out verticals) macro-F1 {summary['macro_f1']:.3f}, "
+        f"false-positive rate {summary['false_positive_rate']:.3f}; "
+        "for an honest estimate run `salesbot objections eval --lovo`"
+    )
+    return 0
