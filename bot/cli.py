@@ -53,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--mistakes", type=int, default=0, metavar="N", help="also print N misread messages"
     )
+    evaluate.add_argument(
+        "--corpus", default="", help="corpus folder for --lovo (default: the shipped corpus)"
+    )
     train = with_config(tools.add_parser("train", help="rebuild the model from the corpus (deterministic)"))
+    train.add_argument("--corpus", default="", help="corpus folder (default: the shipped corpus)")
     train.add_argument(
         "--with-feedback",
         action="store_true",
@@ -94,8 +98,12 @@ def _objections(args: argparse.Namespace) -> int:
     if args.tool == "classify":
         return tools.classify(args.config, sys.stdin, sys.stdout)
     if args.tool == "eval":
-        return tools.evaluate(args.config, args.file, lovo=args.lovo, mistakes=args.mistakes)
-    return asyncio.run(tools.train(args.config, args.out, with_feedback=args.with_feedback))
+        return tools.evaluate(
+            args.config, args.file, lovo=args.lovo, mistakes=args.mistakes, corpus=args.corpus
+        )
+    return asyncio.run(
+        tools.train(args.config, args.out, with_feedback=args.with_feedback, corpus=args.corpus)
+    )
 
 
 async def _digest(config_path: str, day_text: str, name: str) -> int:

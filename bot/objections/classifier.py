@@ -26,6 +26,8 @@ from bot.objections.library import ObjectionLibrary, normalize
 from bot.objections.model import CLASSES, FloatArray, MessageModel
 
 NEGATION = re.compile("[不没别非]")
+# the shipped triggers are the phrases the corpus shows at >= 0.9 precision
+TRIGGER_CONFIDENCE = 0.9
 
 
 @dataclass(frozen=True)
@@ -79,21 +81,19 @@ class Classifier:
         norm = normalize(text)
         if not norm:
             return Classification(None, 1.0, reason="none")
-        probabilities, _ = self.model.probabilities(text)
-        reading = self.model.predict_one(text)
-        signals = reading.signals
+        probabilities, signal_probabilities = self.model.probabilities(text)
+        label, signals = self.model.decide(probabilities, signal_probabilities)
         if self.is_opt_out(text):
             signals = ("opt_out", *(s for s in signals if s not in ("opt_out", "opt_out_soft")))
         resolved = self._resolved(norm)
-        label, reason = reading.objection, "model"
+        reason = "model"
         if label in resolved:
             label, reason = self._next_confident(probabilities, resolved), "resolved"
         if label is None and self.triggers:
             trigger = self._trigger(norm, resolved)
             if trigger is not None:
-                return Classification(
-                    trigger, round(float(probabilities[CLASSES.index(trigger)]), 3), signals, "trigger"
-                )
+                confidence = max(TRIGGER_CONFIDENCE, float(probabilities[CLASSES.index(trigger)]))
+                return Classification(trigger, round(confidence, 3), signals, "trigger")
         if label is None:
             return Classification(
                 None, round(float(probabilities[0]), 3), signals, reason if resolved else "none"

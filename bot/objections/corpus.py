@@ -68,17 +68,29 @@ def corpus_files(folder: Path = CORPUS_DIR) -> list[Path]:
 
 
 def load_corpus(folder: Path = CORPUS_DIR) -> list[Message]:
-    """Every vertical's file; a message's vertical is its file's name."""
+    """Every file; a message's vertical is its file's name up to the first dot (``cars.2.jsonl``: a
+    second writer's cars)."""
     files = corpus_files(folder)
     if not files:
         raise SalesbotError(f"{folder}: no corpus files (*.jsonl)")
-    return [m for path in files for m in read_labelled(path, path.stem)]
+    return [m for path in files for m in read_labelled(path, path.name.split(".")[0])]
+
+
+_digests: dict[tuple[Path, tuple[tuple[str, float, int], ...]], str] = {}
 
 
 def corpus_digest(folder: Path = CORPUS_DIR) -> str:
     """A fingerprint of the corpus: a model trained on another corpus is stale."""
+    files = corpus_files(folder)
+    stamp = tuple((p.name, p.stat().st_mtime, p.stat().st_size) for p in files)
+    if (folder, stamp) not in _digests:
+        _digests[(folder, stamp)] = _digest(files)
+    return _digests[(folder, stamp)]
+
+
+def _digest(files: list[Path]) -> str:
     digest = hashlib.sha256()
-    for path in corpus_files(folder):
+    for path in files:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

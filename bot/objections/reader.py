@@ -9,18 +9,25 @@ from bot.config import Config
 from bot.objections.classifier import Classifier
 from bot.objections.corpus import corpus_digest
 from bot.objections.library import ObjectionLibrary
-from bot.objections.model import PACKAGED_MODEL, MessageModel
+from bot.objections.model import CARD, PACKAGED_MODEL, MessageModel
 
 
 def model_folder(config: Config) -> Path:
     return config.model_path or PACKAGED_MODEL
 
 
+_loaded: dict[tuple[Path, float], MessageModel] = {}
+
+
 def load_model(config: Config) -> MessageModel:
-    """The configured model; a missing, unreadable or stale one is a clear ``ModelError``."""
-    folder = model_folder(config)
-    model = MessageModel.load(folder)
+    """The configured model; a missing, unreadable or stale one is a clear ``ModelError``. A model
+    is read once per process (and again when its files change): it is never modified after loading."""
+    folder = model_folder(config).resolve()
+    card = folder / CARD
+    key = (folder, card.stat().st_mtime if card.exists() else 0.0)
+    model = _loaded.get(key) or MessageModel.load(folder)
     model.check_corpus(corpus_digest(), folder)
+    _loaded[key] = model
     return model
 
 

@@ -43,7 +43,9 @@ class _ModelOnly:
         return reading.objection, reading.signals
 
 
-def evaluate(config_path: str, files: Sequence[str], *, lovo: bool = False, mistakes: int = 0) -> int:
+def evaluate(
+    config_path: str, files: Sequence[str], *, lovo: bool = False, mistakes: int = 0, corpus: str = ""
+) -> int:
     if not files and not lovo:
         raise SalesbotError("objections eval: name a labelled JSONL file, or pass --lovo")
     config = load_config(config_path)
@@ -54,9 +56,10 @@ def evaluate(config_path: str, files: Sequence[str], *, lovo: bool = False, mist
         def train(messages: Sequence[Message]) -> Reads:
             return Classifier(library, MessageModel().fit(messages))
 
-        print(f"corpus: {CORPUS_DIR} ({corpus_digest()}); training 1 model per vertical...", file=sys.stderr)
+        folder = Path(corpus) if corpus else CORPUS_DIR
+        print(f"corpus: {folder} ({corpus_digest(folder)}); one model per held-out vertical", file=sys.stderr)
         folds, pooled = leave_one_vertical_out(
-            load_corpus(), train, progress=lambda line: print(line, file=sys.stderr, flush=True)
+            load_corpus(folder), train, progress=lambda line: print(line, file=sys.stderr, flush=True)
         )
         print(lovo_text(folds, pooled))
         _print_mistakes(pooled.mistakes, mistakes)
@@ -89,10 +92,11 @@ def _out_folder(config: Config, out: str, with_feedback: bool) -> Path:
     return PACKAGED_MODEL
 
 
-async def train(config_path: str, out: str, *, with_feedback: bool = False) -> int:
+async def train(config_path: str, out: str, *, with_feedback: bool = False, corpus: str = "") -> int:
     config = load_config(config_path)
     folder = _out_folder(config, out, with_feedback)
-    messages = load_corpus()
+    corpus_folder = Path(corpus) if corpus else CORPUS_DIR
+    messages = load_corpus(corpus_folder)
     feedback: list[Message] = []
     if with_feedback:
         from bot.services.feedback import load_corrections
@@ -113,7 +117,7 @@ async def train(config_path: str, out: str, *, with_feedback: bool = False) -> i
         file=sys.stderr,
         flush=True,
     )
-    model = MessageModel().fit(training, corpus=corpus_digest())
+    model = MessageModel().fit(training, corpus=corpus_digest(corpus_folder))
     model.card["feedback"] = len(feedback)
     model.save(folder)
     summary = model.card["out_of_fold"]

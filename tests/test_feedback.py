@@ -1,0 +1,158 @@
+"""Reps correct the reader (/wrong, /label): stored with the message, counted in the digest, and
+trained on with `salesbot objections train --with-feedback`; soft opt-outs hold pushes only."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import select
+
+from bot.objections import tools
+from bot.objections.corpus import load_corpus
+from bot.objections.model import MessageModel
+from bot.services.feedback import load_corrections
+from bot.simulate import Simulation
+from storage.models import Event, ScheduledMessage
+from tests.conftest import MONDAY_10AM, ROOT, make_config, portable_config_text, write_config
+from tests.test_reader import small_corpus
+
+
+def of_kind(sim: Simulation, kind: str) -> list[dict[str, str]]:
+    return [m for m in sim.output if m["kind"] == kind]
+
+
+def last_reply(sim: Simulation) -> str:
+    return of_kind(sim, "command_reply")[-1]["text"]
+
+
+async def rows(sim: Simulation, model: type, *where: Any) -> list[Any]:
+    async with sim.bot.db.transaction() as session:
+        return list((await session.exec(select(model).where(*where))).all())
+
+
+async def new_customer(sim: Simulation, handle: str = "c1", name: str = "张三") -> None:
+    await sim.friend_request(handle, name)
+    await sim.advance(timedelta(minutes=1))
+
+
+async def test_wrong_and_label_round_trip_into_a_business_model(tmp_path: Path, db_url: str) -> None:
+    async with Simulation(make_config(), MONDAY_10AM, database_url=db_url) as sim:
+        await new_customer(sim)
+        await sim.rep_types("/wrong @张三")
+        assert "还没有可纠正的识别结果" in last_reply(sim)
+        await sim.customer_says("c1", "太贵了")
+        assert of_kind(sim, "suggestion")
+        await sim.rep_types("/wrong 转介绍")
+        assert "漏掉的信号请用 /label" in last_reply(sim)
+        await sim.rep_types("/纠正 预算")
+        assert "“太贵了”应为“预算”（原判“价格”）" in last_reply(sim)
+
+        await sim.customer_says("c1", "心在滴血啊")
+        assert len(of_kind(sim, "suggestion")) == 1, "the model reads no objection here"
+        await sim.rep_types("/label")
+        assert last_reply(sim).endswith("用法：/label <顾虑|信号>")
+        await sim.rep_types("/label 心疼")
+        assert "不认识“心疼”" in last_reply(sim) and "转介绍" in last_reply(sim)
+        await sim.rep_types("/label 价格")
+        assert "“心在滴血啊”标为“价格”" in last_reply(sim)
+        await sim.rep_types("/标注 转介绍")
+
+        corrections = await rows(sim, Event, Event.kind == "correction")
+        assert [(e.text, e.data["via"], e.data["objection"], e.data["signals"]) for e in corrections] == [
+            ("太贵了", "wrong", "budget", []),
+            ("心在滴血啊", "label", "price", []),
+            ("心在滴血啊", "label", None, ["referral"]),
+        ]
+        assert corrections[0].data["was"] == {"objection": "price", "signals": []}
+
+        await sim.rep_types("/digest")
+        assert "识别纠正：3" in last_reply(sim)
+
+        learned = {m.text: (m.objection, m.signals) for m in await load_corrections(sim.bot.db)}
+        assert learned == {"太贵了": ("budget", ()), "心在滴血啊": (None, ("referral",))}, "latest wins"
+
+        # the business trains its own model with these corrections
+        await sim.rep_types("/label 价格")
+    config = write_config(tmp_path, portable_config_text().replace("sqlite:///data/salesbot.db", db_url))
+    corpus = small_corpus(tmp_path / "corpus")
+    before = MessageModel().fit(load_corpus(corpus))
+    assert before.predict_one("心在滴血啊").objection != "price"
+    out = tmp_path / "own-model"
+    assert await tools.train(str(config), str(out), with_feedback=True, corpus=str(corpus)) == 0
+    card = json.loads((out / "model.json").read_text(encoding="utf-8"))
+    assert card["feedback"] == 2 and card["messages"] == 272
+    assert MessageModel.load(out).predict_one("心在滴血啊").objection == "price"
+
+
+async def test_a_soft_opt_out_holds_countdowns_and_follow_ups_not_aftercare(sim: Simulation) -> None:
+    await new_customer(sim)
+    await sim.rep_types("/order 车")
+    await sim.rep_types("/countdown +5d 复购礼")
+    assert await rows(sim, ScheduledMessage, ScheduledMessage.kind == "countdown")
+    await sim.customer_says("c1", "这类通知别发那么勤")
+    alert = of_kind(sim, "alert")[-1]["text"]
+    assert alert.startswith("【张三 #1】说“这类通知别发那么勤”，不想被频繁催促：已停止倒计时和跟进提醒")
+    assert "售后关怀照常" in alert and "/wrong @#1" in alert and "\n" not in alert
+    countdown = await rows(sim, ScheduledMessage, ScheduledMessage.kind == "countdown")
+    assert {r.status for r in countdown} == {"paused"}
+    aftercare = await rows(sim, ScheduledMessage, ScheduledMessage.kind == "aftercare")
+    assert {r.status for r in aftercare} == {"pending"}
+
+    await sim.advance(timedelta(days=3, hours=1))
+    assert of_kind(sim, "aftercare"), "aftercare is service, it goes on"
+    assert not of_kind(sim, "countdown")
+
+    await sim.rep_types("/wrong")
+    assert "已恢复对TA的倒计时和跟进提醒" in last_reply(sim)
+    statuses = {r.status for r in await rows(sim, ScheduledMessage, ScheduledMessage.kind == "countdown")}
+    assert "paused" not in statuses and "pending" in statuses
+    await sim.advance(timedelta(days=2))
+    assert of_kind(sim, "countdown")
+
+
+async def test_a_new_countdown_overrides_a_soft_opt_out_and_says_so(sim: Simulation) -> None:
+    await new_customer(sim)
+    await sim.customer_says("c1", "这类通知别发那么勤")
+    await sim.rep_types("/countdown +3d 限时礼")
+    assert "客户之前说过不想被频繁催促" in last_reply(sim)
+    assert {r.status for r in await rows(sim, ScheduledMessage, ScheduledMessage.kind == "countdown")} == {
+        "pending"
+    }
+
+
+async def test_ending_a_conversation_pauses_nothing(sim: Simulation) -> None:
+    await new_customer(sim)
+    await sim.rep_types("/countdown +3d 限时礼")
+    await sim.customer_says("c1", "不打扰你下班了，明天聊")
+    assert not of_kind(sim, "alert")
+    assert {r.status for r in await rows(sim, ScheduledMessage, ScheduledMessage.kind == "countdown")} == {
+        "pending"
+    }
+
+
+async def test_resume_lifts_a_soft_opt_out(sim: Simulation) -> None:
+    await new_customer(sim)
+    await sim.rep_types("/countdown +3d 限时礼")
+    await sim.customer_says("c1", "这类通知别发那么勤")
+    await sim.rep_types("/resume")
+    assert "已恢复自动消息" in last_reply(sim)
+    assert {r.status for r in await rows(sim, ScheduledMessage, ScheduledMessage.kind == "countdown")} == {
+        "pending"
+    }
+
+
+async def test_wrong_after_an_opt_out_keeps_the_pause_until_resume(sim: Simulation) -> None:
+    await new_customer(sim)
+    await sim.customer_says("c1", "退订")
+    await sim.rep_types("/wrong")
+    assert "自动消息仍暂停，确认要恢复请发 /resume" in last_reply(sim)
+    [correction] = await rows(sim, Event, Event.kind == "correction")
+    assert "opt_out" not in correction.data["signals"]
+
+
+def test_help_lists_the_correction_commands() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "`/wrong [正确的顾虑|none]`" in readme and "`/label <顾虑|信号>`" in readme
