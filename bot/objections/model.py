@@ -76,6 +76,17 @@ def _sigmoid(values: FloatArray) -> FloatArray:
     return result
 
 
+class _Constant:
+    """A signal head for training data that never shows the signal: always the same score."""
+
+    def __init__(self, features: int, score: float) -> None:
+        self.coef_ = np.zeros((1, features))
+        self.intercept_ = np.array([score])
+
+    def decision_function(self, x: Any) -> FloatArray:
+        return np.full(x.shape[0], self.intercept_[0])
+
+
 @dataclass
 class _Linear:
     """One fitted set of linear heads over one vocabulary (training-time, scikit-learn objects)."""
@@ -139,10 +150,13 @@ class MessageModel:
 
         vectorizer = TfidfVectorizer(analyzer=_identity, sublinear_tf=True, min_df=self.min_df)
         x = vectorizer.fit_transform(documents)
-        objection = LinearSVC(C=self.c_objection).fit(x, y)
-        signals = []
+        objection = LinearSVC(C=self.c_objection, random_state=0).fit(x, y)
+        signals: list[Any] = []
         for column in range(len(SIGNALS)):
-            head = LinearSVC(C=self.c_signal, class_weight="balanced")
+            if y_signals[:, column].min() == y_signals[:, column].max():  # never (or always) seen
+                signals.append(_Constant(x.shape[1], 1.0 if y_signals[0, column] else -1.0))
+                continue
+            head = LinearSVC(C=self.c_signal, class_weight="balanced", random_state=0)
             signals.append(head.fit(x, y_signals[:, column]))
         return _Linear(vectorizer, objection, signals)
 
@@ -283,12 +297,13 @@ class MessageModel:
             raise ModelError("the model is not fitted")
         folder.mkdir(parents=True, exist_ok=True)
         terms = sorted(self._vocabulary, key=self._vocabulary.__getitem__)
-        arrays: dict[str, FloatArray | npt.NDArray[np.uint8] | npt.NDArray[np.float32]] = {
+        arrays: dict[str, npt.NDArray[Any]] = {
             "terms": np.frombuffer("\n".join(terms).encode(), dtype=np.uint8),
             "idf": self._idf.astype(np.float32),
-            "objection_coef": self._objection_coef.astype(np.float32),
+            # half precision: the scores move by ~1e-3, the file halves (it ships in the package)
+            "objection_coef": self._objection_coef.astype(np.float16),
             "objection_intercept": self._objection_intercept,
-            "signal_coef": self._signal_coef.astype(np.float32),
+            "signal_coef": self._signal_coef.astype(np.float16),
             "signal_intercept": self._signal_intercept,
         }
         buffer = io.BytesIO()

@@ -125,6 +125,9 @@ class FeedbackService:
                 raise CommandError("这位客户还没有发过消息")
             was = self.classifier.classify(event.text)
             objection, signals = was.label, was.signals
+            earlier = await self._latest_correction(session, customer.id, event.id)
+            if earlier is not None:  # a second /label on the same message adds to the first
+                objection, signals = earlier.data.get("objection"), tuple(earlier.data.get("signals", []))
             if choice.kind == "signal" and choice.key is not None:
                 signals = (*signals, choice.key) if choice.key not in signals else signals
                 if choice.key in ("opt_out", "opt_out_soft"):  # one or the other
@@ -134,6 +137,17 @@ class FeedbackService:
                 objection = choice.key
             await self._record(customer, event.text, event.id, "label", actor, was, objection, signals)
         return f"已记录：“{_short(event.text)}”标为“{self.name(choice.key)}”，下次训练模型时会用上"
+
+    @staticmethod
+    async def _latest_correction(session: Any, customer_id: int, event_id: int | None) -> Event | None:
+        corrections = (
+            await session.exec(
+                select(Event)
+                .where(Event.customer_id == customer_id, Event.kind == CORRECTION)
+                .order_by(col(Event.id).desc())
+            )
+        ).all()
+        return next((c for c in corrections if c.data.get("of_event") == event_id), None)
 
     async def _record(
         self,
