@@ -69,7 +69,8 @@ def main() -> None:
 
     def phrases(text: str) -> object:
         norm = normalize(text)
-        return [o.label for o in library.objections.values() if o.triggers.search(norm)]
+        objections = library.objections.values()
+        return [o.label for o in objections if o.triggers is not None and o.triggers.search(norm)]
 
     reader = timings(classifier.classify, texts, rounds)
     baseline = timings(phrases, texts, rounds)

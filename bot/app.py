@@ -329,26 +329,33 @@ class SalesBot:
             paused = await self.sequences.pause(
                 customer.id, actor="customer", reason=f"opt-out: {message.text}"
             )
-            name = customer.remark or customer.display_name
-            await self.alerts.send(
-                account_id,
-                f"【{name} #{customer.id}】说“{message.text}”，已暂停对TA的全部自动消息（{paused} 条待发）。"
-                f"需要恢复请发 /resume @#{customer.id}",
-                key=f"opt_out:{message.message_id}",
-                customer_id=customer.id,
+            await self._alert_reading(
+                customer,
+                message,
+                f"已暂停对TA的全部自动消息（{paused} 条待发）。需要恢复请发 /resume @#{customer.id}",
+                "opt_out",
             )
         elif result.opt_out_soft:
             held = await self.sequences.stop_pushes(
                 customer.id, actor="customer", reason=f"asked to be pushed less: {message.text}"
             )
-            name = customer.remark or customer.display_name
-            await self.alerts.send(
-                account_id,
-                f"【{name} #{customer.id}】说“{message.text}”，不想被频繁催促：已停止倒计时和跟进提醒"
-                f"（{held} 条），售后关怀照常。判断错了请发 /wrong @#{customer.id}",
-                key=f"opt_out_soft:{message.message_id}",
-                customer_id=customer.id,
+            await self._alert_reading(
+                customer,
+                message,
+                f"不想被频繁催促：已停止倒计时和跟进提醒（{held} 条），售后关怀照常。"
+                f"判断错了请发 /wrong 别催了 @#{customer.id}",
+                "opt_out_soft",
             )
+
+    async def _alert_reading(self, customer: Customer, message: TextMessage, what: str, kind: str) -> None:
+        """One console line on what a customer's message made the bot do."""
+        name = customer.remark or customer.display_name
+        await self.alerts.send(
+            customer.account_id,
+            f"【{name} #{customer.id}】说“{message.text}”，{what}",
+            key=f"{kind}:{message.message_id}",
+            customer_id=customer.id,
+        )
 
     async def _on_unreachable(self, customer_id: int, reason: str) -> None:
         if not await self.customers.mark_deleted(customer_id, reason):

@@ -34,9 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     digest.add_argument("--date", default="", help="YYYY-MM-DD (default: today, so far)")
     digest.add_argument("--supervisor", default="", help="only this supervisor (default: all)")
-    objections = sub.add_parser(
-        "objections", help="the reader of customer messages: classify, eval, train"
-    )
+    objections = sub.add_parser("objections", help="the reader of customer messages: classify, eval, train")
     tools = objections.add_subparsers(dest="tool", required=True)
     with_config(tools.add_parser("classify", help="classify one message per stdin line; JSON lines out"))
     evaluate = with_config(
@@ -51,10 +49,15 @@ def _parser() -> argparse.ArgumentParser:
         "--lovo", action="store_true", help="train without each vertical of the corpus and score on it"
     )
     evaluate.add_argument(
+        "--lowo",
+        action="store_true",
+        help="train without each writer's file of a vertical another writer covers and score on it",
+    )
+    evaluate.add_argument(
         "--mistakes", type=int, default=0, metavar="N", help="also print N misread messages"
     )
     evaluate.add_argument(
-        "--corpus", default="", help="corpus folder for --lovo (default: the shipped corpus)"
+        "--corpus", default="", help="corpus folder for --lovo/--lowo (default: the shipped corpus)"
     )
     train = with_config(tools.add_parser("train", help="rebuild the model from the corpus (deterministic)"))
     train.add_argument("--corpus", default="", help="corpus folder (default: the shipped corpus)")
@@ -99,7 +102,12 @@ def _objections(args: argparse.Namespace) -> int:
         return tools.classify(args.config, sys.stdin, sys.stdout)
     if args.tool == "eval":
         return tools.evaluate(
-            args.config, args.file, lovo=args.lovo, mistakes=args.mistakes, corpus=args.corpus
+            args.config,
+            args.file,
+            lovo=args.lovo,
+            lowo=args.lowo,
+            mistakes=args.mistakes,
+            corpus=args.corpus,
         )
     return asyncio.run(
         tools.train(args.config, args.out, with_feedback=args.with_feedback, corpus=args.corpus)

@@ -95,7 +95,7 @@ async def test_a_soft_opt_out_holds_countdowns_and_follow_ups_not_aftercare(sim:
     await sim.customer_says("c1", "这类通知别发那么勤")
     alert = of_kind(sim, "alert")[-1]["text"]
     assert alert.startswith("【张三 #1】说“这类通知别发那么勤”，不想被频繁催促：已停止倒计时和跟进提醒")
-    assert "售后关怀照常" in alert and "/wrong @#1" in alert and "\n" not in alert
+    assert "售后关怀照常" in alert and "/wrong 别催了 @#1" in alert and "\n" not in alert
     countdown = await rows(sim, ScheduledMessage, ScheduledMessage.kind == "countdown")
     assert {r.status for r in countdown} == {"paused"}
     aftercare = await rows(sim, ScheduledMessage, ScheduledMessage.kind == "aftercare")
@@ -105,7 +105,7 @@ async def test_a_soft_opt_out_holds_countdowns_and_follow_ups_not_aftercare(sim:
     assert of_kind(sim, "aftercare"), "aftercare is service, it goes on"
     assert not of_kind(sim, "countdown")
 
-    await sim.rep_types("/wrong")
+    await sim.rep_types("/wrong 别催了")
     assert "已恢复对TA的倒计时和跟进提醒" in last_reply(sim)
     statuses = {r.status for r in await rows(sim, ScheduledMessage, ScheduledMessage.kind == "countdown")}
     assert "paused" not in statuses and "pending" in statuses
@@ -151,3 +151,37 @@ async def test_wrong_after_an_opt_out_keeps_the_pause_until_resume(sim: Simulati
     assert "自动消息仍暂停，确认要恢复请发 /resume" in last_reply(sim)
     [correction] = await rows(sim, Event, Event.kind == "correction")
     assert "opt_out" not in correction.data["signals"]
+
+
+async def test_wrong_names_the_reading_when_a_message_carried_two(sim: Simulation) -> None:
+    await new_customer(sim)
+    await sim.rep_types("/countdown +3d 限时礼")
+    await sim.customer_says("c1", "最近手头紧 别老催我了")
+    assert of_kind(sim, "suggestion") and of_kind(sim, "alert"), "an objection and a soft opt-out"
+    await sim.rep_types("/wrong 别催了")
+    assert "不是“别催了”，已恢复" in last_reply(sim)
+    [correction] = await rows(sim, Event, Event.kind == "correction")
+    assert correction.data["objection"] == "budget" and "opt_out_soft" not in correction.data["signals"]
+    assert {r.status for r in await rows(sim, ScheduledMessage, ScheduledMessage.kind == "countdown")} == {
+        "pending"
+    }
+    await sim.rep_types("/wrong 退订")
+    assert "最近没有被识别为“退订”" in last_reply(sim)
+
+
+async def test_corrections_of_one_message_build_on_each_other(sim: Simulation) -> None:
+    await new_customer(sim)
+    await sim.customer_says("c1", "太贵了")
+    await sim.rep_types("/wrong 无顾虑")
+    await sim.rep_types("/label 转介绍")
+    await sim.rep_types("/label 购买信号")
+    learned = {m.text: (m.objection, m.signals) for m in await load_corrections(sim.bot.db)}
+    assert learned == {"太贵了": (None, ("referral", "buying_signal"))}
+
+
+async def test_wrong_while_all_automation_is_paused_says_so(sim: Simulation) -> None:
+    await new_customer(sim)
+    await sim.customer_says("c1", "这类通知别发那么勤")
+    await sim.rep_types("/pause")
+    await sim.rep_types("/wrong 别催了")
+    assert "仍整体暂停，需要恢复请发 /resume" in last_reply(sim)

@@ -17,7 +17,7 @@ from bot.objections.classifier import Classifier
 from bot.objections.corpus import CORPUS_DIR, Message, load_corpus, near_duplicates, read_labelled
 from bot.objections.evaluate import evaluate, leave_one_vertical_out, score
 from bot.objections.labels import OBJECTIONS, SIGNALS
-from bot.objections.library import ObjectionLibrary
+from bot.objections.library import ObjectionLibrary, normalize
 from bot.objections.model import PACKAGED_MODEL, MessageModel
 from bot.objections.reader import load_classifier
 from tests.conftest import ROOT, make_config, write_config
@@ -109,12 +109,27 @@ def test_a_negated_resolved_phrase_cancels_nothing(classifier: Classifier) -> No
     assert classifier.classify("这价格不值得").label == "price"
 
 
-def test_resolved_phrases_override_the_model(classifier: Classifier) -> None:
-    """价格没问题 cancels a price reading even when the model, alone, would read one."""
-    text = "价格没问题，就是太贵了"
-    assert classifier.model.predict_one(text).objection == "price"
+def test_resolved_phrases_cancel_only_when_they_resolve(classifier: Classifier) -> None:
+    """价格没问题 cancels a price reading; asked as a question, negated, or followed by a "but" it
+    cancels nothing."""
+    resolved = classifier._resolved
+    assert resolved(normalize("价格没问题，什么时候能提车")) == {"price"}
+    assert resolved(normalize("不用跟家里商量，我自己定")) == {"authority"}
+    for text in ("你们这价格合理吗", "价格没问题，就是太贵了", "售后很好吗？听说坏了没人管", "这价格不合理"):
+        assert resolved(normalize(text)) == set(), text
+
+
+@pytest.mark.parametrize("text", ["这么贵值得吗", "你们这价格合理吗"])
+def test_a_question_about_a_resolved_phrase_stays_an_objection(classifier: Classifier, text: str) -> None:
+    assert classifier.classify(text).label == "price"
+
+
+@pytest.mark.parametrize(
+    "text", ["不太贵，挺好的", "也没有太贵，可以接受", "过几天我来提车", "推荐朋友来有奖金吗"]
+)
+def test_negated_or_ambiguous_phrases_trigger_nothing(classifier: Classifier, text: str) -> None:
     result = classifier.classify(text)
-    assert result.label != "price" and result.reason == "resolved"
+    assert result.reason != "trigger" and result.label is None, result
 
 
 @pytest.mark.parametrize("text", ["不打扰你下班了，明天聊", "先忙了，晚点回你", "今天太累了不聊了"])
@@ -273,7 +288,7 @@ def test_leave_one_vertical_out_holds_out_whole_verticals(tmp_path: Path) -> Non
             return None, ()
 
     folds, pooled = leave_one_vertical_out(messages, Reader)
-    assert [f.vertical for f in folds] == ["cars", "education", "skincare"]
+    assert [f.group for f in folds] == ["cars", "education", "skincare"]
     assert trained_on == [{"education", "skincare"}, {"cars", "skincare"}, {"cars", "education"}]
     assert pooled.total == sum(f.report.total for f in folds)
 
@@ -284,6 +299,11 @@ def test_eval_lovo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["objections", "eval", "--lovo", "--corpus", str(corpus), "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "leave-one-vertical-out" in out and "skincare" in out and "macro-F1 (9 objections)" in out
+    second = (CORPUS_DIR / "cars.2.jsonl").read_text(encoding="utf-8").splitlines()
+    (corpus / "cars.2.jsonl").write_text("\n".join(second[:60]) + "\n", encoding="utf-8")
+    assert main(["objections", "eval", "--lowo", "--corpus", str(corpus), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "leave-one-writer-out" in out and "cars.2 " in out and "cars " in out and "skincare" not in out
 
 
 def test_classify_and_eval_commands(
@@ -314,7 +334,7 @@ def test_classify_and_eval_commands(
     assert "macro-F1 (9 objections)" in out
     assert "false-positive rate on no-objection messages: 0.000" in out
     assert main(["objections", "eval", "--config", str(ROOT / "config.toml")]) == 1
-    assert "name a labelled JSONL file, or pass --lovo" in capsys.readouterr().err
+    assert "name a labelled JSONL file, or pass --lovo or --lowo" in capsys.readouterr().err
 
 
 # -- the model check -----------------------------------------------------------------------------
@@ -355,6 +375,15 @@ def test_check_fails_clearly_on_a_stale_model(tmp_path: Path, capsys: pytest.Cap
 def test_the_shipped_model_is_trained_on_the_shipped_corpus() -> None:
     """`salesbot check` on the default config: fails when the corpus changed without retraining."""
     assert main(["check", "--config", str(ROOT / "config.toml")]) == 0
+
+
+def test_train_never_overwrites_a_business_model_without_its_feedback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_with_model(tmp_path, tmp_path / "own")
+    assert main(["objections", "train", "--config", str(config)]) == 1
+    assert "holds your own model; rebuild it with --with-feedback" in capsys.readouterr().err
+    assert not (tmp_path / "own").exists()
 
 
 def test_train_with_feedback_needs_a_folder_for_the_business_model(

@@ -25,7 +25,9 @@ from bot.objections.labels import OBJECTIONS
 from bot.objections.library import ObjectionLibrary, normalize
 from bot.objections.model import CLASSES, FloatArray, MessageModel
 
-NEGATION = re.compile("[不没别非]")
+NEGATION = re.compile("不|没|别|并非")
+# after a resolved phrase: a question (合理吗, 值得么) or a "but" (就是, 但是) means it resolves nothing
+QUESTION_OR_BUT = re.compile("^(吗|么|嘛|不|没)|就是|但|可是|不过|只是")
 # the shipped triggers are the phrases the corpus shows at >= 0.9 precision
 TRIGGER_CONFIDENCE = 0.9
 
@@ -58,23 +60,33 @@ class Classifier:
         return bool(pattern and pattern.search(normalize(text)))
 
     def _resolved(self, norm: str) -> set[str]:
-        """Objections a resolved phrase cancels; a negated one (不值得, 不是很适合) cancels nothing."""
+        """Objections a resolved phrase cancels. A negated phrase (不值得, 不是很适合), a question
+        (价格合理吗) or one followed by a "but" (价格没问题，就是…) cancels nothing."""
         return {
             o.label
             for o in self._ranked
             if o.not_when is not None
             and any(
                 not NEGATION.search(norm[max(0, m.start() - 3) : m.start()])
+                and not QUESTION_OR_BUT.search(norm[m.end() :])
                 for m in o.not_when.finditer(norm)
             )
         }
 
     def _trigger(self, norm: str, resolved: set[str]) -> str | None:
+        """The objection a trigger phrase names (a negated phrase, 不太贵, names nothing)."""
         fired = []
         for objection in self._ranked:
-            if objection.label not in resolved and objection.triggers.search(norm):
-                evidence = max(length for pattern, length in objection.trigger_list if pattern.search(norm))
-                fired.append((evidence, objection.priority, objection.label))
+            if objection.label in resolved:
+                continue
+            lengths = [
+                length
+                for pattern, length in objection.trigger_list
+                for m in pattern.finditer(norm)
+                if not NEGATION.search(norm[max(0, m.start() - 3) : m.start()])
+            ]
+            if lengths:
+                fired.append((max(lengths), objection.priority, objection.label))
         return max(fired)[2] if fired else None
 
     def classify(self, text: str) -> Classification:
@@ -86,7 +98,7 @@ class Classifier:
         if self.is_opt_out(text):
             signals = ("opt_out", *(s for s in signals if s not in ("opt_out", "opt_out_soft")))
         resolved = self._resolved(norm)
-        reason = "model"
+        reason = "model" if label else "none"
         if label in resolved:
             label, reason = self._next_confident(probabilities, resolved), "resolved"
         if label is None and self.triggers:
@@ -95,9 +107,7 @@ class Classifier:
                 confidence = max(TRIGGER_CONFIDENCE, float(probabilities[CLASSES.index(trigger)]))
                 return Classification(trigger, round(confidence, 3), signals, "trigger")
         if label is None:
-            return Classification(
-                None, round(float(probabilities[0]), 3), signals, reason if resolved else "none"
-            )
+            return Classification(None, round(float(probabilities[0]), 3), signals, reason)
         return Classification(label, round(float(probabilities[CLASSES.index(label)]), 3), signals, reason)
 
     def _next_confident(self, probabilities: FloatArray, resolved: set[str]) -> str | None:

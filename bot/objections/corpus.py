@@ -27,9 +27,10 @@ class Message:
     objection: str | None
     signals: tuple[str, ...] = ()
     vertical: str = ""
+    source: str = ""  # the file it came from, e.g. "cars.2" (one writer)
 
 
-def _parse(line: str, where: str, vertical: str) -> Message:
+def _parse(line: str, where: str, vertical: str, source: str) -> Message:
     try:
         item = json.loads(line)
         text = item["text"]
@@ -47,7 +48,9 @@ def _parse(line: str, where: str, vertical: str) -> Message:
         )
     if not isinstance(signals, list) or any(s not in SIGNALS for s in signals):
         raise SalesbotError(f"{where}: signals must be a list of {', '.join(SIGNALS)}")
-    return Message(text, objection, tuple(dict.fromkeys(signals)), str(item.get("vertical", vertical)))
+    return Message(
+        text, objection, tuple(dict.fromkeys(signals)), str(item.get("vertical", vertical)), source
+    )
 
 
 def read_labelled(path: Path, vertical: str = "") -> list[Message]:
@@ -57,7 +60,7 @@ def read_labelled(path: Path, vertical: str = "") -> list[Message]:
     except OSError as exc:
         raise SalesbotError(f"{path}: cannot read ({exc.strerror})") from None
     return [
-        _parse(line, f"{path}:{number}", vertical or path.stem)
+        _parse(line, f"{path}:{number}", vertical or path.stem, path.name.removesuffix(".jsonl"))
         for number, line in enumerate(raw.splitlines(), start=1)
         if line.strip()
     ]

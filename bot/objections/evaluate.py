@@ -5,7 +5,6 @@ never saw."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -108,46 +107,68 @@ def evaluate(reader: Reads, messages: Iterable[Message]) -> Report:
 
 @dataclass(frozen=True)
 class FoldResult:
-    vertical: str
+    group: str  # the held-out vertical, or writer (file)
     report: Report
     dropped: int  # held-out messages left out as near duplicates of training messages
 
 
-def leave_one_vertical_out(
+def leave_one_group_out(
     messages: Sequence[Message],
     train: Callable[[Sequence[Message]], Reads],
+    group: Callable[[Message], str],
     *,
+    only: Callable[[str], bool] = lambda _group: True,
     near: float = 0.7,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> tuple[list[FoldResult], Report]:
-    """Train without each vertical in turn (``train`` builds a reader from messages) and score on
-    it, minus its near duplicates of training messages. Returns each fold and the pooled report."""
+    """Train without each group in turn (``train`` builds a reader from messages) and score on it,
+    minus its near duplicates of training messages. Returns each fold and the pooled report."""
     messages = deduplicate(messages)
-    verticals = sorted(Counter(m.vertical for m in messages))
     folds: list[FoldResult] = []
     pooled: list[tuple[Message, str | None, tuple[str, ...]]] = []
-    for vertical in verticals:
-        training = [m for m in messages if m.vertical != vertical]
-        held_out = [m for m in messages if m.vertical == vertical]
+    for name in sorted({group(m) for m in messages}):
+        if not only(name):
+            continue
+        training = [m for m in messages if group(m) != name]
+        held_out = [m for m in messages if group(m) == name]
         dropped = near_duplicates(training, held_out, near)
         test = [m for i, m in enumerate(held_out) if i not in dropped]
         reader = train(training)
         results = [(m, *reader.read(m.text)) for m in test]
         pooled += results
-        folds.append(FoldResult(vertical, score(results), len(dropped)))
-        progress(f"{vertical}: macro-F1 {folds[-1].report.macro_f1:.3f}")
+        folds.append(FoldResult(name, score(results), len(dropped)))
+        progress(f"{name}: macro-F1 {folds[-1].report.macro_f1:.3f}")
     return folds, score(pooled)
 
 
-def lovo_text(folds: Sequence[FoldResult], pooled: Report) -> str:
-    head = f"{'held-out vertical':<18} {'n':>5} {'macro-F1':>8} {'FP rate':>7}" + "".join(
+def leave_one_vertical_out(
+    messages: Sequence[Message], train: Callable[[Sequence[Message]], Reads], **options: Any
+) -> tuple[list[FoldResult], Report]:
+    """A business the corpus never saw: train without each vertical, score on it."""
+    return leave_one_group_out(messages, train, lambda m: m.vertical, **options)
+
+
+def leave_one_writer_out(
+    messages: Sequence[Message], train: Callable[[Sequence[Message]], Reads], **options: Any
+) -> tuple[list[FoldResult], Report]:
+    """New customers of a business the corpus covers: train without one writer's file of a vertical
+    that has another writer's file (so the vertical is seen, the writer's phrasing is not)."""
+    writers: dict[str, set[str]] = {}
+    for m in messages:
+        writers.setdefault(m.vertical, set()).add(m.source)
+    shared = {m.source for m in messages if len(writers[m.vertical]) > 1}
+    return leave_one_group_out(messages, train, lambda m: m.source, only=shared.__contains__, **options)
+
+
+def folds_text(title: str, folds: Sequence[FoldResult], pooled: Report) -> str:
+    head = f"{'held out':<18} {'n':>5} {'macro-F1':>8} {'FP rate':>7}" + "".join(
         f" {s[:12]:>12}" for s in SIGNALS
     )
-    lines = ["leave-one-vertical-out (train without the vertical, score on it; signal columns are F1)", head]
+    lines = [f"{title} (signal columns are F1)", head]
     for fold in folds:
         r = fold.report
         lines.append(
-            f"{fold.vertical:<18} {r.total:>5} {r.macro_f1:>8.3f} {r.false_positive_rate:>7.3f}"
+            f"{fold.group:<18} {r.total:>5} {r.macro_f1:>8.3f} {r.false_positive_rate:>7.3f}"
             + "".join(f" {r.signal(s).f1:>12.3f}" for s in SIGNALS)
         )
     lines += ["", "pooled over every held-out vertical:", pooled.text()]

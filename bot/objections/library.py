@@ -38,7 +38,7 @@ class _ObjectionFile(BaseModel):
     label: str
     name: str
     priority: int = 0
-    triggers: list[str] = Field(min_length=1)
+    triggers: list[str] = Field(default_factory=list)  # may be empty: the model reads every message
     not_when: list[str] = Field(default_factory=list)
     examples: list[str] = Field(default_factory=list)  # ignored (older libraries)
     scripts: list[_ScriptFile] = Field(min_length=2)
@@ -69,7 +69,7 @@ class Objection:
     label: str
     name: str
     priority: int
-    triggers: re.Pattern[str]
+    triggers: re.Pattern[str] | None
     # one (pattern, literal length) per phrase: the strongest evidence counts only literal characters
     trigger_list: tuple[tuple[re.Pattern[str], int], ...]
     not_when: re.Pattern[str] | None
@@ -162,7 +162,6 @@ class ObjectionLibrary:
                 script_ids[item.id] = path
                 scripts.append(Script(item.id, spec.label, tuple(item.stages), item.text, path, line))
             triggers = phrase_pattern(spec.triggers)
-            assert triggers is not None
             singles = tuple(
                 (re.compile(phrase_regex(t)), len(normalize(t.replace("*", ""))))
                 for t in spec.triggers

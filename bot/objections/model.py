@@ -12,7 +12,8 @@ holds out whole verticals, so both reflect messages from a business the model ha
   probability reaches that label's threshold (chosen to maximise macro-F1 while flagging at most
   ``max_false_alarms`` of the messages that carry no objection);
 - signals: Platt scaling per signal; thresholds maximise F1, except ``opt_out``, whose threshold is
-  the lowest that keeps precision at ``opt_out_precision`` (a wrong opt-out silences a customer).
+  the lowest that keeps precision at ``opt_out_precision`` (a wrong opt-out silences a customer), and
+  ``opt_out_soft``, held to ``opt_out_soft_precision`` (a wrong one holds a customer's pushes).
 
 The fitted model is saved as plain arrays plus a JSON card (version, corpus fingerprint,
 thresholds, metrics), so predicting needs only NumPy: loading takes a fraction of a second and one
@@ -45,6 +46,7 @@ CARD, ARRAYS = "model.json", "model.npz"
 PACKAGED_MODEL = Path(__file__).parent / "data" / "model"
 
 FloatArray = npt.NDArray[np.float64]
+ABSENT = -10.0  # the score of a class the training data never showed
 
 
 class ModelError(SalesbotError):
@@ -98,7 +100,23 @@ class _Linear:
     def scores(self, documents: Sequence[list[str]]) -> tuple[FloatArray, FloatArray]:
         x = self.vectorizer.transform(documents)
         signal_scores = np.column_stack([head.decision_function(x) for head in self.signals])
-        return np.asarray(self.objection.decision_function(x)), signal_scores
+        present = np.asarray(self.objection.decision_function(x))
+        if present.ndim == 1:  # two classes: one score, for the second
+            present = np.column_stack([-present, present])
+        scores = np.full((x.shape[0], len(CLASSES)), ABSENT)  # a class the fold never saw
+        scores[:, self.objection.classes_] = present
+        return scores, signal_scores
+
+    def objection_weights(self) -> tuple[FloatArray, FloatArray]:
+        """(features x classes) weights and class intercepts, with absent classes never chosen."""
+        coef = np.zeros((len(self.vectorizer.vocabulary_), len(CLASSES)))
+        intercept = np.full(len(CLASSES), ABSENT)
+        weights, bias = self.objection.coef_, self.objection.intercept_
+        if len(self.objection.classes_) == 2:  # two classes: one weight vector, for the second
+            weights, bias = np.vstack([-weights, weights]), np.concatenate([-bias, bias])
+        coef[:, self.objection.classes_] = weights.T
+        intercept[self.objection.classes_] = bias
+        return coef, intercept
 
 
 class MessageModel:
@@ -107,12 +125,13 @@ class MessageModel:
     def __init__(
         self,
         *,
-        c_objection: float = 1.0,
+        c_objection: float = 2.0,
         c_signal: float = 0.5,
         min_df: int = 2,
         folds: int = 4,
         max_false_alarms: float = 0.04,
         opt_out_precision: float = 0.97,
+        opt_out_soft_precision: float = 0.95,
     ) -> None:
         self.c_objection = c_objection
         self.c_signal = c_signal
@@ -120,6 +139,7 @@ class MessageModel:
         self.folds = folds
         self.max_false_alarms = max_false_alarms
         self.opt_out_precision = opt_out_precision
+        self.opt_out_soft_precision = opt_out_soft_precision
         self.card: dict[str, Any] = {}
         self._vocabulary: dict[str, int] = {}
         self._idf: FloatArray = np.zeros(0)
@@ -142,6 +162,7 @@ class MessageModel:
             "folds": self.folds,
             "max_false_alarms": self.max_false_alarms,
             "opt_out_precision": self.opt_out_precision,
+            "opt_out_soft_precision": self.opt_out_soft_precision,
         }
 
     def _fit_linear(self, documents: Sequence[list[str]], y: Any, y_signals: Any) -> _Linear:
@@ -187,7 +208,9 @@ class MessageModel:
                 _signal_threshold(
                     signal_probabilities[:, k],
                     y_signals[:, k],
-                    self.opt_out_precision if SIGNALS[k] == "opt_out" else None,
+                    {"opt_out": self.opt_out_precision, "opt_out_soft": self.opt_out_soft_precision}.get(
+                        SIGNALS[k]
+                    ),
                 )
                 for k in range(len(SIGNALS))
             ]
@@ -196,8 +219,9 @@ class MessageModel:
         vocabulary: dict[str, int] = final.vectorizer.vocabulary_
         self._vocabulary = {term: int(index) for term, index in vocabulary.items()}
         self._idf = np.asarray(final.vectorizer.idf_, dtype=np.float64)
-        self._objection_coef = np.ascontiguousarray(final.objection.coef_.T, dtype=np.float64)
-        self._objection_intercept = np.asarray(final.objection.intercept_, dtype=np.float64)
+        coef, intercept = final.objection_weights()
+        self._objection_coef = np.ascontiguousarray(coef)
+        self._objection_intercept = intercept
         self._signal_coef = np.ascontiguousarray(
             np.column_stack([head.coef_[0] for head in final.signals]), dtype=np.float64
         )
@@ -335,6 +359,13 @@ class MessageModel:
             )
         if tuple(card.get("classes", ())) != CLASSES or tuple(card.get("signals", ())) != SIGNALS:
             raise ModelError(f"{card_path}: trained for other labels; run `salesbot objections train`")
+        try:
+            return cls._from(card, arrays)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{folder}: incomplete model ({exc}); run `salesbot objections train`") from None
+
+    @classmethod
+    def _from(cls, card: dict[str, Any], arrays: Any) -> MessageModel:
         model = cls(**card["params"])
         model.card = card
         terms = bytes(arrays["terms"]).decode().split("\n")

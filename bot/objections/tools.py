@@ -10,8 +10,9 @@ from typing import TextIO
 
 from bot.config import Config, load_config
 from bot.errors import SalesbotError
+from bot.objections.classifier import Classifier
 from bot.objections.corpus import CORPUS_DIR, Message, corpus_digest, deduplicate, load_corpus, read_labelled
-from bot.objections.evaluate import Reads, leave_one_vertical_out, lovo_text
+from bot.objections.evaluate import Reads, folds_text, leave_one_vertical_out, leave_one_writer_out
 from bot.objections.evaluate import evaluate as score_reader
 from bot.objections.model import PACKAGED_MODEL, MessageModel
 from bot.objections.reader import load_classifier, load_library
@@ -44,27 +45,38 @@ class _ModelOnly:
 
 
 def evaluate(
-    config_path: str, files: Sequence[str], *, lovo: bool = False, mistakes: int = 0, corpus: str = ""
+    config_path: str,
+    files: Sequence[str],
+    *,
+    lovo: bool = False,
+    lowo: bool = False,
+    mistakes: int = 0,
+    corpus: str = "",
 ) -> int:
-    if not files and not lovo:
-        raise SalesbotError("objections eval: name a labelled JSONL file, or pass --lovo")
+    if not files and not lovo and not lowo:
+        raise SalesbotError("objections eval: name a labelled JSONL file, or pass --lovo or --lowo")
     config = load_config(config_path)
-    if lovo:
-        library = load_library(config)
-        from bot.objections.classifier import Classifier
+    library = load_library(config)
 
-        def train(messages: Sequence[Message]) -> Reads:
-            return Classifier(library, MessageModel().fit(messages))
+    def train(messages: Sequence[Message]) -> Reads:
+        return Classifier(library, MessageModel().fit(messages))
 
-        folder = Path(corpus) if corpus else CORPUS_DIR
-        print(f"corpus: {folder} ({corpus_digest(folder)}); one model per held-out vertical", file=sys.stderr)
-        folds, pooled = leave_one_vertical_out(
+    folder = Path(corpus) if corpus else CORPUS_DIR
+    splits = [
+        (leave_one_vertical_out, "leave-one-vertical-out: a business the corpus never saw", lovo),
+        (leave_one_writer_out, "leave-one-writer-out: new customers of a vertical the corpus covers", lowo),
+    ]
+    for split, title, wanted in splits:
+        if not wanted:
+            continue
+        print(f"{title}; corpus {folder} ({corpus_digest(folder)}), one model per fold", file=sys.stderr)
+        folds, pooled = split(
             load_corpus(folder), train, progress=lambda line: print(line, file=sys.stderr, flush=True)
         )
-        print(lovo_text(folds, pooled))
+        print(folds_text(title, folds, pooled))
         _print_mistakes(pooled.mistakes, mistakes)
     if files:
-        classifier = load_classifier(config)
+        classifier = load_classifier(config, library)
         for file in files:
             report = score_reader(classifier, read_labelled(Path(file)))
             print(f"{file}\n{report.text()}")
@@ -83,6 +95,11 @@ def _out_folder(config: Config, out: str, with_feedback: bool) -> Path:
     if out:
         return Path(out)
     if config.model_path is not None:
+        if not with_feedback:
+            raise SalesbotError(
+                f"objections train: {config.model_path} ([objections] model) holds your own model; "
+                "rebuild it with --with-feedback, or name another folder with --out"
+            )
         return config.model_path
     if with_feedback:
         raise SalesbotError(

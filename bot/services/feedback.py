@@ -1,19 +1,21 @@
 """Reps correct the reader, and each business's model learns from it.
 
 ``/wrong [label|none]`` says the reading the bot last acted on for a customer (an objection
-suggestion, an opt-out, a soft opt-out) was wrong; ``/label <label>`` marks the customer's last
-message with an objection or signal the bot missed. Each correction is an event that keeps the
-message's text, what was read and what is right: ``salesbot objections train --with-feedback``
-trains on them (the latest correction of a message wins) and the digest counts them per rep.
+suggestion, an opt-out, a soft opt-out) was wrong; ``/wrong 别催了`` names the reading to correct
+when a message carried several. ``/label <label>`` marks the customer's last message with an
+objection or signal the bot missed. Each correction is an event that keeps the message's text, what
+was read and what is right, and builds on an earlier correction of the same message:
+``salesbot objections train --with-feedback`` trains on them (the latest correction of a text wins)
+and the digest counts them per rep.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.errors import CommandError
@@ -27,13 +29,19 @@ from storage.repositories import Events
 CORRECTION = "correction"
 # events that record a reading the bot acted on: what /wrong corrects
 READING_KINDS = ("objection", "opt_out", "signal")
-NONE_WORDS = ("none", "无", "没有", "不是", "都不是", "正常")
+NONE_WORDS = ("none", "无", "无顾虑", "没有", "不是", "都不是", "正常")
 
 
 @dataclass(frozen=True)
 class Choice:
     kind: str  # "objection", "signal" or "none"
     key: str | None
+
+
+@dataclass(frozen=True)
+class Reading:
+    objection: str | None
+    signals: tuple[str, ...]
 
 
 def parse_choice(word: str, objection_names: dict[str, str]) -> Choice:
@@ -52,6 +60,10 @@ def parse_choice(word: str, objection_names: dict[str, str]) -> Choice:
     raise CommandError(f"不认识“{word}”。顾虑：{objections}；信号：{signals}；都不是：none")
 
 
+def _signal_of(event: Event) -> str | None:
+    return "opt_out" if event.kind == "opt_out" else event.data.get("signal")
+
+
 class FeedbackService:
     def __init__(
         self,
@@ -59,7 +71,7 @@ class FeedbackService:
         clock: Clock,
         classifier: Classifier,
         *,
-        resume_pushes: Callable[[int, str], Any],
+        resume_pushes: Callable[[int, str], Awaitable[bool]],
     ) -> None:
         self.db = db
         self.clock = clock
@@ -73,40 +85,44 @@ class FeedbackService:
         return self.names.get(key) or SIGNAL_NAMES.get(key, key)
 
     async def wrong(self, customer: Customer, word: str, actor: str) -> str:
-        """The last reading acted on was wrong; ``word`` (optional) names what is right."""
+        """The last reading acted on was wrong. ``word``: the right objection, none, or the signal
+        whose reading was wrong (别催了, 退订)."""
         assert customer.id is not None
         choice = parse_choice(word, self.names) if word else Choice("none", None)
-        if choice.kind == "signal":
-            raise CommandError("/wrong 后面写正确的顾虑或 none；漏掉的信号请用 /label，如 /label 转介绍")
         async with self.db.transaction() as session:
-            event = (
+            events = (
                 await session.exec(
                     select(Event)
                     .where(Event.customer_id == customer.id, col(Event.kind).in_(READING_KINDS))
                     .order_by(col(Event.id).desc())
-                    .limit(1)
+                    .limit(50)
                 )
-            ).first()
-            if event is None:
-                raise CommandError("这位客户还没有可纠正的识别结果（要补标漏掉的，请用 /label）")
-            was = self.classifier.classify(event.text)
-            was_objection = event.data.get("label") if event.kind == "objection" else was.label
-            was_signal = "opt_out" if event.kind == "opt_out" else event.data.get("signal")
-            signals = tuple(s for s in was.signals if s != was_signal)
-            objection = (
-                choice.key if (choice.kind == "objection" or event.kind == "objection") else was_objection
-            )
-            await self._record(customer, event.text, event.id, "wrong", actor, was, objection, signals)
-        if was_signal == "opt_out_soft":
-            await self.resume_pushes(customer.id, actor)
-            return (
-                f"已记录：“{_short(event.text)}”不是“{self.name(was_signal)}”，已恢复对TA的倒计时和跟进提醒"
-            )
-        if was_signal == "opt_out":
-            return f"已记录：“{_short(event.text)}”不是“退订”。自动消息仍暂停，确认要恢复请发 /resume"
-        return (
-            f"已记录：“{_short(event.text)}”应为“{self.name(objection)}”（原判“{self.name(was_objection)}”）"
-        )
+            ).all()
+            if choice.kind == "signal":
+                event = next((e for e in events if _signal_of(e) == choice.key), None)
+                if event is None:
+                    raise CommandError(f"这位客户最近没有被识别为“{self.name(choice.key)}”")
+            else:
+                event = events[0] if events else None
+                if event is None:
+                    raise CommandError("这位客户还没有可纠正的识别结果（要补标漏掉的，请用 /label）")
+            was = await self._current(session, customer.id, event.text, self._as_read(event))
+            wrong_signal = choice.key if choice.kind == "signal" else _signal_of(event)
+            if choice.kind == "objection":
+                right = Reading(choice.key, was.signals)
+            elif event.kind == "objection" and choice.kind != "signal":
+                right = Reading(None, was.signals)
+            else:
+                right = Reading(was.objection, tuple(s for s in was.signals if s != wrong_signal))
+            await self._record(session, customer, event.text, "wrong", actor, was, right)
+        text = _short(event.text)
+        if wrong_signal == "opt_out_soft" and "opt_out_soft" not in right.signals:
+            if await self.resume_pushes(customer.id, actor):
+                return f"已记录：“{text}”不是“别催了”，已恢复对TA的倒计时和跟进提醒"
+            return f"已记录：“{text}”不是“别催了”。TA的自动消息仍整体暂停，需要恢复请发 /resume"
+        if wrong_signal == "opt_out" and "opt_out" not in right.signals:
+            return f"已记录：“{text}”不是“退订”。自动消息仍暂停，确认要恢复请发 /resume"
+        return f"已记录：“{text}”应为“{self.name(right.objection)}”（原判“{self.name(was.objection)}”）"
 
     async def label(self, customer: Customer, word: str, actor: str) -> str:
         """Mark the customer's last message with an objection or signal the bot missed."""
@@ -123,59 +139,64 @@ class FeedbackService:
             ).first()
             if event is None:
                 raise CommandError("这位客户还没有发过消息")
-            was = self.classifier.classify(event.text)
-            objection, signals = was.label, was.signals
-            earlier = await self._latest_correction(session, customer.id, event.id)
-            if earlier is not None:  # a second /label on the same message adds to the first
-                objection, signals = earlier.data.get("objection"), tuple(earlier.data.get("signals", []))
+            read = self.classifier.classify(event.text)
+            was = await self._current(session, customer.id, event.text, Reading(read.label, read.signals))
             if choice.kind == "signal" and choice.key is not None:
-                signals = (*signals, choice.key) if choice.key not in signals else signals
-                if choice.key in ("opt_out", "opt_out_soft"):  # one or the other
-                    other = "opt_out_soft" if choice.key == "opt_out" else "opt_out"
-                    signals = tuple(s for s in signals if s != other)
+                other = {"opt_out": "opt_out_soft", "opt_out_soft": "opt_out"}.get(choice.key)
+                signals = tuple(s for s in was.signals if s not in (choice.key, other))
+                right = Reading(was.objection, (*signals, choice.key))
             else:
-                objection = choice.key
-            await self._record(customer, event.text, event.id, "label", actor, was, objection, signals)
-        return f"已记录：“{_short(event.text)}”标为“{self.name(choice.key)}”，下次训练模型时会用上"
+                right = Reading(choice.key, was.signals)
+            await self._record(session, customer, event.text, "label", actor, was, right)
+        hint = "；需要暂停自动消息请发 /pause" if choice.key == "opt_out" else ""
+        return f"已记录：“{_short(event.text)}”标为“{self.name(choice.key)}”，下次训练模型时会用上{hint}"
+
+    def _as_read(self, event: Event) -> Reading:
+        """What the bot read when it acted (kept with the event), not what today's model says."""
+        if "signals" in event.data:
+            return Reading(event.data.get("label"), tuple(str(s) for s in event.data["signals"]))
+        read = self.classifier.classify(event.text)  # an event from before readings were kept
+        return Reading(event.data.get("label", read.label), read.signals)
 
     @staticmethod
-    async def _latest_correction(session: Any, customer_id: int, event_id: int | None) -> Event | None:
-        corrections = (
+    async def _current(session: AsyncSession, customer_id: int, text: str, read: Reading) -> Reading:
+        """The message's reading as corrected so far: the latest correction of it, else ``read``."""
+        earlier = (
             await session.exec(
                 select(Event)
-                .where(Event.customer_id == customer_id, Event.kind == CORRECTION)
+                .where(Event.customer_id == customer_id, Event.kind == CORRECTION, Event.text == text)
                 .order_by(col(Event.id).desc())
+                .limit(1)
             )
-        ).all()
-        return next((c for c in corrections if c.data.get("of_event") == event_id), None)
+        ).first()
+        if earlier is None:
+            return read
+        return Reading(earlier.data.get("objection"), tuple(earlier.data.get("signals", ())))
 
     async def _record(
         self,
+        session: AsyncSession,
         customer: Customer,
         text: str,
-        event_id: int | None,
         via: str,
         actor: str,
-        was: Any,
-        objection: str | None,
-        signals: tuple[str, ...],
+        was: Reading,
+        right: Reading,
     ) -> None:
-        async with self.db.transaction() as session:
-            await Events(session).record(
-                customer.account_id,
-                CORRECTION,
-                self.clock.now(),
-                customer_id=customer.id,
-                text=text,
-                data={
-                    "via": via,
-                    "actor": actor,
-                    "of_event": event_id,
-                    "was": {"objection": was.label, "signals": list(was.signals)},
-                    "objection": objection,
-                    "signals": list(signals),
-                },
-            )
+        await Events(session).record(
+            customer.account_id,
+            CORRECTION,
+            self.clock.now(),
+            customer_id=customer.id,
+            text=text,
+            data={
+                "via": via,
+                "actor": actor,
+                "was": {"objection": was.objection, "signals": list(was.signals)},
+                "objection": right.objection,
+                "signals": list(right.signals),
+            },
+        )
 
 
 def _short(text: str, limit: int = 20) -> str:

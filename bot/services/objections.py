@@ -104,7 +104,12 @@ class ObjectionService:
         result = self.classifier.classify(message.text)
         assert customer.id is not None
         now = self.clock.now()
-        reading = {"confidence": result.confidence, "signals": list(result.signals), "reason": result.reason}
+        reading = {
+            "label": result.label,
+            "confidence": result.confidence,
+            "signals": list(result.signals),
+            "reason": result.reason,
+        }
         if result.opt_out:  # no suggestion: the customer wants no more messages
             async with self.db.transaction() as session:
                 await Events(session).record(
@@ -131,7 +136,7 @@ class ObjectionService:
                 customer_id=customer.id,
                 kind="objection",
                 text=message.text,
-                data={"label": result.label, **reading},
+                data=reading,
                 at=now,
             )
             session.add(event)

@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import Clock
 from bot.errors import TemplateError
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
-from bot.services.reach import AUTOMATED_KINDS, SEND, Verdict
+from bot.services.reach import AUTOMATED_KINDS, PUSH_KINDS, SEND, Verdict
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
 from storage.repositories import DELIVERY_UNKNOWN, Customers, Events, Outbox, OutgoingLog
@@ -267,6 +267,9 @@ class Dispatcher:
             return None
         if customer is not None and customer.paused_at is not None and row.kind in AUTOMATED_KINDS:
             await outbox.mark(row.id or 0, "paused", now, "automation paused for this customer")
+            return None
+        if customer is not None and customer.pushes_stopped_at is not None and row.kind in PUSH_KINDS:
+            await outbox.mark(row.id or 0, "paused", now, "the customer asked to be pushed less")
             return None
         verdict = SEND if self.gate is None else await self.gate.verdict(session, row, now)
         if not verdict.send:

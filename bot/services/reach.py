@@ -20,6 +20,7 @@ from bot.domain.schedule import QuietHours, local_day_bounds
 from storage.models import OutgoingMessage, ScheduledMessage
 
 AUTOMATED_KINDS = ("countdown", "aftercare", "followup")
+PUSH_KINDS = ("countdown", "followup")  # what a soft opt-out holds; aftercare is service, not a push
 
 
 @dataclass(frozen=True)

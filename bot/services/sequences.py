@@ -23,6 +23,7 @@ from bot.domain.schedule import QuietHours, at_local_time_after, plan_countdown,
 from bot.domain.stages import Pipeline
 from bot.errors import CommandError
 from bot.services.outbox import Composed
+from bot.services.reach import PUSH_KINDS
 from bot.services.welcome import customer_variables, rep_variables
 from bot.templates import TemplateLibrary
 from storage.db import Database
@@ -30,7 +31,8 @@ from storage.models import Customer, Event, ScheduledMessage
 from storage.repositories import Events, Outbox, StageHistory
 
 COUNTDOWN, AFTERCARE, FOLLOWUP = "countdown", "aftercare", "followup"
-PUSHES = (COUNTDOWN, FOLLOWUP)  # what a soft opt-out stops; aftercare is service, not a push
+PUSHES = PUSH_KINDS
+AUTOMATED = (COUNTDOWN, AFTERCARE, FOLLOWUP)
 ORDERED, REPEAT = "ordered", "repeat"
 
 
@@ -99,7 +101,10 @@ class SequenceService:
             fresh = await session.get(Customer, customer.id)
             assert fresh is not None
             pushes_resumed = fresh.pushes_stopped_at is not None
-            fresh.pushes_stopped_at = None  # the rep decided, knowing the customer asked for less
+            if pushes_resumed:  # the rep decided, knowing the customer asked for less
+                fresh.pushes_stopped_at = None
+                if fresh.paused_at is None:
+                    await self._unpause(session, fresh, actor, (FOLLOWUP,))
             await self._cancel(session, customer.id, [COUNTDOWN], now, "replaced by a new countdown")
             event = Event(
                 account_id=customer.account_id,
@@ -273,72 +278,51 @@ class SequenceService:
 
     async def pause(self, customer_id: int, actor: str, reason: str) -> int:
         """Stop automation for this customer: planned rows wait as ``paused``."""
-        now = self.clock.now()
-        async with self.db.transaction() as session:
-            customer = await session.get(Customer, customer_id)
-            assert customer is not None
-            if customer.paused_at is None:
-                customer.paused_at = now
-            table = ScheduledMessage.__table__  # type: ignore[attr-defined]
-            result = await session.exec(
-                sa.update(table)
-                .where(
-                    table.c.customer_id == customer_id,
-                    table.c.status == "pending",
-                    table.c.kind.in_((COUNTDOWN, AFTERCARE, FOLLOWUP)),
-                )
-                .values(status="paused", updated_at=now, last_error=reason)
-            )
-            await Events(session).record(
-                customer.account_id,
-                "paused",
-                now,
-                customer_id=customer_id,
-                data={"actor": actor, "reason": reason},
-            )
-            return int(result.rowcount)
+        return await self._hold(customer_id, "paused_at", AUTOMATED, "paused", actor, reason)
 
     async def stop_pushes(self, customer_id: int, actor: str, reason: str) -> int:
         """A soft opt-out: countdowns and follow-ups wait as ``paused`` (none is planned or sent
         until /resume, /wrong or a new /countdown); aftercare goes on. Returns the rows held."""
+        return await self._hold(customer_id, "pushes_stopped_at", PUSHES, "pushes_stopped", actor, reason)
+
+    async def _hold(
+        self, customer_id: int, flag: str, kinds: tuple[str, ...], event: str, actor: str, reason: str
+    ) -> int:
         now = self.clock.now()
         async with self.db.transaction() as session:
             customer = await session.get(Customer, customer_id)
             assert customer is not None
-            if customer.pushes_stopped_at is None:
-                customer.pushes_stopped_at = now
+            if getattr(customer, flag) is None:
+                setattr(customer, flag, now)
             table = ScheduledMessage.__table__  # type: ignore[attr-defined]
             result = await session.exec(
                 sa.update(table)
                 .where(
-                    table.c.customer_id == customer_id,
-                    table.c.status == "pending",
-                    table.c.kind.in_(PUSHES),
+                    table.c.customer_id == customer_id, table.c.status == "pending", table.c.kind.in_(kinds)
                 )
                 .values(status="paused", updated_at=now, last_error=reason)
             )
             await Events(session).record(
                 customer.account_id,
-                "pushes_stopped",
+                event,
                 now,
                 customer_id=customer_id,
                 data={"actor": actor, "reason": reason},
             )
             return int(result.rowcount)
 
-    async def resume_pushes(self, customer_id: int, actor: str) -> int:
-        """Undo a soft opt-out (a misread one, say); automation the rep paused stays paused."""
+    async def resume_pushes(self, customer_id: int, actor: str) -> bool:
+        """Undo a soft opt-out (a misread one, say). Returns False when all automation stays
+        paused (/pause or an opt-out): that takes /resume."""
         async with self.db.transaction() as session:
             customer = await session.get(Customer, customer_id)
             assert customer is not None
-            if customer.pushes_stopped_at is None:
-                return 0
             customer.pushes_stopped_at = None
             if customer.paused_at is not None:
-                return 0
-            count = await self._unpause(session, customer, actor, PUSHES)
+                return False
+            await self._unpause(session, customer, actor, PUSHES)
         self.on_planned(self.clock.now())
-        return count
+        return True
 
     async def resume(self, customer_id: int, actor: str) -> int:
         """Resume all automation: after /pause, an opt-out, or a soft opt-out."""
@@ -405,8 +389,6 @@ class SequenceComposer:
             "customer": customer_variables(customer),
         }
         now = self.clock.now()
-        if row.kind in PUSHES and customer.pushes_stopped_at is not None:
-            return None  # the customer asked to be pushed less
         if row.kind == COUNTDOWN:
             deadline = datetime.fromisoformat(str(row.context["deadline"]))
             if now >= deadline:
