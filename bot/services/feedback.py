@@ -101,7 +101,8 @@ class FeedbackService:
             if choice.kind == "signal":
                 event = next((e for e in events if _signal_of(e) == choice.key), None)
                 if event is None:
-                    raise CommandError(f"这位客户最近没有被识别为“{self.name(choice.key)}”")
+                    name = self.name(choice.key)
+                    raise CommandError(f"这位客户最近没有被识别为“{name}”；漏掉的信号请用 /label {name}")
             else:
                 event = events[0] if events else None
                 if event is None:
