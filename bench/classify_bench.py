@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bot.config import load_config
 from bot.objections.corpus import load_corpus
 from bot.objections.library import normalize
 from bot.objections.reader import load_classifier
-from tests.conftest import make_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     rounds = parser.parse_args().rounds
     loads = sorted(load_seconds() for _ in range(3))
-    classifier = load_classifier(make_config())
+    classifier = load_classifier(load_config(str(ROOT / "config.toml")))
     library = classifier.library
     texts = [m.text for m in load_corpus()][:2000]
     texts += ["，".join(texts[i : i + 5]) for i in range(0, 500, 5)]  # long, pasted-together messages

@@ -172,7 +172,7 @@ def test_ops_can_add_a_trigger_without_code(tmp_path: Path) -> None:
 def test_held_out_sets_written_apart_from_the_corpus(classifier: Classifier, held_out: Path) -> None:
     """Floors a little under today's scores: a regression in the reader fails here."""
     report = evaluate(classifier, read_labelled(held_out))
-    assert report.macro_f1 >= 0.80, report.text()
+    assert report.macro_f1 >= 0.84, report.text()
     assert report.false_positive_rate <= 0.08, report.text()
 
 
@@ -181,7 +181,7 @@ def test_held_out_sets_written_apart_from_the_corpus(classifier: Classifier, hel
 )
 def test_dev_set(classifier: Classifier) -> None:
     report = evaluate(classifier, read_labelled(DEV_SET))
-    assert report.macro_f1 >= 0.80, report.text()
+    assert report.macro_f1 >= 0.90, report.text()
     assert report.false_positive_rate <= 0.08, report.text()
 
 

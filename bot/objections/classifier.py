@@ -77,8 +77,12 @@ class Classifier:
         """The objection a trigger phrase names (a negated phrase, 不太贵, names nothing)."""
         fired = []
         for objection in self._ranked:
-            if objection.label in resolved:
-                continue
+            if (
+                objection.label in resolved
+                or objection.triggers is None
+                or not objection.triggers.search(norm)
+            ):
+                continue  # one search of all its phrases first: most messages match none
             lengths = [
                 length
                 for pattern, length in objection.trigger_list

@@ -76,6 +76,8 @@ class Report:
 
 
 def _line(s: LabelScore) -> str:
+    if not s.support and not s.predicted:  # nothing to score: no message has or was read with it
+        return f"{s.label:<14} {'-':>9} {'-':>7} {'-':>6} {s.support:>5}"
     return f"{s.label:<14} {s.precision:>9.3f} {s.recall:>7.3f} {s.f1:>6.3f} {s.support:>5}"
 
 
@@ -171,5 +173,5 @@ def folds_text(title: str, folds: Sequence[FoldResult], pooled: Report) -> str:
             f"{fold.group:<18} {r.total:>5} {r.macro_f1:>8.3f} {r.false_positive_rate:>7.3f}"
             + "".join(f" {r.signal(s).f1:>12.3f}" for s in SIGNALS)
         )
-    lines += ["", "pooled over every held-out vertical:", pooled.text()]
+    lines += ["", "pooled over every held-out fold:", pooled.text()]
     return "\n".join(lines)

@@ -150,6 +150,7 @@ class MessageModel:
         self._temperature = 1.0
         self._platt: FloatArray = np.tile([1.0, 0.0], (len(SIGNALS), 1))
         self._objection_thresholds: FloatArray = np.full(len(OBJECTIONS), 0.5)
+        self._joined: tuple[FloatArray, FloatArray] | None = None  # both heads' weights, side by side
         self._signal_thresholds: FloatArray = np.full(len(SIGNALS), 0.5)
 
     # -- training ---------------------------------------------------------------------------------
@@ -226,6 +227,7 @@ class MessageModel:
             np.column_stack([head.coef_[0] for head in final.signals]), dtype=np.float64
         )
         self._signal_intercept = np.array([head.intercept_[0] for head in final.signals])
+        self._joined = None
         predicted = self._decide(probabilities, signal_probabilities)
         self.card = {
             "format": FORMAT_VERSION,
@@ -267,31 +269,47 @@ class MessageModel:
     # -- predicting -------------------------------------------------------------------------------
 
     def _vector(self, text: str) -> tuple[npt.NDArray[np.intp], FloatArray]:
-        counts = Counter(tokens(text))
-        index, weight = [], []
-        for term, count in counts.items():
-            position = self._vocabulary.get(term)
-            if position is not None:
-                index.append(position)
-                weight.append(1.0 + math.log(count))
-        columns = np.array(index, dtype=np.intp)
-        values = np.array(weight) * self._idf[columns]
+        """TF-IDF as the vectorizer computed it: sublinear counts, idf, unit length."""
+        counts = Counter(i for i in map(self._vocabulary.get, tokens(text)) if i is not None)
+        columns = np.fromiter(counts.keys(), dtype=np.intp, count=len(counts))
+        tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        values = (1.0 + np.log(tf)) * self._idf[columns]
         norm = math.sqrt(float(values @ values))
         return columns, values / norm if norm else values
 
     def probabilities(self, text: str) -> tuple[FloatArray, FloatArray]:
         """Calibrated (objection classes, signals) probabilities of one message."""
         columns, values = self._vector(text)
-        objection = values @ self._objection_coef[columns] + self._objection_intercept
-        signals = values @ self._signal_coef[columns] + self._signal_intercept
+        scores = values @ self._coef[columns] + self._intercept  # every head in one product
+        objection, signals = scores[: len(CLASSES)], scores[len(CLASSES) :]
         return _softmax(objection / self._temperature), self._calibrated_signals(signals)
+
+    @property
+    def _coef(self) -> FloatArray:
+        if self._joined is None:
+            self._joined = (
+                np.ascontiguousarray(np.hstack([self._objection_coef, self._signal_coef])),
+                np.concatenate([self._objection_intercept, self._signal_intercept]),
+            )
+        return self._joined[0]
+
+    @property
+    def _intercept(self) -> FloatArray:
+        self._coef  # noqa: B018  (joins the heads once)
+        assert self._joined is not None
+        return self._joined[1]
 
     def decide(
         self, probabilities: FloatArray, signal_probabilities: FloatArray
     ) -> tuple[str | None, tuple[str, ...]]:
         """The objection (if its probability reaches its threshold) and the signals of one message."""
-        [decision] = self._decide(probabilities[None, :], signal_probabilities[None, :])
-        return decision
+        best = int(np.argmax(probabilities[1:]))
+        label = OBJECTIONS[best] if probabilities[best + 1] >= self._objection_thresholds[best] else None
+        flagged = signal_probabilities >= self._signal_thresholds
+        signals = tuple(s for s, on in zip(SIGNALS, flagged.tolist(), strict=True) if on)
+        if "opt_out" in signals:  # no contact at all covers "less contact"
+            signals = tuple(s for s in signals if s != "opt_out_soft")
+        return label, signals
 
     def predict_one(self, text: str) -> Reading:
         probabilities, signal_probabilities = self.probabilities(text)
