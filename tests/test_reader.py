@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import random
 import shutil
 from pathlib import Path
@@ -258,9 +261,12 @@ def small_corpus(folder: Path, per_vertical: int = 90) -> Path:
 def test_training_is_deterministic_and_the_artefact_round_trips(tmp_path: Path) -> None:
     corpus = small_corpus(tmp_path / "corpus")
     config = write_config(tmp_path)
-    for out in ("a", "b"):
-        argv = ["objections", "train", "--corpus", str(corpus), "--out", str(tmp_path / out)]
-        assert main([*argv, "--config", str(config)]) == 0
+    argv = ["objections", "train", "--corpus", str(corpus), "--config", str(config), "--out"]
+    assert main([*argv, str(tmp_path / "a")]) == 0
+    # the real command in another process, with another string-hash seed
+    command = [sys.executable, "-m", "bot.cli", *argv, str(tmp_path / "b")]
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
     for name in ("model.json", "model.npz"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     card = json.loads((tmp_path / "a" / "model.json").read_text(encoding="utf-8"))
