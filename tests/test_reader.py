@@ -6,10 +6,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
