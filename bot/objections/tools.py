@@ -143,4 +143,6 @@ async def train(config_path: str, out: str, *, with_feedback: bool = False, corp
         f"false-positive rate {summary['false_positive_rate']:.3f}; "
         "for an honest estimate run `salesbot objections eval --lovo`"
     )
+    if with_feedback and config.model_path != folder:
+        print(f'to use it, set [objections] model = "{folder}" in {config_path}')
     return 0
