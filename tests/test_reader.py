@@ -135,12 +135,19 @@ def test_negated_or_ambiguous_phrases_trigger_nothing(classifier: Classifier, te
     assert result.reason != "trigger" and result.label is None, result
 
 
+def test_a_qualified_stop_is_soft_even_with_an_opt_out_phrase(classifier: Classifier) -> None:
+    """别发了 is in the opt-out phrases; "after ten at night" makes it a soft one."""
+    assert classifier.classify("别发了").opt_out
+    result = classifier.classify("晚上十点过后就别发了 我睡得早")
+    assert result.opt_out_soft and not result.opt_out
+
+
 @pytest.mark.parametrize("text", ["不打扰你下班了，明天聊", "先忙了，晚点回你", "今天太累了不聊了"])
 def test_ending_a_conversation_is_not_an_opt_out(classifier: Classifier, text: str) -> None:
     assert not {"opt_out", "opt_out_soft"} & set(classifier.classify(text).signals)
 
 
-def test_an_opt_out_phrase_of_the_library_always_counts(tmp_path: Path) -> None:
+def test_an_opt_out_phrase_of_the_library_counts(tmp_path: Path) -> None:
     templates = tmp_path / "tpl"
     shutil.copytree(ROOT / "scripts_templates", templates)
     text = "求求你放过我吧"

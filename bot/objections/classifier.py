@@ -3,7 +3,8 @@
 The trained model (``model.MessageModel``) reads every message. The library's phrases (data that
 ops staff edit, in ``scripts_templates/objections/``) only override it where they are precise:
 
-- an opt-out phrase (``_opt_out.toml``: 退订, 别再发了) always reads as ``opt_out``;
+- an opt-out phrase (``_opt_out.toml``: 退订, 别再发了) reads as ``opt_out`` unless the model reads
+  the message as a qualified, soft one (晚上十点后就别发了, 平时就别发了);
 - an objection's resolved phrases (``not_when``: 价格没问题, 不用跟家里商量) cancel that objection,
   and the next most likely one counts if the model is confident of it;
 - when the model finds no objection, an objection's trigger phrase still names it (the longest
@@ -99,8 +100,9 @@ class Classifier:
             return Classification(None, 1.0, reason="none")
         probabilities, signal_probabilities = self.model.probabilities(text)
         label, signals = self.model.decide(probabilities, signal_probabilities)
-        if self.is_opt_out(text):
-            signals = ("opt_out", *(s for s in signals if s not in ("opt_out", "opt_out_soft")))
+        if "opt_out_soft" not in signals and self.is_opt_out(text):
+            # a phrase like 别发了 is a full opt-out unless the model reads it qualified (晚上十点后就别发了)
+            signals = ("opt_out", *(s for s in signals if s != "opt_out"))
         resolved = self._resolved(norm)
         reason = "model" if label else "none"
         if label in resolved:
