@@ -74,7 +74,7 @@ def validate_setup(
                 raise ConfigError(f"welcome.channels.{number}.tag: {exc}") from None
     library = TemplateLibrary(config.templates_path)
     if objections is None:
-        objections = ObjectionLibrary.load(config.templates_path, [s.key for s in config.stages])
+        objections = load_library(config)
     validate_library(objections, library)
     if not model_checked:
         load_model(config)

@@ -27,7 +27,7 @@ import json
 import math
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -505,6 +505,3 @@ def _summary(
 
     report = score([(m, p[0], p[1]) for m, p in zip(messages, predicted, strict=True)])
     return report.as_dict()
-
-
-Reader = Callable[[str], Reading]

@@ -33,17 +33,6 @@ def classify(config_path: str, lines: Iterable[str], out: TextIO) -> int:
     return 0
 
 
-class _ModelOnly:
-    """The bare model as a reader (leave-one-vertical-out trains it per fold)."""
-
-    def __init__(self, model: MessageModel) -> None:
-        self.model = model
-
-    def read(self, text: str) -> tuple[str | None, tuple[str, ...]]:
-        reading = self.model.predict_one(text)
-        return reading.objection, reading.signals
-
-
 def evaluate(
     config_path: str,
     files: Sequence[str],
