@@ -1,6 +1,7 @@
 """Wires configuration, storage, templates, transports and services into one running bot.
 
-Inbound flow: transport event -> :meth:`SalesBot.handle` -> a use case in ``bot.services``.
+Inbound flow: transport event -> :meth:`SalesBot.handle` -> :class:`bot.router.Router` (who is
+speaking) -> one handler per speaker -> a use case in ``bot.services`` (one transaction).
 Outbound flow: use case -> outbox row or :class:`Messenger` -> transport.
 """
 
@@ -17,32 +18,41 @@ from typing import Any
 from bot.clock import Clock
 from bot.commands import REGISTRY
 from bot.config import Config
-from bot.domain.kinds import kind_name
+from bot.domain.kinds import Kind
 from bot.domain.stages import Pipeline
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import ConfigError, SalesbotError, TemplateError, TransportError
 from bot.objections.library import ObjectionLibrary
 from bot.objections.reader import load_classifier, load_library, load_model
-from bot.services.alerts import ALERT, OWED, AlertComposer, Alerts, OwedReplyComposer, OwedReplyNudges
+from bot.router import Router, Said, Speaker
+from bot.services.alerts import (
+    ConsoleMessages,
+    ConsoleTextComposer,
+    OwedReplyComposer,
+    OwedReplyNudges,
+    deleted_rep,
+    undeliverable,
+)
 from bot.services.console import ConsoleService
 from bot.services.customers import CustomerService
-from bot.services.digest import DIGEST, DigestComposer, DigestService
+from bot.services.digest import DigestComposer, DigestService
 from bot.services.feedback import FeedbackService
+from bot.services.inbound import CustomerWrote
 from bot.services.messenger import Messenger
-from bot.services.objections import REPLY, ObjectionService, ReplyComposer, validate_library
+from bot.services.objections import ObjectionService, ReplyComposer, validate_library
 from bot.services.outbox import Dispatcher
 from bot.services.profile import ProfileService
 from bot.services.reach import ReachPolicy
 from bot.services.reports import ConnectionState, ReportService
-from bot.services.sequences import AFTERCARE, COUNTDOWN, FOLLOWUP, SequenceComposer, SequenceService
-from bot.services.welcome import WELCOME, WelcomeComposer, WelcomeService
+from bot.services.sequences import SequenceComposer, SequenceService
+from bot.services.welcome import WelcomeComposer, WelcomeService
 from bot.templates import TemplateLibrary
 from bot.transport.backoff import Backoff
-from bot.transport.base import FriendRequest, InboundEvent, TextMessage, Transport
+from bot.transport.base import FriendRequest, InboundEvent, Transport
 from bot.transport.factory import build_transport
 from storage.db import Database
-from storage.models import Customer, ScheduledMessage
-from storage.repositories import DELIVERY_UNKNOWN, Accounts
+from storage.models import ScheduledMessage
+from storage.repositories import DELIVERY_UNKNOWN, Accounts, Customers, Tags
 
 log = logging.getLogger("salesbot")
 
@@ -134,10 +144,7 @@ class SalesBot:
             config,
             load_classifier(config, load_library(config)),
             self.templates,
-            self.messenger,
             self._rng,
-            console_of=self.console.console_of,
-            note_customer=self.console.note_customer,
             on_planned=self._wake,
         )
         self.console.objections = self.objections
@@ -146,29 +153,37 @@ class SalesBot:
         )
         self.console.feedback = self.feedback
         self.console.sequences = self.sequences
-        self.alerts = Alerts(
-            self.db, clock, self.messenger, self.console.console_of, self.console.note_customer, self._wake
+        self.console_messages = ConsoleMessages(clock)
+        self.customer_wrote = CustomerWrote(
+            self.db,
+            clock,
+            self.customers,
+            self.sequences,
+            self.objections,
+            OwedReplyNudges(clock, config),
+            self.console_messages,
         )
-        self.owed = OwedReplyNudges(self.db, clock, config, self.console.console_of, self._wake)
         self.digests = DigestService(
             self.db, clock, config, self.templates, self.objections.library, on_planned=self._wake
         )
         self.console.digests = self.digests
         self.reports = ReportService(self.db, clock, config, self.profile, self.digests)
         sequences = SequenceComposer(config, self.templates, clock)
+        console_text = ConsoleTextComposer(self.console.console_of)
         self.dispatcher = Dispatcher(
             self.db,
             clock,
             self.messenger,
             composers={
-                WELCOME: WelcomeComposer(config, self.templates, clock),
-                REPLY: ReplyComposer(self.objections),
-                COUNTDOWN: sequences,
-                AFTERCARE: sequences,
-                FOLLOWUP: sequences,
-                DIGEST: DigestComposer(self.digests, self.console.contact_of),
-                OWED: OwedReplyComposer(self.console.console_of, config),
-                ALERT: AlertComposer(self.console.console_of),
+                Kind.WELCOME: WelcomeComposer(config, self.templates, clock),
+                Kind.REPLY: ReplyComposer(self.objections),
+                Kind.COUNTDOWN: sequences,
+                Kind.AFTERCARE: sequences,
+                Kind.FOLLOWUP: sequences,
+                Kind.DIGEST: DigestComposer(self.digests, self.console.contact_of),
+                Kind.OWED: OwedReplyComposer(self.console.console_of),
+                Kind.ALERT: console_text,
+                Kind.SUGGESTION: console_text,
             },
             on_unreachable=self._on_unreachable,
             on_sent=self._on_sent,
@@ -185,6 +200,17 @@ class SalesBot:
         self._interrupted: defaultdict[str, list[FriendRequest]] = defaultdict(list)
         self._retries: set[asyncio.Task[None]] = set()  # interrupted friend requests, handled again
         self._late_starts: set[asyncio.Task[None]] = set()  # accounts that failed at startup, retrying
+        self.router = Router(
+            is_echo=self.messenger.record_echo,
+            supervisor_of=self.console.supervisor_of,
+            is_rep=self.console.is_rep,
+            on_friend_request=self._on_friend_request,
+            handlers={
+                Speaker.SUPERVISOR: self._on_supervisor,
+                Speaker.REP: self._on_rep,
+                Speaker.CUSTOMER: self._on_customer,
+            },
+        )
         # pyee delivers events concurrently; one customer's events are handled one at a time
         self._contact_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -282,123 +308,109 @@ class SalesBot:
     async def handle(self, account_id: str, event: InboundEvent) -> None:
         contact_id = event.contact.contact_id if isinstance(event, FriendRequest) else event.conversation_id
         async with self._contact_locks[(account_id, contact_id)]:
-            await self._dispatch_event(account_id, event)
+            await self.router.route(account_id, event)
 
-    async def _dispatch_event(self, account_id: str, event: InboundEvent) -> None:
-        if isinstance(event, FriendRequest):
-            log.info(
-                "%s: friend request from %s (%s) hello=%r",
-                account_id,
-                event.contact.name,
-                event.contact.contact_id,
-                event.hello,
-            )
-            await self.welcome.on_friend_request(account_id, event)
-        elif isinstance(event, TextMessage):
-            await self._on_text(account_id, event)
+    # -- one handler per speaker (the router decides who is speaking) -------------------------------
 
-    async def _on_text(self, account_id: str, message: TextMessage) -> None:
-        if message.from_self and (await self.messenger.record_echo(account_id, message) or message.echo):
-            return  # the bot's own send coming back: noted in the outgoing log, never handled again
-        supervisor = self.console.supervisor_of(account_id, message)
-        if supervisor is not None:
-            if await self.console.on_rep_text(account_id, message, role=supervisor):
-                log.info("%s: supervisor %s: %r", account_id, supervisor, message.text)
-            return
-        if self.console.is_rep(account_id, message):
-            if await self.console.on_rep_text(account_id, message):
-                log.info("%s: command %r", account_id, message.text)
-            elif (
-                message.from_self
-                and not message.in_room
-                and message.conversation_id != self.console.console_of(account_id)
-            ):
-                log.info("%s: rep wrote to %s", account_id, message.conversation_id)
-                await self.customers.record_rep_message(account_id, message)
-            return
-        if message.in_room:
-            return
-        log.info("%s: %s says %r", account_id, message.talker.name, message.text)
-        customer = await self.customers.record_inbound(account_id, message)
-        if customer is None or customer.id is None:
-            return
-        await self.sequences.customer_replied(customer.id)
-        await self.owed.customer_wrote(customer, message.message_id)
-        result = await self.objections.on_customer_text(account_id, customer, message)
-        if result.opt_out:
-            paused = await self.sequences.pause(
-                customer.id, actor="customer", reason=f"opt-out: {message.text}"
-            )
-            await self._alert_reading(
-                customer,
-                message,
-                f"已暂停对TA的全部自动消息（{paused} 条待发）。需要恢复请发 /resume @#{customer.id}",
-                "opt_out",
-            )
-        elif result.opt_out_soft:
-            held = await self.sequences.stop_pushes(
-                customer.id, actor="customer", reason=f"asked to be pushed less: {message.text}"
-            )
-            await self._alert_reading(
-                customer,
-                message,
-                f"不想被频繁催促：已停止倒计时和跟进提醒（{held} 条），售后关怀照常。"
-                f"判断错了请发 /wrong 别催了 @#{customer.id}",
-                "opt_out_soft",
-            )
-
-    async def _alert_reading(self, customer: Customer, message: TextMessage, what: str, kind: str) -> None:
-        """One console line on what a customer's message made the bot do."""
-        name = customer.remark or customer.display_name
-        await self.alerts.send(
-            customer.account_id,
-            f"【{name} #{customer.id}】说“{message.text}”，{what}",
-            key=f"{kind}:{message.message_id}",
-            customer_id=customer.id,
+    async def _on_friend_request(self, account_id: str, request: FriendRequest) -> None:
+        log.info(
+            "%s: friend request from %s (%s) hello=%r",
+            account_id,
+            request.contact.name,
+            request.contact.contact_id,
+            request.hello,
         )
+        await self.welcome.on_friend_request(account_id, request)
+
+    async def _on_supervisor(self, said: Said) -> None:
+        assert said.supervisor is not None
+        if await self.console.on_rep_text(said.account_id, said.message, role=said.supervisor):
+            log.info("%s: supervisor %s: %r", said.account_id, said.supervisor, said.message.text)
+
+    async def _on_rep(self, said: Said) -> None:
+        account_id, message = said.account_id, said.message
+        if await self.console.on_rep_text(account_id, message):
+            log.info("%s: command %r", account_id, message.text)
+        elif (
+            message.from_self
+            and not message.in_room
+            and message.conversation_id != self.console.console_of(account_id)
+        ):
+            log.info("%s: rep wrote to %s", account_id, message.conversation_id)
+            await self.customers.record_rep_message(account_id, message)
+
+    async def _on_customer(self, said: Said) -> None:
+        account_id, message = said.account_id, said.message
+        log.info("%s: %s says %r", account_id, message.talker.name, message.text)
+        handled = await self.customer_wrote(account_id, message)
+        if handled is None:
+            return
+        if handled.send_now:  # the console now talks about this customer
+            self.console.note_customer(account_id, handled.customer_id)
+            await self.dispatcher.run_due(only=handled.send_now)
+        if handled.wake_at is not None:
+            self._wake(handled.wake_at)
+
+    # -- what the dispatcher reports ------------------------------------------------------------
+
+    async def alert(
+        self,
+        account_id: str,
+        text: str,
+        key: str,
+        customer_id: int | None = None,
+        *,
+        unless_delivered: str | None = None,
+    ) -> None:
+        """Tell the rep now (or once the account reconnects); ``key`` reports one situation once."""
+        async with self.db.transaction() as session:
+            planned = await self.console_messages.alert(
+                session, account_id, text, key, customer_id, unless_delivered=unless_delivered
+            )
+        if customer_id is not None:
+            self.console.note_customer(account_id, customer_id)
+        if planned is not None:
+            await self.dispatcher.run_due(only=[planned])
 
     async def _on_unreachable(self, customer_id: int, reason: str) -> None:
-        if not await self.customers.mark_deleted(customer_id, reason):
-            return
-        card = await self.profile.card(customer_id)
-        customer = card.customer
-        tags = "、".join(t.value for t in card.tags) or "无"
-        await self.alerts.send(
-            customer.account_id,
-            f"【{customer.remark or customer.display_name} #{customer_id}】已不是好友（可能删除了你），"
-            "已取消对TA的全部待发消息。\n"
-            f"阶段：{self.profile.pipeline.label(customer.stage)}；"
-            f"来源：{customer.source_channel or '未知'}；标签：{tags}",
-            key=f"deleted:{customer_id}:{customer.deleted_at}",
-            customer_id=customer_id,
-        )
+        """A customer removed the rep: their pending messages are cancelled and the rep told, together."""
+        async with self.db.transaction() as session:
+            customer = await self.customers.mark_deleted(session, customer_id, reason)
+            if customer is None:
+                return  # known already
+            tags = [t.value for t in await Tags(session).for_customer(customer_id)]
+            planned = await self.console_messages.alert(
+                session,
+                customer.account_id,
+                deleted_rep(customer, self.profile.pipeline.label(customer.stage), tags),
+                key=f"deleted:{customer_id}:{customer.deleted_at}",
+                customer_id=customer_id,
+            )
+        self.console.note_customer(customer.account_id, customer_id)
+        if planned is not None:
+            await self.dispatcher.run_due(only=[planned])
 
     async def _on_undeliverable(self, row: ScheduledMessage, reason: str) -> None:
-        what = kind_name(row.kind)
-        unsure = DELIVERY_UNKNOWN in reason
-        outcome = (
-            "可能没有发出：发送时连接中断，无法确认对方是否收到。请到聊天里看一眼，需要的话手动补发。"
-            if unsure
-            else f"没有发出：{reason}。"
-        )
-        name = ""
+        async with self.db.transaction() as session:
+            customer = None if row.customer_id is None else await Customers(session).get(row.customer_id)
+            unsure = DELIVERY_UNKNOWN in reason
+            planned = await self.console_messages.alert(
+                session,
+                row.account_id,
+                undeliverable(row, customer, reason),
+                key=f"undeliverable:{row.idempotency_key}",
+                customer_id=row.customer_id,
+                unless_delivered=row.idempotency_key if unsure else None,
+            )
         if row.customer_id is not None:
-            async with self.db.transaction() as session:
-                customer = await session.get(Customer, row.customer_id)
-            assert customer is not None
-            name = f"【{customer.remark or customer.display_name} #{customer.id}】的"
-        await self.alerts.send(
-            row.account_id,
-            f"{name}{what}消息（{row.step}）{outcome}" if name else f"{what}（{row.step}）{outcome}",
-            key=f"undeliverable:{row.idempotency_key}",
-            customer_id=row.customer_id,
-            unless_delivered=row.idempotency_key if unsure else None,
-        )
+            self.console.note_customer(row.account_id, row.customer_id)
+        if planned is not None:
+            await self.dispatcher.run_due(only=[planned])
 
     async def _on_sent(self, row: ScheduledMessage) -> None:
-        if row.kind == WELCOME and row.customer_id is not None:
+        if row.kind == Kind.WELCOME and row.customer_id is not None:
             self.console.note_customer(row.account_id, row.customer_id)
-        elif row.kind == REPLY:
+        elif row.kind == Kind.REPLY:
             await self.objections.record_sent(row)
 
     def _connected_accounts(self) -> list[str] | None:

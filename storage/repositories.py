@@ -153,6 +153,21 @@ class StageHistory:
             )
         )
 
+    async def move(self, customer: Customer, to_stage: str, actor: str, reason: str, at: datetime) -> None:
+        """The one way a customer changes stage: the customer row, its history and the
+        ``stage_changed`` event (digests and script statistics read it) change together."""
+        assert customer.id is not None
+        old = customer.stage
+        customer.stage = to_stage
+        await self.record(customer.id, old, to_stage, actor, reason, at)
+        await Events(self.session).record(
+            customer.account_id,
+            "stage_changed",
+            at,
+            customer_id=customer.id,
+            data={"from": old, "to": to_stage, "actor": actor},
+        )
+
 
 class Notes:
     def __init__(self, session: AsyncSession) -> None:
@@ -200,6 +215,42 @@ class Events:
         )
         result = await self.session.exec(statement)
         return bool(_rowcount(result))
+
+    async def add(self, event: Event) -> Event:
+        """Log an event and return it with its id (others refer to it: a suggestion, a plan)."""
+        self.session.add(event)
+        await self.session.flush()
+        return event
+
+    async def latest(self, customer_id: int, kind: str) -> Event | None:
+        query = (
+            select(Event)
+            .where(Event.customer_id == customer_id, Event.kind == kind)
+            .order_by(col(Event.id).desc())
+            .limit(1)
+        )
+        return (await self.session.exec(query)).first()
+
+    async def count(self, customer_id: int, kind: str) -> int:
+        query = (
+            select(sa.func.count())
+            .select_from(Event)
+            .where(Event.customer_id == customer_id, Event.kind == kind)
+        )
+        return int((await self.session.exec(query)).one())
+
+    async def recent(self, kind: str, limit: int) -> list[Event]:
+        """The newest ``limit`` events of a kind, newest first (a bounded read, never a full scan)."""
+        query = select(Event).where(Event.kind == kind).order_by(col(Event.id).desc()).limit(limit)
+        return list((await self.session.exec(query)).all())
+
+    async def of_customers(self, kind: str, customer_ids: Collection[int], since: datetime) -> list[Event]:
+        if not customer_ids:
+            return []
+        query = select(Event).where(
+            Event.kind == kind, col(Event.customer_id).in_(list(customer_ids)), col(Event.at) >= since
+        )
+        return list((await self.session.exec(query)).all())
 
     async def record_many(self, events: list[dict[str, Any]]) -> None:
         """Log many events in one statement: dicts of account_id, kind, at, customer_id, text and
@@ -397,8 +448,58 @@ class Outbox:
         result = await self.session.exec(statement)
         return bool(_rowcount(result))
 
+    async def plan_returning_id(self, message: ScheduledMessage) -> int | None:
+        """:meth:`plan`, returning the new row's id (None when the key was planned already), so
+        the caller can send exactly this row once its transaction commits."""
+        if not await self.plan(message):
+            return None
+        query = select(ScheduledMessage.id).where(ScheduledMessage.idempotency_key == message.idempotency_key)
+        return (await self.session.exec(query)).first()
+
+    async def get(self, row_id: int) -> ScheduledMessage | None:
+        return await self.session.get(ScheduledMessage, row_id)
+
+    async def open_for_customer(self, customer_id: int) -> list[ScheduledMessage]:
+        """Rows still to go out for a customer (pending, or paused until /resume), earliest first."""
+        query = (
+            select(ScheduledMessage)
+            .where(
+                ScheduledMessage.customer_id == customer_id,
+                col(ScheduledMessage.status).in_(("pending", "paused")),
+            )
+            .order_by(col(ScheduledMessage.due_at))
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def set_status_for_customer(
+        self,
+        customer_id: int,
+        *,
+        from_statuses: Collection[str],
+        to_status: str,
+        at: datetime,
+        reason: str,
+        kinds: Collection[str] | None = None,
+        not_after_before: datetime | None = None,
+    ) -> int:
+        """Move a customer's rows in ``from_statuses`` (of ``kinds``; all kinds when None; only
+        those whose ``not_after`` is before ``not_after_before`` when given) to ``to_status``.
+        Returns how many rows moved: holding, resuming and cancelling all go through here."""
+        table = _table(ScheduledMessage)
+        where = [table.c.customer_id == customer_id, table.c.status.in_(list(from_statuses))]
+        if kinds is not None:
+            where.append(table.c.kind.in_(list(kinds)))
+        if not_after_before is not None:
+            where.append(table.c.not_after < not_after_before)
+        statement = sa.update(table).where(*where).values(status=to_status, updated_at=at, last_error=reason)
+        return _rowcount(await self.session.exec(statement))
+
     async def claim_due(
-        self, now: datetime, accounts: Collection[str] | None, limit: int
+        self,
+        now: datetime,
+        accounts: Collection[str] | None,
+        limit: int,
+        only: Collection[int] | None = None,
     ) -> list[ScheduledMessage]:
         """Atomically move up to ``limit`` of the earliest due pending rows to ``claimed`` and return
         them, earliest first.
@@ -412,6 +513,7 @@ class Outbox:
             sa.select(table.c.id)
             .where(table.c.status == "pending", table.c.due_at <= now)
             .where(*(() if accounts is None else (table.c.account_id.in_(list(accounts)),)))
+            .where(*(() if only is None else (table.c.id.in_(list(only)),)))
             .order_by(table.c.due_at, table.c.id)
             .limit(limit)
         )

@@ -280,7 +280,8 @@ async def test_a_plan_that_cannot_be_delivered_in_time_tells_the_rep(db_url: str
     days = [local(m).strftime("%m-%d %H:%M") for m in sent(sim, "countdown")]
     assert days == ["11-23 20:00", "11-24 17:00"], "one per local day for this customer"
     alerts = [m["text"] for m in sent(sim, "alert")]
-    assert alerts and all("没有发出" in a and "customer daily cap" in a for a in alerts)
+    assert alerts and all("没有发出" in a and "今天收到的自动消息已达上限" in a for a in alerts)
+    assert not any("cap" in a or "countdown" in a for a in alerts), "reps read Chinese, not internals"
 
 
 async def test_rep_replies_and_welcomes_are_not_held_by_quiet_hours(db_url: str) -> None:

@@ -1,17 +1,77 @@
-"""Names of outgoing message kinds, as reps read them (schedules, alerts)."""
+"""The one vocabulary of outgoing messages: kinds and statuses, with the Chinese names reps read.
+
+Values are the strings stored in the database, so a ``Kind`` compares equal to the column value.
+Reps never see the English value (``followup``, ``pacing``): wording goes through :func:`kind_name`
+and :func:`status_name`.
+"""
 
 from __future__ import annotations
 
-KIND_NAMES = {
-    "welcome": "欢迎语",
-    "countdown": "倒计时",
-    "aftercare": "售后关怀",
-    "followup": "跟进",
-    "reply": "话术",
-    "digest": "日报",
-    "owed": "待回复提醒",
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """What an outgoing message is (``scheduled_messages.kind`` and ``outgoing_messages.kind``)."""
+
+    WELCOME = "welcome"
+    COUNTDOWN = "countdown"
+    AFTERCARE = "aftercare"
+    FOLLOWUP = "followup"
+    REPLY = "reply"  # a script the rep chose with /send
+    DIGEST = "digest"
+    OWED = "owed"  # a nudge to the rep: a customer's message waits for an answer
+    ALERT = "alert"  # something the rep must know now
+    SUGGESTION = "suggestion"  # scripts suggested to the rep for a customer's objection
+    COMMAND = "command"  # the answer to a rep's command
+
+
+class Status(StrEnum):
+    """Where a planned message stands (``scheduled_messages.status``)."""
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    SENT = "sent"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    PAUSED = "paused"
+
+
+KIND_NAMES: dict[str, str] = {
+    Kind.WELCOME: "欢迎语",
+    Kind.COUNTDOWN: "倒计时",
+    Kind.AFTERCARE: "售后关怀",
+    Kind.FOLLOWUP: "跟进",
+    Kind.REPLY: "话术",
+    Kind.DIGEST: "日报",
+    Kind.OWED: "待回复提醒",
+    Kind.ALERT: "提醒",
+    Kind.SUGGESTION: "话术建议",
+    Kind.COMMAND: "命令回复",
 }
+
+STATUS_NAMES: dict[str, str] = {
+    Status.PENDING: "待发",
+    Status.CLAIMED: "发送中",
+    Status.SENT: "已发送",
+    Status.FAILED: "发送失败",
+    Status.EXPIRED: "已过期",
+    Status.CANCELLED: "已取消",
+    Status.PAUSED: "已暂停",
+}
+
+# sent on the rep's behalf without a fresh human decision: quiet hours, caps and pacing apply
+AUTOMATED_KINDS: tuple[Kind, ...] = (Kind.COUNTDOWN, Kind.AFTERCARE, Kind.FOLLOWUP)
+# what a soft opt-out ("别老催我") holds back; aftercare is service, not a push
+PUSH_KINDS: tuple[Kind, ...] = (Kind.COUNTDOWN, Kind.FOLLOWUP)
+# planned and still waiting to go out (a paused one may go out after /resume)
+OPEN_STATUSES: tuple[Status, ...] = (Status.PENDING, Status.PAUSED)
 
 
 def kind_name(kind: str) -> str:
-    return KIND_NAMES.get(kind, kind)
+    """The Chinese name of a message kind; an unknown kind (an old row) reads as a generic message."""
+    return KIND_NAMES.get(kind, "消息")
+
+
+def status_name(status: str) -> str:
+    return STATUS_NAMES.get(status, "未知状态")

@@ -1,7 +1,15 @@
-"""Alerts: things the rep must know now, sent to their console as ``alert``."""
+"""What the rep reads in their console about customers: alerts, objection suggestions and
+owed-reply nudges, planned as outbox rows, plus the Chinese wording of every alert.
+
+Console messages are planned inside the caller's transaction (an inbound event, a dispatch), so
+they are never half-applied: they exist exactly when the change they report committed. The caller
+sends them once it has committed (:meth:`bot.services.outbox.Dispatcher.run_due` with their ids);
+when the account is offline they wait in the outbox and go out when it reconnects.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -10,87 +18,85 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import Clock
 from bot.config import Config
 from bot.domain.hours import WorkingCalendar
-from bot.services.messenger import Delivery, Messenger
+from bot.domain.kinds import Kind, kind_name
 from bot.services.outbox import Composed
-from storage.db import Database
+from bot.services.planning import message_key, outbox_row
 from storage.models import Customer, ScheduledMessage
-from storage.repositories import Outbox, OutgoingLog
+from storage.repositories import DELIVERY_UNKNOWN, Outbox, OutgoingLog
 
-ALERT = "alert"
+ALERT = Kind.ALERT
+OWED = Kind.OWED
+SUGGESTION = Kind.SUGGESTION
+
+# a console message that could not go out (the account was offline) waits this long in the outbox
+CONSOLE_VALID = timedelta(days=3)
 
 
-# an alert that could not go out (the account was offline) waits this long in the outbox
-ALERT_VALID = timedelta(days=3)
+class ConsoleMessages:
+    """Plans messages to a rep's console; the conversation is resolved when they are sent."""
 
-
-class Alerts:
-    def __init__(
-        self,
-        db: Database,
-        clock: Clock,
-        messenger: Messenger,
-        console_of: Callable[[str], str],
-        note_customer: Callable[[str, int], None],
-        on_planned: Callable[[datetime], None],
-    ) -> None:
-        self.db = db
+    def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self.messenger = messenger
-        self.console_of = console_of
-        self.note_customer = note_customer
-        self.on_planned = on_planned
 
-    async def send(
+    async def alert(
         self,
+        session: AsyncSession,
         account_id: str,
         text: str,
         key: str,
         customer_id: int | None = None,
         *,
         unless_delivered: str | None = None,
-    ) -> None:
-        """``key`` makes the alert idempotent: the same situation is reported once. When the account
-        is offline the alert waits in the outbox and goes out once it reconnects, unless the message
-        keyed ``unless_delivered`` has meanwhile proved delivered (its echo came back)."""
-        if customer_id is not None:
-            self.note_customer(account_id, customer_id)
-        full_key = f"{account_id}:{ALERT}:{key}"
-        result = await self.messenger.send(
-            account_id=account_id,
-            conversation_id=self.console_of(account_id),
-            text=text,
-            kind=ALERT,
-            key=full_key,
-            customer_id=customer_id,
+    ) -> int | None:
+        """``key`` makes the alert idempotent: the same situation is reported once. It is dropped
+        at send time if the message keyed ``unless_delivered`` has meanwhile proved delivered (its
+        echo came back). Returns the planned row's id (None: reported already)."""
+        return await self._plan(
+            session,
+            account_id,
+            ALERT,
+            message_key(account_id, ALERT, key),
+            text,
+            customer_id,
+            unless_delivered,
         )
-        if result.delivery is Delivery.NOT_CONNECTED:
-            await self._keep(account_id, text, full_key, unless_delivered)
 
-    async def _keep(self, account_id: str, text: str, key: str, unless_delivered: str | None) -> None:
+    async def suggestion(
+        self, session: AsyncSession, account_id: str, text: str, message_id: str, customer_id: int
+    ) -> int | None:
+        """Scripts suggested for the customer's message ``message_id``, once per message."""
+        key = message_key(account_id, SUGGESTION, message_id)
+        return await self._plan(session, account_id, SUGGESTION, key, text, customer_id, None)
+
+    async def _plan(
+        self,
+        session: AsyncSession,
+        account_id: str,
+        kind: Kind,
+        key: str,
+        text: str,
+        customer_id: int | None,
+        unless_delivered: str | None,
+    ) -> int | None:
         now = self.clock.now()
-        async with self.db.transaction() as session:
-            await Outbox(session).plan(
-                ScheduledMessage(
-                    account_id=account_id,
-                    customer_id=None,  # the alert must go out even when it reports a deleted customer
-                    kind=ALERT,
-                    sequence=ALERT,
-                    step=key,
-                    template="-",
-                    context={"text": text, "unless_delivered": unless_delivered},
-                    due_at=now,
-                    not_after=now + ALERT_VALID,
-                    status="pending",
-                    idempotency_key=key,
-                    created_at=now,
-                    updated_at=now,
-                )
+        return await Outbox(session).plan_returning_id(
+            outbox_row(
+                account_id=account_id,
+                # a console message must go out even when it reports a deleted customer
+                customer_id=None,
+                kind=kind,
+                key=key,
+                step=key,
+                due=now,
+                not_after=now + CONSOLE_VALID,
+                now=now,
+                context={"text": text, "unless_delivered": unless_delivered, "about": customer_id},
             )
-        self.on_planned(now)
+        )
 
 
-class AlertComposer:
-    """Sends an alert kept while the account was offline, as it was worded then."""
+class ConsoleTextComposer:
+    """Sends a console message as it was worded when planned."""
 
     def __init__(self, console_of: Callable[[str], str]) -> None:
         self.console_of = console_of
@@ -106,60 +112,44 @@ class AlertComposer:
         return Composed(self.console_of(row.account_id), str(row.context["text"]))
 
 
-OWED = "owed"
-
-
 class OwedReplyNudges:
     """Plans a console nudge for when a customer's message would become an owed reply; at send time
     it is dropped if the rep has written to the customer since."""
 
-    def __init__(
-        self,
-        db: Database,
-        clock: Clock,
-        config: Config,
-        console_of: Callable[[str], str],
-        on_planned: Callable[[datetime], None],
-    ) -> None:
-        self.db = db
+    def __init__(self, clock: Clock, config: Config) -> None:
         self.clock = clock
         self.config = config
-        self.console_of = console_of
-        self.on_planned = on_planned
 
-    async def customer_wrote(self, customer: Customer, message_id: str) -> None:
+    async def customer_wrote(
+        self, session: AsyncSession, customer: Customer, message_id: str
+    ) -> datetime | None:
+        """Part of the inbound event's transaction. Returns when the nudge is due (None: off)."""
         if not self.config.digest.owed_nudge or customer.id is None:
-            return
+            return None
         now = self.clock.now()
         calendar = WorkingCalendar(
             self.config.account(customer.account_id).profile.working_hours, self.config.tz
         )
         due = calendar.next_open(now + timedelta(minutes=self.config.digest.owed_reply_minutes))
-        async with self.db.transaction() as session:
-            await Outbox(session).plan(
-                ScheduledMessage(
-                    account_id=customer.account_id,
-                    customer_id=customer.id,
-                    kind=OWED,
-                    sequence=OWED,
-                    step=message_id,
-                    template="-",
-                    context={"since": now.isoformat()},
-                    due_at=due,
-                    not_after=due + timedelta(hours=12),
-                    status="pending",
-                    idempotency_key=f"{customer.account_id}:{customer.id}:{OWED}:{message_id}",
-                    created_at=now,
-                    updated_at=now,
-                )
+        await Outbox(session).plan(
+            outbox_row(
+                account_id=customer.account_id,
+                customer_id=customer.id,
+                kind=OWED,
+                key=message_key(customer.account_id, OWED, message_id, customer_id=customer.id),
+                step=message_id,
+                due=due,
+                not_after=due + timedelta(hours=12),
+                now=now,
+                context={"since": now.isoformat()},
             )
-        self.on_planned(due)
+        )
+        return due
 
 
 class OwedReplyComposer:
-    def __init__(self, console_of: Callable[[str], str], config: Config) -> None:
+    def __init__(self, console_of: Callable[[str], str]) -> None:
         self.console_of = console_of
-        self.config = config
 
     async def compose(
         self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
@@ -170,14 +160,80 @@ class OwedReplyComposer:
             return None  # the rep answered
         if customer.last_inbound_at is not None and customer.last_inbound_at > since:
             return None  # a later message has its own nudge
-        waited = round((self.clock_now(row) - since).total_seconds() / 60)
-        name = customer.remark or customer.display_name
+        waited = round(((row.claimed_at or row.due_at) - since).total_seconds() / 60)
         return Composed(
             self.console_of(row.account_id),
-            f"【{name} #{customer.id}】的消息已等了 {waited} 分钟，还没有回复。",
+            f"{who(customer)}的消息已等了 {waited} 分钟，还没有回复。",
             kind=ALERT,
         )
 
-    @staticmethod
-    def clock_now(row: ScheduledMessage) -> datetime:
-        return row.claimed_at or row.due_at
+
+# -- wording: every alert a rep reads, in one place ------------------------------------------------
+
+
+def who(customer: Customer) -> str:
+    """How the console names a customer: their remark or name, and the card id for commands."""
+    return f"【{customer.remark or customer.display_name} #{customer.id}】"
+
+
+def _said(customer: Customer, text: str, what: str) -> str:
+    return f"{who(customer)}说“{text}”，{what}"
+
+
+def opted_out(customer: Customer, text: str, held: int) -> str:
+    return _said(
+        customer,
+        text,
+        f"已暂停对TA的全部自动消息（{held} 条待发）。需要恢复请发 /resume @#{customer.id}",
+    )
+
+
+def pushes_stopped(customer: Customer, text: str, held: int) -> str:
+    return _said(
+        customer,
+        text,
+        f"不想被频繁催促：已停止倒计时和跟进提醒（{held} 条），售后关怀照常。"
+        f"判断错了请发 /wrong 别催了 @#{customer.id}",
+    )
+
+
+def deleted_rep(customer: Customer, stage: str, tags: list[str]) -> str:
+    return (
+        f"{who(customer)}已不是好友（可能删除了你），已取消对TA的全部待发消息。\n"
+        f"阶段：{stage}；来源：{customer.source_channel or '未知'}；标签：{'、'.join(tags) or '无'}"
+    )
+
+
+# why a message did not go out, as the rep reads it: (a fragment of the internal reason, wording)
+_CAUSES = (
+    ("quiet hours", "一直处在免打扰时段"),
+    ("customer daily cap", "这位客户今天收到的自动消息已达上限"),
+    ("account daily cap", "这个账号今天发出的自动消息已达上限"),
+    ("pacing", "自动消息需要间隔发送，排不开"),
+)
+_TEMPLATE_FILE = re.compile(r"[\w./-]+\.(?:j2|toml)")
+
+
+def plain_cause(reason: str) -> str:
+    """The cause of a failed send in plain Chinese; a raw transport or internal error never
+    reaches the rep (it is in the log); a broken template is named by its file, for the admin."""
+    template = _TEMPLATE_FILE.search(reason)
+    if template is not None:
+        return f"模板 {template.group(0)} 有误，请管理员运行 salesbot check 检查"
+    for fragment, wording in _CAUSES:
+        if fragment in reason:
+            return wording
+    return "微信没有接受这条消息"
+
+
+def undeliverable(row: ScheduledMessage, customer: Customer | None, reason: str) -> str:
+    """A planned message that did not (or may not have) gone out: whether delivery is in doubt,
+    and a plain cause."""
+    what = kind_name(row.kind)
+    if DELIVERY_UNKNOWN in reason:
+        outcome = "可能没有发出：发送时连接中断，无法确认对方是否收到。请到聊天里看一眼，需要的话手动补发。"
+    else:
+        outcome = f"没有发出：{plain_cause(reason)}。"
+    if customer is not None:
+        return f"{who(customer)}的{what}消息（{row.step}）{outcome}"
+    return f"{what}（{row.step}）{outcome}"

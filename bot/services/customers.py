@@ -50,41 +50,32 @@ class CustomerService:
         self.first_stage = pipeline.first
         self.on_first_reply = on_first_reply
 
-    async def record_inbound(self, account_id: str, message: TextMessage) -> Customer | None:
-        """Log a customer's message once (replays are ignored) and note when they last spoke.
-        Returns the customer, or None when this message was already recorded."""
+    async def record_inbound(
+        self, session: AsyncSession, account_id: str, message: TextMessage
+    ) -> Customer | None:
+        """Log a customer's message once and note when they last spoke; a first reply may move
+        them up the pipeline. Part of the inbound event's transaction. Returns the customer, or
+        None when this message was already recorded (a replay: nothing else may happen twice)."""
         now = self.clock.now()
-        async with self.db.transaction() as session:
-            customer, _ = await ensure_customer(
-                session, account_id, message.talker, self.first_stage, now, actor="system"
-            )
-            fresh = await Events(session).record(
-                account_id,
-                "message_in",
-                now,
-                customer_id=customer.id,
-                text=message.text,
-                external_id=message.message_id,
-            )
-            if not fresh:
-                return None
-            first_reply = customer.last_inbound_at is None
-            customer.last_inbound_at = now
-            target = self.on_first_reply
-            if first_reply and target and self.pipeline.is_before(customer.stage, target):
-                assert customer.id is not None
-                await StageHistory(session).record(
-                    customer.id, customer.stage, target, "system", "first reply", now
-                )
-                await Events(session).record(
-                    account_id,
-                    "stage_changed",
-                    now,
-                    customer_id=customer.id,
-                    data={"from": customer.stage, "to": target, "actor": "system"},
-                )
-                customer.stage = target
-            return customer
+        customer, _ = await ensure_customer(
+            session, account_id, message.talker, self.first_stage, now, actor="system"
+        )
+        fresh = await Events(session).record(
+            account_id,
+            "message_in",
+            now,
+            customer_id=customer.id,
+            text=message.text,
+            external_id=message.message_id,
+        )
+        if not fresh:
+            return None
+        first_reply = customer.last_inbound_at is None
+        customer.last_inbound_at = now
+        target = self.on_first_reply
+        if first_reply and target and self.pipeline.is_before(customer.stage, target):
+            await StageHistory(session).move(customer, target, "system", "first reply", now)
+        return customer
 
     async def record_rep_message(self, account_id: str, message: TextMessage) -> None:
         """The rep wrote to a customer by hand: it counts as contact (owed replies, digests)."""
@@ -105,22 +96,20 @@ class CustomerService:
             if fresh:
                 customer.last_outbound_at = now
 
-    async def mark_deleted(self, customer_id: int, reason: str) -> bool:
-        """The customer removed the rep: stop everything planned for them. Returns False if already known."""
+    async def mark_deleted(self, session: AsyncSession, customer_id: int, reason: str) -> Customer | None:
+        """The customer removed the rep: stop everything planned for them. Returns the customer,
+        or None when this was known already."""
         now = self.clock.now()
-        async with self.db.transaction() as session:
-            customer = await session.get(Customer, customer_id)
-            if customer is None or customer.deleted_at is not None:
-                return False
-            customer.deleted_at = now
-            cancelled = await Outbox(session).cancel_for_customer(
-                customer_id, now, "customer deleted the rep"
-            )
-            await Events(session).record(
-                customer.account_id,
-                "customer_deleted",
-                now,
-                customer_id=customer_id,
-                data={"reason": reason, "cancelled": cancelled},
-            )
-            return True
+        customer = await Customers(session).get(customer_id)
+        if customer is None or customer.deleted_at is not None:
+            return None
+        customer.deleted_at = now
+        cancelled = await Outbox(session).cancel_for_customer(customer_id, now, "customer deleted the rep")
+        await Events(session).record(
+            customer.account_id,
+            "customer_deleted",
+            now,
+            customer_id=customer_id,
+            data={"reason": reason, "cancelled": cancelled},
+        )
+        return customer

@@ -17,18 +17,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Config
 from bot.domain.hours import WorkingCalendar
+from bot.domain.kinds import Kind
 from bot.domain.stages import Pipeline
 from bot.errors import CommandError
 from bot.objections.classifier import Classification, Classifier
 from bot.objections.library import ObjectionLibrary, Script
-from bot.services.messenger import Messenger
+from bot.services.alerts import ConsoleMessages
 from bot.services.outbox import Composed
+from bot.services.planning import message_key, outbox_row
 from bot.services.welcome import customer_variables, rep_variables
 from bot.templates import OBJECTION, TemplateLibrary
 from bot.transport.base import TextMessage
@@ -38,8 +39,7 @@ from storage.repositories import Events, Outbox
 
 log = logging.getLogger(__name__)
 
-SUGGESTION = "suggestion"
-REPLY = "reply"
+REPLY = Kind.REPLY
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,10 @@ def validate_library(library: ObjectionLibrary, templates: TemplateLibrary) -> N
             )
 
 
+# script statistics read at most this many of the newest sends: ranking stays cheap as history grows
+STATS_SENDS = 5000
+
+
 class ObjectionService:
     def __init__(
         self,
@@ -75,11 +79,8 @@ class ObjectionService:
         config: Config,
         classifier: Classifier,
         templates: TemplateLibrary,
-        messenger: Messenger,
         rng: random.Random,
         *,
-        console_of: Callable[[str], str],
-        note_customer: Callable[[str, int], None],
         on_planned: Callable[[datetime], None] = lambda _due: None,
     ) -> None:
         self.db = db
@@ -88,21 +89,28 @@ class ObjectionService:
         self.library = classifier.library
         self.classifier = classifier
         self.templates = templates
-        self.messenger = messenger
         self.rng = rng
         self.pipeline = Pipeline(config.stages)
-        self.console_of = console_of
-        self.note_customer = note_customer
         self.on_planned = on_planned
-        self.suggestions: dict[tuple[str, int], Suggestion] = {}
 
     # -- inbound ----------------------------------------------------------------------------------
 
-    async def on_customer_text(
-        self, account_id: str, customer: Customer, message: TextMessage
-    ) -> Classification:
-        result = self.classifier.classify(message.text)
+    def read(self, text: str) -> Classification:
+        """Read a customer's message (pure CPU: done before the inbound event's transaction opens)."""
+        return self.classifier.classify(text)
+
+    async def record_reading(
+        self,
+        session: AsyncSession,
+        customer: Customer,
+        message: TextMessage,
+        result: Classification,
+        console: ConsoleMessages,
+    ) -> int | None:
+        """Log what the message was read as and, for an objection, plan the rep's suggestion.
+        Part of the inbound event's transaction. Returns the planned suggestion's outbox id."""
         assert customer.id is not None
+        account_id = customer.account_id
         now = self.clock.now()
         reading = {
             "label": result.label,
@@ -110,54 +118,45 @@ class ObjectionService:
             "signals": list(result.signals),
             "reason": result.reason,
         }
+        events = Events(session)
         if result.opt_out:  # no suggestion: the customer wants no more messages
-            async with self.db.transaction() as session:
-                await Events(session).record(
-                    account_id, "opt_out", now, customer_id=customer.id, text=message.text, data=reading
-                )
-            return result
-        suggest = result.label is not None and self.config.objections.enabled
-        if not suggest and not result.opt_out_soft:
-            return result
-        async with self.db.transaction() as session:  # the reading's events commit together
-            if result.opt_out_soft:
-                await Events(session).record(
-                    account_id,
-                    "signal",
-                    now,
-                    customer_id=customer.id,
-                    text=message.text,
-                    data={"signal": "opt_out_soft", **reading},
-                )
-            if not suggest or result.label is None:
-                return result
-            event = Event(
+            await events.record(
+                account_id, "opt_out", now, customer_id=customer.id, text=message.text, data=reading
+            )
+            return None
+        if result.opt_out_soft:
+            await events.record(
+                account_id,
+                "signal",
+                now,
+                customer_id=customer.id,
+                text=message.text,
+                data={"signal": "opt_out_soft", **reading},
+            )
+        if result.label is None or not self.config.objections.enabled:
+            return None
+        scripts = await self.rank(session, result.label, customer.stage)
+        # the scripts are kept with the event, so /send picks from what the rep saw, even after a restart
+        await events.add(
+            Event(
                 account_id=account_id,
                 customer_id=customer.id,
                 kind="objection",
                 text=message.text,
-                data=reading,
+                data={**reading, "scripts": [s.id for s in scripts]},
                 at=now,
             )
-            session.add(event)
-            await session.flush()
-            assert event.id is not None
-            scripts = await self.rank(session, result.label, customer.stage)
-            # kept with the event so /send still works after a restart
-            event.data = {**event.data, "scripts": [s.id for s in scripts]}
-        suggestion = Suggestion(event.id, result.label, tuple(s.id for s in scripts))
-        self.suggestions[(account_id, customer.id)] = suggestion
-        self.note_customer(account_id, customer.id)
-        text = self._suggestion_text(account_id, customer, message.text, result.label, scripts)
-        await self.messenger.send(
-            account_id=account_id,
-            conversation_id=self.console_of(account_id),
-            text=text,
-            kind=SUGGESTION,
-            key=f"{account_id}:{SUGGESTION}:{message.message_id}",
-            customer_id=customer.id,
         )
-        return result
+        text = self._suggestion_text(account_id, customer, message.text, result.label, scripts)
+        return await console.suggestion(session, account_id, text, message.message_id, customer.id)
+
+    async def last_suggestion(self, customer_id: int) -> Suggestion | None:
+        """The customer's latest suggestion, from the event log."""
+        async with self.db.transaction() as session:
+            event = await Events(session).latest(customer_id, "objection")
+        if event is None or event.id is None or not event.data.get("scripts"):
+            return None
+        return Suggestion(event.id, str(event.data["label"]), tuple(str(i) for i in event.data["scripts"]))
 
     # -- /send ------------------------------------------------------------------------------------
 
@@ -166,9 +165,7 @@ class ObjectionService:
     ) -> datetime:
         """Plan script ``number`` of the customer's last suggestion; returns when it will go out."""
         assert customer.id is not None
-        suggestion = self.suggestions.get((account_id, customer.id)) or await self._last_suggestion(
-            customer.id
-        )
+        suggestion = await self.last_suggestion(customer.id)
         if suggestion is None:
             raise CommandError("这位客户目前没有待选的话术建议")
         if not 1 <= number <= len(suggestion.script_ids):
@@ -180,10 +177,11 @@ class ObjectionService:
         due = now + timedelta(seconds=round(self.rng.uniform(*self.config.objections.reply_delay_seconds)))
         async with self.db.transaction() as session:
             planned = await Outbox(session).plan(
-                ScheduledMessage(
+                outbox_row(
                     account_id=account_id,
                     customer_id=customer.id,
                     kind=REPLY,
+                    key=message_key(account_id, REPLY, suggestion.event_id, number, customer_id=customer.id),
                     sequence=f"objection:{suggestion.label}",
                     step=script_id,
                     template=script_id,
@@ -194,33 +192,15 @@ class ObjectionService:
                         "actor": actor,
                         "stage": customer.stage,
                     },
-                    due_at=due,
+                    due=due,
                     not_after=due + timedelta(hours=1),
-                    status="pending",
-                    idempotency_key=f"{account_id}:{customer.id}:{REPLY}:{suggestion.event_id}:{number}",
-                    created_at=now,
-                    updated_at=now,
+                    now=now,
                 )
             )
         if not planned:
             raise CommandError(f"话术 {number} 已经发送过了")
         self.on_planned(due)
         return due
-
-    async def _last_suggestion(self, customer_id: int) -> Suggestion | None:
-        """The latest suggestion from the event log (the in-memory one is gone after a restart)."""
-        async with self.db.transaction() as session:
-            event = (
-                await session.exec(
-                    select(Event)
-                    .where(Event.customer_id == customer_id, Event.kind == "objection")
-                    .order_by(col(Event.id).desc())
-                    .limit(1)
-                )
-            ).first()
-        if event is None or event.id is None or not event.data.get("scripts"):
-            return None
-        return Suggestion(event.id, str(event.data["label"]), tuple(str(i) for i in event.data["scripts"]))
 
     async def record_sent(self, row: ScheduledMessage) -> None:
         async with self.db.transaction() as session:
@@ -254,19 +234,16 @@ class ObjectionService:
         return (ordered(for_stage) + ordered(general))[: self.config.objections.suggestions]
 
     async def script_stats(self, session: AsyncSession) -> dict[str, ScriptStats]:
-        """Sends and successes per script: a success is a move to a later stage within the window."""
+        """Sends and successes per script over the newest :data:`STATS_SENDS` sends (a bounded
+        read): a success is a move to a later stage within the window after the send."""
         window = timedelta(days=self.config.objections.success_window_days)
-        sends = (await session.exec(select(Event).where(Event.kind == "script_sent"))).all()
+        events = Events(session)
+        sends = await events.recent("script_sent", STATS_SENDS)
         if not sends:
             return {}
-        moves: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
         customer_ids = {e.customer_id for e in sends if e.customer_id is not None}
-        rows = (
-            await session.exec(
-                select(Event).where(Event.kind == "stage_changed", col(Event.customer_id).in_(customer_ids))
-            )
-        ).all()
-        for move in rows:
+        moves: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
+        for move in await events.of_customers("stage_changed", customer_ids, min(e.at for e in sends)):
             if move.customer_id is not None:
                 moves[move.customer_id].append((move.at, str(move.data.get("to", ""))))
         sent: dict[str, int] = defaultdict(int)

@@ -144,8 +144,9 @@ class Dispatcher:
                 settled += 1
         return Recovery(settled, in_doubt)
 
-    async def run_due(self) -> int:
-        """Send everything due now, earliest first. Returns how many rows were processed.
+    async def run_due(self, only: Collection[int] | None = None) -> int:
+        """Send everything due now (or only the rows ``only`` names, when they are due), earliest
+        first. Returns how many rows were processed.
 
         Group commit, without widening a crash's doubt. One durable transaction writes what
         the batch just sent achieved (contact, events, each row's status) and claims, checks,
@@ -169,7 +170,9 @@ class Dispatcher:
                     steps = await self._settle_all(session, in_flight, after_commit, group)
                     room = self.batch_size - len(steps)
                     if room > 0 and not self.stopping:
-                        claimed = await Outbox(session).claim_due(self.clock.now(), self.available(), room)
+                        claimed = await Outbox(session).claim_due(
+                            self.clock.now(), self.available(), room, only
+                        )
                         customers = await Customers(session).get_many(
                             {row.customer_id for row in claimed if row.customer_id is not None}
                         )

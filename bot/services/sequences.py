@@ -12,27 +12,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Config, SequenceConfig
 from bot.domain.hours import WorkingCalendar
+from bot.domain.kinds import AUTOMATED_KINDS, OPEN_STATUSES, PUSH_KINDS, Kind, Status
 from bot.domain.schedule import QuietHours, at_local_time_after, plan_countdown, time_left_text
 from bot.domain.stages import Pipeline
 from bot.errors import CommandError
 from bot.services.outbox import Composed
-from bot.services.reach import PUSH_KINDS
+from bot.services.planning import message_key, outbox_row
 from bot.services.welcome import customer_variables, rep_variables
 from bot.templates import TemplateLibrary
 from storage.db import Database
 from storage.models import Customer, Event, ScheduledMessage
-from storage.repositories import Events, Outbox, StageHistory
+from storage.repositories import Customers, Events, Outbox, StageHistory
 
-COUNTDOWN, AFTERCARE, FOLLOWUP = "countdown", "aftercare", "followup"
-PUSHES = PUSH_KINDS
-AUTOMATED = (COUNTDOWN, AFTERCARE, FOLLOWUP)
+COUNTDOWN, AFTERCARE, FOLLOWUP = Kind.COUNTDOWN, Kind.AFTERCARE, Kind.FOLLOWUP
+PUSHES: tuple[str, ...] = PUSH_KINDS
+AUTOMATED: tuple[str, ...] = AUTOMATED_KINDS
 ORDERED, REPEAT = "ordered", "repeat"
 
 
@@ -46,7 +45,7 @@ class CountdownPlan:
 def _row(
     account_id: str,
     customer_id: int,
-    kind: str,
+    kind: Kind,
     plan: str,
     step: str,
     template: str,
@@ -55,20 +54,18 @@ def _row(
     now: datetime,
     context: dict[str, Any],
 ) -> ScheduledMessage:
-    return ScheduledMessage(
+    return outbox_row(
         account_id=account_id,
         customer_id=customer_id,
         kind=kind,
+        key=message_key(account_id, kind, plan, step, customer_id=customer_id),
         sequence=f"{kind}:{plan}",
         step=step,
         template=template,
-        context=context,
-        due_at=due,
+        due=due,
         not_after=not_after,
-        status="pending",
-        idempotency_key=f"{account_id}:{customer_id}:{kind}:{plan}:{step}",
-        created_at=now,
-        updated_at=now,
+        now=now,
+        context=context,
     )
 
 
@@ -98,7 +95,7 @@ class SequenceService:
         offsets = self.config.countdown.offsets
         steps = plan_countdown(deadline, offsets, now, self.quiet)
         async with self.db.transaction() as session:
-            fresh = await session.get(Customer, customer.id)
+            fresh = await Customers(session).get(customer.id)
             assert fresh is not None
             pushes_resumed = fresh.pushes_stopped_at is not None
             if pushes_resumed:  # the rep decided, knowing the customer asked for less
@@ -106,15 +103,15 @@ class SequenceService:
                 if fresh.paused_at is None:
                     await self._unpause(session, fresh, actor, (FOLLOWUP,))
             await self._cancel(session, customer.id, [COUNTDOWN], now, "replaced by a new countdown")
-            event = Event(
-                account_id=customer.account_id,
-                customer_id=customer.id,
-                kind="countdown_set",
-                at=now,
-                data={"deadline": deadline.isoformat(), "offer": offer, "actor": actor},
+            event = await Events(session).add(
+                Event(
+                    account_id=customer.account_id,
+                    customer_id=customer.id,
+                    kind="countdown_set",
+                    at=now,
+                    data={"deadline": deadline.isoformat(), "offer": offer, "actor": actor},
+                )
             )
-            session.add(event)
-            await session.flush()
             plan = str(event.id)
             outbox = Outbox(session)
             for index, step in enumerate(steps):
@@ -150,37 +147,23 @@ class SequenceService:
         now = self.clock.now()
         cfg = self.config.aftercare
         async with self.db.transaction() as session:
-            fresh = await session.get(Customer, customer.id)
+            fresh = await Customers(session).get(customer.id)
             assert fresh is not None
-            orders_before = (
-                await session.exec(
-                    select(sa.func.count())
-                    .select_from(Event)
-                    .where(Event.customer_id == customer.id, Event.kind == "order")
-                )
-            ).one()
+            orders_before = await Events(session).count(customer.id, "order")
             old = fresh.stage
             target = REPEAT if orders_before else ORDERED
             if self.pipeline.is_before(old, target):
-                fresh.stage = target
-                await StageHistory(session).record(customer.id, old, target, actor, "order", now)
-                await Events(session).record(
-                    fresh.account_id,
-                    "stage_changed",
-                    now,
+                await StageHistory(session).move(fresh, target, actor, "order", now)
+            event = await Events(session).add(
+                Event(
+                    account_id=fresh.account_id,
                     customer_id=customer.id,
-                    data={"from": old, "to": target, "actor": actor},
+                    kind="order",
+                    text=product,
+                    at=now,
+                    data={"product": product, "actor": actor},
                 )
-            event = Event(
-                account_id=fresh.account_id,
-                customer_id=customer.id,
-                kind="order",
-                text=product,
-                at=now,
-                data={"product": product, "actor": actor},
             )
-            session.add(event)
-            await session.flush()
             await self._cancel(session, customer.id, [COUNTDOWN], now, "customer ordered")
             if self.config.followup.skip_if_ordered:
                 await self._cancel(session, customer.id, [FOLLOWUP], now, "customer ordered")
@@ -211,7 +194,7 @@ class SequenceService:
         self,
         session: AsyncSession,
         customer: Customer,
-        kind: str,
+        kind: Kind,
         plan: str,
         cfg: SequenceConfig,
         start: datetime,
@@ -240,28 +223,18 @@ class SequenceService:
             first = due if first is None else min(first, due)
         return first
 
-    async def customer_replied(self, customer_id: int) -> int:
-        """Follow-ups exist to break silence: once the customer writes, drop them (if configured)."""
+    async def customer_replied(self, session: AsyncSession, customer_id: int) -> int:
+        """Follow-ups exist to break silence: once the customer writes, drop them (if configured).
+        Part of the inbound event's transaction."""
         if not self.config.followup.skip_if_replied:
             return 0
-        async with self.db.transaction() as session:
-            return await self._cancel(session, customer_id, [FOLLOWUP], self.clock.now(), "customer replied")
+        return await self._cancel(session, customer_id, [FOLLOWUP], self.clock.now(), "customer replied")
 
     # -- rep controls -------------------------------------------------------------------------------
 
     async def pending(self, customer_id: int) -> list[ScheduledMessage]:
         async with self.db.transaction() as session:
-            rows = (
-                await session.exec(
-                    select(ScheduledMessage)
-                    .where(
-                        ScheduledMessage.customer_id == customer_id,
-                        col(ScheduledMessage.status).in_(("pending", "paused")),
-                    )
-                    .order_by(col(ScheduledMessage.due_at))
-                )
-            ).all()
-        return list(rows)
+            return await Outbox(session).open_for_customer(customer_id)
 
     async def cancel(self, customer_id: int, which: str) -> int:
         now = self.clock.now()
@@ -270,52 +243,62 @@ class SequenceService:
                 return await self._cancel(session, customer_id, None, now, "cancelled by the rep")
             if not which.lstrip("#").isdigit():
                 raise CommandError("请写消息编号（/schedule 里的 #编号）或 all")
-            row = await session.get(ScheduledMessage, int(which.lstrip("#")))
-            if row is None or row.customer_id != customer_id or row.status not in ("pending", "paused"):
+            row = await Outbox(session).get(int(which.lstrip("#")))
+            if row is None or row.customer_id != customer_id or row.status not in OPEN_STATUSES:
                 raise CommandError(f"这位客户没有待发的消息 #{which.lstrip('#')}")
-            row.status, row.last_error, row.updated_at = "cancelled", "cancelled by the rep", now
+            row.status, row.last_error, row.updated_at = Status.CANCELLED, "cancelled by the rep", now
             return 1
 
     async def pause(self, customer_id: int, actor: str, reason: str) -> int:
-        """Stop automation for this customer: planned rows wait as ``paused``."""
-        return await self._hold(customer_id, "paused_at", AUTOMATED, "paused", actor, reason)
+        """Stop automation for this customer (/pause): planned rows wait as ``paused``."""
+        async with self.db.transaction() as session:
+            customer = await Customers(session).get(customer_id)
+            assert customer is not None
+            return await self.hold_all(session, customer, actor, reason)
 
-    async def stop_pushes(self, customer_id: int, actor: str, reason: str) -> int:
+    async def hold_all(self, session: AsyncSession, customer: Customer, actor: str, reason: str) -> int:
+        """An opt-out or /pause: every automated row waits as ``paused``. Returns the rows held."""
+        return await self._hold(session, customer, "paused_at", AUTOMATED, "paused", actor, reason)
+
+    async def hold_pushes(self, session: AsyncSession, customer: Customer, actor: str, reason: str) -> int:
         """A soft opt-out: countdowns and follow-ups wait as ``paused`` (none is planned or sent
         until /resume, /wrong or a new /countdown); aftercare goes on. Returns the rows held."""
-        return await self._hold(customer_id, "pushes_stopped_at", PUSHES, "pushes_stopped", actor, reason)
+        return await self._hold(
+            session, customer, "pushes_stopped_at", PUSHES, "pushes_stopped", actor, reason
+        )
 
     async def _hold(
-        self, customer_id: int, flag: str, kinds: tuple[str, ...], event: str, actor: str, reason: str
+        self,
+        session: AsyncSession,
+        customer: Customer,
+        flag: str,
+        kinds: tuple[str, ...],
+        event: str,
+        actor: str,
+        reason: str,
     ) -> int:
+        assert customer.id is not None
         now = self.clock.now()
-        async with self.db.transaction() as session:
-            customer = await session.get(Customer, customer_id)
-            assert customer is not None
-            if getattr(customer, flag) is None:
-                setattr(customer, flag, now)
-            table = ScheduledMessage.__table__  # type: ignore[attr-defined]
-            result = await session.exec(
-                sa.update(table)
-                .where(
-                    table.c.customer_id == customer_id, table.c.status == "pending", table.c.kind.in_(kinds)
-                )
-                .values(status="paused", updated_at=now, last_error=reason)
-            )
-            await Events(session).record(
-                customer.account_id,
-                event,
-                now,
-                customer_id=customer_id,
-                data={"actor": actor, "reason": reason},
-            )
-            return int(result.rowcount)
+        if getattr(customer, flag) is None:
+            setattr(customer, flag, now)
+        held = await Outbox(session).set_status_for_customer(
+            customer.id,
+            from_statuses=(Status.PENDING,),
+            to_status=Status.PAUSED,
+            at=now,
+            reason=reason,
+            kinds=kinds,
+        )
+        await Events(session).record(
+            customer.account_id, event, now, customer_id=customer.id, data={"actor": actor, "reason": reason}
+        )
+        return held
 
     async def resume_pushes(self, customer_id: int, actor: str) -> bool:
         """Undo a soft opt-out (a misread one, say). Returns False when all automation stays
         paused (/pause or an opt-out): that takes /resume."""
         async with self.db.transaction() as session:
-            customer = await session.get(Customer, customer_id)
+            customer = await Customers(session).get(customer_id)
             assert customer is not None
             customer.pushes_stopped_at = None
             if customer.paused_at is not None:
@@ -327,7 +310,7 @@ class SequenceService:
     async def resume(self, customer_id: int, actor: str) -> int:
         """Resume all automation: after /pause, an opt-out, or a soft opt-out."""
         async with self.db.transaction() as session:
-            customer = await session.get(Customer, customer_id)
+            customer = await Customers(session).get(customer_id)
             assert customer is not None
             if customer.paused_at is None and customer.pushes_stopped_at is None:
                 raise CommandError("这位客户的自动消息没有暂停")
@@ -339,35 +322,42 @@ class SequenceService:
     async def _unpause(
         self, session: AsyncSession, customer: Customer, actor: str, kinds: tuple[str, ...] | None
     ) -> int:
+        assert customer.id is not None
         now = self.clock.now()
-        table = ScheduledMessage.__table__  # type: ignore[attr-defined]
-        paused = [table.c.customer_id == customer.id, table.c.status == "paused"]
-        if kinds is not None:
-            paused.append(table.c.kind.in_(kinds))
-        await session.exec(  # their moment passed while paused: never sent late
-            sa.update(table)
-            .where(*paused, table.c.not_after < now)
-            .values(status="expired", updated_at=now, last_error="expired while paused")
+        outbox = Outbox(session)
+        await outbox.set_status_for_customer(  # their moment passed while paused: never sent late
+            customer.id,
+            from_statuses=(Status.PAUSED,),
+            to_status=Status.EXPIRED,
+            at=now,
+            reason="expired while paused",
+            kinds=kinds,
+            not_after_before=now,
         )
-        result = await session.exec(
-            sa.update(table).where(*paused).values(status="pending", updated_at=now, last_error="")
+        resumed = await outbox.set_status_for_customer(
+            customer.id,
+            from_statuses=(Status.PAUSED,),
+            to_status=Status.PENDING,
+            at=now,
+            reason="",
+            kinds=kinds,
         )
         await Events(session).record(
             customer.account_id, "resumed", now, customer_id=customer.id, data={"actor": actor}
         )
-        return int(result.rowcount)
+        return resumed
 
     async def _cancel(
         self, session: AsyncSession, customer_id: int, kinds: list[str] | None, now: datetime, reason: str
     ) -> int:
-        table = ScheduledMessage.__table__  # type: ignore[attr-defined]
-        where = [table.c.customer_id == customer_id, table.c.status.in_(("pending", "paused"))]
-        if kinds is not None:
-            where.append(table.c.kind.in_(kinds))
-        result = await session.exec(
-            sa.update(table).where(*where).values(status="cancelled", updated_at=now, last_error=reason)
+        return await Outbox(session).set_status_for_customer(
+            customer_id,
+            from_statuses=OPEN_STATUSES,
+            to_status=Status.CANCELLED,
+            at=now,
+            reason=reason,
+            kinds=kinds,
         )
-        return int(result.rowcount)
 
 
 class SequenceComposer:
