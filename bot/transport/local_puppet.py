@@ -310,10 +310,12 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         """Emit a friendship event again, as puppets do after a reconnect."""
         self._event_stream.emit("friendship", EventFriendshipPayload(friendship_id=friendship_id))
 
-    def customer_says(self, contact_id: str, text: str) -> str:
+    def customer_says(self, contact_id: str, text: str, message_id: str | None = None) -> str:
+        """The customer sends a text; give ``message_id`` to replay a platform event (the same
+        message delivered again, as after a crash)."""
         if contact_id not in self._contacts:
             raise LocalPuppetError(f"unknown contact {contact_id}")
-        message_id = self._store_message(contact_id, self._self_id, text)
+        message_id = self._store_message(contact_id, self._self_id, text, message_id=message_id)
         self._event_stream.emit("message", EventMessagePayload(message_id=message_id))
         return message_id
 
@@ -341,8 +343,10 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         # ids are process-unique: python-wechaty de-duplicates message ids across all bots
         return f"{prefix}-{self._id_prefix}-{next(self._ids)}"
 
-    def _store_message(self, from_id: str, to_id: str, text: str, room_id: str = "") -> str:
-        message_id = self._new_id("msg")
+    def _store_message(
+        self, from_id: str, to_id: str, text: str, room_id: str = "", message_id: str | None = None
+    ) -> str:
+        message_id = message_id or self._new_id("msg")
         self._messages[message_id] = MessagePayload(
             id=message_id,
             text=text,

@@ -88,7 +88,8 @@ async def say(request: web.Request) -> web.Response:
     contact_id = state.contact(body["handle"])
     if not state.puppet.has_contact(contact_id):
         raise web.HTTPBadRequest(reason="add this customer first (friend request)")
-    state.puppet.customer_says(contact_id, body["text"])
+    # an explicit message id replays a platform event (what a puppet does after a reconnect)
+    state.puppet.customer_says(contact_id, body["text"], body.get("message_id") or None)
     return await _done(state)
 
 

@@ -1,0 +1,135 @@
+"""An inbound event is all or nothing: the real CLI is killed between recording a customer's opt-out
+and applying it; when the platform delivers the same message again, the customer ends up paused.
+
+Before one transaction per inbound event, the message was committed first and the opt-out
+applied in later commits: a kill in between left it recorded as received, so the replay was
+ignored and the customer kept getting pushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import select
+
+from bot.faults import CRASH_ENV
+from storage.db import Database
+from storage.models import Customer, Event, ScheduledMessage
+from tests.conftest import write_config
+
+TOKEN = "crash-test-token"
+OPT_OUT = "别再给我发消息了"
+
+
+class Bot:
+    """``salesbot run`` in a subprocess, driven through its web simulator."""
+
+    def __init__(self, folder: Path, crash_at: str | None = None) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "SALESBOT_WEB_TOKEN": TOKEN}
+        env.pop(CRASH_ENV, None)
+        if crash_at:
+            env[CRASH_ENV] = crash_at
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "run", "--config", str(folder / "config.toml"), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=folder,
+            env=env,
+        )
+        self.output = ""
+        self.url = self._wait_for_banner()
+
+    def _wait_for_banner(self) -> str:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.output += line
+            if "Press Ctrl-C to stop." in line:
+                found = re.search(r"dashboard: (http://127\.0\.0\.1:\d+)/dashboard", self.output)
+                assert found, self.output
+                return found.group(1)
+        raise AssertionError(f"salesbot did not start:\n{self.output}")
+
+    def post(self, path: str, body: dict[str, str]) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            result: dict[str, Any] = json.load(response)
+            return result
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        rest, _ = self.process.communicate(timeout=30)
+        return self.output + rest
+
+
+async def _state(url: str) -> tuple[Customer, list[Event], list[ScheduledMessage]]:
+    db = Database(url)
+    try:
+        async with db.transaction() as session:
+            [customer] = (await session.exec(select(Customer))).all()
+            events = list((await session.exec(select(Event).where(Event.kind == "message_in"))).all())
+            rows = list((await session.exec(select(ScheduledMessage))).all())
+        return customer, events, rows
+    finally:
+        await db.close()
+
+
+def test_a_kill_between_receiving_an_opt_out_and_applying_it_loses_nothing(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    bot = Bot(tmp_path, crash_at="inbound.recorded")
+    try:
+        bot.post("/sim/friend_request", {"handle": "zhang", "name": "张三"})
+        try:
+            bot.post("/sim/say", {"handle": "zhang", "text": OPT_OUT, "message_id": "m-opt-out"})
+        except (urllib.error.URLError, ConnectionError):
+            pass  # the process died while answering: that is the point
+        assert bot.process.wait(timeout=30) == 137, bot.output
+    finally:
+        if bot.process.poll() is None:
+            bot.process.kill()
+            bot.process.wait()
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'salesbot.db'}"
+    customer, received, rows = asyncio.run(_state(url))
+    assert received == [], "nothing of the killed event committed"
+    assert customer.paused_at is None
+    followups = [r for r in rows if r.kind == "followup"]
+    assert followups and all(r.status == "pending" for r in followups)
+
+    bot = Bot(tmp_path)  # no crash this time; the platform delivers the same events again
+    try:
+        bot.post("/sim/friend_request", {"handle": "zhang", "name": "张三"})
+        bot.post("/sim/say", {"handle": "zhang", "text": OPT_OUT, "message_id": "m-opt-out"})
+        bot.post("/sim/say", {"handle": "zhang", "text": OPT_OUT, "message_id": "m-opt-out"})
+    finally:
+        output = bot.stop()
+    assert "Traceback" not in output, output
+
+    customer, received, rows = asyncio.run(_state(url))
+    assert customer.paused_at is not None, "the replayed opt-out was applied"
+    assert [e.external_id for e in received] == ["m-opt-out"], "recorded once, replays ignored"
+    assert all(r.status != "pending" for r in rows if r.kind == "followup"), "no follow-up will go out"
+    [alert] = [r for r in rows if r.kind == "alert"]
+    assert alert.status == "sent" and "已暂停" in alert.context["text"], "the rep was told once"
+    assert [r.kind for r in rows].count("welcome") == 1, "re-adding did not plan a second welcome"
