@@ -22,7 +22,7 @@ class Kind(StrEnum):
     OWED = "owed"  # a nudge to the rep: a customer's message waits for an answer
     ALERT = "alert"  # something the rep must know now
     SUGGESTION = "suggestion"  # scripts suggested to the rep for a customer's objection
-    COMMAND = "command"  # the answer to a rep's command
+    COMMAND_REPLY = "command_reply"  # the answer to a rep's command
 
 
 class Status(StrEnum):
@@ -47,7 +47,7 @@ KIND_NAMES: dict[str, str] = {
     Kind.OWED: "待回复提醒",
     Kind.ALERT: "提醒",
     Kind.SUGGESTION: "话术建议",
-    Kind.COMMAND: "命令回复",
+    Kind.COMMAND_REPLY: "命令回复",
 }
 
 STATUS_NAMES: dict[str, str] = {

@@ -19,10 +19,12 @@ from bot.clock import Clock
 from bot.config import AccountConfig, Config
 from bot.domain.channels import match_channel
 from bot.domain.hours import WorkingCalendar
+from bot.domain.kinds import Kind
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import DeliveryUnknown, NotConnected
 from bot.services.customers import ensure_customer
 from bot.services.outbox import Composed
+from bot.services.planning import message_key, outbox_row
 from bot.templates import TemplateLibrary
 from bot.transport.base import FriendRequest, Transport
 from storage.db import Database
@@ -31,7 +33,7 @@ from storage.repositories import Events, Outbox, Tags
 
 log = logging.getLogger(__name__)
 
-WELCOME = "welcome"
+WELCOME = Kind.WELCOME
 
 
 def rep_variables(account: AccountConfig, calendar: WorkingCalendar) -> dict[str, str]:
@@ -127,20 +129,16 @@ class WelcomeService:
                 return
             due = now + timedelta(seconds=round(self.rng.uniform(*self.config.welcome.delay_seconds)))
             planned = await Outbox(session).plan(
-                ScheduledMessage(
+                outbox_row(
                     account_id=account_id,
                     customer_id=customer.id,
                     kind=WELCOME,
-                    sequence=WELCOME,
+                    key=message_key(account_id, WELCOME, request.friendship_id, customer_id=customer.id),
                     step=request.friendship_id,
                     template=template,
-                    context={},
-                    due_at=due,
+                    due=due,
                     not_after=due + timedelta(hours=self.config.dispatch.welcome_valid_hours),
-                    status="pending",
-                    idempotency_key=f"{account_id}:{customer.id}:{WELCOME}:{request.friendship_id}",
-                    created_at=now,
-                    updated_at=now,
+                    now=now,
                 )
             )
             if planned:
