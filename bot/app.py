@@ -22,6 +22,7 @@ from bot.domain.kinds import Kind
 from bot.domain.stages import Pipeline
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import ConfigError, SalesbotError, TemplateError, TransportError
+from bot.hooks import AcceptInterrupted, Hooks, Planned
 from bot.objections.library import ObjectionLibrary
 from bot.objections.reader import load_classifier, load_library, load_model
 from bot.router import Router, Said, Speaker
@@ -125,18 +126,18 @@ class SalesBot:
             self.db, clock, config, self.messenger, self.profile, self.transports, REGISTRY
         )
         self._rng = rng or random.Random()
-        self.sequences = SequenceService(self.db, clock, config, on_planned=self._wake)
+        self.hooks = Hooks()
+        self.hooks.on(Planned, lambda planned: self._wake(planned.due))
+        self.hooks.on(AcceptInterrupted, self._retry_after_reconnect)
+        self.sequences = SequenceService(self.db, clock, config, hooks=self.hooks)
         self.welcome = WelcomeService(
             self.db,
             clock,
             config,
             self.transports,
             self._rng,
-            on_planned=self._wake,
-            after_welcome=lambda session, customer, at, plan: self.sequences.plan_followups(
-                session, customer, at, plan
-            ),
-            on_accept_interrupted=self._retry_after_reconnect,
+            hooks=self.hooks,
+            followups=self.sequences,
         )
         self.objections = ObjectionService(
             self.db,
@@ -145,7 +146,7 @@ class SalesBot:
             load_classifier(config, load_library(config)),
             self.templates,
             self._rng,
-            on_planned=self._wake,
+            hooks=self.hooks,
         )
         self.console.objections = self.objections
         self.feedback = FeedbackService(
@@ -430,8 +431,8 @@ class SalesBot:
         else:
             log.warning("account %s: %s; its scheduled messages wait", account_id, reason)
 
-    def _retry_after_reconnect(self, account_id: str, request: FriendRequest) -> None:
-        self._interrupted[account_id].append(request)
+    def _retry_after_reconnect(self, interrupted: AcceptInterrupted) -> None:
+        self._interrupted[interrupted.account_id].append(interrupted.request)
 
     def _sink_for(self, account_id: str) -> Callable[[InboundEvent], Awaitable[None]]:
         async def sink(event: InboundEvent) -> None:

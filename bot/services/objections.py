@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +24,7 @@ from bot.domain.hours import WorkingCalendar
 from bot.domain.kinds import Kind
 from bot.domain.stages import Pipeline
 from bot.errors import CommandError
+from bot.hooks import Hooks, Planned
 from bot.objections.classifier import Classification, Classifier
 from bot.objections.library import ObjectionLibrary, Script
 from bot.services.alerts import ConsoleMessages
@@ -81,7 +81,7 @@ class ObjectionService:
         templates: TemplateLibrary,
         rng: random.Random,
         *,
-        on_planned: Callable[[datetime], None] = lambda _due: None,
+        hooks: Hooks,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -91,7 +91,7 @@ class ObjectionService:
         self.templates = templates
         self.rng = rng
         self.pipeline = Pipeline(config.stages)
-        self.on_planned = on_planned
+        self.hooks = hooks
 
     # -- inbound ----------------------------------------------------------------------------------
 
@@ -199,7 +199,7 @@ class ObjectionService:
             )
         if not planned:
             raise CommandError(f"话术 {number} 已经发送过了")
-        self.on_planned(due)
+        await self.hooks.emit(Planned(due))
         return due
 
     async def record_sent(self, row: ScheduledMessage) -> None:

@@ -7,7 +7,6 @@ re-planning never duplicates, and its text is rendered from the template when it
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from bot.domain.kinds import AUTOMATED_KINDS, OPEN_STATUSES, PUSH_KINDS, Kind, S
 from bot.domain.schedule import QuietHours, at_local_time_after, plan_countdown, time_left_text
 from bot.domain.stages import Pipeline
 from bot.errors import CommandError
+from bot.hooks import Hooks, Planned
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
 from bot.services.welcome import customer_variables, rep_variables
@@ -75,12 +75,12 @@ class SequenceService:
         db: Database,
         clock: Clock,
         config: Config,
-        on_planned: Callable[[datetime], None] = lambda _due: None,
+        hooks: Hooks,
     ) -> None:
         self.db = db
         self.clock = clock
         self.config = config
-        self.on_planned = on_planned
+        self.hooks = hooks
         self.pipeline = Pipeline(config.stages)
         self.quiet = QuietHours(config.reach.quiet_start, config.reach.quiet_end, config.tz)
 
@@ -132,7 +132,7 @@ class SequenceService:
                     )
                 )
         for step in steps[:1]:
-            self.on_planned(step.at)
+            await self.hooks.emit(Planned(step.at))
         planned = {s.offset for s in steps}
         return CountdownPlan(
             [(s.offset, s.at) for s in steps], [o for o in offsets if o not in planned], pushes_resumed
@@ -172,7 +172,7 @@ class SequenceService:
             )
             new = fresh.stage
         if first is not None:
-            self.on_planned(first)
+            await self.hooks.emit(Planned(first))
         return old, new, len(cfg.steps)
 
     # -- new-friend follow-ups --------------------------------------------------------------------
@@ -304,7 +304,7 @@ class SequenceService:
             if customer.paused_at is not None:
                 return False
             await self._unpause(session, customer, actor, PUSHES)
-        self.on_planned(self.clock.now())
+        await self.hooks.emit(Planned(self.clock.now()))
         return True
 
     async def resume(self, customer_id: int, actor: str) -> int:
@@ -316,7 +316,7 @@ class SequenceService:
                 raise CommandError("这位客户的自动消息没有暂停")
             customer.paused_at = customer.pushes_stopped_at = None
             count = await self._unpause(session, customer, actor, None)
-        self.on_planned(self.clock.now())
+        await self.hooks.emit(Planned(self.clock.now()))
         return count
 
     async def _unpause(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,6 +22,7 @@ from bot.domain.hours import WorkingCalendar
 from bot.domain.kinds import Kind
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import DeliveryUnknown, NotConnected
+from bot.hooks import AcceptInterrupted, Hooks, Planned
 from bot.services.customers import ensure_customer
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
@@ -58,6 +59,13 @@ def customer_variables(customer: Customer) -> dict[str, str]:
     }
 
 
+class FollowupPlanner(Protocol):
+    async def plan_followups(
+        self, session: AsyncSession, customer: Customer, welcomed_at: datetime, plan: str
+    ) -> None:
+        """Plan the new friend's follow-ups, in the welcome's transaction."""
+
+
 class WelcomeService:
     def __init__(
         self,
@@ -66,19 +74,16 @@ class WelcomeService:
         config: Config,
         transports: Mapping[str, Transport],
         rng: random.Random,
-        on_planned: Callable[[datetime], None] = lambda _due: None,
-        after_welcome: Callable[[AsyncSession, Customer, datetime, str], Awaitable[None]] | None = None,
-        on_accept_interrupted: Callable[[str, FriendRequest], None] = lambda _account, _request: None,
+        hooks: Hooks,
+        followups: FollowupPlanner,
     ) -> None:
         self.db = db
         self.clock = clock
         self.config = config
         self.transports = transports
         self.rng = rng
-        self.on_planned = on_planned
-        self.after_welcome = after_welcome
-        # the connection dropped during the accept: try the request again once the account is back
-        self.on_accept_interrupted = on_accept_interrupted
+        self.hooks = hooks
+        self.followups = followups
 
     async def on_friend_request(self, account_id: str, request: FriendRequest) -> None:
         now = self.clock.now()
@@ -92,7 +97,8 @@ class WelcomeService:
                     request.contact.contact_id,
                     exc,
                 )
-                self.on_accept_interrupted(account_id, request)
+                # try the request again once the account is back
+                await self.hooks.emit(AcceptInterrupted(account_id, request))
                 return
             except Exception as exc:
                 log.warning(
@@ -144,10 +150,9 @@ class WelcomeService:
             if planned:
                 customer.welcome_planned_at = now
                 await Events(session).record(account_id, "welcome_planned", now, customer_id=customer.id)
-                if self.after_welcome is not None:
-                    await self.after_welcome(session, customer, due, request.friendship_id)
+                await self.followups.plan_followups(session, customer, due, request.friendship_id)
         if planned:
-            self.on_planned(due)
+            await self.hooks.emit(Planned(due))
 
     def _welcomed_recently(self, customer: Customer, now: datetime) -> bool:
         if customer.welcome_planned_at is None:

@@ -1,0 +1,48 @@
+"""The one hook mechanism: services announce what happened as small event objects; the app decides
+who listens. No service holds a callback into another, so construction has no cycles and a new
+listener is one ``hooks.on(...)`` line in the wiring.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from bot.transport.base import FriendRequest
+
+E = TypeVar("E")
+Listener = Callable[[E], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """An outbox row was planned, due at ``due``: the dispatcher may need to wake earlier."""
+
+    due: datetime
+
+
+@dataclass(frozen=True)
+class AcceptInterrupted:
+    """The connection dropped while accepting a friend request: handle it again after reconnecting."""
+
+    account_id: str
+    request: FriendRequest
+
+
+class Hooks:
+    def __init__(self) -> None:
+        self._listeners: defaultdict[type[Any], list[Listener[Any]]] = defaultdict(list)
+
+    def on(self, event_type: type[E], listener: Listener[E]) -> None:
+        self._listeners[event_type].append(listener)
+
+    async def emit(self, event: object) -> None:
+        """Call every listener of ``type(event)`` in the order they were added."""
+        for listener in self._listeners[type(event)]:
+            result = listener(event)
+            if inspect.isawaitable(result):
+                await result
