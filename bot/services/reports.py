@@ -12,7 +12,7 @@ from bot.config import Config
 from bot.domain.kinds import kind_name
 from bot.domain.schedule import local_at, local_day_bounds
 from bot.domain.stages import Pipeline
-from bot.services.digest import DigestService
+from bot.services.digest import DigestService, RepDay
 from bot.services.profile import ProfileService
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
@@ -162,7 +162,7 @@ class ReportService:
         async with self.db.transaction() as session:
             days = await self.digests.team_day(session, accounts, start, cut, cut)
 
-        def view(d: Any) -> dict[str, Any]:
+        def view(d: RepDay) -> dict[str, Any]:
             return {
                 "new_friends": d.new_friends,
                 "welcomes_sent": d.welcomes_sent,
@@ -179,8 +179,6 @@ class ReportService:
                 "owed_replies": len(d.owed),
                 "at_risk": len(d.at_risk),
             }
-
-        from bot.services.digest import RepDay
 
         team = RepDay()
         for d in days.values():
