@@ -128,6 +128,14 @@ class Tags:
         result = await self.session.exec(statement)
         return bool(_rowcount(result))
 
+    async def remove(self, customer_id: int, group: str, value: str) -> bool:
+        """Remove a tag. Returns whether the customer had it."""
+        table = _table(CustomerTag)
+        statement = sa.delete(table).where(
+            table.c.customer_id == customer_id, table.c.group == group, table.c.value == value
+        )
+        return bool(_rowcount(await self.session.exec(statement)))
+
     async def for_customer(self, customer_id: int) -> list[CustomerTag]:
         query = (
             select(CustomerTag).where(CustomerTag.customer_id == customer_id).order_by(col(CustomerTag.id))

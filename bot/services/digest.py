@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlmodel import col, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
@@ -26,7 +25,8 @@ from bot.services.outbox import Composed
 from bot.services.reach import AUTOMATED_KINDS
 from bot.templates import TemplateLibrary
 from storage.db import Database
-from storage.models import Customer, Event, OutgoingMessage, ScheduledMessage
+from storage.models import Customer, ScheduledMessage
+from storage.queries import digest as queries
 from storage.repositories import Outbox
 
 DIGEST = "digest"
@@ -159,14 +159,18 @@ class DigestService:
     ) -> dict[str, RepDay]:
         """What happened per account in [start, end): one grouped query per measure for the whole team."""
         days = {account_id: RepDay() for account_id in account_ids}
-        in_window = (col(Event.account_id).in_(account_ids), col(Event.at) >= start, col(Event.at) < end)
-        for account_id, kind, count in (
-            await session.exec(
-                select(Event.account_id, Event.kind, func.count())
-                .where(*in_window, col(Event.kind).in_(COUNTED))
-                .group_by(Event.account_id, Event.kind)
-            )
-        ).all():
+        await self._events(session, days, start, end)
+        await self._sends(session, days, start, end)
+        await self._customers(session, days, now)
+        return days
+
+    async def _events(
+        self, session: AsyncSession, days: dict[str, RepDay], start: datetime, end: datetime
+    ) -> None:
+        """Orders, failed welcomes, deletions, new friends, replies, objections, stage moves, tags
+        and corrections, from the event log."""
+        accounts = list(days)
+        for account_id, kind, count in await queries.event_counts(session, accounts, start, end, COUNTED):
             day = days[account_id]
             if kind == "welcome_failed":
                 day.welcomes_failed = count
@@ -178,22 +182,13 @@ class DigestService:
             (("friend_request", "friend_confirmed"), "new_friends"),
             (("message_in",), "replied"),
         ):
-            for account_id, count in (
-                await session.exec(
-                    select(Event.account_id, func.count(func.distinct(Event.customer_id)))
-                    .where(*in_window, col(Event.kind).in_(kinds))
-                    .group_by(Event.account_id)
-                )
-            ).all():
+            for account_id, count in await queries.customers_with_events(
+                session, accounts, start, end, kinds
+            ):
                 setattr(days[account_id], attribute, count)
-        for account_id, kind, data, text in (
-            await session.exec(
-                select(Event.account_id, Event.kind, Event.data, Event.text).where(
-                    *in_window,
-                    col(Event.kind).in_(("objection", "stage_changed", "tag_added", "correction")),
-                )
-            )
-        ).all():
+        for account_id, kind, data, text in await queries.event_details(
+            session, accounts, start, end, ("objection", "stage_changed", "tag_added", "correction")
+        ):
             day = days[account_id]
             if kind == "objection":
                 day.objections[str(data.get("label"))] += 1
@@ -203,103 +198,46 @@ class DigestService:
                 day.stage_moves[str(data.get("to"))] += 1
             else:
                 day.tags[text] += 1
-        for account_id, kind, count in (
-            await session.exec(
-                select(OutgoingMessage.account_id, OutgoingMessage.kind, func.count())
-                .where(
-                    col(OutgoingMessage.account_id).in_(account_ids),
-                    OutgoingMessage.status == "sent",
-                    col(OutgoingMessage.sent_at) >= start,
-                    col(OutgoingMessage.sent_at) < end,
-                    col(OutgoingMessage.kind).in_(("welcome", *AUTOMATED_KINDS)),
-                )
-                .group_by(OutgoingMessage.account_id, OutgoingMessage.kind)
-            )
-        ).all():
+
+    async def _sends(
+        self, session: AsyncSession, days: dict[str, RepDay], start: datetime, end: datetime
+    ) -> None:
+        """Welcomes and automated messages sent, failed and expired; tomorrow's plan."""
+        accounts = list(days)
+        sent = await queries.sent_counts(session, accounts, start, end, ("welcome", *AUTOMATED_KINDS))
+        for account_id, kind, count in sent:
             if kind == "welcome":
                 days[account_id].welcomes_sent = count
             else:
                 days[account_id].scheduled_sent += count
-        scheduled = (
-            col(ScheduledMessage.account_id).in_(account_ids),
-            col(ScheduledMessage.kind).in_(AUTOMATED_KINDS),
-        )
-        for account_id, status, count in (
-            await session.exec(
-                select(ScheduledMessage.account_id, ScheduledMessage.status, func.count())
-                .where(
-                    *scheduled,
-                    col(ScheduledMessage.status).in_(("failed", "expired")),
-                    col(ScheduledMessage.updated_at) >= start,
-                    col(ScheduledMessage.updated_at) < end,
-                )
-                .group_by(ScheduledMessage.account_id, ScheduledMessage.status)
-            )
-        ).all():
+        for account_id, status, count in await queries.scheduled_outcomes(
+            session, accounts, start, end, AUTOMATED_KINDS, ("failed", "expired")
+        ):
             if status == "failed":
                 days[account_id].scheduled_failed = count
             else:
                 days[account_id].scheduled_expired = count
         tomorrow_start, tomorrow_end = local_day_bounds(start + timedelta(hours=36), self.config.tz)
-        for account_id, count in (
-            await session.exec(
-                select(ScheduledMessage.account_id, func.count())
-                .where(
-                    *scheduled,
-                    ScheduledMessage.status == "pending",
-                    col(ScheduledMessage.due_at) >= tomorrow_start,
-                    col(ScheduledMessage.due_at) < tomorrow_end,
-                )
-                .group_by(ScheduledMessage.account_id)
-            )
-        ).all():
+        for account_id, count in await queries.planned_counts(
+            session, accounts, tomorrow_start, tomorrow_end, AUTOMATED_KINDS
+        ):
             days[account_id].planned_tomorrow = count
-        live = (col(Customer.account_id).in_(account_ids), col(Customer.deleted_at).is_(None))
+
+    async def _customers(self, session: AsyncSession, days: dict[str, RepDay], now: datetime) -> None:
+        """Customers owed a reply and late-stage customers gone silent, as of ``now``."""
+        accounts = list(days)
         owed_before = now - timedelta(minutes=self.config.digest.owed_reply_minutes)
-        names = (
-            Customer.account_id,
-            col(Customer.id),
-            Customer.display_name,
-            Customer.remark,
-        )  # no ORM objects
-        for account_id, customer_id, name, remark in (
-            await session.exec(
-                select(*names)
-                .where(
-                    *live,
-                    col(Customer.last_inbound_at).is_not(None),
-                    col(Customer.last_inbound_at) < owed_before,
-                    or_(
-                        col(Customer.last_outbound_at).is_(None),
-                        col(Customer.last_outbound_at) < Customer.last_inbound_at,
-                    ),
-                )
-                .order_by(col(Customer.last_inbound_at))
-            )
-        ).all():
+        for account_id, customer_id, name, remark in await queries.owed_replies(
+            session, accounts, owed_before
+        ):
             days[account_id].owed.append(f"{remark or name}#{customer_id}")
         threshold = self.config.digest.at_risk_from_stage
         risky = [s.key for s in self.pipeline.stages if not self.pipeline.is_before(s.key, threshold)]
         silent_since = now - timedelta(days=self.config.digest.at_risk_days)
-        for account_id, customer_id, name, remark in (
-            await session.exec(
-                select(*names)
-                .where(
-                    *live,
-                    col(Customer.stage).in_(risky),
-                    or_(
-                        col(Customer.last_inbound_at).is_(None), col(Customer.last_inbound_at) < silent_since
-                    ),
-                    or_(
-                        col(Customer.last_outbound_at).is_(None),
-                        col(Customer.last_outbound_at) < silent_since,
-                    ),
-                )
-                .order_by(col(Customer.id))
-            )
-        ).all():
+        for account_id, customer_id, name, remark in await queries.at_risk(
+            session, accounts, risky, silent_since
+        ):
             days[account_id].at_risk.append(f"{remark or name}#{customer_id}")
-        return days
 
     # -- rendering --------------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
@@ -24,9 +23,10 @@ from bot.objections.corpus import Message
 from bot.objections.labels import OBJECTIONS, SIGNAL_NAMES, SIGNALS
 from storage.db import Database
 from storage.models import Customer, Event
+from storage.queries import feedback as queries
 from storage.repositories import Events
 
-CORRECTION = "correction"
+CORRECTION = queries.CORRECTION
 # events that record a reading the bot acted on: what /wrong corrects
 READING_KINDS = ("objection", "opt_out", "signal")
 NONE_WORDS = ("none", "无", "无顾虑", "没有", "不是", "都不是", "正常")
@@ -90,14 +90,7 @@ class FeedbackService:
         assert customer.id is not None
         choice = parse_choice(word, self.names) if word else Choice("none", None)
         async with self.db.transaction() as session:
-            events = (
-                await session.exec(
-                    select(Event)
-                    .where(Event.customer_id == customer.id, col(Event.kind).in_(READING_KINDS))
-                    .order_by(col(Event.id).desc())
-                    .limit(50)
-                )
-            ).all()
+            events = await queries.latest_of_kinds(session, customer.id, READING_KINDS, 50)
             if choice.kind == "signal":
                 event = next((e for e in events if _signal_of(e) == choice.key), None)
                 if event is None:
@@ -130,14 +123,7 @@ class FeedbackService:
         assert customer.id is not None
         choice = parse_choice(word, self.names)
         async with self.db.transaction() as session:
-            event = (
-                await session.exec(
-                    select(Event)
-                    .where(Event.customer_id == customer.id, Event.kind == "message_in")
-                    .order_by(col(Event.id).desc())
-                    .limit(1)
-                )
-            ).first()
+            event = await queries.last_message_in(session, customer.id)
             if event is None:
                 raise CommandError("这位客户还没有发过消息")
             read = self.classifier.classify(event.text)
@@ -162,14 +148,7 @@ class FeedbackService:
     @staticmethod
     async def _current(session: AsyncSession, customer_id: int, text: str, read: Reading) -> Reading:
         """The message's reading as corrected so far: the latest correction of it, else ``read``."""
-        earlier = (
-            await session.exec(
-                select(Event)
-                .where(Event.customer_id == customer_id, Event.kind == CORRECTION, Event.text == text)
-                .order_by(col(Event.id).desc())
-                .limit(1)
-            )
-        ).first()
+        earlier = await queries.latest_correction(session, customer_id, text)
         if earlier is None:
             return read
         return Reading(earlier.data.get("objection"), tuple(earlier.data.get("signals", ())))
@@ -207,9 +186,7 @@ def _short(text: str, limit: int = 20) -> str:
 async def load_corrections(db: Database) -> list[Message]:
     """Every corrected message as a labelled message (the latest correction of a text wins)."""
     async with db.transaction() as session:
-        events = (
-            await session.exec(select(Event).where(Event.kind == CORRECTION).order_by(col(Event.id)))
-        ).all()
+        events = await queries.all_corrections(session)
     latest: dict[str, Message] = {}
     for event in events:
         objection = event.data.get("objection")

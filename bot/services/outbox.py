@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
@@ -27,6 +26,7 @@ from bot.services.messenger import Delivery, Messenger, Reservation, SendResult,
 from bot.services.reach import AUTOMATED_KINDS, PUSH_KINDS, SEND, Verdict
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
+from storage.queries import outbox as outbox_queries
 from storage.repositories import DELIVERY_UNKNOWN, Customers, Events, Outbox, OutgoingLog
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,7 @@ class Dispatcher:
         settled = 0
         in_doubt: list[ScheduledMessage] = []
         async with self.db.transaction() as session:
-            rows = (
-                await session.exec(select(ScheduledMessage).where(ScheduledMessage.status == "claimed"))
-            ).all()
+            rows = await outbox_queries.claimed(session)
             outgoing = OutgoingLog(session)
             # a batch's sends go out one at a time, each outcome recorded before the next send:
             # unless the machine crashed (relaxed commits lost), only the first unfinished send

@@ -7,10 +7,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-import sqlalchemy as sa
-from sqlmodel import col, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
@@ -20,7 +17,9 @@ from bot.domain.tags import Tag, TagRejected, TagVocabulary
 from bot.errors import CommandError, TransportError
 from bot.transport.base import Transport
 from storage.db import Database
-from storage.models import Customer, CustomerTag, Event, Note, ScheduledMessage
+from storage.models import Customer, CustomerTag, Note, ScheduledMessage
+from storage.queries import listings
+from storage.queries import profile as queries
 from storage.repositories import Customers, Events, Notes, Outbox, StageHistory, Tags
 
 log = logging.getLogger(__name__)
@@ -87,13 +86,7 @@ class ProfileService:
         now = self.clock.now()
         async with self.db.transaction() as session:
             customer = await self._customer(session, customer_id)
-            table = CustomerTag.__table__  # type: ignore[attr-defined]
-            result = await session.exec(
-                sa.delete(table).where(
-                    table.c.customer_id == customer_id, table.c.group == tag.group, table.c.value == tag.value
-                )
-            )
-            if not result.rowcount:
+            if not await Tags(session).remove(customer_id, tag.group, tag.value):
                 raise CommandError(f"客户没有标签「{self.vocabulary.display(tag)}」")
             await Events(session).record(
                 customer.account_id,
@@ -141,19 +134,12 @@ class ProfileService:
     async def card(self, customer_id: int) -> Card:
         async with self.db.transaction() as session:
             customer = await self._customer(session, customer_id)
-            objections = (
-                await session.exec(
-                    select(Event.data)
-                    .where(Event.customer_id == customer_id, Event.kind == "objection")
-                    .order_by(col(Event.id))
-                )
-            ).all()
             return Card(
                 customer=customer,
                 tags=await Tags(session).for_customer(customer_id),
                 notes=await Notes(session).for_customer(customer_id),
                 pending=await Outbox(session).pending_for_customer(customer_id),
-                objections=[str(data.get("label", "")) for data in objections],
+                objections=await queries.objection_labels(session, customer_id),
             )
 
     async def find(self, account_id: str, query: str, page: int, page_size: int) -> Page:
@@ -163,43 +149,20 @@ class ProfileService:
             tag = self.vocabulary.parse(query)
         except TagRejected:
             tag = None
-        pattern = f"%{query}%"
-        conditions: list[Any] = [col(Customer.display_name).like(pattern), col(Customer.remark).like(pattern)]
-        if stage is not None:
-            conditions.append(Customer.stage == stage)
-        tagged = select(CustomerTag.customer_id).where(col(CustomerTag.value).like(pattern))
-        if tag is not None and tag.group:
-            tagged = select(CustomerTag.customer_id).where(
-                CustomerTag.group == tag.group, CustomerTag.value == tag.value
-            )
-        conditions.append(col(Customer.id).in_(tagged))
-        where = (Customer.account_id == account_id, or_(*conditions))
+        exact = (tag.group, tag.value) if tag is not None and tag.group else None
         async with self.db.transaction() as session:
-            total = (await session.exec(select(func.count()).select_from(Customer).where(*where))).one()
+            total = await queries.count_found(session, account_id, query, stage, exact)
             pages = max(1, -(-total // page_size))
             if page > pages:
                 raise CommandError(f"只有 {pages} 页结果")
-            rows = (
-                await session.exec(
-                    select(Customer)
-                    .where(*where)
-                    .order_by(col(Customer.id))
-                    .offset((page - 1) * page_size)
-                    .limit(page_size)
-                )
-            ).all()
-        return Page(list(rows), page, pages, total)
+            rows = await queries.found(
+                session, account_id, query, stage, exact, (page - 1) * page_size, page_size
+            )
+        return Page(rows, page, pages, total)
 
     async def stage_counts(self, account_id: str) -> dict[str, int]:
         async with self.db.transaction() as session:
-            rows = (
-                await session.exec(
-                    select(Customer.stage, func.count())
-                    .where(Customer.account_id == account_id, col(Customer.deleted_at).is_(None))
-                    .group_by(Customer.stage)
-                )
-            ).all()
-        return {stage: count for stage, count in rows}
+            return await listings.stage_counts(session, account_id)
 
     async def match(self, account_id: str, name: str) -> list[Customer]:
         """Customers a rep may mean by ``name``: short id (#12), exact name/remark, else a substring
@@ -210,18 +173,11 @@ class ProfileService:
                 customer = await Customers(session).get(int(short))
                 return [customer] if customer is not None and customer.account_id == account_id else []
             folded = name.lower()
-            display, remark = func.lower(Customer.display_name), func.lower(Customer.remark)
-            mine = select(Customer).where(Customer.account_id == account_id).order_by(col(Customer.id))
-            exact = (await session.exec(mine.where(or_(display == folded, remark == folded)))).all()
-            if exact:
-                return list(exact)
-            pattern = f"%{folded.replace('%', '').replace('_', '')}%"
-            return list(
-                (await session.exec(mine.where(or_(display.like(pattern), remark.like(pattern))))).all()
-            )
+            exact = await queries.named(session, account_id, folded)
+            return exact or await queries.name_contains(session, account_id, folded)
 
     async def _customer(self, session: AsyncSession, customer_id: int) -> Customer:
-        customer = await session.get(Customer, customer_id)
+        customer = await Customers(session).get(customer_id)
         if customer is None:
             raise CommandError(f"没有编号为 #{customer_id} 的客户")
         return customer

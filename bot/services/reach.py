@@ -12,12 +12,12 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.config import Config
 from bot.domain.schedule import QuietHours, local_day_bounds
-from storage.models import OutgoingMessage, ScheduledMessage
+from storage.models import ScheduledMessage
+from storage.queries import reach as queries
 
 AUTOMATED_KINDS = ("countdown", "aftercare", "followup")
 PUSH_KINDS = ("countdown", "followup")  # what a soft opt-out holds; aftercare is service, not a push
@@ -48,48 +48,19 @@ class ReachPolicy:
             return Verdict(False, self.quiet.next_allowed(now), "quiet hours")
         day_start, day_end = local_day_bounds(now, self.config.tz)
         tomorrow = self.quiet.next_allowed(day_end)
-        sent_today = await self._count(session, day_start, day_end, customer_id=row.customer_id)
+        sent_today = await queries.sent_count(
+            session, AUTOMATED_KINDS, day_start, day_end, customer_id=row.customer_id
+        )
         if sent_today >= reach.customer_daily_cap:
             return Verdict(False, tomorrow, f"customer daily cap ({reach.customer_daily_cap}) reached")
-        account_today = await self._count(session, day_start, day_end, account_id=row.account_id)
+        account_today = await queries.sent_count(
+            session, AUTOMATED_KINDS, day_start, day_end, account_id=row.account_id
+        )
         if account_today >= reach.account_daily_cap:
             return Verdict(False, tomorrow, f"account daily cap ({reach.account_daily_cap}) reached")
-        last = (
-            await session.exec(
-                select(func.max(OutgoingMessage.sent_at)).where(
-                    OutgoingMessage.account_id == row.account_id,
-                    col(OutgoingMessage.kind).in_(AUTOMATED_KINDS),
-                    OutgoingMessage.status == "sent",
-                )
-            )
-        ).first()
+        last = await queries.last_sent_at(session, row.account_id, AUTOMATED_KINDS)
         if last is not None:
             gap = timedelta(seconds=self.rng.uniform(*reach.pacing_seconds))
             if now < last + gap:
                 return Verdict(False, last + gap, "pacing")
         return SEND
-
-    async def _count(
-        self,
-        session: AsyncSession,
-        start: datetime,
-        end: datetime,
-        *,
-        customer_id: int | None = None,
-        account_id: str | None = None,
-    ) -> int:
-        query = (
-            select(func.count())
-            .select_from(OutgoingMessage)
-            .where(
-                col(OutgoingMessage.kind).in_(AUTOMATED_KINDS),
-                OutgoingMessage.status == "sent",
-                col(OutgoingMessage.sent_at) >= start,
-                col(OutgoingMessage.sent_at) < end,
-            )
-        )
-        if customer_id is not None:
-            query = query.where(OutgoingMessage.customer_id == customer_id)
-        if account_id is not None:
-            query = query.where(OutgoingMessage.account_id == account_id)
-        return int((await session.exec(query)).one())

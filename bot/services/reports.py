@@ -7,17 +7,16 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlmodel import col, func, or_, select
-
 from bot.clock import Clock
 from bot.config import Config
 from bot.domain.kinds import kind_name
 from bot.domain.schedule import local_at, local_day_bounds
 from bot.domain.stages import Pipeline
-from bot.services.digest import DigestService
+from bot.services.digest import DigestService, RepDay
 from bot.services.profile import ProfileService
 from storage.db import Database
-from storage.models import Customer, CustomerTag, ScheduledMessage
+from storage.models import Customer, ScheduledMessage
+from storage.queries import listings
 
 
 def iso(instant: datetime | None, config: Config) -> str | None:
@@ -89,30 +88,16 @@ class ReportService:
         limit: int = 50,
         offset: int = 0,
     ) -> dict[str, Any]:
-        query = select(Customer)
-        if stage:
-            key = self.pipeline.resolve(stage)
-            query = query.where(Customer.stage == (key or stage))
-        if account:
-            query = query.where(Customer.account_id == account)
-        if tag:
-            parsed = self.profile.parse_tags([tag])[0]
-            query = query.where(
-                col(Customer.id).in_(
-                    select(CustomerTag.customer_id).where(
-                        CustomerTag.group == parsed.group, CustomerTag.value == parsed.value
-                    )
-                )
-            )
-        if silent_days > 0:
-            since = self.clock.now() - timedelta(days=silent_days)
-            query = query.where(
-                or_(col(Customer.last_inbound_at).is_(None), col(Customer.last_inbound_at) < since),
-                or_(col(Customer.last_outbound_at).is_(None), col(Customer.last_outbound_at) < since),
-            )
+        parsed = self.profile.parse_tags([tag])[0] if tag else None
+        where = listings.CustomerFilter(
+            stage=(self.pipeline.resolve(stage) or stage) if stage else "",
+            account=account,
+            tag=(parsed.group, parsed.value) if parsed is not None else None,
+            silent_since=self.clock.now() - timedelta(days=silent_days) if silent_days > 0 else None,
+        )
         async with self.db.transaction() as session:
-            total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
-            rows = (await session.exec(query.order_by(col(Customer.id)).offset(offset).limit(limit))).all()
+            total = await listings.count_customers(session, where)
+            rows = await listings.customers(session, where, offset, limit)
         return {
             "total": total,
             "offset": offset,
@@ -155,27 +140,12 @@ class ReportService:
 
     async def scheduled(self, status: str = "pending", limit: int = 100) -> list[dict[str, Any]]:
         async with self.db.transaction() as session:
-            rows = (
-                await session.exec(
-                    select(ScheduledMessage)
-                    .where(ScheduledMessage.status == status)
-                    .order_by(col(ScheduledMessage.due_at))
-                    .limit(limit)
-                )
-            ).all()
+            rows = await listings.scheduled(session, status, limit)
         return [self._scheduled(row) for row in rows]
 
     async def funnel(self) -> list[dict[str, Any]]:
         async with self.db.transaction() as session:
-            counts = dict(
-                (
-                    await session.exec(
-                        select(Customer.stage, func.count())
-                        .where(col(Customer.deleted_at).is_(None))
-                        .group_by(Customer.stage)
-                    )
-                ).all()
-            )
+            counts = await listings.stage_counts(session)
         return [
             {"stage": s.key, "label": s.label, "customers": counts.get(s.key, 0)}
             for s in self.pipeline.stages
@@ -192,7 +162,7 @@ class ReportService:
         async with self.db.transaction() as session:
             days = await self.digests.team_day(session, accounts, start, cut, cut)
 
-        def view(d: Any) -> dict[str, Any]:
+        def view(d: RepDay) -> dict[str, Any]:
             return {
                 "new_friends": d.new_friends,
                 "welcomes_sent": d.welcomes_sent,
@@ -209,8 +179,6 @@ class ReportService:
                 "owed_replies": len(d.owed),
                 "at_risk": len(d.at_risk),
             }
-
-        from bot.services.digest import RepDay
 
         team = RepDay()
         for d in days.values():

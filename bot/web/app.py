@@ -14,15 +14,14 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import date
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from bot.config import Config
 from bot.errors import CommandError, SalesbotError
 from bot.services.reports import ReportService
+from bot.web.pages import PAGES
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +29,12 @@ REPORTS = web.AppKey("reports", ReportService)
 TOKEN = web.AppKey("token", str)
 TOKEN_FOR_READS = web.AppKey("token_for_reads", bool)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PAGES = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html", "j2"])
-)
+
+
+class Mountable(Protocol):
+    """Extra routes the app mounts (the browser simulator): the app knows them only by this."""
+
+    def mount(self, app: web.Application, token: str) -> None: ...
 
 
 def is_loopback(host: str) -> bool:
@@ -172,10 +174,10 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 def create_app(
-    reports: ReportService, *, token: str, token_for_reads: bool, simulator: Any = None
+    reports: ReportService, *, token: str, token_for_reads: bool, simulator: Mountable | None = None
 ) -> web.Application:
     """``simulator`` (a :class:`bot.web.simulator.SimulatorState`) mounts the browser simulator; only
-    for the local transport."""
+    for the local transport. The app mounts it; the simulator never imports the app."""
     app = web.Application(middlewares=[errors, auth])
     app[REPORTS] = reports
     app[TOKEN] = token
@@ -188,7 +190,5 @@ def create_app(
     app.router.add_get("/api/metrics", api_metrics)
     app.router.add_get("/api/accounts", api_accounts)
     if simulator is not None:
-        from bot.web.simulator import mount
-
-        mount(app, simulator, token)
+        simulator.mount(app, token)
     return app

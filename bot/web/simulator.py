@@ -16,7 +16,7 @@ from bot.clock import AdvanceableClock
 from bot.services.messenger import Sent
 from bot.simulate import describe, fast_forward, parse_duration
 from bot.transport.local_puppet import LocalPuppet
-from bot.web.app import PAGES
+from bot.web.pages import PAGES
 from storage.repositories import Customers
 
 _HANDLE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -43,6 +43,10 @@ class SimulatorState:
         }
         for queue in self.listeners:
             queue.put_nowait(event)
+
+    def mount(self, app: web.Application, token: str) -> None:
+        """Add the simulator's page and endpoints to the web app (called by ``create_app``)."""
+        mount(app, self, token)
 
     def contact(self, handle: str) -> str:
         if not _HANDLE.match(handle):

@@ -1,0 +1,1 @@
+"""Named read queries, one small module per area; like repositories they take a session and never commit."""

@@ -1,0 +1,48 @@
+"""What the reach policy (quiet hours, daily caps, pacing) reads from the outgoing log."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import OutgoingMessage
+
+
+async def sent_count(
+    session: AsyncSession,
+    kinds: Collection[str],
+    start: datetime,
+    end: datetime,
+    *,
+    customer_id: int | None = None,
+    account_id: str | None = None,
+) -> int:
+    """Messages of these kinds sent in [start, end), to one customer or from one account (a cap)."""
+    query = (
+        select(func.count())
+        .select_from(OutgoingMessage)
+        .where(
+            col(OutgoingMessage.kind).in_(kinds),
+            OutgoingMessage.status == "sent",
+            col(OutgoingMessage.sent_at) >= start,
+            col(OutgoingMessage.sent_at) < end,
+        )
+    )
+    if customer_id is not None:
+        query = query.where(OutgoingMessage.customer_id == customer_id)
+    if account_id is not None:
+        query = query.where(OutgoingMessage.account_id == account_id)
+    return int((await session.exec(query)).one())
+
+
+async def last_sent_at(session: AsyncSession, account_id: str, kinds: Collection[str]) -> datetime | None:
+    """When the account last sent a message of these kinds (pacing)."""
+    query = select(func.max(OutgoingMessage.sent_at)).where(
+        OutgoingMessage.account_id == account_id,
+        col(OutgoingMessage.kind).in_(kinds),
+        OutgoingMessage.status == "sent",
+    )
+    return (await session.exec(query)).first()
