@@ -165,7 +165,7 @@ class SalesBot:
             self.console_messages,
         )
         self.digests = DigestService(
-            self.db, clock, config, self.templates, self.objections.library, on_planned=self._wake
+            self.db, clock, config, self.templates, self.objections.library, hooks=self.hooks
         )
         self.console.digests = self.digests
         self.reports = ReportService(self.db, clock, config, self.profile, self.digests)

@@ -18,18 +18,20 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Config, SupervisorConfig
+from bot.domain.kinds import AUTOMATED_KINDS, Kind
 from bot.domain.schedule import local_at, local_day_bounds
 from bot.domain.stages import Pipeline
+from bot.hooks import Hooks, Planned
 from bot.objections.library import ObjectionLibrary
 from bot.services.outbox import Composed
-from bot.services.reach import AUTOMATED_KINDS
+from bot.services.planning import message_key, outbox_row
 from bot.templates import TemplateLibrary
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
 from storage.queries import digest as queries
 from storage.repositories import Outbox
 
-DIGEST = "digest"
+DIGEST = Kind.DIGEST
 WEEKDAYS = ["周一", "周二", "周三", "周四", "周五", "周六", "周日"]
 COUNTED = ("friend_request", "friend_confirmed", "welcome_failed", "order", "customer_deleted")
 
@@ -108,14 +110,14 @@ class DigestService:
         config: Config,
         templates: TemplateLibrary,
         library: ObjectionLibrary,
-        on_planned: Callable[[datetime], None] = lambda _due: None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.config = config
         self.templates = templates
         self.library = library
-        self.on_planned = on_planned
+        self.hooks = hooks or Hooks()  # `salesbot digest` prints only: nobody listens
         self.pipeline = Pipeline(config.stages)
         self._planned_through: date | None = None
 
@@ -128,28 +130,29 @@ class DigestService:
         if self._planned_through == today or not self.config.supervisors:
             return
         grace = timedelta(hours=self.config.digest.grace_hours)
+        planned: list[datetime] = []
         async with self.db.transaction() as session:
             for supervisor in self.config.supervisors:
                 for day in (today, today + timedelta(days=1)):
                     due = local_at(day, supervisor.at, self.config.tz)
                     await Outbox(session).plan(
-                        ScheduledMessage(
+                        outbox_row(
                             account_id=supervisor.account,
-                            customer_id=None,
                             kind=DIGEST,
+                            # one digest per supervisor and day, whichever account sends it
+                            key=message_key(None, DIGEST, supervisor.name, day.isoformat()),
                             sequence=f"digest:{supervisor.name}",
                             step=day.isoformat(),
                             template=self.config.digest.template,
                             context={"supervisor": supervisor.name, "day": day.isoformat()},
-                            due_at=due,
+                            due=due,
                             not_after=due + grace,
-                            status="pending",
-                            idempotency_key=f"{DIGEST}:{supervisor.name}:{day.isoformat()}",
-                            created_at=now,
-                            updated_at=now,
+                            now=now,
                         )
                     )
-                    self.on_planned(due)
+                    planned.append(due)
+        for due in planned:
+            await self.hooks.emit(Planned(due))
         self._planned_through = today
 
     # -- numbers ----------------------------------------------------------------------------------

@@ -21,9 +21,10 @@ from typing import Protocol
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
+from bot.domain.kinds import AUTOMATED_KINDS, PUSH_KINDS
 from bot.errors import TemplateError
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
-from bot.services.reach import AUTOMATED_KINDS, PUSH_KINDS, SEND, Verdict
+from bot.services.reach import SEND, Verdict
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
 from storage.queries import outbox as outbox_queries

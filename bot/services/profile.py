@@ -111,15 +111,7 @@ class ProfileService:
             old = customer.stage
             if old == key:
                 raise CommandError(f"客户已经在「{self.pipeline.label(key)}」阶段")
-            customer.stage = key
-            await StageHistory(session).record(customer_id, old, key, actor, reason, now)
-            await Events(session).record(
-                customer.account_id,
-                "stage_changed",
-                now,
-                customer_id=customer_id,
-                data={"from": old, "to": key, "actor": actor},
-            )
+            await StageHistory(session).move(customer, key, actor, reason, now)
         return old, key
 
     async def add_note(self, customer_id: int, text: str, actor: str) -> None:

@@ -15,12 +15,10 @@ from datetime import datetime, timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.config import Config
+from bot.domain.kinds import AUTOMATED_KINDS
 from bot.domain.schedule import QuietHours, local_day_bounds
 from storage.models import ScheduledMessage
 from storage.queries import reach as queries
-
-AUTOMATED_KINDS = ("countdown", "aftercare", "followup")
-PUSH_KINDS = ("countdown", "followup")  # what a soft opt-out holds; aftercare is service, not a push
 
 
 @dataclass(frozen=True)
