@@ -158,9 +158,7 @@ async def main(rows: int, history: int, due: int, batches: list[int]) -> None:
         clock = VirtualClock(start - timedelta(days=1))
         messenger = Messenger(db, clock, {"bench": NullTransport()})  # type: ignore[dict-item]
 
-        async def unreachable(customer_id: int, reason: str) -> None: ...
-
-        dispatcher = Dispatcher(db, clock, messenger, {"bulk": KeyComposer()}, on_unreachable=unreachable)
+        dispatcher = Dispatcher(db, clock, messenger, {"bulk": KeyComposer()})
         await dispatcher.recover()
         next_due = await dispatcher.next_due_at()
         startup = time.perf_counter() - t0

@@ -22,7 +22,14 @@ from bot.domain.kinds import Kind
 from bot.domain.stages import Pipeline
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import ConfigError, SalesbotError, TemplateError, TransportError
-from bot.hooks import AcceptInterrupted, Hooks, Planned
+from bot.hooks import (
+    AcceptInterrupted,
+    CustomerUnreachable,
+    Hooks,
+    MessageSent,
+    Planned,
+    Undeliverable,
+)
 from bot.objections.library import ObjectionLibrary
 from bot.objections.reader import load_classifier, load_library, load_model
 from bot.router import Router, Said, Speaker
@@ -52,7 +59,6 @@ from bot.transport.backoff import Backoff
 from bot.transport.base import FriendRequest, InboundEvent, Transport
 from bot.transport.factory import build_transport
 from storage.db import Database
-from storage.models import ScheduledMessage
 from storage.repositories import DELIVERY_UNKNOWN, Accounts, Customers, Tags
 
 log = logging.getLogger("salesbot")
@@ -129,6 +135,9 @@ class SalesBot:
         self.hooks = Hooks()
         self.hooks.on(Planned, lambda planned: self._wake(planned.due))
         self.hooks.on(AcceptInterrupted, self._retry_after_reconnect)
+        self.hooks.on(MessageSent, self._on_sent)
+        self.hooks.on(CustomerUnreachable, self._on_unreachable)
+        self.hooks.on(Undeliverable, self._on_undeliverable)
         self.sequences = SequenceService(self.db, clock, config, hooks=self.hooks)
         self.welcome = WelcomeService(
             self.db,
@@ -186,10 +195,8 @@ class SalesBot:
                 Kind.ALERT: console_text,
                 Kind.SUGGESTION: console_text,
             },
-            on_unreachable=self._on_unreachable,
-            on_sent=self._on_sent,
+            hooks=self.hooks,
             gate=ReachPolicy(config, self._rng),
-            on_undeliverable=self._on_undeliverable,
             batch_size=config.dispatch.batch_size,
         )
         self.dispatcher.available = self._connected_accounts
@@ -234,7 +241,7 @@ class SalesBot:
         for account_id in self.unavailable:
             self._track(self._start_later(account_id, self.transports[account_id]), self._late_starts)
         for row in recovered.in_doubt:  # an account still offline gets its alert once it connects
-            await self._on_undeliverable(row, row.last_error)
+            await self._on_undeliverable(Undeliverable(row, row.last_error))
         await self.digests.ensure_planned()
 
     async def _start_account(self, account_id: str, transport: Transport) -> None:
@@ -373,8 +380,9 @@ class SalesBot:
         if planned is not None:
             await self.dispatcher.run_due(only=[planned])
 
-    async def _on_unreachable(self, customer_id: int, reason: str) -> None:
+    async def _on_unreachable(self, event: CustomerUnreachable) -> None:
         """A customer removed the rep: their pending messages are cancelled and the rep told, together."""
+        customer_id, reason = event.customer_id, event.reason
         async with self.db.transaction() as session:
             customer = await self.customers.mark_deleted(session, customer_id, reason)
             if customer is None:
@@ -391,7 +399,8 @@ class SalesBot:
         if planned is not None:
             await self.dispatcher.run_due(only=[planned])
 
-    async def _on_undeliverable(self, row: ScheduledMessage, reason: str) -> None:
+    async def _on_undeliverable(self, event: Undeliverable) -> None:
+        row, reason = event.row, event.reason
         async with self.db.transaction() as session:
             customer = None if row.customer_id is None else await Customers(session).get(row.customer_id)
             unsure = DELIVERY_UNKNOWN in reason
@@ -408,7 +417,8 @@ class SalesBot:
         if planned is not None:
             await self.dispatcher.run_due(only=[planned])
 
-    async def _on_sent(self, row: ScheduledMessage) -> None:
+    async def _on_sent(self, event: MessageSent) -> None:
+        row = event.row
         if row.kind == Kind.WELCOME and row.customer_id is not None:
             self.console.note_customer(row.account_id, row.customer_id)
         elif row.kind == Kind.REPLY:

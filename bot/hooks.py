@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from bot.transport.base import FriendRequest
+from storage.models import ScheduledMessage
 
 E = TypeVar("E")
 Listener = Callable[[E], Awaitable[None] | None]
@@ -31,6 +32,29 @@ class AcceptInterrupted:
 
     account_id: str
     request: FriendRequest
+
+
+@dataclass(frozen=True)
+class MessageSent:
+    """A planned message went out in full (committed)."""
+
+    row: ScheduledMessage
+
+
+@dataclass(frozen=True)
+class CustomerUnreachable:
+    """A send proved the customer is no longer a friend (they deleted the rep)."""
+
+    customer_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Undeliverable:
+    """A planned message did not, or may not have, gone out: the rep should know."""
+
+    row: ScheduledMessage
+    reason: str
 
 
 class Hooks:

@@ -15,6 +15,7 @@ import uuid
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import SystemClock
+from bot.hooks import CustomerUnreachable, Hooks
 from bot.services.messenger import Messenger
 from bot.services.outbox import Composed, Dispatcher
 from bot.transport.base import EventSink, FriendRequest
@@ -66,10 +67,12 @@ async def main(url: str, sink_path: str) -> None:
     clock = SystemClock()
     messenger = Messenger(db, clock, {ACCOUNT: FileSink(sink_path)})
 
-    async def unreachable(customer_id: int, reason: str) -> None:
+    async def unreachable(event: CustomerUnreachable) -> None:
         raise AssertionError("the sink never refuses")
 
-    dispatcher = Dispatcher(db, clock, messenger, {"bulk": KeyComposer()}, on_unreachable=unreachable)
+    hooks = Hooks()
+    hooks.on(CustomerUnreachable, unreachable)
+    dispatcher = Dispatcher(db, clock, messenger, {"bulk": KeyComposer()}, hooks=hooks)
     await dispatcher.recover()
     sent = await dispatcher.run_due()
     await db.close()

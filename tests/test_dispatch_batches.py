@@ -19,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import VirtualClock
 from bot.errors import NotConnected, TransportError
+from bot.hooks import CustomerUnreachable, Hooks, Undeliverable
 from bot.services.messenger import Messenger
 from bot.services.outbox import Composed, Dispatcher
 from storage.db import Database
@@ -97,12 +98,12 @@ def dispatcher(db: Database, *platforms: Platform, batch_size: int = 16) -> Disp
     clock = VirtualClock(NOW)
     messenger = Messenger(db, clock, {p.account_id: p for p in platforms})  # type: ignore[misc]
 
-    async def unreachable(customer_id: int, reason: str) -> None:
+    async def unreachable(event: CustomerUnreachable) -> None:
         raise AssertionError("nobody is unreachable here")
 
-    return Dispatcher(
-        db, clock, messenger, {"bulk": KeyComposer()}, on_unreachable=unreachable, batch_size=batch_size
-    )
+    hooks = Hooks()
+    hooks.on(CustomerUnreachable, unreachable)
+    return Dispatcher(db, clock, messenger, {"bulk": KeyComposer()}, hooks=hooks, batch_size=batch_size)
 
 
 async def statuses(db: Database) -> dict[str, tuple[str, str]]:
@@ -258,10 +259,10 @@ async def test_a_failing_alert_does_not_strand_the_next_batch(db: Database) -> N
     platform.on_send = refuse_k1
     sender = dispatcher(db, platform, batch_size=2)
 
-    async def alert_fails(row: ScheduledMessage, reason: str) -> None:
+    async def alert_fails(event: Undeliverable) -> None:
         raise RuntimeError("the console is gone")
 
-    sender.on_undeliverable = alert_fails
+    sender.hooks.on(Undeliverable, alert_fails)
     assert await sender.run_due() == 6
     assert platform.arrived == ["k0", "k2", "k3", "k4", "k5"]
     after = await statuses(db)

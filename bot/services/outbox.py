@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import Clock
 from bot.domain.kinds import AUTOMATED_KINDS, PUSH_KINDS
 from bot.errors import TemplateError
+from bot.hooks import CustomerUnreachable, Hooks, MessageSent, Undeliverable
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
 from bot.services.reach import SEND, Verdict
 from storage.db import Database
@@ -52,11 +53,6 @@ class Composer(Protocol):
         ...
 
 
-UnreachableHandler = Callable[[int, str], Awaitable[object]]
-SentHandler = Callable[[ScheduledMessage], Awaitable[None]]
-UndeliverableHandler = Callable[[ScheduledMessage, str], Awaitable[None]]
-
-
 class Gate(Protocol):
     async def verdict(self, session: AsyncSession, row: ScheduledMessage, now: datetime) -> Verdict: ...
 
@@ -68,20 +64,17 @@ class Dispatcher:
         clock: Clock,
         messenger: Messenger,
         composers: Mapping[str, Composer],
-        on_unreachable: UnreachableHandler,
-        on_sent: SentHandler | None = None,
+        hooks: Hooks | None = None,
         gate: Gate | None = None,
-        on_undeliverable: UndeliverableHandler | None = None,
         batch_size: int = 16,
     ) -> None:
         self.db = db
         self.clock = clock
         self.messenger = messenger
         self.composers = composers
-        self.on_unreachable = on_unreachable
-        self.on_sent = on_sent
+        # MessageSent, CustomerUnreachable and Undeliverable are emitted after their commit
+        self.hooks = hooks or Hooks()
         self.gate = gate
-        self.on_undeliverable = on_undeliverable
         self.batch_size = batch_size
         # attempt groups: "<durability epoch>/<host>/<pid>/<batch>". Recovery trusts the order of a
         # batch only for this epoch (no relaxed commit lost) and host, once the process is gone
@@ -333,15 +326,16 @@ class Dispatcher:
             await Outbox(session).defer(row.id or 0, now, now, result.error)
         elif delivered:
             done.append(row.id or 0)
-            if self.on_sent is not None and result.delivery is Delivery.SENT:
-                after_commit.append(functools.partial(self.on_sent, row))
+            if result.delivery is Delivery.SENT:
+                after_commit.append(functools.partial(self.hooks.emit, MessageSent(row)))
         elif result.delivery is Delivery.UNKNOWN:
             error = f"{DELIVERY_UNKNOWN}: {result.error}; check the chat"
             await self._fail(session, after_commit, row, error, alert=True)
         elif result.delivery is Delivery.UNREACHABLE:
             await self._fail(session, after_commit, row, "customer is no longer a friend", alert=False)
             if row.customer_id is not None:
-                after_commit.append(functools.partial(self.on_unreachable, row.customer_id, result.error))
+                unreachable = CustomerUnreachable(row.customer_id, result.error)
+                after_commit.append(functools.partial(self.hooks.emit, unreachable))
         else:
             await self._fail(session, after_commit, row, f"send failed: {result.error}", alert=True)
         return None
@@ -367,8 +361,7 @@ class Dispatcher:
     def _tell_undeliverable(
         self, after_commit: list[Callable[[], Awaitable[object]]], row: ScheduledMessage, reason: str
     ) -> None:
-        if self.on_undeliverable is not None:
-            after_commit.append(functools.partial(self.on_undeliverable, row, reason))
+        after_commit.append(functools.partial(self.hooks.emit, Undeliverable(row, reason)))
 
 
 @dataclass(frozen=True)
