@@ -25,6 +25,7 @@ from bot.objections.library import ObjectionLibrary
 from bot.objections.reader import load_classifier, load_library, load_model
 from bot.services.alerts import ALERT, OWED, AlertComposer, Alerts, OwedReplyComposer, OwedReplyNudges
 from bot.services.console import ConsoleService
+from bot.services.console_directory import ConsoleDirectory
 from bot.services.customers import CustomerService
 from bot.services.digest import DIGEST, DigestComposer, DigestService
 from bot.services.feedback import FeedbackService
@@ -111,9 +112,7 @@ class SalesBot:
             self.db, clock, Pipeline(config.stages), config.pipeline.on_first_reply
         )
         self.profile = ProfileService(self.db, clock, config, self.transports)
-        self.console = ConsoleService(
-            self.db, clock, config, self.messenger, self.profile, self.transports, REGISTRY
-        )
+        self.directory = ConsoleDirectory(config, self.transports)
         self._rng = rng or random.Random()
         self.sequences = SequenceService(self.db, clock, config, on_planned=self._wake)
         self.welcome = WelcomeService(
@@ -136,24 +135,25 @@ class SalesBot:
             self.templates,
             self.messenger,
             self._rng,
-            console_of=self.console.console_of,
-            note_customer=self.console.note_customer,
+            console_of=self.directory.console_of,
+            note_customer=self.directory.note_customer,
             on_planned=self._wake,
         )
-        self.console.objections = self.objections
         self.feedback = FeedbackService(
             self.db, clock, self.objections.classifier, resume_pushes=self.sequences.resume_pushes
         )
-        self.console.feedback = self.feedback
-        self.console.sequences = self.sequences
         self.alerts = Alerts(
-            self.db, clock, self.messenger, self.console.console_of, self.console.note_customer, self._wake
+            self.db,
+            clock,
+            self.messenger,
+            self.directory.console_of,
+            self.directory.note_customer,
+            self._wake,
         )
-        self.owed = OwedReplyNudges(self.db, clock, config, self.console.console_of, self._wake)
+        self.owed = OwedReplyNudges(self.db, clock, config, self.directory.console_of, self._wake)
         self.digests = DigestService(
             self.db, clock, config, self.templates, self.objections.library, on_planned=self._wake
         )
-        self.console.digests = self.digests
         self.reports = ReportService(self.db, clock, config, self.profile, self.digests)
         sequences = SequenceComposer(config, self.templates, clock)
         self.dispatcher = Dispatcher(
@@ -166,9 +166,9 @@ class SalesBot:
                 COUNTDOWN: sequences,
                 AFTERCARE: sequences,
                 FOLLOWUP: sequences,
-                DIGEST: DigestComposer(self.digests, self.console.contact_of),
-                OWED: OwedReplyComposer(self.console.console_of, config),
-                ALERT: AlertComposer(self.console.console_of),
+                DIGEST: DigestComposer(self.digests, self.directory.contact_of),
+                OWED: OwedReplyComposer(self.directory.console_of, config),
+                ALERT: AlertComposer(self.directory.console_of),
             },
             on_unreachable=self._on_unreachable,
             on_sent=self._on_sent,
@@ -177,6 +177,20 @@ class SalesBot:
             batch_size=config.dispatch.batch_size,
         )
         self.dispatcher.available = self._connected_accounts
+        self.console = ConsoleService(
+            self.db,
+            clock,
+            config,
+            self.messenger,
+            self.transports,
+            self.directory,
+            REGISTRY,
+            profile=self.profile,
+            objections=self.objections,
+            sequences=self.sequences,
+            digests=self.digests,
+            feedback=self.feedback,
+        )
         self._started: list[Transport] = []
         self.unavailable: dict[str, str] = {}  # account id -> why it is not connected
         for transport in self.transports.values():
@@ -216,7 +230,7 @@ class SalesBot:
         self.unavailable.pop(account_id, None)
         async with self.db.transaction() as session:
             await Accounts(session).set_self_contact(account_id, transport.self_id)
-        await self.console.resolve_consoles(account_id)
+        await self.directory.resolve_consoles(account_id)
 
     def _not_started(self, account_id: str, error: SalesbotError) -> None:
         self.unavailable[account_id] = str(error)
@@ -300,18 +314,18 @@ class SalesBot:
     async def _on_text(self, account_id: str, message: TextMessage) -> None:
         if message.from_self and (await self.messenger.record_echo(account_id, message) or message.echo):
             return  # the bot's own send coming back: noted in the outgoing log, never handled again
-        supervisor = self.console.supervisor_of(account_id, message)
+        supervisor = self.directory.supervisor_of(account_id, message)
         if supervisor is not None:
             if await self.console.on_rep_text(account_id, message, role=supervisor):
                 log.info("%s: supervisor %s: %r", account_id, supervisor, message.text)
             return
-        if self.console.is_rep(account_id, message):
+        if self.directory.is_rep(account_id, message):
             if await self.console.on_rep_text(account_id, message):
                 log.info("%s: command %r", account_id, message.text)
             elif (
                 message.from_self
                 and not message.in_room
-                and message.conversation_id != self.console.console_of(account_id)
+                and message.conversation_id != self.directory.console_of(account_id)
             ):
                 log.info("%s: rep wrote to %s", account_id, message.conversation_id)
                 await self.customers.record_rep_message(account_id, message)
@@ -397,7 +411,7 @@ class SalesBot:
 
     async def _on_sent(self, row: ScheduledMessage) -> None:
         if row.kind == WELCOME and row.customer_id is not None:
-            self.console.note_customer(row.account_id, row.customer_id)
+            self.directory.note_customer(row.account_id, row.customer_id)
         elif row.kind == REPLY:
             await self.objections.record_sent(row)
 

@@ -67,16 +67,15 @@ async def test_new_command_drops_into_a_registry_without_core_changes() -> None:
         aliases=("倒计时",),
         usage="/countdown <deadline>",
         summary="s",
-        args=Optional,
         registry=registry,
-        rank=5,
     )
-    async def countdown(ctx: object, args: Optional) -> str:
+    async def countdown(args: Optional) -> str:
         return f"{args.query}/{args.page}"
 
     cmd = registry.find("倒计时")
     assert cmd is not None and cmd.name == "countdown" and cmd.feature == "test_registry"
-    assert await cmd.handler(None, cmd.parse("月底 2")) == "月底/2"
+    assert cmd.args_type is Optional and not cmd.needs_customer and cmd.services == ()
+    assert await cmd.handler(cmd.parse("月底 2")) == "月底/2"
     assert registry.suggest("countdwn") == "countdown"
     assert registry.suggest("zzz") is None
     with pytest.raises(ValueError, match="declared twice"):
