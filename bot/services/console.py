@@ -6,6 +6,9 @@
   reply goes to the console, never to the customer.
 * Only the account itself and configured admins run commands; a customer typing ``/stage koc`` is
   an ordinary customer message.
+* A command's database work is one unit of work: a failed command changes nothing. The rep's
+  mistakes get the usage line or the :class:`CommandError` sentence; anything unexpected gets one
+  plain sentence with a reference that the logged traceback carries too.
 """
 
 from __future__ import annotations
@@ -137,16 +140,12 @@ class ConsoleService:
             )
         return True
 
-    async def execute(self, invocation: Invocation, forced_customer: int | None = None) -> str:
-        """Run one command line and return the reply text. Never raises for the rep's mistakes."""
-        return (await self.execute_checked(invocation, forced_customer))[0]
-
     async def execute_checked(
         self, invocation: Invocation, forced_customer: int | None = None
     ) -> tuple[str, bool]:
-        """Like :meth:`execute`, and whether the command succeeded. The command's database work is
-        one unit of work: a failed command changes nothing. Anything unexpected is logged with a
-        reference the rep's reply quotes."""
+        """Run one command line: the reply text, and whether the command succeeded. Never raises:
+        the command's database work is one unit of work, so a failed command changes nothing, and
+        anything unexpected is logged with a reference the reply quotes."""
         audits: list[tuple[Invocation, bool]] = []
         ok = False
         try:
