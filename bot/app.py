@@ -42,6 +42,7 @@ from bot.services.alerts import (
     undeliverable,
 )
 from bot.services.console import ConsoleService
+from bot.services.console_directory import ConsoleDirectory
 from bot.services.customers import CustomerService
 from bot.services.digest import DigestComposer, DigestService
 from bot.services.feedback import FeedbackService
@@ -128,9 +129,7 @@ class SalesBot:
             self.db, clock, Pipeline(config.stages), config.pipeline.on_first_reply
         )
         self.profile = ProfileService(self.db, clock, config, self.transports)
-        self.console = ConsoleService(
-            self.db, clock, config, self.messenger, self.profile, self.transports, REGISTRY
-        )
+        self.directory = ConsoleDirectory(config, self.transports)
         self._rng = rng or random.Random()
         self.hooks = Hooks()
         self.hooks.on(Planned, lambda planned: self._wake(planned.due))
@@ -157,12 +156,9 @@ class SalesBot:
             self._rng,
             hooks=self.hooks,
         )
-        self.console.objections = self.objections
         self.feedback = FeedbackService(
             self.db, clock, self.objections.classifier, resume_pushes=self.sequences.resume_pushes
         )
-        self.console.feedback = self.feedback
-        self.console.sequences = self.sequences
         self.console_messages = ConsoleMessages(clock)
         self.customer_wrote = CustomerWrote(
             self.db,
@@ -176,10 +172,9 @@ class SalesBot:
         self.digests = DigestService(
             self.db, clock, config, self.templates, self.objections.library, hooks=self.hooks
         )
-        self.console.digests = self.digests
         self.reports = ReportService(self.db, clock, config, self.profile, self.digests)
         sequences = SequenceComposer(config, self.templates, clock)
-        console_text = ConsoleTextComposer(self.console.console_of)
+        console_text = ConsoleTextComposer(self.directory.console_of)
         self.dispatcher = Dispatcher(
             self.db,
             clock,
@@ -190,8 +185,8 @@ class SalesBot:
                 Kind.COUNTDOWN: sequences,
                 Kind.AFTERCARE: sequences,
                 Kind.FOLLOWUP: sequences,
-                Kind.DIGEST: DigestComposer(self.digests, self.console.contact_of),
-                Kind.OWED: OwedReplyComposer(self.console.console_of),
+                Kind.DIGEST: DigestComposer(self.digests, self.directory.contact_of),
+                Kind.OWED: OwedReplyComposer(self.directory.console_of),
                 Kind.ALERT: console_text,
                 Kind.SUGGESTION: console_text,
             },
@@ -200,6 +195,20 @@ class SalesBot:
             batch_size=config.dispatch.batch_size,
         )
         self.dispatcher.available = self._connected_accounts
+        self.console = ConsoleService(
+            self.db,
+            clock,
+            config,
+            self.messenger,
+            self.transports,
+            self.directory,
+            REGISTRY,
+            profile=self.profile,
+            objections=self.objections,
+            sequences=self.sequences,
+            digests=self.digests,
+            feedback=self.feedback,
+        )
         self._started: list[Transport] = []
         self.unavailable: dict[str, str] = {}  # account id -> why it is not connected
         for transport in self.transports.values():
@@ -210,8 +219,8 @@ class SalesBot:
         self._late_starts: set[asyncio.Task[None]] = set()  # accounts that failed at startup, retrying
         self.router = Router(
             is_echo=self.messenger.record_echo,
-            supervisor_of=self.console.supervisor_of,
-            is_rep=self.console.is_rep,
+            supervisor_of=self.directory.supervisor_of,
+            is_rep=self.directory.is_rep,
             on_friend_request=self._on_friend_request,
             handlers={
                 Speaker.SUPERVISOR: self._on_supervisor,
@@ -250,7 +259,7 @@ class SalesBot:
         self.unavailable.pop(account_id, None)
         async with self.db.transaction() as session:
             await Accounts(session).set_self_contact(account_id, transport.self_id)
-        await self.console.resolve_consoles(account_id)
+        await self.directory.resolve_consoles(account_id)
 
     def _not_started(self, account_id: str, error: SalesbotError) -> None:
         self.unavailable[account_id] = str(error)
@@ -342,7 +351,7 @@ class SalesBot:
         elif (
             message.from_self
             and not message.in_room
-            and message.conversation_id != self.console.console_of(account_id)
+            and message.conversation_id != self.directory.console_of(account_id)
         ):
             log.info("%s: rep wrote to %s", account_id, message.conversation_id)
             await self.customers.record_rep_message(account_id, message)
@@ -354,7 +363,7 @@ class SalesBot:
         if handled is None:
             return
         if handled.send_now:  # the console now talks about this customer
-            self.console.note_customer(account_id, handled.customer_id)
+            self.directory.note_customer(account_id, handled.customer_id)
             await self.dispatcher.run_due(only=handled.send_now)
         if handled.wake_at is not None:
             self._wake(handled.wake_at)
@@ -376,7 +385,7 @@ class SalesBot:
                 session, account_id, text, key, customer_id, unless_delivered=unless_delivered
             )
         if customer_id is not None:
-            self.console.note_customer(account_id, customer_id)
+            self.directory.note_customer(account_id, customer_id)
         if planned is not None:
             await self.dispatcher.run_due(only=[planned])
 
@@ -395,7 +404,7 @@ class SalesBot:
                 key=f"deleted:{customer_id}:{customer.deleted_at}",
                 customer_id=customer_id,
             )
-        self.console.note_customer(customer.account_id, customer_id)
+        self.directory.note_customer(customer.account_id, customer_id)
         if planned is not None:
             await self.dispatcher.run_due(only=[planned])
 
@@ -413,14 +422,14 @@ class SalesBot:
                 unless_delivered=row.idempotency_key if unsure else None,
             )
         if row.customer_id is not None:
-            self.console.note_customer(row.account_id, row.customer_id)
+            self.directory.note_customer(row.account_id, row.customer_id)
         if planned is not None:
             await self.dispatcher.run_due(only=[planned])
 
     async def _on_sent(self, event: MessageSent) -> None:
         row = event.row
         if row.kind == Kind.WELCOME and row.customer_id is not None:
-            self.console.note_customer(row.account_id, row.customer_id)
+            self.directory.note_customer(row.account_id, row.customer_id)
         elif row.kind == Kind.REPLY:
             await self.objections.record_sent(row)
 

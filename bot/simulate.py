@@ -217,7 +217,7 @@ class Simulation:
         await self._settle()
 
     async def rep_types(self, text: str, in_chat: str | None = None) -> None:
-        conversation = self.contact_id(in_chat) if in_chat else self.bot.console.console_of(self.account_id)
+        conversation = self.contact_id(in_chat) if in_chat else self.bot.directory.console_of(self.account_id)
         self.puppet.rep_types(conversation, text)
         await self._settle()
 
@@ -280,11 +280,11 @@ async def fast_forward(
 def describe(bot: SalesBot, account_id: str, conversation_id: str, handles: dict[str, str]) -> str:
     """Who a message went to, as the simulator prints it: a handle, console or supervisor:<name>."""
     for supervisor in bot.config.supervisors:
-        if supervisor.account == account_id and conversation_id == bot.console.contact_of(
+        if supervisor.account == account_id and conversation_id == bot.directory.contact_of(
             account_id, supervisor.contact
         ):
             return f"supervisor:{supervisor.name}"
-    if conversation_id == bot.console.console_of(account_id):
+    if conversation_id == bot.directory.console_of(account_id):
         return "console"
     return handles.get(conversation_id, conversation_id)
 

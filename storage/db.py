@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,12 @@ def _boot_id() -> str:
         return f"unknown-{uuid.uuid4().hex}"
 
 
+# the unit of work open in this task, if any: (database, task, session)
+_UNIT: ContextVar[tuple[Database, asyncio.Task[Any] | None, AsyncSession] | None] = ContextVar(
+    "salesbot_unit_of_work", default=None
+)
+
+
 class Database:
     """Owns the async engine. Services open one transaction per use case with :meth:`transaction`."""
 
@@ -84,9 +91,31 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on success, rolled back on any error."""
+        """A session inside one transaction: committed on success, rolled back on any error.
+        Inside a :meth:`unit_of_work` of this database (same task) it joins that unit instead, so
+        the unit commits or rolls back as a whole."""
+        unit = _UNIT.get()
+        if unit is not None and unit[0] is self and unit[1] is asyncio.current_task():
+            yield unit[2]
+            return
         async with self._sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
+        """One transaction that every :meth:`transaction` opened in this task joins until it ends:
+        several services' writes (a rep command) commit together or not at all. Other tasks are
+        never joined (work they start here is not part of the unit). A unit inside a unit joins it."""
+        unit = _UNIT.get()
+        if unit is not None and unit[0] is self and unit[1] is asyncio.current_task():
+            yield unit[2]
+            return
+        async with self._sessions() as session, session.begin():
+            token = _UNIT.set((self, asyncio.current_task(), session))
+            try:
+                yield session
+            finally:
+                _UNIT.reset(token)
 
     @asynccontextmanager
     async def relaxed_transaction(self) -> AsyncIterator[AsyncSession]:

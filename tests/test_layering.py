@@ -17,11 +17,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "bot" / "services"
 
-# TEMPORARY: services whose owners are still moving their SQL into storage/ (issue 14). This list
-# must become empty; remove a name as soon as its module is clean (customers, alerts and console
-# already are at the time of writing, and stay listed only until their owners' branches land).
-ALLOWED_SQL = frozenset({"console"})
-
 SQL_NAMES = frozenset({"select", "insert", "update", "delete", "text", "func"})
 SQL_PACKAGES = ("sqlalchemy", "sqlmodel")
 RAW_SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE)\b")
@@ -79,15 +74,10 @@ def sql_constructions(source: str, filename: str = "<source>") -> list[str]:
 def test_services_build_no_sql() -> None:
     found: list[str] = []
     for path in sorted(SERVICES.glob("*.py")):
-        if path.stem not in ALLOWED_SQL:
-            found += sql_constructions(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+        found += sql_constructions(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
     assert not found, "SQL belongs in storage/ (a repository method or storage/queries/):\n" + "\n".join(
         found
     )
-
-
-def test_the_allow_list_names_real_services() -> None:
-    assert {p.stem for p in SERVICES.glob("*.py")} >= ALLOWED_SQL
 
 
 def test_the_sql_check_catches_each_kind_of_construction() -> None:

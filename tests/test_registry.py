@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from bot.commands.context import CommandContext
 from bot.commands.registry import NoArgs, Registry, Rest, UsageError, command, parse_args
+from bot.services.profile import ProfileService
+from storage.models import Customer
 
 
 @dataclass(frozen=True)
@@ -67,17 +70,61 @@ async def test_new_command_drops_into_a_registry_without_core_changes() -> None:
         aliases=("倒计时",),
         usage="/countdown <deadline>",
         summary="s",
-        args=Optional,
         registry=registry,
-        rank=5,
     )
-    async def countdown(ctx: object, args: Optional) -> str:
+    async def countdown(args: Optional) -> str:
         return f"{args.query}/{args.page}"
 
     cmd = registry.find("倒计时")
     assert cmd is not None and cmd.name == "countdown" and cmd.feature == "test_registry"
-    assert await cmd.handler(None, cmd.parse("月底 2")) == "月底/2"
+    assert cmd.args_type is Optional and not cmd.needs_customer and cmd.services == ()
+    assert await cmd.handler(cmd.parse("月底 2")) == "月底/2"
     assert registry.suggest("countdwn") == "countdown"
     assert registry.suggest("zzz") is None
     with pytest.raises(ValueError, match="declared twice"):
         command("倒计时", usage="x", summary="y", registry=registry)(countdown)
+
+
+async def test_the_signature_is_the_declaration() -> None:
+    registry = Registry()
+
+    @command("a", usage="/a", summary="s", registry=registry)
+    async def a(ctx: CommandContext, args: Words, customer: Customer, profile: ProfileService) -> str:
+        return ""
+
+    @command("b", usage="/b", summary="s", registry=registry)
+    async def b(ctx: CommandContext) -> str:
+        return ""
+
+    first, second = registry
+    assert (first.name, first.args_type, first.needs_customer, first.services) == (
+        "a",
+        Words,
+        True,
+        (ProfileService,),
+    )
+    assert (second.args_type, second.needs_customer, second.services) == (NoArgs, False, ())
+    assert registry.services() == {ProfileService}
+
+
+def test_a_signature_that_cannot_be_injected_is_refused_at_import() -> None:
+    registry = Registry()
+
+    async def two_argument_types(first: Words, second: Mixed) -> str:
+        return ""
+
+    async def untyped(thing) -> str:  # type: ignore[no-untyped-def]
+        return ""
+
+    with pytest.raises(TypeError, match="at most one argument dataclass"):
+        command("x", usage="/x", summary="s", registry=registry)(two_argument_types)
+    with pytest.raises(TypeError, match="needs a class as its type"):
+        command("y", usage="/y", summary="s", registry=registry)(untyped)
+
+
+def test_help_order_is_the_feature_order() -> None:
+    from bot.commands import FEATURES, REGISTRY
+
+    features = [cmd.feature for cmd in REGISTRY]
+    assert sorted(features, key=FEATURES.index) == features
+    assert [cmd.name for cmd in REGISTRY][:3] == ["help", "tag", "untag"]

@@ -1,20 +1,27 @@
 """Rep commands. Importing this package registers every command in ``REGISTRY``.
 
-To add a command: a module here (one per feature) with an ``@command`` handler, imported below.
+To add a command: a module here (one per feature) with an ``@command`` handler, named in
+``FEATURES``. /help and the README list commands in this order, then in declaration order.
 """
 
-from bot.commands import (  # noqa: F401  (importing registers the commands)
-    cards,
-    corrections,
-    digests,
-    help,
-    notes,
-    picking,
-    replies,
-    scheduling,
-    stages,
-    tagging,
-)
+import importlib
+
 from bot.commands.registry import REGISTRY
 
-__all__ = ["REGISTRY"]
+FEATURES = (
+    "help",
+    "tagging",
+    "stages",
+    "notes",
+    "cards",
+    "replies",
+    "corrections",
+    "scheduling",
+    "digests",
+    "picking",
+)
+
+for _feature in FEATURES:
+    importlib.import_module(f"bot.commands.{_feature}")
+
+__all__ = ["FEATURES", "REGISTRY"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from bot.commands.context import CommandContext
-from bot.commands.registry import NoArgs, command
-from bot.services.profile import when
+from bot.commands.context import CommandContext, id_of
+from bot.commands.registry import command
+from bot.services.profile import ProfileService, when
+from storage.models import Customer
 
 OBJECTION_LABELS = {
     "price": "价格",
@@ -30,16 +31,14 @@ class FindArgs:
 
 @command(
     "info",
-    rank=40,
     aliases=("客户",),
     usage="/info",
     summary="查看客户卡片：阶段、标签、来源、备注、待发消息",
-    needs_customer=True,
 )
-async def info(ctx: CommandContext, args: NoArgs) -> str:
-    card = await ctx.profile.card(ctx.customer_id)
-    customer, config, vocabulary = card.customer, ctx.config, ctx.profile.vocabulary
-    lines = [f"阶段：{ctx.profile.pipeline.label(customer.stage)}"]
+async def info(ctx: CommandContext, customer: Customer, profile: ProfileService) -> str:
+    card = await profile.card(id_of(customer))
+    customer, config, vocabulary = card.customer, ctx.config, profile.vocabulary
+    lines = [f"阶段：{profile.pipeline.label(customer.stage)}"]
     if customer.remark:
         lines.append(f"备注名：{customer.remark}")
     grouped: dict[str, list[str]] = defaultdict(list)
@@ -69,19 +68,15 @@ async def info(ctx: CommandContext, args: NoArgs) -> str:
 
 @command(
     "find",
-    rank=41,
     aliases=("查找",),
     usage="/find <名字|标签|阶段> [页码]",
     summary="按名字、标签或阶段查找客户",
-    args=FindArgs,
 )
-async def find(ctx: CommandContext, args: FindArgs) -> str:
-    page = await ctx.profile.find(
-        ctx.account_id, args.query, max(1, args.page), ctx.config.commands.page_size
-    )
+async def find(ctx: CommandContext, args: FindArgs, profile: ProfileService) -> str:
+    page = await profile.find(ctx.account_id, args.query, max(1, args.page), ctx.config.commands.page_size)
     if not page.total:
         return f"没有找到与「{args.query}」相关的客户"
-    label = ctx.profile.pipeline.label
+    label = profile.pipeline.label
     lines = [f"找到 {page.total} 位客户（第 {page.page}/{page.pages} 页）："]
     lines += [f"#{c.id} {c.remark or c.display_name}（{label(c.stage)}）" for c in page.customers]
     if page.page < page.pages:

@@ -1,22 +1,13 @@
-"""What a command handler receives besides its parsed arguments."""
+"""What every command handler may ask for by type: who typed it, where and when."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from bot.commands.registry import Registry
 from bot.config import Config
-from bot.services.profile import ProfileService
 from storage.models import Customer
-
-if TYPE_CHECKING:
-    from bot.services.digest import DigestService
-    from bot.services.feedback import FeedbackService
-    from bot.services.objections import ObjectionService
-    from bot.services.sequences import SequenceService
 
 
 @dataclass
@@ -40,25 +31,14 @@ class CommandContext:
     account_id: str
     actor: str
     config: Config
-    profile: ProfileService
-    registry: Registry
     state: ConsoleState
     now: datetime  # from the injected clock
-    customer: Customer | None = None
-    objections: ObjectionService | None = None
-    sequences: SequenceService | None = None
-    digests: DigestService | None = None
-    feedback: FeedbackService | None = None
-    # "rep", or the name of the supervisor who typed the command
-    role: str = "rep"
-    # re-run a command line for a chosen customer (used by /pick)
-    rerun: Callable[[str, int], Awaitable[str]] = field(default=lambda _line, _cid: _no_rerun())
-
-    @property
-    def customer_id(self) -> int:
-        assert self.customer is not None and self.customer.id is not None, "command declared needs_customer"
-        return self.customer.id
+    role: str  # "rep", or the name of the supervisor who typed the command
+    # run a command line for a chosen customer, as part of this command (used by /pick)
+    rerun: Callable[[str, int], Awaitable[str]]
 
 
-async def _no_rerun() -> str:
-    raise RuntimeError("rerun is not available here")
+def id_of(customer: Customer) -> int:
+    """A stored customer's id (commands only ever get stored customers)."""
+    assert customer.id is not None, "a command's customer is always stored"
+    return customer.id

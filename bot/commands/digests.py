@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 from bot.commands.context import CommandContext
 from bot.commands.registry import CommandError, Permission, command
+from bot.services.digest import DigestService
 
 
 @dataclass(frozen=True)
@@ -36,23 +37,19 @@ def parse_day(text: str, today: date) -> date:
 
 @command(
     "digest",
-    rank=70,
     aliases=("日报",),
     usage="/digest [日期]",
     summary="查看日报：销售看自己的，主管看团队的（日期如 昨天、11-23）",
-    args=DigestArgs,
     permission=Permission.SUPERVISOR,
     reply_kind="digest",
 )
-async def digest(ctx: CommandContext, args: DigestArgs) -> str:
-    if ctx.digests is None:
-        raise CommandError("日报功能未开启")
+async def digest(ctx: CommandContext, args: DigestArgs, digests: DigestService) -> str:
     day = parse_day(args.day, ctx.now.astimezone(ctx.config.tz).date())
     if day > ctx.now.astimezone(ctx.config.tz).date():
         raise CommandError("不能查看未来的日报")
     if ctx.role == "rep":
         profile = ctx.config.account(ctx.account_id).profile
-        parts = await ctx.digests.render([ctx.account_id], day, f"{profile.nickname}的日报")
+        parts = await digests.render([ctx.account_id], day, f"{profile.nickname}的日报")
     else:
-        parts = await ctx.digests.for_supervisor(ctx.config.supervisor(ctx.role), day)
+        parts = await digests.for_supervisor(ctx.config.supervisor(ctx.role), day)
     return "\n".join(parts)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.commands.context import CommandContext
 from bot.commands.registry import Command, CommandError, Registry, command
 
 
@@ -36,19 +35,17 @@ def markdown_table(registry: Registry) -> str:
 
 @command(
     "help",
-    rank=0,
     aliases=("帮助",),
     usage="/help [命令]",
     summary="列出全部命令，或查看某个命令的用法",
-    args=HelpArgs,
 )
-async def show_help(ctx: CommandContext, args: HelpArgs) -> str:
+async def show_help(args: HelpArgs, registry: Registry) -> str:
     if not args.name:
-        return help_text(ctx.registry)
+        return help_text(registry)
     name = args.name.lstrip("/／")
-    cmd = ctx.registry.find(name)
+    cmd = registry.find(name)
     if cmd is None:
-        suggestion = ctx.registry.suggest(name)
+        suggestion = registry.suggest(name)
         hint = f"你是不是想找 /{suggestion}？" if suggestion else "发送 /help 查看全部命令。"
         raise CommandError(f"没有命令 /{name}。{hint}")
     return f"{cmd.usage}\n{cmd.summary}\n名称：{_names(cmd)}"

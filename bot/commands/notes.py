@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.commands.context import CommandContext
+from bot.commands.context import CommandContext, id_of
 from bot.commands.registry import Rest, command
+from bot.services.profile import ProfileService
+from storage.models import Customer
 
 
 @dataclass(frozen=True)
@@ -15,13 +17,10 @@ class NoteArgs:
 
 @command(
     "note",
-    rank=30,
     aliases=("备注",),
     usage="/note <内容>",
     summary="给客户记一条备注",
-    args=NoteArgs,
-    needs_customer=True,
 )
-async def note(ctx: CommandContext, args: NoteArgs) -> str:
-    await ctx.profile.add_note(ctx.customer_id, args.text, ctx.actor)
+async def note(ctx: CommandContext, args: NoteArgs, customer: Customer, profile: ProfileService) -> str:
+    await profile.add_note(id_of(customer), args.text, ctx.actor)
     return f"已记录备注：{args.text}"

@@ -15,11 +15,9 @@ class PickArgs:
 
 @command(
     "pick",
-    rank=90,
     aliases=("选",),
     usage="/pick <编号>",
     summary="名字有重复时，从列表里选择客户",
-    args=PickArgs,
 )
 async def pick(ctx: CommandContext, args: PickArgs) -> str:
     pending = ctx.state.pending

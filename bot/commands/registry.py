@@ -1,13 +1,17 @@
 """Rep commands: declared once, parsed into typed arguments, listed by /help and the README.
 
-A command is an async function decorated with :func:`command`. Its ``args`` parameter is a
-dataclass; the parser fills it from the words after the command name by field type:
+A command is an async function decorated with :func:`command`. Its signature is the whole
+declaration of what it needs; each parameter is injected by its type (as aiogram does):
 
-* ``str`` takes one word, ``int`` one whole number;
-* ``Rest`` (an ``Annotated[str, ...]``) takes the remaining text as typed, spaces included;
-* ``list[str]`` takes the remaining words;
-* a field with a default is optional.
+* :class:`~bot.commands.context.CommandContext`: who typed it, where, when;
+* :class:`~storage.models.Customer`: the command acts on a customer (``@name``, the customer whose
+  chat it was typed in, or "this customer");
+* a dataclass: the arguments, parsed from the words after the command name by field type
+  (``str`` one word, ``int`` one whole number, ``Rest`` the remaining text as typed, ``list[str]``
+  the remaining words; a field with a default is optional);
+* any other class: the service of that class, which the console must be given.
 
+/help lists commands in the order they are declared (module import order in ``bot.commands``).
 A parse failure answers with the command's usage line; a :class:`CommandError` raised by the
 handler is shown to the rep as is. Nothing is changed by a failed command.
 """
@@ -17,14 +21,17 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import inspect
 import shlex
 import types
 import typing
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
 
+from bot.commands.context import CommandContext
 from bot.errors import CommandError, UsageError
+from storage.models import Customer
 
 __all__ = [
     "REGISTRY",
@@ -64,21 +71,69 @@ class Command:
     usage: str
     summary: str
     permission: Permission
-    needs_customer: bool
-    args_type: type[Any]
     handler: Callable[..., Awaitable[str]]
     feature: str
-    rank: int
-    reply_kind: str = "command_reply"
+    reply_kind: str
+    # read from the handler's signature: parameter name -> what is injected there
+    params: tuple[tuple[str, type[Any]], ...]
+    args_type: type[Any]  # the argument dataclass (NoArgs if the handler takes none)
+
+    @property
+    def needs_customer(self) -> bool:
+        return any(kind is Customer for _, kind in self.params)
+
+    @property
+    def services(self) -> tuple[type[Any], ...]:
+        """The service classes the handler asks for."""
+        return tuple(kind for _, kind in self.params if _is_service(kind))
 
     def parse(self, text: str) -> Any:
         return parse_args(self.args_type, text, self.usage)
 
+    async def call(
+        self, ctx: CommandContext, args: Any, customer: Customer | None, services: dict[type[Any], Any]
+    ) -> str:
+        """Run the handler with each parameter filled by its type."""
+        values: dict[str, Any] = {}
+        for name, kind in self.params:
+            if kind is CommandContext:
+                values[name] = ctx
+            elif kind is Customer:
+                values[name] = customer
+            elif kind is self.args_type:
+                values[name] = args
+            else:
+                values[name] = services[kind]
+        return await self.handler(**values)
 
-@dataclass
+
+def _is_service(kind: type[Any]) -> bool:
+    return kind not in (CommandContext, Customer) and not dataclasses.is_dataclass(kind)
+
+
+def read_signature(handler: Callable[..., Any]) -> tuple[tuple[tuple[str, type[Any]], ...], type[Any]]:
+    """The handler's parameters with their types, and its argument dataclass."""
+    hints = get_type_hints(handler)
+    params: list[tuple[str, type[Any]]] = []
+    args_types: list[type[Any]] = []
+    for name in inspect.signature(handler).parameters:
+        kind = hints.get(name)
+        if not isinstance(kind, type):
+            raise TypeError(f"{handler.__qualname__}: parameter {name!r} needs a class as its type")
+        if kind is not CommandContext and dataclasses.is_dataclass(kind):
+            args_types.append(kind)
+        params.append((name, kind))
+    if len(args_types) > 1:
+        raise TypeError(f"{handler.__qualname__}: at most one argument dataclass, got {len(args_types)}")
+    return tuple(params), args_types[0] if args_types else NoArgs
+
+
 class Registry:
-    commands: dict[str, Command] = field(default_factory=dict)
-    _names: dict[str, Command] = field(default_factory=dict)
+    """The commands by name and alias. A plain class, not a dataclass: /help asks for it by type."""
+
+    def __init__(self) -> None:
+        self.commands: dict[str, Command] = {}
+        self._names: dict[str, Command] = {}
 
     def add(self, cmd: Command) -> None:
         for name in (cmd.name, *cmd.aliases):
@@ -94,9 +149,13 @@ class Registry:
         match = difflib.get_close_matches(name, list(self._names), n=1, cutoff=0.5)
         return self._names[match[0]].name if match else None
 
+    def services(self) -> set[type[Any]]:
+        """Every service class some command asks for."""
+        return {kind for cmd in self.commands.values() for kind in cmd.services}
+
     def __iter__(self) -> Iterator[Command]:
-        """Commands in the order /help lists them (rank, then declaration order)."""
-        return iter(sorted(self.commands.values(), key=lambda cmd: cmd.rank))
+        """Commands in the order /help lists them: the order they were declared."""
+        return iter(self.commands.values())
 
 
 REGISTRY = Registry()
@@ -110,31 +169,18 @@ def command(
     aliases: tuple[str, ...] = (),
     usage: str,
     summary: str,
-    args: type[Any] = NoArgs,
-    needs_customer: bool = False,
     permission: Permission = Permission.REP,
-    rank: int = 100,
     reply_kind: str = "command_reply",
     registry: Registry = REGISTRY,
 ) -> Callable[[F], F]:
-    """Declare a rep command. ``needs_customer`` commands act on the resolved customer;
-    ``rank`` orders /help (lower first)."""
+    """Declare a rep command; what it needs comes from the handler's signature (module docstring)."""
 
     def decorate(handler: F) -> F:
+        params, args_type = read_signature(handler)
         feature = handler.__module__.rsplit(".", 1)[-1]
         registry.add(
             Command(
-                name,
-                aliases,
-                usage,
-                summary,
-                permission,
-                needs_customer,
-                args,
-                handler,
-                feature,
-                rank,
-                reply_kind,
+                name, aliases, usage, summary, permission, handler, feature, reply_kind, params, args_type
             )
         )
         return handler

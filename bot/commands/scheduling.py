@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.commands.context import CommandContext
-from bot.commands.registry import CommandError, NoArgs, Rest, command
+from bot.commands.context import CommandContext, id_of
+from bot.commands.registry import CommandError, Rest, command
 from bot.domain.kinds import kind_name
 from bot.domain.schedule import parse_deadline
-from bot.services.profile import when
+from bot.services.profile import ProfileService, when
 from bot.services.sequences import SequenceService
+from storage.models import Customer
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,6 @@ class CancelArgs:
     which: str = "all"
 
 
-def _sequences(ctx: CommandContext) -> SequenceService:
-    if ctx.sequences is None:
-        raise CommandError("定时消息功能未开启")
-    return ctx.sequences
-
-
 def split_deadline(ctx: CommandContext, text: str) -> tuple[str, str]:
     """The deadline may be one word (周日, +3d) or two (明天 18:00); the rest is the offer."""
     words = text.split()
@@ -47,21 +42,19 @@ def split_deadline(ctx: CommandContext, text: str) -> tuple[str, str]:
 
 @command(
     "countdown",
-    rank=60,
     aliases=("倒计时",),
     usage="/countdown <截止时间> [活动名]",
     summary="限时优惠倒计时提醒（截止时间如 11-30 20:00、明天 18:00、周日、月底、+3d）",
-    args=CountdownArgs,
-    needs_customer=True,
 )
-async def countdown(ctx: CommandContext, args: CountdownArgs) -> str:
+async def countdown(
+    ctx: CommandContext, args: CountdownArgs, customer: Customer, sequences: SequenceService
+) -> str:
     deadline_text, offer = split_deadline(ctx, args.text)
     try:
         deadline = parse_deadline(deadline_text, ctx.now, ctx.config.tz)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    assert ctx.customer is not None
-    plan = await _sequences(ctx).plan_countdown(ctx.customer, deadline, offer, ctx.actor)
+    plan = await sequences.plan_countdown(customer, deadline, offer, ctx.actor)
     tz = ctx.config.tz
     lines = [f"倒计时已设置：{offer or '优惠'}截止 {deadline.astimezone(tz):%m-%d %H:%M}"]
     if plan.steps:
@@ -79,17 +72,19 @@ async def countdown(ctx: CommandContext, args: CountdownArgs) -> str:
 
 @command(
     "order",
-    rank=61,
     aliases=("成交",),
     usage="/order [产品]",
     summary="记录成交：阶段改为下单（再次成交为复购），安排售后关怀，停止倒计时",
-    args=OrderArgs,
-    needs_customer=True,
 )
-async def order(ctx: CommandContext, args: OrderArgs) -> str:
-    assert ctx.customer is not None
-    old, new, steps = await _sequences(ctx).record_order(ctx.customer, args.product.strip(), ctx.actor)
-    label = ctx.profile.pipeline.label
+async def order(
+    ctx: CommandContext,
+    args: OrderArgs,
+    customer: Customer,
+    sequences: SequenceService,
+    profile: ProfileService,
+) -> str:
+    old, new, steps = await sequences.record_order(customer, args.product.strip(), ctx.actor)
+    label = profile.pipeline.label
     stage = f"阶段：{label(old)} → {label(new)}" if old != new else f"阶段：{label(new)}"
     product = f"：{args.product.strip()}" if args.product.strip() else ""
     return f"已记录成交{product}\n{stage}\n已安排 {steps} 条售后关怀消息"
@@ -97,14 +92,12 @@ async def order(ctx: CommandContext, args: OrderArgs) -> str:
 
 @command(
     "schedule",
-    rank=62,
     aliases=("计划",),
     usage="/schedule",
     summary="查看客户的待发消息（含编号和时间）",
-    needs_customer=True,
 )
-async def schedule(ctx: CommandContext, args: NoArgs) -> str:
-    rows = await _sequences(ctx).pending(ctx.customer_id)
+async def schedule(ctx: CommandContext, customer: Customer, sequences: SequenceService) -> str:
+    rows = await sequences.pending(id_of(customer))
     if not rows:
         return "没有待发消息"
     lines = ["待发消息："]
@@ -118,34 +111,27 @@ async def schedule(ctx: CommandContext, args: NoArgs) -> str:
 
 @command(
     "cancel",
-    rank=63,
     aliases=("取消",),
     usage="/cancel [编号|all]",
     summary="取消客户的某条或全部待发消息",
-    args=CancelArgs,
-    needs_customer=True,
 )
-async def cancel(ctx: CommandContext, args: CancelArgs) -> str:
-    count = await _sequences(ctx).cancel(ctx.customer_id, args.which)
+async def cancel(args: CancelArgs, customer: Customer, sequences: SequenceService) -> str:
+    count = await sequences.cancel(id_of(customer), args.which)
     return f"已取消 {count} 条待发消息"
 
 
 @command(
     "pause",
-    rank=64,
     aliases=("暂停",),
     usage="/pause",
     summary="暂停对客户的全部自动消息",
-    needs_customer=True,
 )
-async def pause(ctx: CommandContext, args: NoArgs) -> str:
-    count = await _sequences(ctx).pause(ctx.customer_id, ctx.actor, "paused by the rep")
+async def pause(ctx: CommandContext, customer: Customer, sequences: SequenceService) -> str:
+    count = await sequences.pause(id_of(customer), ctx.actor, "paused by the rep")
     return f"已暂停自动消息（{count} 条待发消息暂停）"
 
 
-@command(
-    "resume", rank=65, aliases=("恢复",), usage="/resume", summary="恢复对客户的自动消息", needs_customer=True
-)
-async def resume(ctx: CommandContext, args: NoArgs) -> str:
-    count = await _sequences(ctx).resume(ctx.customer_id, ctx.actor)
+@command("resume", aliases=("恢复",), usage="/resume", summary="恢复对客户的自动消息")
+async def resume(ctx: CommandContext, customer: Customer, sequences: SequenceService) -> str:
+    count = await sequences.resume(id_of(customer), ctx.actor)
     return f"已恢复自动消息（{count} 条待发消息恢复；暂停期间错过的不再补发）"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.commands.context import CommandContext
+from bot.commands.context import CommandContext, id_of
 from bot.commands.registry import Rest, command
+from bot.services.profile import ProfileService
+from storage.models import Customer
 
 
 @dataclass(frozen=True)
@@ -20,17 +22,14 @@ class UntagArgs:
 
 @command(
     "tag",
-    rank=10,
     aliases=("标签",),
     usage="/tag <标签> [标签...]",
     summary="给客户打标签：自由文本，或 组:值（如 预算:20-30万）",
-    args=TagArgs,
-    needs_customer=True,
 )
-async def tag(ctx: CommandContext, args: TagArgs) -> str:
-    tags = ctx.profile.parse_tags(args.tags)
-    added, present = await ctx.profile.add_tags(ctx.customer_id, tags, ctx.actor)
-    show = ctx.profile.vocabulary.display
+async def tag(ctx: CommandContext, args: TagArgs, customer: Customer, profile: ProfileService) -> str:
+    tags = profile.parse_tags(args.tags)
+    added, present = await profile.add_tags(id_of(customer), tags, ctx.actor)
+    show = profile.vocabulary.display
     parts = []
     if added:
         parts.append("已添加标签：" + "、".join(show(t) for t in added))
@@ -41,14 +40,11 @@ async def tag(ctx: CommandContext, args: TagArgs) -> str:
 
 @command(
     "untag",
-    rank=11,
     aliases=("删标签",),
     usage="/untag <标签>",
     summary="删除客户的一个标签",
-    args=UntagArgs,
-    needs_customer=True,
 )
-async def untag(ctx: CommandContext, args: UntagArgs) -> str:
-    [parsed] = ctx.profile.parse_tags([args.tag])
-    await ctx.profile.remove_tag(ctx.customer_id, parsed, ctx.actor)
-    return f"已删除标签：{ctx.profile.vocabulary.display(parsed)}"
+async def untag(ctx: CommandContext, args: UntagArgs, customer: Customer, profile: ProfileService) -> str:
+    [parsed] = profile.parse_tags([args.tag])
+    await profile.remove_tag(id_of(customer), parsed, ctx.actor)
+    return f"已删除标签：{profile.vocabulary.display(parsed)}"

@@ -6,31 +6,32 @@
   reply goes to the console, never to the customer.
 * Only the account itself and configured admins run commands; a customer typing ``/stage koc`` is
   an ordinary customer message.
+* A command's database work is one unit of work: a failed command changes nothing. The rep's
+  mistakes get the usage line or the :class:`CommandError` sentence; anything unexpected gets one
+  plain sentence with a reference that the logged traceback carries too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from bot.clock import Clock
 from bot.commands.context import CommandContext, ConsoleState, PendingPick
 from bot.commands.registry import Command, Permission, Registry
 from bot.config import Config
-from bot.errors import CommandError, ConfigError, UsageError
+from bot.errors import CommandError, UsageError
+from bot.services.console_directory import ConsoleDirectory
 from bot.services.customers import ensure_customer
-from bot.services.digest import split_message
+from bot.services.digest import DigestService, split_message
+from bot.services.feedback import FeedbackService
 from bot.services.messenger import Messenger
+from bot.services.objections import ObjectionService
 from bot.services.profile import ProfileService
-
-if TYPE_CHECKING:
-    from bot.services.digest import DigestService
-    from bot.services.feedback import FeedbackService
-    from bot.services.objections import ObjectionService
-    from bot.services.sequences import SequenceService
+from bot.services.sequences import SequenceService
 from bot.transport.base import Contact, TextMessage, Transport
 from storage.db import Database
 from storage.models import Customer
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 COMMAND_PREFIXES = ("/", "／")
 COMMAND_REPLY = "command_reply"
+UNEXPECTED = "这条命令没有完成，系统出了意外问题，已记录（错误编号 {ref}）。请稍后再试或联系管理员。"
 
 
 def is_command(text: str) -> bool:
@@ -58,98 +60,49 @@ class Invocation:
 
 
 class ConsoleService:
+    """Runs rep commands. Built last: every service a command may ask for is required here."""
+
     def __init__(
         self,
         db: Database,
         clock: Clock,
         config: Config,
         messenger: Messenger,
-        profile: ProfileService,
         transports: Mapping[str, Transport],
+        directory: ConsoleDirectory,
         registry: Registry,
+        *,
+        profile: ProfileService,
+        objections: ObjectionService,
+        sequences: SequenceService,
+        digests: DigestService,
+        feedback: FeedbackService,
     ) -> None:
         self.db = db
         self.clock = clock
         self.config = config
         self.messenger = messenger
-        self.profile = profile
         self.transports = transports
+        self.directory = directory
         self.registry = registry
-        self.states: defaultdict[str, ConsoleState] = defaultdict(ConsoleState)
-        self.console_ids: dict[str, str] = {}
-        self.objections: ObjectionService | None = None  # set by the app once it exists
-        self.sequences: SequenceService | None = None
-        self.digests: DigestService | None = None
-        self.feedback: FeedbackService | None = None
-        self.contacts: dict[tuple[str, str], str] = {}  # (account, configured contact) -> conversation id
-
-    async def resolve_consoles(self, account_id: str) -> None:
-        """Find an account's console and its supervisors' chats once it is logged in."""
-        for account in self.config.accounts:
-            if account.id != account_id:
-                continue
-            transport = self.transports[account.id]
-            if account.console == "self":
-                self.console_ids[account.id] = transport.self_id
-            elif account.console.startswith("room:"):
-                topic = account.console.removeprefix("room:")
-                room_id = await transport.find_room(topic)
-                if room_id is None:
-                    raise ConfigError(
-                        f"accounts.{account.id}.console: the account is in no group chat named {topic!r}"
-                    )
-                self.console_ids[account.id] = room_id
-            else:
-                self.console_ids[account.id] = account.console
-        for supervisor in self.config.supervisors:
-            if supervisor.account != account_id:
-                continue
-            key = (supervisor.account, supervisor.contact)
-            if supervisor.contact.startswith("room:"):
-                topic = supervisor.contact.removeprefix("room:")
-                room_id = await self.transports[supervisor.account].find_room(topic)
-                if room_id is None:
-                    raise ConfigError(
-                        f"supervisors.{supervisor.name}.contact: account {supervisor.account} is in no "
-                        f"group chat named {topic!r}"
-                    )
-                self.contacts[key] = room_id
-            else:
-                self.contacts[key] = supervisor.contact
-
-    def contact_of(self, account_id: str, contact: str) -> str:
-        return self.contacts.get((account_id, contact), contact)
-
-    def supervisor_of(self, account_id: str, message: TextMessage) -> str | None:
-        """The name of the supervisor who wrote this, if a supervisor of this account did."""
-        if message.from_self:
-            return None
-        for supervisor in self.config.supervisors:
-            if (
-                account_id in supervisor.accounts
-                and supervisor.account == account_id
-                and (
-                    message.talker.contact_id == self.contact_of(account_id, supervisor.contact)
-                    or message.conversation_id == self.contact_of(account_id, supervisor.contact)
-                )
-            ):
-                return supervisor.name
-        return None
-
-    def console_of(self, account_id: str) -> str:
-        return self.console_ids.get(account_id, self.config.account(account_id).console)
-
-    def is_rep(self, account_id: str, message: TextMessage) -> bool:
-        return message.from_self or message.talker.contact_id in self.config.account(account_id).admins
-
-    def note_customer(self, account_id: str, customer_id: int) -> None:
-        """The bot reported on this customer (welcome, suggestion, alert): it becomes "this customer"."""
-        self.states[account_id].current = customer_id
+        self.profile = profile
+        # what handlers ask for by parameter type
+        self.services: dict[type[Any], Any] = {
+            Registry: registry,
+            ProfileService: profile,
+            ObjectionService: objections,
+            SequenceService: sequences,
+            DigestService: digests,
+            FeedbackService: feedback,
+        }
+        missing = sorted(kind.__name__ for kind in registry.services() - self.services.keys())
+        if missing:
+            raise TypeError(f"commands ask for services the console does not have: {', '.join(missing)}")
 
     async def on_rep_text(self, account_id: str, message: TextMessage, role: str = "rep") -> bool:
         """Handle a rep's (or a supervisor's) message if it is a command typed where commands belong.
         Returns True if handled."""
-        console = self.console_of(account_id)
+        console = self.directory.console_of(account_id)
         admin_chat = not message.from_self and message.conversation_id == message.talker.contact_id
         where: Contact | None = None
         if role != "rep":
@@ -187,18 +140,59 @@ class ConsoleService:
             )
         return True
 
-    async def execute(self, invocation: Invocation, forced_customer: int | None = None) -> str:
-        """Run one command line and return the reply text. Never raises for the rep's mistakes."""
-        return (await self.execute_checked(invocation, forced_customer))[0]
-
     async def execute_checked(
         self, invocation: Invocation, forced_customer: int | None = None
     ) -> tuple[str, bool]:
-        """Like :meth:`execute`, and whether the command succeeded."""
-        name, _, rest = invocation.line.strip().partition(" ")
-        cmd = self.registry.find(name)
+        """Run one command line: the reply text, and whether the command succeeded. Never raises:
+        the command's database work is one unit of work, so a failed command changes nothing, and
+        anything unexpected is logged with a reference the reply quotes."""
+        audits: list[tuple[Invocation, bool]] = []
         ok = False
         try:
+            async with self.db.unit_of_work():
+                reply = await self._dispatch(invocation, forced_customer, audits)
+            ok = True
+        except UsageError as exc:
+            reply = f"用法：{exc}"
+        except CommandError as exc:
+            reply = str(exc)
+        except Exception:
+            ref = secrets.token_hex(3)
+            log.exception(
+                "%s: command %r by %s failed unexpectedly (ref %s)",
+                invocation.account_id,
+                invocation.line,
+                invocation.actor,
+                ref,
+            )
+            reply = UNEXPECTED.format(ref=ref)
+        await self._audit(audits)
+        return reply, ok
+
+    async def _audit(self, audits: list[tuple[Invocation, bool]]) -> None:
+        """Record the commands run (a /pick and the command it chose). A failure here is logged and
+        never changes the reply: the command itself is done."""
+        try:
+            async with self.db.transaction() as session:
+                for invocation, ok in audits:
+                    await Events(session).record(
+                        invocation.account_id,
+                        "command",
+                        self.clock.now(),
+                        text=invocation.line,
+                        data={"actor": invocation.actor, "ok": ok},
+                    )
+        except Exception:
+            log.exception("recording commands %r failed", [i.line for i, _ in audits])
+
+    async def _dispatch(
+        self, invocation: Invocation, forced_customer: int | None, audits: list[tuple[Invocation, bool]]
+    ) -> str:
+        """Find the command, check who may run it, run it; raises for every failure."""
+        ok = False
+        try:
+            name, _, rest = invocation.line.strip().partition(" ")
+            cmd = self.registry.find(name)
             if cmd is None:
                 suggestion = self.registry.suggest(name)
                 hint = f"你是不是想用 /{suggestion}？" if suggestion else ""
@@ -208,25 +202,21 @@ class ConsoleService:
                     f"/{c.name}" for c in self.registry if c.permission is Permission.SUPERVISOR
                 )
                 raise CommandError(f"主管可以使用的命令：{allowed}")
-            reply = await self._run(cmd, invocation, rest.strip(), forced_customer)
+            reply = await self._run(cmd, invocation, rest.strip(), forced_customer, audits)
             ok = True
-            return reply, True
-        except UsageError as exc:
-            return f"用法：{exc}", False
-        except CommandError as exc:
-            return str(exc), False
+            return reply
         finally:
-            async with self.db.transaction() as session:
-                await Events(session).record(
-                    invocation.account_id,
-                    "command",
-                    self.clock.now(),
-                    text=invocation.line,
-                    data={"actor": invocation.actor, "ok": ok},
-                )
+            audits.append((invocation, ok))
 
-    async def _run(self, cmd: Command, invocation: Invocation, rest: str, forced_customer: int | None) -> str:
-        state = self.states[invocation.account_id]
+    async def _run(
+        self,
+        cmd: Command,
+        invocation: Invocation,
+        rest: str,
+        forced_customer: int | None,
+        audits: list[tuple[Invocation, bool]],
+    ) -> str:
+        state = self.directory.state(invocation.account_id)
         customer: Customer | None = None
         if cmd.needs_customer:
             customer, rest = await self._target(invocation, rest, forced_customer, cmd)
@@ -235,27 +225,19 @@ class ConsoleService:
         args = cmd.parse(rest)
 
         async def rerun(line: str, customer_id: int) -> str:
-            return await self.execute(
-                Invocation(invocation.account_id, invocation.actor, line, None), customer_id
-            )
+            chosen = Invocation(invocation.account_id, invocation.actor, line, None)
+            return await self._dispatch(chosen, customer_id, audits)
 
         ctx = CommandContext(
             account_id=invocation.account_id,
             actor=invocation.actor,
             config=self.config,
-            profile=self.profile,
-            registry=self.registry,
             state=state,
             now=self.clock.now(),
-            customer=customer,
-            objections=self.objections,
-            sequences=self.sequences,
-            digests=self.digests,
-            feedback=self.feedback,
             role=invocation.role,
             rerun=rerun,
         )
-        reply = await cmd.handler(ctx, args)
+        reply = await cmd.call(ctx, args, customer, self.services)
         if customer is None:
             return reply
         assert customer.id is not None
@@ -284,7 +266,7 @@ class ConsoleService:
             return customer, rest
         mention, rest = self._without_mention(rest)
         if mention is None:
-            current = self.states[account_id].current
+            current = self.directory.state(account_id).current
             if current is None:
                 raise CommandError(f"请指定客户，例如 /{cmd.name} @张三 …（名字、备注名或卡片上的编号 #12）")
             return (await self.profile.match(account_id, f"#{current}"))[0], rest
@@ -293,7 +275,7 @@ class ConsoleService:
             raise CommandError(f"没有找到客户「{mention}」。可以用 /find 搜索")
         if len(matches) > 1:
             line = f"{cmd.name} {rest}".strip()
-            self.states[account_id].pending = PendingPick(line, matches[:9])
+            self.directory.state(account_id).pending = PendingPick(line, matches[:9])
             return None, rest
         return matches[0], rest
 

@@ -101,7 +101,7 @@ async def rep(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await _body(request, "text")
     chat = body.get("in_chat", "")
-    conversation = state.contact(chat) if chat else state.bot.console.console_of(state.account_id)
+    conversation = state.contact(chat) if chat else state.bot.directory.console_of(state.account_id)
     state.puppet.rep_types(conversation, body["text"])
     return await _done(state)
 
