@@ -156,9 +156,7 @@ class SalesBot:
             self._rng,
             hooks=self.hooks,
         )
-        self.feedback = FeedbackService(
-            self.db, clock, self.objections.classifier, resume_pushes=self.sequences.resume_pushes
-        )
+        self.feedback = FeedbackService(self.db, clock, self.objections.classifier, pushes=self.sequences)
         self.console_messages = ConsoleMessages(clock)
         self.customer_wrote = CustomerWrote(
             self.db,

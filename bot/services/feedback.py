@@ -11,8 +11,8 @@ and the digest counts them per rep.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -64,19 +64,18 @@ def _signal_of(event: Event) -> str | None:
     return "opt_out" if event.kind == "opt_out" else event.data.get("signal")
 
 
+class PushControl(Protocol):
+    async def resume_pushes(self, customer_id: int, actor: str) -> bool:
+        """Undo a soft opt-out; False when all automation stays paused."""
+        ...
+
+
 class FeedbackService:
-    def __init__(
-        self,
-        db: Database,
-        clock: Clock,
-        classifier: Classifier,
-        *,
-        resume_pushes: Callable[[int, str], Awaitable[bool]],
-    ) -> None:
+    def __init__(self, db: Database, clock: Clock, classifier: Classifier, *, pushes: PushControl) -> None:
         self.db = db
         self.clock = clock
         self.classifier = classifier
-        self.resume_pushes = resume_pushes
+        self.pushes = pushes
         self.names = {label: o.name for label, o in classifier.library.objections.items()}
 
     def name(self, key: str | None) -> str:
@@ -111,7 +110,7 @@ class FeedbackService:
             await self._record(session, customer, event.text, "wrong", actor, was, right)
         text = _short(event.text)
         if wrong_signal == "opt_out_soft" and "opt_out_soft" not in right.signals:
-            if await self.resume_pushes(customer.id, actor):
+            if await self.pushes.resume_pushes(customer.id, actor):
                 return f"已记录：“{text}”不是“别催了”，已恢复对TA的倒计时和跟进提醒"
             return f"已记录：“{text}”不是“别催了”。TA的自动消息仍整体暂停，需要恢复请发 /resume"
         if wrong_signal == "opt_out" and "opt_out" not in right.signals:
