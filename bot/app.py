@@ -123,16 +123,16 @@ class SalesBot:
             if transports is not None
             else {account.id: build_transport(account, config, clock) for account in config.accounts}
         )
-        self.wake_listeners: list[Callable[[datetime], None]] = []
-        self.messenger = Messenger(self.db, clock, self.transports)
+        # what happened (planned, sent, delivered, unreachable...): the wiring below and the
+        # runner and simulator subscribe; no service holds a callback into another
+        self.hooks = Hooks()
+        self.messenger = Messenger(self.db, clock, self.transports, self.hooks)
         self.customers = CustomerService(
             self.db, clock, Pipeline(config.stages), config.pipeline.on_first_reply
         )
         self.profile = ProfileService(self.db, clock, config, self.transports)
         self.directory = ConsoleDirectory(config, self.transports)
         self._rng = rng or random.Random()
-        self.hooks = Hooks()
-        self.hooks.on(Planned, lambda planned: self._wake(planned.due))
         self.hooks.on(AcceptInterrupted, self._retry_after_reconnect)
         self.hooks.on(MessageSent, self._on_sent)
         self.hooks.on(CustomerUnreachable, self._on_unreachable)
@@ -364,7 +364,7 @@ class SalesBot:
             self.directory.note_customer(account_id, handled.customer_id)
             await self.dispatcher.run_due(only=handled.send_now)
         if handled.wake_at is not None:
-            self._wake(handled.wake_at)
+            await self.hooks.emit(Planned(handled.wake_at))
 
     # -- what the dispatcher reports ------------------------------------------------------------
 
@@ -441,7 +441,7 @@ class SalesBot:
         self.reports.connections[account_id] = ConnectionState(connected, self.clock.now(), reason)
         if connected:
             log.info("account %s: connected (%s); sending what fell due meanwhile", account_id, reason)
-            self._wake(self.clock.now())
+            self._track(self.hooks.emit(Planned(self.clock.now())), self._retries)
             requests, self._interrupted[account_id] = self._interrupted[account_id], []
             for request in requests:
                 self._track(self.handle(account_id, request), self._retries)
@@ -456,10 +456,6 @@ class SalesBot:
             await self.handle(account_id, event)
 
         return sink
-
-    def _wake(self, due: datetime) -> None:
-        for listener in self.wake_listeners:
-            listener(due)
 
     async def _sync_accounts(self) -> None:
         now = self.clock.now()

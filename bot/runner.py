@@ -13,6 +13,7 @@ from bot.app import SalesBot
 from bot.clock import OffsetClock
 from bot.config import Config
 from bot.errors import SalesbotError
+from bot.hooks import Planned
 from bot.timers import DISPATCH_POLL, DISPATCH_WAKE, Timers
 from bot.transport.local_puppet import LocalPuppet
 from bot.web.app import create_app, is_loopback, resolve_token
@@ -114,7 +115,7 @@ class Runtime:
         self._host = host or config.web.host
         self._port = config.web.port if port is None else port
         self._dispatching: set[asyncio.Task[object]] = set()
-        self.bot.wake_listeners.append(lambda due: self.timers.at(DISPATCH_WAKE, due, self.dispatch))
+        self.bot.hooks.on(Planned, lambda planned: self.timers.at(DISPATCH_WAKE, planned.due, self.dispatch))
 
     async def dispatch(self) -> None:
         task = asyncio.current_task()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.errors import DeliveryUnknown, NotConnected, RecipientUnavailable, TransportError
+from bot.hooks import Hooks
 from bot.transport.base import TextMessage, Transport
 from storage.db import Database
 from storage.repositories import DELIVERY_UNKNOWN, Customers, Events, Outbox, OutgoingLog
@@ -80,11 +81,13 @@ class Messenger:
     :meth:`announce`. :meth:`send` does all of it; the dispatcher reserves a batch in one commit,
     records each outcome before the next send and the contacts with the next batch."""
 
-    def __init__(self, db: Database, clock: Clock, transports: Mapping[str, Transport]) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, transports: Mapping[str, Transport], hooks: Hooks | None = None
+    ) -> None:
         self.db = db
         self.clock = clock
         self.transports = transports
-        self.observers: list[Callable[[Sent], None]] = []
+        self.hooks = hooks or Hooks()
 
     async def send(
         self,
@@ -111,7 +114,7 @@ class Messenger:
             return SendResult(Delivery.DUPLICATE)
         async with self.db.transaction() as session:
             result, sent = await self.settle(session, reservation, transmission)
-        self.announce(sent)
+        await self.announce(sent)
         return result
 
     async def reserve(
@@ -232,12 +235,11 @@ class Messenger:
         )
         return [Sent(r.account_id, r.conversation_id, r.kind, r.text, now) for r, _ in delivered]
 
-    def announce(self, sent: Sent | None) -> None:
-        """Tell observers (the browser simulator) about a delivered message, after its commit."""
-        if sent is None:
-            return
-        for observer in self.observers:
-            observer(sent)
+    async def announce(self, sent: Sent | None) -> None:
+        """Emit a delivered message as a :class:`Sent` hook event (the browser simulator's live
+        view listens), after its commit."""
+        if sent is not None:
+            await self.hooks.emit(sent)
 
     async def record_echo(self, account_id: str, message: TextMessage) -> bool:
         """Note the account's own message coming back from the platform. Returns whether it was one

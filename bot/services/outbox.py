@@ -429,6 +429,6 @@ async def _run_effects(effects: list[Callable[[], Awaitable[object]]]) -> None:
 
 def _announce(messenger: Messenger, sent: Sent) -> Callable[[], Awaitable[None]]:
     async def announce() -> None:
-        messenger.announce(sent)
+        await messenger.announce(sent)
 
     return announce

@@ -30,7 +30,7 @@ class SimulatorState:
         self.puppet = puppet
         self.handles: dict[str, str] = {}  # contact id -> handle
         self.listeners: set[asyncio.Queue[dict[str, str]]] = set()
-        bot.messenger.observers.append(self._publish)
+        bot.hooks.on(Sent, self._publish)
 
     def _publish(self, sent: Sent) -> None:
         if sent.account_id != self.account_id:
