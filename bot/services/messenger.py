@@ -34,7 +34,7 @@ class Delivery(enum.Enum):
 
 @dataclass(frozen=True)
 class Sent:
-    """What observers (the browser simulator's live view) learn about each delivered message."""
+    """What hook listeners (the browser simulator's live view) learn about each delivered message."""
 
     account_id: str
     conversation_id: str

@@ -418,7 +418,7 @@ def _process_gone(group: str) -> bool:
 
 
 async def _run_effects(effects: list[Callable[[], Awaitable[object]]]) -> None:
-    """Notifications after a commit (alerts, observers). One failing must not stop the batch
+    """Notifications after a commit (alerts, hook listeners). One failing must not stop the batch
     just reserved from going out: it is logged."""
     for effect in effects:
         try:
