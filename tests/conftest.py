@@ -1,5 +1,6 @@
 """Shared fixtures. Every test drives the real Wechaty class over the in-process LocalPuppet through
-:class:`bot.simulate.Simulation`: push customer and rep actions in, read what the bot sent out."""
+:class:`tests.harness.Harness` (a :class:`bot.simulate.Simulation`): push customer and rep actions
+in, read what the bot sent out."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ import pytest
 from alembic import command
 
 from bot.config import Config, parse_config
-from bot.simulate import Simulation
 from storage.db import alembic_config
+from tests.harness import Harness
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,9 +70,6 @@ def make_config(overrides: dict[str, Any] | None = None) -> Config:
 @pytest.fixture
 def config() -> Config:
     return make_config()
-
-
-SimFactory = Callable[..., Simulation]
 
 
 POSTGRES = os.environ.get("SALESBOT_TEST_POSTGRES_URL", "")
@@ -174,6 +172,6 @@ async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 @pytest.fixture
-async def sim(config: Config, db_url: str) -> AsyncIterator[Simulation]:
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as simulation:
+async def sim(config: Config, db_url: str) -> AsyncIterator[Harness]:
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as simulation:
         yield simulation
