@@ -18,16 +18,25 @@ M = TypeVar("M", bound=SQLModel)
 class Harness(Simulation):
     """A :class:`Simulation` with the tests' questions about it."""
 
+    stopped = False
+
     async def __aenter__(self) -> Self:  # typed: ``async with Harness(...) as sim`` is a Harness
         await super().__aenter__()
         return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await super().__aexit__(*exc)
+        self.stopped = True
 
     # -- the database -------------------------------------------------------------------------------
 
     async def rows(self, model: type[M], *where: Any) -> list[M]:
         """Every ``model`` row matching all of ``where`` (SQLAlchemy column expressions)."""
         async with self.bot.db.transaction() as session:
-            return list((await session.exec(select(model).where(*where))).all())
+            found = list((await session.exec(select(model).where(*where))).all())
+        if self.stopped:  # a look after the run reopened the closed engine: close it again
+            await self.bot.db.close()
+        return found
 
     async def customer(self, handle: str) -> Customer:
         """The one customer row of the scenario handle ``handle``."""
