@@ -301,7 +301,7 @@ async def test_configured_admin_runs_commands_in_their_own_chat(db_url: str) -> 
         await sim.with_customers(("c1", "张三"))
         sim.puppet.add_contact("wx_boss", "王经理", friend=True)
         await sim.customer_says("boss", "/stage @张三 intent", name="王经理")
-        [reply] = [m for m in sim.output if m["kind"] == "command_reply"]
+        [reply] = sim.sent("command_reply")
         assert reply["to"] == "boss" and "阶段：陌生 → 意向" in reply["text"]
         [change] = await sim.rows(StageChange, StageChange.to_stage == "intent")
         assert change.actor == "wx_boss"
