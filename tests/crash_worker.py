@@ -18,7 +18,7 @@ from bot.clock import SystemClock
 from bot.hooks import CustomerUnreachable, Hooks
 from bot.services.messenger import Messenger
 from bot.services.outbox import Composed, Dispatcher
-from bot.transport.base import EventSink, FriendRequest
+from bot.transport.base import ConnectionListener, EventSink, FriendRequest
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
 
@@ -26,8 +26,12 @@ ACCOUNT = "crash"
 
 
 class FileSink:
+    """A :class:`bot.transport.base.Transport` that appends each sent text to a file, durably."""
+
     account_id = ACCOUNT
     self_id = "crash-self"
+    connected = True
+    on_connection: ConnectionListener | None = None
 
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -17,6 +17,8 @@ from bot.web.app import create_app
 from bot.web.simulator import SimulatorState
 from tests.conftest import MONDAY_10AM
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "browser-test-token"
 

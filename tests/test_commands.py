@@ -7,66 +7,37 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlmodel import select
 
 from bot.commands import REGISTRY
 from bot.commands.help import markdown_table
 from bot.config import Config
 from bot.errors import ConfigError
-from bot.simulate import Simulation
 from storage.models import Customer, CustomerTag, Event, Note, StageChange
 from tests.conftest import MONDAY_10AM, ROOT, make_config
-
-
-async def rows(sim: Simulation, model: type, *where: Any) -> list[Any]:
-    async with sim.bot.db.transaction() as session:
-        return list((await session.exec(select(model).where(*where))).all())
-
-
-async def customer(sim: Simulation, handle: str) -> Customer:
-    [found] = await rows(sim, Customer, Customer.wechat_id == f"wx_{handle}")
-    return found
-
-
-def replies(sim: Simulation) -> list[str]:
-    return [m["text"] for m in sim.output if m["kind"] == "command_reply"]
-
-
-async def rep(sim: Simulation, text: str, in_chat: str | None = None) -> str:
-    before = len(replies(sim))
-    await sim.rep_types(text, in_chat)
-    new = replies(sim)[before:]
-    assert len(new) == 1, f"expected exactly one reply to {text!r}, got {new}"
-    return new[0]
-
-
-async def with_customers(sim: Simulation, *people: tuple[str, str]) -> None:
-    for handle, name in people:
-        await sim.friend_request(handle, name)
-    await sim.advance(timedelta(minutes=1))
+from tests.harness import Harness
 
 
 @pytest.fixture
-async def two(sim: Simulation) -> Simulation:
-    await with_customers(sim, ("c1", "张三"), ("c2", "李四"))
+async def two(sim: Harness) -> Harness:
+    await sim.with_customers(("c1", "张三"), ("c2", "李四"))
     return sim
 
 
 # -- help ---------------------------------------------------------------------------------------
 
 
-async def test_help_lists_every_registered_command(sim: Simulation) -> None:
-    text = await rep(sim, "/help")
+async def test_help_lists_every_registered_command(sim: Harness) -> None:
+    text = await sim.rep("/help")
     for cmd in REGISTRY:
         assert cmd.usage in text and cmd.summary in text
-    assert await rep(sim, "/帮助") == text
+    assert await sim.rep("/帮助") == text
 
 
-async def test_help_for_one_command_and_did_you_mean(sim: Simulation) -> None:
-    detail = await rep(sim, "/help tag")
+async def test_help_for_one_command_and_did_you_mean(sim: Harness) -> None:
+    detail = await sim.rep("/help tag")
     assert "/tag <标签> [标签...]" in detail and "/标签" in detail
-    assert await rep(sim, "/help /阶段") == await rep(sim, "/help stage")
-    assert "你是不是想找 /stage" in await rep(sim, "/help stag")
+    assert await sim.rep("/help /阶段") == await sim.rep("/help stage")
+    assert "你是不是想找 /stage" in await sim.rep("/help stag")
 
 
 def test_readme_command_table_is_generated_from_the_registry() -> None:
@@ -74,29 +45,29 @@ def test_readme_command_table_is_generated_from_the_registry() -> None:
     assert markdown_table(REGISTRY) in readme, "README is stale: paste the output of `salesbot commands`"
 
 
-async def test_unknown_command_suggests_the_closest(sim: Simulation) -> None:
-    assert "未知命令 /tga。你是不是想用 /tag？" in await rep(sim, "/tga 预算:30w")
-    assert "发送 /help" in await rep(sim, "/xyzzy")
+async def test_unknown_command_suggests_the_closest(sim: Harness) -> None:
+    assert "未知命令 /tga。你是不是想用 /tag？" in await sim.rep("/tga 预算:30w")
+    assert "发送 /help" in await sim.rep("/xyzzy")
 
 
 @pytest.mark.parametrize(
     "line", ["/tag", "/untag", "/stage", "/note", "/find", "/pick", "/pick two", "/stages x"]
 )
-async def test_malformed_command_gets_its_usage_line(two: Simulation, line: str) -> None:
+async def test_malformed_command_gets_its_usage_line(two: Harness, line: str) -> None:
     cmd = REGISTRY.find(line.split()[0][1:])
     assert cmd is not None
-    reply = await rep(two, line + (" @张三" if cmd.needs_customer else ""))
+    reply = await two.rep(line + (" @张三" if cmd.needs_customer else ""))
     assert reply.endswith(f"用法：{cmd.usage}")
 
 
 # -- tags ---------------------------------------------------------------------------------------
 
 
-async def test_tag_free_text_and_groups_with_aliases(two: Simulation) -> None:
-    reply = await rep(two, "/tag @张三 预算:20-30w 喜欢SUV 职业：医生")
+async def test_tag_free_text_and_groups_with_aliases(two: Harness) -> None:
+    reply = await two.rep("/tag @张三 预算:20-30w 喜欢SUV 职业：医生")
     assert reply.startswith("【张三 #")
     assert "已添加标签：消费:20-30万、喜欢SUV、社会:医生" in reply
-    tags = {(t.group, t.value): t for t in await rows(two, CustomerTag)}
+    tags = {(t.group, t.value): t for t in await two.rows(CustomerTag)}
     assert set(tags) == {("consumption", "20-30万"), ("", "喜欢SUV"), ("social", "医生")}
     tag = tags[("", "喜欢SUV")]
     assert (tag.source, tag.added_by, tag.added_at) == (
@@ -104,47 +75,47 @@ async def test_tag_free_text_and_groups_with_aliases(two: Simulation) -> None:
         "demo-self",
         MONDAY_10AM + timedelta(minutes=1),
     )
-    assert "已有标签：喜欢SUV" in await rep(two, "/tag @张三 喜欢SUV")
-    assert len(await rows(two, Event, Event.kind == "tag_added")) == 3
+    assert "已有标签：喜欢SUV" in await two.rep("/tag @张三 喜欢SUV")
+    assert len(await two.rows(Event, Event.kind == "tag_added")) == 3
 
 
-async def test_rejected_tag_value_changes_nothing(two: Simulation) -> None:
-    reply = await rep(two, "/tag @张三 喜欢SUV 层级:Z")
+async def test_rejected_tag_value_changes_nothing(two: Harness) -> None:
+    reply = await two.rep("/tag @张三 喜欢SUV 层级:Z")
     assert "「层级」没有「Z」这个选项，可选：A、B、C" in reply
-    assert await rows(two, CustomerTag) == []
+    assert await two.rows(CustomerTag) == []
 
 
-async def test_untag(two: Simulation) -> None:
-    await rep(two, "/tag @张三 预算:20-30万 喜欢SUV")
-    assert "已删除标签：消费:20-30万" in await rep(two, "/untag 消费:20-30万")
-    assert [t.value for t in await rows(two, CustomerTag)] == ["喜欢SUV"]
-    assert "客户没有标签「消费:20-30万」" in await rep(two, "/untag 预算:20-30万")
+async def test_untag(two: Harness) -> None:
+    await two.rep("/tag @张三 预算:20-30万 喜欢SUV")
+    assert "已删除标签：消费:20-30万" in await two.rep("/untag 消费:20-30万")
+    assert [t.value for t in await two.rows(CustomerTag)] == ["喜欢SUV"]
+    assert "客户没有标签「消费:20-30万」" in await two.rep("/untag 预算:20-30万")
 
 
 async def test_tags_sync_to_platform_when_enabled(db_url: str) -> None:
     config = make_config({"tags": {"sync_to_platform": True}})
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
-        await with_customers(sim, ("c1", "张三"))
-        await rep(sim, "/tag @张三 预算:20-30万")
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        await sim.with_customers(("c1", "张三"))
+        await sim.rep("/tag @张三 预算:20-30万")
         assert await sim.puppet.contact_tag_ids("wx_c1") == ["消费:20-30万"]
-        await rep(sim, "/untag 预算:20-30万")
+        await sim.rep("/untag 预算:20-30万")
         assert await sim.puppet.contact_tag_ids("wx_c1") == []
 
 
-async def test_tags_are_not_synced_by_default(two: Simulation) -> None:
-    await rep(two, "/tag @张三 预算:20-30万")
+async def test_tags_are_not_synced_by_default(two: Harness) -> None:
+    await two.rep("/tag @张三 预算:20-30万")
     assert await two.puppet.contact_tag_ids("wx_c1") == []
 
 
 # -- stages -------------------------------------------------------------------------------------
 
 
-async def test_stage_by_key_or_label_is_recorded_with_actor(two: Simulation) -> None:
-    assert "阶段：陌生 → 意向" in await rep(two, "/stage @张三 意向")
-    assert "阶段：意向 → 下单" in await rep(two, "/阶段 ordered")
-    c1 = await customer(two, "c1")
+async def test_stage_by_key_or_label_is_recorded_with_actor(two: Harness) -> None:
+    assert "阶段：陌生 → 意向" in await two.rep("/stage @张三 意向")
+    assert "阶段：意向 → 下单" in await two.rep("/阶段 ordered")
+    c1 = await two.customer("c1")
     assert c1.stage == "ordered"
-    changes = await rows(two, StageChange, StageChange.customer_id == c1.id)
+    changes = await two.rows(StageChange, StageChange.customer_id == c1.id)
     assert [(c.from_stage, c.to_stage, c.actor) for c in changes] == [
         (None, "stranger", "system"),
         ("stranger", "intent", "demo-self"),
@@ -152,17 +123,17 @@ async def test_stage_by_key_or_label_is_recorded_with_actor(two: Simulation) -> 
     ]
 
 
-async def test_stage_errors_change_nothing(two: Simulation) -> None:
-    reply = await rep(two, "/stage @张三 vip")
+async def test_stage_errors_change_nothing(two: Harness) -> None:
+    reply = await two.rep("/stage @张三 vip")
     assert "没有阶段「vip」" in reply and "意向(intent)" in reply
-    assert "客户已经在「陌生」阶段" in await rep(two, "/stage @张三 陌生")
-    assert (await customer(two, "c1")).stage == "stranger"
-    assert len(await rows(two, StageChange)) == 2  # the two "new friend" records only
+    assert "客户已经在「陌生」阶段" in await two.rep("/stage @张三 陌生")
+    assert (await two.customer("c1")).stage == "stranger"
+    assert len(await two.rows(StageChange)) == 2  # the two "new friend" records only
 
 
-async def test_stages_lists_pipeline_with_counts(two: Simulation) -> None:
-    await rep(two, "/stage @李四 intent")
-    text = await rep(two, "/stages")
+async def test_stages_lists_pipeline_with_counts(two: Harness) -> None:
+    await two.rep("/stage @李四 intent")
+    text = await two.rep("/stages")
     assert (
         "1. 陌生（stranger）：1 人" in text
         and "3. 意向（intent）：1 人" in text
@@ -170,27 +141,27 @@ async def test_stages_lists_pipeline_with_counts(two: Simulation) -> None:
     )
 
 
-async def test_first_customer_reply_moves_stranger_to_potential(two: Simulation) -> None:
+async def test_first_customer_reply_moves_stranger_to_potential(two: Harness) -> None:
     await two.customer_says("c1", "你好")
     await two.customer_says("c1", "在吗")
-    assert (await customer(two, "c1")).stage == "potential"
-    [auto] = await rows(two, StageChange, StageChange.reason == "first reply")
+    assert (await two.customer("c1")).stage == "potential"
+    [auto] = await two.rows(StageChange, StageChange.reason == "first reply")
     assert auto.actor == "system"
 
 
-async def test_first_reply_never_moves_a_customer_back(two: Simulation) -> None:
-    await rep(two, "/stage @张三 intent")
+async def test_first_reply_never_moves_a_customer_back(two: Harness) -> None:
+    await two.rep("/stage @张三 intent")
     await two.customer_says("c1", "你好")
-    assert (await customer(two, "c1")).stage == "intent"
+    assert (await two.customer("c1")).stage == "intent"
 
 
 async def test_first_reply_move_can_be_turned_off(db_url: str) -> None:
-    async with Simulation(
+    async with Harness(
         make_config({"pipeline": {"on_first_reply": ""}}), MONDAY_10AM, database_url=db_url
     ) as sim:
-        await with_customers(sim, ("c1", "张三"))
+        await sim.with_customers(("c1", "张三"))
         await sim.customer_says("c1", "你好")
-        assert (await customer(sim, "c1")).stage == "stranger"
+        assert (await sim.customer("c1")).stage == "stranger"
 
 
 def test_first_reply_stage_must_exist() -> None:
@@ -201,21 +172,21 @@ def test_first_reply_stage_must_exist() -> None:
 # -- notes, cards, find -------------------------------------------------------------------------
 
 
-async def test_note_is_stored_with_author(two: Simulation) -> None:
-    assert "已记录备注：周六 带家人 来试驾" in await rep(two, "/note @李四 周六 带家人 来试驾")
-    [note] = await rows(two, Note)
+async def test_note_is_stored_with_author(two: Harness) -> None:
+    assert "已记录备注：周六 带家人 来试驾" in await two.rep("/note @李四 周六 带家人 来试驾")
+    [note] = await two.rows(Note)
     assert (note.text, note.author) == ("周六 带家人 来试驾", "demo-self")
 
 
-async def test_info_card_shows_everything(sim: Simulation) -> None:
+async def test_info_card_shows_everything(sim: Harness) -> None:
     await sim.friend_request("c1", "张三", "小红书看到的")
-    card = await rep(sim, "/info @张三")  # before the welcome is sent: it is pending
+    card = await sim.rep("/info @张三")  # before the welcome is sent: it is pending
     assert "待发消息：" in card and "welcome" in card
     await sim.advance(timedelta(minutes=1))
     await sim.customer_says("c1", "多少钱")
-    await rep(sim, "/tag @张三 预算:20-30万 喜欢SUV")
-    await rep(sim, "/note 想要七座")
-    card = await rep(sim, "/客户")
+    await sim.rep("/tag @张三 预算:20-30万 喜欢SUV")
+    await sim.rep("/note 想要七座")
+    card = await sim.rep("/客户")
     assert card.startswith("【张三 #1 · 潜在】")
     for part in (
         "阶段：潜在",
@@ -232,66 +203,64 @@ async def test_info_card_shows_everything(sim: Simulation) -> None:
 
 
 async def test_find_by_name_tag_stage_and_pages(db_url: str) -> None:
-    async with Simulation(
-        make_config({"commands": {"page_size": 2}}), MONDAY_10AM, database_url=db_url
-    ) as sim:
-        await with_customers(sim, ("c1", "张三"), ("c2", "张三丰"), ("c3", "张小三"), ("c4", "李四"))
-        await rep(sim, "/tag @李四 预算:20-30万")
-        await rep(sim, "/stage @李四 intent")
-        first = await rep(sim, "/find 三")
+    async with Harness(make_config({"commands": {"page_size": 2}}), MONDAY_10AM, database_url=db_url) as sim:
+        await sim.with_customers(("c1", "张三"), ("c2", "张三丰"), ("c3", "张小三"), ("c4", "李四"))
+        await sim.rep("/tag @李四 预算:20-30万")
+        await sim.rep("/stage @李四 intent")
+        first = await sim.rep("/find 三")
         assert "找到 3 位客户（第 1/2 页）" in first and "下一页：/find 三 2" in first
-        second = await rep(sim, "/find 三 2")
+        second = await sim.rep("/find 三 2")
         assert "张小三" in second and "第 2/2 页" in second
-        assert "#4 李四（意向）" in await rep(sim, "/find 预算:20-30万")
-        assert "#4 李四" in await rep(sim, "/find 意向")
-        assert "没有找到与「王五」相关的客户" in await rep(sim, "/find 王五")
-        assert "只有 2 页结果" in await rep(sim, "/find 三 5")
+        assert "#4 李四（意向）" in await sim.rep("/find 预算:20-30万")
+        assert "#4 李四" in await sim.rep("/find 意向")
+        assert "没有找到与「王五」相关的客户" in await sim.rep("/find 王五")
+        assert "只有 2 页结果" in await sim.rep("/find 三 5")
 
 
 # -- which customer -----------------------------------------------------------------------------
 
 
-async def test_at_name_by_remark_and_short_id(two: Simulation) -> None:
+async def test_at_name_by_remark_and_short_id(two: Harness) -> None:
     await two.puppet.contact_alias("wx_c2", "李总")
     await two.customer_says("c2", "你好")  # the remark is picked up from the contact
-    assert (await rep(two, "/info @李总")).startswith("【李总 #2")
-    assert (await rep(two, "/info @#1")).startswith("【张三 #1")
-    assert (await rep(two, '/note 周六到店 @"李总"')).startswith("【李总 #2")
+    assert (await two.rep("/info @李总")).startswith("【李总 #2")
+    assert (await two.rep("/info @#1")).startswith("【张三 #1")
+    assert (await two.rep('/note 周六到店 @"李总"')).startswith("【李总 #2")
 
 
-async def test_ambiguous_name_gets_a_pick_list_never_a_guess(sim: Simulation) -> None:
-    await with_customers(sim, ("c1", "张三"), ("c2", "张三丰"))
-    listing = await rep(sim, "/tag @张 VIP")
+async def test_ambiguous_name_gets_a_pick_list_never_a_guess(sim: Harness) -> None:
+    await sim.with_customers(("c1", "张三"), ("c2", "张三丰"))
+    listing = await sim.rep("/tag @张 VIP")
     assert "1. 张三 #1" in listing and "2. 张三丰 #2" in listing and "/pick" in listing
-    assert await rows(sim, CustomerTag) == []
-    assert "请输入 1 到 2 之间的编号" in await rep(sim, "/pick 3")
-    assert (await rep(sim, "/pick 2")).startswith("【张三丰 #2")
-    [tag] = await rows(sim, CustomerTag)
+    assert await sim.rows(CustomerTag) == []
+    assert "请输入 1 到 2 之间的编号" in await sim.rep("/pick 3")
+    assert (await sim.rep("/pick 2")).startswith("【张三丰 #2")
+    [tag] = await sim.rows(CustomerTag)
     assert (tag.customer_id, tag.value) == (2, "VIP")
-    assert "没有待选择的客户列表" in await rep(sim, "/pick 1")
+    assert "没有待选择的客户列表" in await sim.rep("/pick 1")
 
 
-async def test_exact_name_wins_over_substring(sim: Simulation) -> None:
-    await with_customers(sim, ("c1", "张三"), ("c2", "张三丰"))
-    assert (await rep(sim, "/info @张三")).startswith("【张三 #1")
+async def test_exact_name_wins_over_substring(sim: Harness) -> None:
+    await sim.with_customers(("c1", "张三"), ("c2", "张三丰"))
+    assert (await sim.rep("/info @张三")).startswith("【张三 #1")
 
 
-async def test_unknown_name_and_no_current_customer(sim: Simulation) -> None:
-    assert "没有找到客户「王五」" in await rep(sim, "/info @王五")
-    assert "请指定客户" in await rep(sim, "/info")
+async def test_unknown_name_and_no_current_customer(sim: Harness) -> None:
+    assert "没有找到客户「王五」" in await sim.rep("/info @王五")
+    assert "请指定客户" in await sim.rep("/info")
 
 
-async def test_current_customer_is_the_last_addressed_or_reported(two: Simulation) -> None:
+async def test_current_customer_is_the_last_addressed_or_reported(two: Harness) -> None:
     # the last welcome sent was to 李四: the bot reported on them
-    assert (await rep(two, "/info")).startswith("【李四")
-    await rep(two, "/note @张三 hello")
-    assert (await rep(two, "/info")).startswith("【张三")
+    assert (await two.rep("/info")).startswith("【李四")
+    await two.rep("/note @张三 hello")
+    assert (await two.rep("/info")).startswith("【张三")
 
 
 # -- where commands are typed -------------------------------------------------------------------
 
 
-async def test_command_in_customer_chat_is_recalled_and_answered_in_console(two: Simulation) -> None:
+async def test_command_in_customer_chat_is_recalled_and_answered_in_console(two: Harness) -> None:
     before = len(two.output)
     await two.rep_types("/stage 意向", in_chat="c2")
     [reply] = two.output[before:]
@@ -304,48 +273,48 @@ async def test_command_in_customer_chat_is_recalled_and_answered_in_console(two:
 
 async def test_recall_can_be_turned_off(db_url: str) -> None:
     config = make_config({"commands": {"recall_in_customer_chat": False}})
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
-        await with_customers(sim, ("c1", "张三"))
-        await rep(sim, "/note 见过面", in_chat="c1")
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        await sim.with_customers(("c1", "张三"))
+        await sim.rep("/note 见过面", in_chat="c1")
         assert sim.puppet.recalled == set()
 
 
 @pytest.mark.parametrize("cmd", list(REGISTRY), ids=lambda c: c.name)
-async def test_a_customer_can_never_run_a_command(two: Simulation, cmd: Any) -> None:
+async def test_a_customer_can_never_run_a_command(two: Harness, cmd: Any) -> None:
     before_output = len(two.output)
-    tags_before = await rows(two, CustomerTag)
+    tags_before = await two.rows(CustomerTag)
     for alias in (cmd.name, *cmd.aliases):
         await two.customer_says("c1", f"/{alias} koc @李四 层级:A 1")
     assert [m for m in two.output[before_output:] if m["kind"] == "command_reply"] == [], "no command reply"
-    assert {c.stage for c in await rows(two, Customer)} <= {"stranger", "potential"}
-    assert await rows(two, CustomerTag) == tags_before
-    assert await rows(two, Note) == []
-    logged = await rows(two, Event, Event.kind == "message_in")
+    assert {c.stage for c in await two.rows(Customer)} <= {"stranger", "potential"}
+    assert await two.rows(CustomerTag) == tags_before
+    assert await two.rows(Note) == []
+    logged = await two.rows(Event, Event.kind == "message_in")
     assert len(logged) == 1 + len(cmd.aliases), "logged as ordinary customer messages"
-    assert await rows(two, Event, Event.kind == "command") == []
+    assert await two.rows(Event, Event.kind == "command") == []
 
 
 async def test_configured_admin_runs_commands_in_their_own_chat(db_url: str) -> None:
     base = make_config().accounts[0].model_dump(mode="json")
     config = make_config({"accounts": [{**base, "admins": ["wx_boss"]}]})
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
-        await with_customers(sim, ("c1", "张三"))
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        await sim.with_customers(("c1", "张三"))
         sim.puppet.add_contact("wx_boss", "王经理", friend=True)
         await sim.customer_says("boss", "/stage @张三 intent", name="王经理")
-        [reply] = [m for m in sim.output if m["kind"] == "command_reply"]
+        [reply] = sim.sent("command_reply")
         assert reply["to"] == "boss" and "阶段：陌生 → 意向" in reply["text"]
-        [change] = await rows(sim, StageChange, StageChange.to_stage == "intent")
+        [change] = await sim.rows(StageChange, StageChange.to_stage == "intent")
         assert change.actor == "wx_boss"
 
 
 async def test_console_in_a_named_room(db_url: str) -> None:
     base = make_config().accounts[0].model_dump(mode="json")
     config = make_config({"accounts": [{**base, "console": "room:销售战队"}]})
-    sim = Simulation(config, MONDAY_10AM, database_url=db_url)
+    sim = Harness(config, MONDAY_10AM, database_url=db_url)
     room_id = sim.puppet.create_room("销售战队", [])
     async with sim:
-        await with_customers(sim, ("c1", "张三"))
-        reply = await rep(sim, "/info @张三")
+        await sim.with_customers(("c1", "张三"))
+        reply = await sim.rep("/info @张三")
         assert reply.startswith("【张三")
         assert sim.puppet.sent[-1].conversation_id == room_id
         await sim.rep_types("/stage intent", in_chat="c1")
@@ -355,37 +324,39 @@ async def test_console_in_a_named_room(db_url: str) -> None:
 async def test_missing_console_room_fails_at_startup(db_url: str) -> None:
     base = make_config().accounts[0].model_dump(mode="json")
     config = make_config({"accounts": [{**base, "console": "room:不存在的群"}]})
+    sim = Harness(config, MONDAY_10AM, database_url=db_url)
     with pytest.raises(
         ConfigError, match=r"accounts\.demo\.console: the account is in no group chat named '不存在的群'"
     ):
-        async with Simulation(config, MONDAY_10AM, database_url=db_url):
+        async with sim:
             pass
+    await sim.bot.db.close()  # the start failed, so no stop() closed the database's connections
 
 
 async def test_self_chat_console(db_url: str) -> None:
     base = make_config().accounts[0].model_dump(mode="json")
     config = make_config({"accounts": [{**base, "console": "self"}]})
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
-        await with_customers(sim, ("c1", "张三"))
-        assert (await rep(sim, "/info @张三")).startswith("【张三")
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        await sim.with_customers(("c1", "张三"))
+        assert (await sim.rep("/info @张三")).startswith("【张三")
         assert sim.puppet.sent[-1].conversation_id == "demo-self"
 
 
-async def test_rep_writing_to_a_customer_counts_as_contact_but_bot_echoes_do_not(two: Simulation) -> None:
-    welcome_echoes = await rows(two, Event, Event.kind == "rep_message")
+async def test_rep_writing_to_a_customer_counts_as_contact_but_bot_echoes_do_not(two: Harness) -> None:
+    welcome_echoes = await two.rows(Event, Event.kind == "rep_message")
     assert welcome_echoes == [], "the bot's own welcome echoed back must not look like the rep writing"
     await two.advance(timedelta(hours=1))
     await two.rep_types("您好，周六有空来试驾吗？", in_chat="c1")
-    [event] = await rows(two, Event, Event.kind == "rep_message")
+    [event] = await two.rows(Event, Event.kind == "rep_message")
     assert event.text == "您好，周六有空来试驾吗？"
-    assert (await customer(two, "c1")).last_outbound_at == MONDAY_10AM + timedelta(hours=1, minutes=1)
+    assert (await two.customer("c1")).last_outbound_at == MONDAY_10AM + timedelta(hours=1, minutes=1)
     assert two.puppet.recalled == set(), "ordinary messages are never recalled"
 
 
-async def test_commands_are_logged(two: Simulation) -> None:
-    await rep(two, "/stage @张三 intent")
-    await rep(two, "/stage @张三 nope")
-    logged = await rows(two, Event, Event.kind == "command")
+async def test_commands_are_logged(two: Harness) -> None:
+    await two.rep("/stage @张三 intent")
+    await two.rep("/stage @张三 nope")
+    logged = await two.rows(Event, Event.kind == "command")
     assert [(e.text, e.data["ok"]) for e in logged] == [
         ("stage @张三 intent", True),
         ("stage @张三 nope", False),

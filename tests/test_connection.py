@@ -9,22 +9,13 @@ from typing import Any
 
 from sqlmodel import select
 
-from bot.simulate import Simulation
 from bot.transport.backoff import Backoff
 from storage.models import Customer, Event, OutgoingMessage, ScheduledMessage
 from tests.conftest import MONDAY_10AM
+from tests.harness import Harness
 
 
-async def rows(sim: Simulation, model: Any, *where: Any) -> list[Any]:
-    async with sim.bot.db.transaction() as session:
-        return list((await session.exec(select(model).where(*where))).all())
-
-
-def texts_to(sim: Simulation, contact_id: str) -> list[str]:
-    return [m.text for m in sim.puppet.sent if m.conversation_id == contact_id]
-
-
-async def customer_with_countdown(sim: Simulation) -> str:
+async def customer_with_countdown(sim: Harness) -> str:
     await sim.friend_request("c1", "张三")
     await sim.advance(timedelta(minutes=1))
     await sim.customer_says("c1", "你好")
@@ -33,7 +24,7 @@ async def customer_with_countdown(sim: Simulation) -> str:
     return sim.contact_id("c1")
 
 
-async def test_a_step_due_while_offline_waits_and_goes_out_once_when_back(sim: Simulation) -> None:
+async def test_a_step_due_while_offline_waits_and_goes_out_once_when_back(sim: Harness) -> None:
     contact = await customer_with_countdown(sim)
     transport = sim.bot.transports[sim.account_id]
     await sim.advance(timedelta(hours=8))  # 18:01
@@ -42,46 +33,46 @@ async def test_a_step_due_while_offline_waits_and_goes_out_once_when_back(sim: S
     assert not transport.connected
 
     await sim.advance(timedelta(hours=1, minutes=30))  # 19:32: the step fell due at 19:00
-    step = (await rows(sim, ScheduledMessage, ScheduledMessage.step == "1d"))[0]
+    step = (await sim.rows(ScheduledMessage, ScheduledMessage.step == "1d"))[0]
     assert step.status == "pending"
-    assert not any("限时价" in text for text in texts_to(sim, contact))
+    assert not any("限时价" in text for text in sim.texts_to(contact))
 
     sim.puppet.go_online()
     await sim.advance(timedelta(seconds=1))
     assert transport.connected
-    reminders = [text for text in texts_to(sim, contact) if "限时价" in text]
+    reminders = [text for text in sim.texts_to(contact) if "限时价" in text]
     assert len(reminders) == 1
     await sim.advance(timedelta(minutes=30))
-    assert len([text for text in texts_to(sim, contact) if "限时价" in text]) == 1
-    step = (await rows(sim, ScheduledMessage, ScheduledMessage.step == "1d"))[0]
+    assert len([text for text in sim.texts_to(contact) if "限时价" in text]) == 1
+    step = (await sim.rows(ScheduledMessage, ScheduledMessage.step == "1d"))[0]
     assert step.status == "sent"
 
 
-async def test_a_send_that_broke_off_is_never_repeated_and_its_echo_settles_it(sim: Simulation) -> None:
+async def test_a_send_that_broke_off_is_never_repeated_and_its_echo_settles_it(sim: Harness) -> None:
     contact = await customer_with_countdown(sim)
     await sim.advance(timedelta(hours=8, minutes=58))  # 18:59
     sim.puppet.break_after_next_delivery = True  # delivered, but the answer never comes back
     await sim.advance(timedelta(minutes=2))
-    step = (await rows(sim, ScheduledMessage, ScheduledMessage.step == "1d"))[0]
+    step = (await sim.rows(ScheduledMessage, ScheduledMessage.step == "1d"))[0]
     assert step.status == "failed" and "delivery unknown" in step.last_error
-    [outgoing] = await rows(sim, OutgoingMessage, OutgoingMessage.idempotency_key == step.idempotency_key)
+    [outgoing] = await sim.rows(OutgoingMessage, OutgoingMessage.idempotency_key == step.idempotency_key)
     assert outgoing.status == "unknown"
     assert not sim.bot.transports[sim.account_id].connected
 
     sim.puppet.go_online()  # logs in again; the delivered message comes back as the account's own
     await sim.advance(timedelta(seconds=1))
 
-    step = (await rows(sim, ScheduledMessage, ScheduledMessage.step == "1d"))[0]
+    step = (await sim.rows(ScheduledMessage, ScheduledMessage.step == "1d"))[0]
     assert step.status == "sent", step.last_error
-    [outgoing] = await rows(sim, OutgoingMessage, OutgoingMessage.idempotency_key == step.idempotency_key)
+    [outgoing] = await sim.rows(OutgoingMessage, OutgoingMessage.idempotency_key == step.idempotency_key)
     assert outgoing.status == "sent" and outgoing.echoed_at is not None
-    assert len([text for text in texts_to(sim, contact) if "限时价" in text]) == 1
+    assert len([text for text in sim.texts_to(contact) if "限时价" in text]) == 1
     # the doubt was settled before the account could tell the rep: no alert about it
     console = [m.text for m in sim.puppet.sent if m.conversation_id == "filehelper"]
     assert not any("没有发出" in text for text in console)
 
 
-async def test_without_an_echo_the_rep_is_told_to_check_the_chat(sim: Simulation) -> None:
+async def test_without_an_echo_the_rep_is_told_to_check_the_chat(sim: Harness) -> None:
     contact = await customer_with_countdown(sim)
     sim.puppet.echo_self_messages = False  # a puppet that never reports the account's own sends
     await sim.advance(timedelta(hours=8, minutes=58))
@@ -90,15 +81,15 @@ async def test_without_an_echo_the_rep_is_told_to_check_the_chat(sim: Simulation
     sim.puppet.go_online()
     await sim.advance(timedelta(minutes=5))
 
-    step = (await rows(sim, ScheduledMessage, ScheduledMessage.step == "1d"))[0]
+    step = (await sim.rows(ScheduledMessage, ScheduledMessage.step == "1d"))[0]
     assert step.status == "failed" and "delivery unknown" in step.last_error
-    assert len([text for text in texts_to(sim, contact) if "限时价" in text]) == 1  # never re-sent
+    assert len([text for text in sim.texts_to(contact) if "限时价" in text]) == 1  # never re-sent
     console = [m.text for m in sim.puppet.sent if m.conversation_id == "filehelper"]
     [alert] = [text for text in console if "可能没有发出" in text]
     assert "【张三" in alert and "倒计时" in alert and "手动补发" in alert
 
 
-async def test_an_alert_raised_while_offline_reaches_the_console_after_reconnecting(sim: Simulation) -> None:
+async def test_an_alert_raised_while_offline_reaches_the_console_after_reconnecting(sim: Harness) -> None:
     await sim.friend_request("c1", "张三")
     await sim.advance(timedelta(minutes=1))
     sim.puppet.go_offline()
@@ -113,15 +104,15 @@ async def test_an_alert_raised_while_offline_reaches_the_console_after_reconnect
 
 async def test_the_rep_typing_the_same_text_as_a_bot_send_is_still_the_rep(config: Any, db_url: str) -> None:
     # a puppet that does not echo the bot's sends (padlocal): the rep's copy is not taken for an echo
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
         sim.puppet.echo_self_messages = False
         await sim.friend_request("c1", "张三")
         await sim.advance(timedelta(minutes=1))
-        [welcome] = texts_to(sim, sim.contact_id("c1"))
+        [welcome] = sim.texts_to(sim.contact_id("c1"))
         await sim.rep_types(welcome, in_chat="c1")
-        [row] = await rows(sim, OutgoingMessage, OutgoingMessage.conversation_id == sim.contact_id("c1"))
+        [row] = await sim.rows(OutgoingMessage, OutgoingMessage.conversation_id == sim.contact_id("c1"))
         assert row.echoed_at is None  # the bot's send has its platform id; the rep's message has another
-        [written] = await rows(sim, Event, Event.kind == "rep_message")
+        [written] = await sim.rows(Event, Event.kind == "rep_message")
         assert written.text == welcome
 
 
@@ -139,7 +130,7 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
 
 
 async def test_a_friend_request_whose_accept_was_cut_off_is_accepted_after_reconnecting(
-    sim: Simulation,
+    sim: Harness,
 ) -> None:
     sim.puppet.fail_next_accept = ConnectionResetError("connection reset during the accept")
     await sim.friend_request("c1", "张三", "小红书看到的")
@@ -150,16 +141,16 @@ async def test_a_friend_request_whose_accept_was_cut_off_is_accepted_after_recon
     await sim.advance(timedelta(minutes=1))
 
     assert len(sim.puppet.accepted) == 1
-    [welcome] = texts_to(sim, sim.contact_id("c1"))
+    [welcome] = sim.texts_to(sim.contact_id("c1"))
     assert "小红书" in welcome
-    [customer] = await rows(sim, Customer)
+    [customer] = await sim.rows(Customer)
     assert customer.source_channel == "小红书"
 
 
 async def test_a_send_left_in_doubt_by_a_killed_process_is_reported_to_the_rep(
     config: Any, db_url: str
 ) -> None:
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as first:
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as first:
         await customer_with_countdown(first)
         # what a process killed in the middle of sending the 1-day step leaves behind: the row
         # claimed and its send reserved, outcome never written
@@ -178,9 +169,9 @@ async def test_a_send_left_in_doubt_by_a_killed_process_is_reported_to_the_rep(
                     created_at=MONDAY_10AM,
                 )
             )
-    async with Simulation(config, MONDAY_10AM + timedelta(hours=10), database_url=db_url) as second:
+    async with Harness(config, MONDAY_10AM + timedelta(hours=10), database_url=db_url) as second:
         await second.advance(timedelta(seconds=1))
-        step = (await rows(second, ScheduledMessage, ScheduledMessage.step == "1d"))[0]
+        step = (await second.rows(ScheduledMessage, ScheduledMessage.step == "1d"))[0]
         assert step.status == "failed" and "delivery unknown" in step.last_error
         console = [m.text for m in second.puppet.sent if m.conversation_id == "filehelper"]
         [alert] = [text for text in console if "可能没有发出" in text]

@@ -37,7 +37,7 @@ async def prepare(db: Database) -> None:
     async with db.transaction() as session:
         await session.exec(
             sa.insert(table),
-            params=[  # type: ignore[call-overload]
+            params=[
                 {
                     "account_id": "crash",
                     "customer_id": 1,
@@ -110,6 +110,8 @@ def test_sigkilled_dispatcher_never_sends_twice_and_loses_nothing(tmp_path: Path
             os.kill(process.pid, signal.SIGKILL)
             killed_mid_run += 1
         process.wait(timeout=30)
+        assert process.stdout is not None
+        process.stdout.close()  # else its pipe is closed by the garbage collector, with a ResourceWarning
     final = worker(url, sink)
     output, _ = final.communicate(timeout=600)
     assert final.returncode == 0, output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,29 +13,29 @@ from sqlmodel import select
 from bot.cli import main
 from bot.config import Config
 from bot.services.digest import split_message
-from bot.simulate import Simulation
 from storage.models import ScheduledMessage
 from tests.conftest import SHANGHAI, make_config, write_config
+from tests.harness import Harness
 
 MORNING = datetime(2026, 11, 23, 9, 0, tzinfo=SHANGHAI)
 
 
 @pytest.fixture
-async def sim(config: Config, db_url: str) -> Any:
+async def sim(config: Config, db_url: str) -> AsyncIterator[Harness]:
     """A Monday starting at 09:00."""
-    async with Simulation(config, MORNING, database_url=db_url) as simulation:
+    async with Harness(config, MORNING, database_url=db_url) as simulation:
         yield simulation
 
 
-def digests(sim: Simulation, to: str = "supervisor:王经理") -> list[dict[str, str]]:
-    return [m for m in sim.output if m["kind"] == "digest" and m["to"] == to]
+def digests(sim: Harness, to: str = "supervisor:王经理") -> list[dict[str, str]]:
+    return sim.sent("digest", to)
 
 
 def line(text: str, label: str) -> str:
     return next(row for row in text.splitlines() if row.startswith(label))
 
 
-async def scripted_day(sim: Simulation) -> None:
+async def scripted_day(sim: Harness) -> None:
     """3 new friends, 2 replies, 2 objections, moves, 1 order, 1 tag, one churn discovered by a send."""
     await sim.friend_request("c1", "张三", "小红书看到的")
     await sim.friend_request("c2", "李四")
@@ -50,7 +51,7 @@ async def scripted_day(sim: Simulation) -> None:
     await sim.rep_types("您好，SUV的资料发您了", in_chat="c1")
 
 
-async def test_digest_numbers_for_a_scripted_day_match_the_events(sim: Simulation) -> None:
+async def test_digest_numbers_for_a_scripted_day_match_the_events(sim: Harness) -> None:
     await scripted_day(sim)
     await sim.advance(timedelta(hours=12))  # past 20:00
     [digest] = digests(sim)
@@ -69,7 +70,7 @@ async def test_digest_numbers_for_a_scripted_day_match_the_events(sim: Simulatio
     assert line(text, "热门标签") == "热门标签：消费:20-30万×1"
 
 
-async def test_change_against_the_previous_day(sim: Simulation) -> None:
+async def test_change_against_the_previous_day(sim: Harness) -> None:
     await sim.friend_request("c1", "张三")
     await sim.advance(timedelta(days=1))
     for handle, name in (("c2", "李四"), ("c3", "王五"), ("c4", "赵六")):
@@ -80,7 +81,7 @@ async def test_change_against_the_previous_day(sim: Simulation) -> None:
     assert line(second["text"], "新好友") == "新好友：3（+2）"
 
 
-async def test_at_risk_customers(sim: Simulation) -> None:
+async def test_at_risk_customers(sim: Harness) -> None:
     await sim.friend_request("c1", "张三")
     await sim.advance(timedelta(minutes=1))
     await sim.customer_says("c1", "想看看SUV")
@@ -95,29 +96,25 @@ async def test_at_risk_customers(sim: Simulation) -> None:
 async def test_missed_digest_is_sent_at_startup_within_grace_and_never_twice(
     config: Config, db_url: str
 ) -> None:
-    async with Simulation(config, MORNING, database_url=db_url) as first:
+    async with Harness(config, MORNING, database_url=db_url) as first:
         await first.friend_request("c1", "张三")
         await first.advance(timedelta(hours=1))
     # down over 20:00, back at 21:30: within the 3-hour grace period
-    async with Simulation(
+    async with Harness(
         config, datetime(2026, 11, 23, 21, 30, tzinfo=SHANGHAI), database_url=db_url
     ) as second:
         await second.advance(timedelta(minutes=1))
     [late] = digests(second)
     assert datetime.fromisoformat(late["at"]) == datetime(2026, 11, 23, 21, 30, tzinfo=SHANGHAI)
-    async with Simulation(
-        config, datetime(2026, 11, 23, 22, 0, tzinfo=SHANGHAI), database_url=db_url
-    ) as third:
+    async with Harness(config, datetime(2026, 11, 23, 22, 0, tzinfo=SHANGHAI), database_url=db_url) as third:
         await third.advance(timedelta(minutes=30))
     assert digests(third) == [], "already sent today"
 
 
 async def test_digest_missed_beyond_grace_is_dropped(config: Config, db_url: str) -> None:
-    async with Simulation(config, MORNING, database_url=db_url) as first:
+    async with Harness(config, MORNING, database_url=db_url) as first:
         await first.friend_request("c1", "张三")
-    async with Simulation(
-        config, datetime(2026, 11, 24, 0, 30, tzinfo=SHANGHAI), database_url=db_url
-    ) as second:
+    async with Harness(config, datetime(2026, 11, 24, 0, 30, tzinfo=SHANGHAI), database_url=db_url) as second:
         await second.advance(timedelta(minutes=1))
         async with second.bot.db.transaction() as session:
             [row] = (
@@ -139,7 +136,7 @@ async def test_long_digests_are_split_at_line_boundaries(db_url: str) -> None:
     config = make_config(
         {"accounts": [first, second], "supervisors": [supervisor], "digest": {"max_chars": 200}}
     )
-    async with Simulation(config, MORNING, database_url=db_url) as sim:
+    async with Harness(config, MORNING, database_url=db_url) as sim:
         await sim.friend_request("c1", "张三")
         await sim.advance(timedelta(hours=12))
     parts = digests(sim)
@@ -159,7 +156,7 @@ def test_split_message() -> None:
     assert split_message("x" * 90, 40) == ["x" * 40, "x" * 40, "x" * 10], "only an over-long line is cut"
 
 
-async def test_rep_digest_on_demand(sim: Simulation) -> None:
+async def test_rep_digest_on_demand(sim: Harness) -> None:
     await scripted_day(sim)
     await sim.rep_types("/digest")
     [mine] = digests(sim, "console")
@@ -168,11 +165,11 @@ async def test_rep_digest_on_demand(sim: Simulation) -> None:
     await sim.rep_types("/日报 昨天")
     assert "11月22日 周日" in digests(sim, "console")[-1]["text"]
     await sim.rep_types("/digest 明年")
-    reply = [m for m in sim.output if m["kind"] == "command_reply"][-1]["text"]
+    reply = sim.last_reply()
     assert "看不懂日期「明年」" in reply
 
 
-async def test_supervisor_gets_the_team_digest_and_only_that(sim: Simulation) -> None:
+async def test_supervisor_gets_the_team_digest_and_only_that(sim: Harness) -> None:
     await sim.friend_request("c1", "张三")
     await sim.advance(timedelta(minutes=1))
     sim.handles["demo-supervisor"] = "supervisor"
@@ -183,7 +180,7 @@ async def test_supervisor_gets_the_team_digest_and_only_that(sim: Simulation) ->
     assert "王经理的团队日报" in team["text"]
     sim.puppet.customer_says("demo-supervisor", "/stage @张三 koc")
     await sim.advance(timedelta(seconds=1))
-    refusal = [m for m in sim.output if m["kind"] == "command_reply"][-1]
+    refusal = sim.sent("command_reply")[-1]
     assert refusal["to"] == "supervisor:王经理" and "主管可以使用的命令：/digest" in refusal["text"]
     from storage.models import Customer
 
@@ -192,7 +189,7 @@ async def test_supervisor_gets_the_team_digest_and_only_that(sim: Simulation) ->
     assert customer.stage == "stranger", "a supervisor cannot change customers"
 
 
-async def test_a_customer_cannot_ask_for_a_digest(sim: Simulation) -> None:
+async def test_a_customer_cannot_ask_for_a_digest(sim: Harness) -> None:
     await sim.friend_request("c1", "张三")
     await sim.advance(timedelta(minutes=1))
     await sim.customer_says("c1", "/digest")
@@ -202,9 +199,7 @@ async def test_a_customer_cannot_ask_for_a_digest(sim: Simulation) -> None:
 async def test_day_boundary_is_local_midnight(db_url: str) -> None:
     """00:30 in Shanghai is 16:30 UTC the day before: it counts for the new local day."""
     config = make_config()
-    async with Simulation(
-        config, datetime(2026, 11, 23, 23, 50, tzinfo=SHANGHAI), database_url=db_url
-    ) as sim:
+    async with Harness(config, datetime(2026, 11, 23, 23, 50, tzinfo=SHANGHAI), database_url=db_url) as sim:
         await sim.friend_request("c1", "张三")
         await sim.advance(timedelta(minutes=40))  # 00:30 on the 24th
         await sim.friend_request("c2", "李四")
@@ -233,21 +228,21 @@ def test_supervisor_config_is_checked() -> None:
         make_config({"supervisors": [bad]})
 
 
-async def test_churn_alert_carries_the_card_summary(sim: Simulation) -> None:
+async def test_churn_alert_carries_the_card_summary(sim: Harness) -> None:
     await sim.friend_request("c1", "张三", "小红书")
     await sim.advance(timedelta(minutes=1))
     await sim.rep_types("/stage @张三 intent")
     await sim.delete("c1")
     await sim.rep_types("/countdown @张三 明天 18:00")
     await sim.advance(timedelta(hours=12))
-    [alert] = [m for m in sim.output if m["kind"] == "alert"]
+    [alert] = sim.sent("alert")
     assert "已不是好友" in alert["text"] and "阶段：意向" in alert["text"] and "来源：小红书" in alert["text"]
 
 
 async def test_owed_reply_nudge_in_working_hours_unless_the_rep_answered(db_url: str) -> None:
     config = make_config({"digest": {"owed_nudge": True, "owed_reply_minutes": 30}})
     evening = datetime(2026, 11, 23, 20, 50, tzinfo=SHANGHAI)  # working hours end at 21:00
-    async with Simulation(config, evening, database_url=db_url) as sim:
+    async with Harness(config, evening, database_url=db_url) as sim:
         for handle, name in (("c1", "张三"), ("c2", "李四")):
             await sim.friend_request(handle, name)
         await sim.advance(timedelta(minutes=1))
@@ -255,7 +250,7 @@ async def test_owed_reply_nudge_in_working_hours_unless_the_rep_answered(db_url:
         await sim.customer_says("c2", "你好")
         await sim.rep_types("在的，您好", in_chat="c2")
         await sim.advance(timedelta(hours=13))
-    nudges = [m for m in sim.output if m["kind"] == "alert"]
+    nudges = sim.sent("alert")
     assert [m["to"] for m in nudges] == ["console"]
     assert "【张三 #1】的消息已等了" in nudges[0]["text"]
     assert datetime.fromisoformat(nudges[0]["at"]) == datetime(2026, 11, 24, 9, 0, tzinfo=SHANGHAI), (
@@ -263,9 +258,9 @@ async def test_owed_reply_nudge_in_working_hours_unless_the_rep_answered(db_url:
     )
 
 
-async def test_no_owed_nudge_by_default(sim: Simulation) -> None:
+async def test_no_owed_nudge_by_default(sim: Harness) -> None:
     await sim.friend_request("c1", "张三")
     await sim.advance(timedelta(minutes=1))
     await sim.customer_says("c1", "在吗")
     await sim.advance(timedelta(hours=3))
-    assert [m for m in sim.output if m["kind"] == "alert"] == []
+    assert sim.sent("alert") == []

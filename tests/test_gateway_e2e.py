@@ -24,6 +24,8 @@ from storage.models import Customer, OutgoingMessage, ScheduledMessage
 from tests.conftest import default_config_data, make_config, merge, portable_config_text, write_config
 from tests.gateway_peer import Gateway, ensure_node_gateway
 
+pytestmark = pytest.mark.gateway
+
 FAST_WELCOME = {"welcome": {"delay_seconds": [0.3, 0.3]}}
 
 

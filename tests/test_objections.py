@@ -9,26 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import select
 
 from bot.cli import main
 from bot.errors import TemplateError
 from bot.objections.library import LABELS, ObjectionLibrary
 from bot.services.objections import ObjectionService
-from bot.simulate import Simulation
 from storage.models import Event, ScheduledMessage
 from tests.conftest import MONDAY_10AM, ROOT, make_config
+from tests.harness import Harness
 
 STAGES = ["stranger", "potential", "intent", "ordered", "repeat", "koc"]
-
-
-async def rows(sim: Simulation, model: type, *where: Any) -> list[Any]:
-    async with sim.bot.db.transaction() as session:
-        return list((await session.exec(select(model).where(*where))).all())
-
-
-def of_kind(sim: Simulation, kind: str) -> list[dict[str, str]]:
-    return [m for m in sim.output if m["kind"] == kind]
 
 
 # -- library ------------------------------------------------------------------------------------
@@ -104,15 +94,10 @@ def test_missing_objection_file_is_reported(tmp_path: Path) -> None:
 # -- suggestions and /send ----------------------------------------------------------------------
 
 
-async def new_customer(sim: Simulation, handle: str = "c1", name: str = "张三") -> None:
-    await sim.friend_request(handle, name)
-    await sim.advance(timedelta(minutes=1))
-
-
-async def test_suggestion_goes_to_the_console_with_stage_scripts(sim: Simulation) -> None:
-    await new_customer(sim)
+async def test_suggestion_goes_to_the_console_with_stage_scripts(sim: Harness) -> None:
+    await sim.new_customer()
     await sim.customer_says("c1", "这款太贵了吧")
-    [suggestion] = of_kind(sim, "suggestion")
+    [suggestion] = sim.sent("suggestion")
     assert suggestion["to"] == "console"
     text = suggestion["text"]
     assert text.startswith("【张三 #1 · 潜在】提出「价格」顾虑：")
@@ -126,23 +111,23 @@ async def test_suggestion_goes_to_the_console_with_stage_scripts(sim: Simulation
     assert not [m for m in sim.output if m["to"] == "c1" and m["kind"] != "welcome"], (
         "nothing reaches the customer"
     )
-    [event] = await rows(sim, Event, Event.kind == "objection")
+    [event] = await sim.rows(Event, Event.kind == "objection")
     assert event.data["label"] == "price" and event.text == "这款太贵了吧"
 
 
-async def _c(sim: Simulation) -> Any:
+async def _c(sim: Harness) -> Any:
     from storage.models import Customer
 
-    [customer] = await rows(sim, Customer)
+    [customer] = await sim.rows(Customer)
     return customer
 
 
-async def test_stage_without_enough_scripts_falls_back_to_general(sim: Simulation) -> None:
-    await new_customer(sim)
+async def test_stage_without_enough_scripts_falls_back_to_general(sim: Harness) -> None:
+    await sim.new_customer()
     # quality has one script made for strangers; the general one fills the list
     await sim.bot.profile.set_stage(1, "koc", "test")
     await sim.customer_says("c1", "质量怎么样")
-    text = of_kind(sim, "suggestion")[-1]["text"]
+    text = sim.sent("suggestion")[-1]["text"]
     library = sim.bot.objections.library
     specific, general = library.scripts_for("quality", "koc")
     assert len(specific) == 1
@@ -151,102 +136,104 @@ async def test_stage_without_enough_scripts_falls_back_to_general(sim: Simulatio
     assert general[0].text[:10] in body[1]
 
 
-async def test_send_delivers_the_script_after_a_pause_as_a_reply(sim: Simulation) -> None:
-    await new_customer(sim)
+async def test_send_delivers_the_script_after_a_pause_as_a_reply(sim: Harness) -> None:
+    await sim.new_customer()
     await sim.customer_says("c1", "太贵了")
     await sim.rep_types("/send 2")
-    [ack] = of_kind(sim, "command_reply")
+    [ack] = sim.sent("command_reply")
     assert ack["text"].startswith("【张三 #1") and "已安排发送话术 2" in ack["text"]
-    assert of_kind(sim, "reply") == []
+    assert sim.sent("reply") == []
     await sim.advance(timedelta(seconds=10))
-    [reply] = of_kind(sim, "reply")
+    [reply] = sim.sent("reply")
     assert reply["to"] == "c1"
     script_id = (await _suggested(sim.bot.objections, 1))[1]
     assert reply["text"] == sim.bot.objections.render_script(
-        sim.bot.objections.library.script(script_id), "demo", await _c(sim)
-    )  # type: ignore[arg-type]
-    [sent] = await rows(sim, Event, Event.kind == "script_sent")
+        sim.bot.objections.library.script(script_id),  # type: ignore[arg-type]
+        "demo",
+        await _c(sim),
+    )
+    [sent] = await sim.rows(Event, Event.kind == "script_sent")
     assert sent.data == {"script_id": script_id, "label": "price", "stage": "potential"}
 
 
-async def test_send_with_extra_text_and_alias(sim: Simulation) -> None:
-    await new_customer(sim)
+async def test_send_with_extra_text_and_alias(sim: Harness) -> None:
+    await sim.new_customer()
     await sim.customer_says("c1", "要回去问问家里人")
     await sim.rep_types("/发送 1 周六带家人来，我请喝咖啡")
     await sim.advance(timedelta(seconds=10))
-    [reply] = of_kind(sim, "reply")
+    [reply] = sim.sent("reply")
     assert reply["text"].endswith("\n周六带家人来，我请喝咖啡")
 
 
-async def test_send_errors(sim: Simulation) -> None:
-    await new_customer(sim)
+async def test_send_errors(sim: Harness) -> None:
+    await sim.new_customer()
     await sim.rep_types("/send 1 @张三")
-    assert "没有待选的话术建议" in of_kind(sim, "command_reply")[-1]["text"]
+    assert "没有待选的话术建议" in sim.sent("command_reply")[-1]["text"]
     await sim.customer_says("c1", "太贵了")
     await sim.rep_types("/send 9")
-    assert "请输入 1 到 3 之间的编号" in of_kind(sim, "command_reply")[-1]["text"]
+    assert "请输入 1 到 3 之间的编号" in sim.sent("command_reply")[-1]["text"]
     await sim.rep_types("/send one")
-    assert of_kind(sim, "command_reply")[-1]["text"].endswith("用法：/send <编号> [追加文字]")
+    assert sim.sent("command_reply")[-1]["text"].endswith("用法：/send <编号> [追加文字]")
     await sim.rep_types("/send 1")
     await sim.rep_types("/send 1")
-    assert "话术 1 已经发送过了" in of_kind(sim, "command_reply")[-1]["text"]
+    assert "话术 1 已经发送过了" in sim.sent("command_reply")[-1]["text"]
     await sim.advance(timedelta(minutes=1))
-    assert len(of_kind(sim, "reply")) == 1
-    assert len(await rows(sim, ScheduledMessage, ScheduledMessage.kind == "reply")) == 1
+    assert len(sim.sent("reply")) == 1
+    assert len(await sim.rows(ScheduledMessage, ScheduledMessage.kind == "reply")) == 1
 
 
-async def test_send_typed_in_the_customer_chat(sim: Simulation) -> None:
-    await new_customer(sim)
-    await new_customer(sim, "c2", "李四")
+async def test_send_typed_in_the_customer_chat(sim: Harness) -> None:
+    await sim.new_customer()
+    await sim.new_customer("c2", "李四")
     await sim.customer_says("c1", "太贵了")
     await sim.customer_says("c2", "我再考虑考虑")  # now 李四 is the current customer
     await sim.rep_types("/send 1", in_chat="c1")
     await sim.advance(timedelta(seconds=10))
-    [reply] = of_kind(sim, "reply")
+    [reply] = sim.sent("reply")
     assert reply["to"] == "c1" and "价格" in reply["text"]
 
 
-async def test_suggestion_makes_the_customer_current(sim: Simulation) -> None:
-    await new_customer(sim)
-    await new_customer(sim, "c2", "李四")
+async def test_suggestion_makes_the_customer_current(sim: Harness) -> None:
+    await sim.new_customer()
+    await sim.new_customer("c2", "李四")
     await sim.customer_says("c1", "太贵了")
     await sim.rep_types("/info")
-    assert of_kind(sim, "command_reply")[-1]["text"].startswith("【张三")
+    assert sim.sent("command_reply")[-1]["text"].startswith("【张三")
 
 
-async def test_no_suggestion_for_resolved_doubts_small_talk_or_opt_out(sim: Simulation) -> None:
-    await new_customer(sim)
+async def test_no_suggestion_for_resolved_doubts_small_talk_or_opt_out(sim: Harness) -> None:
+    await sim.new_customer()
     for text in ("价格没问题", "好的谢谢", "退订"):
         await sim.customer_says("c1", text)
-    assert of_kind(sim, "suggestion") == []
-    [opt_out] = await rows(sim, Event, Event.kind == "opt_out")
+    assert sim.sent("suggestion") == []
+    [opt_out] = await sim.rows(Event, Event.kind == "opt_out")
     assert opt_out.text == "退订"
 
 
 async def test_suggestions_can_be_turned_off(db_url: str) -> None:
-    async with Simulation(
+    async with Harness(
         make_config({"objections": {"enabled": False}}), MONDAY_10AM, database_url=db_url
     ) as sim:
-        await new_customer(sim)
+        await sim.new_customer()
         await sim.customer_says("c1", "太贵了")
-        assert of_kind(sim, "suggestion") == []
+        assert sim.sent("suggestion") == []
 
 
-async def test_info_shows_objections_raised(sim: Simulation) -> None:
-    await new_customer(sim)
+async def test_info_shows_objections_raised(sim: Harness) -> None:
+    await sim.new_customer()
     await sim.customer_says("c1", "太贵了")
     await sim.customer_says("c1", "我得跟老婆商量")
     await sim.rep_types("/info")
-    assert "提出过的顾虑：价格、决策人" in of_kind(sim, "command_reply")[-1]["text"]
+    assert "提出过的顾虑：价格、决策人" in sim.sent("command_reply")[-1]["text"]
 
 
 async def test_scripts_that_work_rank_first_once_there_is_enough_data(db_url: str) -> None:
     config = make_config({"objections": {"min_sends_for_ranking": 2, "success_window_days": 7}})
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
         service = sim.bot.objections
         first, second = service.library.scripts_for("price", "potential")[0][:2]
         for number, handle in enumerate(("c1", "c2"), start=1):
-            await new_customer(sim, handle, f"客户{number}")
+            await sim.new_customer(handle, f"客户{number}")
             await sim.customer_says(handle, "太贵了")
             assert (await _suggested(service, number))[:2] == (first.id, second.id)
             await sim.rep_types(f"/send 2 @#{number}")  # the second script...
@@ -255,30 +242,30 @@ async def test_scripts_that_work_rank_first_once_there_is_enough_data(db_url: st
         async with sim.bot.db.transaction() as session:
             stats = await service.script_stats(session)
         assert (stats[second.id].sent, stats[second.id].succeeded) == (2, 2)
-        await new_customer(sim, "c3", "客户3")
+        await sim.new_customer("c3", "客户3")
         await sim.customer_says("c3", "太贵了")
         assert (await _suggested(service, 3))[:2] == (second.id, first.id)
 
 
 async def test_too_little_data_keeps_stage_order(db_url: str) -> None:
     config = make_config({"objections": {"min_sends_for_ranking": 5}})
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
         service = sim.bot.objections
         first, second = service.library.scripts_for("price", "potential")[0][:2]
-        await new_customer(sim)
+        await sim.new_customer()
         await sim.customer_says("c1", "太贵了")
         await sim.rep_types("/send 2")
         await sim.advance(timedelta(seconds=10))
         await sim.rep_types("/stage @张三 intent")
-        await new_customer(sim, "c2", "李四")
+        await sim.new_customer("c2", "李四")
         await sim.customer_says("c2", "太贵了")
         assert (await _suggested(service, 2))[:2] == (first.id, second.id)
 
 
 async def test_moves_outside_the_window_do_not_count(db_url: str) -> None:
     config = make_config({"objections": {"min_sends_for_ranking": 1, "success_window_days": 7}})
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
-        await new_customer(sim)
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        await sim.new_customer()
         await sim.customer_says("c1", "太贵了")
         await sim.rep_types("/send 1")
         await sim.advance(timedelta(days=8))
@@ -290,20 +277,22 @@ async def test_moves_outside_the_window_do_not_count(db_url: str) -> None:
 
 
 async def test_send_works_after_a_restart(config: Any, db_url: str) -> None:
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as first:
-        await new_customer(first)
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as first:
+        await first.new_customer()
         await first.customer_says("c1", "太贵了")
         expected = (await _suggested(first.bot.objections, 1))[1]
-    async with Simulation(config, MONDAY_10AM + timedelta(minutes=5), database_url=db_url) as second:
+    async with Harness(config, MONDAY_10AM + timedelta(minutes=5), database_url=db_url) as second:
         second.puppet.add_contact("wx_c1", "张三", friend=True)
         second.handles["wx_c1"] = "c1"
         await second.rep_types("/send 2 @张三")
         await second.advance(timedelta(seconds=10))
-        [reply] = of_kind(second, "reply")
+        [reply] = second.sent("reply")
         library = second.bot.objections.library
         assert reply["text"] == second.bot.objections.render_script(
-            library.script(expected), "demo", await _c(second)
-        )  # type: ignore[arg-type]
+            library.script(expected),  # type: ignore[arg-type]
+            "demo",
+            await _c(second),
+        )
 
 
 async def _suggested(service: ObjectionService, customer_id: int) -> tuple[str, ...]:

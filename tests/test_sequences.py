@@ -7,47 +7,26 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import select
-
-from bot.simulate import Simulation
 from storage.models import Customer, ScheduledMessage, StageChange
 from tests.conftest import MONDAY_10AM, SHANGHAI, make_config
+from tests.harness import Harness
 
 NY = ZoneInfo("America/New_York")
-
-
-async def rows(sim: Simulation, model: type, *where: Any) -> list[Any]:
-    async with sim.bot.db.transaction() as session:
-        return list((await session.exec(select(model).where(*where))).all())
-
-
-def sent(sim: Simulation, kind: str, to: str | None = None) -> list[dict[str, str]]:
-    return [m for m in sim.output if m["kind"] == kind and (to is None or m["to"] == to)]
 
 
 def local(message: dict[str, str], tz: ZoneInfo = SHANGHAI) -> datetime:
     return datetime.fromisoformat(message["at"]).astimezone(tz)
 
 
-def last_reply(sim: Simulation) -> str:
-    return sent(sim, "command_reply")[-1]["text"]
-
-
-async def customer_in_chat(sim: Simulation, handle: str = "c1", name: str = "张三") -> None:
-    await sim.friend_request(handle, name)
-    await sim.advance(timedelta(minutes=1))
-    await sim.customer_says(handle, "你好")  # replied: no follow-ups for this one
-
-
 # -- countdown ----------------------------------------------------------------------------------
 
 
-async def test_countdown_ladder_fires_at_its_steps_and_never_after_the_deadline(sim: Simulation) -> None:
-    await customer_in_chat(sim)
+async def test_countdown_ladder_fires_at_its_steps_and_never_after_the_deadline(sim: Harness) -> None:
+    await sim.customer_in_chat()
     await sim.rep_types("/countdown 11-30 20:00 双十二限时价 @张三")
-    assert "倒计时已设置：双十二限时价截止 11-30 20:00" in last_reply(sim)
+    assert "倒计时已设置：双十二限时价截止 11-30 20:00" in sim.last_reply()
     await sim.advance(timedelta(days=8))
-    ladder = sent(sim, "countdown", "c1")
+    ladder = sim.sent("countdown", "c1")
     times = [local(m).strftime("%m-%d %H:%M") for m in ladder]
     assert times == [
         "11-23 20:00",
@@ -72,42 +51,40 @@ async def test_countdown_ladder_fires_at_its_steps_and_never_after_the_deadline(
     assert all(local(m) < deadline for m in ladder)
 
 
-async def test_countdown_again_replaces_the_plan(sim: Simulation) -> None:
-    await customer_in_chat(sim)
+async def test_countdown_again_replaces_the_plan(sim: Harness) -> None:
+    await sim.customer_in_chat()
     await sim.rep_types("/countdown @张三 11-30 20:00")
     await sim.rep_types("/countdown @张三 12-01 12:00 新活动")
-    cancelled = await rows(
-        sim, ScheduledMessage, ScheduledMessage.kind == "countdown", ScheduledMessage.status == "cancelled"
+    cancelled = await sim.rows(
+        ScheduledMessage, ScheduledMessage.kind == "countdown", ScheduledMessage.status == "cancelled"
     )
     assert cancelled and all(r.last_error == "replaced by a new countdown" for r in cancelled)
     await sim.advance(timedelta(days=9))
-    assert sent(sim, "countdown") and all("新活动" in m["text"] for m in sent(sim, "countdown"))
+    assert sim.sent("countdown") and all("新活动" in m["text"] for m in sim.sent("countdown"))
 
 
-async def test_bad_deadline_gets_a_clear_answer_and_changes_nothing(sim: Simulation) -> None:
-    await customer_in_chat(sim)
+async def test_bad_deadline_gets_a_clear_answer_and_changes_nothing(sim: Harness) -> None:
+    await sim.customer_in_chat()
     await sim.rep_types("/countdown @张三 下辈子")
-    assert "看不懂截止时间「下辈子」" in last_reply(sim)
+    assert "看不懂截止时间「下辈子」" in sim.last_reply()
     await sim.rep_types("/countdown @张三")
-    assert last_reply(sim).endswith("用法：/countdown <截止时间> [活动名]")
-    assert await rows(sim, ScheduledMessage, ScheduledMessage.kind == "countdown") == []
+    assert sim.last_reply().endswith("用法：/countdown <截止时间> [活动名]")
+    assert await sim.rows(ScheduledMessage, ScheduledMessage.kind == "countdown") == []
 
 
 async def test_after_downtime_only_the_latest_overdue_step_is_sent(config: Any, db_url: str) -> None:
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as first:
-        await customer_in_chat(first)
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as first:
+        await first.customer_in_chat()
         await first.rep_types("/countdown @张三 11-30 20:00")
     # down from Monday until Sunday 18:00: the 7d, 3d and 1d steps (and 3h at 17:00) were missed
-    async with Simulation(
-        config, datetime(2026, 11, 30, 18, 0, tzinfo=SHANGHAI), database_url=db_url
-    ) as second:
+    async with Harness(config, datetime(2026, 11, 30, 18, 0, tzinfo=SHANGHAI), database_url=db_url) as second:
         second.puppet.add_contact("wx_c1", "张三", friend=True)
         second.handles["wx_c1"] = "c1"
         await second.advance(timedelta(hours=3))
-    times = [local(m).strftime("%m-%d %H:%M") for m in sent(second, "countdown")]
+    times = [local(m).strftime("%m-%d %H:%M") for m in second.sent("countdown")]
     assert times == ["11-30 18:00", "11-30 19:00", "11-30 19:30", "11-30 19:45"], "3h sent late, once"
-    expired = await rows(
-        second, ScheduledMessage, ScheduledMessage.status == "expired", ScheduledMessage.kind == "countdown"
+    expired = await second.rows(
+        ScheduledMessage, ScheduledMessage.status == "expired", ScheduledMessage.kind == "countdown"
     )
     assert {r.step for r in expired} == {"7d", "3d", "1d"}
 
@@ -115,17 +92,17 @@ async def test_after_downtime_only_the_latest_overdue_step_is_sent(config: Any, 
 # -- orders and aftercare -----------------------------------------------------------------------
 
 
-async def test_order_moves_stage_stops_countdown_and_plans_aftercare(sim: Simulation) -> None:
-    await customer_in_chat(sim)
+async def test_order_moves_stage_stops_countdown_and_plans_aftercare(sim: Harness) -> None:
+    await sim.customer_in_chat()
     await sim.rep_types("/countdown @张三 11-30 20:00")
     await sim.rep_types("/order SUV")
-    reply = last_reply(sim)
+    reply = sim.last_reply()
     assert "已记录成交：SUV" in reply and "阶段：潜在 → 下单" in reply
-    countdown = await rows(sim, ScheduledMessage, ScheduledMessage.kind == "countdown")
+    countdown = await sim.rows(ScheduledMessage, ScheduledMessage.kind == "countdown")
     assert {r.status for r in countdown} == {"cancelled"}
     await sim.advance(timedelta(days=31))
-    assert sent(sim, "countdown") == []
-    care = sent(sim, "aftercare", "c1")
+    assert sim.sent("countdown") == []
+    care = sim.sent("aftercare", "c1")
     assert [local(m).strftime("%m-%d %H:%M") for m in care] == [
         "11-24 10:00",
         "11-26 10:00",
@@ -135,79 +112,79 @@ async def test_order_moves_stage_stops_countdown_and_plans_aftercare(sim: Simula
     assert "使用指南" in care[0]["text"] and "SUV" in care[0]["text"]
 
 
-async def test_second_order_is_a_repeat(sim: Simulation) -> None:
-    await customer_in_chat(sim)
+async def test_second_order_is_a_repeat(sim: Harness) -> None:
+    await sim.customer_in_chat()
     await sim.rep_types("/order @张三 SUV")
     await sim.rep_types("/成交 @张三 保养套餐")
-    assert "阶段：下单 → 复购" in last_reply(sim)
-    [c] = await rows(sim, Customer)
+    assert "阶段：下单 → 复购" in sim.last_reply()
+    [c] = await sim.rows(Customer)
     assert c.stage == "repeat"
-    changes = await rows(sim, StageChange, StageChange.reason == "order")
+    changes = await sim.rows(StageChange, StageChange.reason == "order")
     assert [ch.to_stage for ch in changes] == ["ordered", "repeat"]
 
 
 # -- follow-ups ---------------------------------------------------------------------------------
 
 
-async def test_followups_go_to_the_silent_only(sim: Simulation) -> None:
+async def test_followups_go_to_the_silent_only(sim: Harness) -> None:
     for handle, name in (("c1", "张三"), ("c2", "李四"), ("c3", "王五")):
         await sim.friend_request(handle, name)
     await sim.advance(timedelta(hours=2))
     await sim.customer_says("c2", "你好")  # replied
     await sim.rep_types("/order @王五")  # ordered
     await sim.advance(timedelta(days=4))
-    assert [local(m).strftime("%m-%d %H:%M") for m in sent(sim, "followup", "c1")] == [
+    assert [local(m).strftime("%m-%d %H:%M") for m in sim.sent("followup", "c1")] == [
         "11-24 10:30",
         "11-26 10:30",
     ]
-    assert sent(sim, "followup", "c2") == [] and sent(sim, "followup", "c3") == []
+    assert sim.sent("followup", "c2") == [] and sim.sent("followup", "c3") == []
 
 
 # -- schedule, cancel, pause, resume ------------------------------------------------------------
 
 
-async def test_schedule_and_cancel(sim: Simulation) -> None:
-    await customer_in_chat(sim)
+async def test_schedule_and_cancel(sim: Harness) -> None:
+    await sim.customer_in_chat()
     await sim.rep_types("/order @张三 SUV")
     await sim.rep_types("/schedule")
-    listing = last_reply(sim)
+    listing = sim.last_reply()
     ids = [int(line.split()[0][1:]) for line in listing.splitlines() if line.startswith("#")]
     assert len(ids) == 4 and "2026-11-24 10:00 售后关怀 T+1" in listing
     await sim.rep_types(f"/cancel {ids[0]}")
-    assert "已取消 1 条" in last_reply(sim)
+    assert "已取消 1 条" in sim.last_reply()
     await sim.rep_types("/cancel 99999")
-    assert "没有待发的消息 #99999" in last_reply(sim)
+    assert "没有待发的消息 #99999" in sim.last_reply()
     await sim.rep_types("/取消 all")
-    assert "已取消 3 条" in last_reply(sim)
+    assert "已取消 3 条" in sim.last_reply()
     await sim.advance(timedelta(days=31))
-    assert sent(sim, "aftercare") == []
+    assert sim.sent("aftercare") == []
 
 
-async def test_opt_out_pauses_everything_and_resume_restores(sim: Simulation) -> None:
-    await customer_in_chat(sim)
+async def test_opt_out_pauses_everything_and_resume_restores(sim: Harness) -> None:
+    await sim.customer_in_chat()
     await sim.rep_types("/order @张三 SUV")
     await sim.customer_says("c1", "以后别再发了")
-    [alert] = sent(sim, "alert")
+    [alert] = sim.sent("alert")
     assert "已暂停对TA的全部自动消息（4 条待发）" in alert["text"] and "/resume @#1" in alert["text"]
-    assert not sent(sim, "suggestion")
+    assert not sim.sent("suggestion")
     await sim.advance(timedelta(days=2))
-    assert sent(sim, "aftercare") == []
+    assert sim.sent("aftercare") == []
     await sim.rep_types("/resume @张三")
-    assert "已恢复自动消息（3 条待发消息恢复" in last_reply(sim)  # T+1 passed while paused and stays unsent
+    assert "已恢复自动消息（3 条待发消息恢复" in sim.last_reply()  # T+1 passed while paused and stays unsent
     await sim.advance(timedelta(days=30))
-    assert [local(m).strftime("%m-%d") for m in sent(sim, "aftercare")] == ["11-26", "11-30", "12-23"]
+    assert [local(m).strftime("%m-%d") for m in sim.sent("aftercare")] == ["11-26", "11-30", "12-23"]
 
 
-async def test_manual_pause(sim: Simulation) -> None:
-    await customer_in_chat(sim)
+async def test_manual_pause(sim: Harness) -> None:
+    await sim.customer_in_chat()
     await sim.rep_types("/order @张三 SUV")
     await sim.rep_types("/暂停")
-    assert "已暂停自动消息（4 条" in last_reply(sim)
+    assert "已暂停自动消息（4 条" in sim.last_reply()
     await sim.advance(timedelta(days=31))
-    assert sent(sim, "aftercare") == []
+    assert sim.sent("aftercare") == []
     await sim.rep_types("/resume")
     await sim.rep_types("/resume")
-    assert "没有暂停" in last_reply(sim)
+    assert "没有暂停" in sim.last_reply()
 
 
 # -- gentle reach -------------------------------------------------------------------------------
@@ -215,11 +192,11 @@ async def test_manual_pause(sim: Simulation) -> None:
 
 async def test_quiet_hours_hold_automated_messages_until_morning(db_url: str) -> None:
     config = make_config({"aftercare": {"at": "22:00:00"}})
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
-        await customer_in_chat(sim)
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        await sim.customer_in_chat()
         await sim.rep_types("/order @张三")
         await sim.advance(timedelta(days=2))
-    [first, *_] = sent(sim, "aftercare")
+    [first, *_] = sim.sent("aftercare")
     assert local(first).strftime("%m-%d %H:%M") == "11-25 08:30"
 
 
@@ -229,13 +206,13 @@ async def test_customer_daily_cap_defers_to_the_next_day(db_url: str) -> None:
     config = make_config(
         {"reach": {"customer_daily_cap": 1}, "followup": {"skip_if_ordered": False, "valid_hours": 48.0}}
     )
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
         await sim.friend_request("c1", "张三")
         await sim.advance(timedelta(minutes=1))
         await sim.rep_types("/order @张三")
         await sim.advance(timedelta(days=1, hours=23))
-    assert [local(m).strftime("%m-%d %H:%M") for m in sent(sim, "aftercare")] == ["11-24 10:00"]
-    assert [local(m).strftime("%m-%d %H:%M") for m in sent(sim, "followup")] == ["11-25 08:30"]
+    assert [local(m).strftime("%m-%d %H:%M") for m in sim.sent("aftercare")] == ["11-24 10:00"]
+    assert [local(m).strftime("%m-%d %H:%M") for m in sim.sent("followup")] == ["11-25 08:30"]
 
 
 def test_steps_need_distinct_days() -> None:
@@ -248,12 +225,12 @@ def test_steps_need_distinct_days() -> None:
         make_config({"aftercare": {"steps": steps}})
 
 
-async def test_pacing_spaces_automated_sends_of_one_account(sim: Simulation) -> None:
+async def test_pacing_spaces_automated_sends_of_one_account(sim: Harness) -> None:
     for handle, name in (("c1", "张三"), ("c2", "李四"), ("c3", "王五")):
-        await customer_in_chat(sim, handle, name)
+        await sim.customer_in_chat(handle, name)
         await sim.rep_types(f"/order @{name}")
     await sim.advance(timedelta(days=1, hours=1))
-    times = sorted(local(m) for m in sent(sim, "aftercare"))
+    times = sorted(local(m) for m in sim.sent("aftercare"))
     assert len(times) == 3
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     assert all(20 <= gap <= 46 for gap in gaps), gaps
@@ -261,38 +238,38 @@ async def test_pacing_spaces_automated_sends_of_one_account(sim: Simulation) -> 
 
 async def test_account_daily_cap(db_url: str) -> None:
     config = make_config({"reach": {"account_daily_cap": 2}, "aftercare": {"valid_hours": 48.0}})
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
         for handle, name in (("c1", "张三"), ("c2", "李四"), ("c3", "王五")):
-            await customer_in_chat(sim, handle, name)
+            await sim.customer_in_chat(handle, name)
             await sim.rep_types(f"/order @{name}")
         await sim.advance(timedelta(days=1, hours=2))
-        assert len(sent(sim, "aftercare")) == 2
+        assert len(sim.sent("aftercare")) == 2
         await sim.advance(timedelta(days=1))
-    assert local(sent(sim, "aftercare")[2]).strftime("%m-%d %H:%M") == "11-25 08:30"
+    assert local(sim.sent("aftercare")[2]).strftime("%m-%d %H:%M") == "11-25 08:30"
 
 
 async def test_a_plan_that_cannot_be_delivered_in_time_tells_the_rep(db_url: str) -> None:
     config = make_config({"reach": {"customer_daily_cap": 1}})
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
-        await customer_in_chat(sim)
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        await sim.customer_in_chat()
         await sim.rep_types("/countdown @张三 明天 20:00")
         await sim.advance(timedelta(days=2))
-    days = [local(m).strftime("%m-%d %H:%M") for m in sent(sim, "countdown")]
+    days = [local(m).strftime("%m-%d %H:%M") for m in sim.sent("countdown")]
     assert days == ["11-23 20:00", "11-24 17:00"], "one per local day for this customer"
-    alerts = [m["text"] for m in sent(sim, "alert")]
+    alerts = [m["text"] for m in sim.sent("alert")]
     assert alerts and all("没有发出" in a and "今天收到的自动消息已达上限" in a for a in alerts)
     assert not any("cap" in a or "countdown" in a for a in alerts), "reps read Chinese, not internals"
 
 
 async def test_rep_replies_and_welcomes_are_not_held_by_quiet_hours(db_url: str) -> None:
     late = datetime(2026, 11, 23, 23, 0, tzinfo=SHANGHAI)
-    async with Simulation(make_config(), late, database_url=db_url) as sim:
+    async with Harness(make_config(), late, database_url=db_url) as sim:
         await sim.friend_request("c1", "张三")
         await sim.advance(timedelta(minutes=1))
         await sim.customer_says("c1", "太贵了")
         await sim.rep_types("/send 1")
         await sim.advance(timedelta(minutes=1))
-    assert len(sent(sim, "welcome")) == 1 and len(sent(sim, "reply")) == 1
+    assert len(sim.sent("welcome")) == 1 and len(sim.sent("reply")) == 1
 
 
 # -- other time zones ---------------------------------------------------------------------------
@@ -301,11 +278,11 @@ async def test_rep_replies_and_welcomes_are_not_held_by_quiet_hours(db_url: str)
 async def test_aftercare_keeps_local_time_across_dst_in_new_york(db_url: str) -> None:
     config = make_config({"timezone": "America/New_York"})
     start = datetime(2026, 3, 6, 12, 0, tzinfo=NY)  # Friday before the spring-forward Sunday
-    async with Simulation(config, start, database_url=db_url) as sim:
-        await customer_in_chat(sim)
+    async with Harness(config, start, database_url=db_url) as sim:
+        await sim.customer_in_chat()
         await sim.rep_types("/order @张三")
         await sim.advance(timedelta(days=8))
-    care = sent(sim, "aftercare")[:2]
+    care = sim.sent("aftercare")[:2]
     assert [local(m, NY).strftime("%m-%d %H:%M") for m in care] == ["03-07 10:00", "03-09 10:00"]
     assert [datetime.fromisoformat(m["at"]).utcoffset() for m in care] == [
         timedelta(hours=-5),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -19,8 +20,9 @@ NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def db(db_url: str) -> Database:
-    database = Database(db_url)
+async def db(empty_db_url: str) -> AsyncIterator[Database]:
+    """Migrated here from an empty database: these tests are about the migrations themselves."""
+    database = Database(empty_db_url)
     await database.migrate()
     async with database.transaction() as session:
         session.add(Account(id="demo", nickname="n", role="r", created_at=NOW, updated_at=NOW))
@@ -29,8 +31,8 @@ async def db(db_url: str) -> Database:
     await database.close()
 
 
-async def test_the_backend_is_the_one_the_url_names(db: Database, db_url: str) -> None:
-    expected = "postgresql" if db_url.startswith("postgresql") else "sqlite"
+async def test_the_backend_is_the_one_the_url_names(db: Database, empty_db_url: str) -> None:
+    expected = "postgresql" if empty_db_url.startswith("postgresql") else "sqlite"
     assert db.engine.dialect.name == expected
     async with db.engine.connect() as connection:
         version = (
@@ -129,14 +131,14 @@ async def test_claim_takes_earliest_due_only_once(db: Database) -> None:
         assert await Outbox(session).claim_due(later, None, 1) == []
 
 
-async def test_upgrade_from_the_first_schema_keeps_data(db_url: str) -> None:
+async def test_upgrade_from_the_first_schema_keeps_data(empty_db_url: str) -> None:
     import asyncio
 
     from alembic import command
 
     from storage.db import alembic_config
 
-    url = db_url
+    url = empty_db_url
     await asyncio.to_thread(command.upgrade, alembic_config(url), "0001")
     database = Database(url)
     async with database.engine.begin() as connection:

@@ -4,34 +4,25 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bot.config import Config
-from bot.simulate import Simulation
 from storage.models import Customer, CustomerTag, Event, OutgoingMessage, ScheduledMessage, StageChange
 from tests.conftest import MONDAY_10AM, SHANGHAI, make_config
-
-
-async def rows(sim: Simulation, model: type, *where: object) -> list:  # type: ignore[type-arg]
-    async with sim.bot.db.transaction() as session:
-        return list((await session.exec(select(model).where(*where))).all())
-
-
-def welcomes(sim: Simulation, to: str | None = None) -> list[dict[str, str]]:
-    return [m for m in sim.output if m["kind"] == "welcome" and (to is None or m["to"] == to)]
+from tests.harness import Harness
 
 
 async def test_friend_request_is_accepted_customer_created_and_welcomed_after_a_pause(
-    sim: Simulation,
+    sim: Harness,
 ) -> None:
     await sim.friend_request("c1", "张三", "你好")
 
     assert sim.puppet.accepted, "the friend request was not accepted through Wechaty"
     assert sim.puppet.is_friend("wx_c1")
-    [customer] = await rows(sim, Customer)
+    [customer] = await sim.rows(Customer)
     assert (customer.wechat_id, customer.display_name, customer.stage) == ("wx_c1", "张三", "stranger")
     assert customer.added_at == MONDAY_10AM
-    [change] = await rows(sim, StageChange)
+    [change] = await sim.rows(StageChange)
     assert (change.from_stage, change.to_stage) == (None, "stranger")
     assert sim.output == [], "the welcome must wait for the human-like pause"
 
@@ -39,18 +30,18 @@ async def test_friend_request_is_accepted_customer_created_and_welcomed_after_a_
     assert sim.output == [], "default pause is at least 3 seconds"
     await sim.advance(timedelta(seconds=10))
 
-    [welcome] = welcomes(sim)
+    [welcome] = sim.sent("welcome")
     sent_at = datetime.fromisoformat(welcome["at"])
     assert timedelta(seconds=3) <= sent_at - MONDAY_10AM <= timedelta(seconds=8)
     assert welcome["to"] == "c1" and welcome["account"] == "demo"
     assert sim.puppet.sent[0].conversation_id == "wx_c1"
 
 
-async def test_default_welcome_has_all_seven_icebreaker_parts(sim: Simulation, config: Config) -> None:
+async def test_default_welcome_has_all_seven_icebreaker_parts(sim: Harness, config: Config) -> None:
     await sim.friend_request("c1", "张三")
     await sim.advance(timedelta(minutes=1))
 
-    text = welcomes(sim)[0]["text"]
+    text = sim.sent("welcome")[0]["text"]
     profile = config.accounts[0].profile
     for part in (
         profile.nickname,
@@ -67,37 +58,37 @@ async def test_default_welcome_has_all_seven_icebreaker_parts(sim: Simulation, c
     assert text.rstrip().endswith("？"), "the welcome should end with a question that invites a reply"
 
 
-async def test_channel_rule_picks_variant_and_tags_customer(sim: Simulation) -> None:
+async def test_channel_rule_picks_variant_and_tags_customer(sim: Harness) -> None:
     await sim.friend_request("c1", "张三", "我是从小红书看到你们的")
     await sim.friend_request("c2", "李四", "朋友推荐我来的")
     await sim.friend_request("c3", "王五", "hello")
     await sim.advance(timedelta(minutes=1))
 
-    assert "感谢您从小红书找到我" in welcomes(sim, "c1")[0]["text"]
-    assert "谢谢朋友的推荐" in welcomes(sim, "c2")[0]["text"]
-    default = welcomes(sim, "c3")[0]["text"]
+    assert "感谢您从小红书找到我" in sim.sent("welcome", "c1")[0]["text"]
+    assert "谢谢朋友的推荐" in sim.sent("welcome", "c2")[0]["text"]
+    default = sim.sent("welcome", "c3")[0]["text"]
     assert "小红书" not in default and "推荐" not in default
 
-    customers = {c.wechat_id: c for c in await rows(sim, Customer)}
+    customers = {c.wechat_id: c for c in await sim.rows(Customer)}
     assert customers["wx_c1"].source_channel == "小红书"
     assert customers["wx_c3"].source_channel == ""
-    [tag] = await rows(sim, CustomerTag, CustomerTag.customer_id == customers["wx_c1"].id)
+    [tag] = await sim.rows(CustomerTag, CustomerTag.customer_id == customers["wx_c1"].id)
     assert (tag.group, tag.value, tag.source, tag.added_by) == ("channel", "小红书", "channel_rule", "system")
-    assert await rows(sim, CustomerTag, CustomerTag.customer_id == customers["wx_c3"].id) == []
+    assert await sim.rows(CustomerTag, CustomerTag.customer_id == customers["wx_c3"].id) == []
 
 
-async def test_channel_keywords_match_case_insensitively(sim: Simulation) -> None:
+async def test_channel_keywords_match_case_insensitively(sim: Harness) -> None:
     await sim.friend_request("c1", "张三", "saw you on XHS")
     await sim.advance(timedelta(minutes=1))
-    assert "小红书" in welcomes(sim, "c1")[0]["text"]
+    assert "小红书" in sim.sent("welcome", "c1")[0]["text"]
 
 
 async def test_outside_working_hours_welcome_says_when_rep_is_back(config: Config, db_url: str) -> None:
     late_sunday = datetime(2026, 11, 22, 23, 30, tzinfo=SHANGHAI)
-    async with Simulation(config, late_sunday, database_url=db_url) as sim:
+    async with Harness(config, late_sunday, database_url=db_url) as sim:
         await sim.friend_request("c1", "张三")
         await sim.advance(timedelta(minutes=1))
-    text = welcomes(sim)[0]["text"]
+    text = sim.sent("welcome")[0]["text"]
     assert "现在是休息时间" in text and "明天 09:00" in text
 
 
@@ -116,140 +107,140 @@ async def test_weekday_only_rep_names_the_next_working_day(db_url: str) -> None:
         }
     )
     saturday = datetime(2026, 11, 28, 11, 0, tzinfo=SHANGHAI)
-    async with Simulation(config, saturday, database_url=db_url) as sim:
+    async with Harness(config, saturday, database_url=db_url) as sim:
         await sim.friend_request("c1", "张三")
         await sim.advance(timedelta(minutes=1))
-    text = welcomes(sim)[0]["text"]
+    text = sim.sent("welcome")[0]["text"]
     assert "周一至周五 09:00-18:00" in text
     assert "周一 09:00" in text
 
 
-async def test_replayed_friendship_event_never_welcomes_twice(sim: Simulation) -> None:
+async def test_replayed_friendship_event_never_welcomes_twice(sim: Harness) -> None:
     await sim.friend_request("c1", "张三")
     await sim.replay_friend_request("c1")  # before the welcome went out
     await sim.advance(timedelta(minutes=1))
     await sim.replay_friend_request("c1")  # after
     await sim.advance(timedelta(minutes=1))
 
-    assert len(welcomes(sim)) == 1
-    assert len(await rows(sim, ScheduledMessage, ScheduledMessage.kind == "welcome")) == 1
-    assert len(await rows(sim, ScheduledMessage, ScheduledMessage.kind == "followup")) == 2, (
+    assert len(sim.sent("welcome")) == 1
+    assert len(await sim.rows(ScheduledMessage, ScheduledMessage.kind == "welcome")) == 1
+    assert len(await sim.rows(ScheduledMessage, ScheduledMessage.kind == "followup")) == 2, (
         "follow-ups once too"
     )
-    assert len(await rows(sim, Event, Event.kind == "friend_request")) == 1, "replays are logged once"
+    assert len(await sim.rows(Event, Event.kind == "friend_request")) == 1, "replays are logged once"
 
 
 async def test_confirm_event_after_accept_does_not_welcome_again(config: Config, db_url: str) -> None:
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as sim:
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
         sim.puppet.confirm_after_accept = True
         await sim.friend_request("c1", "张三")
         await sim.advance(timedelta(minutes=1))
-        assert await rows(sim, Event, Event.kind == "friend_confirmed"), "the puppet's Confirm reached us"
-    assert len(welcomes(sim)) == 1
+        assert await sim.rows(Event, Event.kind == "friend_confirmed"), "the puppet's Confirm reached us"
+    assert len(sim.sent("welcome")) == 1
 
 
-async def test_friendship_confirmed_elsewhere_creates_customer_and_welcomes(sim: Simulation) -> None:
+async def test_friendship_confirmed_elsewhere_creates_customer_and_welcomes(sim: Harness) -> None:
     """The rep accepted on the phone: the platform only reports the confirmed friendship."""
     await sim.friendship_confirmed("c1", "张三")
-    [customer] = await rows(sim, Customer)
+    [customer] = await sim.rows(Customer)
     assert customer.stage == "stranger"
     await sim.advance(timedelta(minutes=1))
     assert sim.puppet.accepted == [], "a confirmed friendship is not accepted again"
-    assert len(welcomes(sim, "c1")) == 1
+    assert len(sim.sent("welcome", "c1")) == 1
 
 
-async def test_readd_within_window_is_not_welcomed_again_but_after_window_is(sim: Simulation) -> None:
+async def test_readd_within_window_is_not_welcomed_again_but_after_window_is(sim: Harness) -> None:
     await sim.friend_request("c1", "张三")
     await sim.advance(timedelta(minutes=1))
     await sim.delete("c1")
     await sim.advance(timedelta(days=3))
     await sim.friend_request("c1", "张三")  # a new request within 30 days
     await sim.advance(timedelta(minutes=1))
-    assert len(welcomes(sim)) == 1
+    assert len(sim.sent("welcome")) == 1
 
     await sim.delete("c1")
     await sim.advance(timedelta(days=31))
     await sim.friend_request("c1", "张三")
     await sim.advance(timedelta(minutes=1))
-    assert len(welcomes(sim)) == 2
+    assert len(sim.sent("welcome")) == 2
 
 
-async def test_customer_who_deletes_before_the_welcome_is_marked_churned(sim: Simulation) -> None:
+async def test_customer_who_deletes_before_the_welcome_is_marked_churned(sim: Harness) -> None:
     await sim.friend_request("c1", "张三")
     await sim.delete("c1")
     await sim.advance(timedelta(minutes=1))
 
-    assert welcomes(sim) == [] and [s for s in sim.puppet.sent if s.conversation_id == "wx_c1"] == []
-    [alert] = [m for m in sim.output if m["kind"] == "alert"]
+    assert sim.sent("welcome") == [] and [s for s in sim.puppet.sent if s.conversation_id == "wx_c1"] == []
+    [alert] = sim.sent("alert")
     assert alert["to"] == "console" and "已不是好友" in alert["text"]
-    [customer] = await rows(sim, Customer)
+    [customer] = await sim.rows(Customer)
     assert customer.deleted_at is not None
-    assert {r.status for r in await rows(sim, ScheduledMessage, ScheduledMessage.kind == "followup")} == {
+    assert {r.status for r in await sim.rows(ScheduledMessage, ScheduledMessage.kind == "followup")} == {
         "cancelled"
     }
-    [row] = await rows(sim, ScheduledMessage, ScheduledMessage.kind == "welcome")
+    [row] = await sim.rows(ScheduledMessage, ScheduledMessage.kind == "welcome")
     assert row.status == "failed" and "no longer a friend" in row.last_error
-    [log] = await rows(sim, OutgoingMessage, OutgoingMessage.kind == "welcome")
+    [log] = await sim.rows(OutgoingMessage, OutgoingMessage.kind == "welcome")
     assert log.status == "failed"
-    assert await rows(sim, Event, Event.kind == "customer_deleted")
-    assert await rows(sim, Event, Event.kind == "welcome_failed")
+    assert await sim.rows(Event, Event.kind == "customer_deleted")
+    assert await sim.rows(Event, Event.kind == "welcome_failed")
 
 
-async def test_customer_messages_are_logged_once_with_last_inbound_time(sim: Simulation) -> None:
+async def test_customer_messages_are_logged_once_with_last_inbound_time(sim: Harness) -> None:
     await sim.friend_request("c1", "张三")
     await sim.advance(timedelta(minutes=5))
     await sim.customer_says("c1", "你好，想了解一下")
 
-    [customer] = await rows(sim, Customer)
+    [customer] = await sim.rows(Customer)
     assert customer.last_inbound_at == MONDAY_10AM + timedelta(minutes=5)
     assert customer.last_outbound_at is not None
-    [inbound] = await rows(sim, Event, Event.kind == "message_in")
+    [inbound] = await sim.rows(Event, Event.kind == "message_in")
     assert inbound.text == "你好，想了解一下" and inbound.customer_id == customer.id
-    outbound = await rows(sim, Event, Event.kind == "message_out")
+    outbound = await sim.rows(Event, Event.kind == "message_out")
     assert [e.data["kind"] for e in outbound] == ["welcome"]
 
 
-async def test_bot_ignores_echo_of_its_own_send(sim: Simulation) -> None:
+async def test_bot_ignores_echo_of_its_own_send(sim: Harness) -> None:
     """The local puppet echoes sends back as self messages, like the puppet service does."""
     await sim.friend_request("c1", "张三")
     await sim.advance(timedelta(minutes=1))
     assert len(sim.puppet.sent) == 1
-    assert await rows(sim, Event, Event.kind == "message_in") == []
+    assert await sim.rows(Event, Event.kind == "message_in") == []
     assert sim.bot.transports["demo"].errors == []  # type: ignore[attr-defined]
 
 
 async def test_pending_welcome_survives_restart_and_is_sent_once(config: Config, db_url: str) -> None:
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as first:
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as first:
         await first.friend_request("c1", "张三")
     assert first.output == []
 
-    async with Simulation(config, MONDAY_10AM + timedelta(minutes=2), database_url=db_url) as second:
+    async with Harness(config, MONDAY_10AM + timedelta(minutes=2), database_url=db_url) as second:
         second.puppet.add_contact("wx_c1", "张三", friend=True)
         second.handles["wx_c1"] = "c1"
         await second.advance(timedelta(seconds=1))
         await second.advance(timedelta(hours=1))
-    assert len(welcomes(second)) == 1
+    assert len(second.sent("welcome")) == 1
 
-    async with Simulation(config, MONDAY_10AM + timedelta(hours=2), database_url=db_url) as third:
+    async with Harness(config, MONDAY_10AM + timedelta(hours=2), database_url=db_url) as third:
         third.puppet.add_contact("wx_c1", "张三", friend=True)
         await third.advance(timedelta(days=1))
-    assert welcomes(third) == [], "the welcome went out once, before this restart"
+    assert third.sent("welcome") == [], "the welcome went out once, before this restart"
 
 
 async def test_welcome_due_while_down_too_long_expires(config: Config, db_url: str) -> None:
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as first:
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as first:
         await first.friend_request("c1", "张三")
-    async with Simulation(config, MONDAY_10AM + timedelta(days=2), database_url=db_url) as second:
+    async with Harness(config, MONDAY_10AM + timedelta(days=2), database_url=db_url) as second:
         second.puppet.add_contact("wx_c1", "张三", friend=True)
         await second.advance(timedelta(seconds=1))
-        [row] = await rows(second, ScheduledMessage, ScheduledMessage.kind == "welcome")
-    assert welcomes(second) == []
+        [row] = await second.rows(ScheduledMessage, ScheduledMessage.kind == "welcome")
+    assert second.sent("welcome") == []
     assert row.status == "expired"
 
 
 async def test_row_claimed_by_a_crashed_process_is_not_sent_twice(config: Config, db_url: str) -> None:
     """Crash after the send began (log says 'sending'): delivery is unknown, so never send again."""
-    async with Simulation(config, MONDAY_10AM, database_url=db_url) as first:
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as first:
         await first.friend_request("c1", "张三")
         await first.friend_request("c2", "李四")
         async with first.bot.db.transaction() as session:
@@ -257,7 +248,7 @@ async def test_row_claimed_by_a_crashed_process_is_not_sent_twice(config: Config
                 await session.exec(
                     select(ScheduledMessage)
                     .where(ScheduledMessage.kind == "welcome")
-                    .order_by(ScheduledMessage.id)
+                    .order_by(col(ScheduledMessage.id))
                 )
             ).all()
             c1.status = c2.status = "claimed"  # both claimed when the process died...
@@ -273,14 +264,14 @@ async def test_row_claimed_by_a_crashed_process_is_not_sent_twice(config: Config
                     created_at=MONDAY_10AM,
                 )
             )  # ...c1 mid-send
-    async with Simulation(config, MONDAY_10AM + timedelta(minutes=1), database_url=db_url) as second:
+    async with Harness(config, MONDAY_10AM + timedelta(minutes=1), database_url=db_url) as second:
         for handle, name in (("c1", "张三"), ("c2", "李四")):
             second.puppet.add_contact(f"wx_{handle}", name, friend=True)
             second.handles[f"wx_{handle}"] = handle
         await second.advance(timedelta(minutes=1))
         statuses = {
             r.customer_id: (r.status, r.last_error)
-            for r in await rows(second, ScheduledMessage, ScheduledMessage.kind == "welcome")
+            for r in await second.rows(ScheduledMessage, ScheduledMessage.kind == "welcome")
         }
     to_customers = [m["to"] for m in second.output if m["to"] != "console"]
     assert to_customers == ["c2"], "c2 never reached the platform, so it is sent"
@@ -290,15 +281,15 @@ async def test_row_claimed_by_a_crashed_process_is_not_sent_twice(config: Config
     assert statuses[c2.customer_id][0] == "sent"
 
 
-async def test_template_error_at_send_time_fails_the_row_and_alerts_the_rep(sim: Simulation) -> None:
+async def test_template_error_at_send_time_fails_the_row_and_alerts_the_rep(sim: Harness) -> None:
     await sim.friend_request("c1", "张三")
     async with sim.bot.db.transaction() as session:
         [row] = (await session.exec(select(ScheduledMessage).where(ScheduledMessage.kind == "welcome"))).all()
         row.template = "welcome/missing.txt.j2"
     await sim.advance(timedelta(minutes=1))
-    [row] = await rows(sim, ScheduledMessage, ScheduledMessage.kind == "welcome")
+    [row] = await sim.rows(ScheduledMessage, ScheduledMessage.kind == "welcome")
     assert row.status == "failed" and "missing.txt.j2" in row.last_error
     assert [m for m in sim.output if m["to"] == "c1"] == [], "nothing reaches the customer"
-    [alert] = [m for m in sim.output if m["kind"] == "alert"]
+    [alert] = sim.sent("alert")
     assert alert["to"] == "console" and "欢迎语" in alert["text"] and "missing.txt.j2" in alert["text"]
-    assert await rows(sim, Event, Event.kind == "welcome_failed")
+    assert await sim.rows(Event, Event.kind == "welcome_failed")
