@@ -33,17 +33,17 @@ from bot.hooks import (
 from bot.objections.library import ObjectionLibrary
 from bot.objections.reader import load_classifier, load_library, load_model
 from bot.router import Router, Said, Speaker
+from bot.services.accounts import AccountService
 from bot.services.alerts import (
     ConsoleMessages,
     ConsoleTextComposer,
     OwedReplyComposer,
     OwedReplyNudges,
-    deleted_rep,
-    undeliverable,
 )
 from bot.services.console import ConsoleService
 from bot.services.console_directory import ConsoleDirectory
 from bot.services.customers import CustomerService
+from bot.services.delivery_alerts import DeliveryAlerts, Reported
 from bot.services.digest import DigestComposer, DigestService
 from bot.services.feedback import FeedbackService
 from bot.services.inbound import CustomerWrote
@@ -60,7 +60,6 @@ from bot.transport.backoff import Backoff
 from bot.transport.base import FriendRequest, InboundEvent, Transport
 from bot.transport.factory import build_transport
 from storage.db import Database
-from storage.repositories import DELIVERY_UNKNOWN, Accounts, Customers, Tags
 
 log = logging.getLogger("salesbot")
 
@@ -158,6 +157,10 @@ class SalesBot:
         )
         self.feedback = FeedbackService(self.db, clock, self.objections.classifier, pushes=self.sequences)
         self.console_messages = ConsoleMessages(clock)
+        self.accounts = AccountService(self.db, clock, config)
+        self.delivery_alerts = DeliveryAlerts(
+            self.db, self.customers, self.console_messages, Pipeline(config.stages)
+        )
         self.customer_wrote = CustomerWrote(
             self.db,
             clock,
@@ -233,7 +236,7 @@ class SalesBot:
         """Validate templates, migrate, then log every account in. Fails fast with a clear error."""
         validate_setup(self.config, self.objections.library, model_checked=True)
         await self.db.migrate()
-        await self._sync_accounts()
+        await self.accounts.sync()
         recovered = await self.dispatcher.recover()
         if recovered.settled:
             log.warning("settled %d scheduled messages left claimed by a previous run", recovered.settled)
@@ -255,8 +258,7 @@ class SalesBot:
         await transport.start(self._sink_for(account_id))
         self._started.append(transport)
         self.unavailable.pop(account_id, None)
-        async with self.db.transaction() as session:
-            await Accounts(session).set_self_contact(account_id, transport.self_id)
+        await self.accounts.logged_in(account_id, transport.self_id)
         await self.directory.resolve_consoles(account_id)
 
     def _not_started(self, account_id: str, error: SalesbotError) -> None:
@@ -368,61 +370,19 @@ class SalesBot:
 
     # -- what the dispatcher reports ------------------------------------------------------------
 
-    async def alert(
-        self,
-        account_id: str,
-        text: str,
-        key: str,
-        customer_id: int | None = None,
-        *,
-        unless_delivered: str | None = None,
-    ) -> None:
-        """Tell the rep now (or once the account reconnects); ``key`` reports one situation once."""
-        async with self.db.transaction() as session:
-            planned = await self.console_messages.alert(
-                session, account_id, text, key, customer_id, unless_delivered=unless_delivered
-            )
-        if customer_id is not None:
-            self.directory.note_customer(account_id, customer_id)
-        if planned is not None:
-            await self.dispatcher.run_due(only=[planned])
-
     async def _on_unreachable(self, event: CustomerUnreachable) -> None:
-        """A customer removed the rep: their pending messages are cancelled and the rep told, together."""
-        customer_id, reason = event.customer_id, event.reason
-        async with self.db.transaction() as session:
-            customer = await self.customers.mark_deleted(session, customer_id, reason)
-            if customer is None:
-                return  # known already
-            tags = [t.value for t in await Tags(session).for_customer(customer_id)]
-            planned = await self.console_messages.alert(
-                session,
-                customer.account_id,
-                deleted_rep(customer, self.profile.pipeline.label(customer.stage), tags),
-                key=f"deleted:{customer_id}:{customer.deleted_at}",
-                customer_id=customer_id,
-            )
-        self.directory.note_customer(customer.account_id, customer_id)
-        if planned is not None:
-            await self.dispatcher.run_due(only=[planned])
+        await self._send_report(await self.delivery_alerts.customer_unreachable(event))
 
     async def _on_undeliverable(self, event: Undeliverable) -> None:
-        row, reason = event.row, event.reason
-        async with self.db.transaction() as session:
-            customer = None if row.customer_id is None else await Customers(session).get(row.customer_id)
-            unsure = DELIVERY_UNKNOWN in reason
-            planned = await self.console_messages.alert(
-                session,
-                row.account_id,
-                undeliverable(row, customer, reason),
-                key=f"undeliverable:{row.idempotency_key}",
-                customer_id=row.customer_id,
-                unless_delivered=row.idempotency_key if unsure else None,
-            )
-        if row.customer_id is not None:
-            self.directory.note_customer(row.account_id, row.customer_id)
-        if planned is not None:
-            await self.dispatcher.run_due(only=[planned])
+        await self._send_report(await self.delivery_alerts.undeliverable(event))
+
+    async def _send_report(self, reported: Reported | None) -> None:
+        if reported is None:
+            return
+        if reported.customer_id is not None:  # the console now talks about this customer
+            self.directory.note_customer(reported.account_id, reported.customer_id)
+        if reported.alert_id is not None:
+            await self.dispatcher.run_due(only=[reported.alert_id])
 
     async def _on_sent(self, event: MessageSent) -> None:
         row = event.row
@@ -456,16 +416,3 @@ class SalesBot:
             await self.handle(account_id, event)
 
         return sink
-
-    async def _sync_accounts(self) -> None:
-        now = self.clock.now()
-        async with self.db.transaction() as session:
-            accounts = Accounts(session)
-            for account in self.config.accounts:
-                await accounts.upsert(
-                    account.id,
-                    account.profile.nickname,
-                    account.profile.role,
-                    account.profile.model_dump(mode="json"),
-                    now,
-                )
