@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,17 @@ def _boot_id() -> str:
         return f"unknown-{uuid.uuid4().hex}"
 
 
-# the unit of work open in this task, if any: (database, task, session)
-_UNIT: ContextVar[tuple[Database, asyncio.Task[Any] | None, AsyncSession] | None] = ContextVar(
-    "salesbot_unit_of_work", default=None
-)
+@dataclass
+class _Unit:
+    """The unit of work open in a task: its database, task, session, and what waits for its commit."""
+
+    db: Database
+    task: asyncio.Task[Any] | None
+    session: AsyncSession
+    after_commit: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+
+
+_UNIT: ContextVar[_Unit | None] = ContextVar("salesbot_unit_of_work", default=None)
 
 
 class Database:
@@ -94,9 +102,9 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on any error.
         Inside a :meth:`unit_of_work` of this database (same task) it joins that unit instead, so
         the unit commits or rolls back as a whole."""
-        unit = _UNIT.get()
-        if unit is not None and unit[0] is self and unit[1] is asyncio.current_task():
-            yield unit[2]
+        unit = self._unit()
+        if unit is not None:
+            yield unit.session
             return
         async with self._sessions() as session, session.begin():
             yield session
@@ -106,16 +114,38 @@ class Database:
         """One transaction that every :meth:`transaction` opened in this task joins until it ends:
         several services' writes (a rep command) commit together or not at all. Other tasks are
         never joined (work they start here is not part of the unit). A unit inside a unit joins it."""
-        unit = _UNIT.get()
-        if unit is not None and unit[0] is self and unit[1] is asyncio.current_task():
-            yield unit[2]
+        unit = self._unit()
+        if unit is not None:
+            yield unit.session
             return
-        async with self._sessions() as session, session.begin():
-            token = _UNIT.set((self, asyncio.current_task(), session))
-            try:
-                yield session
-            finally:
-                _UNIT.reset(token)
+        async with self._sessions() as session:
+            opened = _Unit(self, asyncio.current_task(), session)
+            async with session.begin():
+                token = _UNIT.set(opened)
+                try:
+                    yield session
+                finally:
+                    _UNIT.reset(token)
+        for effect in opened.after_commit:  # committed: what waited for it may happen now
+            await effect()
+
+    def _unit(self) -> _Unit | None:
+        unit = _UNIT.get()
+        return unit if unit is not None and unit.db is self and unit.task is asyncio.current_task() else None
+
+    def in_unit(self) -> bool:
+        """Whether this task is inside a unit of work of this database (nothing is committed yet)."""
+        return self._unit() is not None
+
+    async def after_commit(self, effect: Callable[[], Awaitable[object]]) -> None:
+        """Run ``effect`` once what this task has written is committed: now, outside a unit of
+        work; when the unit commits, inside one (never, if it rolls back). For effects outside
+        the database (a platform call, waking the dispatcher) that must not run on uncommitted data."""
+        unit = self._unit()
+        if unit is None:
+            await effect()
+        else:
+            unit.after_commit.append(effect)
 
     @asynccontextmanager
     async def relaxed_transaction(self) -> AsyncIterator[AsyncSession]:
@@ -123,7 +153,10 @@ class Database:
         survives this process being killed, not an operating-system crash or a power loss. While
         :attr:`durability_epoch` (the machine's boot) is unchanged, such commits are as good as
         durable ones. For cheap, frequent writes whose loss after a machine crash is handled
-        (the dispatcher's send outcomes). PostgreSQL commits are always durable."""
+        (the dispatcher's send outcomes). PostgreSQL commits are always durable. Never inside a
+        unit of work: its own connection would wait on the unit's write lock."""
+        if self.in_unit():
+            raise RuntimeError("a relaxed transaction cannot run inside a unit of work")
         async with self._relaxed_sessions() as session, session.begin():
             yield session
 

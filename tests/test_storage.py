@@ -194,3 +194,29 @@ async def test_an_echo_during_a_broken_send_settles_it_and_keeps_the_echoed_id(d
     async with db.transaction() as session:
         final = await OutgoingLog(session).by_key("k1")
         assert final is not None and (final.status, final.platform_message_id) == ("sent", "m-9")
+
+
+async def test_after_commit_waits_for_the_unit_and_is_dropped_on_rollback(db: Database) -> None:
+    ran: list[str] = []
+
+    async def note(what: str) -> None:
+        ran.append(what)
+
+    await db.after_commit(lambda: note("outside a unit: at once"))
+    async with db.unit_of_work():
+        async with db.transaction():  # a service's transaction joins the unit
+            await db.after_commit(lambda: note("committed"))
+        assert db.in_unit() and ran == ["outside a unit: at once"], "nothing before the commit"
+    assert ran == ["outside a unit: at once", "committed"]
+    with pytest.raises(RuntimeError, match="boom"):
+        async with db.unit_of_work():
+            await db.after_commit(lambda: note("rolled back"))
+            raise RuntimeError("boom")
+    assert "rolled back" not in ran and not db.in_unit()
+
+
+async def test_nothing_relaxed_runs_inside_a_unit(db: Database) -> None:
+    async with db.unit_of_work():
+        with pytest.raises(RuntimeError, match="unit of work"):
+            async with db.relaxed_transaction():
+                pass

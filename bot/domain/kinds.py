@@ -64,6 +64,8 @@ STATUS_NAMES: dict[str, str] = {
 AUTOMATED_KINDS: tuple[Kind, ...] = (Kind.COUNTDOWN, Kind.AFTERCARE, Kind.FOLLOWUP)
 # what a soft opt-out ("别老催我") holds back; aftercare is service, not a push
 PUSH_KINDS: tuple[Kind, ...] = (Kind.COUNTDOWN, Kind.FOLLOWUP)
+# messages to the rep's console about customers (their failure is logged, never reported to the console)
+CONSOLE_KINDS: tuple[Kind, ...] = (Kind.ALERT, Kind.SUGGESTION, Kind.OWED)
 # planned and still waiting to go out (a paused one may go out after /resume)
 OPEN_STATUSES: tuple[Status, ...] = (Status.PENDING, Status.PAUSED)
 

@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import Clock
 from bot.config import Config
 from bot.domain.hours import WorkingCalendar
-from bot.domain.kinds import Kind, kind_name
+from bot.domain.kinds import AUTOMATED_KINDS, Kind, kind_name
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
 from storage.models import Customer, ScheduledMessage
@@ -30,6 +30,8 @@ SUGGESTION = Kind.SUGGESTION
 
 # a console message that could not go out (the account was offline) waits this long in the outbox
 CONSOLE_VALID = timedelta(days=3)
+# a suggestion is worth reading only while the conversation is warm
+SUGGESTION_VALID = timedelta(hours=1)
 
 
 class ConsoleMessages:
@@ -66,7 +68,9 @@ class ConsoleMessages:
     ) -> int | None:
         """Scripts suggested for the customer's message ``message_id``, once per message."""
         key = message_key(account_id, SUGGESTION, message_id)
-        return await self._plan(session, account_id, SUGGESTION, key, text, customer_id, None)
+        return await self._plan(
+            session, account_id, SUGGESTION, key, text, customer_id, None, valid=SUGGESTION_VALID
+        )
 
     async def _plan(
         self,
@@ -77,6 +81,8 @@ class ConsoleMessages:
         text: str,
         customer_id: int | None,
         unless_delivered: str | None,
+        *,
+        valid: timedelta = CONSOLE_VALID,
     ) -> int | None:
         now = self.clock.now()
         return await Outbox(session).plan_returning_id(
@@ -86,9 +92,8 @@ class ConsoleMessages:
                 customer_id=None,
                 kind=kind,
                 key=key,
-                step=key,
                 due=now,
-                not_after=now + CONSOLE_VALID,
+                not_after=now + valid,
                 now=now,
                 context={"text": text, "unless_delivered": unless_delivered, "about": customer_id},
             )
@@ -229,11 +234,14 @@ def plain_cause(reason: str) -> str:
 def undeliverable(row: ScheduledMessage, customer: Customer | None, reason: str) -> str:
     """A planned message that did not (or may not have) gone out: whether delivery is in doubt,
     and a plain cause."""
-    what = kind_name(row.kind)
+    # an automated message's step (T+3, 1d, 3h) tells the rep which one; a welcome's or a reply's
+    # step is an internal id
+    step = f"（{row.step}）" if row.kind in AUTOMATED_KINDS else ""
+    what = f"{kind_name(row.kind)}消息{step}"
     if DELIVERY_UNKNOWN in reason:
         outcome = "可能没有发出：发送时连接中断，无法确认对方是否收到。请到聊天里看一眼，需要的话手动补发。"
     else:
         outcome = f"没有发出：{plain_cause(reason)}。"
     if customer is not None:
-        return f"{who(customer)}的{what}消息（{row.step}）{outcome}"
-    return f"{what}（{row.step}）{outcome}"
+        return f"{who(customer)}的{what}{outcome}"
+    return f"{what}{outcome}"

@@ -8,6 +8,7 @@ outgoing log, so a large team stays cheap.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -152,7 +153,7 @@ class DigestService:
                     )
                     planned.append(due)
         for due in planned:
-            await self.hooks.emit(Planned(due))
+            await self.db.after_commit(functools.partial(self.hooks.emit, Planned(due)))
         self._planned_through = today
 
     # -- numbers ----------------------------------------------------------------------------------

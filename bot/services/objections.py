@@ -9,6 +9,7 @@ enough data.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections import defaultdict
@@ -199,7 +200,7 @@ class ObjectionService:
             )
         if not planned:
             raise CommandError(f"话术 {number} 已经发送过了")
-        await self.hooks.emit(Planned(due))
+        await self.db.after_commit(functools.partial(self.hooks.emit, Planned(due)))
         return due
 
     async def record_sent(self, row: ScheduledMessage) -> None:

@@ -21,7 +21,7 @@ from typing import Protocol
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
-from bot.domain.kinds import AUTOMATED_KINDS, PUSH_KINDS
+from bot.domain.kinds import AUTOMATED_KINDS, CONSOLE_KINDS, PUSH_KINDS
 from bot.errors import TemplateError
 from bot.hooks import CustomerUnreachable, Hooks, MessageSent, Undeliverable
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
@@ -149,6 +149,8 @@ class Dispatcher:
         twice, and after a crash :meth:`recover` knows every outcome but the one send that was
         under way; after a machine crash, whose relaxed commits may be lost, it treats every
         unfinished send of the batch as in doubt."""
+        if self.db.in_unit():  # a send must never go out before the change that justifies it commits
+            raise RuntimeError("run_due cannot run inside a unit of work")
         processed = 0
         in_flight: list[_InFlight] = []
         while True:
@@ -361,6 +363,10 @@ class Dispatcher:
     def _tell_undeliverable(
         self, after_commit: list[Callable[[], Awaitable[object]]], row: ScheduledMessage, reason: str
     ) -> None:
+        if row.kind in CONSOLE_KINDS:
+            # reporting a failed console message to that same console would fail again, and again
+            log.warning("console %s %s not delivered: %s", row.kind, row.idempotency_key, reason)
+            return
         after_commit.append(functools.partial(self.hooks.emit, Undeliverable(row, reason)))
 
 

@@ -3,6 +3,7 @@ business errors are :class:`CommandError` with a sentence for the rep, and chang
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ class ProfileService:
                     )
                 else:
                     present.append(tag)
-        await self._sync(customer, added, remove=False)
+        await self.db.after_commit(functools.partial(self._sync, customer, added, remove=False))
         return added, present
 
     async def remove_tag(self, customer_id: int, tag: Tag, actor: str) -> None:
@@ -96,7 +97,7 @@ class ProfileService:
                 text=self.vocabulary.display(tag),
                 data={"actor": actor},
             )
-        await self._sync(customer, [tag], remove=True)
+        await self.db.after_commit(functools.partial(self._sync, customer, [tag], remove=True))
 
     async def set_stage(
         self, customer_id: int, stage_name: str, actor: str, reason: str = "manual"
@@ -175,6 +176,7 @@ class ProfileService:
         return customer
 
     async def _sync(self, customer: Customer, tags: list[Tag], *, remove: bool) -> None:
+        """Mirror tags on the platform, once the change is committed (never on a rolled-back one)."""
         if not self.config.tags.sync_to_platform or not tags:
             return
         transport = self.transports[customer.account_id]

@@ -7,6 +7,7 @@ re-planning never duplicates, and its text is rendered from the template when it
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -132,7 +133,7 @@ class SequenceService:
                     )
                 )
         for step in steps[:1]:
-            await self.hooks.emit(Planned(step.at))
+            await self.db.after_commit(functools.partial(self.hooks.emit, Planned(step.at)))
         planned = {s.offset for s in steps}
         return CountdownPlan(
             [(s.offset, s.at) for s in steps], [o for o in offsets if o not in planned], pushes_resumed
@@ -172,7 +173,7 @@ class SequenceService:
             )
             new = fresh.stage
         if first is not None:
-            await self.hooks.emit(Planned(first))
+            await self.db.after_commit(functools.partial(self.hooks.emit, Planned(first)))
         return old, new, len(cfg.steps)
 
     # -- new-friend follow-ups --------------------------------------------------------------------
@@ -304,7 +305,7 @@ class SequenceService:
             if customer.paused_at is not None:
                 return False
             await self._unpause(session, customer, actor, PUSHES)
-        await self.hooks.emit(Planned(self.clock.now()))
+        await self.db.after_commit(functools.partial(self.hooks.emit, Planned(self.clock.now())))
         return True
 
     async def resume(self, customer_id: int, actor: str) -> int:
@@ -316,7 +317,7 @@ class SequenceService:
                 raise CommandError("这位客户的自动消息没有暂停")
             customer.paused_at = customer.pushes_stopped_at = None
             count = await self._unpause(session, customer, actor, None)
-        await self.hooks.emit(Planned(self.clock.now()))
+        await self.db.after_commit(functools.partial(self.hooks.emit, Planned(self.clock.now())))
         return count
 
     async def _unpause(

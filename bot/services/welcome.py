@@ -7,6 +7,7 @@ accept, and a re-add within the configured window never plan a second welcome.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Mapping
@@ -152,7 +153,7 @@ class WelcomeService:
                 await Events(session).record(account_id, "welcome_planned", now, customer_id=customer.id)
                 await self.followups.plan_followups(session, customer, due, request.friendship_id)
         if planned:
-            await self.hooks.emit(Planned(due))
+            await self.db.after_commit(functools.partial(self.hooks.emit, Planned(due)))
 
     def _welcomed_recently(self, customer: Customer, now: datetime) -> bool:
         if customer.welcome_planned_at is None:

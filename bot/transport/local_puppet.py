@@ -94,6 +94,8 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         self.accepted: list[str] = []
         self.started = False
         self.fail_next_send: Exception | None = None
+        # conversations the platform refuses every send to (a broken console chat, say)
+        self.refuse_sends_to: set[str] = set()
         self.fail_next_accept: Exception | None = None
         self.online = True
         # the next send reaches the customer but the connection breaks before the answer comes back
@@ -209,6 +211,8 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
             raise error
         if not self.online:
             raise ConnectionRefusedError("the account is offline")
+        if conversation_id in self.refuse_sends_to:
+            raise LocalPuppetError(f"sending to {conversation_id} was refused")
         if conversation_id in self._rooms:
             message_id = self._store_message(self._self_id, "", message, room_id=conversation_id)
         else:
