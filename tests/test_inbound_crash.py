@@ -104,11 +104,12 @@ def test_a_kill_between_receiving_an_opt_out_and_applying_it_loses_nothing(tmp_p
         # the process dies while answering: that is the point
         with contextlib.suppress(urllib.error.URLError, ConnectionError):
             bot.post("/sim/say", {"handle": "zhang", "text": OPT_OUT, "message_id": "m-opt-out"})
-        assert bot.process.wait(timeout=30) == 137, bot.output
+        rest, _ = bot.process.communicate(timeout=30)  # also closes the pipe
+        assert bot.process.returncode == 137, bot.output + rest
     finally:
         if bot.process.poll() is None:
             bot.process.kill()
-            bot.process.wait()
+            bot.process.communicate()
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'salesbot.db'}"
     customer, received, rows = asyncio.run(_state(url))
