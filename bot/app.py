@@ -194,6 +194,7 @@ class SalesBot:
             hooks=self.hooks,
             gate=ReachPolicy(config, self._rng),
             batch_size=config.dispatch.batch_size,
+            doubts=self.delivery_alerts,
         )
         self.dispatcher.available = self._connected_accounts
         self.console = ConsoleService(
@@ -238,8 +239,12 @@ class SalesBot:
         await self.db.migrate()
         await self.accounts.sync()
         recovered = await self.dispatcher.recover()
-        if recovered.settled:
-            log.warning("settled %d scheduled messages left claimed by a previous run", recovered.settled)
+        if recovered.settled:  # the rep's alerts for sends in doubt are planned with them
+            log.warning(
+                "settled %d scheduled messages left claimed by a previous run (%d in doubt)",
+                recovered.settled,
+                len(recovered.in_doubt),
+            )
         for account_id, transport in self.transports.items():
             try:
                 await self._start_account(account_id, transport)
@@ -250,8 +255,6 @@ class SalesBot:
             raise TransportError("; ".join(self.unavailable.values()))
         for account_id in self.unavailable:
             self._track(self._start_later(account_id, self.transports[account_id]), self._late_starts)
-        for row in recovered.in_doubt:  # an account still offline gets its alert once it connects
-            await self._on_undeliverable(Undeliverable(row, row.last_error))
         await self.digests.ensure_planned()
 
     async def _start_account(self, account_id: str, transport: Transport) -> None:

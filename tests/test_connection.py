@@ -7,9 +7,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlmodel import select
 
+from bot.app import SalesBot
+from bot.clock import VirtualClock
+from bot.errors import TransportError
 from bot.transport.backoff import Backoff
+from bot.transport.base import ConnectionListener, EventSink, FriendRequest
 from storage.models import Customer, Event, OutgoingMessage, ScheduledMessage
 from tests.conftest import MONDAY_10AM
 from tests.harness import Harness
@@ -147,28 +152,92 @@ async def test_a_friend_request_whose_accept_was_cut_off_is_accepted_after_recon
     assert customer.source_channel == "小红书"
 
 
+async def leave_a_countdown_send_in_doubt(first: Harness) -> None:
+    """What a process killed in the middle of sending the 1-day step leaves behind: the row
+    claimed and its send reserved, outcome never written."""
+    async with first.bot.db.transaction() as session:
+        [step] = (await session.exec(select(ScheduledMessage).where(ScheduledMessage.step == "1d"))).all()
+        step.status = "claimed"
+        session.add(
+            OutgoingMessage(
+                account_id=step.account_id,
+                customer_id=step.customer_id,
+                conversation_id=first.contact_id("c1"),
+                kind="countdown",
+                text="限时价 还剩1天",
+                idempotency_key=step.idempotency_key,
+                status="sending",
+                created_at=MONDAY_10AM,
+            )
+        )
+
+
+class CannotLogIn:
+    """An account whose login fails (a token being fixed, an endpoint not up yet)."""
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+        self.on_connection: ConnectionListener | None = None
+
+    @property
+    def self_id(self) -> str:
+        return ""
+
+    @property
+    def connected(self) -> bool:
+        return False
+
+    async def start(self, sink: EventSink) -> None:
+        raise TransportError(f"account {self.account_id}: the puppet service is not reachable")
+
+    async def stop(self) -> None:
+        pass
+
+    async def accept(self, request: FriendRequest) -> None:
+        raise TransportError("offline")
+
+    async def send_text(self, conversation_id: str, text: str) -> str | None:
+        raise TransportError("offline")
+
+    async def recall(self, message_id: str) -> bool:
+        return False
+
+    async def find_room(self, topic: str) -> str | None:
+        return None
+
+    async def tag_contact(self, contact_id: str, tag: str, *, remove: bool = False) -> None:
+        raise TransportError("offline")
+
+    async def settle(self) -> None:
+        pass
+
+
+async def test_the_check_the_chat_alert_survives_a_restart_that_cannot_log_in(
+    config: Any, db_url: str
+) -> None:
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as first:
+        await customer_with_countdown(first)
+        await leave_a_countdown_send_in_doubt(first)
+    later = MONDAY_10AM + timedelta(hours=10)
+    bot = SalesBot(config, VirtualClock(later), transports={"demo": CannotLogIn("demo")}, database_url=db_url)
+    try:
+        with pytest.raises(TransportError):
+            await bot.start()
+    finally:
+        await bot.stop()
+    async with Harness(config, later + timedelta(minutes=1), database_url=db_url) as second:
+        await second.advance(timedelta(seconds=1))
+        console = [m.text for m in second.puppet.sent if m.conversation_id == "filehelper"]
+        [alert] = [text for text in console if "可能没有发出" in text]
+        assert "【张三" in alert and "倒计时" in alert, "planned when the doubt was found, sent once back"
+
+
 async def test_a_send_left_in_doubt_by_a_killed_process_is_reported_to_the_rep(
     config: Any, db_url: str
 ) -> None:
     async with Harness(config, MONDAY_10AM, database_url=db_url) as first:
         await customer_with_countdown(first)
-        # what a process killed in the middle of sending the 1-day step leaves behind: the row
-        # claimed and its send reserved, outcome never written
-        async with first.bot.db.transaction() as session:
-            [step] = (await session.exec(select(ScheduledMessage).where(ScheduledMessage.step == "1d"))).all()
-            step.status = "claimed"
-            session.add(
-                OutgoingMessage(
-                    account_id=step.account_id,
-                    customer_id=step.customer_id,
-                    conversation_id=first.contact_id("c1"),
-                    kind="countdown",
-                    text="限时价 还剩1天",
-                    idempotency_key=step.idempotency_key,
-                    status="sending",
-                    created_at=MONDAY_10AM,
-                )
-            )
+        await leave_a_countdown_send_in_doubt(first)
     async with Harness(config, MONDAY_10AM + timedelta(hours=10), database_url=db_url) as second:
         await second.advance(timedelta(seconds=1))
         step = (await second.rows(ScheduledMessage, ScheduledMessage.step == "1d"))[0]

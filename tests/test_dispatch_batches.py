@@ -300,3 +300,30 @@ async def test_recovery_leaves_a_live_dispatchers_batch_alone(db: Database, send
     resumed = Platform("a")
     await dispatcher(db, resumed).run_due()
     assert resumed.arrived == ([] if sender_alive else ["k3", "k4", "k5"])
+
+
+class SlowPlatform(Platform):
+    """Each send takes a moment (a network round trip), so dispatch loops could overlap."""
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(account_id)
+        self.sending = 0
+        self.most_at_once = 0
+
+    async def send_text(self, conversation_id: str, text: str) -> str | None:
+        self.sending += 1
+        self.most_at_once = max(self.most_at_once, self.sending)
+        await asyncio.sleep(0.01)
+        self.sending -= 1
+        return await super().send_text(conversation_id, text)
+
+
+async def test_dispatch_is_single_flight_so_a_kill_leaves_one_send_in_doubt(db: Database) -> None:
+    """Startup dispatch, the poll job and a wake-up may all call run_due at once: one loop runs,
+    the others wait, so at most one send is ever under way (the one a kill would leave in doubt)."""
+    await plan(db, "a", KEYS)
+    platform = SlowPlatform("a")
+    sender = dispatcher(db, platform, batch_size=2)
+    await asyncio.gather(sender.run_due(), sender.run_due(), sender.run_due())
+    assert platform.most_at_once == 1, "never two sends under way"
+    assert sorted(platform.arrived) == sorted(KEYS), "each message once"

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from bot.domain.stages import Pipeline
 from bot.hooks import CustomerUnreachable, Undeliverable
 from bot.services.alerts import ConsoleMessages, deleted_rep, undeliverable
 from bot.services.customers import CustomerService
 from storage.db import Database
+from storage.models import ScheduledMessage
 from storage.repositories import DELIVERY_UNKNOWN, Customers, Tags
 
 
@@ -50,15 +53,23 @@ class DeliveryAlerts:
     async def undeliverable(self, event: Undeliverable) -> Reported:
         """A message in doubt is reported unless its echo proves it delivered before the alert
         goes out; one that surely failed is reported with a plain cause."""
-        row, reason = event.row, event.reason
+        row = event.row
         async with self.db.transaction() as session:
-            customer = None if row.customer_id is None else await Customers(session).get(row.customer_id)
-            planned = await self.console.alert(
-                session,
-                row.account_id,
-                undeliverable(row, customer, reason),
-                key=f"undeliverable:{row.idempotency_key}",
-                customer_id=row.customer_id,
-                unless_delivered=row.idempotency_key if DELIVERY_UNKNOWN in reason else None,
-            )
+            planned = await self._plan(session, row, event.reason)
         return Reported(row.account_id, row.customer_id, planned)
+
+    async def in_doubt(self, session: AsyncSession, row: ScheduledMessage, reason: str) -> None:
+        """Recovery found ``row``'s send interrupted: the alert is planned in recovery's own
+        transaction, so a restart that then fails to log in cannot lose it."""
+        await self._plan(session, row, reason)
+
+    async def _plan(self, session: AsyncSession, row: ScheduledMessage, reason: str) -> int | None:
+        customer = None if row.customer_id is None else await Customers(session).get(row.customer_id)
+        return await self.console.alert(
+            session,
+            row.account_id,
+            undeliverable(row, customer, reason),
+            key=f"undeliverable:{row.idempotency_key}",
+            customer_id=row.customer_id,
+            unless_delivered=row.idempotency_key if DELIVERY_UNKNOWN in reason else None,
+        )

@@ -7,6 +7,7 @@ pending. Claiming is a single atomic update, so two dispatchers never send the s
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -57,6 +58,12 @@ class Gate(Protocol):
     async def verdict(self, session: AsyncSession, row: ScheduledMessage, now: datetime) -> Verdict: ...
 
 
+class DoubtReporter(Protocol):
+    async def in_doubt(self, session: AsyncSession, row: ScheduledMessage, reason: str) -> None:
+        """Plan the rep's "check the chat" alert for ``row`` in ``session`` (recovery's transaction)."""
+        ...
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -67,6 +74,7 @@ class Dispatcher:
         hooks: Hooks | None = None,
         gate: Gate | None = None,
         batch_size: int = 16,
+        doubts: DoubtReporter | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -76,6 +84,11 @@ class Dispatcher:
         self.hooks = hooks or Hooks()
         self.gate = gate
         self.batch_size = batch_size
+        self.doubts = doubts
+        # one dispatch loop at a time in this process (startup, poll, wake-up and a console row sent
+        # right after an inbound event would otherwise overlap): a kill leaves one send in doubt
+        self._single_flight = asyncio.Lock()
+        self._dispatching: asyncio.Task[object] | None = None  # the task running the loop
         # attempt groups: "<durability epoch>/<host>/<pid>/<batch>". Recovery trusts the order of a
         # batch only for this epoch (no relaxed commit lost) and host, once the process is gone
         self._host_groups = f"{db.durability_epoch}/{socket.gethostname()}/"
@@ -132,6 +145,8 @@ class Dispatcher:
                     else:
                         row.status, row.last_error = "failed", reason
                         in_doubt.append(row)
+                        if self.doubts is not None:  # planned with the doubt: never lost to a failed login
+                            await self.doubts.in_doubt(session, row, reason)
                 row.updated_at = now
                 settled += 1
         return Recovery(settled, in_doubt)
@@ -151,6 +166,18 @@ class Dispatcher:
         unfinished send of the batch as in doubt."""
         if self.db.in_unit():  # a send must never go out before the change that justifies it commits
             raise RuntimeError("run_due cannot run inside a unit of work")
+        if self._dispatching is asyncio.current_task():
+            # called back from this loop (an alert a send outcome raised): the rows it planned are
+            # due now, so the running loop claims them on its next round
+            return 0
+        async with self._single_flight:
+            self._dispatching = asyncio.current_task()
+            try:
+                return await self._run_due(only)
+            finally:
+                self._dispatching = None
+
+    async def _run_due(self, only: Collection[int] | None) -> int:
         processed = 0
         in_flight: list[_InFlight] = []
         while True:
@@ -191,7 +218,7 @@ class Dispatcher:
                         await Outbox(session).mark(current.id or 0, "failed", self.clock.now(), error)
             await _run_effects(after_commit)
             processed += len(claimed)
-            if not steps and not claimed:
+            if not steps and not claimed and not after_commit:  # effects may have planned more
                 return processed
             in_flight = await self._send_batch(steps)
 
