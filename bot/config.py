@@ -276,6 +276,8 @@ class SequenceConfig(_Section):
 
 class AftercareConfig(SequenceConfig):
     at: time = time(10, 0)
+    # a second /order this soon after the last one asks the rep to confirm it is a new order
+    confirm_repeat_minutes: int = Field(default=30, ge=0)
     steps: list[SequenceStep] = Field(
         default_factory=lambda: [
             SequenceStep(days=days, template=f"aftercare/t{days}.txt.j2") for days in (1, 3, 7, 30)

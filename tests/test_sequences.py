@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from storage.models import Customer, ScheduledMessage, StageChange
+from storage.models import Customer, Event, ScheduledMessage, StageChange
 from tests.conftest import MONDAY_10AM, SHANGHAI, make_config
 from tests.harness import Harness
 
@@ -115,12 +115,43 @@ async def test_order_moves_stage_stops_countdown_and_plans_aftercare(sim: Harnes
 async def test_second_order_is_a_repeat(sim: Harness) -> None:
     await sim.customer_in_chat()
     await sim.rep_types("/order @张三 SUV")
+    await sim.advance(timedelta(hours=2))
     await sim.rep_types("/成交 @张三 保养套餐")
     assert "阶段：下单 → 复购" in sim.last_reply()
     [c] = await sim.rows(Customer)
     assert c.stage == "repeat"
     changes = await sim.rows(StageChange, StageChange.reason == "order")
     assert [ch.to_stage for ch in changes] == ["ordered", "repeat"]
+
+
+async def test_order_typed_twice_asks_before_a_second_aftercare_series(sim: Harness) -> None:
+    await sim.customer_in_chat()
+    await sim.rep_types("/order @张三 SUV")
+    await sim.advance(timedelta(seconds=40))
+    await sim.rep_types("/order @张三 SUV")
+    reply = sim.last_reply()
+    assert "刚记录过一次成交（SUV）" in reply and "/order SUV 确认" in reply
+    assert len(await sim.rows(Event, Event.kind == "order")) == 1, "nothing recorded"
+    await sim.advance(timedelta(days=31))
+    days = [local(m).strftime("%m-%d") for m in sim.sent("aftercare", "c1")]
+    assert days == ["11-24", "11-26", "11-30", "12-23"], "each aftercare message once"
+
+
+async def test_a_confirmed_or_later_repeat_order_replaces_the_pending_aftercare(sim: Harness) -> None:
+    await sim.customer_in_chat()
+    await sim.rep_types("/order @张三 SUV")
+    await sim.rep_types("/order @张三 保养套餐 确认")
+    reply = sim.last_reply()
+    assert "已记录成交：保养套餐" in reply and "阶段：下单 → 复购" in reply
+    assert "上一单还没发的 4 条售后关怀已取消" in reply
+    await sim.advance(timedelta(days=2))  # T+1 of the second order goes out
+    await sim.rep_types("/order @张三 轮胎")  # outside the window: no confirmation needed
+    assert "上一单还没发的 3 条售后关怀已取消" in sim.last_reply()
+    await sim.advance(timedelta(days=40))
+    sent = [(local(m).strftime("%m-%d"), m["text"]) for m in sim.sent("aftercare", "c1")]
+    assert [day for day, _ in sent] == ["11-24", "11-26", "11-28", "12-02", "12-25"], "never two series"
+    assert "保养套餐" in sent[0][1] and all("轮胎" in text for _, text in sent[1:])
+    assert not any("SUV" in text for _, text in sent), "the first order's series was replaced before it began"
 
 
 # -- follow-ups ---------------------------------------------------------------------------------

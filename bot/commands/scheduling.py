@@ -23,6 +23,10 @@ class OrderArgs:
     product: Rest = ""
 
 
+# the last word of /order that confirms a second order soon after the previous one
+CONFIRM_WORDS = ("确认", "confirm")
+
+
 @dataclass(frozen=True)
 class CancelArgs:
     which: str = "all"
@@ -73,7 +77,7 @@ async def countdown(
 @command(
     "order",
     aliases=("成交",),
-    usage="/order [产品]",
+    usage="/order [产品] [确认]",
     summary="记录成交：阶段改为下单（再次成交为复购），安排售后关怀，停止倒计时",
 )
 async def order(
@@ -83,11 +87,20 @@ async def order(
     sequences: SequenceService,
     profile: ProfileService,
 ) -> str:
-    old, new, steps = await sequences.record_order(customer, args.product.strip(), ctx.actor)
+    words = args.product.split()
+    confirmed = bool(words) and words[-1] in CONFIRM_WORDS
+    product = " ".join(words[:-1] if confirmed else words)
+    recorded = await sequences.record_order(customer, product, ctx.actor, confirmed=confirmed)
     label = profile.pipeline.label
-    stage = f"阶段：{label(old)} → {label(new)}" if old != new else f"阶段：{label(new)}"
-    product = f"：{args.product.strip()}" if args.product.strip() else ""
-    return f"已记录成交{product}\n{stage}\n已安排 {steps} 条售后关怀消息"
+    old, new = recorded.old_stage, recorded.new_stage
+    lines = [
+        f"已记录成交{'：' + product if product else ''}",
+        f"阶段：{label(old)} → {label(new)}" if old != new else f"阶段：{label(new)}",
+        f"已安排 {recorded.aftercare_steps} 条售后关怀消息",
+    ]
+    if recorded.replaced:
+        lines.append(f"上一单还没发的 {recorded.replaced} 条售后关怀已取消（以这一单为准）")
+    return "\n".join(lines)
 
 
 @command(

@@ -37,6 +37,14 @@ ORDERED, REPEAT = "ordered", "repeat"
 
 
 @dataclass(frozen=True)
+class OrderRecorded:
+    old_stage: str
+    new_stage: str
+    aftercare_steps: int  # planned for this order
+    replaced: int  # aftercare messages of an earlier order that were still pending, now cancelled
+
+
+@dataclass(frozen=True)
 class CountdownPlan:
     steps: list[tuple[str, datetime]]  # (offset name, UTC time)
     skipped: list[str]  # offsets already past, or dropped for quiet hours
@@ -141,21 +149,34 @@ class SequenceService:
 
     # -- orders and aftercare ---------------------------------------------------------------------
 
-    async def record_order(self, customer: Customer, product: str, actor: str) -> tuple[str, str, int]:
-        """Move to ordered (a second order: repeat), stop countdowns, plan aftercare.
-        Returns (old stage, new stage, aftercare steps planned)."""
+    async def record_order(
+        self, customer: Customer, product: str, actor: str, *, confirmed: bool = False
+    ) -> OrderRecorded:
+        """Move to ordered (a second order: repeat), stop countdowns, and plan this order's
+        aftercare in place of any series still pending from an earlier order. A second order
+        soon after the last one must be ``confirmed`` (a double-typed /order is not a repeat
+        purchase): :class:`CommandError` otherwise."""
         assert customer.id is not None
         now = self.clock.now()
         cfg = self.config.aftercare
         async with self.db.transaction() as session:
             fresh = await Customers(session).get(customer.id)
             assert fresh is not None
-            orders_before = await Events(session).count(customer.id, "order")
+            events = Events(session)
+            last = await events.latest(customer.id, "order")
+            window = timedelta(minutes=cfg.confirm_repeat_minutes)
+            if last is not None and not confirmed and now - last.at < window:
+                minutes = max(1, round((now - last.at).total_seconds() / 60))
+                what = f"（{last.text}）" if last.text else ""
+                raise CommandError(
+                    f"TA {minutes} 分钟前刚记录过一次成交{what}。"
+                    f"如果这是新的一单，请发 /order {product + ' ' if product else ''}确认"
+                )
             old = fresh.stage
-            target = REPEAT if orders_before else ORDERED
+            target = REPEAT if last is not None else ORDERED
             if self.pipeline.is_before(old, target):
                 await StageHistory(session).move(fresh, target, actor, "order", now)
-            event = await Events(session).add(
+            event = await events.add(
                 Event(
                     account_id=fresh.account_id,
                     customer_id=customer.id,
@@ -168,13 +189,15 @@ class SequenceService:
             await self._cancel(session, customer.id, [COUNTDOWN], now, "customer ordered")
             if self.config.followup.skip_if_ordered:
                 await self._cancel(session, customer.id, [FOLLOWUP], now, "customer ordered")
+            # one aftercare series at a time: the newest order's (each order's rows have their own keys)
+            replaced = await self._cancel(session, customer.id, [AFTERCARE], now, "replaced by a newer order")
             first = await self._plan_steps(
                 session, fresh, AFTERCARE, str(event.id), cfg, now, {"product": product}
             )
             new = fresh.stage
         if first is not None:
             await self.db.after_commit(functools.partial(self.hooks.emit, Planned(first)))
-        return old, new, len(cfg.steps)
+        return OrderRecorded(old, new, len(cfg.steps), replaced)
 
     # -- new-friend follow-ups --------------------------------------------------------------------
 
