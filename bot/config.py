@@ -139,6 +139,9 @@ class WelcomeConfig(_Section):
     delay_seconds: DelayRange = (3.0, 8.0)
     # a customer who re-adds the rep within this many days is not welcomed again
     readd_window_days: int = Field(default=30, ge=0)
+    # at least this many seconds between two welcomes of one account, [min, max] picked at random:
+    # a burst of new friends (a live stream) must not look like a bot to the platform
+    min_gap_seconds: DelayRange = (4.0, 9.0)
     channels: list[ChannelRule] = Field(default_factory=list)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 
 from sqlmodel import col, select
@@ -293,3 +294,17 @@ async def test_template_error_at_send_time_fails_the_row_and_alerts_the_rep(sim:
     [alert] = sim.sent("alert")
     assert alert["to"] == "console" and "欢迎语" in alert["text"] and "missing.txt.j2" in alert["text"]
     assert await sim.rows(Event, Event.kind == "welcome_failed")
+
+
+async def test_a_burst_of_new_friends_is_welcomed_at_a_human_pace(sim: Harness) -> None:
+    """Four people add the rep within a second (a live stream): their welcomes go out at least
+    welcome.min_gap_seconds apart, each still within its validity."""
+    for n in range(4):
+        await sim.friend_request(f"c{n}", f"客户{n}")
+    await sim.advance(timedelta(minutes=2))
+    times = sorted(datetime.fromisoformat(m["at"]) for m in sim.sent("welcome"))
+    assert len(times) == 4, "everyone is welcomed"
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    low = 4.0  # welcome.min_gap_seconds defaults to [4, 9]
+    assert all(gap >= low for gap in gaps), gaps
+    assert times[-1] - times[0] < timedelta(minutes=1), "paced, not postponed"

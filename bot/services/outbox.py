@@ -22,7 +22,7 @@ from typing import Protocol
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
-from bot.domain.kinds import AUTOMATED_KINDS, CONSOLE_KINDS, PUSH_KINDS
+from bot.domain.kinds import AUTOMATED_KINDS, CONSOLE_KINDS, PUSH_KINDS, Kind
 from bot.errors import TemplateError
 from bot.hooks import CustomerUnreachable, Hooks, MessageSent, Undeliverable
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
@@ -197,7 +197,8 @@ class Dispatcher:
                         customers = await Customers(session).get_many(
                             {row.customer_id for row in claimed if row.customer_id is not None}
                         )
-                        automated: set[str] = set()  # accounts with an automated send in this batch
+                        # (account, paced stream) with a send in this batch: automated kinds, welcomes
+                        automated: set[tuple[str, str]] = set()
                         for current in claimed:
                             customer = customers.get(current.customer_id or 0)
                             step = await self._prepare(
@@ -270,14 +271,15 @@ class Dispatcher:
         row: ScheduledMessage,
         customer: Customer | None,
         after_commit: list[Callable[[], Awaitable[object]]],
-        automated: set[str],
+        automated: set[tuple[str, str]],
         group: str,
     ) -> _Step | None:
         """Decide what to do with a claimed row and, when it is to go out, reserve its (first) send.
         Rows that are not sent are marked here, in the same transaction as their claim."""
         now = self.clock.now()
         outbox = Outbox(session)
-        if row.kind in AUTOMATED_KINDS and row.account_id in automated:
+        stream = _paced_stream(row.kind)
+        if stream is not None and (row.account_id, stream) in automated:
             # the gate cannot see this batch's reservations: one automated send per account per
             # batch; the next batch's gate paces this one after it
             await outbox.defer(row.id or 0, now, now, "pacing")
@@ -315,8 +317,8 @@ class Dispatcher:
         if composed is None:
             await outbox.mark(row.id or 0, "cancelled", now, "no longer wanted")
             return None
-        if row.kind in AUTOMATED_KINDS:
-            automated.add(row.account_id)
+        if stream is not None:
+            automated.add((row.account_id, stream))
         return await self._reserve(session, _Next(row, composed, 1), group)
 
     async def _reserve(self, session: AsyncSession, send: _Next, group: str) -> _Step:
@@ -428,6 +430,13 @@ class _Next:
 class _InFlight:
     step: _Step
     result: SendResult
+
+
+def _paced_stream(kind: str) -> str | None:
+    """Sends the gate paces per account (one per batch; the next batch's gate spaces them)."""
+    if kind in AUTOMATED_KINDS:
+        return "automated"
+    return "welcome" if kind == Kind.WELCOME else None
 
 
 def _process_gone(group: str) -> bool:

@@ -1,9 +1,9 @@
 """Gentle reach: may an automated message go out now, or when?
 
-Applies to automated kinds only (countdown, aftercare, follow-up): quiet hours, a per-customer and
-a per-account cap per local day, and a random pause between two automated sends of one account.
-Welcomes answer the customer's own action and ``/send`` replies are the rep's choice, so neither is
-held back here.
+Automated kinds (countdown, aftercare, follow-up): quiet hours, a per-customer and a per-account cap
+per local day, and a random pause between two automated sends of one account. Welcomes answer the
+customer's own action, so only a pause between two welcomes of one account applies to them;
+``/send`` replies are the rep's choice and are never held back here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.config import Config
-from bot.domain.kinds import AUTOMATED_KINDS
+from bot.domain.kinds import AUTOMATED_KINDS, Kind
 from bot.domain.schedule import QuietHours, local_day_bounds
 from storage.models import ScheduledMessage
 from storage.queries import reach as queries
@@ -39,6 +39,8 @@ class ReachPolicy:
         self.quiet = QuietHours(reach.quiet_start, reach.quiet_end, config.tz)
 
     async def verdict(self, session: AsyncSession, row: ScheduledMessage, now: datetime) -> Verdict:
+        if row.kind == Kind.WELCOME:
+            return await self._welcome_pace(session, row, now)
         if row.kind not in AUTOMATED_KINDS:
             return SEND
         reach = self.config.reach
@@ -59,6 +61,16 @@ class ReachPolicy:
         last = await queries.last_sent_at(session, row.account_id, AUTOMATED_KINDS)
         if last is not None:
             gap = timedelta(seconds=self.rng.uniform(*reach.pacing_seconds))
+            if now < last + gap:
+                return Verdict(False, last + gap, "pacing")
+        return SEND
+
+    async def _welcome_pace(self, session: AsyncSession, row: ScheduledMessage, now: datetime) -> Verdict:
+        """Welcomes answer the customer's own action (no quiet hours, no caps) but one account
+        never sends two within ``welcome.min_gap_seconds``."""
+        last = await queries.last_sent_at(session, row.account_id, (Kind.WELCOME,))
+        if last is not None:
+            gap = timedelta(seconds=self.rng.uniform(*self.config.welcome.min_gap_seconds))
             if now < last + gap:
                 return Verdict(False, last + gap, "pacing")
         return SEND
