@@ -316,9 +316,13 @@ class DigestConfig(_Section):
     grace_hours: float = Field(default=3.0, ge=0)
     # a customer whose last message has waited this long for the rep is an "owed reply"
     owed_reply_minutes: int = Field(default=60, ge=1)
-    # customers at or past this stage who have been silent this many days are "at risk"
+    # an owed reply older than this many days drops off the list (counted once, the day it drops)
+    owed_reply_max_days: int = Field(default=7, ge=1)
+    # customers at or past this stage, before the order, silent this many days are "at risk"
     at_risk_from_stage: str = "intent"
     at_risk_days: int = Field(default=3, ge=1)
+    # customers who ordered and have been silent this many days get their own line (after-sale care)
+    after_sale_silent_days: int = Field(default=30, ge=1)
     # longest chat message; longer digests are split at line boundaries
     max_chars: int = Field(default=2000, ge=200)
     # also nudge the rep in the console when a customer has waited owed_reply_minutes (working hours)

@@ -92,7 +92,9 @@ _REP_DAY = {
     "scheduled": "已发3，失败0，过期0，明日计划2",
     "deleted": "0（持平）",
     "owed": ["张三#1"],
+    "owed_dropped": 1,
     "at_risk": ["李四#2"],
+    "after_sale_silent": ["王五#3"],
     "top_tags": "预算:20-30万×2",
 }
 DIGEST = TemplateKind(
@@ -104,6 +106,7 @@ DIGEST = TemplateKind(
         "reps": [_REP_DAY],
         "team": _REP_DAY,
         "multiple": False,
+        "owed_max_days": 7,
     },
 )
 

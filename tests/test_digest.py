@@ -264,3 +264,58 @@ async def test_no_owed_nudge_by_default(sim: Harness) -> None:
     await sim.customer_says("c1", "在吗")
     await sim.advance(timedelta(hours=3))
     assert sim.sent("alert") == []
+
+
+async def test_only_a_human_answer_clears_an_owed_reply(sim: Harness) -> None:
+    await sim.friend_request("c1", "张三")
+    await sim.advance(timedelta(minutes=1))
+    await sim.customer_says("c1", "这款还有现货吗")
+    await sim.rep_types("/countdown @张三 今天 19:00 限时价")  # steps reach 张三 from 16:00
+    await sim.advance(timedelta(hours=11, minutes=30))
+    assert sim.sent("countdown", "c1"), "automated messages went to 张三"
+    [digest] = digests(sim)
+    assert line(digest["text"], "待回复") == "待回复：1（张三#1）", "automated messages answer nobody"
+
+
+async def test_a_customer_who_opted_out_is_owed_no_reply(sim: Harness) -> None:
+    await sim.friend_request("c1", "张三")
+    await sim.advance(timedelta(minutes=1))
+    await sim.customer_says("c1", "以后不要再给我发消息了")
+    await sim.advance(timedelta(hours=12))
+    [digest] = digests(sim)
+    assert line(digest["text"], "待回复") == "待回复：0"
+
+
+async def test_an_old_owed_reply_drops_off_and_is_counted_once(db_url: str) -> None:
+    config = make_config({"digest": {"owed_reply_max_days": 2}})
+    async with Harness(config, MORNING, database_url=db_url) as sim:
+        await sim.friend_request("c1", "张三")
+        await sim.advance(timedelta(minutes=1))
+        await sim.customer_says("c1", "这款还有现货吗")  # Monday 09:01, never answered
+        await sim.advance(timedelta(days=3, hours=12))
+        texts = [d["text"] for d in digests(sim)]
+    assert [line(t, "待回复") for t in texts] == [
+        "待回复：1（张三#1）",
+        "待回复：1（张三#1）",
+        "待回复：0",
+        "待回复：0",
+    ]
+    dropped = [[row for row in t.splitlines() if row.startswith("超过 2 天没回复")] for t in texts]
+    assert dropped == [[], [], ["超过 2 天没回复、不再列出：1"], []], "counted once, the day it drops"
+
+
+async def test_silence_after_an_order_has_its_own_line(db_url: str) -> None:
+    config = make_config({"digest": {"after_sale_silent_days": 5}})
+    async with Harness(config, MORNING, database_url=db_url) as sim:
+        for handle, name in (("c1", "张三"), ("c2", "李四")):
+            await sim.friend_request(handle, name)
+        await sim.advance(timedelta(minutes=1))
+        for handle, name in (("c1", "张三"), ("c2", "李四")):
+            await sim.customer_says(handle, "想看看SUV")
+            await sim.rep_types("好的，资料发您", in_chat=handle)
+            await sim.rep_types(f"/stage @{name} intent")
+        await sim.rep_types("/order @张三 SUV")
+        await sim.advance(timedelta(days=6, hours=12))
+        last = digests(sim)[-1]["text"]
+    assert line(last, "沉默的意向客户") == "沉默的意向客户：1（李四#2）", "an ordered customer is not at risk"
+    assert line(last, "成交后久未联系") == "成交后久未联系：1（张三#1）"

@@ -64,6 +64,10 @@ STATUS_NAMES: dict[str, str] = {
 AUTOMATED_KINDS: tuple[Kind, ...] = (Kind.COUNTDOWN, Kind.AFTERCARE, Kind.FOLLOWUP)
 # what a soft opt-out ("别老催我") holds back; aftercare is service, not a push
 PUSH_KINDS: tuple[Kind, ...] = (Kind.COUNTDOWN, Kind.FOLLOWUP)
+# what counts as contact with a customer (owed replies, silence): the welcome answering their
+# friend request and the scripts a rep chose; automated pushes (countdowns, follow-ups, aftercare)
+# answer nobody. The rep typing in the chat counts too (a rep_message event).
+CONTACT_KINDS: tuple[Kind, ...] = (Kind.WELCOME, Kind.REPLY)
 # messages to the rep's console about customers (their failure is logged, never reported to the console)
 CONSOLE_KINDS: tuple[Kind, ...] = (Kind.ALERT, Kind.SUGGESTION, Kind.OWED)
 # planned and still waiting to go out (a paused one may go out after /resume)

@@ -26,6 +26,7 @@ from bot.hooks import Hooks, Planned
 from bot.objections.library import ObjectionLibrary
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
+from bot.services.sequences import ORDERED
 from bot.templates import TemplateLibrary
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
@@ -55,7 +56,9 @@ class RepDay:
     deleted: int = 0
     corrections: int = 0  # the rep's /wrong and /label: how often the reader was corrected
     owed: list[str] = field(default_factory=list)
+    owed_dropped: int = 0  # unanswered messages that turned older than owed_reply_max_days
     at_risk: list[str] = field(default_factory=list)
+    after_sale_silent: list[str] = field(default_factory=list)
     tags: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: RepDay) -> None:
@@ -71,6 +74,7 @@ class RepDay:
             "planned_tomorrow",
             "deleted",
             "corrections",
+            "owed_dropped",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.objections.update(other.objections)
@@ -78,6 +82,7 @@ class RepDay:
         self.tags.update(other.tags)
         self.owed += other.owed
         self.at_risk += other.at_risk
+        self.after_sale_silent += other.after_sale_silent
 
 
 def split_message(text: str, limit: int) -> list[str]:
@@ -165,7 +170,7 @@ class DigestService:
         days = {account_id: RepDay() for account_id in account_ids}
         await self._events(session, days, start, end)
         await self._sends(session, days, start, end)
-        await self._customers(session, days, now)
+        await self._customers(session, days, start, now)
         return days
 
     async def _events(
@@ -227,21 +232,40 @@ class DigestService:
         ):
             days[account_id].planned_tomorrow = count
 
-    async def _customers(self, session: AsyncSession, days: dict[str, RepDay], now: datetime) -> None:
-        """Customers owed a reply and late-stage customers gone silent, as of ``now``."""
+    async def _customers(
+        self, session: AsyncSession, days: dict[str, RepDay], start: datetime, now: datetime
+    ) -> None:
+        """As of ``now``: customers owed a reply (only a human answer counts; not after an
+        opt-out; for at most owed_reply_max_days, then counted once as dropped), customers gone
+        silent before the order (at risk) and after it (after-sale)."""
+        cfg = self.config.digest
         accounts = list(days)
-        owed_before = now - timedelta(minutes=self.config.digest.owed_reply_minutes)
+        owed_before = now - timedelta(minutes=cfg.owed_reply_minutes)
+        max_age = timedelta(days=cfg.owed_reply_max_days)
         for account_id, customer_id, name, remark in await queries.owed_replies(
-            session, accounts, owed_before
+            session, accounts, owed_before, now - max_age
         ):
             days[account_id].owed.append(f"{remark or name}#{customer_id}")
-        threshold = self.config.digest.at_risk_from_stage
-        risky = [s.key for s in self.pipeline.stages if not self.pipeline.is_before(s.key, threshold)]
-        silent_since = now - timedelta(days=self.config.digest.at_risk_days)
+        for account_id, count in await queries.owed_dropped(
+            session, accounts, start - max_age, now - max_age
+        ):
+            days[account_id].owed_dropped += count
+        ordered = ORDERED
+        from_stage = cfg.at_risk_from_stage
+        before_order = [
+            s.key
+            for s in self.pipeline.stages
+            if not self.pipeline.is_before(s.key, from_stage) and self.pipeline.is_before(s.key, ordered)
+        ]
         for account_id, customer_id, name, remark in await queries.at_risk(
-            session, accounts, risky, silent_since
+            session, accounts, before_order, now - timedelta(days=cfg.at_risk_days)
         ):
             days[account_id].at_risk.append(f"{remark or name}#{customer_id}")
+        after_order = [s.key for s in self.pipeline.stages if not self.pipeline.is_before(s.key, ordered)]
+        for account_id, customer_id, name, remark in await queries.at_risk(
+            session, accounts, after_order, now - timedelta(days=cfg.after_sale_silent_days)
+        ):
+            days[account_id].after_sale_silent.append(f"{remark or name}#{customer_id}")
 
     # -- rendering --------------------------------------------------------------------------------
 
@@ -269,6 +293,7 @@ class DigestService:
             "reps": reps,
             "team": self._view("团队合计", team, team_before),
             "multiple": len(reps) > 1,
+            "owed_max_days": self.config.digest.owed_reply_max_days,
         }
         return split_message(
             self.templates.render(self.config.digest.template, context), self.config.digest.max_chars
@@ -300,7 +325,9 @@ class DigestService:
             "deleted": number(today.deleted, before.deleted),
             "corrections": number(today.corrections, before.corrections),
             "owed": today.owed,
+            "owed_dropped": today.owed_dropped,
             "at_risk": today.at_risk,
+            "after_sale_silent": today.after_sale_silent,
             "top_tags": "、".join(f"{tag}×{count}" for tag, count in today.tags.most_common(3)) or "无",
         }
 

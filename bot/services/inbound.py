@@ -61,7 +61,12 @@ class CustomerWrote:
                 return None  # a replay: everything it changed committed with its record
             crash_point("inbound.recorded")
             await self.sequences.customer_replied(session, customer.id)
-            due = await self.owed.customer_wrote(session, customer, message.message_id)
+            # a customer who asked for no more messages is owed no reply
+            due = (
+                None
+                if reading.opt_out
+                else await self.owed.customer_wrote(session, customer, message.message_id)
+            )
             send_now: list[int] = []
             suggestion = await self.objections.record_reading(
                 session, customer, message, reading, self.console

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
+from bot.domain.kinds import CONTACT_KINDS
 from bot.errors import DeliveryUnknown, NotConnected, RecipientUnavailable, TransportError
 from bot.hooks import Hooks
 from bot.transport.base import TextMessage, Transport
@@ -217,8 +218,13 @@ class Messenger:
         await OutgoingLog(session).finish_many(
             [(r.outgoing_id or 0, result.platform_message_id) for r, result in delivered], now
         )
-        await Customers(session).note_outbound(
-            [(r.customer_id, r.conversation_id) for r, _ in delivered if r.customer_id is not None], now
+        await Customers(session).note_outbound(  # automated pushes are no contact
+            [
+                (r.customer_id, r.conversation_id)
+                for r, _ in delivered
+                if r.customer_id is not None and r.kind in CONTACT_KINDS
+            ],
+            now,
         )
         await Events(session).record_many(
             [

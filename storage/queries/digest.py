@@ -123,22 +123,60 @@ def _live(accounts: Collection[str]) -> tuple[Any, ...]:
     return (col(Customer.account_id).in_(list(accounts)), col(Customer.deleted_at).is_(None))
 
 
-async def owed_replies(session: AsyncSession, accounts: Collection[str], before: datetime) -> list[Named]:
-    """Live customers who wrote before ``before`` and have had no answer since, longest waiting first."""
+def _unanswered(accounts: Collection[str]) -> tuple[Any, ...]:
+    """Live customers whose last message has had no human answer, and was not an opt-out (a
+    customer who asked for no more messages is owed none)."""
+    opted_out = (
+        select(Event.id)
+        .where(
+            Event.customer_id == Customer.id,
+            Event.kind == "opt_out",
+            col(Event.at) >= Customer.last_inbound_at,
+        )
+        .exists()
+    )
+    return (
+        *_live(accounts),
+        col(Customer.last_inbound_at).is_not(None),
+        or_(
+            col(Customer.last_outbound_at).is_(None),
+            col(Customer.last_outbound_at) < Customer.last_inbound_at,
+        ),
+        ~opted_out,
+    )
+
+
+async def owed_replies(
+    session: AsyncSession, accounts: Collection[str], before: datetime, since: datetime
+) -> list[Named]:
+    """Customers who wrote in [since, before) and have had no answer since, longest waiting first."""
     query = (
         select(*_NAMES)
         .where(
-            *_live(accounts),
-            col(Customer.last_inbound_at).is_not(None),
+            *_unanswered(accounts),
             col(Customer.last_inbound_at) < before,
-            or_(
-                col(Customer.last_outbound_at).is_(None),
-                col(Customer.last_outbound_at) < Customer.last_inbound_at,
-            ),
+            col(Customer.last_inbound_at) >= since,
         )
         .order_by(col(Customer.last_inbound_at))
     )
     return [(a, i, n, r) for a, i, n, r in (await session.exec(query)).all()]
+
+
+async def owed_dropped(
+    session: AsyncSession, accounts: Collection[str], start: datetime, end: datetime
+) -> list[tuple[str, int]]:
+    """Per account, unanswered customers whose message turned too old in [start, end) (when the
+    ``since`` bound of :func:`owed_replies` passed it): counted once, then no longer listed."""
+    query = (
+        select(Customer.account_id, func.count())
+        .where(
+            *_unanswered(accounts),
+            col(Customer.last_inbound_at) >= start,
+            col(Customer.last_inbound_at) < end,
+        )
+        .group_by(col(Customer.account_id))
+    )
+    return [(a, int(n)) for a, n in (await session.exec(query)).all()]
 
 
 async def at_risk(
