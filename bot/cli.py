@@ -146,7 +146,7 @@ async def _digest(config_path: str, day_text: str, name: str) -> int:
         library = ObjectionLibrary.load(config.templates_path, [s.key for s in config.stages])
         service = DigestService(db, clock, config, TemplateLibrary(config.templates_path), library)
         for supervisor in supervisors:
-            for part in await service.for_supervisor(supervisor, day):
+            for part in await service.for_supervisor(supervisor, day, quiet="full"):  # show every line
                 print(part, end="\n\n")
     finally:
         await db.close()

@@ -312,6 +312,11 @@ class SupervisorConfig(_Section):
 
 class DigestConfig(_Section):
     template: str = "digest/daily.txt.j2"
+    # what a supervisor's digest covers: the time since the previous digest (nothing falls between
+    # two digests), or the previous full local day
+    covers: Literal["since_last", "previous_day"] = "since_last"
+    # a digest with nothing to report: one short line, or no message at all
+    quiet: Literal["line", "skip"] = "line"
     # a digest missed while the bot was down is still sent at startup within this many hours
     grace_hours: float = Field(default=3.0, ge=0)
     # a customer whose last message has waited this long for the rep is an "owed reply"

@@ -103,6 +103,7 @@ DIGEST = TemplateKind(
         "title": "王经理的团队日报",
         "date": "11月23日 周一",
         "until": "20:00",
+        "period": "11月22日 20:00 至 11月23日 20:00",
         "reps": [_REP_DAY],
         "team": _REP_DAY,
         "multiple": False,

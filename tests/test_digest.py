@@ -57,7 +57,7 @@ async def test_digest_numbers_for_a_scripted_day_match_the_events(sim: Harness) 
     [digest] = digests(sim)
     text = digest["text"]
     assert datetime.fromisoformat(digest["at"]) == datetime(2026, 11, 23, 20, 0, tzinfo=SHANGHAI)
-    assert "王经理的团队日报 · 11月23日 周一（截至 20:00）" in text
+    assert "王经理的团队日报 · 11月23日 周一（11月22日 20:00 至 11月23日 20:00）" in text
     assert line(text, "新好友") == "新好友：3（+3）"
     assert line(text, "欢迎语") == "欢迎语：3"
     assert line(text, "回复的客户") == "回复的客户：2（+2）"
@@ -206,8 +206,9 @@ async def test_day_boundary_is_local_midnight(db_url: str) -> None:
         await sim.advance(timedelta(hours=20))
         the_23rd = await sim.bot.digests.render(["demo"], date(2026, 11, 23), "x")
     [digest] = digests(sim)  # the 23rd's digest time (20:00) was before the start
-    assert "11月24日" in digest["text"] and line(digest["text"], "新好友").startswith("新好友：1（")
-    assert line(the_23rd[0], "新好友").startswith("新好友：1（")
+    # the supervisor's digest covers the time since the previous one (20:00 on the 23rd): both
+    assert "11月24日" in digest["text"] and line(digest["text"], "新好友").startswith("新好友：2（")
+    assert line(the_23rd[0], "新好友").startswith("新好友：1（"), "a calendar day ends at local midnight"
 
 
 def test_digest_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -287,21 +288,18 @@ async def test_a_customer_who_opted_out_is_owed_no_reply(sim: Harness) -> None:
 
 
 async def test_an_old_owed_reply_drops_off_and_is_counted_once(db_url: str) -> None:
-    config = make_config({"digest": {"owed_reply_max_days": 2}})
+    config = make_config({"digest": {"owed_reply_max_days": 2, "quiet": "line"}})
     async with Harness(config, MORNING, database_url=db_url) as sim:
         await sim.friend_request("c1", "张三")
         await sim.advance(timedelta(minutes=1))
         await sim.customer_says("c1", "这款还有现货吗")  # Monday 09:01, never answered
         await sim.advance(timedelta(days=3, hours=12))
         texts = [d["text"] for d in digests(sim)]
-    assert [line(t, "待回复") for t in texts] == [
-        "待回复：1（张三#1）",
-        "待回复：1（张三#1）",
-        "待回复：0",
-        "待回复：0",
-    ]
+    owed = [line(t, "待回复") for t in texts[:3]]
+    assert owed == ["待回复：1（张三#1）", "待回复：1（张三#1）", "待回复：0"]
     dropped = [[row for row in t.splitlines() if row.startswith("超过 2 天没回复")] for t in texts]
     assert dropped == [[], [], ["超过 2 天没回复、不再列出：1"], []], "counted once, the day it drops"
+    assert "这段时间没有新动静" in texts[3], "then nothing is left to report: one short line"
 
 
 async def test_silence_after_an_order_has_its_own_line(db_url: str) -> None:
@@ -319,3 +317,28 @@ async def test_silence_after_an_order_has_its_own_line(db_url: str) -> None:
         last = digests(sim)[-1]["text"]
     assert line(last, "沉默的意向客户") == "沉默的意向客户：1（李四#2）", "an ordered customer is not at risk"
     assert line(last, "成交后久未联系") == "成交后久未联系：1（张三#1）"
+
+
+async def test_the_next_digest_covers_the_evening_after_the_last_one(sim: Harness) -> None:
+    await sim.advance(timedelta(hours=11))  # Monday 20:00: the first digest
+    await sim.advance(timedelta(minutes=30))
+    await sim.friend_request("c1", "张三")  # 20:30, after that digest
+    await sim.advance(timedelta(minutes=1))
+    await sim.customer_says("c1", "想看看SUV")
+    await sim.rep_types("/order @张三 SUV")
+    await sim.advance(timedelta(days=1))
+    first, second = digests(sim)
+    assert "这段时间没有新动静" in first["text"], "a quiet span is one short line"
+    assert line(second["text"], "成交") == "成交：1（+1）", "the 20:30 order is in Tuesday's digest"
+    assert line(second["text"], "新好友") == "新好友：1（+1）"
+
+
+async def test_quiet_digests_can_be_skipped_or_cover_the_previous_day(db_url: str) -> None:
+    config = make_config({"digest": {"quiet": "skip", "covers": "previous_day"}})
+    async with Harness(config, MORNING, database_url=db_url) as sim:
+        await sim.advance(timedelta(hours=12))  # Monday: Sunday was quiet, nothing is sent
+        await sim.friend_request("c1", "张三")
+        await sim.advance(timedelta(days=1))  # Tuesday 21:00: Monday's digest
+        [digest] = digests(sim)
+    assert "11月23日 周一（11月23日 00:00 至 11月24日 00:00）" in digest["text"]
+    assert line(digest["text"], "新好友") == "新好友：1（+1）"

@@ -61,6 +61,24 @@ class RepDay:
     after_sale_silent: list[str] = field(default_factory=list)
     tags: Counter[str] = field(default_factory=Counter)
 
+    def is_quiet(self) -> bool:
+        """Nothing happened and nobody waits: the digest has nothing to report."""
+        counts = (
+            self.new_friends,
+            self.welcomes_sent,
+            self.welcomes_failed,
+            self.replied,
+            self.orders,
+            self.scheduled_sent,
+            self.scheduled_failed,
+            self.scheduled_expired,
+            self.deleted,
+            self.corrections,
+            self.owed_dropped,
+        )
+        waiting = (self.owed, self.at_risk, self.after_sale_silent)
+        return not any(counts) and not any(waiting) and not self.objections and not self.stage_moves
+
     def add(self, other: RepDay) -> None:
         for name in (
             "new_friends",
@@ -269,11 +287,22 @@ class DigestService:
 
     # -- rendering --------------------------------------------------------------------------------
 
-    async def render(self, account_ids: Iterable[str], day: date, title: str) -> list[str]:
-        """The digest for these accounts on ``day`` (up to now, if ``day`` is today), split for chat."""
+    async def render(
+        self,
+        account_ids: Iterable[str],
+        day: date,
+        title: str,
+        *,
+        window: tuple[datetime, datetime] | None = None,
+        quiet: str = "full",
+    ) -> list[str]:
+        """The digest for these accounts, split for chat: of ``day`` (up to now, if ``day`` is
+        today) or of ``window`` [start, end), compared with the same span a day earlier. A quiet
+        span (nothing to report) renders in full, as one short line (``quiet="line"``) or not at
+        all (``"skip"``: an empty list)."""
         tz = self.config.tz
         now = self.clock.now()
-        start, end = local_day_bounds(local_at(day, datetime.min.time(), tz), tz)
+        start, end = window or local_day_bounds(local_at(day, datetime.min.time(), tz), tz)
         cut = min(end, now + timedelta(microseconds=1))  # "so far" includes this very moment
         previous_start, previous_cut = start - timedelta(days=1), cut - timedelta(days=1)
         accounts = list(account_ids)
@@ -286,10 +315,26 @@ class DigestService:
             team_before.add(before[account_id])
             nickname = self.config.account(account_id).profile.nickname
             reps.append(self._view(nickname, today[account_id], before[account_id]))
+        label = f"{day.month}月{day.day}日 {WEEKDAYS[day.weekday()]}"
+        period = ""
+        if window is not None:
+            local_start, local_cut = start.astimezone(tz), cut.astimezone(tz)
+            period = f"{local_start.month}月{local_start.day}日 {local_start:%H:%M} 至 "
+            period += (
+                f"{local_cut:%H:%M}"
+                if local_cut.date() == local_start.date()
+                else (f"{local_cut.month}月{local_cut.day}日 {local_cut:%H:%M}")
+            )
+        if quiet != "full" and team.is_quiet():
+            if quiet == "skip":
+                return []
+            span = f"（{period}）" if period else ""
+            return [f"📊 {title} · {label}{span}：这段时间没有新动静，也没有待跟进的客户。"]
         context: dict[str, Any] = {
             "title": title,
-            "date": f"{day.month}月{day.day}日 {WEEKDAYS[day.weekday()]}",
-            "until": f"{cut.astimezone(tz):%H:%M}" if cut < end else "",
+            "date": label,
+            "until": f"{cut.astimezone(tz):%H:%M}" if cut < end and not period else "",
+            "period": period,
             "reps": reps,
             "team": self._view("团队合计", team, team_before),
             "multiple": len(reps) > 1,
@@ -331,8 +376,22 @@ class DigestService:
             "top_tags": "、".join(f"{tag}×{count}" for tag, count in today.tags.most_common(3)) or "无",
         }
 
-    async def for_supervisor(self, supervisor: SupervisorConfig, day: date) -> list[str]:
-        return await self.render(supervisor.accounts, day, f"{supervisor.name}的团队日报")
+    async def for_supervisor(
+        self, supervisor: SupervisorConfig, day: date, *, quiet: str | None = None
+    ) -> list[str]:
+        """The digest due on ``day`` at the supervisor's time: since the previous one (so nothing
+        falls between two digests) or the whole previous day (``digest.covers``)."""
+        tz = self.config.tz
+        if self.config.digest.covers == "previous_day":
+            previous = day - timedelta(days=1)
+            window = local_day_bounds(local_at(previous, datetime.min.time(), tz), tz)
+            day = previous
+        else:
+            window = (local_at(day - timedelta(days=1), supervisor.at, tz), local_at(day, supervisor.at, tz))
+        title = f"{supervisor.name}的团队日报"
+        return await self.render(
+            supervisor.accounts, day, title, window=window, quiet=quiet or self.config.digest.quiet
+        )
 
 
 class DigestComposer:
@@ -347,6 +406,8 @@ class DigestComposer:
     ) -> Composed | None:
         supervisor = self.service.config.supervisor(str(row.context["supervisor"]))
         parts = await self.service.for_supervisor(supervisor, date.fromisoformat(str(row.context["day"])))
+        if not parts:
+            return None  # a quiet day and digest.quiet = "skip"
         return Composed(
             self.contact_of(supervisor.account, supervisor.contact), "\n".join(parts), parts=tuple(parts)
         )
