@@ -263,6 +263,8 @@ class SalesBot:
         self.unavailable.pop(account_id, None)
         await self.accounts.logged_in(account_id, transport.self_id)
         await self.directory.resolve_consoles(account_id)
+        # friend requests accepted on the platform just before a kill, never recorded: finish them
+        await self.welcome.reconcile(account_id)
 
     def _not_started(self, account_id: str, error: SalesbotError) -> None:
         self.unavailable[account_id] = str(error)

@@ -134,3 +134,42 @@ def test_a_kill_between_receiving_an_opt_out_and_applying_it_loses_nothing(tmp_p
     [alert] = [r for r in rows if r.kind == "alert" and ":opt_out:" in r.idempotency_key]
     assert alert.status == "sent" and "已暂停" in alert.context["text"], "the rep was told once"
     assert [r.kind for r in rows].count("welcome") == 1, "re-adding did not plan a second welcome"
+
+
+async def _friends(url: str) -> tuple[list[Customer], list[ScheduledMessage], list[str]]:
+    db = Database(url)
+    try:
+        async with db.transaction() as session:
+            customers = list((await session.exec(select(Customer))).all())
+            rows = list((await session.exec(select(ScheduledMessage))).all())
+            kinds = [e.kind for e in (await session.exec(select(Event))).all()]
+        return customers, rows, kinds
+    finally:
+        await db.close()
+
+
+def test_a_friend_accepted_just_before_a_kill_is_not_forgotten(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    bot = Bot(tmp_path, crash_at="welcome.accepted")
+    try:
+        with contextlib.suppress(urllib.error.URLError, ConnectionError):
+            bot.post("/sim/friend_request", {"handle": "zhang", "name": "张三"})
+        rest, _ = bot.process.communicate(timeout=30)
+        assert bot.process.returncode == 137, bot.output + rest
+    finally:
+        if bot.process.poll() is None:
+            bot.process.kill()
+            bot.process.communicate()
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'salesbot.db'}"
+    customers, rows, kinds = asyncio.run(_friends(url))
+    assert customers == [] and rows == [], "accepted on the platform, nothing recorded yet"
+    assert "friend_request_received" in kinds, "but the request itself was recorded first"
+
+    bot = Bot(tmp_path)  # the restart finishes it
+    output = bot.stop()
+    assert "Traceback" not in output, output
+    customers, rows, kinds = asyncio.run(_friends(url))
+    assert [c.display_name for c in customers] == ["张三"]
+    assert [r.kind for r in rows].count("welcome") == 1, "welcomed (within the welcome's validity)"
+    assert kinds.count("friend_request") == 1

@@ -23,14 +23,16 @@ from bot.domain.hours import WorkingCalendar
 from bot.domain.kinds import Kind
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import DeliveryUnknown, NotConnected
+from bot.faults import crash_point
 from bot.hooks import AcceptInterrupted, Hooks, Planned
 from bot.services.customers import ensure_customer
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
 from bot.templates import TemplateLibrary
-from bot.transport.base import FriendRequest, Transport
+from bot.transport.base import Contact, FriendRequest, Transport
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
+from storage.queries import friends
 from storage.repositories import Events, Outbox, Tags
 
 log = logging.getLogger(__name__)
@@ -86,11 +88,32 @@ class WelcomeService:
         self.hooks = hooks
         self.followups = followups
 
-    async def on_friend_request(self, account_id: str, request: FriendRequest) -> None:
+    async def on_friend_request(
+        self, account_id: str, request: FriendRequest, *, received_at: datetime | None = None
+    ) -> None:
+        """Accept the request, then create the customer and plan the welcome. The request is
+        recorded durably before the accept, so a kill between the platform's accept and our
+        write is finished by :meth:`reconcile` at the next start (``received_at`` is set then)."""
         now = self.clock.now()
+        reconciling = received_at is not None
         if not request.confirmed:
+            if not reconciling:
+                async with self.db.transaction() as session:
+                    await Events(session).record(
+                        account_id,
+                        "friend_request_received",
+                        now,
+                        text=request.hello,
+                        data={
+                            "contact": request.contact.contact_id,
+                            "name": request.contact.name,
+                            "alias": request.contact.alias,
+                        },
+                        external_id=request.friendship_id,
+                    )
             try:
                 await self.transports[account_id].accept(request)
+                crash_point("welcome.accepted")
             except (NotConnected, DeliveryUnknown) as exc:
                 log.warning(
                     "account %s: accepting %s interrupted (%s); trying again after reconnecting",
@@ -102,18 +125,40 @@ class WelcomeService:
                 await self.hooks.emit(AcceptInterrupted(account_id, request))
                 return
             except Exception as exc:
-                log.warning(
-                    "account %s: accepting %s failed: %s", account_id, request.contact.contact_id, exc
-                )
-                async with self.db.transaction() as session:
-                    await Events(session).record(
+                if reconciling:
+                    # accepted before the kill (the platform refuses a second accept): go on
+                    log.info(
+                        "account %s: %s was accepted before a restart (%s)",
                         account_id,
-                        "accept_failed",
-                        now,
-                        text=request.hello,
-                        data={"contact": request.contact.contact_id, "error": str(exc)},
+                        request.contact.contact_id,
+                        exc,
                     )
-                return
+                else:
+                    log.warning(
+                        "account %s: accepting %s failed: %s", account_id, request.contact.contact_id, exc
+                    )
+                    await self._accept_failed(account_id, request, now, exc)
+                    return
+        await self._record_friend(account_id, request, now, received_at or now)
+
+    async def _accept_failed(
+        self, account_id: str, request: FriendRequest, now: datetime, exc: Exception
+    ) -> None:
+        async with self.db.transaction() as session:
+            await Events(session).record(
+                account_id,
+                "accept_failed",
+                now,
+                text=request.hello,
+                data={"contact": request.contact.contact_id, "error": str(exc)},
+                external_id=request.friendship_id,  # settles the received request
+            )
+
+    async def _record_friend(
+        self, account_id: str, request: FriendRequest, now: datetime, received_at: datetime
+    ) -> None:
+        """The customer, the channel rule, and the welcome (and follow-ups) while still valid."""
+        valid = timedelta(hours=self.config.dispatch.welcome_valid_hours)
         async with self.db.transaction() as session:
             first_stage = self.config.stages[0].key
             customer, _created = await ensure_customer(
@@ -132,8 +177,8 @@ class WelcomeService:
                 customer.deleted_at = None  # came back
                 await Events(session).record(account_id, "friend_readded", now, customer_id=customer.id)
             template = await self._apply_channel(session, customer, request.hello, now)
-            if self._welcomed_recently(customer, now):
-                return
+            if self._welcomed_recently(customer, now) or now > received_at + valid:
+                return  # welcomed before, or too late for a welcome to make sense
             due = now + timedelta(seconds=round(self.rng.uniform(*self.config.welcome.delay_seconds)))
             planned = await Outbox(session).plan(
                 outbox_row(
@@ -144,7 +189,7 @@ class WelcomeService:
                     step=request.friendship_id,
                     template=template,
                     due=due,
-                    not_after=due + timedelta(hours=self.config.dispatch.welcome_valid_hours),
+                    not_after=max(due, received_at + valid),
                     now=now,
                 )
             )
@@ -154,6 +199,22 @@ class WelcomeService:
                 await self.followups.plan_followups(session, customer, due, request.friendship_id)
         if planned:
             await self.db.after_commit(functools.partial(self.hooks.emit, Planned(due)))
+
+    async def reconcile(self, account_id: str) -> int:
+        """At startup: finish friend requests recorded as received but never settled (accepted on
+        the platform, then the process was killed). Returns how many were found."""
+        async with self.db.transaction() as session:
+            pending = await friends.unsettled_requests(session, account_id)
+        for event in pending:
+            contact = Contact(
+                str(event.data["contact"]), str(event.data.get("name", "")), str(event.data.get("alias", ""))
+            )
+            request = FriendRequest(str(event.external_id), contact, event.text)
+            log.warning(
+                "account %s: finishing friend request from %s (interrupted)", account_id, contact.contact_id
+            )
+            await self.on_friend_request(account_id, request, received_at=event.at)
+        return len(pending)
 
     def _welcomed_recently(self, customer: Customer, now: datetime) -> bool:
         if customer.welcome_planned_at is None:
