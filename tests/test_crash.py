@@ -16,11 +16,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlmodel import col, select
 
+from bot.transport.local_puppet import TRANSCRIPT_ENV
 from storage.db import Database
 from storage.models import Account, Customer, Event, ScheduledMessage
-from tests.conftest import ROOT
+from tests.cli_process import Bot
+from tests.conftest import ROOT, write_config
 
 MESSAGES = 2000
 KILLS = 6
@@ -136,3 +138,100 @@ def test_sigkilled_dispatcher_never_sends_twice_and_loses_nothing(tmp_path: Path
     assert statuses["failed"] <= killed_mid_run, "at most the one in-flight message per kill is in doubt"
     assert events == statuses["sent"], "each delivered message is logged once, crash or not"
     assert sum(counts.values()) >= MESSAGES - statuses["failed"]
+
+
+RUN_MESSAGES = 600
+RUN_KILLS = 4
+
+
+async def prepare_console_rows(url: str, count: int) -> None:
+    """``count`` console alerts due now for the config's account (they need no customer contact,
+    which the local puppet forgets at every restart)."""
+    db = Database(url)
+    await db.migrate()
+    now = datetime.now(UTC)
+    async with db.transaction() as session:
+        session.add(Account(id="demo", nickname="n", role="r", created_at=now, updated_at=now))
+        for i in range(count):
+            session.add(
+                ScheduledMessage(
+                    account_id="demo",
+                    kind="alert",
+                    sequence="alert",
+                    step="-",
+                    template="-",
+                    context={"text": f"bulk-{i:05d}"},
+                    due_at=now - timedelta(minutes=1),
+                    not_after=now + timedelta(days=1),
+                    status="pending",
+                    idempotency_key=f"demo:alert:bulk-{i:05d}",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    await db.close()
+
+
+async def bulk_rows(url: str) -> list[ScheduledMessage]:
+    db = Database(url)
+    bulk = col(ScheduledMessage.idempotency_key).like("demo:alert:bulk-%")
+    try:
+        async with db.transaction() as session:
+            return list((await session.exec(select(ScheduledMessage).where(bulk))).all())
+    finally:
+        await db.close()
+
+
+def test_sigkilled_salesbot_run_never_sends_twice_and_leaves_one_send_in_doubt_per_kill(
+    tmp_path: Path,
+) -> None:
+    """The real CLI (``salesbot run`` on the local puppet, whose transcript file says what reached
+    the "platform"), SIGKILLed again and again while sending: nothing goes out twice and each kill
+    leaves at most one send in doubt. (That overlapping dispatch calls cannot widen the doubt is
+    shown directly in tests/test_dispatch_batches.py: here APScheduler rarely overlaps them.)"""
+    write_config(tmp_path)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'salesbot.db'}"
+    asyncio.run(prepare_console_rows(url, RUN_MESSAGES))
+    transcript = tmp_path / "transcript.txt"
+    env = {TRANSCRIPT_ENV: str(transcript)}
+
+    def bulk_delivered() -> Counter[str]:
+        lines = transcript.read_text(encoding="utf-8").splitlines() if transcript.exists() else []
+        return Counter(
+            text for _, _, text in (line.partition("\t") for line in lines) if text.startswith("bulk-")
+        )
+
+    rng = random.Random(2)
+    kills = 0
+    for _ in range(RUN_KILLS):
+        before = sum(bulk_delivered().values())
+        bot = Bot(tmp_path, env=env, wait=False)
+        deadline = time.monotonic() + 30
+        while sum(bulk_delivered().values()) == before and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.02, 0.15))
+        if sum(bulk_delivered().values()) < RUN_MESSAGES:
+            kills += 1
+        bot.kill()
+    bot = Bot(tmp_path, env=env, wait=False)  # the last run finishes the job
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if all(row.status in ("sent", "failed") for row in asyncio.run(bulk_rows(url))):
+            break
+        time.sleep(0.5)
+    output = bot.stop()
+    assert "Traceback" not in output, output
+    assert kills >= 2, "the process must really be killed while sending"
+
+    counts = bulk_delivered()
+    assert [text for text, n in counts.items() if n > 1] == [], "a message reached the platform twice"
+    rows = asyncio.run(bulk_rows(url))
+    statuses = Counter(row.status for row in rows)
+    assert set(statuses) <= {"sent", "failed"}, statuses
+    for row in rows:
+        text = str(row.context["text"])
+        if row.status == "sent":
+            assert counts[text] == 1, f"{text} marked sent but not delivered once"
+        else:
+            assert "delivery unknown" in row.last_error, row.last_error
+    assert statuses["failed"] <= kills, "at most the one send under way per kill is in doubt"

@@ -10,78 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 from sqlmodel import select
 
-from bot.faults import CRASH_ENV
 from storage.db import Database
 from storage.models import Customer, Event, ScheduledMessage
+from tests.cli_process import Bot
 from tests.conftest import write_config
 
-TOKEN = "crash-test-token"
 OPT_OUT = "别再给我发消息了"
-
-
-class Bot:
-    """``salesbot run`` in a subprocess, driven through its web simulator."""
-
-    def __init__(self, folder: Path, crash_at: str | None = None) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "SALESBOT_WEB_TOKEN": TOKEN}
-        env.pop(CRASH_ENV, None)
-        if crash_at:
-            env[CRASH_ENV] = crash_at
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "run", "--config", str(folder / "config.toml"), "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=folder,
-            env=env,
-        )
-        self.output = ""
-        self.url = self._wait_for_banner()
-
-    def _wait_for_banner(self) -> str:
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            self.output += line
-            if "Press Ctrl-C to stop." in line:
-                found = re.search(r"dashboard: (http://127\.0\.0\.1:\d+)/dashboard", self.output)
-                assert found, self.output
-                return found.group(1)
-        raise AssertionError(f"salesbot did not start:\n{self.output}")
-
-    def post(self, path: str, body: dict[str, str]) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.url}{path}",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            result: dict[str, Any] = json.load(response)
-            return result
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        rest, _ = self.process.communicate(timeout=30)
-        return self.output + rest
 
 
 async def _state(url: str) -> tuple[Customer, list[Event], list[ScheduledMessage]]:

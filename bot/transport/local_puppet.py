@@ -9,6 +9,7 @@ delete the rep.
 from __future__ import annotations
 
 import itertools
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from bot.clock import Clock
 from bot.transport.wechaty_compat import Puppet, TrackingEmitter
 
 FILEHELPER = "filehelper"
+TRANSCRIPT_ENV = "SALESBOT_LOCAL_TRANSCRIPT"
 
 
 class LocalPuppetError(Exception):
@@ -98,6 +100,9 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         self.refuse_sends_to: set[str] = set()
         self.fail_next_accept: Exception | None = None
         self.online = True
+        # every delivered message, one "conversation<TAB>text" line each, appended as it is sent: what
+        # reached the "platform" survives the process being killed (the crash tests read it)
+        self.transcript = os.environ.get(TRANSCRIPT_ENV, "")
         # the next send reaches the customer but the connection breaks before the answer comes back
         self.break_after_next_delivery = False
         self._held_echoes: list[str] = []
@@ -223,6 +228,8 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
                 raise NotFriendError(f"{contact.name} is not a friend (they deleted the account)")
             message_id = self._store_message(self._self_id, conversation_id, message)
         self.sent.append(SentMessage(message_id, conversation_id, message, self.clock.now()))
+        if self.transcript:
+            _append(self.transcript, f"{conversation_id}\t{message}\n")
         if self.break_after_next_delivery:
             self.break_after_next_delivery = False
             self._held_echoes.append(message_id)  # its echo comes once the connection is back
@@ -362,3 +369,9 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
             mention_ids=[],
         )
         return message_id
+
+
+def _append(path: str, line: str) -> None:
+    """One short local append (the transcript), written through to the OS before the call returns."""
+    with open(path, "a", encoding="utf-8") as transcript:
+        transcript.write(line)
