@@ -92,7 +92,12 @@ def _copy(source: Path, target: Path) -> tuple[int, int, int]:
                 # one step: the whole copy is what one read transaction sees. In WAL mode that
                 # neither waits for nor blocks the bot's writes
                 live.backup(copy)
-                copy.execute("PRAGMA journal_mode=DELETE")  # one file: nothing beside it to lose
+                # the copied header says WAL, like the source's: read it (the connection switches
+                # to WAL), then make the copy one rollback-journal file, nothing beside it to lose
+                copy.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                (mode,) = copy.execute("PRAGMA journal_mode=DELETE").fetchone()
+                if mode != "delete":
+                    raise BackupError(f"{target}: cannot leave WAL mode (journal mode {mode})")
                 in_doubt = copy.execute(
                     "UPDATE outgoing_message SET status = 'unknown', error = ? WHERE status = 'sending'",
                     (UNDER_WAY,),
