@@ -1,4 +1,4 @@
-"""Command line: ``salesbot run | check | simulate | digest | objections | commands``."""
+"""Command line: ``salesbot run | check | simulate | digest | backup | objections | commands``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     digest.add_argument("--date", default="", help="YYYY-MM-DD (default: today, so far)")
     digest.add_argument("--supervisor", default="", help="only this supervisor (default: all)")
+    backup = with_config(
+        sub.add_parser("backup", help="copy the live SQLite database consistently (safe while running)")
+    )
+    backup.add_argument("file", help="the backup file to write")
+    backup.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     objections = sub.add_parser("objections", help="the reader of customer messages: classify, eval, train")
     tools = objections.add_subparsers(dest="tool", required=True)
     with_config(tools.add_parser("classify", help="classify one message per stdin line; JSON lines out"))
@@ -153,6 +158,36 @@ async def _digest(config_path: str, day_text: str, name: str) -> int:
     return 0
 
 
+def _backup(config_path: str, file: str, force: bool) -> int:
+    from bot.config import load_config
+    from storage.backup import BackupError, backup_sqlite, sqlite_file
+
+    config = load_config(config_path)
+    url = config.database_url()
+    source = sqlite_file(url)
+    if source is None:
+        if url.startswith("sqlite"):
+            raise SalesbotError(
+                f"{config_path}: database.url is an in-memory database; there is nothing to back up"
+            )
+        raise SalesbotError(
+            f"{config_path}: database.url is not SQLite; back up PostgreSQL with pg_dump -Fc "
+            '(see "Backup and restore" in the README)'
+        )
+    try:
+        result = backup_sqlite(source, Path(file), force=force)
+    except BackupError as exc:
+        raise SalesbotError(str(exc)) from None
+    print(f"backup written: {result.path} ({result.size:,} bytes) from {source}")
+    print(f"  customers: {result.customers}, pending messages: {result.pending}")
+    if result.in_doubt:
+        print(
+            f"  sends under way: {result.in_doubt}, marked 'delivery unknown' in the backup "
+            "(after a restore the rep is asked to check those chats; they are never sent again)"
+        )
+    return 0
+
+
 def _run(config_path: str, verbose: bool, host: str | None = None, port: int | None = None) -> int:
     from bot.config import load_config
     from bot.runner import run
@@ -184,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "digest":
             return asyncio.run(_digest(args.config, args.date, args.supervisor))
+        if args.command == "backup":
+            return _backup(args.config, args.file, args.force)
         if args.command == "objections":
             return _objections(args)
         if args.command == "simulate":
