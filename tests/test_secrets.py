@@ -22,12 +22,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from bot.config import Config
 from bot.runner import banner
 from bot.transport.wechaty_compat import new_service_puppet
+from bot.web.app import create_app
 from tests.conftest import default_config_data, make_config, merge, portable_config_text, write_config
 from tests.gateway_peer import Gateway, ensure_node_gateway
+from tests.harness import Harness
 
 LISTEN_ANYWHERE = ("--host", "0.0.0.0", "--port", "0")
 
@@ -137,7 +140,7 @@ def test_a_generated_web_token_is_written_to_an_owner_only_file_not_to_the_log(t
     )
     try:
         output = read_until(process, "Press Ctrl-C to stop.")
-        token_file = tmp_path / "web-token"
+        token_file = (tmp_path / "web-token").resolve()
         assert f"access token (generated): in {token_file}" in output, output
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         token = token_file.read_text(encoding="utf-8").strip()
@@ -249,3 +252,20 @@ def test_a_rejected_token_is_not_quoted_back(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "rejected the token" in result.stderr
     assert wrong not in result.stdout + result.stderr, result.stderr
+
+
+async def test_pages_and_errors_never_show_the_web_token(sim: Harness) -> None:
+    """Only the simulator page carries it (its scripts post with it; see README), and a page echoes
+    a token only to the one who presented it (the dashboard's filter form)."""
+    token = f"web-{uuid.uuid4().hex}"
+    await sim.friend_request("c1", "张三", "小红书")
+    client = TestClient(TestServer(create_app(sim.bot.reports, token=token, token_for_reads=False)))
+    await client.start_server()
+    try:
+        for path in ("/dashboard", "/api/metrics", "/api/customers", "/api/accounts", "/nowhere"):
+            response = await client.get(path)
+            assert token not in await response.text(), path
+        refused = await client.post("/api/customers", json={}, headers={"Authorization": "Bearer wrong"})
+        assert refused.status in (401, 405) and token not in await refused.text()
+    finally:
+        await client.close()
