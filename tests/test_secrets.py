@@ -168,9 +168,8 @@ def test_a_service_run_over_the_official_gateway_logs_no_token(tmp_path: Path) -
     ``:authority`` of every call), stop: nothing the process wrote holds the token."""
     ensure_node_gateway()
 
-    peer = Gateway()
-
-    async def scenario() -> tuple[str, str, int | None]:
+    async def scenario() -> tuple[str, str, int | None, str]:
+        peer = Gateway()
         await peer.start()
         try:
             process = await asyncio.create_subprocess_exec(
@@ -207,15 +206,15 @@ def test_a_service_run_over_the_official_gateway_logs_no_token(tmp_path: Path) -
                 rest = await asyncio.wait_for(process.stdout.read(), 30)
                 await process.wait()
             stdout = b"".join(lines).decode() + rest.decode()
-            return stdout, (await errors).decode(), process.returncode
+            return stdout, (await errors).decode(), process.returncode, peer.token
         finally:
             await peer.close()
 
-    stdout, stderr, returncode = asyncio.run(scenario())
+    stdout, stderr, returncode, token = asyncio.run(scenario())
     assert returncode == 0, stdout + stderr
     assert "salesbot is running" in stdout
     assert "DEBUG" in stderr
-    assert peer.token not in stdout + stderr, stderr
+    assert token not in stdout + stderr, stderr
 
 
 @pytest.mark.gateway
