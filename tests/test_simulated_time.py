@@ -4,8 +4,17 @@ used by a service account (its rows are dated in the future; real time would exp
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +25,7 @@ from bot.errors import ConfigError
 from bot.runner import Runtime
 from bot.web.app import create_app
 from bot.web.simulator import SimulatorState
-from tests.conftest import MONDAY_10AM, default_config_data, make_config
+from tests.conftest import MONDAY_10AM, default_config_data, make_config, portable_config_text, write_config
 from tests.harness import Harness
 
 TOKEN = "s3cret-token"
@@ -121,3 +130,61 @@ async def test_salesbot_run_resumes_a_simulation_at_the_time_it_had_reached(web:
         assert runtime.bot.clock.now() >= start + timedelta(days=30), "time never goes backwards"
     finally:
         await runtime.bot.stop()
+
+
+def test_the_cli_refuses_real_wechat_on_a_database_the_simulator_moved_ahead(tmp_path: Path) -> None:
+    """As it happened: play in the simulator of ``salesbot run``, fast-forward 200 days, then switch
+    the account to the puppet service on the same database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESBOT_")}
+    config = write_config(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run", "--config", str(config), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    try:
+        lines: list[str] = []
+        while line := process.stdout.readline():
+            lines.append(line)
+            if "Press Ctrl-C to stop." in line:
+                break
+        url = re.search(r"simulator: (http://127\.0\.0\.1:\d+)/simulator", "".join(lines))
+        assert url, "".join(lines)
+        with urllib.request.urlopen(f"{url.group(1)}/simulator", timeout=10) as response:
+            page = response.read().decode()
+        token = re.search(r'<meta name="token" content="([^"]+)">', page)
+        assert token, page
+        request = urllib.request.Request(
+            f"{url.group(1)}/sim/advance",
+            data=json.dumps({"duration": "200d"}).encode(),
+            headers={"Authorization": f"Bearer {token.group(1)}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert json.load(response)["ok"] is True
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    write_config(tmp_path, portable_config_text().replace('transport = "local"', 'transport = "service"'))
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "run", "--config", str(config), "--port", "0"],
+        cwd=tmp_path,
+        env={**env, "SALESBOT_DEMO_TOKEN": "insecure_demo", "SALESBOT_DEMO_ENDPOINT": f"127.0.0.1:{closed}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "error: database.url: the browser simulator fast-forwarded this database" in result.stderr
+    assert "Traceback" not in result.stderr
