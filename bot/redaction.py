@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import traceback
 from typing import Any
+from urllib.parse import quote
 
 MASK = "***"
 # shorter values would redact ordinary words (a token is never this short)
@@ -25,7 +26,8 @@ def add_secret(value: str | None) -> None:
     """Redact ``value`` from every log record from now on (and install the redaction)."""
     install()
     if value and len(value) >= MIN_SECRET_LENGTH:
-        _secrets.add(value)
+        # also as gRPC and URLs quote it (a service's error message, logged by the HTTP/2 layer)
+        _secrets.update({value, quote(value, safe="")})
 
 
 def redact(text: str) -> str:
