@@ -54,6 +54,7 @@ from bot.services.profile import ProfileService
 from bot.services.reach import ReachPolicy
 from bot.services.reports import ConnectionState, ReportService
 from bot.services.sequences import SequenceComposer, SequenceService
+from bot.services.simulated_time import SimulatedTimeService
 from bot.services.welcome import WelcomeComposer, WelcomeService
 from bot.templates import TemplateLibrary
 from bot.transport.backoff import Backoff
@@ -158,6 +159,7 @@ class SalesBot:
         self.feedback = FeedbackService(self.db, clock, self.objections.classifier, pushes=self.sequences)
         self.console_messages = ConsoleMessages(clock)
         self.accounts = AccountService(self.db, clock, config)
+        self.simulated_time = SimulatedTimeService(self.db, clock, config)
         self.delivery_alerts = DeliveryAlerts(
             self.db, self.customers, self.console_messages, Pipeline(config.stages)
         )
@@ -238,6 +240,7 @@ class SalesBot:
         validate_setup(self.config, self.objections.library, model_checked=True)
         await self.db.migrate()
         await self.accounts.sync()
+        await self.simulated_time.on_start()  # a fast-forwarded database is not for real WeChat
         recovered = await self.dispatcher.recover()
         if recovered.settled:  # the rep's alerts for sends in doubt are planned with them
             log.warning(

@@ -227,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             return _simulate(args.config, args.scenario)
         return _run(args.config, args.verbose, args.host, args.port)
     except SalesbotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from bot.redaction import redact
+
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

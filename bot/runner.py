@@ -6,14 +6,18 @@ import asyncio
 import logging
 import os
 import signal
+import sys
+from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy.engine import make_url
 
 from bot.app import SalesBot
 from bot.clock import OffsetClock
 from bot.config import Config
 from bot.errors import SalesbotError
 from bot.hooks import Planned
+from bot.redaction import add_secret
 from bot.timers import DISPATCH_POLL, DISPATCH_WAKE, Timers
 from bot.transport.local_puppet import LocalPuppet
 from bot.web.app import create_app, is_loopback, resolve_token
@@ -22,6 +26,47 @@ log = logging.getLogger("salesbot")
 
 # how long stopping waits for a dispatch that is sending a message
 STOP_GRACE_SECONDS = 10.0
+# where a generated web token goes when stdout is not a terminal (next to the config file)
+WEB_TOKEN_FILE = "web-token"
+TOKEN_USE = "send it as 'Authorization: Bearer <token>' or ?token="
+
+
+def shown_url(url: str) -> str:
+    """A database URL fit to print: its password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # config validation only checked the scheme
+        return url.split("://", 1)[0] + "://..."
+
+
+def database_password(url: str) -> str | None:
+    try:
+        password = make_url(url).password
+    except Exception:
+        return None
+    return str(password) if password else None
+
+
+def generated_token_note(token: str, config_path: str, *, terminal: bool | None = None) -> str:
+    """Where the operator finds a generated web token. A terminal shows it once (the banner is
+    printed, never logged); anything else (a service manager, a log file) gets the path of an
+    owner-only file instead, so the token never lands in a log."""
+    if terminal is None:
+        terminal = sys.stdout.isatty()
+    if terminal:
+        return f"access token (generated): {token}   {TOKEN_USE}"
+    path = Path(config_path).resolve().parent / WEB_TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            os.chmod(path, 0o600)  # an existing file keeps its mode otherwise
+            file.write(token + "\n")
+    except OSError as exc:
+        return (
+            f"access token (generated) not shown (output is not a terminal) and {path} "
+            f"cannot be written ({exc.strerror or exc}): set [web] token or SALESBOT_WEB_TOKEN"
+        )
+    return f"access token (generated): in {path} (readable by you only)   {TOKEN_USE}"
 
 
 def banner(
@@ -35,7 +80,7 @@ def banner(
         "salesbot is running",
         f"  config:    {config_path}",
         f"  timezone:  {config.timezone}",
-        f"  database:  {config.database.url}",
+        f"  database:  {shown_url(config.database.url)}",
     ]
     if web_url:
         lines.append(f"  dashboard: {web_url}/dashboard   (JSON API under {web_url}/api/)")
@@ -65,8 +110,13 @@ def banner(
     return "\n".join(lines)
 
 
-async def start_web(bot: SalesBot, config: Config, host: str, port: int) -> tuple[web.AppRunner, str, str]:
+async def start_web(
+    bot: SalesBot, config: Config, host: str, port: int
+) -> tuple[web.AppRunner, str, str, str]:
+    """The web UI: its runner, URL, a banner note about the token, and the token if it was generated
+    for a non-loopback address (the operator needs it; :func:`generated_token_note` tells where)."""
     token = resolve_token(config)
+    add_secret(token)
     reads_need_token = not is_loopback(host)
     simulator = None
     for account in config.accounts:
@@ -93,12 +143,12 @@ async def start_web(bot: SalesBot, config: Config, host: str, port: int) -> tupl
             "choose another with --port or [web] port in config, or set [web] enabled = false"
         ) from None
     bound = runner.addresses[0][1] if runner.addresses else port
-    note = ""
+    note, generated = "", ""
     if reads_need_token and not (config.web.token or os.environ.get("SALESBOT_WEB_TOKEN")):
-        note = f"access token (generated): {token}   send it as 'Authorization: Bearer <token>' or ?token="
+        generated = token
     elif reads_need_token:
         note = "listening beyond loopback: every request needs the access token"
-    return runner, f"http://{host}:{bound}", note
+    return runner, f"http://{host}:{bound}", note, generated
 
 
 class Runtime:
@@ -112,6 +162,8 @@ class Runtime:
         self.web_runner: web.AppRunner | None = None
         self.url = ""
         self.token_note = ""
+        self.generated_token = ""  # a generated web token the operator must be shown (see run)
+        add_secret(database_password(config.database.url))
         self._host = host or config.web.host
         self._port = config.web.port if port is None else port
         self._dispatching: set[asyncio.Task[object]] = set()
@@ -130,7 +182,7 @@ class Runtime:
         """Log in, serve the web UI, start the timers and send what is due. Raises SalesbotError."""
         await self.bot.start()
         if self.config.web.enabled:
-            self.web_runner, self.url, self.token_note = await start_web(
+            self.web_runner, self.url, self.token_note, self.generated_token = await start_web(
                 self.bot, self.config, self._host, self._port
             )
         self.timers.every(DISPATCH_POLL, self.config.dispatch.poll_seconds, self.dispatch)
@@ -163,9 +215,10 @@ async def run(config: Config, config_path: str, host: str | None = None, port: i
         loop.add_signal_handler(sig, stop.set)
     try:
         await runtime.start()
-        print(
-            banner(config, config_path, runtime.url, runtime.token_note, runtime.bot.unavailable), flush=True
-        )
+        note = runtime.token_note
+        if runtime.generated_token:
+            note = generated_token_note(runtime.generated_token, config_path)
+        print(banner(config, config_path, runtime.url, note, runtime.bot.unavailable), flush=True)
         await stop.wait()
         log.info("stopping")
     finally:

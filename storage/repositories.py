@@ -230,6 +230,16 @@ class Events:
         await self.session.flush()
         return event
 
+    async def first_of_kind(self, kind: str) -> Event | None:
+        """The oldest event of ``kind`` for any account (a database-wide marker)."""
+        query = select(Event).where(Event.kind == kind).order_by(col(Event.id)).limit(1)
+        return (await self.session.exec(query)).first()
+
+    async def latest_of_kind(self, kind: str) -> Event | None:
+        """The newest event of ``kind`` for any account."""
+        query = select(Event).where(Event.kind == kind).order_by(col(Event.id).desc()).limit(1)
+        return (await self.session.exec(query)).first()
+
     async def latest(self, customer_id: int, kind: str) -> Event | None:
         query = (
             select(Event)

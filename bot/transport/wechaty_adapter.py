@@ -17,6 +17,7 @@ from typing import Any
 from wechaty_puppet import FriendshipType
 
 from bot.errors import DeliveryUnknown, NotConnected, RecipientUnavailable, TransportError
+from bot.redaction import redact
 from bot.transport.backoff import Backoff
 from bot.transport.base import (
     ConnectionListener,
@@ -40,11 +41,13 @@ def is_room_id(conversation_id: str) -> bool:
 
 
 def explain_start_failure(error: BaseException | None) -> str:
-    """Turn what the Wechaty stack raises at startup into an actionable sentence."""
+    """Turn what the Wechaty stack raises at startup into an actionable sentence (never with the
+    token: a service may quote the one it rejected)."""
     text = str(error)
     status, message = getattr(error, "status", None), getattr(error, "message", None)
     if status is not None and message is not None:  # grpclib's GRPCError: (status, message, details)
         text = f"{getattr(status, 'name', status)}: {message}"
+    text = redact(text)
     if "ping endpoint" in text or isinstance(error, (ConnectionError, OSError)):
         return (
             f"cannot reach the puppet service ({text}); check the endpoint host:port and that it is running"

@@ -18,6 +18,12 @@ Import Wechaty names from here, never from ``wechaty`` directly, so the shims ar
 * The service puppet's channel never pings and its start telnets the endpoint on the event loop;
   :class:`KeepaliveServicePuppet` sets up the channel itself (keepalive pings, no blocking check)
   and tracks its event handlers (:class:`TrackingEmitter`) so a stop can let them finish.
+* ``PuppetService.__init__`` logs the token in a warning ("there are endpoint<...> and token<...>")
+  on every start, and the token travels as the HTTP/2 ``:authority``. The constructor's warnings are
+  silenced, and every token given to :func:`new_service_puppet` or :func:`new_wechaty_options` is
+  registered with :mod:`bot.redaction`, which removes it from every log record in the process
+  (the library's loggers have their own handlers and do not propagate, so a handler filter would
+  miss them; the redaction runs in the record factory).
 """
 
 from __future__ import annotations
@@ -48,10 +54,13 @@ from wechaty_puppet import Puppet  # noqa: E402
 from wechaty_puppet_service import PuppetService  # noqa: E402
 from wechaty_puppet_service.utils import extract_host_and_port  # noqa: E402
 
+from bot import redaction  # noqa: E402
+
 # "no blueprint registered, so no web service": expected, we never use Wechaty's plugin web server
 logging.getLogger("wechaty.plugin").setLevel(logging.ERROR)
 # "set payload more than once": expected, the adapter refreshes contact payloads on purpose
 logging.getLogger("Accessory").setLevel(logging.ERROR)
+redaction.install()
 
 _POOLED_ACCESSORIES = ("Contact", "ContactSelf", "Room", "Tag", "Favorite")
 
@@ -117,7 +126,15 @@ class KeepaliveServicePuppet(PuppetService):  # type: ignore[misc]
     * Always the configured endpoint (never the public discovery service)."""
 
     def __init__(self, options: PuppetOptions, keepalive_seconds: float) -> None:
-        super().__init__(options)
+        redaction.add_secret(options.token)
+        # its constructor warns "there are endpoint<...> and token<...>" (the token in clear text)
+        # whenever both are given, which is always; nothing else it logs there is news to us
+        library_log = logging.getLogger("PuppetService")
+        was_disabled, library_log.disabled = library_log.disabled, True
+        try:
+            super().__init__(options)
+        finally:
+            library_log.disabled = was_disabled
         self.keepalive_seconds = keepalive_seconds
         self._event_stream = TrackingEmitter()
 
@@ -155,6 +172,7 @@ def new_wechaty_options(
     endpoint: str | None = None,
 ) -> Any:
     """Build ``WechatyOptions`` that share nothing with any other bot in the process."""
+    redaction.add_secret(token)
     puppet_options = PuppetOptions()
     puppet_options.token = token
     puppet_options.end_point = endpoint

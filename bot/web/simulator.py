@@ -115,7 +115,13 @@ async def advance(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(reason=str(exc)) from None
     if duration > timedelta(days=400):
         raise web.HTTPBadRequest(reason="duration: at most 400 days at a time")
+    refused = await state.bot.simulated_time.fast_forward_refused()
+    if refused is not None:
+        return web.json_response({"error": refused.message, "fast_forward": False}, status=409)
     await state.bot.settle()
+    before = state.clock.now()
+    # marked before the clock moves: a crash midway still leaves the database marked a simulation
+    await state.bot.simulated_time.advanced(state.account_id, before, before + duration)
     await fast_forward(state.bot, state.clock, duration)
     return await _done(state)
 
@@ -154,9 +160,11 @@ async def events(request: web.Request) -> web.StreamResponse:
 def simulator_page(token: str) -> Any:
     async def page(request: web.Request) -> web.Response:
         state = request.app[STATE]
+        refused = await state.bot.simulated_time.fast_forward_refused()
         html = PAGES.get_template("simulator.html.j2").render(
             token=token,
             account=state.account_id,
+            fast_forward_off=refused.zh if refused is not None else "",
             now=state.clock.now().astimezone(state.bot.config.tz).isoformat(),
         )
         return web.Response(text=html, content_type="text/html")
