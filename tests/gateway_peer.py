@@ -138,6 +138,9 @@ class Gateway:
         self.friends[contact_id] = name
         self.command("contact", id=contact_id, name=name, friend=True)
 
+    def customer_deletes(self, contact_id: str) -> None:
+        self.command("unfriend", id=contact_id)
+
     def customer_says(self, contact_id: str, text: str) -> None:
         self.command("say", **{"from": contact_id}, text=text)
 

@@ -245,6 +245,33 @@ async def test_a_frozen_gateway_is_noticed_by_keepalive_pings_and_replaced_on_re
     assert gateway.sent_to("filehelper") == [suggestion["text"]]  # one stream, one suggestion
 
 
+async def test_a_customer_who_deleted_the_rep_is_churned_over_grpc_not_shown_a_raw_error(
+    gateway: Gateway, running: Callable[..., Any]
+) -> None:
+    runtime = await running(
+        [service_account("acme", gateway)], objections={"reply_delay_seconds": [0.2, 0.2]}
+    )
+    gateway.add_stranger("c8", "吴十", "你好")
+    await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "c8")  # the welcome
+    gateway.customer_says("c8", "太贵了")
+    await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "filehelper")  # suggestion
+    gateway.customer_deletes("c8")
+    gateway.rep_types("filehelper", "/send 1")
+
+    async def churned() -> bool:
+        return any(c.deleted_at is not None for c in await rows(runtime, Customer))
+
+    await eventually(churned)
+    alert = await gateway.wait_for(
+        lambda e: e["event"] == "sent" and e["to"] == "filehelper" and "已不是好友" in e["text"]
+    )
+    assert "吴十" in alert["text"]
+    console = " ".join(gateway.sent_to("filehelper"))
+    assert "friend" not in console and "Error" not in console, "no raw transport error in chat"
+    pending = [r for r in await rows(runtime, ScheduledMessage) if r.status == "pending"]
+    assert not [r for r in pending if r.customer_id is not None], "their follow-ups are cancelled"
+
+
 def test_wrong_token_is_a_clear_error_and_a_non_zero_exit(tmp_path: Path) -> None:
     async def scenario() -> subprocess.CompletedProcess[str]:
         peer = Gateway()

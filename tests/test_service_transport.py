@@ -16,7 +16,7 @@ import pytest
 
 from bot.errors import TransportError
 from bot.transport.base import InboundEvent
-from bot.transport.wechaty_adapter import WechatyTransport
+from bot.transport.wechaty_adapter import WechatyTransport, former_friend
 from tests.conftest import portable_config_text, write_config
 
 
@@ -102,3 +102,18 @@ def test_one_failing_account_does_not_stop_the_others(tmp_path: Path) -> None:
     assert "account demo: 小林" in output, output
     assert "NOT RUNNING: account acme: cannot reach the puppet service" in output, output
     assert process.returncode == 0, output
+
+
+@pytest.mark.parametrize(
+    ("error", "former"),
+    [
+        ("Error: c8 is not a friend", True),
+        ("(<Status.UNKNOWN: 2>, '消息发送失败：对方不是你的好友', None)", True),
+        ("contact deleted", True),
+        ("发送失败，被对方删除", True),
+        ("rate limited, try later", False),
+        ("Error: timeout", False),
+    ],
+)
+def test_a_former_friend_is_recognised_by_what_the_puppet_says(error: str, former: bool) -> None:
+    assert former_friend(RuntimeError(error)) is former

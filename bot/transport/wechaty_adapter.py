@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import Counter, deque
 from typing import Any
 
@@ -275,6 +276,8 @@ class WechatyTransport:
             raise RecipientUnavailable(str(exc)) from exc
         except Exception as exc:
             self._raise_connection_error(exc)
+            if former_friend(exc):  # puppets word it differently; never rely on their classes
+                raise RecipientUnavailable(f"{conversation_id} is no longer a friend") from exc
             raise TransportError(f"send to {conversation_id} failed: {exc}") from exc
         finally:
             self._pending_echo[echo_key] -= 1
@@ -454,3 +457,24 @@ class WechatyTransport:
 
     def _is_echo(self, message_id: str, conversation_id: str, text: str) -> bool:
         return message_id in self._sent_ids or (conversation_id, text) in self._pending_echo
+
+
+# what puppets say when the recipient removed the account (English and Chinese wordings seen from
+# puppet services and the official mock); matched in the error's text, whatever its class
+_FORMER_FRIEND = re.compile(
+    r"not (?:a |your )?friend|no longer (?:a )?friend|is a stranger|contact (?:was )?deleted|"
+    r"非好友|不是好友|不是你的好友|已被删除|被对方删除|对方已拒收|拉黑",
+    re.IGNORECASE,
+)
+
+
+def former_friend(exc: BaseException) -> bool:
+    """Whether a failed send says the recipient is no longer a friend (on the puppet service the
+    reason arrives as gRPC status details, not as an exception class)."""
+    details = getattr(exc, "details", None)
+    if callable(details):
+        try:
+            details = details()
+        except Exception:
+            details = None
+    return bool(_FORMER_FRIEND.search(f"{exc} {details or ''}"))

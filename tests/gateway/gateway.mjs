@@ -6,6 +6,7 @@
 // Control channel: one JSON object per line. Commands arrive on stdin; events leave on stdout.
 //   in : {"cmd":"contact","id":"c1","name":"张三","friend":false}     create a contact (friend: already one)
 //        {"cmd":"friend_request","id":"c1","hello":"你好"}             c1 asks the account to be friends
+//        {"cmd":"unfriend","id":"c1"}                                  c1 deletes the account
 //        {"cmd":"say","from":"c1","text":"太贵了"}                      c1 writes to the account
 //        {"cmd":"self_say","to":"c1","text":"/stage 意向"}            the rep types on their phone
 //   out: {"event":"listening","port":8788}                           the gRPC server is up
@@ -114,6 +115,10 @@ const commands = {
   contact ({ id, name, friend }) {
     puppet.mocker.createContact({ id, name, friend: Boolean(friend) })
     if (friend) puppet.friends.add(id)
+  },
+  unfriend ({ id }) {
+    // the customer deletes the rep: WeChat says nothing; later sends fail
+    puppet.friends.delete(id)
   },
   friend_request ({ id, hello }) {
     const friendshipId = `fr-${id}-${Date.now()}`
