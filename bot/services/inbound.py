@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from bot.clock import Clock
 from bot.faults import crash_point
 from bot.objections.classifier import Classification
@@ -22,6 +24,7 @@ from bot.services.objections import ObjectionService
 from bot.services.sequences import SequenceService
 from bot.transport.base import TextMessage
 from storage.db import Database
+from storage.models import Customer
 
 
 @dataclass(frozen=True)
@@ -67,35 +70,31 @@ class CustomerWrote:
                 if reading.opt_out
                 else await self.owed.customer_wrote(session, customer, message.message_id)
             )
-            send_now: list[int] = []
             suggestion = await self.objections.record_reading(
                 session, customer, message, reading, self.console
             )
-            if suggestion is not None:
-                send_now.append(suggestion)
-            alert: int | None = None
-            if reading.opt_out:
-                held = await self.sequences.hold_all(
-                    session, customer, actor="customer", reason=f"opt-out: {message.text}"
-                )
-                alert = await self.console.alert(
-                    session,
-                    account_id,
-                    opted_out(customer, message.text, held),
-                    key=f"opt_out:{message.message_id}",
-                    customer_id=customer.id,
-                )
-            elif reading.opt_out_soft:
-                held = await self.sequences.hold_pushes(
-                    session, customer, actor="customer", reason=f"asked to be pushed less: {message.text}"
-                )
-                alert = await self.console.alert(
-                    session,
-                    account_id,
-                    pushes_stopped(customer, message.text, held),
-                    key=f"opt_out_soft:{message.message_id}",
-                    customer_id=customer.id,
-                )
-            if alert is not None:
-                send_now.append(alert)
+            alert = await self._stop_pushing(session, customer, message, reading)
+            send_now = [row for row in (suggestion, alert) if row is not None]
             return Handled(customer.id, reading, send_now, due)
+
+    async def _stop_pushing(
+        self, session: AsyncSession, customer: Customer, message: TextMessage, reading: Classification
+    ) -> int | None:
+        """An opt-out holds all automation, a soft one the pushes; either way the rep is told.
+        Returns the alert row to send (None: nothing to stop, or told already)."""
+        if reading.opt_out:
+            hold, wording, key = self.sequences.hold_all, opted_out, "opt_out"
+            reason = f"opt-out: {message.text}"
+        elif reading.opt_out_soft:
+            hold, wording, key = self.sequences.hold_pushes, pushes_stopped, "opt_out_soft"
+            reason = f"asked to be pushed less: {message.text}"
+        else:
+            return None
+        held = await hold(session, customer, actor="customer", reason=reason)
+        return await self.console.alert(
+            session,
+            customer.account_id,
+            wording(customer, message.text, held),
+            key=f"{key}:{message.message_id}",
+            customer_id=customer.id,
+        )
