@@ -9,9 +9,6 @@ ignored and the customer kept getting pushed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from sqlmodel import select
@@ -24,36 +21,32 @@ from tests.conftest import write_config
 OPT_OUT = "别再给我发消息了"
 
 
-async def _state(url: str) -> tuple[Customer, list[Event], list[ScheduledMessage]]:
+async def _rows(url: str) -> tuple[list[Customer], list[Event], list[ScheduledMessage]]:
+    """Every customer, event and planned message in the database the killed process left."""
     db = Database(url)
     try:
         async with db.transaction() as session:
-            [customer] = (await session.exec(select(Customer))).all()
-            events = list((await session.exec(select(Event).where(Event.kind == "message_in"))).all())
+            customers = list((await session.exec(select(Customer))).all())
+            events = list((await session.exec(select(Event))).all())
             rows = list((await session.exec(select(ScheduledMessage))).all())
-        return customer, events, rows
+        return customers, events, rows
     finally:
         await db.close()
+
+
+def _received(events: list[Event]) -> list[Event]:
+    return [e for e in events if e.kind == "message_in"]
 
 
 def test_a_kill_between_receiving_an_opt_out_and_applying_it_loses_nothing(tmp_path: Path) -> None:
     write_config(tmp_path)
     bot = Bot(tmp_path, crash_at="inbound.recorded")
-    try:
-        bot.post("/sim/friend_request", {"handle": "zhang", "name": "张三"})
-        # the process dies while answering: that is the point
-        with contextlib.suppress(urllib.error.URLError, ConnectionError):
-            bot.post("/sim/say", {"handle": "zhang", "text": OPT_OUT, "message_id": "m-opt-out"})
-        rest, _ = bot.process.communicate(timeout=30)  # also closes the pipe
-        assert bot.process.returncode == 137, bot.output + rest
-    finally:
-        if bot.process.poll() is None:
-            bot.process.kill()
-            bot.process.communicate()
+    bot.post("/sim/friend_request", {"handle": "zhang", "name": "张三"})
+    bot.post_until_killed("/sim/say", {"handle": "zhang", "text": OPT_OUT, "message_id": "m-opt-out"})
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'salesbot.db'}"
-    customer, received, rows = asyncio.run(_state(url))
-    assert received == [], "nothing of the killed event committed"
+    [customer], events, rows = asyncio.run(_rows(url))
+    assert _received(events) == [], "nothing of the killed event committed"
     assert customer.paused_at is None
     followups = [r for r in rows if r.kind == "followup"]
     assert followups and all(r.status == "pending" for r in followups)
@@ -67,49 +60,32 @@ def test_a_kill_between_receiving_an_opt_out_and_applying_it_loses_nothing(tmp_p
         output = bot.stop()
     assert "Traceback" not in output, output
 
-    customer, received, rows = asyncio.run(_state(url))
+    [customer], events, rows = asyncio.run(_rows(url))
     assert customer.paused_at is not None, "the replayed opt-out was applied"
-    assert [e.external_id for e in received] == ["m-opt-out"], "recorded once, replays ignored"
+    assert [e.external_id for e in _received(events)] == ["m-opt-out"], "recorded once, replays ignored"
     assert all(r.status != "pending" for r in rows if r.kind == "followup"), "no follow-up will go out"
     [alert] = [r for r in rows if r.kind == "alert" and ":opt_out:" in r.idempotency_key]
     assert alert.status == "sent" and "已暂停" in alert.context["text"], "the rep was told once"
     assert [r.kind for r in rows].count("welcome") == 1, "re-adding did not plan a second welcome"
 
 
-async def _friends(url: str) -> tuple[list[Customer], list[ScheduledMessage], list[str]]:
-    db = Database(url)
-    try:
-        async with db.transaction() as session:
-            customers = list((await session.exec(select(Customer))).all())
-            rows = list((await session.exec(select(ScheduledMessage))).all())
-            kinds = [e.kind for e in (await session.exec(select(Event))).all()]
-        return customers, rows, kinds
-    finally:
-        await db.close()
-
-
 def test_a_friend_accepted_just_before_a_kill_is_not_forgotten(tmp_path: Path) -> None:
     write_config(tmp_path)
-    bot = Bot(tmp_path, crash_at="welcome.accepted")
-    try:
-        with contextlib.suppress(urllib.error.URLError, ConnectionError):
-            bot.post("/sim/friend_request", {"handle": "zhang", "name": "张三"})
-        rest, _ = bot.process.communicate(timeout=30)
-        assert bot.process.returncode == 137, bot.output + rest
-    finally:
-        if bot.process.poll() is None:
-            bot.process.kill()
-            bot.process.communicate()
+    Bot(tmp_path, crash_at="welcome.accepted").post_until_killed(
+        "/sim/friend_request", {"handle": "zhang", "name": "张三"}
+    )
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'salesbot.db'}"
-    customers, rows, kinds = asyncio.run(_friends(url))
+    customers, events, rows = asyncio.run(_rows(url))
+    kinds = [e.kind for e in events]
     assert customers == [] and not [r for r in rows if r.kind == "welcome"], "accepted, not recorded"
     assert "friend_request_received" in kinds, "but the request itself was recorded first"
 
     bot = Bot(tmp_path)  # the restart finishes it
     output = bot.stop()
     assert "Traceback" not in output, output
-    customers, rows, kinds = asyncio.run(_friends(url))
+    customers, events, rows = asyncio.run(_rows(url))
+    kinds = [e.kind for e in events]
     assert [c.display_name for c in customers] == ["张三"]
     assert [r.kind for r in rows].count("welcome") == 1, "welcomed (within the welcome's validity)"
     assert kinds.count("friend_request") == 1
