@@ -162,6 +162,25 @@ def test_a_generated_web_token_is_written_to_an_owner_only_file_not_to_the_log(t
     assert token not in output + rest
 
 
+async def verbose_service_run(tmp_path: Path, token: str, endpoint: str) -> asyncio.subprocess.Process:
+    """``salesbot run --verbose`` on a service account, every library logging at its loudest."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "run",
+        "--verbose",
+        "--config",
+        str(service_config(tmp_path)),
+        "--port",
+        "0",
+        cwd=tmp_path,
+        env=loud_env(SALESBOT_DEMO_TOKEN=token, SALESBOT_DEMO_ENDPOINT=endpoint),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
 @pytest.mark.gateway
 def test_a_service_run_over_the_official_gateway_logs_no_token(tmp_path: Path) -> None:
     """Log in, accept a friend, read a message and answer it over gRPC (the token goes out as the
@@ -172,21 +191,7 @@ def test_a_service_run_over_the_official_gateway_logs_no_token(tmp_path: Path) -
         peer = Gateway()
         await peer.start()
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot",
-                "run",
-                "--verbose",
-                "--config",
-                str(service_config(tmp_path)),
-                "--port",
-                "0",
-                cwd=tmp_path,
-                env=loud_env(SALESBOT_DEMO_TOKEN=peer.token, SALESBOT_DEMO_ENDPOINT=peer.endpoint),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
+            process = await verbose_service_run(tmp_path, peer.token, peer.endpoint)
             assert process.stdout is not None and process.stderr is not None
             errors = asyncio.create_task(process.stderr.read())
             lines: list[bytes] = []
@@ -226,21 +231,7 @@ def test_a_rejected_token_is_not_quoted_back(tmp_path: Path) -> None:
         peer = Gateway()
         await peer.start()
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot",
-                "run",
-                "--verbose",
-                "--config",
-                str(service_config(tmp_path)),
-                "--port",
-                "0",
-                cwd=tmp_path,
-                env=loud_env(SALESBOT_DEMO_TOKEN=wrong, SALESBOT_DEMO_ENDPOINT=peer.endpoint),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
+            process = await verbose_service_run(tmp_path, wrong, peer.endpoint)
             stdout, stderr = await asyncio.wait_for(process.communicate(), 90)
             assert process.returncode is not None
             return subprocess.CompletedProcess([], process.returncode, stdout.decode(), stderr.decode())
