@@ -165,7 +165,6 @@ class SalesBot:
         )
         self.customer_wrote = CustomerWrote(
             self.db,
-            clock,
             self.customers,
             self.sequences,
             self.objections,

@@ -15,7 +15,6 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.clock import Clock
 from bot.faults import crash_point
 from bot.objections.classifier import Classification
 from bot.services.alerts import ConsoleMessages, OwedReplyNudges, opted_out, pushes_stopped
@@ -41,7 +40,6 @@ class CustomerWrote:
     def __init__(
         self,
         db: Database,
-        clock: Clock,
         customers: CustomerService,
         sequences: SequenceService,
         objections: ObjectionService,
@@ -49,7 +47,6 @@ class CustomerWrote:
         console: ConsoleMessages,
     ) -> None:
         self.db = db
-        self.clock = clock
         self.customers = customers
         self.sequences = sequences
         self.objections = objections
