@@ -234,6 +234,15 @@ class ReachConfig(_Section):
     account_daily_cap: int = Field(default=200, ge=1)
     pacing_seconds: DelayRange = (20.0, 45.0)
 
+    @model_validator(mode="after")
+    def _quiet_hours_have_a_length(self) -> ReachConfig:
+        if self.quiet_start == self.quiet_end:
+            raise ValueError(
+                "quiet_start and quiet_end are the same time, which could mean no quiet hours or a "
+                "whole day of them: give the quiet hours a length (e.g. 21:30 and 08:30)"
+            )
+        return self
+
 
 class CountdownConfig(_Section):
     offsets: list[str] = Field(
