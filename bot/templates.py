@@ -72,6 +72,7 @@ COUNTDOWN = TemplateKind(
         "offer": "双十一限时价",
         "left": "最后1小时",
         "deadline": "11月30日 23:59",
+        "can_act_soon": True,
     },
 )
 AFTERCARE = TemplateKind(
