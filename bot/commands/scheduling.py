@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.commands.context import CommandContext, id_of
-from bot.commands.registry import CommandError, Rest, command
+from bot.commands.registry import CommandError, Rest, UsageError, command
 from bot.domain.deadlines import DeadlineError, DeadlineRules, split_deadline
+from bot.domain.ids import parse_id
 from bot.domain.kinds import kind_name
 from bot.domain.schedule import QuietHours
 from bot.services.profile import ProfileService, when
@@ -122,13 +123,18 @@ async def schedule(ctx: CommandContext, customer: Customer, sequences: SequenceS
     return "\n".join(lines)
 
 
+CANCEL_USAGE = "/cancel [编号|all]"
+
+
 @command(
     "cancel",
     aliases=("取消",),
-    usage="/cancel [编号|all]",
+    usage=CANCEL_USAGE,
     summary="取消客户的某条或全部待发消息",
 )
 async def cancel(args: CancelArgs, customer: Customer, sequences: SequenceService) -> str:
+    if args.which != "all" and parse_id(args.which.removeprefix("#")) is None:
+        raise UsageError(CANCEL_USAGE)
     count = await sequences.cancel(id_of(customer), args.which)
     return f"已取消 {count} 条待发消息"
 

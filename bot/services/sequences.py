@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import Clock
 from bot.config import Config, SequenceConfig
 from bot.domain.hours import WorkingCalendar
+from bot.domain.ids import parse_id
 from bot.domain.kinds import AUTOMATED_KINDS, OPEN_STATUSES, PUSH_KINDS, Kind, Status
 from bot.domain.schedule import QuietHours, at_local_time_after, countdown_left_text, plan_countdown
 from bot.domain.stages import Pipeline
@@ -267,9 +268,10 @@ class SequenceService:
         async with self.db.transaction() as session:
             if which == "all":
                 return await self._cancel(session, customer_id, None, now, "cancelled by the rep")
-            if not which.lstrip("#").isdigit():
+            row_id = parse_id(which.lstrip("#"))
+            if row_id is None:
                 raise CommandError("请写消息编号（/schedule 里的 #编号）或 all")
-            row = await Outbox(session).get(int(which.lstrip("#")))
+            row = await Outbox(session).get(row_id)
             if row is None or row.customer_id != customer_id or row.status not in OPEN_STATUSES:
                 raise CommandError(f"这位客户没有待发的消息 #{which.lstrip('#')}")
             row.status, row.last_error, row.updated_at = Status.CANCELLED, "cancelled by the rep", now
