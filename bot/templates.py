@@ -27,6 +27,11 @@ class TemplateKind:
 
     folder: str
     variables: Mapping[str, Any]
+    # other sample values validation renders too, so every branch of a template is tried
+    variants: tuple[Mapping[str, Any], ...] = ()
+
+    def samples(self) -> list[dict[str, Any]]:
+        return [dict(self.variables)] + [{**self.variables, **variant} for variant in self.variants]
 
 
 def _sample_rep() -> dict[str, str]:
@@ -74,6 +79,7 @@ COUNTDOWN = TemplateKind(
         "deadline": "11月30日 23:59",
         "can_act_soon": True,
     },
+    variants=({"left": "还剩3天"}, {"can_act_soon": False}),
 )
 AFTERCARE = TemplateKind(
     folder="aftercare", variables={"rep": _sample_rep(), "customer": _CUSTOMER, "product": "SUV", "days": 3}
@@ -177,7 +183,8 @@ class TemplateLibrary:
         kind = self.kind_of(name)
         if kind is not None:
             # catches unknown attributes such as {{ rep.nick }} that parsing alone cannot see
-            self.render(name, dict(kind.variables))
+            for sample in kind.samples():
+                self.render(name, sample)
 
     def validate(self, required: Iterable[str] = ()) -> list[str]:
         """Check every template and that each required one exists. Returns the names checked."""
