@@ -68,6 +68,9 @@ def at(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
         ("明晚8:00", at(2026, 11, 24, 20, 0)),
         ("今晚12点", at(2026, 11, 23, 23, 59)),  # midnight tonight, as sales posts say it
         ("周日 24:00", at(2026, 11, 29, 23, 59)),
+        ("周日晚上8点前", at(2026, 11, 29, 20, 0)),
+        ("月底截止", at(2026, 11, 30, 21, 0)),
+        ("12.12之前", at(2026, 12, 12, 21, 0)),
         ("１１－３０ ２０：００", at(2026, 11, 30, 20, 0)),  # full-width, as Chinese keyboards type
     ],
 )
@@ -79,6 +82,7 @@ def test_deadline_forms(text: str, expected: datetime) -> None:
     ("text", "message"),
     [
         ("下辈子", "看不懂截止时间「下辈子」"),
+        ("截止", "看不懂截止时间「截止」"),
         ("明天 25:00", "看不懂时间「25:00」"),
         ("99:99", "看不懂时间「99:99」"),
         ("周日晚上25点", "看不懂时间「晚上25点」"),

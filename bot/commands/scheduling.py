@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from bot.commands.context import CommandContext, id_of
 from bot.commands.registry import CommandError, Rest, UsageError, command
 from bot.domain.deadlines import DeadlineError, DeadlineRules, split_deadline
+from bot.domain.hours import WEEKDAYS
 from bot.domain.ids import parse_id
 from bot.domain.kinds import kind_name
 from bot.domain.schedule import QuietHours
@@ -61,7 +62,8 @@ async def countdown(
         raise CommandError(f"{exc}\n用法：{COUNTDOWN_USAGE}") from None
     plan = await sequences.plan_countdown(customer, deadline, offer, ctx.actor)
     tz = ctx.config.tz
-    lines = [f"倒计时已设置：{offer or '优惠'}截止 {deadline.astimezone(tz):%m-%d %H:%M}"]
+    local = deadline.astimezone(tz)  # the weekday confirms how 下周日 or 30号 was read
+    lines = [f"倒计时已设置：{offer or '优惠'}截止 {local:%m-%d %H:%M}（{WEEKDAYS[local.weekday()]}）"]
     if plan.steps:
         lines.append(
             "提醒时间：" + "、".join(f"{at.astimezone(tz):%m-%d %H:%M}（{name}）" for name, at in plan.steps)

@@ -10,6 +10,7 @@ ends with the working day) would need rewriting around either anyway.
               | 今天 | 今晚 | 明天 | 明晚 | 后天 | 月底 | [这|本|下|下个](周|星期|礼拜)一..日
     period   := 凌晨 | 早上 | 上午 | 中午 | 下午 | 傍晚 | 晚上
     clock    := 20:00 | 8点 | 8点半 | 8点15分 | 八点半
+    (then optionally 前, 之前, 截止 or 为止: 周日晚上8点前, 月底截止)
 
 A day without a time is due at the end of the rep's working hours (never inside quiet hours). A
 past date is an error, except a month-day or day-of-month without a year, which rolls forward.
@@ -43,6 +44,7 @@ _DAY_OF_MONTH = re.compile(rf"({_NUMBER})[日号]")
 _WEEKDAY = re.compile(r"(这|本|下个?)?(?:周|星期|礼拜)([一二三四五六日天])")
 _NAMED_DAYS = {"今天": 0, "今日": 0, "今晚": 0, "明天": 1, "明日": 1, "明晚": 1, "后天": 2}
 _EVENING_DAYS = ("今晚", "明晚")
+_UNTIL = re.compile(r"(?<=\S)(之前|以前|前|截止|为止)$")  # 周日晚上8点前, 月底截止
 _MONTH_END = ("本月底", "这个月底", "月底")
 _PERIOD = re.compile(r"(凌晨|早上|早晨|上午|中午|下午|傍晚|晚上|晚)")
 _CLOCK = re.compile(rf"(\d{{1,3}})[:：](\d{{1,3}})|({_NUMBER})[点时](半|({_NUMBER})分?)?")
@@ -69,7 +71,7 @@ class DeadlineRules:
 
 def parse_deadline(text: str, now: datetime, rules: DeadlineRules) -> datetime:
     """The UTC instant ``text`` names; :class:`DeadlineError` says why it cannot be used."""
-    raw = unicodedata.normalize("NFKC", text).strip()
+    raw = _UNTIL.sub("", unicodedata.normalize("NFKC", text).strip())
     relative = _RELATIVE.fullmatch(raw)
     if relative:
         number, unit = int(relative.group(1)), relative.group(2)
