@@ -134,6 +134,7 @@ def test_a_date_without_a_time_ends_with_the_reps_working_day() -> None:
         ("12月12日 20点 年终大促", at(2026, 12, 12, 20, 0), "年终大促"),
         ("周日 8点档特惠", at(2026, 11, 29, 21, 0), "8点档特惠"),
         ("下周日", at(2026, 12, 6, 21, 0), ""),
+        ("１２．１２　ＶＩＰ专享", at(2026, 12, 12, 21, 0), "ＶＩＰ专享"),  # full-width kept in the name
     ],
 )
 def test_split_deadline_from_the_offer(text: str, deadline: datetime, offer: str) -> None:

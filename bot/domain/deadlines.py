@@ -111,7 +111,7 @@ def split_deadline(text: str, now: datetime, rules: DeadlineRules) -> tuple[date
 
     The longest reading wins; a longer reading that is a deadline with a mistake in it (a bad
     time, a day already past) is reported, never swallowed into the offer name."""
-    words = unicodedata.normalize("NFKC", text).split()
+    words = text.split()  # the offer name is kept as typed; parse_deadline normalises its part
     if not words:
         raise DeadlineError(_unreadable(text), readable=False)
     failed: list[DeadlineError] = []
