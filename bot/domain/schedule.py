@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 from bot.domain.hours import local_instant
 
-WEEKDAY_NAMES = {"一": 0, "二": 1, "三": 2, "四": 3, "五": 4, "六": 5, "日": 6, "天": 6}
 MIN_LEFT = timedelta(minutes=5)  # a countdown step with less left than this is not sent
 _OFFSET = re.compile(r"^(\d+)([dhm])$")
 
