@@ -80,6 +80,7 @@ async def test_countdown_reads_deadlines_as_reps_type_them(sim: Harness) -> None
     assert "倒计时已设置：双十一截止 11-29 20:00" in reply
     reply = await sim.rep("/countdown @张三 下周日")
     assert "截止 12-06 21:00（周日）" in reply, "a date alone ends with the rep's working day (21:00)"
+    assert "11-29 21:00（提前7天）" in reply and "12-06 20:45（提前15分钟）" in reply, "no internal 7d, 15m"
     reply = await sim.rep("/countdown @张三 12月12日 20点 年终大促")
     assert "倒计时已设置：年终大促截止 12-12 20:00" in reply
 

@@ -10,7 +10,7 @@ from bot.domain.deadlines import DeadlineError, DeadlineRules, split_deadline
 from bot.domain.hours import WEEKDAYS
 from bot.domain.ids import parse_id
 from bot.domain.kinds import kind_name
-from bot.domain.schedule import QuietHours
+from bot.domain.schedule import QuietHours, offset_label
 from bot.services.profile import ProfileService, when
 from bot.services.sequences import SequenceService
 from storage.models import Customer
@@ -66,12 +66,13 @@ async def countdown(
     lines = [f"倒计时已设置：{offer or '优惠'}截止 {local:%m-%d %H:%M}（{WEEKDAYS[local.weekday()]}）"]
     if plan.steps:
         lines.append(
-            "提醒时间：" + "、".join(f"{at.astimezone(tz):%m-%d %H:%M}（{name}）" for name, at in plan.steps)
+            "提醒时间："
+            + "、".join(f"{at.astimezone(tz):%m-%d %H:%M}（{offset_label(name)}）" for name, at in plan.steps)
         )
     else:
         lines.append("离截止太近，没有可安排的提醒")
     if plan.skipped:
-        lines.append("跳过（已过去或落在免打扰时段）：" + "、".join(plan.skipped))
+        lines.append("跳过（已过去或落在免打扰时段）：" + "、".join(map(offset_label, plan.skipped)))
     if plan.pushes_resumed:
         lines.append("注意：客户之前说过不想被频繁催促，已按你的安排重新开启倒计时")
     return "\n".join(lines)

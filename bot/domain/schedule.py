@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from bot.domain.hours import local_instant
 
+UNIT_NAMES = {"d": "天", "h": "小时", "m": "分钟"}
 MIN_LEFT = timedelta(minutes=5)  # a countdown step with less left than this is not sent
 _OFFSET = re.compile(r"^(\d+)([dhm])$")
 
@@ -117,6 +118,11 @@ def offset_text(offset: timedelta) -> str:
     if minutes % 60 == 0:
         return f"最后{minutes // 60}小时"
     return f"最后{minutes}分钟"
+
+
+def offset_label(offset: str) -> str:
+    """A configured offset as reps read it: 7d is 提前7天, 3h 提前3小时, 30m 提前30分钟."""
+    return f"提前{offset[:-1]}{UNIT_NAMES[offset[-1]]}"
 
 
 def countdown_left_text(offset: str, left: timedelta) -> str | None:
