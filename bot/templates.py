@@ -72,6 +72,7 @@ COUNTDOWN = TemplateKind(
         "offer": "双十一限时价",
         "left": "最后1小时",
         "deadline": "11月30日 23:59",
+        "can_act_soon": True,
     },
 )
 AFTERCARE = TemplateKind(
@@ -123,6 +124,7 @@ BRANCHES: dict[str, tuple[tuple[str, Mapping[str, Any]], ...]] = {
     "countdown": (
         ("with no offer name", {"offer": ""}),
         ("days before the deadline", {"left": "还剩3天"}),
+        ("when the rep cannot act within the hour", {"can_act_soon": False}),
         ("with no customer name", _NO_NAME),
     ),
     "aftercare": (("with no product", {"product": ""}), ("with no customer name", _NO_NAME)),

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
 
 from bot.commands.context import CommandContext
+from bot.domain.ids import fits_id
 from bot.errors import CommandError, UsageError
 from storage.models import Customer
 
@@ -242,9 +243,12 @@ def parse_args(args_type: type[Any], text: str, usage: str) -> Any:
         word, remaining = words[0], remaining.strip()[len(_first_raw_word(remaining)) :].strip()
         if hint is int:
             try:
-                values[spec.name] = int(word)
+                number = int(word)
             except ValueError:
                 raise UsageError(usage) from None
+            if not fits_id(number):  # a 20-digit "number" overflows the database: usage, not a crash
+                raise UsageError(usage)
+            values[spec.name] = number
         else:
             values[spec.name] = word
     if remaining:

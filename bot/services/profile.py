@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Config
+from bot.domain.ids import parse_id
 from bot.domain.stages import Pipeline
 from bot.domain.tags import Tag, TagRejected, TagVocabulary
 from bot.errors import CommandError, TransportError
@@ -162,8 +163,9 @@ class ProfileService:
         (case-insensitive); ordered by id."""
         async with self.db.transaction() as session:
             short = name.removeprefix("#")
-            if short.isdigit():
-                customer = await Customers(session).get(int(short))
+            if short.isdigit():  # an id; one no column can hold (or "²") names nobody
+                customer_id = parse_id(short)
+                customer = None if customer_id is None else await Customers(session).get(customer_id)
                 return [customer] if customer is not None and customer.account_id == account_id else []
             folded = name.lower()
             exact = await queries.named(session, account_id, folded)
