@@ -23,10 +23,11 @@ from bot.clock import Clock
 from bot.commands.context import CommandContext, ConsoleState, PendingPick
 from bot.commands.registry import Command, Permission, Registry
 from bot.config import Config
+from bot.domain.limits import split_message
 from bot.errors import CommandError, UsageError
 from bot.services.console_directory import ConsoleDirectory
 from bot.services.customers import ensure_customer
-from bot.services.digest import DigestService, split_message
+from bot.services.digest import DigestService
 from bot.services.feedback import FeedbackService
 from bot.services.messenger import Messenger
 from bot.services.objections import ObjectionService

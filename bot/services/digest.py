@@ -20,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import Clock
 from bot.config import Config, SupervisorConfig
 from bot.domain.kinds import AUTOMATED_KINDS, Kind
+from bot.domain.limits import split_message
 from bot.domain.schedule import local_at, local_day_bounds
 from bot.domain.stages import Pipeline
 from bot.hooks import Hooks, Planned
@@ -101,29 +102,6 @@ class RepDay:
         self.owed += other.owed
         self.at_risk += other.at_risk
         self.after_sale_silent += other.after_sale_silent
-
-
-def split_message(text: str, limit: int) -> list[str]:
-    """Split at line boundaries into parts of at most ``limit`` characters (a longer single line is
-    cut, as a last resort)."""
-    parts: list[str] = []
-    current = ""
-    for line in text.splitlines():
-        while len(line) > limit:
-            if current:
-                parts.append(current)
-                current = ""
-            parts.append(line[:limit])
-            line = line[limit:]
-        candidate = f"{current}\n{line}" if current else line
-        if len(candidate) > limit:
-            parts.append(current)
-            current = line
-        else:
-            current = candidate
-    if current:
-        parts.append(current)
-    return parts
 
 
 class DigestService:

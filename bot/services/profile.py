@@ -60,6 +60,17 @@ class ProfileService:
         except TagRejected as exc:
             raise CommandError(str(exc)) from None
 
+    def sort_tags(self, words: list[str]) -> tuple[list[Tag], list[tuple[str, str]]]:
+        """The tags the vocabulary accepts, and (word as typed, why not) for those it refuses."""
+        accepted: list[Tag] = []
+        refused: list[tuple[str, str]] = []
+        for word in words:
+            try:
+                accepted.append(self.vocabulary.parse(word))
+            except TagRejected as exc:
+                refused.append((word, str(exc)))
+        return accepted, refused
+
     async def add_tags(self, customer_id: int, tags: list[Tag], actor: str) -> tuple[list[Tag], list[Tag]]:
         """Returns (added, already present)."""
         now = self.clock.now()
