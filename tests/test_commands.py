@@ -263,11 +263,17 @@ async def test_unknown_name_and_no_current_customer(sim: Harness) -> None:
     assert "请指定客户" in await sim.rep("/info")
 
 
-async def test_current_customer_is_the_last_addressed_or_reported(two: Harness) -> None:
-    # the last welcome sent was to 李四: the bot reported on them
-    assert (await two.rep("/info")).startswith("【李四")
+async def test_current_customer_is_the_last_one_the_rep_acted_on(two: Harness) -> None:
+    # both were welcomed: the bot reporting on a customer never makes them current
+    assert "请指定客户" in await two.rep("/info")
     await two.rep("/note @张三 hello")
     assert (await two.rep("/info")).startswith("【张三")
+    await two.new_customer("c3", "王五")  # a welcome
+    await two.customer_says("c2", "太贵了")  # a suggestion about 李四
+    await two.customer_says("c2", "退订")  # an alert about 李四
+    assert (await two.rep("/stage 意向")).startswith("【张三 #1 · 意向】")
+    assert "没有阶段" in await two.rep("/stage 不存在 @李四")
+    assert (await two.rep("/stage 意向")).startswith("【李四 #2 · 意向】"), "a failed command names whom"
 
 
 # -- where commands are typed -------------------------------------------------------------------

@@ -218,12 +218,6 @@ class ConsoleService:
         audits: list[tuple[Invocation, bool]],
     ) -> str:
         state = self.directory.state(invocation.account_id)
-        customer: Customer | None = None
-        if cmd.needs_customer:
-            customer, rest = await self._target(invocation, rest, forced_customer, cmd)
-            if customer is None:  # ambiguous: the pick list is the reply
-                return self._pick_list(state)
-        args = cmd.parse(rest)
 
         async def rerun(line: str, customer_id: int) -> str:
             chosen = Invocation(invocation.account_id, invocation.actor, line, None)
@@ -238,16 +232,24 @@ class ConsoleService:
             role=invocation.role,
             rerun=rerun,
         )
+        customer: Customer | None = None
+        if cmd.needs_customer:
+            customer, rest = await self._target(invocation, rest, forced_customer, cmd, ctx)
+            if customer is None:  # ambiguous: the pick list is the reply
+                return self._pick_list(state)
+            # only the rep makes a customer "this customer", by acting on them (even if the command
+            # then fails: the rep retyping it means the same customer); never what the bot reports
+            state.current = customer.id
+        args = cmd.parse(rest)
         reply = await cmd.call(ctx, args, customer, self.services)
         if customer is None:
             return reply
         assert customer.id is not None
-        state.current = customer.id
         fresh = await self.profile.card(customer.id)
         return f"{self._header(fresh.customer)}\n{reply}"
 
     async def _target(
-        self, invocation: Invocation, rest: str, forced: int | None, cmd: Command
+        self, invocation: Invocation, rest: str, forced: int | None, cmd: Command, ctx: CommandContext
     ) -> tuple[Customer | None, str]:
         """The customer a command acts on, and the argument text without any @name."""
         account_id = invocation.account_id
@@ -266,6 +268,9 @@ class ConsoleService:
                 )
             return customer, rest
         mention, rest = self._without_mention(rest)
+        if mention is None and cmd.target is not None:  # the arguments say whom (/send N)
+            found = await cmd.find_target(ctx, cmd.parse(rest), self.services)
+            return (await self.profile.match(account_id, f"#{found}"))[0], rest
         if mention is None:
             current = self.directory.state(account_id).current
             if current is None:
