@@ -196,6 +196,7 @@ class SalesBot:
             gate=ReachPolicy(config, self._rng),
             batch_size=config.dispatch.batch_size,
             doubts=self.delivery_alerts,
+            max_chars=config.digest.max_chars,
         )
         self.dispatcher.available = self._connected_accounts
         self.console = ConsoleService(

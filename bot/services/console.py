@@ -23,7 +23,7 @@ from bot.clock import Clock
 from bot.commands.context import CommandContext, ConsoleState, PendingPick
 from bot.commands.registry import Command, Permission, Registry
 from bot.config import Config
-from bot.domain.limits import split_message
+from bot.domain.limits import MAX_ECHO_CHARS, MAX_NAME_CHARS, MAX_PARTS, clip, split_message
 from bot.errors import CommandError, UsageError
 from bot.services.console_directory import ConsoleDirectory
 from bot.services.customers import ensure_customer
@@ -129,7 +129,7 @@ class ConsoleService:
         reply, ok = await self.execute_checked(invocation)
         cmd = self.registry.find(line.strip().partition(" ")[0])
         kind = cmd.reply_kind if cmd is not None and ok else COMMAND_REPLY
-        parts = split_message(reply, self.config.digest.max_chars)
+        parts = split_message(reply, self.config.digest.max_chars, MAX_PARTS)
         for number, part in enumerate(parts, start=1):
             suffix = f":{number}" if len(parts) > 1 else ""
             await self.messenger.send(
@@ -278,7 +278,7 @@ class ConsoleService:
             return (await self.profile.match(account_id, f"#{current}"))[0], rest
         matches = await self.profile.match(account_id, mention)
         if not matches:
-            raise CommandError(f"没有找到客户「{mention}」。可以用 /find 搜索")
+            raise CommandError(f"没有找到客户「{clip(mention, MAX_ECHO_CHARS)}」。可以用 /find 搜索")
         if len(matches) > 1:
             line = f"{cmd.name} {rest}".strip()
             self.directory.state(account_id).pending = PendingPick(line, matches[:9])
@@ -305,12 +305,11 @@ class ConsoleService:
         label = self.profile.pipeline.label
         lines = ["有多位客户符合，请回复 /pick 编号："]
         for number, customer in enumerate(state.pending.candidates, start=1):
-            remark = f"，备注 {customer.remark}" if customer.remark else ""
-            lines.append(
-                f"{number}. {customer.display_name} #{customer.id}（{label(customer.stage)}{remark}）"
-            )
+            remark = f"，备注 {clip(customer.remark, MAX_NAME_CHARS)}" if customer.remark else ""
+            name = clip(customer.display_name, MAX_NAME_CHARS)
+            lines.append(f"{number}. {name} #{customer.id}（{label(customer.stage)}{remark}）")
         return "\n".join(lines)
 
     def _header(self, customer: Customer) -> str:
-        name = customer.remark or customer.display_name or customer.wechat_id
+        name = clip(customer.remark or customer.display_name or customer.wechat_id, MAX_NAME_CHARS)
         return f"【{name} #{customer.id} · {self.profile.pipeline.label(customer.stage)}】"

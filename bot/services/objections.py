@@ -23,7 +23,7 @@ from bot.clock import Clock
 from bot.config import Config
 from bot.domain.hours import WorkingCalendar
 from bot.domain.kinds import Kind
-from bot.domain.limits import MAX_NAME_CHARS, clip
+from bot.domain.limits import MAX_EXTRA_CHARS, MAX_NAME_CHARS, MAX_QUOTE_CHARS, clip
 from bot.domain.stages import Pipeline
 from bot.errors import CommandError
 from bot.hooks import Hooks, Planned
@@ -226,6 +226,8 @@ class ObjectionService:
         """Plan script ``number`` (as the console numbered it) of the customer's suggestion;
         returns when it will go out. A number from another customer's suggestion is refused."""
         assert customer.id is not None
+        if len(extra) > MAX_EXTRA_CHARS:
+            raise CommandError(f"追加的文字太长（{len(extra)} 个字），最多 {MAX_EXTRA_CHARS} 个字")
         suggestion = await self.numbered(account_id, number)
         if suggestion is None or suggestion.customer_id != customer.id:
             raise CommandError(await self._not_this_customers(account_id, customer.id, number, suggestion))
@@ -360,11 +362,11 @@ class ObjectionService:
     def _suggestion_text(
         self, account_id: str, customer: Customer, said: str, label: str, scripts: list[Script], first: int
     ) -> str:
-        name = customer.remark or customer.display_name or customer.wechat_id
+        name = clip(customer.remark or customer.display_name or customer.wechat_id, MAX_NAME_CHARS)
         stage, objection = self.pipeline.label(customer.stage), self.library.name(label)
         lines = [
             f"【{name} #{customer.id} · {stage}】提出「{objection}」顾虑：",
-            f"“{said}”",
+            f"“{clip(said, MAX_QUOTE_CHARS)}”",
             "建议回复（发送 /send 编号，可在编号后追加文字）：",
         ]
         for number, script in enumerate(scripts, start=first):

@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Config
+from bot.domain.limits import MAX_NOTE_CHARS
 from bot.domain.stages import Pipeline
 from bot.domain.tags import Tag, TagRejected, TagVocabulary
 from bot.errors import CommandError, TransportError
@@ -127,6 +128,10 @@ class ProfileService:
         return old, key
 
     async def add_note(self, customer_id: int, text: str, actor: str) -> None:
+        if len(text) > MAX_NOTE_CHARS:
+            raise CommandError(
+                f"备注太长（{len(text)} 个字），一条备注最多 {MAX_NOTE_CHARS} 个字，请精简或分几条记"
+            )
         now = self.clock.now()
         async with self.db.transaction() as session:
             customer = await self._customer(session, customer_id)
