@@ -6,8 +6,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.domain.limits import MAX_NAME_CHARS, MAX_NOTE_CHARS, MAX_PARTS, MAX_QUOTE_CHARS, TRUNCATED
-from storage.models import Note
+from bot.domain.limits import (
+    MAX_AUDIT_CHARS,
+    MAX_NAME_CHARS,
+    MAX_NOTE_CHARS,
+    MAX_PARTS,
+    MAX_QUOTE_CHARS,
+    TRUNCATED,
+)
+from storage.models import Event, Note
 from tests.conftest import MONDAY_10AM, make_config
 from tests.harness import Harness
 
@@ -17,6 +24,8 @@ async def test_a_note_over_the_limit_is_refused_with_the_limit(sim: Harness) -> 
     reply = await sim.rep("/note @张三 " + "记" * 1_000_000)
     assert reply == f"备注太长（1000000 个字），一条备注最多 {MAX_NOTE_CHARS} 个字，请精简或分几条记"
     assert await sim.rows(Note) == []
+    [audit] = await sim.rows(Event, Event.kind == "command")
+    assert len(audit.text) == MAX_AUDIT_CHARS, "the audit log keeps the command line short too"
     echo = await sim.rep("/note @张三 " + "记" * MAX_NOTE_CHARS)
     assert echo.endswith("已记录备注：" + "记" * (MAX_QUOTE_CHARS - 1) + "…"), "stored whole, echoed short"
     [note] = await sim.rows(Note)

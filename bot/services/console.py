@@ -23,7 +23,7 @@ from bot.clock import Clock
 from bot.commands.context import CommandContext, ConsoleState, PendingPick
 from bot.commands.registry import Command, Permission, Registry
 from bot.config import Config
-from bot.domain.limits import MAX_ECHO_CHARS, MAX_NAME_CHARS, MAX_PARTS, clip, split_message
+from bot.domain.limits import MAX_AUDIT_CHARS, MAX_ECHO_CHARS, MAX_NAME_CHARS, MAX_PARTS, clip, split_message
 from bot.errors import CommandError, UsageError
 from bot.services.console_directory import ConsoleDirectory
 from bot.services.customers import ensure_customer
@@ -180,7 +180,7 @@ class ConsoleService:
                         invocation.account_id,
                         "command",
                         self.clock.now(),
-                        text=invocation.line,
+                        text=clip(invocation.line, MAX_AUDIT_CHARS),
                         data={"actor": invocation.actor, "ok": ok},
                     )
         except Exception:
