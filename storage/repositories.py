@@ -65,8 +65,11 @@ class Accounts:
 
     async def lock(self, account_id: str) -> None:
         """Hold the account's row until the transaction ends, so that what is numbered per account
-        (suggestions) is numbered in turn. PostgreSQL locks the row; SQLite has one writer anyway."""
-        await self.session.exec(select(Account.id).where(Account.id == account_id).with_for_update())
+        (suggestions) is numbered in turn. PostgreSQL locks the row; SQLite has one writer anyway.
+        ``FOR NO KEY UPDATE``: rows written earlier in the transaction that refer to the account
+        hold a key-share lock on it, which this lock must not wait for (a deadlock otherwise)."""
+        query = select(Account.id).where(Account.id == account_id).with_for_update(key_share=True)
+        await self.session.exec(query)
 
 
 class Customers:

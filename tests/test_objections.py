@@ -338,3 +338,13 @@ async def _suggested(service: ObjectionService, customer_id: int) -> tuple[str, 
     suggestion = await service.last_suggestion(customer_id)
     assert suggestion is not None, "a suggestion was made"
     return suggestion.script_ids
+
+
+async def test_messages_handled_at_once_get_suggestions_with_different_numbers(sim: Harness) -> None:
+    await sim.new_customer()
+    await sim.new_customer("c2", "李四")
+    for handle in ("c1", "c2"):  # both arrive before either is handled
+        sim.puppet.customer_says(sim.contact_id(handle), "太贵了")
+    await sim.bot.settle()
+    events = await sim.rows(Event, Event.kind == "objection")
+    assert sorted(e.data["first"] for e in events) == [1, 4]
