@@ -211,6 +211,7 @@ class SalesBot:
             gate=ReachPolicy(config, self._rng),
             batch_size=config.dispatch.batch_size,
             doubts=self.delivery_alerts,
+            max_chars=config.digest.max_chars,
         )
         self.dispatcher.available = self._connected_accounts
         self.console = ConsoleService(
@@ -384,8 +385,7 @@ class SalesBot:
         handled = await self.customer_wrote(account_id, message)
         if handled is None:
             return
-        if handled.send_now:  # the console now talks about this customer
-            self.directory.note_customer(account_id, handled.customer_id)
+        if handled.send_now:  # "this customer" stays the rep's own choice: a report never moves it
             await self.dispatcher.run_due(only=handled.send_now)
         if handled.wake_at is not None:
             await self.hooks.emit(Planned(handled.wake_at))
@@ -401,16 +401,12 @@ class SalesBot:
     async def _send_report(self, reported: Reported | None) -> None:
         if reported is None:
             return
-        if reported.customer_id is not None:  # the console now talks about this customer
-            self.directory.note_customer(reported.account_id, reported.customer_id)
         if reported.alert_id is not None:
             await self.dispatcher.run_due(only=[reported.alert_id])
 
     async def _on_sent(self, event: MessageSent) -> None:
         row = event.row
-        if row.kind == Kind.WELCOME and row.customer_id is not None:
-            self.directory.note_customer(row.account_id, row.customer_id)
-        elif row.kind == Kind.REPLY:
+        if row.kind == Kind.REPLY:
             await self.objections.record_sent(row)
 
     def _connected_accounts(self) -> list[str] | None:

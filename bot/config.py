@@ -337,7 +337,7 @@ class DigestConfig(_Section):
     at_risk_days: int = Field(default=3, ge=1)
     # customers who ordered and have been silent this many days get their own line (after-sale care)
     after_sale_silent_days: int = Field(default=30, ge=1)
-    # longest chat message; longer digests are split at line boundaries
+    # longest chat message; longer ones (digests, console messages, replies) are split at line boundaries
     max_chars: int = Field(default=2000, ge=200)
     # also nudge the rep in the console when a customer has waited owed_reply_minutes (working hours)
     owed_nudge: bool = False

@@ -19,6 +19,7 @@ from bot.clock import Clock
 from bot.config import Config
 from bot.domain.hours import WorkingCalendar
 from bot.domain.kinds import AUTOMATED_KINDS, Kind, kind_name
+from bot.domain.limits import MAX_NAME_CHARS, MAX_QUOTE_CHARS, clip
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
 from storage.models import Customer, ScheduledMessage
@@ -178,11 +179,11 @@ class OwedReplyComposer:
 
 def who(customer: Customer) -> str:
     """How the console names a customer: their remark or name, and the card id for commands."""
-    return f"【{customer.remark or customer.display_name} #{customer.id}】"
+    return f"【{clip(customer.remark or customer.display_name, MAX_NAME_CHARS)} #{customer.id}】"
 
 
 def _said(customer: Customer, text: str, what: str) -> str:
-    return f"{who(customer)}说“{text}”，{what}"
+    return f"{who(customer)}说“{clip(text, MAX_QUOTE_CHARS)}”，{what}"
 
 
 def opted_out(customer: Customer, text: str, held: int) -> str:

@@ -21,6 +21,7 @@ from bot.config import AccountConfig, Config
 from bot.domain.channels import match_channel
 from bot.domain.hours import WorkingCalendar
 from bot.domain.kinds import Kind
+from bot.domain.limits import MAX_NAME_CHARS, clip
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import DeliveryUnknown, NotConnected
 from bot.faults import crash_point
@@ -56,8 +57,9 @@ def rep_variables(account: AccountConfig, calendar: WorkingCalendar) -> dict[str
 
 def customer_variables(customer: Customer) -> dict[str, str]:
     return {
-        "name": customer.remark or customer.display_name or "您",
-        "remark": customer.remark,
+        # a name is cut to a sane length: a 100 KB display name must not make a 100 KB welcome
+        "name": clip(customer.remark or customer.display_name or "您", MAX_NAME_CHARS),
+        "remark": clip(customer.remark, MAX_NAME_CHARS),
         "channel": customer.source_channel,
     }
 
