@@ -186,5 +186,5 @@ def test_the_cli_refuses_real_wechat_on_a_database_the_simulator_moved_ahead(tmp
         timeout=60,
     )
     assert result.returncode == 1
-    assert "error: database.url: the browser simulator fast-forwarded this database" in result.stderr
+    assert "config.toml: database.url: the browser simulator fast-forwarded this database" in result.stderr
     assert "Traceback" not in result.stderr
