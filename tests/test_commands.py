@@ -181,7 +181,7 @@ async def test_note_is_stored_with_author(two: Harness) -> None:
 async def test_info_card_shows_everything(sim: Harness) -> None:
     await sim.friend_request("c1", "张三", "小红书看到的")
     card = await sim.rep("/info @张三")  # before the welcome is sent: it is pending
-    assert "待发消息：" in card and "welcome" in card
+    assert "待发消息：" in card and "欢迎语" in card
     await sim.advance(timedelta(minutes=1))
     await sim.customer_says("c1", "多少钱")
     await sim.rep("/tag @张三 预算:20-30万 喜欢SUV")

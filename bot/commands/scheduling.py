@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from bot.commands.context import CommandContext, id_of
 from bot.commands.registry import CommandError, Rest, command
-from bot.domain.kinds import kind_name
+from bot.domain.display import message_name
 from bot.domain.schedule import parse_deadline
 from bot.services.profile import ProfileService, when
 from bot.services.sequences import SequenceService
@@ -116,8 +116,7 @@ async def schedule(ctx: CommandContext, customer: Customer, sequences: SequenceS
     lines = ["待发消息："]
     for row in rows:
         paused = "（已暂停）" if row.status == "paused" else ""
-        kind = kind_name(row.kind)
-        lines.append(f"#{row.id} {when(row.due_at, ctx.config)} {kind} {row.step}{paused}")
+        lines.append(f"#{row.id} {when(row.due_at, ctx.config)} {message_name(row.kind, row.step)}{paused}")
     lines.append("取消：/cancel 编号 或 /cancel all")
     return "\n".join(lines)
 

@@ -21,6 +21,7 @@ from bot.config import AccountConfig, Config
 from bot.domain.channels import match_channel
 from bot.domain.hours import WorkingCalendar
 from bot.domain.kinds import Kind
+from bot.domain.names import spoken_name
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import DeliveryUnknown, NotConnected
 from bot.faults import crash_point
@@ -55,8 +56,10 @@ def rep_variables(account: AccountConfig, calendar: WorkingCalendar) -> dict[str
 
 
 def customer_variables(customer: Customer) -> dict[str, str]:
+    """``name`` is what a person would call the customer ("" when the remark and nickname hold no
+    name: templates then say 您好, never 您您好)."""
     return {
-        "name": customer.remark or customer.display_name or "您",
+        "name": spoken_name(customer.remark, customer.display_name),
         "remark": customer.remark,
         "channel": customer.source_channel,
     }
