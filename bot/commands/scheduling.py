@@ -78,7 +78,7 @@ async def countdown(
     "order",
     aliases=("成交",),
     usage="/order [产品] [确认]",
-    summary="记录成交：阶段改为下单（再次成交为复购），安排售后关怀，停止倒计时",
+    summary="记录成交：客户移到成交阶段（再次成交移到复购阶段），安排售后关怀，停止倒计时",
 )
 async def order(
     ctx: CommandContext,

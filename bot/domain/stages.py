@@ -30,6 +30,13 @@ class Pipeline:
                 return stage.label
         return key
 
+    def script_stages(self, key: str) -> tuple[str, ...]:
+        """The names a script may use for stage ``key``: the key and the process steps it maps to."""
+        for stage in self.stages:
+            if stage.key == key:
+                return stage.script_steps
+        return (key,)
+
     def is_before(self, first: str, second: str) -> bool:
         return self._order.get(first, -1) < self._order.get(second, -1)
 
