@@ -125,7 +125,7 @@ async def test_stage_by_key_or_label_is_recorded_with_actor(two: Harness) -> Non
 
 async def test_stage_errors_change_nothing(two: Harness) -> None:
     reply = await two.rep("/stage @张三 vip")
-    assert "没有阶段「vip」" in reply and "意向(intent)" in reply
+    assert "没有阶段「vip」" in reply and "陌生 → 潜在 → 意向" in reply
     assert "客户已经在「陌生」阶段" in await two.rep("/stage @张三 陌生")
     assert (await two.customer("c1")).stage == "stranger"
     assert len(await two.rows(StageChange)) == 2  # the two "new friend" records only
@@ -135,9 +135,10 @@ async def test_stages_lists_pipeline_with_counts(two: Harness) -> None:
     await two.rep("/stage @李四 intent")
     text = await two.rep("/stages")
     assert (
-        "1. 陌生（stranger）：1 人" in text
-        and "3. 意向（intent）：1 人" in text
-        and "6. KOC（koc）：0 人" in text
+        "1. 陌生：1 人" in text
+        and "3. 意向：1 人" in text
+        and "6. KOC：0 人" in text
+        and "stranger" not in text
     )
 
 

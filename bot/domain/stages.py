@@ -41,4 +41,5 @@ class Pipeline:
         return self._order.get(first, -1) < self._order.get(second, -1)
 
     def describe(self) -> str:
-        return " → ".join(f"{s.label}({s.key})" for s in self.stages)
+        """The pipeline as a rep reads it: labels only (commands accept a label or a key)."""
+        return " → ".join(s.label for s in self.stages)
