@@ -31,7 +31,7 @@ from tests.harness import Harness
 # internal words a person must never read: kinds, statuses, objection labels and signals, the reach
 # rules and state words of the code
 INTERNAL = re.compile(
-    r"(?<![A-Za-z])("
+    r"(?<![A-Za-z/])("
     + "|".join(
         sorted(
             {*Kind, *Status, *OBJECTIONS, *SIGNALS}
@@ -87,7 +87,7 @@ async def test_a_full_day_reads_in_chinese(busy_config: Config, tmp_path: Path) 
         await sim.rep("/countdown @王五 11-25 10:00 双十一")  # its 1d step and the T+1 follow-up: one day
         await sim.rep("/order @李四 年卡")
         await sim.rep("/order @李四 年卡")  # asks to confirm: a sentence, not a key
-        for command in ("/schedule @李四", "/info @张三", "/info @王五", "/find 张三", "/stages"):
+        for command in ("/schedule @李四", "/info @张三", "/info @王五", "/find 张三", "/stages", "/help"):
             await sim.rep(command)
         await sim.rep("/pause @张三")
         await sim.rep("/schedule @张三")
@@ -131,6 +131,7 @@ def test_the_scan_catches_internal_names() -> None:
     assert internal_words("提出过的顾虑：price") == ["price"]
     assert internal_words("已登录（logged in）") == ["logged"]
     assert internal_words("售后关怀 成交后第1天") == []
+    assert internal_words("/countdown <截止时间>") == [], "command names are what the rep types"
 
 
 def test_every_key_has_a_chinese_name() -> None:
