@@ -21,7 +21,7 @@ from bot.config import Config
 from bot.domain.kinds import Kind
 from bot.domain.stages import Pipeline
 from bot.domain.tags import TagRejected, TagVocabulary
-from bot.errors import ConfigError, SalesbotError, TemplateError, TransportError
+from bot.errors import ConfigError, SalesbotError, TransportError
 from bot.hooks import (
     AcceptInterrupted,
     CustomerUnreachable,
@@ -65,16 +65,30 @@ from storage.db import Database
 log = logging.getLogger("salesbot")
 
 
+def configured_templates(config: Config) -> list[tuple[str, str, str]]:
+    """(config key, template name, the kind's folder) for every template the configuration names."""
+    return [
+        ("welcome.template", config.welcome.template, "welcome"),
+        *(
+            (f"welcome.channels.{n}.template", rule.template, "welcome")
+            for n, rule in enumerate(config.welcome.channels)
+        ),
+        ("countdown.template", config.countdown.template, "countdown"),
+        ("digest.template", config.digest.template, "digest"),
+        *(
+            (f"aftercare.steps.{n}.template", step.template, "aftercare")
+            for n, step in enumerate(config.aftercare.steps)
+        ),
+        *(
+            (f"followup.steps.{n}.template", step.template, "followup")
+            for n, step in enumerate(config.followup.steps)
+        ),
+    ]
+
+
 def required_templates(config: Config) -> list[str]:
     """Templates the configuration names; ``salesbot check`` and startup insist they exist."""
-    return [
-        config.welcome.template,
-        *(rule.template for rule in config.welcome.channels),
-        config.countdown.template,
-        config.digest.template,
-        *(step.template for step in config.aftercare.steps),
-        *(step.template for step in config.followup.steps),
-    ]
+    return [name for _, name, _ in configured_templates(config)]
 
 
 def validate_setup(
@@ -96,12 +110,13 @@ def validate_setup(
     validate_library(objections, library)
     if not model_checked:
         load_model(config)
-    names = library.validate(required_templates(config))
-    for name in required_templates(config):
-        if library.kind_of(name) is None:
-            folders = ", ".join(f"{k}/" for k in ("welcome", "countdown", "aftercare", "followup"))
-            raise TemplateError(f"{library.path_of(name)}: templates named in config must live in {folders}")
-    return names
+    for key, name, folder in configured_templates(config):
+        # a template of another kind gets other variables: it would fail, or say the wrong thing
+        if name.split("/", 1)[0] != folder:
+            raise ConfigError(
+                f"{key}: {name!r} is not a {folder} template; use one from {config.templates_path / folder}/"
+            )
+    return library.validate(required_templates(config))
 
 
 class SalesBot:
@@ -196,6 +211,7 @@ class SalesBot:
             gate=ReachPolicy(config, self._rng),
             batch_size=config.dispatch.batch_size,
             doubts=self.delivery_alerts,
+            max_chars=config.digest.max_chars,
         )
         self.dispatcher.available = self._connected_accounts
         self.console = ConsoleService(
@@ -369,8 +385,7 @@ class SalesBot:
         handled = await self.customer_wrote(account_id, message)
         if handled is None:
             return
-        if handled.send_now:  # the console now talks about this customer
-            self.directory.note_customer(account_id, handled.customer_id)
+        if handled.send_now:  # "this customer" stays the rep's own choice: a report never moves it
             await self.dispatcher.run_due(only=handled.send_now)
         if handled.wake_at is not None:
             await self.hooks.emit(Planned(handled.wake_at))
@@ -386,16 +401,12 @@ class SalesBot:
     async def _send_report(self, reported: Reported | None) -> None:
         if reported is None:
             return
-        if reported.customer_id is not None:  # the console now talks about this customer
-            self.directory.note_customer(reported.account_id, reported.customer_id)
         if reported.alert_id is not None:
             await self.dispatcher.run_due(only=[reported.alert_id])
 
     async def _on_sent(self, event: MessageSent) -> None:
         row = event.row
-        if row.kind == Kind.WELCOME and row.customer_id is not None:
-            self.directory.note_customer(row.account_id, row.customer_id)
-        elif row.kind == Kind.REPLY:
+        if row.kind == Kind.REPLY:
             await self.objections.record_sent(row)
 
     def _connected_accounts(self) -> list[str] | None:

@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from bot.errors import SalesbotError
+from bot.errors import ConfigError, SalesbotError
+from storage.errors import DatabaseUnavailable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.add_argument("--host", help="address of the dashboard and API (default: web.host in config)")
     run.add_argument("--port", type=int, help="port of the dashboard and API (default: web.port in config)")
-    with_config(sub.add_parser("check", help="validate the configuration and every template"))
+    with_config(sub.add_parser("check", help="validate the configuration, templates, model and database"))
     simulate = with_config(sub.add_parser("simulate", help="play a scripted conversation on a virtual clock"))
     simulate.add_argument("scenario", help="scenario TOML file (see examples/)")
     sub.add_parser("commands", help="print the rep command table (Markdown, as in the README)")
@@ -83,9 +84,20 @@ def _check(config_path: str) -> int:
 
     config = load_config(config_path)
     names = validate_setup(config)
+    asyncio.run(_check_database(config.database_url()))
     accounts, templates = len(config.accounts), len(names)
     print(f"{config_path}: OK ({accounts} account(s), {templates} template(s) in {config.templates_path})")
     return 0
+
+
+async def _check_database(url: str) -> None:
+    from storage.db import Database
+
+    db = Database(url)
+    try:
+        await db.preflight()
+    finally:
+        await db.close()
 
 
 def _simulate(config_path: str, scenario_path: str) -> int:
@@ -229,7 +241,17 @@ def main(argv: list[str] | None = None) -> int:
     except SalesbotError as exc:
         from bot.redaction import redact
 
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        message = redact(str(exc))
+        where = getattr(args, "config", "")
+        if isinstance(exc, ConfigError) and where and not message.startswith(where):
+            message = f"{where}: {message}"  # a setting is named with its file
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    except DatabaseUnavailable as exc:
+        from bot.redaction import redact
+
+        where = getattr(args, "config", "config.toml")
+        print(f"error: database.url in {where}: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

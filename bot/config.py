@@ -256,6 +256,15 @@ class ReachConfig(_Section):
     account_daily_cap: int = Field(default=200, ge=1)
     pacing_seconds: DelayRange = (20.0, 45.0)
 
+    @model_validator(mode="after")
+    def _quiet_hours_have_a_length(self) -> ReachConfig:
+        if self.quiet_start == self.quiet_end:
+            raise ValueError(
+                "quiet_start and quiet_end are the same time, which could mean no quiet hours or a "
+                "whole day of them: give the quiet hours a length (e.g. 21:30 and 08:30)"
+            )
+        return self
+
 
 class CountdownConfig(_Section):
     offsets: list[str] = Field(
@@ -350,7 +359,7 @@ class DigestConfig(_Section):
     at_risk_days: int = Field(default=3, ge=1)
     # customers who ordered and have been silent this many days get their own line (after-sale care)
     after_sale_silent_days: int = Field(default=30, ge=1)
-    # longest chat message; longer digests are split at line boundaries
+    # longest chat message; longer ones (digests, console messages, replies) are split at line boundaries
     max_chars: int = Field(default=2000, ge=200)
     # also nudge the rep in the console when a customer has waited owed_reply_minutes (working hours)
     owed_nudge: bool = False

@@ -26,6 +26,7 @@ log = logging.getLogger("salesbot")
 
 # how long stopping waits for a dispatch that is sending a message
 STOP_GRACE_SECONDS = 10.0
+WEB_SHUTDOWN_SECONDS = 2.0
 # where a generated web token goes when stdout is not a terminal (next to the config file)
 WEB_TOKEN_FILE = "web-token"
 TOKEN_USE = "send it as 'Authorization: Bearer <token>' or ?token="
@@ -131,7 +132,8 @@ async def start_web(
             simulator = SimulatorState(bot, bot.clock, account.id, puppet)
             break
     app = create_app(bot.reports, token=token, token_for_reads=reads_need_token, simulator=simulator)
-    runner = web.AppRunner(app, access_log=None)
+    # requests still open at a stop get this long (aiohttp's default, 60 s, held Ctrl-C up)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=WEB_SHUTDOWN_SECONDS)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

@@ -72,6 +72,7 @@ COUNTDOWN = TemplateKind(
         "offer": "双十一限时价",
         "left": "最后1小时",
         "deadline": "11月30日 23:59",
+        "can_act_soon": True,
     },
 )
 AFTERCARE = TemplateKind(
@@ -110,6 +111,29 @@ DIGEST = TemplateKind(
         "owed_max_days": 7,
     },
 )
+
+_NO_NAME = {"customer": {"name": "", "remark": "", "channel": ""}}
+_QUIET_DAY = {**_REP_DAY, "owed": [], "owed_dropped": 0, "at_risk": [], "after_sale_silent": []}
+# the other values a kind's variables take in real use (each set is applied on top of the sample):
+# `salesbot check` renders every template with each, so a branch that breaks shows up at startup
+BRANCHES: dict[str, tuple[tuple[str, Mapping[str, Any]], ...]] = {
+    "welcome": (
+        ("in working hours", {"off_hours": False, "back_at": ""}),
+        ("with no customer name or channel", {**_NO_NAME, "channel": ""}),
+    ),
+    "countdown": (
+        ("with no offer name", {"offer": ""}),
+        ("days before the deadline", {"left": "还剩3天"}),
+        ("when the rep cannot act within the hour", {"can_act_soon": False}),
+        ("with no customer name", _NO_NAME),
+    ),
+    "aftercare": (("with no product", {"product": ""}), ("with no customer name", _NO_NAME)),
+    "followup": (("with no customer name", _NO_NAME),),
+    "digest": (
+        ("for a team of several reps", {"multiple": True, "reps": [_REP_DAY, _REP_DAY]}),
+        ("on a day with nothing owed", {"reps": [_QUIET_DAY], "team": _QUIET_DAY}),
+    ),
+}
 
 KINDS: dict[str, TemplateKind] = {
     kind.folder: kind for kind in (WELCOME, COUNTDOWN, AFTERCARE, FOLLOWUP, DIGEST)
@@ -159,6 +183,10 @@ class TemplateLibrary:
             source = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise TemplateError(f"{path}: template not found") from None
+        except UnicodeDecodeError:
+            raise TemplateError(f"{path}: not UTF-8 text (save the file as UTF-8)") from None
+        except OSError as exc:
+            raise TemplateError(f"{path}: cannot be read ({exc.strerror or exc})") from None
         try:
             ast = self.env.parse(source, name=name, filename=str(path))
         except TemplateSyntaxError as exc:
@@ -175,8 +203,17 @@ class TemplateLibrary:
             )
         kind = self.kind_of(name)
         if kind is not None:
-            # catches unknown attributes such as {{ rep.nick }} that parsing alone cannot see
-            self.render(name, dict(kind.variables))
+            # catches unknown attributes such as {{ rep.nick }} that parsing alone cannot see, in
+            # every branch the kind's values can take
+            self._render_branch(name, "", dict(kind.variables))
+            for when, values in BRANCHES.get(kind.folder, ()):
+                self._render_branch(name, when, {**kind.variables, **values})
+
+    def _render_branch(self, name: str, when: str, context: Mapping[str, Any]) -> None:
+        text = self.render(name, context, when=when)
+        suffix = f" {when}" if when else ""
+        if not text:
+            raise TemplateError(f"{self.path_of(name)}: renders an empty message{suffix}")
 
     def validate(self, required: Iterable[str] = ()) -> list[str]:
         """Check every template and that each required one exists. Returns the names checked."""
@@ -214,8 +251,10 @@ class TemplateLibrary:
         except (UndefinedError, SecurityError) as exc:
             raise TemplateError(f"{origin}: {exc}") from None
 
-    def render(self, name: str, context: Mapping[str, Any]) -> str:
+    def render(self, name: str, context: Mapping[str, Any], *, when: str = "") -> str:
+        """Render one template; ``when`` names the branch in an error ("with no product")."""
         path = self.path_of(name)
+        suffix = f" ({when})" if when else ""
         try:
             template = self.env.get_template(name)
             text = template.render(**context)
@@ -223,8 +262,10 @@ class TemplateLibrary:
             raise TemplateError(f"{path}: template not found") from None
         except TemplateSyntaxError as exc:
             raise TemplateError(f"{path}:{exc.lineno}: syntax error: {exc.message}") from None
-        except (UndefinedError, SecurityError) as exc:
-            raise TemplateError(f"{path}:{_error_line(exc, path)}: {exc}") from None
+        except UnicodeDecodeError:
+            raise TemplateError(f"{path}: not UTF-8 text (save the file as UTF-8)") from None
+        except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
+            raise TemplateError(f"{path}:{_error_line(exc, path)}: {exc}{suffix}") from None
         return text.strip()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,9 +14,15 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import event
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError as AlembicCommandError
+from sqlalchemy import event, inspect
+from sqlalchemy import text as sql_text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.errors import DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -25,6 +32,27 @@ def alembic_config(url: str) -> AlembicConfig:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
+
+
+# how long opening the database may take before it counts as unreachable
+CONNECT_SECONDS = 10.0
+
+
+def safe_url(url: str) -> str:
+    """``url`` as people may see it: the password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("://", 1)[0] + "://..."
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an error's own words (an OSError's strerror), no class path or traceback."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    cause = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
+    words = str(cause).strip().splitlines()
+    return words[0] if words else type(cause).__name__
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, synchronous: str = "FULL") -> None:
@@ -44,6 +72,14 @@ def _sqlite_relaxed_pragmas(dbapi_connection: Any, record: Any) -> None:
 
 
 BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _schema_revision(connection: Any) -> str | None:
+    """The schema's alembic revision, None on a database without one (empty, or not ours)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    row = connection.execute(sql_text("SELECT version_num FROM alembic_version")).first()
+    return str(row[0]) if row is not None else None
 
 
 def _boot_id() -> str:
@@ -75,9 +111,21 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         path = url.split(":///", 1)[1] if self.is_sqlite and ":///" in url else ""
         on_disk = path not in ("", ":memory:")
-        if on_disk:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: AsyncEngine = create_async_engine(url)
+        self.path = Path(path) if on_disk else None
+        if self.path is not None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                blocked = next((p for p in self.path.parents if p.exists() and not p.is_dir()), None)
+                reason = f"{blocked} is a file, not a folder" if blocked is not None else _reason(exc)
+                raise DatabaseUnavailable(
+                    f"cannot create the folder {self.path.parent} for the database ({reason})"
+                ) from None
+        try:
+            self.engine: AsyncEngine = create_async_engine(url)
+        except ImportError as exc:
+            extra = " (pip install 'salesbot[postgres]')" if "asyncpg" in str(exc) else ""
+            raise DatabaseUnavailable(f"the database driver is not installed: {exc.name}{extra}") from None
         self._relaxed_engine: AsyncEngine | None = None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -93,8 +141,45 @@ class Database:
         # what must stay the same for relaxed commits to be as good as durable ones (see below)
         self.durability_epoch = _boot_id() if self._relaxed_engine is not None else "durable"
 
+    async def preflight(self) -> None:
+        """Make sure the database can be used before anything relies on it: it opens (within
+        :data:`CONNECT_SECONDS`), an SQLite file is writable, and its schema is not newer than this
+        code's migrations. Raises :class:`DatabaseUnavailable` with one sentence. Creates nothing:
+        a SQLite file that does not exist yet only needs a folder it can be written in."""
+        if self.path is not None and not self.path.exists():
+            if not os.access(self.path.parent, os.W_OK):
+                raise DatabaseUnavailable(f"cannot create the database in {self.path.parent} (not writable)")
+            return
+        if self.path is not None and not os.access(self.path, os.R_OK | os.W_OK):
+            raise DatabaseUnavailable(f"cannot read and write the database file {self.path}")
+        try:
+            async with asyncio.timeout(CONNECT_SECONDS), self.engine.connect() as connection:
+                revision = await connection.run_sync(_schema_revision)
+        except TimeoutError:
+            raise DatabaseUnavailable(
+                f"cannot reach the database at {safe_url(self.url)} (no answer in {CONNECT_SECONDS:.0f} s)"
+            ) from None
+        except Exception as exc:
+            raise DatabaseUnavailable(
+                f"cannot open the database at {safe_url(self.url)} ({_reason(exc)})"
+            ) from None
+        if revision is None:
+            return  # empty: migrate creates the schema
+        scripts = ScriptDirectory.from_config(alembic_config(self.url))
+        try:
+            known = scripts.get_revision(revision) is not None
+        except AlembicCommandError:
+            known = False
+        if not known:
+            raise DatabaseUnavailable(
+                f"the database at {safe_url(self.url)} has a newer schema (revision {revision}) than "
+                "this version of salesbot knows: upgrade salesbot, or use a database made by this version"
+            )
+
     async def migrate(self) -> None:
-        """Bring the schema to the newest revision (creates it on an empty database)."""
+        """Check the database (:meth:`preflight`), then bring the schema to the newest revision
+        (creates it on an empty database)."""
+        await self.preflight()
         await asyncio.to_thread(command.upgrade, alembic_config(self.url), "head")
 
     @asynccontextmanager

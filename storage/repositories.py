@@ -63,6 +63,14 @@ class Accounts:
         if account is not None:
             account.self_contact_id = contact_id
 
+    async def lock(self, account_id: str) -> None:
+        """Hold the account's row until the transaction ends, so that what is numbered per account
+        (suggestions) is numbered in turn. PostgreSQL locks the row; SQLite has one writer anyway.
+        ``FOR NO KEY UPDATE``: rows written earlier in the transaction that refer to the account
+        hold a key-share lock on it, which this lock must not wait for (a deadlock otherwise)."""
+        query = select(Account.id).where(Account.id == account_id).with_for_update(key_share=True)
+        await self.session.exec(query)
+
 
 class Customers:
     def __init__(self, session: AsyncSession) -> None:
@@ -248,6 +256,16 @@ class Events:
             .limit(1)
         )
         return (await self.session.exec(query)).first()
+
+    async def of_account(self, account_id: str, kind: str, since: datetime, limit: int) -> list[Event]:
+        """The account's newest ``limit`` events of ``kind`` since ``since``, newest first."""
+        query = (
+            select(Event)
+            .where(Event.account_id == account_id, Event.kind == kind, col(Event.at) >= since)
+            .order_by(col(Event.id).desc())
+            .limit(limit)
+        )
+        return list((await self.session.exec(query)).all())
 
     async def count(self, customer_id: int, kind: str) -> int:
         query = (

@@ -138,8 +138,16 @@ class Gateway:
         self.friends[contact_id] = name
         self.command("contact", id=contact_id, name=name, friend=True)
 
-    def customer_deletes(self, contact_id: str) -> None:
-        self.command("unfriend", id=contact_id)
+    def customer_deletes(self, contact_id: str, *, send_error: str | None = None) -> None:
+        """The customer removes the rep; later sends fail, saying ``send_error`` when given."""
+        if send_error is None:
+            self.command("unfriend", id=contact_id)
+        else:
+            self.command("unfriend", id=contact_id, error=send_error)
+
+    def sends_fail(self, contact_id: str, error: str) -> None:
+        """Sends to a customer who is still a friend fail, saying ``error``."""
+        self.command("fail_sends", id=contact_id, error=error)
 
     def customer_says(self, contact_id: str, text: str) -> None:
         self.command("say", **{"from": contact_id}, text=text)

@@ -112,3 +112,22 @@ async def test_a_failing_audit_write_leaves_the_success_reply_unchanged(
     assert await rows(one, Event, Event.kind == "command") == []
     [record_] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert "stage @张三 intent" in record_.getMessage() and record_.exc_info is not None
+
+
+@pytest.mark.parametrize(
+    ("line", "answer"),
+    [
+        ("/cancel @张三 99999999999999999999", "用法：/cancel [编号|all]"),
+        ("/cancel @张三 #99999999999999999999", "用法：/cancel [编号|all]"),
+        ("/cancel @张三 ²", "用法：/cancel [编号|all]"),  # a digit to str.isdigit, not to int()
+        ("/send @张三 99999999999999999999", "用法：/send <编号> [追加文字]"),
+        ("/pick 99999999999999999999", "用法：/pick <编号>"),
+        ("/find 张 99999999999999999999", "用法：/find <名字|标签|阶段> [页码]"),
+        ("/info @#99999999999999999999", "没有找到客户「#99999999999999999999」"),
+        ("/info @#²", "没有找到客户「#²」"),
+        ("/countdown @张三 +99999999999d", "用法：/countdown <截止时间> [活动名]"),
+    ],
+)
+async def test_huge_numbers_get_the_usage_line_not_a_crash(one: Simulation, line: str, answer: str) -> None:
+    reply = await rep(one, line)
+    assert answer in reply and "错误编号" not in reply, reply

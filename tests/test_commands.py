@@ -79,9 +79,22 @@ async def test_tag_free_text_and_groups_with_aliases(two: Harness) -> None:
     assert len(await two.rows(Event, Event.kind == "tag_added")) == 3
 
 
-async def test_rejected_tag_value_changes_nothing(two: Harness) -> None:
-    reply = await two.rep("/tag @张三 喜欢SUV 层级:Z")
-    assert "「层级」没有「Z」这个选项，可选：A、B、C" in reply
+async def test_a_refused_tag_is_named_with_its_reason_and_the_others_are_added(two: Harness) -> None:
+    reply = await two.rep("/tag @张三 层级:A 职业:教师 预算:25万")
+    assert reply.splitlines() == [
+        "【张三 #1 · 陌生】",
+        "有 1 个标签没有添加：",
+        "· “预算:25万”：「消费」没有「25万」这个选项，可选：10万以下、10-20万、20-30万、30-50万、50万以上",
+        "已添加标签：层级:A、社会:教师",
+    ]
+    assert {(t.group, t.value) for t in await two.rows(CustomerTag)} == {("tier", "A"), ("social", "教师")}
+
+
+async def test_when_every_tag_is_refused_nothing_is_added(two: Harness) -> None:
+    reply = await two.rep("/tag @张三 层级:Z")
+    assert reply == "标签没有添加：\n· “层级:Z”：「层级」没有「Z」这个选项，可选：A、B、C"
+    reply = await two.rep("/tag @张三 层级:Z " + "长" * 31)
+    assert reply.startswith("2 个标签都没有添加：") and "标签太长（31 个字），最多 30 个字" in reply
     assert await two.rows(CustomerTag) == []
 
 
@@ -251,11 +264,17 @@ async def test_unknown_name_and_no_current_customer(sim: Harness) -> None:
     assert "请指定客户" in await sim.rep("/info")
 
 
-async def test_current_customer_is_the_last_addressed_or_reported(two: Harness) -> None:
-    # the last welcome sent was to 李四: the bot reported on them
-    assert (await two.rep("/info")).startswith("【李四")
+async def test_current_customer_is_the_last_one_the_rep_acted_on(two: Harness) -> None:
+    # both were welcomed: the bot reporting on a customer never makes them current
+    assert "请指定客户" in await two.rep("/info")
     await two.rep("/note @张三 hello")
     assert (await two.rep("/info")).startswith("【张三")
+    await two.new_customer("c3", "王五")  # a welcome
+    await two.customer_says("c2", "太贵了")  # a suggestion about 李四
+    await two.customer_says("c2", "退订")  # an alert about 李四
+    assert (await two.rep("/stage 意向")).startswith("【张三 #1 · 意向】")
+    assert "没有阶段" in await two.rep("/stage 不存在 @李四")
+    assert (await two.rep("/stage 意向")).startswith("【李四 #2 · 意向】"), "a failed command names whom"
 
 
 # -- where commands are typed -------------------------------------------------------------------

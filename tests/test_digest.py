@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from bot.cli import main
 from bot.config import Config
-from bot.services.digest import split_message
+from bot.domain.limits import split_message
 from storage.models import ScheduledMessage
 from tests.conftest import SHANGHAI, make_config, write_config
 from tests.harness import Harness

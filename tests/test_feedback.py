@@ -68,7 +68,7 @@ async def test_wrong_and_label_round_trip_into_a_business_model(tmp_path: Path, 
 
 async def test_a_soft_opt_out_holds_countdowns_and_follow_ups_not_aftercare(sim: Harness) -> None:
     await sim.new_customer()
-    await sim.rep_types("/order 车")
+    await sim.rep_types("/order 车 @张三")
     await sim.rep_types("/countdown +5d 复购礼")
     assert await sim.rows(ScheduledMessage, ScheduledMessage.kind == "countdown")
     await sim.customer_says("c1", "这类通知别发那么勤")
@@ -95,7 +95,7 @@ async def test_a_soft_opt_out_holds_countdowns_and_follow_ups_not_aftercare(sim:
 async def test_a_new_countdown_overrides_a_soft_opt_out_and_says_so(sim: Harness) -> None:
     await sim.new_customer()
     await sim.customer_says("c1", "这类通知别发那么勤")
-    await sim.rep_types("/countdown +3d 限时礼")
+    await sim.rep_types("/countdown +3d 限时礼 @张三")
     assert "客户之前说过不想被频繁催促" in sim.last_reply()
     assert {r.status for r in await sim.rows(ScheduledMessage, ScheduledMessage.kind == "countdown")} == {
         "pending"
@@ -104,7 +104,7 @@ async def test_a_new_countdown_overrides_a_soft_opt_out_and_says_so(sim: Harness
 
 async def test_ending_a_conversation_pauses_nothing(sim: Harness) -> None:
     await sim.new_customer()
-    await sim.rep_types("/countdown +3d 限时礼")
+    await sim.rep_types("/countdown +3d 限时礼 @张三")
     await sim.customer_says("c1", "不打扰你下班了，明天聊")
     assert not sim.sent("alert")
     assert {r.status for r in await sim.rows(ScheduledMessage, ScheduledMessage.kind == "countdown")} == {
@@ -114,7 +114,7 @@ async def test_ending_a_conversation_pauses_nothing(sim: Harness) -> None:
 
 async def test_resume_lifts_a_soft_opt_out(sim: Harness) -> None:
     await sim.new_customer()
-    await sim.rep_types("/countdown +3d 限时礼")
+    await sim.rep_types("/countdown +3d 限时礼 @张三")
     await sim.customer_says("c1", "这类通知别发那么勤")
     await sim.rep_types("/resume")
     assert "已恢复自动消息" in sim.last_reply()
@@ -126,7 +126,7 @@ async def test_resume_lifts_a_soft_opt_out(sim: Harness) -> None:
 async def test_wrong_after_an_opt_out_keeps_the_pause_until_resume(sim: Harness) -> None:
     await sim.new_customer()
     await sim.customer_says("c1", "退订")
-    await sim.rep_types("/wrong")
+    await sim.rep_types("/wrong @张三")
     assert "自动消息仍暂停，确认要恢复请发 /resume" in sim.last_reply()
     [correction] = await sim.rows(Event, Event.kind == "correction")
     assert "opt_out" not in correction.data["signals"]
@@ -134,7 +134,7 @@ async def test_wrong_after_an_opt_out_keeps_the_pause_until_resume(sim: Harness)
 
 async def test_wrong_names_the_reading_when_a_message_carried_two(sim: Harness) -> None:
     await sim.new_customer()
-    await sim.rep_types("/countdown +3d 限时礼")
+    await sim.rep_types("/countdown +3d 限时礼 @张三")
     await sim.customer_says("c1", "最近手头紧 别老催我了")
     assert sim.sent("suggestion") and sim.sent("alert"), "an objection and a soft opt-out"
     await sim.rep_types("/wrong 别催了")
@@ -151,7 +151,7 @@ async def test_wrong_names_the_reading_when_a_message_carried_two(sim: Harness) 
 async def test_corrections_of_one_message_build_on_each_other(sim: Harness) -> None:
     await sim.new_customer()
     await sim.customer_says("c1", "太贵了")
-    await sim.rep_types("/wrong 无顾虑")
+    await sim.rep_types("/wrong 无顾虑 @张三")
     await sim.rep_types("/label 转介绍")
     await sim.rep_types("/label 购买信号")
     learned = {m.text: (m.objection, m.signals) for m in await load_corrections(sim.bot.db)}
@@ -161,6 +161,6 @@ async def test_corrections_of_one_message_build_on_each_other(sim: Harness) -> N
 async def test_wrong_while_all_automation_is_paused_says_so(sim: Harness) -> None:
     await sim.new_customer()
     await sim.customer_says("c1", "这类通知别发那么勤")
-    await sim.rep_types("/pause")
+    await sim.rep_types("/pause @张三")
     await sim.rep_types("/wrong 别催了")
     assert "仍整体暂停，需要恢复请发 /resume" in sim.last_reply()

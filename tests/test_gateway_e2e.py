@@ -245,8 +245,13 @@ async def test_a_frozen_gateway_is_noticed_by_keepalive_pings_and_replaced_on_re
     assert gateway.sent_to("filehelper") == [suggestion["text"]]  # one stream, one suggestion
 
 
+@pytest.mark.parametrize(
+    "send_error",
+    [None, "sendmsg ret=-44 (0xffd4)"],
+    ids=["a wording we know", "a wording only the friend state explains"],
+)
 async def test_a_customer_who_deleted_the_rep_is_churned_over_grpc_not_shown_a_raw_error(
-    gateway: Gateway, running: Callable[..., Any]
+    gateway: Gateway, running: Callable[..., Any], send_error: str | None
 ) -> None:
     runtime = await running(
         [service_account("acme", gateway)], objections={"reply_delay_seconds": [0.2, 0.2]}
@@ -255,7 +260,7 @@ async def test_a_customer_who_deleted_the_rep_is_churned_over_grpc_not_shown_a_r
     await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "c8")  # the welcome
     gateway.customer_says("c8", "太贵了")
     await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "filehelper")  # suggestion
-    gateway.customer_deletes("c8")
+    gateway.customer_deletes("c8", send_error=send_error)
     gateway.rep_types("filehelper", "/send 1")
 
     async def churned() -> bool:
@@ -268,8 +273,33 @@ async def test_a_customer_who_deleted_the_rep_is_churned_over_grpc_not_shown_a_r
     assert "吴十" in alert["text"]
     console = " ".join(gateway.sent_to("filehelper"))
     assert "friend" not in console and "Error" not in console, "no raw transport error in chat"
+    assert "ret=" not in console
     pending = [r for r in await rows(runtime, ScheduledMessage) if r.status == "pending"]
     assert not [r for r in pending if r.customer_id is not None], "their follow-ups are cancelled"
+
+
+async def test_a_failed_send_to_a_customer_still_a_friend_churns_nobody(
+    gateway: Gateway, running: Callable[..., Any]
+) -> None:
+    """The friend state is asked after a failure we cannot read; a friend's failure is a failure."""
+    runtime = await running(
+        [service_account("acme", gateway)], objections={"reply_delay_seconds": [0.2, 0.2]}
+    )
+    gateway.add_stranger("c9", "冯十一", "你好")
+    await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "c9")  # the welcome
+    gateway.customer_says("c9", "太贵了")
+    await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "filehelper")  # suggestion
+    gateway.sends_fail("c9", "sendmsg ret=-1 (busy)")
+    gateway.rep_types("filehelper", "/send 1")
+
+    async def send_failed() -> bool:
+        return any(r.status == "failed" for r in await rows(runtime, ScheduledMessage))
+
+    await eventually(send_failed, within=20)
+    assert all(c.deleted_at is None for c in await rows(runtime, Customer)), "still a customer"
+    console = " ".join(gateway.sent_to("filehelper"))
+    assert "已不是好友" not in console
+    assert "ret=" not in console and "Error" not in console, "no raw transport error in chat"
 
 
 def test_wrong_token_is_a_clear_error_and_a_non_zero_exit(tmp_path: Path) -> None:

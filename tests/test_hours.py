@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,6 +24,22 @@ def test_open_and_closed_in_local_time() -> None:
     assert cal.is_open(datetime(2026, 11, 23, 9, 0, tzinfo=SHANGHAI))
     assert not cal.is_open(datetime(2026, 11, 23, 18, 0, tzinfo=SHANGHAI))
     assert not cal.is_open(datetime(2026, 11, 23, 8, 59, tzinfo=SHANGHAI))
+
+
+@pytest.mark.parametrize(
+    ("local", "open_for_an_hour"),
+    [
+        (datetime(2026, 11, 23, 9, 0), True),
+        (datetime(2026, 11, 23, 17, 0), True),  # until 18:00: an hour exactly
+        (datetime(2026, 11, 23, 17, 1), False),  # within an hour of the end of the day
+        (datetime(2026, 11, 23, 18, 30), False),
+        (datetime(2026, 11, 23, 8, 30), False),  # not at work yet
+        (datetime(2026, 11, 28, 10, 0), False),  # Saturday: a day off
+    ],
+)
+def test_open_for_an_hour(local: datetime, open_for_an_hour: bool) -> None:
+    cal = calendar(SHANGHAI, days=[1, 2, 3, 4, 5])
+    assert cal.open_for(local.replace(tzinfo=SHANGHAI), timedelta(hours=1)) is open_for_an_hour
 
 
 @pytest.mark.parametrize(

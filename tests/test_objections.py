@@ -171,7 +171,9 @@ async def test_send_errors(sim: Harness) -> None:
     assert "没有待选的话术建议" in sim.sent("command_reply")[-1]["text"]
     await sim.customer_says("c1", "太贵了")
     await sim.rep_types("/send 9")
-    assert "请输入 1 到 3 之间的编号" in sim.sent("command_reply")[-1]["text"]
+    assert "没有编号为 9 的待选话术" in sim.sent("command_reply")[-1]["text"]
+    await sim.rep_types("/send 9 @张三")
+    assert "没有编号为 9 的待选话术，这位客户的建议编号是 1–3" in sim.sent("command_reply")[-1]["text"]
     await sim.rep_types("/send one")
     assert sim.sent("command_reply")[-1]["text"].endswith("用法：/send <编号> [追加文字]")
     await sim.rep_types("/send 1")
@@ -193,12 +195,46 @@ async def test_send_typed_in_the_customer_chat(sim: Harness) -> None:
     assert reply["to"] == "c1" and "价格" in reply["text"]
 
 
-async def test_suggestion_makes_the_customer_current(sim: Harness) -> None:
+async def test_a_suggestion_does_not_move_the_current_customer(sim: Harness) -> None:
+    await sim.new_customer()
+    await sim.new_customer("c2", "李四")
+    await sim.rep_types("/info @张三")
+    await sim.customer_says("c2", "太贵了")
+    await sim.rep_types("/stage 意向")
+    assert sim.last_reply().startswith("【张三 #1 · 意向】"), "the rep's customer, not the one reported on"
+    assert (await sim.customer("c2")).stage == "potential"
+
+
+async def test_send_n_goes_to_the_customer_whose_suggestion_showed_n(sim: Harness) -> None:
     await sim.new_customer()
     await sim.new_customer("c2", "李四")
     await sim.customer_says("c1", "太贵了")
-    await sim.rep_types("/info")
-    assert sim.sent("command_reply")[-1]["text"].startswith("【张三")
+    await sim.customer_says("c2", "太贵了")
+    first, second = (m["text"] for m in sim.sent("suggestion"))
+    assert "\n1. " in first and "\n3. " in first
+    assert "\n4. " in second and "\n6. " in second and "\n1. " not in second, (
+        "open suggestions share no number"
+    )
+    await sim.rep_types("/info @张三")  # the rep looks at 张三 ...
+    await sim.rep_types("/send 5")  # ... and answers 李四's suggestion
+    assert sim.last_reply().startswith("【李四 #2") and "已安排发送话术 5" in sim.last_reply()
+    await sim.rep_types("/send 5 @张三")
+    assert "话术 5 是给「李四 #2」的建议，不是这位客户的。这位客户的建议编号是 1–3" in sim.last_reply()
+    await sim.rep_types("/send 2", in_chat="c2")
+    assert "话术 2 是给「张三 #1」的建议" in sim.last_reply()
+    await sim.advance(timedelta(seconds=10))
+    [reply] = sim.sent("reply")
+    assert reply["to"] == "c2"
+    script_id = (await _suggested(sim.bot.objections, 2))[1]
+    c2 = await sim.customer("c2")
+    library = sim.bot.objections.library
+    assert reply["text"] == sim.bot.objections.render_script(library.script(script_id), "demo", c2)  # type: ignore[arg-type]
+    # a day without suggestions: old numbers are no longer open, and numbering starts again
+    await sim.advance(timedelta(days=1, minutes=1))
+    await sim.rep_types("/send 2")
+    assert "没有编号为 2 的待选话术（建议发出 24 小时后失效）" in sim.last_reply()
+    await sim.customer_says("c2", "太贵了")
+    assert "\n1. " in sim.sent("suggestion")[-1]["text"]
 
 
 async def test_no_suggestion_for_resolved_doubts_small_talk_or_opt_out(sim: Harness) -> None:
@@ -223,7 +259,7 @@ async def test_info_shows_objections_raised(sim: Harness) -> None:
     await sim.new_customer()
     await sim.customer_says("c1", "太贵了")
     await sim.customer_says("c1", "我得跟老婆商量")
-    await sim.rep_types("/info")
+    await sim.rep_types("/info @张三")
     assert "提出过的顾虑：价格、决策人" in sim.sent("command_reply")[-1]["text"]
 
 
@@ -236,7 +272,9 @@ async def test_scripts_that_work_rank_first_once_there_is_enough_data(db_url: st
             await sim.new_customer(handle, f"客户{number}")
             await sim.customer_says(handle, "太贵了")
             assert (await _suggested(service, number))[:2] == (first.id, second.id)
-            await sim.rep_types(f"/send 2 @#{number}")  # the second script...
+            shown = await service.last_suggestion(number)
+            assert shown is not None
+            await sim.rep_types(f"/send {shown.first + 1} @#{number}")  # the second script...
             await sim.advance(timedelta(seconds=10))
             await sim.rep_types(f"/stage @#{number} intent")  # ...and the customer moves up
         async with sim.bot.db.transaction() as session:
@@ -300,3 +338,13 @@ async def _suggested(service: ObjectionService, customer_id: int) -> tuple[str, 
     suggestion = await service.last_suggestion(customer_id)
     assert suggestion is not None, "a suggestion was made"
     return suggestion.script_ids
+
+
+async def test_messages_handled_at_once_get_suggestions_with_different_numbers(sim: Harness) -> None:
+    await sim.new_customer()
+    await sim.new_customer("c2", "李四")
+    for handle in ("c1", "c2"):  # both arrive before either is handled
+        sim.puppet.customer_says(sim.contact_id(handle), "太贵了")
+    await sim.bot.settle()
+    events = await sim.rows(Event, Event.kind == "objection")
+    assert sorted(e.data["first"] for e in events) == [1, 4]

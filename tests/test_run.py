@@ -74,3 +74,30 @@ def test_busy_web_port_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"error: web: cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_stops_promptly_with_a_simulator_tab_open(tmp_path: Path) -> None:
+    """An open simulator tab holds an event stream; a stop ends it instead of waiting it out."""
+    import http.client
+
+    from tests.cli_process import TOKEN, Bot
+
+    write_config(tmp_path)
+    bot = Bot(tmp_path)
+    host, port = bot.url.removeprefix("http://").split(":")
+    tab = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        tab.request("GET", f"/sim/events?token={TOKEN}", headers={"Accept": "text/event-stream"})
+        stream = tab.getresponse()
+        assert stream.status == 200 and stream.readline().startswith(b": connected")
+        bot.process.send_signal(signal.SIGINT)
+        try:
+            bot.process.communicate(timeout=10)  # aiohttp's own grace alone is 60 s
+        except subprocess.TimeoutExpired:
+            bot.kill()
+            raise AssertionError("salesbot run still running 10 s after Ctrl-C with a tab open") from None
+        assert bot.process.returncode == 0
+    finally:
+        tab.close()
+        if bot.process.poll() is None:
+            bot.kill()

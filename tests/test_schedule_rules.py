@@ -10,8 +10,8 @@ import pytest
 from bot.domain.schedule import (
     QuietHours,
     at_local_time_after,
+    countdown_left_text,
     local_day_bounds,
-    parse_deadline,
     plan_countdown,
     step_time,
     time_left_text,
@@ -24,38 +24,6 @@ MONDAY = datetime(2026, 11, 23, 10, 0, tzinfo=SH)  # a Monday
 
 def quiet(tz: ZoneInfo = SH) -> QuietHours:
     return QuietHours(time(21, 30), time(8, 30), tz)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2026-11-30 23:59", datetime(2026, 11, 30, 23, 59)),
-        ("11-30 20:00", datetime(2026, 11, 30, 20, 0)),
-        ("明天 18:00", datetime(2026, 11, 24, 18, 0)),
-        ("周日", datetime(2026, 11, 29, 23, 59)),
-        ("星期三 12:00", datetime(2026, 11, 25, 12, 0)),
-        ("月底", datetime(2026, 11, 30, 23, 59)),
-        ("+3d", datetime(2026, 11, 26, 10, 0)),
-        ("+90m", datetime(2026, 11, 23, 11, 30)),
-        ("1-15", datetime(2027, 1, 15, 23, 59)),  # a month-day already past this year means next year
-    ],
-)
-def test_deadline_forms(text: str, expected: datetime) -> None:
-    assert parse_deadline(text, MONDAY, SH) == expected.replace(tzinfo=SH)
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("下辈子", "看不懂截止时间"),
-        ("明天 25:00", "看不懂时间"),
-        ("2026-11-01 10:00", "已经过去"),
-        ("2026-02-30", "看不懂截止时间"),
-    ],
-)
-def test_bad_deadlines_explain_themselves(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        parse_deadline(text, MONDAY, SH)
 
 
 def test_full_ladder_for_a_deadline_next_week() -> None:
@@ -122,6 +90,35 @@ def test_time_left_in_natural_chinese() -> None:
     assert time_left_text(timedelta(hours=3)) == "最后3小时"
     assert time_left_text(timedelta(hours=1)) == "最后1小时"
     assert time_left_text(timedelta(minutes=15)) == "最后15分钟"
+    assert time_left_text(timedelta(hours=23, minutes=59)) == "最后23小时", "never more than is left"
+
+
+@pytest.mark.parametrize(
+    ("offset", "left", "text"),
+    [
+        # sent a little late (pacing, a batch): the step's own wording, never 最后24小时 or 最后59分钟
+        ("1d", timedelta(hours=23, minutes=59, seconds=20), "还剩1天"),
+        ("24h", timedelta(hours=24), "还剩1天"),
+        ("1h", timedelta(minutes=59, seconds=15), "最后1小时"),
+        ("60m", timedelta(minutes=58), "最后1小时"),
+        ("3h", timedelta(hours=3), "最后3小时"),
+        ("15m", timedelta(minutes=14, seconds=1), "最后15分钟"),
+        ("7d", timedelta(days=7) - timedelta(hours=1), "还剩7天"),  # across a DST change
+        # moved before quiet hours, or sent late after downtime: the time really left, rounded down
+        ("1h", timedelta(hours=2, minutes=30), "最后2小时"),
+        ("3h", timedelta(hours=2), "最后2小时"),
+        ("1d", timedelta(hours=11, minutes=30), "最后11小时"),
+        ("30m", timedelta(minutes=12), "最后12分钟"),
+        # too little left to be worth a message (never 最后1分钟)
+        ("15m", timedelta(minutes=1), None),
+        ("15m", timedelta(minutes=4, seconds=59), None),
+        ("1h", timedelta(seconds=-5), None),
+    ],
+)
+def test_a_countdown_step_speaks_of_its_nominal_offset(
+    offset: str, left: timedelta, text: str | None
+) -> None:
+    assert countdown_left_text(offset, left) == text
 
 
 def test_quiet_hours_across_midnight() -> None:

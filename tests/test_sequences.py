@@ -72,6 +72,63 @@ async def test_bad_deadline_gets_a_clear_answer_and_changes_nothing(sim: Harness
     assert await sim.rows(ScheduledMessage, ScheduledMessage.kind == "countdown") == []
 
 
+async def test_countdown_reads_deadlines_as_reps_type_them(sim: Harness) -> None:
+    await sim.customer_in_chat()
+    reply = await sim.rep("/countdown @张三 周日晚上8点 双十一")
+    assert "倒计时已设置：双十一截止 11-29 20:00" in reply
+    reply = await sim.rep("/countdown @张三 周日 晚上 8点 双十一")
+    assert "倒计时已设置：双十一截止 11-29 20:00" in reply
+    reply = await sim.rep("/countdown @张三 下周日")
+    assert "截止 12-06 21:00（周日）" in reply, "a date alone ends with the rep's working day (21:00)"
+    assert "11-29 21:00（提前7天）" in reply and "12-06 20:45（提前15分钟）" in reply, "no internal 7d, 15m"
+    reply = await sim.rep("/countdown @张三 12月12日 20点 年终大促")
+    assert "倒计时已设置：年终大促截止 12-12 20:00" in reply
+
+
+async def test_a_bad_deadline_is_an_error_not_an_offer_name_nor_a_crash(sim: Harness) -> None:
+    await sim.customer_in_chat()
+    reply = await sim.rep("/countdown @张三 周日 99:99 双十一")
+    assert "看不懂时间「99:99」" in reply and reply.endswith("用法：/countdown <截止时间> [活动名]")
+    reply = await sim.rep("/countdown @张三 +99999999999d")
+    assert "错误编号" not in reply and reply.endswith("用法：/countdown <截止时间> [活动名]")
+    assert await sim.rows(ScheduledMessage, ScheduledMessage.kind == "countdown") == []
+
+
+async def test_countdown_wording_keeps_the_steps_offset_when_pacing_delays_it(sim: Harness) -> None:
+    """Three customers on one deadline: pacing sends the later ones 20-45 s after their step's
+    time, and they still read 还剩1天 / 最后1小时, never 最后24小时 or 最后59分钟."""
+    people = [("c1", "张三"), ("c2", "李四"), ("c3", "王五")]
+    await sim.with_customers(*people)
+    for handle, name in people:
+        await sim.customer_says(handle, "你好")
+        await sim.rep_types(f"/countdown @{name} 11-30 20:00")
+    await sim.advance(timedelta(days=8))
+    ladder = ["还剩7天", "还剩3天", "还剩1天", "最后3小时", "最后1小时", "最后30分钟", "最后15分钟"]
+    late = 0
+    for handle, _ in people:
+        sent = sim.sent("countdown", handle)
+        assert len(sent) == len(ladder)
+        for message, wording in zip(sent, ladder, strict=True):
+            assert wording in message["text"], (local(message), message["text"])
+            late += local(message).second > 0
+    assert late >= 4, "pacing held some steps back by seconds"
+
+
+async def test_the_call_to_action_goes_out_only_when_the_rep_can_act_within_the_hour(sim: Harness) -> None:
+    await sim.customer_in_chat()
+    # working hours 09:00-21:00, quiet hours from 21:30: the 1h step (22:00) moves to 21:29
+    await sim.rep_types("/countdown @张三 周日 23:00 双十一")
+    await sim.advance(timedelta(days=7))
+    texts = {
+        local(m).strftime("%H:%M"): m["text"]
+        for m in sim.sent("countdown")
+        if "11-29" in local(m).strftime("%m-%d")
+    }
+    assert set(texts) == {"20:00", "21:29"}, texts
+    assert "回复“1”我马上安排" in texts["20:00"], "the rep is at work until 21:00"
+    assert "最后1小时" in texts["21:29"] and "回复" not in texts["21:29"], "the rep has left for the day"
+
+
 async def test_after_downtime_only_the_latest_overdue_step_is_sent(config: Any, db_url: str) -> None:
     async with Harness(config, MONDAY_10AM, database_url=db_url) as first:
         await first.customer_in_chat()

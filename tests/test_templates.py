@@ -10,7 +10,7 @@ import pytest
 from bot.app import validate_setup
 from bot.cli import main
 from bot.errors import TemplateError
-from bot.templates import WELCOME, TemplateLibrary
+from bot.templates import COUNTDOWN, WELCOME, TemplateLibrary
 from tests.conftest import ROOT, make_config
 
 
@@ -44,6 +44,26 @@ def test_unknown_attribute_is_caught_at_validation(tmp_path: Path) -> None:
     lib = library(tmp_path, {"welcome/a.txt.j2": "hi\n{{ rep.nick_name }}\n"})
     with pytest.raises(TemplateError, match=r"welcome/a\.txt\.j2:2: .*nick_name"):
         lib.validate()
+
+
+@pytest.mark.parametrize(
+    "branch",
+    [
+        '{% if "最后" in left %}ok{% else %}{{ rep.nick_name }}{% endif %}',  # a day step's wording
+        "{% if can_act_soon %}回复1我马上安排{% else %}{{ rep.nick_name }}{% endif %}",  # the rep is away
+    ],
+)
+def test_every_countdown_branch_is_checked(tmp_path: Path, branch: str) -> None:
+    lib = library(tmp_path, {"countdown/step.txt.j2": f"{{{{ customer.name }}}}\n{branch}\n"})
+    with pytest.raises(TemplateError, match=r"step\.txt\.j2:2: .*nick_name"):
+        lib.validate()
+
+
+def test_shipped_countdown_asks_for_a_reply_only_when_the_rep_can_act_soon() -> None:
+    lib = TemplateLibrary(ROOT / "scripts_templates")
+    sample = dict(COUNTDOWN.variables)
+    assert "回复“1”" in lib.render("countdown/step.txt.j2", sample)
+    assert "回复" not in lib.render("countdown/step.txt.j2", {**sample, "can_act_soon": False})
 
 
 def test_sandbox_blocks_unsafe_access(tmp_path: Path) -> None:

@@ -257,3 +257,40 @@ async def test_accounts_show_their_connection_state(sim: Simulation) -> None:
         assert 'data-account="demo" data-connected="no"' in page and "离线" in page
     finally:
         await client.close()
+
+
+async def test_on_loopback_a_request_naming_another_host_is_refused(client: TestClient[Any, Any]) -> None:
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 sends its own Host."""
+    rebound = await client.get("/api/metrics", headers={"Host": "evil.example:8080"})
+    assert rebound.status == 403 and "localhost" in (await rebound.json())["error"]
+    assert (await client.get("/dashboard", headers={"Host": "evil.example"})).status == 403
+    for host in ("localhost:8080", "127.0.0.1", "[::1]:9"):
+        assert (await client.get("/api/metrics", headers={"Host": host})).status == 200, host
+
+
+async def test_a_mutating_request_from_another_site_is_refused_even_with_the_token(sim: Simulation) -> None:
+    client = await simulator_client(sim)
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        body = {"handle": "c1", "name": "张三"}
+        for origin in ("http://evil.example", "null", "http://localhost:1"):
+            response = await client.post("/sim/friend_request", json=body, headers={**auth, "Origin": origin})
+            assert response.status == 403, origin
+        assert sim.puppet.accepted == []
+        same = f"http://{client.host}:{client.port}"
+        ok = await client.post("/sim/friend_request", json=body, headers={**auth, "Origin": same})
+        assert ok.status == 200  # the simulator page itself, and clients that send no Origin
+    finally:
+        await client.close()
+
+
+async def test_a_token_with_non_ascii_characters_is_refused_not_an_error(busy: Simulation) -> None:
+    client = await client_for(busy, token_for_reads=True)
+    try:
+        for token in ("令牌", "s3cret-token令"):
+            response = await client.get("/api/metrics", params={"token": token})
+            assert response.status == 401, token
+        raw = await client.get("/api/metrics", headers={"Authorization": "Bearer t\xe9st"})
+        assert raw.status == 401
+    finally:
+        await client.close()

@@ -173,8 +173,8 @@ def test_connection_states_read_in_chinese(reason: str, connected: bool, shown: 
 @pytest.mark.parametrize(
     ("kind", "step", "shown"),
     [
-        (Kind.COUNTDOWN, "3d", "截止前3天"),
-        (Kind.COUNTDOWN, "30m", "截止前30分钟"),
+        (Kind.COUNTDOWN, "3d", "提前3天"),
+        (Kind.COUNTDOWN, "30m", "提前30分钟"),
         (Kind.AFTERCARE, "T+7", "成交后第7天"),
         (Kind.FOLLOWUP, "T+1", "加好友后第1天"),
         (Kind.WELCOME, "friendship-123", ""),

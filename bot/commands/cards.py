@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from bot.commands.context import CommandContext, id_of
 from bot.commands.registry import command
 from bot.domain.display import message_name, objection_name
+from bot.domain.limits import MAX_ECHO_CHARS, MAX_NAME_CHARS, clip
 from bot.services.profile import ProfileService, when
 from storage.models import Customer
 
@@ -64,10 +65,13 @@ async def info(ctx: CommandContext, customer: Customer, profile: ProfileService)
 async def find(ctx: CommandContext, args: FindArgs, profile: ProfileService) -> str:
     page = await profile.find(ctx.account_id, args.query, max(1, args.page), ctx.config.commands.page_size)
     if not page.total:
-        return f"没有找到与「{args.query}」相关的客户"
+        return f"没有找到与「{clip(args.query, MAX_ECHO_CHARS)}」相关的客户"
     label = profile.pipeline.label
     lines = [f"找到 {page.total} 位客户（第 {page.page}/{page.pages} 页）："]
-    lines += [f"#{c.id} {c.remark or c.display_name}（{label(c.stage)}）" for c in page.customers]
+    lines += [
+        f"#{c.id} {clip(c.remark or c.display_name, MAX_NAME_CHARS)}（{label(c.stage)}）"
+        for c in page.customers
+    ]
     if page.page < page.pages:
         lines.append(f"下一页：/find {args.query} {page.page + 1}")
     return "\n".join(lines)

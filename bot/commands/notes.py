@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from bot.commands.context import CommandContext, id_of
 from bot.commands.registry import Rest, command
+from bot.domain.limits import MAX_QUOTE_CHARS, clip
 from bot.services.profile import ProfileService
 from storage.models import Customer
 
@@ -23,4 +24,4 @@ class NoteArgs:
 )
 async def note(ctx: CommandContext, args: NoteArgs, customer: Customer, profile: ProfileService) -> str:
     await profile.add_note(id_of(customer), args.text, ctx.actor)
-    return f"已记录备注：{args.text}"
+    return f"已记录备注：{clip(args.text, MAX_QUOTE_CHARS)}"

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
 
 from bot.commands.context import CommandContext
+from bot.domain.ids import fits_id
 from bot.errors import CommandError, UsageError
 from storage.models import Customer
 
@@ -77,6 +78,10 @@ class Command:
     # read from the handler's signature: parameter name -> what is injected there
     params: tuple[tuple[str, type[Any]], ...]
     args_type: type[Any]  # the argument dataclass (NoArgs if the handler takes none)
+    # when the rep names no customer: finds the one the arguments point at (a customer id) instead
+    # of "this customer"; its parameters are injected like the handler's (no Customer)
+    target: Callable[..., Awaitable[int]] | None = None
+    target_params: tuple[tuple[str, type[Any]], ...] = ()
 
     @property
     def needs_customer(self) -> bool:
@@ -85,7 +90,7 @@ class Command:
     @property
     def services(self) -> tuple[type[Any], ...]:
         """The service classes the handler asks for."""
-        return tuple(kind for _, kind in self.params if _is_service(kind))
+        return tuple(kind for _, kind in (*self.params, *self.target_params) if _is_service(kind))
 
     def parse(self, text: str) -> Any:
         return parse_args(self.args_type, text, self.usage)
@@ -94,8 +99,23 @@ class Command:
         self, ctx: CommandContext, args: Any, customer: Customer | None, services: dict[type[Any], Any]
     ) -> str:
         """Run the handler with each parameter filled by its type."""
+        return await self.handler(**self._inject(self.params, ctx, args, customer, services))
+
+    async def find_target(self, ctx: CommandContext, args: Any, services: dict[type[Any], Any]) -> int:
+        """The customer the arguments point at, for a command declared with a ``target``."""
+        assert self.target is not None
+        return await self.target(**self._inject(self.target_params, ctx, args, None, services))
+
+    def _inject(
+        self,
+        params: tuple[tuple[str, type[Any]], ...],
+        ctx: CommandContext,
+        args: Any,
+        customer: Customer | None,
+        services: dict[type[Any], Any],
+    ) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        for name, kind in self.params:
+        for name, kind in params:
             if kind is CommandContext:
                 values[name] = ctx
             elif kind is Customer:
@@ -104,7 +124,7 @@ class Command:
                 values[name] = args
             else:
                 values[name] = services[kind]
-        return await self.handler(**values)
+        return values
 
 
 def _is_service(kind: type[Any]) -> bool:
@@ -172,15 +192,30 @@ def command(
     permission: Permission = Permission.REP,
     reply_kind: str = "command_reply",
     registry: Registry = REGISTRY,
+    target: Callable[..., Awaitable[int]] | None = None,
 ) -> Callable[[F], F]:
-    """Declare a rep command; what it needs comes from the handler's signature (module docstring)."""
+    """Declare a rep command; what it needs comes from the handler's signature (module docstring).
+    ``target``: how the command finds its customer when the rep names none (default: "this
+    customer")."""
 
     def decorate(handler: F) -> F:
         params, args_type = read_signature(handler)
+        target_params = read_signature(target)[0] if target is not None else ()
         feature = handler.__module__.rsplit(".", 1)[-1]
         registry.add(
             Command(
-                name, aliases, usage, summary, permission, handler, feature, reply_kind, params, args_type
+                name,
+                aliases,
+                usage,
+                summary,
+                permission,
+                handler,
+                feature,
+                reply_kind,
+                params,
+                args_type,
+                target,
+                target_params,
             )
         )
         return handler
@@ -242,9 +277,12 @@ def parse_args(args_type: type[Any], text: str, usage: str) -> Any:
         word, remaining = words[0], remaining.strip()[len(_first_raw_word(remaining)) :].strip()
         if hint is int:
             try:
-                values[spec.name] = int(word)
+                number = int(word)
             except ValueError:
                 raise UsageError(usage) from None
+            if not fits_id(number):  # a 20-digit "number" overflows the database: usage, not a crash
+                raise UsageError(usage)
+            values[spec.name] = number
         else:
             values[spec.name] = word
     if remaining:

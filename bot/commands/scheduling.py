@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.commands.context import CommandContext, id_of
-from bot.commands.registry import CommandError, Rest, command
+from bot.commands.registry import CommandError, Rest, UsageError, command
+from bot.domain.deadlines import DeadlineError, DeadlineRules, split_deadline
 from bot.domain.display import message_name
-from bot.domain.schedule import parse_deadline
+from bot.domain.hours import WEEKDAYS
+from bot.domain.ids import parse_id
+from bot.domain.schedule import QuietHours, offset_label
 from bot.services.profile import ProfileService, when
 from bot.services.sequences import SequenceService
 from storage.models import Customer
@@ -32,43 +35,44 @@ class CancelArgs:
     which: str = "all"
 
 
-def split_deadline(ctx: CommandContext, text: str) -> tuple[str, str]:
-    """The deadline may be one word (周日, +3d) or two (明天 18:00); the rest is the offer."""
-    words = text.split()
-    if len(words) >= 2:
-        try:
-            parse_deadline(" ".join(words[:2]), ctx.now, ctx.config.tz)
-            return " ".join(words[:2]), " ".join(words[2:])
-        except ValueError:
-            pass
-    return words[0], " ".join(words[1:])
+COUNTDOWN_USAGE = "/countdown <截止时间> [活动名]"
+
+
+def deadline_rules(ctx: CommandContext) -> DeadlineRules:
+    """A deadline typed without a time ends with this rep's working day, outside quiet hours."""
+    config = ctx.config
+    quiet = QuietHours(config.reach.quiet_start, config.reach.quiet_end, config.tz)
+    day_end = config.account(ctx.account_id).profile.working_hours.end
+    return DeadlineRules(tz=config.tz, day_end=day_end, quiet=quiet)
 
 
 @command(
     "countdown",
     aliases=("倒计时",),
-    usage="/countdown <截止时间> [活动名]",
-    summary="限时优惠倒计时提醒（截止时间如 11-30 20:00、明天 18:00、周日、月底、+3d）",
+    usage=COUNTDOWN_USAGE,
+    summary="限时优惠倒计时提醒（截止时间如 周日晚上8点、明晚8点、下周日、30号、12.12、11-30 20:00、+3d；"
+    "只写日期则截止到下班时间）",
 )
 async def countdown(
     ctx: CommandContext, args: CountdownArgs, customer: Customer, sequences: SequenceService
 ) -> str:
-    deadline_text, offer = split_deadline(ctx, args.text)
     try:
-        deadline = parse_deadline(deadline_text, ctx.now, ctx.config.tz)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
+        deadline, offer = split_deadline(args.text, ctx.now, deadline_rules(ctx))
+    except DeadlineError as exc:
+        raise CommandError(f"{exc}\n用法：{COUNTDOWN_USAGE}") from None
     plan = await sequences.plan_countdown(customer, deadline, offer, ctx.actor)
     tz = ctx.config.tz
-    lines = [f"倒计时已设置：{offer or '优惠'}截止 {deadline.astimezone(tz):%m-%d %H:%M}"]
+    local = deadline.astimezone(tz)  # the weekday confirms how 下周日 or 30号 was read
+    lines = [f"倒计时已设置：{offer or '优惠'}截止 {local:%m-%d %H:%M}（{WEEKDAYS[local.weekday()]}）"]
     if plan.steps:
         lines.append(
-            "提醒时间：" + "、".join(f"{at.astimezone(tz):%m-%d %H:%M}（{name}）" for name, at in plan.steps)
+            "提醒时间："
+            + "、".join(f"{at.astimezone(tz):%m-%d %H:%M}（{offset_label(name)}）" for name, at in plan.steps)
         )
     else:
         lines.append("离截止太近，没有可安排的提醒")
     if plan.skipped:
-        lines.append("跳过（已过去或落在免打扰时段）：" + "、".join(plan.skipped))
+        lines.append("跳过（已过去或落在免打扰时段）：" + "、".join(map(offset_label, plan.skipped)))
     if plan.pushes_resumed:
         lines.append("注意：客户之前说过不想被频繁催促，已按你的安排重新开启倒计时")
     return "\n".join(lines)
@@ -121,13 +125,18 @@ async def schedule(ctx: CommandContext, customer: Customer, sequences: SequenceS
     return "\n".join(lines)
 
 
+CANCEL_USAGE = "/cancel [编号|all]"
+
+
 @command(
     "cancel",
     aliases=("取消",),
-    usage="/cancel [编号|all]",
+    usage=CANCEL_USAGE,
     summary="取消客户的某条或全部待发消息",
 )
 async def cancel(args: CancelArgs, customer: Customer, sequences: SequenceService) -> str:
+    if args.which != "all" and parse_id(args.which.removeprefix("#")) is None:
+        raise UsageError(CANCEL_USAGE)
     count = await sequences.cancel(id_of(customer), args.which)
     return f"已取消 {count} 条待发消息"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from bot.domain.kinds import Kind, Status
+from bot.domain.schedule import offset_label
 
 KIND_NAMES: dict[str, str] = {
     Kind.WELCOME: "欢迎语",
@@ -92,9 +93,8 @@ CONNECTIONS: tuple[tuple[str, str], ...] = (
     ("connection lost", "连接中断，正在重连"),
 )
 
-_COUNTDOWN_STEP = re.compile(r"^(\d+)([dhm])$")
+_COUNTDOWN_STEP = re.compile(r"^\d+[dhm]$")
 _DAY_STEP = re.compile(r"^T\+(\d+)$")
-_UNITS = {"d": "天", "h": "小时", "m": "分钟"}
 
 
 def kind_name(kind: str) -> str:
@@ -135,10 +135,9 @@ def connection_text(reason: str, connected: bool) -> str:
 
 
 def step_name(kind: str, step: str) -> str:
-    """Which message of a series a row is: 截止前3天, 成交后第7天; "" where the step is an internal id."""
-    countdown = _COUNTDOWN_STEP.match(step)
-    if kind == Kind.COUNTDOWN and countdown:
-        return f"截止前{countdown.group(1)}{_UNITS[countdown.group(2)]}"
+    """Which message of a series a row is: 提前3天, 成交后第7天; "" where the step is an internal id."""
+    if kind == Kind.COUNTDOWN and _COUNTDOWN_STEP.match(step):
+        return offset_label(step)  # as /countdown names it
     day = _DAY_STEP.match(step)
     if day and kind == Kind.AFTERCARE:
         return f"成交后第{day.group(1)}天"

@@ -32,6 +32,14 @@ class WorkingCalendar:
         local = instant.astimezone(self.tz)
         return local.isoweekday() in self.hours.days and self.hours.start <= local.time() < self.hours.end
 
+    def open_for(self, instant: datetime, span: timedelta) -> bool:
+        """Whether the rep is at work from ``instant`` for at least ``span``: a message that
+        promises "I'll arrange it right away" may only go out then."""
+        if not self.is_open(instant):
+            return False
+        closing = local_instant(instant.astimezone(self.tz).date(), self.hours.end, self.tz)
+        return instant + span <= closing
+
     def next_open(self, instant: datetime) -> datetime:
         """The next moment the rep is at work (``instant`` itself when open)."""
         if self.is_open(instant):

@@ -19,7 +19,6 @@ _PHONE = re.compile(r"\+?(?:86[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}|\d{5,}")
 _BRACKETED = re.compile(r"[(（\[【〔{<《「『][^)）\]】〕}>》」』]*[)）\]】〕}>》」』]")
 # characters a name keeps besides letters and digits: the middle dot of foreign names, spaces
 _KEPT = frozenset("·• ")
-_LONGEST = 16
 
 
 def _keep(char: str) -> bool:
@@ -42,7 +41,7 @@ def clean_name(raw: str | None) -> str:
     text = _strip_decoration(_SORT_PREFIX.sub("", text))
     if not any(unicodedata.category(c)[0] == "L" for c in text):
         return ""
-    return text[:_LONGEST].strip()
+    return text  # the caller cuts it to length (bot.domain.limits.MAX_NAME_CHARS)
 
 
 def spoken_name(remark: str | None, nickname: str | None) -> str:

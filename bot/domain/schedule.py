@@ -1,15 +1,15 @@
 """Time rules for scheduled messages, in the configured zone, correct across DST.
 
 * Quiet hours: no automated message inside them (e.g. 21:30-08:30 local).
-* Deadlines typed by reps: ``2026-11-30 23:59``, ``11-30 20:00``, ``明天 18:00``, ``周日``, ``月底``, ``+3d``.
+* Deadlines typed by reps: see :mod:`bot.domain.deadlines`.
 * Countdown ladders: steps at offsets before a deadline; day offsets keep the wall-clock time
-  (7 days before 20:00 is 20:00), hour/minute offsets are exact durations.
+  (7 days before 20:00 is 20:00), hour/minute offsets are exact durations; each step speaks of its
+  nominal offset (还剩1天, 最后1小时).
 * "T+N at 10:00" local times for aftercare and follow-ups.
 """
 
 from __future__ import annotations
 
-import calendar
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 
 from bot.domain.hours import local_instant
 
-WEEKDAY_NAMES = {"一": 0, "二": 1, "三": 2, "四": 3, "五": 4, "六": 5, "日": 6, "天": 6}
-DEFAULT_DEADLINE_TIME = time(23, 59)
+UNIT_NAMES = {"d": "天", "h": "小时", "m": "分钟"}
+MIN_LEFT = timedelta(minutes=5)  # a countdown step with less left than this is not sent
 _OFFSET = re.compile(r"^(\d+)([dhm])$")
 
 
@@ -100,68 +100,42 @@ def plan_countdown(
 
 
 def time_left_text(left: timedelta) -> str:
-    """Natural Chinese for the time until a deadline: 还剩7天, 还剩1天, 最后3小时, 最后1小时, 最后30分钟."""
-    minutes = max(1, round(left.total_seconds() / 60))
+    """Natural Chinese for the time really left, rounded down so it never promises more time than
+    there is: 还剩3天, 最后23小时, 最后30分钟."""
+    minutes = max(1, int(left.total_seconds() // 60))
     if minutes >= 24 * 60:
-        return f"还剩{round(minutes / (24 * 60))}天"
+        return f"还剩{minutes // (24 * 60)}天"
     if minutes >= 60:
-        return f"最后{round(minutes / 60)}小时"
+        return f"最后{minutes // 60}小时"
     return f"最后{minutes}分钟"
 
 
-def parse_deadline(text: str, now: datetime, tz: ZoneInfo) -> datetime:
-    """A deadline as reps type it, in the configured zone; raises ValueError with the accepted forms."""
-    raw = text.strip()
-    local_now = now.astimezone(tz)
-    relative = re.fullmatch(r"\+(\d+)([dhm])", raw)
-    if relative:
-        return now.astimezone(UTC) + parse_offset(f"{relative.group(1)}{relative.group(2)}")
-    day_part, _, time_part = raw.partition(" ")
-    at = DEFAULT_DEADLINE_TIME
-    if time_part:
-        at = _parse_clock(time_part)
-    day = _parse_day(day_part, local_now.date())
-    if day is None:
-        raise ValueError(
-            f"看不懂截止时间「{text}」。可以写：2026-11-30 23:59、11-30 20:00、明天 18:00、周日、月底、+3d"
-        )
-    result = local_at(day, at, tz)
-    if result <= now:
-        raise ValueError(f"截止时间「{text}」已经过去了")
-    return result
+def offset_text(offset: timedelta) -> str:
+    """A step's nominal offset in words: 1d is 还剩1天 (24h too), 1h is 最后1小时, 30m 最后30分钟."""
+    minutes = int(offset.total_seconds() // 60)
+    if minutes % (24 * 60) == 0:
+        return f"还剩{minutes // (24 * 60)}天"
+    if minutes % 60 == 0:
+        return f"最后{minutes // 60}小时"
+    return f"最后{minutes}分钟"
 
 
-def _parse_clock(text: str) -> time:
-    match = re.fullmatch(r"(\d{1,2})[:：](\d{2})", text.strip())
-    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
-        raise ValueError(f"看不懂时间「{text}」，请写成 18:00 这样")
-    return time(int(match.group(1)), int(match.group(2)))
+def offset_label(offset: str) -> str:
+    """A configured offset as reps read it: 7d is 提前7天, 3h 提前3小时, 30m 提前30分钟."""
+    return f"提前{offset[:-1]}{UNIT_NAMES[offset[-1]]}"
 
 
-def _parse_day(text: str, today: date) -> date | None:
-    if text in ("今天", "今晚"):
-        return today
-    if text == "明天":
-        return today + timedelta(days=1)
-    if text == "后天":
-        return today + timedelta(days=2)
-    if text in ("月底", "本月底"):
-        return today.replace(day=calendar.monthrange(today.year, today.month)[1])
-    week = re.fullmatch(r"(?:周|星期|礼拜)([一二三四五六日天])", text)
-    if week:
-        ahead = (WEEKDAY_NAMES[week.group(1)] - today.weekday()) % 7
-        return today + timedelta(days=ahead)
-    full = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})", text)
-    short = re.fullmatch(r"(\d{1,2})-(\d{1,2})", text)
-    try:
-        if full:
-            return date(int(full.group(1)), int(full.group(2)), int(full.group(3)))
-        if short:
-            candidate = date(today.year, int(short.group(1)), int(short.group(2)))
-            return candidate if candidate >= today else candidate.replace(year=today.year + 1)
-    except ValueError:
+def countdown_left_text(offset: str, left: timedelta) -> str | None:
+    """What a countdown step says about the time left when it goes out at ``left`` before the
+    deadline: its nominal offset when roughly on time (pacing makes "1h" go out at 59 minutes, and
+    "最后59分钟" reads like a glitch), else the time really left, rounded down (a step moved before
+    quiet hours, or sent late after downtime). None when too little is left to be worth a message."""
+    nominal = parse_offset(offset)
+    if left < min(MIN_LEFT, nominal / 2):
         return None
-    return None
+    if nominal * 3 / 4 <= left <= nominal * 5 / 4:
+        return offset_text(nominal)
+    return time_left_text(left)
 
 
 def at_local_time_after(start: datetime, days: int, at: time, tz: ZoneInfo) -> datetime:

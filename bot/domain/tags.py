@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.config import TagGroup
+from bot.domain.limits import MAX_ECHO_CHARS, MAX_TAG_CHARS, clip
 
 COLONS = (":", "：")
 
@@ -43,13 +44,22 @@ class TagVocabulary:
                     return Tag(group.key, self._value(group, value.strip()))
         if not cleaned:
             raise TagRejected("标签不能为空")
-        return Tag("", cleaned)
+        return Tag("", self._short(cleaned))
+
+    @staticmethod
+    def _short(value: str) -> str:
+        if len(value) > MAX_TAG_CHARS:
+            raise TagRejected(f"标签太长（{len(value)} 个字），最多 {MAX_TAG_CHARS} 个字")
+        return value
 
     def _value(self, group: TagGroup, value: str) -> str:
         value = group.value_aliases.get(value, value)
         if group.values and value not in group.values:
-            raise TagRejected(f"「{group.label}」没有「{value}」这个选项，可选：{'、'.join(group.values)}")
-        return value
+            allowed = "、".join(group.values)
+            raise TagRejected(
+                f"「{group.label}」没有「{clip(value, MAX_ECHO_CHARS)}」这个选项，可选：{allowed}"
+            )
+        return self._short(value)
 
     def label(self, group_key: str) -> str:
         group = self.groups.get(group_key)

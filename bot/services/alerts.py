@@ -20,6 +20,7 @@ from bot.config import Config
 from bot.domain.display import kind_name, reason_text, step_name
 from bot.domain.hours import WorkingCalendar
 from bot.domain.kinds import Kind
+from bot.domain.limits import MAX_NAME_CHARS, MAX_QUOTE_CHARS, clip
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
 from storage.models import Customer, ScheduledMessage
@@ -179,11 +180,11 @@ class OwedReplyComposer:
 
 def who(customer: Customer) -> str:
     """How the console names a customer: their remark or name, and the card id for commands."""
-    return f"【{customer.remark or customer.display_name} #{customer.id}】"
+    return f"【{clip(customer.remark or customer.display_name, MAX_NAME_CHARS)} #{customer.id}】"
 
 
 def _said(customer: Customer, text: str, what: str) -> str:
-    return f"{who(customer)}说“{text}”，{what}"
+    return f"{who(customer)}说“{clip(text, MAX_QUOTE_CHARS)}”，{what}"
 
 
 def opted_out(customer: Customer, text: str, held: int) -> str:
@@ -225,7 +226,7 @@ def plain_cause(reason: str) -> str:
 def undeliverable(row: ScheduledMessage, customer: Customer | None, reason: str) -> str:
     """A planned message that did not (or may not have) gone out: whether delivery is in doubt,
     and a plain cause."""
-    # an automated message's step (成交后第3天, 截止前1天) tells the rep which one; a welcome's or a
+    # an automated message's step (成交后第3天, 提前1天) tells the rep which one; a welcome's or a
     # reply's step is an internal id
     named = step_name(row.kind, row.step)
     step = f"（{named}）" if named else ""

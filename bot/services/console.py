@@ -23,10 +23,11 @@ from bot.clock import Clock
 from bot.commands.context import CommandContext, ConsoleState, PendingPick
 from bot.commands.registry import Command, Permission, Registry
 from bot.config import Config
+from bot.domain.limits import MAX_AUDIT_CHARS, MAX_ECHO_CHARS, MAX_NAME_CHARS, MAX_PARTS, clip, split_message
 from bot.errors import CommandError, UsageError
 from bot.services.console_directory import ConsoleDirectory
 from bot.services.customers import ensure_customer
-from bot.services.digest import DigestService, split_message
+from bot.services.digest import DigestService
 from bot.services.feedback import FeedbackService
 from bot.services.messenger import Messenger
 from bot.services.objections import ObjectionService
@@ -128,7 +129,7 @@ class ConsoleService:
         reply, ok = await self.execute_checked(invocation)
         cmd = self.registry.find(line.strip().partition(" ")[0])
         kind = cmd.reply_kind if cmd is not None and ok else COMMAND_REPLY
-        parts = split_message(reply, self.config.digest.max_chars)
+        parts = split_message(reply, self.config.digest.max_chars, MAX_PARTS)
         for number, part in enumerate(parts, start=1):
             suffix = f":{number}" if len(parts) > 1 else ""
             await self.messenger.send(
@@ -179,7 +180,7 @@ class ConsoleService:
                         invocation.account_id,
                         "command",
                         self.clock.now(),
-                        text=invocation.line,
+                        text=clip(invocation.line, MAX_AUDIT_CHARS),
                         data={"actor": invocation.actor, "ok": ok},
                     )
         except Exception:
@@ -217,12 +218,6 @@ class ConsoleService:
         audits: list[tuple[Invocation, bool]],
     ) -> str:
         state = self.directory.state(invocation.account_id)
-        customer: Customer | None = None
-        if cmd.needs_customer:
-            customer, rest = await self._target(invocation, rest, forced_customer, cmd)
-            if customer is None:  # ambiguous: the pick list is the reply
-                return self._pick_list(state)
-        args = cmd.parse(rest)
 
         async def rerun(line: str, customer_id: int) -> str:
             chosen = Invocation(invocation.account_id, invocation.actor, line, None)
@@ -237,16 +232,24 @@ class ConsoleService:
             role=invocation.role,
             rerun=rerun,
         )
+        customer: Customer | None = None
+        if cmd.needs_customer:
+            customer, rest = await self._target(invocation, rest, forced_customer, cmd, ctx)
+            if customer is None:  # ambiguous: the pick list is the reply
+                return self._pick_list(state)
+            # only the rep makes a customer "this customer", by acting on them (even if the command
+            # then fails: the rep retyping it means the same customer); never what the bot reports
+            state.current = customer.id
+        args = cmd.parse(rest)
         reply = await cmd.call(ctx, args, customer, self.services)
         if customer is None:
             return reply
         assert customer.id is not None
-        state.current = customer.id
         fresh = await self.profile.card(customer.id)
         return f"{self._header(fresh.customer)}\n{reply}"
 
     async def _target(
-        self, invocation: Invocation, rest: str, forced: int | None, cmd: Command
+        self, invocation: Invocation, rest: str, forced: int | None, cmd: Command, ctx: CommandContext
     ) -> tuple[Customer | None, str]:
         """The customer a command acts on, and the argument text without any @name."""
         account_id = invocation.account_id
@@ -265,6 +268,9 @@ class ConsoleService:
                 )
             return customer, rest
         mention, rest = self._without_mention(rest)
+        if mention is None and cmd.target is not None:  # the arguments say whom (/send N)
+            found = await cmd.find_target(ctx, cmd.parse(rest), self.services)
+            return (await self.profile.match(account_id, f"#{found}"))[0], rest
         if mention is None:
             current = self.directory.state(account_id).current
             if current is None:
@@ -272,7 +278,7 @@ class ConsoleService:
             return (await self.profile.match(account_id, f"#{current}"))[0], rest
         matches = await self.profile.match(account_id, mention)
         if not matches:
-            raise CommandError(f"没有找到客户「{mention}」。可以用 /find 搜索")
+            raise CommandError(f"没有找到客户「{clip(mention, MAX_ECHO_CHARS)}」。可以用 /find 搜索")
         if len(matches) > 1:
             line = f"{cmd.name} {rest}".strip()
             self.directory.state(account_id).pending = PendingPick(line, matches[:9])
@@ -299,12 +305,11 @@ class ConsoleService:
         label = self.profile.pipeline.label
         lines = ["有多位客户符合，请回复 /pick 编号："]
         for number, customer in enumerate(state.pending.candidates, start=1):
-            remark = f"，备注 {customer.remark}" if customer.remark else ""
-            lines.append(
-                f"{number}. {customer.display_name} #{customer.id}（{label(customer.stage)}{remark}）"
-            )
+            remark = f"，备注 {clip(customer.remark, MAX_NAME_CHARS)}" if customer.remark else ""
+            name = clip(customer.display_name, MAX_NAME_CHARS)
+            lines.append(f"{number}. {name} #{customer.id}（{label(customer.stage)}{remark}）")
         return "\n".join(lines)
 
     def _header(self, customer: Customer) -> str:
-        name = customer.remark or customer.display_name or customer.wechat_id
+        name = clip(customer.remark or customer.display_name or customer.wechat_id, MAX_NAME_CHARS)
         return f"【{name} #{customer.id} · {self.profile.pipeline.label(customer.stage)}】"

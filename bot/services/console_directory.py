@@ -82,9 +82,5 @@ class ConsoleDirectory:
     def is_rep(self, account_id: str, message: TextMessage) -> bool:
         return message.from_self or message.talker.contact_id in self.config.account(account_id).admins
 
-    def note_customer(self, account_id: str, customer_id: int) -> None:
-        """The bot reported on this customer (welcome, suggestion, alert): it becomes "this customer"."""
-        self.states[account_id].current = customer_id
-
     def state(self, account_id: str) -> ConsoleState:
         return self.states[account_id]

@@ -20,7 +20,7 @@ from storage.repositories import DELIVERY_UNKNOWN, Customers, Tags
 @dataclass(frozen=True)
 class Reported:
     account_id: str
-    customer_id: int | None  # the customer the alert is about: the console's "this customer"
+    customer_id: int | None  # the customer the alert is about
     alert_id: int | None  # the planned alert row (None: reported before)
 
 

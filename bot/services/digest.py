@@ -20,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import Clock
 from bot.config import Config, SupervisorConfig
 from bot.domain.kinds import AUTOMATED_KINDS, Kind
+from bot.domain.limits import MAX_NAME_CHARS, clip, split_message
 from bot.domain.schedule import local_at, local_day_bounds
 from bot.domain.stages import Pipeline
 from bot.hooks import Hooks, Planned
@@ -100,29 +101,6 @@ class RepDay:
         self.owed += other.owed
         self.at_risk += other.at_risk
         self.after_sale_silent += other.after_sale_silent
-
-
-def split_message(text: str, limit: int) -> list[str]:
-    """Split at line boundaries into parts of at most ``limit`` characters (a longer single line is
-    cut, as a last resort)."""
-    parts: list[str] = []
-    current = ""
-    for line in text.splitlines():
-        while len(line) > limit:
-            if current:
-                parts.append(current)
-                current = ""
-            parts.append(line[:limit])
-            line = line[limit:]
-        candidate = f"{current}\n{line}" if current else line
-        if len(candidate) > limit:
-            parts.append(current)
-            current = line
-        else:
-            current = candidate
-    if current:
-        parts.append(current)
-    return parts
 
 
 class DigestService:
@@ -262,7 +240,7 @@ class DigestService:
         for account_id, customer_id, name, remark in await queries.owed_replies(
             session, accounts, owed_before, now - max_age
         ):
-            days[account_id].owed.append(f"{remark or name}#{customer_id}")
+            days[account_id].owed.append(f"{clip(remark or name, MAX_NAME_CHARS)}#{customer_id}")
         for account_id, count in await queries.owed_dropped(
             session, accounts, start - max_age, now - max_age
         ):
@@ -277,12 +255,12 @@ class DigestService:
         for account_id, customer_id, name, remark in await queries.at_risk(
             session, accounts, before_order, now - timedelta(days=cfg.at_risk_days)
         ):
-            days[account_id].at_risk.append(f"{remark or name}#{customer_id}")
+            days[account_id].at_risk.append(f"{clip(remark or name, MAX_NAME_CHARS)}#{customer_id}")
         after_order = [s.key for s in self.pipeline.stages if not self.pipeline.is_before(s.key, ordered)]
         for account_id, customer_id, name, remark in await queries.at_risk(
             session, accounts, after_order, now - timedelta(days=cfg.after_sale_silent_days)
         ):
-            days[account_id].after_sale_silent.append(f"{remark or name}#{customer_id}")
+            days[account_id].after_sale_silent.append(f"{clip(remark or name, MAX_NAME_CHARS)}#{customer_id}")
 
     # -- rendering --------------------------------------------------------------------------------
 

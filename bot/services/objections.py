@@ -23,6 +23,7 @@ from bot.clock import Clock
 from bot.config import Config
 from bot.domain.hours import WorkingCalendar
 from bot.domain.kinds import Kind
+from bot.domain.limits import MAX_EXTRA_CHARS, MAX_NAME_CHARS, MAX_QUOTE_CHARS, clip
 from bot.domain.stages import Pipeline
 from bot.errors import CommandError
 from bot.hooks import Hooks, Planned
@@ -36,7 +37,7 @@ from bot.templates import OBJECTION, TemplateLibrary
 from bot.transport.base import TextMessage
 from storage.db import Database
 from storage.models import Customer, Event, ScheduledMessage
-from storage.repositories import Events, Outbox
+from storage.repositories import Accounts, Customers, Events, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,27 @@ REPLY = Kind.REPLY
 @dataclass(frozen=True)
 class Suggestion:
     event_id: int
+    customer_id: int
     label: str
     script_ids: tuple[str, ...]
+    first: int  # the number the console shows for its first script (the others follow on)
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.script_ids) - 1
+
+    def numbers(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}–{self.last}"
+
+    @staticmethod
+    def of(event: Event) -> Suggestion | None:
+        """The suggestion an ``objection`` event planned (None: it suggested nothing)."""
+        if event.id is None or event.customer_id is None or not event.data.get("scripts"):
+            return None
+        scripts = tuple(str(i) for i in event.data["scripts"])
+        # suggestions from before numbering started each showed 1, 2, 3
+        first = int(event.data.get("first", 1))
+        return Suggestion(event.id, event.customer_id, str(event.data["label"]), scripts, first)
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,11 @@ def validate_library(library: ObjectionLibrary, templates: TemplateLibrary) -> N
 
 # script statistics read at most this many of the newest sends: ranking stays cheap as history grows
 STATS_SENDS = 5000
+# /send N answers a suggestion this long after it was made; numbers start again from 1 once an
+# account has had no suggestion for this long, so two open suggestions never share a number
+SUGGESTION_OPEN = timedelta(days=1)
+# how many of the account's open suggestions /send N looks through for number N
+OPEN_SUGGESTIONS = 500
 
 
 class ObjectionService:
@@ -137,43 +162,79 @@ class ObjectionService:
         if result.label is None or not self.config.objections.enabled:
             return None
         scripts = await self.rank(session, result.label, customer.stage)
-        # the scripts are kept with the event, so /send picks from what the rep saw, even after a restart
+        first = await self._next_number(session, account_id) if scripts else 1
+        # the scripts and their numbers are kept with the event, so /send N picks from what the rep
+        # saw, even after a restart
         await events.add(
             Event(
                 account_id=account_id,
                 customer_id=customer.id,
                 kind="objection",
                 text=message.text,
-                data={**reading, "scripts": [s.id for s in scripts]},
+                data={**reading, "scripts": [s.id for s in scripts], "first": first},
                 at=now,
             )
         )
-        text = self._suggestion_text(account_id, customer, message.text, result.label, scripts)
+        text = self._suggestion_text(account_id, customer, message.text, result.label, scripts, first)
         return await console.suggestion(session, account_id, text, message.message_id, customer.id)
+
+    async def _next_number(self, session: AsyncSession, account_id: str) -> int:
+        """The number of a new suggestion's first script: after the account's open suggestions
+        (suggestions of concurrent messages take turns on the account's row), else 1."""
+        await Accounts(session).lock(account_id)
+        for event in await Events(session).of_account(
+            account_id, "objection", self.clock.now() - SUGGESTION_OPEN, OPEN_SUGGESTIONS
+        ):
+            suggestion = Suggestion.of(event)
+            if suggestion is not None:
+                return suggestion.last + 1
+        return 1
 
     async def last_suggestion(self, customer_id: int) -> Suggestion | None:
         """The customer's latest suggestion, from the event log."""
         async with self.db.transaction() as session:
             event = await Events(session).latest(customer_id, "objection")
-        if event is None or event.id is None or not event.data.get("scripts"):
-            return None
-        return Suggestion(event.id, str(event.data["label"]), tuple(str(i) for i in event.data["scripts"]))
+        return None if event is None else Suggestion.of(event)
+
+    async def numbered(self, account_id: str, number: int) -> Suggestion | None:
+        """The account's open suggestion that shows script ``number`` (the newest, should an old
+        one from before numbering share it)."""
+        async with self.db.transaction() as session:
+            events = await Events(session).of_account(
+                account_id, "objection", self.clock.now() - SUGGESTION_OPEN, OPEN_SUGGESTIONS
+            )
+        for event in events:
+            suggestion = Suggestion.of(event)
+            if suggestion is not None and suggestion.first <= number <= suggestion.last:
+                return suggestion
+        return None
+
+    async def customer_of(self, account_id: str, number: int) -> int:
+        """The customer whose suggestion shows script ``number``: /send N without a name."""
+        suggestion = await self.numbered(account_id, number)
+        if suggestion is None:
+            raise CommandError(
+                f"没有编号为 {number} 的待选话术（建议发出 24 小时后失效）。请按控制台里建议的编号发送"
+            )
+        return suggestion.customer_id
 
     # -- /send ------------------------------------------------------------------------------------
 
     async def plan_reply(
         self, account_id: str, customer: Customer, number: int, extra: str, actor: str
     ) -> datetime:
-        """Plan script ``number`` of the customer's last suggestion; returns when it will go out."""
+        """Plan script ``number`` (as the console numbered it) of the customer's suggestion;
+        returns when it will go out. A number from another customer's suggestion is refused."""
         assert customer.id is not None
-        suggestion = await self.last_suggestion(customer.id)
-        if suggestion is None:
-            raise CommandError("这位客户目前没有待选的话术建议")
-        if not 1 <= number <= len(suggestion.script_ids):
-            raise CommandError(f"请输入 1 到 {len(suggestion.script_ids)} 之间的编号")
+        if len(extra) > MAX_EXTRA_CHARS:
+            raise CommandError(f"追加的文字太长（{len(extra)} 个字），最多 {MAX_EXTRA_CHARS} 个字")
+        suggestion = await self.numbered(account_id, number)
+        if suggestion is None or suggestion.customer_id != customer.id:
+            raise CommandError(await self._not_this_customers(account_id, customer.id, number, suggestion))
         if customer.deleted_at is not None:
             raise CommandError("客户已删除好友，无法发送")
-        script_id = suggestion.script_ids[number - 1]
+        position = number - suggestion.first + 1
+        script_id = suggestion.script_ids[position - 1]
         now = self.clock.now()
         due = now + timedelta(seconds=round(self.rng.uniform(*self.config.objections.reply_delay_seconds)))
         async with self.db.transaction() as session:
@@ -182,7 +243,9 @@ class ObjectionService:
                     account_id=account_id,
                     customer_id=customer.id,
                     kind=REPLY,
-                    key=message_key(account_id, REPLY, suggestion.event_id, number, customer_id=customer.id),
+                    key=message_key(
+                        account_id, REPLY, suggestion.event_id, position, customer_id=customer.id
+                    ),
                     sequence=f"objection:{suggestion.label}",
                     step=script_id,
                     template=script_id,
@@ -202,6 +265,28 @@ class ObjectionService:
             raise CommandError(f"话术 {number} 已经发送过了")
         await self.db.after_commit(functools.partial(self.hooks.emit, Planned(due)))
         return due
+
+    async def _not_this_customers(
+        self, account_id: str, customer_id: int, number: int, other: Suggestion | None
+    ) -> str:
+        """Why /send ``number`` does not go to this customer, and the number that would."""
+        async with self.db.transaction() as session:
+            theirs = await Customers(session).get(other.customer_id) if other is not None else None
+        own = await self.last_suggestion(customer_id)
+        own_open = own is not None and await self.numbered(account_id, own.first) == own
+        hint = f"这位客户的建议编号是 {own.numbers()}" if own is not None and own_open else ""
+        if theirs is not None:
+            name = clip(theirs.remark or theirs.display_name or theirs.wechat_id, MAX_NAME_CHARS)
+            return (
+                f"话术 {number} 是给「{name} #{theirs.id}」的建议，不是这位客户的。"
+                + (f"{hint}。" if hint else "")
+                + f"要发给「{name}」，请直接发送 /send {number}"
+            )
+        if own is None:
+            return "这位客户目前没有待选的话术建议"
+        if not hint:
+            return "这位客户的话术建议已超过 24 小时，已失效"
+        return f"没有编号为 {number} 的待选话术，{hint}"
 
     async def record_sent(self, row: ScheduledMessage) -> None:
         async with self.db.transaction() as session:
@@ -275,16 +360,16 @@ class ObjectionService:
         )
 
     def _suggestion_text(
-        self, account_id: str, customer: Customer, said: str, label: str, scripts: list[Script]
+        self, account_id: str, customer: Customer, said: str, label: str, scripts: list[Script], first: int
     ) -> str:
-        name = customer.remark or customer.display_name or customer.wechat_id
+        name = clip(customer.remark or customer.display_name or customer.wechat_id, MAX_NAME_CHARS)
         stage, objection = self.pipeline.label(customer.stage), self.library.name(label)
         lines = [
             f"【{name} #{customer.id} · {stage}】提出「{objection}」顾虑：",
-            f"“{said}”",
+            f"“{clip(said, MAX_QUOTE_CHARS)}”",
             "建议回复（发送 /send 编号，可在编号后追加文字）：",
         ]
-        for number, script in enumerate(scripts, start=1):
+        for number, script in enumerate(scripts, start=first):
             lines.append(f"{number}. {self.render_script(script, account_id, customer)}")
         return "\n".join(lines)
 

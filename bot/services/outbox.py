@@ -8,6 +8,7 @@ pending. Claiming is a single atomic update, so two dispatchers never send the s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -23,6 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.domain.kinds import AUTOMATED_KINDS, CONSOLE_KINDS, PUSH_KINDS, Kind
+from bot.domain.limits import MAX_PARTS, split_message
 from bot.errors import TemplateError
 from bot.hooks import CustomerUnreachable, Hooks, MessageSent, Undeliverable
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
@@ -75,6 +77,7 @@ class Dispatcher:
         gate: Gate | None = None,
         batch_size: int = 16,
         doubts: DoubtReporter | None = None,
+        max_chars: int | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -85,6 +88,8 @@ class Dispatcher:
         self.gate = gate
         self.batch_size = batch_size
         self.doubts = doubts
+        # longest chat message: a longer one goes out in parts (at most MAX_PARTS), whatever composed it
+        self.max_chars = max_chars
         # one dispatch loop at a time in this process (startup, poll, wake-up and a console row sent
         # right after an inbound event would otherwise overlap): a kill leaves one send in doubt
         self._single_flight = asyncio.Lock()
@@ -319,6 +324,9 @@ class Dispatcher:
             return None
         if stream is not None:
             automated.add((row.account_id, stream))
+        if not composed.parts and self.max_chars is not None and len(composed.text) > self.max_chars:
+            parts = tuple(split_message(composed.text, self.max_chars, MAX_PARTS))
+            composed = dataclasses.replace(composed, parts=parts)
         return await self._reserve(session, _Next(row, composed, 1), group)
 
     async def _reserve(self, session: AsyncSession, send: _Next, group: str) -> _Step:

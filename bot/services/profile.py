@@ -13,6 +13,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Config
+from bot.domain.ids import parse_id
+from bot.domain.limits import MAX_NOTE_CHARS
 from bot.domain.stages import Pipeline
 from bot.domain.tags import Tag, TagRejected, TagVocabulary
 from bot.errors import CommandError, TransportError
@@ -59,6 +61,17 @@ class ProfileService:
             return [self.vocabulary.parse(word) for word in words]
         except TagRejected as exc:
             raise CommandError(str(exc)) from None
+
+    def sort_tags(self, words: list[str]) -> tuple[list[Tag], list[tuple[str, str]]]:
+        """The tags the vocabulary accepts, and (word as typed, why not) for those it refuses."""
+        accepted: list[Tag] = []
+        refused: list[tuple[str, str]] = []
+        for word in words:
+            try:
+                accepted.append(self.vocabulary.parse(word))
+            except TagRejected as exc:
+                refused.append((word, str(exc)))
+        return accepted, refused
 
     async def add_tags(self, customer_id: int, tags: list[Tag], actor: str) -> tuple[list[Tag], list[Tag]]:
         """Returns (added, already present)."""
@@ -116,6 +129,10 @@ class ProfileService:
         return old, key
 
     async def add_note(self, customer_id: int, text: str, actor: str) -> None:
+        if len(text) > MAX_NOTE_CHARS:
+            raise CommandError(
+                f"备注太长（{len(text)} 个字），一条备注最多 {MAX_NOTE_CHARS} 个字，请精简或分几条记"
+            )
         now = self.clock.now()
         async with self.db.transaction() as session:
             customer = await self._customer(session, customer_id)
@@ -162,8 +179,9 @@ class ProfileService:
         (case-insensitive); ordered by id."""
         async with self.db.transaction() as session:
             short = name.removeprefix("#")
-            if short.isdigit():
-                customer = await Customers(session).get(int(short))
+            if short.isdigit():  # an id; one no column can hold (or "²") names nobody
+                customer_id = parse_id(short)
+                customer = None if customer_id is None else await Customers(session).get(customer_id)
                 return [customer] if customer is not None and customer.account_id == account_id else []
             folded = name.lower()
             exact = await queries.named(session, account_id, folded)

@@ -17,8 +17,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import Clock
 from bot.config import Config, SequenceConfig
 from bot.domain.hours import WorkingCalendar
+from bot.domain.ids import parse_id
 from bot.domain.kinds import AUTOMATED_KINDS, OPEN_STATUSES, PUSH_KINDS, Kind, Status
-from bot.domain.schedule import QuietHours, at_local_time_after, plan_countdown, time_left_text
+from bot.domain.schedule import QuietHours, at_local_time_after, countdown_left_text, plan_countdown
 from bot.domain.stages import Pipeline
 from bot.errors import CommandError
 from bot.hooks import Hooks, Planned
@@ -31,6 +32,8 @@ from storage.models import Customer, Event, ScheduledMessage
 from storage.repositories import Customers, Events, Outbox, StageHistory
 
 COUNTDOWN, AFTERCARE, FOLLOWUP = Kind.COUNTDOWN, Kind.AFTERCARE, Kind.FOLLOWUP
+# a countdown's call to action ("回复1我马上安排") needs the rep at work for this long after it is sent
+ACT_WITHIN = timedelta(hours=1)
 PUSHES: tuple[str, ...] = PUSH_KINDS
 AUTOMATED: tuple[str, ...] = AUTOMATED_KINDS
 
@@ -265,9 +268,10 @@ class SequenceService:
         async with self.db.transaction() as session:
             if which == "all":
                 return await self._cancel(session, customer_id, None, now, "cancelled by the rep")
-            if not which.lstrip("#").isdigit():
+            row_id = parse_id(which.lstrip("#"))
+            if row_id is None:
                 raise CommandError("请写消息编号（/schedule 里的 #编号）或 all")
-            row = await Outbox(session).get(int(which.lstrip("#")))
+            row = await Outbox(session).get(row_id)
             if row is None or row.customer_id != customer_id or row.status not in OPEN_STATUSES:
                 raise CommandError(f"这位客户没有待发的消息 #{which.lstrip('#')}")
             row.status, row.last_error, row.updated_at = Status.CANCELLED, "cancelled by the rep", now
@@ -398,19 +402,22 @@ class SequenceComposer:
     ) -> Composed | None:
         assert customer is not None, "customer rows always carry their customer"
         account = self.config.account(row.account_id)
+        hours = WorkingCalendar(account.profile.working_hours, self.config.tz)
         context: dict[str, Any] = {
-            "rep": rep_variables(account, WorkingCalendar(account.profile.working_hours, self.config.tz)),
+            "rep": rep_variables(account, hours),
             "customer": customer_variables(customer),
         }
         now = self.clock.now()
         if row.kind == COUNTDOWN:
             deadline = datetime.fromisoformat(str(row.context["deadline"]))
-            if now >= deadline:
+            left = countdown_left_text(row.step, deadline - now) if now < deadline else None
+            if left is None:
                 return None
             context.update(
                 offer=row.context.get("offer", ""),
-                left=time_left_text(deadline - now),
+                left=left,
                 deadline=f"{deadline.astimezone(self.config.tz):%m月%d日 %H:%M}",
+                can_act_soon=hours.open_for(now, ACT_WITHIN),
             )
         elif row.kind == AFTERCARE:
             context.update(product=row.context.get("product", ""), days=row.context.get("days", 0))

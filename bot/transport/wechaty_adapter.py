@@ -29,7 +29,13 @@ from bot.transport.base import (
     TextMessage,
 )
 from bot.transport.local_puppet import LocalPuppet, NotFriendError
-from bot.transport.wechaty_compat import IsolatedWechaty, Puppet, TrackingEmitter, new_wechaty_options
+from bot.transport.wechaty_compat import (
+    IsolatedWechaty,
+    Puppet,
+    TrackingEmitter,
+    new_wechaty_options,
+    sync_contact,
+)
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +252,10 @@ class WechatyTransport:
         except Exception as exc:
             self._raise_connection_error(exc)
             raise
+        # the contact is a friend now: its friend flag is what tells a later failed send apart
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_FRIEND_CHECK_SECONDS):
+                await sync_contact(self._bot, friendship.contact())
 
     def _raise_connection_error(self, exc: Exception) -> None:
         """Turn a lost connection into NotConnected (nothing reached the service) or DeliveryUnknown
@@ -269,14 +279,18 @@ class WechatyTransport:
         )
         echo_key = (conversation_id, text)
         self._pending_echo[echo_key] += 1
+        was_friend: bool | None = None
         try:
             await target.ready()
+            was_friend = _friend_flag(target)
             message = await target.say(text)
         except NotFriendError as exc:
             raise RecipientUnavailable(str(exc)) from exc
         except Exception as exc:
             self._raise_connection_error(exc)
             if former_friend(exc):  # puppets word it differently; never rely on their classes
+                raise RecipientUnavailable(f"{conversation_id} is no longer a friend") from exc
+            if was_friend and await self._no_longer_friend(target):
                 raise RecipientUnavailable(f"{conversation_id} is no longer a friend") from exc
             raise TransportError(f"send to {conversation_id} failed: {exc}") from exc
         finally:
@@ -287,6 +301,22 @@ class WechatyTransport:
         if message_id:
             self._sent_ids.append(message_id)
         return message_id
+
+    async def _no_longer_friend(self, contact: Any) -> bool:
+        """After a send failed in words we do not recognise: whether the puppet now reports the
+        contact as not a friend. Asked only of a contact it reported as a friend before the send,
+        so a puppet that never fills the flag (protobuf's default is false) churns nobody."""
+        try:
+            async with asyncio.timeout(_FRIEND_CHECK_SECONDS):
+                await sync_contact(self._bot, contact)
+        except Exception as exc:  # the check is a best effort; the send error stands
+            log.info(
+                "account %s: friend state unknown after a failed send (%s)",
+                self.account_id,
+                redact(str(exc)),
+            )
+            return False
+        return _friend_flag(contact) is False
 
     async def find_room(self, topic: str) -> str | None:
         """The id of the room whose topic is exactly ``topic``."""
@@ -466,6 +496,16 @@ _FORMER_FRIEND = re.compile(
     r"非好友|不是好友|不是你的好友|已被删除|被对方删除|对方已拒收|拉黑",
     re.IGNORECASE,
 )
+
+
+_FRIEND_CHECK_SECONDS = 5.0
+
+
+def _friend_flag(contact: Any) -> bool | None:
+    """The friend flag of a loaded contact (rooms and puppets without it: None)."""
+    payload = getattr(contact, "payload", None)
+    friend = getattr(payload, "friend", None)
+    return friend if isinstance(friend, bool) else None
 
 
 def former_friend(exc: BaseException) -> bool:

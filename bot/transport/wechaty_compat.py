@@ -24,6 +24,9 @@ Import Wechaty names from here, never from ``wechaty`` directly, so the shims ar
   registered with :mod:`bot.redaction`, which removes it from every log record in the process
   (the library's loggers have their own handlers and do not propagate, so a handler filter would
   miss them; the redaction runs in the record factory).
+* ``Contact.ready(force_sync=True)`` refetches the payload, but the puppet service answers from its
+  own cache, and ``Friendship.accept()`` never refreshes the contact (Node's Wechaty syncs it), so a
+  new friend keeps the stranger's payload. :func:`sync_contact` marks the payload dirty first.
 """
 
 from __future__ import annotations
@@ -199,3 +202,9 @@ __all__ = [
     "new_service_puppet",
     "new_wechaty_options",
 ]
+
+
+async def sync_contact(bot: Any, contact: Any) -> None:
+    """Reload ``contact``'s payload from the puppet itself, past the service's and the pool's caches."""
+    await bot.puppet.contact_payload_dirty(contact.contact_id)
+    await contact.ready(force_sync=True)

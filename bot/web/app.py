@@ -1,8 +1,10 @@
 """aiohttp application: ``/dashboard`` (HTML, server-side SVG) and ``/api/*`` (JSON).
 
 Security: the app binds to loopback by default. Listening anywhere else requires the access token
-on every request; mutating requests (any method but GET/HEAD) require it always. Errors are JSON for
-the API and a short HTML page otherwise, never a stack trace.
+on every request; mutating requests (any method but GET/HEAD) require it always, and a mutating
+request a browser sends from another site (its Origin) is refused. On loopback, a request naming
+another host is refused too: a page on a rebound DNS name reaches 127.0.0.1 with its own Host.
+Errors are JSON for the API and a short HTML page otherwise, never a stack trace.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -83,10 +86,38 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(request, 500, "internal error (see the server log)")
 
 
+def _hostname(netloc: str) -> str:
+    """``host`` of ``host:port`` or ``[::1]:port`` (empty when it cannot be read)."""
+    try:
+        return urlsplit(f"//{netloc}").hostname or ""
+    except ValueError:
+        return ""
+
+
+def _netloc(url: str) -> str:
+    try:
+        return urlsplit(url).netloc
+    except ValueError:
+        return ""
+
+
+def _same_token(presented: str, expected: str) -> bool:
+    # compare_digest refuses non-ASCII str; bytes compare anything a client can send
+    return hmac.compare_digest(
+        presented.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )
+
+
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    needs_token = request.method not in ("GET", "HEAD") or request.app[TOKEN_FOR_READS]
-    if needs_token and not hmac.compare_digest(_presented_token(request), request.app[TOKEN]):
+    mutating = request.method not in ("GET", "HEAD")
+    if not request.app[TOKEN_FOR_READS] and not is_loopback(_hostname(request.host)):
+        return _error(request, 403, "this address only answers as localhost or 127.0.0.1")
+    origin = request.headers.get("Origin")
+    if mutating and origin is not None and _netloc(origin) != request.host:
+        return _error(request, 403, "requests from another site are refused")
+    needs_token = mutating or request.app[TOKEN_FOR_READS]
+    if needs_token and not _same_token(_presented_token(request), request.app[TOKEN]):
         return _error(request, 401, "access token required")
     return await handler(request)
 

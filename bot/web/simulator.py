@@ -30,7 +30,7 @@ class SimulatorState:
         self.account_id = account_id
         self.puppet = puppet
         self.handles: dict[str, str] = {}  # contact id -> handle
-        self.listeners: set[asyncio.Queue[dict[str, str]]] = set()
+        self.listeners: set[asyncio.Queue[dict[str, str] | None]] = set()  # None: the stream ends
         bot.hooks.on(Sent, self._publish)
 
     def _publish(self, sent: Sent) -> None:
@@ -142,13 +142,15 @@ async def events(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    queue: asyncio.Queue[dict[str, str] | None] = asyncio.Queue()
     state.listeners.add(queue)
     try:
         await response.write(b": connected\n\n")
         while True:
             try:
                 event = await asyncio.wait_for(queue.get(), timeout=15)
+                if event is None:
+                    break
                 await response.write(f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode())
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
@@ -174,8 +176,15 @@ def simulator_page(token: str) -> Any:
     return page
 
 
+async def _end_streams(app: web.Application) -> None:
+    """On shutdown, end every open event stream: an open tab must not hold the server up."""
+    for queue in app[STATE].listeners:
+        queue.put_nowait(None)
+
+
 def mount(app: web.Application, state: SimulatorState, token: str) -> None:
     app[STATE] = state
+    app.on_shutdown.append(_end_streams)
     app.router.add_get("/simulator", simulator_page(token))
     app.router.add_get("/sim/events", events)
     app.router.add_get("/sim/card/{handle}", card)

@@ -23,11 +23,14 @@ async def objection_labels(session: AsyncSession, customer_id: int) -> list[str]
 def _found(account_id: str, text: str, stage: str | None, tag: tuple[str, str] | None) -> tuple[Any, ...]:
     """Name or remark contains ``text``, or in ``stage``, or tagged: the exact (group, value) ``tag``
     when given, else a tag value containing ``text``."""
-    pattern = f"%{text}%"
-    conditions: list[Any] = [col(Customer.display_name).like(pattern), col(Customer.remark).like(pattern)]
+    # autoescape: a typed % or _ is that character, not a LIKE wildcard that matches everyone
+    conditions: list[Any] = [
+        col(Customer.display_name).contains(text, autoescape=True),
+        col(Customer.remark).contains(text, autoescape=True),
+    ]
     if stage is not None:
         conditions.append(Customer.stage == stage)
-    tagged = select(CustomerTag.customer_id).where(col(CustomerTag.value).like(pattern))
+    tagged = select(CustomerTag.customer_id).where(col(CustomerTag.value).contains(text, autoescape=True))
     if tag is not None:
         group, value = tag
         tagged = select(CustomerTag.customer_id).where(CustomerTag.group == group, CustomerTag.value == value)
@@ -75,9 +78,10 @@ async def named(session: AsyncSession, account_id: str, folded: str) -> list[Cus
 
 
 async def name_contains(session: AsyncSession, account_id: str, folded: str) -> list[Customer]:
-    """The account's customers whose lower-cased name or remark contains ``folded`` (LIKE wildcards
-    in it are dropped), by id."""
+    """The account's customers whose lower-cased name or remark contains ``folded`` (a % or _ in it
+    is that character, not a wildcard), by id."""
     display, remark = func.lower(Customer.display_name), func.lower(Customer.remark)
-    pattern = f"%{folded.replace('%', '').replace('_', '')}%"
-    query = _mine(account_id).where(or_(display.like(pattern), remark.like(pattern)))
+    query = _mine(account_id).where(
+        or_(display.contains(folded, autoescape=True), remark.contains(folded, autoescape=True))
+    )
     return list((await session.exec(query)).all())

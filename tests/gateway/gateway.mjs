@@ -7,6 +7,8 @@
 //   in : {"cmd":"contact","id":"c1","name":"张三","friend":false}     create a contact (friend: already one)
 //        {"cmd":"friend_request","id":"c1","hello":"你好"}             c1 asks the account to be friends
 //        {"cmd":"unfriend","id":"c1"}                                  c1 deletes the account
+//        {"cmd":"unfriend","id":"c1","error":"ret=-44"}                ... and sends fail with that text
+//        {"cmd":"fail_sends","id":"c1","error":"ret=-1"}               sends to c1 fail, still a friend
 //        {"cmd":"say","from":"c1","text":"太贵了"}                      c1 writes to the account
 //        {"cmd":"self_say","to":"c1","text":"/stage 意向"}            the rep types on their phone
 //   out: {"event":"listening","port":8788}                           the gRPC server is up
@@ -15,7 +17,7 @@
 //        {"event":"sent","to":"c1","text":"...","id":"m1"}           the bot sent a text
 //        {"event":"error","message":"..."}                           a command failed
 //
-// The mock puppet needs three fixes to behave like a real puppet service (see GatewayPuppet).
+// The mock puppet needs four fixes to behave like a real puppet service (see GatewayPuppet).
 import readline from 'node:readline'
 import { parseArgs } from 'node:util'
 import * as PUPPET from 'wechaty-puppet'
@@ -41,6 +43,7 @@ const newMessageId = () => `gw-msg-${process.pid}-${++nextMessage}`
 class GatewayPuppet extends PuppetMock {
   friendships = new Map()
   friends = new Set()
+  sendErrors = new Map() // contact id -> what a failed send to them says, when not the default
 
   async onStart () {
     await super.onStart()
@@ -67,9 +70,8 @@ class GatewayPuppet extends PuppetMock {
   // the mock returns no message id; a real puppet does, and the bot records it
   async messageSendText (conversationId, text) {
     if (!this.isLoggedIn) throw new Error('not logged in')
-    if (!this.friends.has(conversationId)) {
-      throw new Error(`${conversationId} is not a friend`)
-    }
+    if (this.sendErrors.has(conversationId)) throw new Error(this.sendErrors.get(conversationId))
+    if (!this.friends.has(conversationId)) throw new Error(`${conversationId} is not a friend`)
     const id = newMessageId()
     this.mocker.MessageMock.create({
       id,
@@ -82,6 +84,13 @@ class GatewayPuppet extends PuppetMock {
     emit({ event: 'sent', to: conversationId, text, id })
     this.emit('message', { messageId: id }) // puppets echo the account's own sends
     return id
+  }
+
+  // the mock keeps the friend flag a contact was created with; a real puppet reports the current
+  // state (cached by the server until the payload is marked dirty)
+  async contactRawPayload (id) {
+    const raw = await super.contactRawPayload(id)
+    return { ...raw, friend: this.friends.has(id) }
   }
 
   // the mock answers only {id}; a real puppet gives the whole request
@@ -116,9 +125,14 @@ const commands = {
     puppet.mocker.createContact({ id, name, friend: Boolean(friend) })
     if (friend) puppet.friends.add(id)
   },
-  unfriend ({ id }) {
-    // the customer deletes the rep: WeChat says nothing; later sends fail
+  unfriend ({ id, error }) {
+    // the customer deletes the rep: WeChat says nothing; later sends fail (with `error` as the
+    // failure's text when given: puppets word it in ways no pattern can know)
     puppet.friends.delete(id)
+    if (error) puppet.sendErrors.set(id, error)
+  },
+  fail_sends ({ id, error }) {
+    puppet.sendErrors.set(id, error)
   },
   friend_request ({ id, hello }) {
     const friendshipId = `fr-${id}-${Date.now()}`

@@ -1,0 +1,8 @@
+"""Storage errors meant for people (light to import: the command line catches them)."""
+
+from __future__ import annotations
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be used (cannot be reached or created, or its schema is newer than this
+    code). The message is one sentence for people; it never holds the password."""

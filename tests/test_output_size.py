@@ -1,0 +1,87 @@
+"""What the rep and the customer see stays readable whatever is typed or received (issue 16 item 7):
+stored texts have limits that are stated, echoed names and quotes are cut, every long console
+message is split into a capped number of parts, and /find treats % and _ as characters."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot.domain.limits import (
+    MAX_AUDIT_CHARS,
+    MAX_NAME_CHARS,
+    MAX_NOTE_CHARS,
+    MAX_PARTS,
+    MAX_QUOTE_CHARS,
+    TRUNCATED,
+)
+from storage.models import Event, Note
+from tests.conftest import MONDAY_10AM, make_config
+from tests.harness import Harness
+
+
+async def test_a_note_over_the_limit_is_refused_with_the_limit(sim: Harness) -> None:
+    await sim.with_customers(("c1", "张三"))
+    reply = await sim.rep("/note @张三 " + "记" * 1_000_000)
+    assert reply == f"备注太长（1000000 个字），一条备注最多 {MAX_NOTE_CHARS} 个字，请精简或分几条记"
+    assert await sim.rows(Note) == []
+    [audit] = await sim.rows(Event, Event.kind == "command")
+    assert len(audit.text) == MAX_AUDIT_CHARS, "the audit log keeps the command line short too"
+    echo = await sim.rep("/note @张三 " + "记" * MAX_NOTE_CHARS)
+    assert echo.endswith("已记录备注：" + "记" * (MAX_QUOTE_CHARS - 1) + "…"), "stored whole, echoed short"
+    [note] = await sim.rows(Note)
+    assert len(note.text) == MAX_NOTE_CHARS
+    assert len(sim.sent("command_reply")) == 2, "one console message per command"
+
+
+async def test_long_console_messages_go_out_in_a_capped_number_of_parts(db_url: str) -> None:
+    config = make_config({"digest": {"max_chars": 200}})
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        await sim.with_customers(("c1", "张三"))
+        for _ in range(5):
+            await sim.rep_types("/note @张三 " + "记" * MAX_NOTE_CHARS)
+        before = len(sim.output)
+        await sim.rep_types("/info")
+        parts = [m["text"] for m in sim.output[before:]]
+        assert len(parts) == MAX_PARTS and all(len(p) <= 200 for p in parts)
+        assert parts[-1].endswith(TRUNCATED)
+        # a suggestion (an outbox row, not a command reply) is split too
+        await sim.customer_says("c1", "太贵了")
+        suggestion = sim.sent("suggestion")
+        assert len(suggestion) > 1 and all(len(m["text"]) <= 200 for m in suggestion)
+        assert suggestion[0]["text"].startswith("【张三 #1")
+
+
+async def test_a_huge_customer_message_is_quoted_short(sim: Harness) -> None:
+    await sim.with_customers(("c1", "张三"))
+    await sim.customer_says("c1", "太贵了" + "，真的" * 100_000)
+    [suggestion] = sim.sent("suggestion")
+    quote = suggestion["text"].splitlines()[1]
+    assert quote.startswith("“太贵了，真的") and len(quote) == MAX_QUOTE_CHARS + 2
+    assert len(suggestion["text"]) < 2000
+
+
+async def test_a_huge_display_name_is_cut_in_the_welcome_and_the_console(sim: Harness) -> None:
+    name = "王" * 100_000
+    await sim.friend_request("c1", name)
+    await sim.advance(timedelta(minutes=1))
+    [welcome] = sim.sent("welcome")
+    assert len(welcome["text"]) < 1000
+    assert (
+        "王" * (MAX_NAME_CHARS - 1) + "…" in welcome["text"] and "王" * MAX_NAME_CHARS not in welcome["text"]
+    )
+    reply = await sim.rep("/info @#1")
+    assert reply.startswith("【" + "王" * (MAX_NAME_CHARS - 1) + "… #1")
+
+
+async def test_find_treats_percent_and_underscore_as_characters(sim: Harness) -> None:
+    await sim.with_customers(("c1", "张三"), ("c2", "李四"), ("c3", "王_五"))
+    assert await sim.rep("/find %") == "没有找到与「%」相关的客户"
+    assert await sim.rep("/find _") == "找到 1 位客户（第 1/1 页）：\n#3 王_五（陌生）"
+    assert "没有找到客户「%」" in await sim.rep("/info @%")
+
+
+async def test_text_appended_to_a_script_has_a_limit(sim: Harness) -> None:
+    await sim.with_customers(("c1", "张三"))
+    await sim.customer_says("c1", "太贵了")
+    assert "追加的文字太长（501 个字），最多 500 个字" in await sim.rep("/send 1 " + "好" * 501)
+    assert "已安排发送话术 1" in await sim.rep("/send 1 " + "好" * 500)
