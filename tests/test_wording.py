@@ -144,9 +144,11 @@ def test_every_key_has_a_chinese_name() -> None:
 @pytest.mark.parametrize(
     ("reason", "shown"),
     [
-        ("deferred: customer daily cap (4) reached", "这位客户今天收到的自动消息已达上限"),
+        ("deferred: customer daily cap (4) reached", "这位客户今天的自动消息已达上限，明天再发"),
+        ("could not be sent in time: customer daily cap (4) reached", "这位客户今天收到的自动消息已达上限"),
         ("could not be sent in time: pacing", "自动消息需要间隔发送，排不开"),
-        ("deferred: quiet hours", "一直处在免打扰时段"),
+        ("deferred: pacing", "与上一条自动消息隔开一会儿再发"),
+        ("deferred: quiet hours", "免打扰时段，时段结束后发送"),
         ("customer ordered", "客户已成交"),
         ("expired while paused", "暂停期间已过期"),
         ("grpc: StatusCode.UNAVAILABLE", "发送没有成功"),

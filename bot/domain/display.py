@@ -84,6 +84,14 @@ REASONS: tuple[tuple[str, str], ...] = (
     ("no composer", "程序不认识这类消息"),
 )
 
+# why a pending message waits (its reason starts "deferred: "): it still goes out, later
+DEFERRALS: tuple[tuple[str, str], ...] = (
+    ("quiet hours", "免打扰时段，时段结束后发送"),
+    ("customer daily cap", "这位客户今天的自动消息已达上限，明天再发"),
+    ("account daily cap", "这个账号今天的自动消息已达上限，明天再发"),
+    ("pacing", "与上一条自动消息隔开一会儿再发"),
+)
+
 # an account's connection state (the adapter's and the app's wording), shown on the dashboard
 CONNECTIONS: tuple[tuple[str, str], ...] = (
     ("not started", "尚未启动"),
@@ -118,6 +126,9 @@ def reason_text(reason: str, default: str = "发送没有成功") -> str:
     """Why a message did not go (or was held), in plain Chinese; ``default`` for anything else
     (a raw transport error stays in the log)."""
     folded = reason.casefold()
+    for fragment, wording in DEFERRALS if folded.startswith("deferred:") else ():
+        if fragment in folded:
+            return wording
     for fragment, wording in REASONS:
         if fragment in folded:
             return wording
