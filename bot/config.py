@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from bot.domain.steps import PROCESS_STEPS
 from bot.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
@@ -148,6 +149,23 @@ class WelcomeConfig(_Section):
 class StageConfig(_Section):
     key: str
     label: str
+    # the script library's process steps this stage is (see bot/domain/steps.py); [] : its own key
+    steps: list[str] = Field(default_factory=list)
+
+    @field_validator("steps")
+    @classmethod
+    def _known_steps(cls, value: list[str]) -> list[str]:
+        for step in value:
+            if step not in PROCESS_STEPS:
+                raise ValueError(
+                    f"unknown process step {step!r} (expected one of {', '.join(PROCESS_STEPS)})"
+                )
+        return value
+
+    @property
+    def script_steps(self) -> tuple[str, ...]:
+        """What the script library may call this stage: its key and the steps it maps to."""
+        return tuple(dict.fromkeys([self.key, *self.steps]))
 
 
 def _default_stages() -> list[StageConfig]:
@@ -165,6 +183,10 @@ def _default_stages() -> list[StageConfig]:
 class PipelineConfig(_Section):
     # stage a customer moves to on their first message (only forward); "" turns it off
     on_first_reply: str = "potential"
+    # stage /order moves a customer to (only forward)
+    order_stage: str = "ordered"
+    # stage a later /order (a repeat purchase) moves them to; "" : they stay in order_stage
+    repeat_stage: str = "repeat"
 
 
 class TagGroup(_Section):
@@ -401,13 +423,22 @@ class Config(_Section):
         keys = [s.key for s in self.stages]
         if len(set(keys)) != len(keys):
             raise ValueError("stage keys must be unique")
-        if self.pipeline.on_first_reply and self.pipeline.on_first_reply not in keys:
-            raise ValueError(f"pipeline.on_first_reply: unknown stage {self.pipeline.on_first_reply!r}")
+        pipeline, known = self.pipeline, f" (stages are: {', '.join(keys)})"
+        if pipeline.on_first_reply and pipeline.on_first_reply not in keys:
+            raise ValueError(f"pipeline.on_first_reply: unknown stage {pipeline.on_first_reply!r}{known}")
+        if pipeline.order_stage not in keys:
+            raise ValueError(f"pipeline.order_stage: unknown stage {pipeline.order_stage!r}{known}")
+        if pipeline.repeat_stage and pipeline.repeat_stage not in keys:
+            raise ValueError(f"pipeline.repeat_stage: unknown stage {pipeline.repeat_stage!r}{known}")
+        if pipeline.repeat_stage and keys.index(pipeline.repeat_stage) <= keys.index(pipeline.order_stage):
+            raise ValueError("pipeline.repeat_stage must come after pipeline.order_stage in stages")
         names = [n for g in self.tags.groups for n in (g.key, g.label, *g.aliases)]
         if len(set(names)) != len(names):
             raise ValueError("tags.groups: keys, labels and aliases must be unique across groups")
         if self.digest.at_risk_from_stage not in keys:
-            raise ValueError(f"digest.at_risk_from_stage: unknown stage {self.digest.at_risk_from_stage!r}")
+            raise ValueError(
+                f"digest.at_risk_from_stage: unknown stage {self.digest.at_risk_from_stage!r}{known}"
+            )
         account_ids = set(ids)
         names = [s.name for s in self.supervisors]
         if len(set(names)) != len(names):

@@ -91,7 +91,9 @@ async def test_customer_adds_rep_objects_and_rep_clicks_a_script(
     await page.click("[data-ff='1m']")
     reply = phone.locator(".msg", has_text=script_text[:12])
     await reply.wait_for()
-    assert "reply" in await reply.first.text_content()
+    shown = await reply.first.text_content()
+    assert "话术" in shown and "reply" not in shown, "the bubble names the kind in Chinese"
+    assert "welcome" not in await phone.text_content() and "欢迎语" in await phone.text_content()
     await page.locator("#card").get_by_text("阶段：潜在", exact=False).wait_for()
     await page.fill("#rep-text", "/note 周六来试驾")
     await page.click("#rep")

@@ -138,7 +138,7 @@ async def test_stage_by_key_or_label_is_recorded_with_actor(two: Harness) -> Non
 
 async def test_stage_errors_change_nothing(two: Harness) -> None:
     reply = await two.rep("/stage @张三 vip")
-    assert "没有阶段「vip」" in reply and "意向(intent)" in reply
+    assert "没有阶段「vip」" in reply and "陌生 → 潜在 → 意向" in reply
     assert "客户已经在「陌生」阶段" in await two.rep("/stage @张三 陌生")
     assert (await two.customer("c1")).stage == "stranger"
     assert len(await two.rows(StageChange)) == 2  # the two "new friend" records only
@@ -148,9 +148,10 @@ async def test_stages_lists_pipeline_with_counts(two: Harness) -> None:
     await two.rep("/stage @李四 intent")
     text = await two.rep("/stages")
     assert (
-        "1. 陌生（stranger）：1 人" in text
-        and "3. 意向（intent）：1 人" in text
-        and "6. KOC（koc）：0 人" in text
+        "1. 陌生：1 人" in text
+        and "3. 意向：1 人" in text
+        and "6. KOC：0 人" in text
+        and "stranger" not in text
     )
 
 
@@ -194,7 +195,7 @@ async def test_note_is_stored_with_author(two: Harness) -> None:
 async def test_info_card_shows_everything(sim: Harness) -> None:
     await sim.friend_request("c1", "张三", "小红书看到的")
     card = await sim.rep("/info @张三")  # before the welcome is sent: it is pending
-    assert "待发消息：" in card and "welcome" in card
+    assert "待发消息：" in card and "欢迎语" in card
     await sim.advance(timedelta(minutes=1))
     await sim.customer_says("c1", "多少钱")
     await sim.rep("/tag @张三 预算:20-30万 喜欢SUV")

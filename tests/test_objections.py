@@ -45,7 +45,7 @@ def test_script_with_unknown_variable_fails_check(tmp_path: Path, capsys: pytest
     templates = library_copy(tmp_path)
     price = templates / "objections" / "price.toml"
     price.write_text(
-        price.read_text(encoding="utf-8").replace("{{ customer.name }}，理解", "{{ coupon }}，理解"),
+        price.read_text(encoding="utf-8").replace("理解您对价格的关注", "{{ coupon }}理解您对价格的关注"),
         encoding="utf-8",
     )
     config = tmp_path / "config.toml"

@@ -166,7 +166,7 @@ async def test_order_moves_stage_stops_countdown_and_plans_aftercare(sim: Harnes
         "11-30 10:00",
         "12-23 10:00",
     ]
-    assert "使用指南" in care[0]["text"] and "SUV" in care[0]["text"]
+    assert "接下来的安排" in care[0]["text"] and "SUV" in care[0]["text"]
 
 
 async def test_second_order_is_a_repeat(sim: Harness) -> None:
@@ -237,7 +237,7 @@ async def test_schedule_and_cancel(sim: Harness) -> None:
     await sim.rep_types("/schedule")
     listing = sim.last_reply()
     ids = [int(line.split()[0][1:]) for line in listing.splitlines() if line.startswith("#")]
-    assert len(ids) == 4 and "2026-11-24 10:00 售后关怀 T+1" in listing
+    assert len(ids) == 4 and "2026-11-24 10:00 售后关怀 成交后第1天" in listing
     await sim.rep_types(f"/cancel {ids[0]}")
     assert "已取消 1 条" in sim.last_reply()
     await sim.rep_types("/cancel 99999")

@@ -7,21 +7,10 @@ from dataclasses import dataclass
 
 from bot.commands.context import CommandContext, id_of
 from bot.commands.registry import command
+from bot.domain.display import message_name, objection_name
 from bot.domain.limits import MAX_ECHO_CHARS, MAX_NAME_CHARS, clip
 from bot.services.profile import ProfileService, when
 from storage.models import Customer
-
-OBJECTION_LABELS = {
-    "price": "价格",
-    "budget": "预算",
-    "comparison": "比较",
-    "stalling": "拖延",
-    "trust": "信任",
-    "quality": "质量",
-    "after_sales": "售后",
-    "fit": "适配",
-    "authority": "决策人",
-}
 
 
 @dataclass(frozen=True)
@@ -55,13 +44,13 @@ async def info(ctx: CommandContext, customer: Customer, profile: ProfileService)
     if customer.deleted_at is not None:
         lines.append(f"已删除好友：{when(customer.deleted_at, config)}")
     if card.objections:
-        lines.append("提出过的顾虑：" + "、".join(OBJECTION_LABELS.get(o, o) for o in card.objections))
+        lines.append("提出过的顾虑：" + "、".join(objection_name(o) for o in card.objections))
     if card.notes:
         lines.append("备注：")
         lines += [f"- {when(n.at, config)} {n.text}" for n in card.notes[-5:]]
     if card.pending:
         lines.append("待发消息：")
-        lines += [f"- #{p.id} {when(p.due_at, config)} {p.kind}" for p in card.pending]
+        lines += [f"- #{p.id} {when(p.due_at, config)} {message_name(p.kind, p.step)}" for p in card.pending]
     else:
         lines.append("待发消息：无")
     return "\n".join(lines)

@@ -24,8 +24,8 @@ class LabelArgs:
 @command(
     "wrong",
     aliases=("纠正",),
-    usage="/wrong [正确的顾虑|none]",
-    summary="上一次识别错了（顾虑、退订或别催了）；可写正确的顾虑，none 表示没有顾虑",
+    usage="/wrong [正确的顾虑|无]",
+    summary="上一次识别错了（顾虑、退订或别催了）；可写正确的顾虑，“无”表示没有顾虑",
 )
 async def wrong(ctx: CommandContext, args: WrongArgs, customer: Customer, feedback: FeedbackService) -> str:
     return await feedback.wrong(customer, args.label, ctx.actor)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from bot.commands.context import CommandContext, id_of
 from bot.commands.registry import CommandError, Rest, UsageError, command
 from bot.domain.deadlines import DeadlineError, DeadlineRules, split_deadline
+from bot.domain.display import message_name
 from bot.domain.hours import WEEKDAYS
 from bot.domain.ids import parse_id
-from bot.domain.kinds import kind_name
 from bot.domain.schedule import QuietHours, offset_label
 from bot.services.profile import ProfileService, when
 from bot.services.sequences import SequenceService
@@ -82,7 +82,7 @@ async def countdown(
     "order",
     aliases=("成交",),
     usage="/order [产品] [确认]",
-    summary="记录成交：阶段改为下单（再次成交为复购），安排售后关怀，停止倒计时",
+    summary="记录成交：客户移到成交阶段（再次成交移到复购阶段），安排售后关怀，停止倒计时",
 )
 async def order(
     ctx: CommandContext,
@@ -120,8 +120,7 @@ async def schedule(ctx: CommandContext, customer: Customer, sequences: SequenceS
     lines = ["待发消息："]
     for row in rows:
         paused = "（已暂停）" if row.status == "paused" else ""
-        kind = kind_name(row.kind)
-        lines.append(f"#{row.id} {when(row.due_at, ctx.config)} {kind} {row.step}{paused}")
+        lines.append(f"#{row.id} {when(row.due_at, ctx.config)} {message_name(row.kind, row.step)}{paused}")
     lines.append("取消：/cancel 编号 或 /cancel all")
     return "\n".join(lines)
 

@@ -32,5 +32,5 @@ async def stages(ctx: CommandContext, profile: ProfileService) -> str:
     counts = await profile.stage_counts(ctx.account_id)
     lines = ["销售阶段："]
     for number, item in enumerate(profile.pipeline.stages, start=1):
-        lines.append(f"{number}. {item.label}（{item.key}）：{counts.get(item.key, 0)} 人")
+        lines.append(f"{number}. {item.label}：{counts.get(item.key, 0)} 人")
     return "\n".join(lines)

@@ -1,8 +1,8 @@
-"""The one vocabulary of outgoing messages: kinds and statuses, with the Chinese names reps read.
+"""The one vocabulary of outgoing messages: kinds and statuses.
 
 Values are the strings stored in the database, so a ``Kind`` compares equal to the column value.
-Reps never see the English value (``followup``, ``pacing``): wording goes through :func:`kind_name`
-and :func:`status_name`.
+Reps never see the English value (``followup``, ``pacing``): wording goes through
+:mod:`bot.domain.display` (``kind_name``, ``status_name``).
 """
 
 from __future__ import annotations
@@ -37,29 +37,6 @@ class Status(StrEnum):
     PAUSED = "paused"
 
 
-KIND_NAMES: dict[str, str] = {
-    Kind.WELCOME: "欢迎语",
-    Kind.COUNTDOWN: "倒计时",
-    Kind.AFTERCARE: "售后关怀",
-    Kind.FOLLOWUP: "跟进",
-    Kind.REPLY: "话术",
-    Kind.DIGEST: "日报",
-    Kind.OWED: "待回复提醒",
-    Kind.ALERT: "提醒",
-    Kind.SUGGESTION: "话术建议",
-    Kind.COMMAND_REPLY: "命令回复",
-}
-
-STATUS_NAMES: dict[str, str] = {
-    Status.PENDING: "待发",
-    Status.CLAIMED: "发送中",
-    Status.SENT: "已发送",
-    Status.FAILED: "发送失败",
-    Status.EXPIRED: "已过期",
-    Status.CANCELLED: "已取消",
-    Status.PAUSED: "已暂停",
-}
-
 # sent on the rep's behalf without a fresh human decision: quiet hours, caps and pacing apply
 AUTOMATED_KINDS: tuple[Kind, ...] = (Kind.COUNTDOWN, Kind.AFTERCARE, Kind.FOLLOWUP)
 # what a soft opt-out ("别老催我") holds back; aftercare is service, not a push
@@ -72,12 +49,3 @@ CONTACT_KINDS: tuple[Kind, ...] = (Kind.WELCOME, Kind.REPLY)
 CONSOLE_KINDS: tuple[Kind, ...] = (Kind.ALERT, Kind.SUGGESTION, Kind.OWED)
 # planned and still waiting to go out (a paused one may go out after /resume)
 OPEN_STATUSES: tuple[Status, ...] = (Status.PENDING, Status.PAUSED)
-
-
-def kind_name(kind: str) -> str:
-    """The Chinese name of a message kind; an unknown kind (an old row) reads as a generic message."""
-    return KIND_NAMES.get(kind, "消息")
-
-
-def status_name(status: str) -> str:
-    return STATUS_NAMES.get(status, "未知状态")

@@ -30,8 +30,16 @@ class Pipeline:
                 return stage.label
         return key
 
+    def script_stages(self, key: str) -> tuple[str, ...]:
+        """The names a script may use for stage ``key``: the key and the process steps it maps to."""
+        for stage in self.stages:
+            if stage.key == key:
+                return stage.script_steps
+        return (key,)
+
     def is_before(self, first: str, second: str) -> bool:
         return self._order.get(first, -1) < self._order.get(second, -1)
 
     def describe(self) -> str:
-        return " → ".join(f"{s.label}({s.key})" for s in self.stages)
+        """The pipeline as a rep reads it: labels only (commands accept a label or a key)."""
+        return " → ".join(s.label for s in self.stages)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bot.domain.display import SIGNAL_NAMES
+
 OBJECTIONS = (
     "price",
     "budget",
@@ -15,10 +17,6 @@ OBJECTIONS = (
 )
 SIGNALS = ("buying_signal", "opt_out", "opt_out_soft", "referral")
 
-# what a rep reads and may type (/wrong 预算, /label 转介绍); English keys are accepted too
-SIGNAL_NAMES = {
-    "buying_signal": "购买信号",
-    "opt_out": "退订",
-    "opt_out_soft": "别催了",
-    "referral": "转介绍",
-}
+# what a rep reads and may type (/wrong 预算, /label 转介绍; English keys are accepted too): the
+# names live in the one display table
+__all__ = ["OBJECTIONS", "SIGNALS", "SIGNAL_NAMES"]

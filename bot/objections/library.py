@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.domain.steps import PROCESS_STEPS
 from bot.errors import TemplateError
 from bot.objections.labels import OBJECTIONS
 
@@ -133,10 +134,13 @@ class ObjectionLibrary:
 
     @classmethod
     def load(cls, templates_root: Path, stage_keys: Iterable[str] = ()) -> ObjectionLibrary:
+        """Scripts name process steps (:data:`PROCESS_STEPS`) or, given ``stage_keys``, the
+        configured stages; any other name is an error (a typo would silently never match)."""
         folder = templates_root / FOLDER
         if not folder.is_dir():
             raise TemplateError(f"{folder}: objection library folder not found")
-        known_stages = set(stage_keys)
+        configured = set(stage_keys)
+        known_stages = configured | set(PROCESS_STEPS)
         objections: dict[str, Objection] = {}
         script_ids: dict[str, Path] = {}
         for path in sorted(folder.glob("*.toml")):
@@ -156,7 +160,7 @@ class ObjectionLibrary:
                     raise TemplateError(
                         f"{path}:{line}: script id {item.id!r} is also used in {script_ids[item.id]}"
                     )
-                unknown = sorted(set(item.stages) - known_stages) if known_stages else []
+                unknown = sorted(set(item.stages) - known_stages) if configured else []
                 if unknown:
                     raise TemplateError(f"{path}:{line}: script {item.id!r} names unknown stages {unknown}")
                 script_ids[item.id] = path
@@ -199,7 +203,9 @@ class ObjectionLibrary:
                     return script
         return None
 
-    def scripts_for(self, label: str, stage: str) -> tuple[list[Script], list[Script]]:
-        """(scripts made for this stage, general scripts for any stage) of one objection."""
+    def scripts_for(self, label: str, *stage: str) -> tuple[list[Script], list[Script]]:
+        """(scripts made for this stage, general scripts for any stage) of one objection; ``stage``
+        is every name of the stage (its key and process steps, :meth:`Pipeline.script_stages`)."""
+        names = set(stage)
         scripts = self.objections[label].scripts
-        return [s for s in scripts if stage in s.stages], [s for s in scripts if not s.stages]
+        return [s for s in scripts if names & set(s.stages)], [s for s in scripts if not s.stages]

@@ -17,8 +17,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Config
+from bot.domain.display import kind_name, reason_text, step_name
 from bot.domain.hours import WorkingCalendar
-from bot.domain.kinds import AUTOMATED_KINDS, Kind, kind_name
+from bot.domain.kinds import Kind
 from bot.domain.limits import MAX_NAME_CHARS, MAX_QUOTE_CHARS, clip
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
@@ -210,13 +211,6 @@ def deleted_rep(customer: Customer, stage: str, tags: list[str]) -> str:
     )
 
 
-# why a message did not go out, as the rep reads it: (a fragment of the internal reason, wording)
-_CAUSES = (
-    ("quiet hours", "一直处在免打扰时段"),
-    ("customer daily cap", "这位客户今天收到的自动消息已达上限"),
-    ("account daily cap", "这个账号今天发出的自动消息已达上限"),
-    ("pacing", "自动消息需要间隔发送，排不开"),
-)
 _TEMPLATE_FILE = re.compile(r"[\w./-]+\.(?:j2|toml)")
 
 
@@ -226,18 +220,16 @@ def plain_cause(reason: str) -> str:
     template = _TEMPLATE_FILE.search(reason)
     if template is not None:
         return f"模板 {template.group(0)} 有误，请管理员运行 salesbot check 检查"
-    for fragment, wording in _CAUSES:
-        if fragment in reason:
-            return wording
-    return "微信没有接受这条消息"
+    return reason_text(reason, default="微信没有接受这条消息")
 
 
 def undeliverable(row: ScheduledMessage, customer: Customer | None, reason: str) -> str:
     """A planned message that did not (or may not have) gone out: whether delivery is in doubt,
     and a plain cause."""
-    # an automated message's step (T+3, 1d, 3h) tells the rep which one; a welcome's or a reply's
-    # step is an internal id
-    step = f"（{row.step}）" if row.kind in AUTOMATED_KINDS else ""
+    # an automated message's step (成交后第3天, 提前1天) tells the rep which one; a welcome's or a
+    # reply's step is an internal id
+    named = step_name(row.kind, row.step)
+    step = f"（{named}）" if named else ""
     what = f"{kind_name(row.kind)}消息{step}"
     if DELIVERY_UNKNOWN in reason:
         outcome = "可能没有发出：发送时连接中断，无法确认对方是否收到。请到聊天里看一眼，需要的话手动补发。"

@@ -27,7 +27,6 @@ from bot.hooks import Hooks, Planned
 from bot.objections.library import ObjectionLibrary
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
-from bot.services.sequences import ORDERED
 from bot.templates import TemplateLibrary
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
@@ -246,7 +245,7 @@ class DigestService:
             session, accounts, start - max_age, now - max_age
         ):
             days[account_id].owed_dropped += count
-        ordered = ORDERED
+        ordered = self.config.pipeline.order_stage
         from_stage = cfg.at_risk_from_stage
         before_order = [
             s.key

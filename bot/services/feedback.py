@@ -17,6 +17,7 @@ from typing import Protocol
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
+from bot.domain.display import objection_name
 from bot.errors import CommandError
 from bot.objections.classifier import Classifier
 from bot.objections.corpus import Message
@@ -55,9 +56,9 @@ def parse_choice(word: str, objection_names: dict[str, str]) -> Choice:
     for signal in SIGNALS:
         if folded in (signal, SIGNAL_NAMES[signal]):
             return Choice("signal", signal)
-    objections = "、".join(objection_names.get(label, label) for label in OBJECTIONS)
+    objections = "、".join(objection_names.get(label) or objection_name(label) for label in OBJECTIONS)
     signals = "、".join(SIGNAL_NAMES[s] for s in SIGNALS)
-    raise CommandError(f"不认识“{word}”。顾虑：{objections}；信号：{signals}；都不是：none")
+    raise CommandError(f"不认识“{word}”。顾虑：{objections}；信号：{signals}；都不是：无")
 
 
 def _signal_of(event: Event) -> str | None:
@@ -81,7 +82,7 @@ class FeedbackService:
     def name(self, key: str | None) -> str:
         if key is None:
             return "无顾虑"
-        return self.names.get(key) or SIGNAL_NAMES.get(key, key)
+        return self.names.get(key) or objection_name(key)
 
     async def wrong(self, customer: Customer, word: str, actor: str) -> str:
         """The last reading acted on was wrong. ``word``: the right objection, none, or the signal

@@ -305,7 +305,7 @@ class ObjectionService:
     # -- ranking ----------------------------------------------------------------------------------
 
     async def rank(self, session: AsyncSession, label: str, stage: str) -> list[Script]:
-        for_stage, general = self.library.scripts_for(label, stage)
+        for_stage, general = self.library.scripts_for(label, *self.pipeline.script_stages(stage))
         stats = await self.script_stats(session)
         minimum = self.config.objections.min_sends_for_ranking
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.clock import Clock
 from bot.config import Config
-from bot.domain.kinds import kind_name
+from bot.domain.display import connection_text, kind_name, objection_name, reason_text, status_name, step_name
 from bot.domain.schedule import local_at, local_day_bounds
 from bot.domain.stages import Pipeline
 from bot.services.digest import DigestService, RepDay
@@ -57,6 +57,9 @@ class ReportService:
                     "connected": state is not None and state.connected,
                     "since": iso(state.since, self.config) if state else None,
                     "reason": state.reason if state else "not started",
+                    "reason_label": connection_text(
+                        state.reason if state else "not started", bool(state and state.connected)
+                    ),
                 }
             )
         return result
@@ -122,6 +125,7 @@ class ReportService:
             ],
             "notes": [{"text": n.text, "author": n.author, "at": iso(n.at, self.config)} for n in card.notes],
             "objections": card.objections,
+            "objection_labels": [objection_name(o) for o in card.objections],
             "pending": [self._scheduled(row) for row in card.pending],
         }
 
@@ -133,9 +137,12 @@ class ReportService:
             "kind": row.kind,
             "kind_label": kind_name(row.kind),
             "step": row.step,
+            "step_label": step_name(row.kind, row.step),
             "status": row.status,
+            "status_label": status_name(row.status),
             "due_at": iso(row.due_at, self.config),
             "error": row.last_error,
+            "error_label": reason_text(row.last_error),
         }
 
     async def scheduled(self, status: str = "pending", limit: int = 100) -> list[dict[str, Any]]:
@@ -169,6 +176,7 @@ class ReportService:
                 "welcomes_failed": d.welcomes_failed,
                 "replied": d.replied,
                 "objections": dict(d.objections),
+                "objection_labels": {objection_name(k): v for k, v in d.objections.items()},
                 "stage_moves": dict(d.stage_moves),
                 "orders": d.orders,
                 "scheduled_sent": d.scheduled_sent,

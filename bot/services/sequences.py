@@ -36,7 +36,6 @@ COUNTDOWN, AFTERCARE, FOLLOWUP = Kind.COUNTDOWN, Kind.AFTERCARE, Kind.FOLLOWUP
 ACT_WITHIN = timedelta(hours=1)
 PUSHES: tuple[str, ...] = PUSH_KINDS
 AUTOMATED: tuple[str, ...] = AUTOMATED_KINDS
-ORDERED, REPEAT = "ordered", "repeat"
 
 
 @dataclass(frozen=True)
@@ -155,10 +154,10 @@ class SequenceService:
     async def record_order(
         self, customer: Customer, product: str, actor: str, *, confirmed: bool = False
     ) -> OrderRecorded:
-        """Move to ordered (a second order: repeat), stop countdowns, and plan this order's
-        aftercare in place of any series still pending from an earlier order. A second order
-        soon after the last one must be ``confirmed`` (a double-typed /order is not a repeat
-        purchase): :class:`CommandError` otherwise."""
+        """Move to the configured order stage (a second order: the repeat stage), stop countdowns,
+        and plan this order's aftercare in place of any series still pending from an earlier
+        order. A second order soon after the last one must be ``confirmed`` (a double-typed
+        /order is not a repeat purchase): :class:`CommandError` otherwise."""
         assert customer.id is not None
         now = self.clock.now()
         cfg = self.config.aftercare
@@ -176,7 +175,8 @@ class SequenceService:
                     f"如果这是新的一单，请发 /order {product + ' ' if product else ''}确认"
                 )
             old = fresh.stage
-            target = REPEAT if last is not None else ORDERED
+            stages = self.config.pipeline
+            target = (stages.repeat_stage or stages.order_stage) if last is not None else stages.order_stage
             if self.pipeline.is_before(old, target):
                 await StageHistory(session).move(fresh, target, actor, "order", now)
             event = await events.add(
@@ -432,4 +432,5 @@ class SequenceComposer:
         since = datetime.fromisoformat(str(row.context.get("since")))
         if cfg.skip_if_replied and customer.last_inbound_at is not None and customer.last_inbound_at >= since:
             return False
-        return not (cfg.skip_if_ordered and not self.pipeline.is_before(customer.stage, ORDERED))
+        ordered = self.config.pipeline.order_stage
+        return not (cfg.skip_if_ordered and not self.pipeline.is_before(customer.stage, ordered))

@@ -22,6 +22,7 @@ from bot.domain.channels import match_channel
 from bot.domain.hours import WorkingCalendar
 from bot.domain.kinds import Kind
 from bot.domain.limits import MAX_NAME_CHARS, clip
+from bot.domain.names import spoken_name
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import DeliveryUnknown, NotConnected
 from bot.faults import crash_point
@@ -56,9 +57,11 @@ def rep_variables(account: AccountConfig, calendar: WorkingCalendar) -> dict[str
 
 
 def customer_variables(customer: Customer) -> dict[str, str]:
+    """``name`` is what a person would call the customer ("" when the remark and nickname hold no
+    name: templates then say 您好, never 您您好)."""
     return {
         # a name is cut to a sane length: a 100 KB display name must not make a 100 KB welcome
-        "name": clip(customer.remark or customer.display_name or "您", MAX_NAME_CHARS),
+        "name": clip(spoken_name(customer.remark, customer.display_name), MAX_NAME_CHARS),
         "remark": clip(customer.remark, MAX_NAME_CHARS),
         "channel": customer.source_channel,
     }

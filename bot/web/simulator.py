@@ -13,6 +13,7 @@ from aiohttp import web
 
 from bot.app import SalesBot
 from bot.clock import AdvanceableClock
+from bot.domain.display import kind_name
 from bot.services.messenger import Sent
 from bot.simulate import describe, fast_forward, parse_duration
 from bot.transport.local_puppet import LocalPuppet
@@ -38,6 +39,7 @@ class SimulatorState:
         event = {
             "at": sent.at.astimezone(self.bot.config.tz).isoformat(),
             "kind": sent.kind,
+            "kind_label": kind_name(sent.kind),  # what the page shows: never the internal kind
             "text": sent.text,
             "to": describe(self.bot, self.account_id, sent.conversation_id, self.handles),
         }
