@@ -477,6 +477,10 @@ class Outbox:
     async def get(self, row_id: int) -> ScheduledMessage | None:
         return await self.session.get(ScheduledMessage, row_id)
 
+    async def by_key(self, idempotency_key: str) -> ScheduledMessage | None:
+        query = select(ScheduledMessage).where(ScheduledMessage.idempotency_key == idempotency_key)
+        return (await self.session.exec(query)).first()
+
     async def open_for_customer(self, customer_id: int) -> list[ScheduledMessage]:
         """Rows still to go out for a customer (pending, or paused until /resume), earliest first."""
         query = (

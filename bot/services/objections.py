@@ -61,11 +61,9 @@ class ScriptStats:
 
 
 def validate_library(library: ObjectionLibrary, templates: TemplateLibrary) -> None:
-    for objection in library.objections.values():
-        for script in objection.scripts:
-            templates.check_source(
-                script.text, OBJECTION, f"{script.path}:{script.line}: script '{script.id}'"
-            )
+    scripts = [s for o in library.objections.values() for s in o.scripts]
+    for script in [*scripts, *(s for group in library.signal_scripts.values() for s in group)]:
+        templates.check_source(script.text, OBJECTION, f"{script.path}:{script.line}: script '{script.id}'")
 
 
 # script statistics read at most this many of the newest sends: ranking stays cheap as history grows
@@ -125,15 +123,16 @@ class ObjectionService:
                 account_id, "opt_out", now, customer_id=customer.id, text=message.text, data=reading
             )
             return None
-        if result.opt_out_soft:
-            await events.record(
-                account_id,
-                "signal",
-                now,
-                customer_id=customer.id,
-                text=message.text,
-                data={"signal": "opt_out_soft", **reading},
-            )
+        for signal in ("opt_out_soft", "buying_signal"):  # signals acted on: /wrong corrects them
+            if signal in result.signals:
+                await events.record(
+                    account_id,
+                    "signal",
+                    now,
+                    customer_id=customer.id,
+                    text=message.text,
+                    data={"signal": signal, **reading},
+                )
         if result.label is None or not self.config.objections.enabled:
             return None
         scripts = await self.rank(session, result.label, customer.stage)
@@ -154,8 +153,11 @@ class ObjectionService:
     async def last_suggestion(self, customer_id: int) -> Suggestion | None:
         """The customer's latest suggestion, from the event log."""
         async with self.db.transaction() as session:
-            event = await Events(session).latest(customer_id, "objection")
-        if event is None or event.id is None or not event.data.get("scripts"):
+            # an objection's scripts, or the reply a hot-lead alert offered: whichever is newer
+            found = [await Events(session).latest(customer_id, kind) for kind in ("objection", "hot_lead")]
+        offered = [e for e in found if e is not None and e.data.get("scripts")]
+        event = max(offered, key=lambda e: e.id or 0, default=None)
+        if event is None or event.id is None:
             return None
         return Suggestion(event.id, str(event.data["label"]), tuple(str(i) for i in event.data["scripts"]))
 

@@ -291,6 +291,30 @@ class SequenceService:
             session, customer, "pushes_stopped_at", PUSHES, "pushes_stopped", actor, reason
         )
 
+    async def hold_countdown(self, session: AsyncSession, customer: Customer, reason: str) -> int:
+        """A hot lead: the countdown's pending steps wait as ``paused`` until the rep decides (a new
+        /countdown replaces them, /order cancels them; /resume also releases them). No customer flag:
+        nothing new is planned meanwhile. Returns the steps held (0: no active countdown)."""
+        assert customer.id is not None
+        now = self.clock.now()
+        held = await Outbox(session).set_status_for_customer(
+            customer.id,
+            from_statuses=(Status.PENDING,),
+            to_status=Status.PAUSED,
+            at=now,
+            reason=reason,
+            kinds=(COUNTDOWN,),
+        )
+        if held:
+            await Events(session).record(
+                customer.account_id,
+                "countdown_held",
+                now,
+                customer_id=customer.id,
+                data={"reason": reason, "held": held},
+            )
+        return held
+
     async def _hold(
         self,
         session: AsyncSession,
