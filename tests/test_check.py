@@ -50,6 +50,25 @@ def test_a_template_from_another_kinds_folder_names_the_key(
     assert "countdown.template" in out and "aftercare/t1.txt.j2" in out and str(config) in out
 
 
+def test_a_hook_template_is_checked_like_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = own_templates(tmp_path)
+    text = config.read_text(encoding="utf-8")
+    wrong = text.replace('template = "hooks/gift.txt.j2"', 'template = "welcome/default.txt.j2"')
+    config.write_text(wrong, encoding="utf-8")
+    code, out = check(config, capsys)
+    assert code == 1 and "hooks.rules.0.template" in out and "welcome/default.txt.j2" in out
+    config.write_text(text, encoding="utf-8")
+    gift = tmp_path / "scripts_templates" / "hooks" / "gift.txt.j2"
+    gift.write_text("{% if off_hours %}{{ back_at }}{% else %}{{ rep.nick }}{% endif %}", encoding="utf-8")
+    code, out = check(config, capsys)
+    assert code == 1 and "hooks/gift.txt.j2" in out and "in working hours" in out, out
+    gift.unlink()
+    code, out = check(config, capsys)
+    assert code == 1 and f"{gift}: template not found" in out
+
+
 def test_quiet_hours_of_no_length_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(
         tmp_path, portable_config_text().replace("quiet_end = 08:30:00", "quiet_end = 21:30:00")
