@@ -49,7 +49,8 @@ async def test_a_countdown_waits_for_the_reps_decision(sim: Harness) -> None:
     await sim.rep("/countdown @张三 11-30 20:00")
     await sim.customer_says("c1", "怎么付定金？")
     [alert] = alerts(sim)
-    assert "TA的倒计时已暂停（7 条），等你决定：重新 /countdown 继续，成交了就 /order。" in alert["text"]
+    assert "TA的倒计时已暂停（7 条），等你决定：重新 /countdown 继续，成交了就 /order；" in alert["text"]
+    assert "判断错了发 /wrong 购买信号 @#1，倒计时照常。" in alert["text"]
     rows = await sim.rows(ScheduledMessage, ScheduledMessage.kind == "countdown")
     assert {r.status for r in rows} == {"paused"}  # held, not cancelled
     await sim.advance(timedelta(days=3))
@@ -132,3 +133,15 @@ async def test_a_replayed_message_alerts_once(sim: Harness) -> None:
     sim.puppet.customer_says(sim.contact_id("c1"), "什么时候能提车？", message_id=message_id)
     await sim.advance(timedelta(minutes=1))
     assert len(alerts(sim)) == 1
+
+
+async def test_wrong_on_a_misread_buying_signal_lets_the_countdown_go_on(sim: Harness) -> None:
+    await sim.customer_in_chat()
+    await sim.rep("/countdown @张三 11-30 20:00")
+    await sim.customer_says("c1", "什么时候能提车？")
+    answer = await sim.rep("/wrong 购买信号 @张三")
+    assert "不是“购买信号”，TA的倒计时继续（7 条）" in answer
+    rows = await sim.rows(ScheduledMessage, ScheduledMessage.kind == "countdown")
+    assert {r.status for r in rows} == {"pending"}
+    await sim.advance(timedelta(hours=11))
+    assert len(sim.sent("countdown", "c1")) == 1

@@ -111,7 +111,7 @@ class HotLeads:
             },
         )
         reply = self.objections.render_script(script, account_id, customer) if script else None
-        text = self._alert_text(customer, message.text, why, reply, held)
+        text = self._alert_text(customer, message.text, why, reply, held, source)
         key = message_key(account_id, SIGNAL, BUYING_SIGNAL, message.message_id)
         alert_id = await Outbox(session).plan_returning_id(
             outbox_row(
@@ -147,7 +147,9 @@ class HotLeads:
         )
         return HotLead(alert_id, nudge_at)
 
-    def _alert_text(self, customer: Customer, said: str, why: str, reply: str | None, held: int) -> str:
+    def _alert_text(
+        self, customer: Customer, said: str, why: str, reply: str | None, held: int, source: str
+    ) -> str:
         card = f"#{customer.id}"
         lines = [
             f"【{name(customer)} {card} · {self.pipeline.label(customer.stage)}】想成交了（热线索）：",
@@ -166,7 +168,9 @@ class HotLeads:
         else:
             lines.append(f"下一步：趁热回复TA（上面的话术建议，/send 编号）{stage}。")
         if held:
-            lines.append(f"TA的倒计时已暂停（{held} 条），等你决定：重新 /countdown 继续，成交了就 /order。")
+            misread = f"；判断错了发 /wrong 购买信号 @{card}，倒计时照常" if source == "reading" else ""
+            decide = "等你决定：重新 /countdown 继续，成交了就 /order"
+            lines.append(f"TA的倒计时已暂停（{held} 条），{decide}{misread}。")
         return "\n".join(lines)
 
 
