@@ -82,11 +82,13 @@ async def test_one_after_a_step_that_did_not_ask_is_an_ordinary_message(sim: Har
 
 async def test_in_quiet_hours_only_the_answer_goes_out(db_url: str) -> None:
     afternoon = datetime(2026, 11, 23, 16, 0, tzinfo=SHANGHAI)
-    async with Harness(make_config(), afternoon, database_url=db_url) as sim:
+    config = make_config({"countdown": {"offsets": ["3h"]}})  # one step, while the rep is at work
+    async with Harness(config, afternoon, database_url=db_url) as sim:
         await sim.customer_in_chat()
         await sim.rep("/countdown @张三 今天 23:00")  # 20:00 (3h): 最后3小时, asks for 回复“1”
         await sim.advance(timedelta(hours=6, minutes=29))  # 22:30: quiet hours, rep off work
-        assert "回复“1”我马上安排" in sim.sent("countdown", "c1")[-1]["text"]
+        [step] = sim.sent("countdown", "c1")
+        assert "回复“1”我马上安排" in step["text"]
         await sim.customer_says("c1", "1")
         [answer] = sim.sent("auto_reply", "c1")
         assert local(answer).strftime("%H:%M") == "22:30"
