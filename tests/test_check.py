@@ -69,6 +69,14 @@ def test_a_hook_template_is_checked_like_the_others(
     assert code == 1 and f"{gift}: template not found" in out
 
 
+def test_a_hot_lead_reply_script_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = own_templates(tmp_path)
+    scripts = tmp_path / "scripts_templates" / "objections" / "_buying_signal.toml"
+    scripts.write_text('[[scripts]]\nid = "x"\nstages = []\ntext = "{{ rep.nick }}好的"\n', encoding="utf-8")
+    code, out = check(config, capsys)
+    assert code == 1 and "_buying_signal.toml:2: script 'x'" in out and "Traceback" not in out, out
+
+
 def test_quiet_hours_of_no_length_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(
         tmp_path, portable_config_text().replace("quiet_end = 08:30:00", "quiet_end = 21:30:00")
