@@ -46,11 +46,13 @@ from bot.services.customers import CustomerService
 from bot.services.delivery_alerts import DeliveryAlerts, Reported
 from bot.services.digest import DigestComposer, DigestService
 from bot.services.feedback import FeedbackService
+from bot.services.hot_leads import HotLeads, SignalComposer
 from bot.services.inbound import CustomerWrote
 from bot.services.messenger import Messenger
 from bot.services.objections import ObjectionService, ReplyComposer, validate_library
 from bot.services.outbox import Dispatcher
 from bot.services.profile import ProfileService
+from bot.services.promises import AutoReplyComposer, Promises
 from bot.services.reach import ReachPolicy
 from bot.services.reports import ConnectionState, ReportService
 from bot.services.sequences import SequenceComposer, SequenceService
@@ -83,6 +85,7 @@ def configured_templates(config: Config) -> list[tuple[str, str, str]]:
             (f"followup.steps.{n}.template", step.template, "followup")
             for n, step in enumerate(config.followup.steps)
         ),
+        *((f"hooks.rules.{n}.template", rule.template, "hooks") for n, rule in enumerate(config.hooks.rules)),
     ]
 
 
@@ -185,6 +188,8 @@ class SalesBot:
             self.objections,
             OwedReplyNudges(clock, config),
             self.console_messages,
+            Promises(clock, config),
+            HotLeads(clock, config, self.sequences, self.objections),
         )
         self.digests = DigestService(
             self.db, clock, config, self.templates, self.objections.library, hooks=self.hooks
@@ -206,6 +211,8 @@ class SalesBot:
                 Kind.OWED: OwedReplyComposer(self.directory.console_of),
                 Kind.ALERT: console_text,
                 Kind.SUGGESTION: console_text,
+                Kind.SIGNAL: SignalComposer(self.directory.console_of),
+                Kind.AUTO_REPLY: AutoReplyComposer(config, self.templates, clock),
             },
             hooks=self.hooks,
             gate=ReachPolicy(config, self._rng),

@@ -266,6 +266,54 @@ class ReachConfig(_Section):
         return self
 
 
+class SignalsConfig(_Section):
+    """Acting on what customers signal (issue 17): hot leads."""
+
+    # a hot lead (buying signal) the rep has not answered after this many minutes gets one nudge,
+    # in working hours (a nudge falling outside moves to the next opening)
+    hot_lead_nudge_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    # the stage a hot lead's alert suggests (/stage), when the customer is not there yet
+    hot_lead_stage: str = "intent"
+
+
+class HookRule(_Section):
+    """A promise a template makes ("回复“礼物”即可领取") and what the bot sends when it is taken up."""
+
+    key: str = Field(min_length=1, pattern=r"^[a-z0-9_]+$")
+    # what the customer replies (punctuation and spaces ignored); the promise is the latest message
+    # of a kind in ``after`` containing 回复“<keyword>”
+    keywords: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    after: list[Literal["welcome", "countdown", "aftercare", "followup"]] = Field(min_length=1)
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    template: str
+    # also alert the rep as a hot lead
+    alert_rep: bool = False
+
+
+def _default_hooks() -> list[HookRule]:
+    return [
+        HookRule(key="gift", keywords=["礼物"], after=["welcome", "followup"], template="hooks/gift.txt.j2"),
+        HookRule(
+            key="book",
+            keywords=["1"],
+            after=["countdown"],
+            template="hooks/book.txt.j2",
+            alert_rep=True,
+        ),
+    ]
+
+
+class HooksConfig(_Section):
+    # a promise is kept only this many hours after the message that made it was sent
+    window_hours: float = Field(default=72.0, gt=0)
+    rules: list[HookRule] = Field(default_factory=_default_hooks)
+
+
 class CountdownConfig(_Section):
     offsets: list[str] = Field(
         default_factory=lambda: ["7d", "3d", "1d", "3h", "1h", "30m", "15m"], min_length=1
@@ -397,6 +445,8 @@ class Config(_Section):
     objections: ObjectionsConfig = ObjectionsConfig()
     reach: ReachConfig = ReachConfig()
     countdown: CountdownConfig = CountdownConfig()
+    signals: SignalsConfig = SignalsConfig()
+    hooks: HooksConfig = HooksConfig()
     aftercare: AftercareConfig = AftercareConfig()
     followup: FollowupConfig = FollowupConfig()
     digest: DigestConfig = DigestConfig()
@@ -435,6 +485,11 @@ class Config(_Section):
         names = [n for g in self.tags.groups for n in (g.key, g.label, *g.aliases)]
         if len(set(names)) != len(names):
             raise ValueError("tags.groups: keys, labels and aliases must be unique across groups")
+        if self.signals.hot_lead_stage not in keys:
+            raise ValueError(f"signals.hot_lead_stage: unknown stage {self.signals.hot_lead_stage!r}{known}")
+        hook_keys = [rule.key for rule in self.hooks.rules]
+        if len(set(hook_keys)) != len(hook_keys):
+            raise ValueError("hooks.rules keys must be unique")
         if self.digest.at_risk_from_stage not in keys:
             raise ValueError(
                 f"digest.at_risk_from_stage: unknown stage {self.digest.at_risk_from_stage!r}{known}"

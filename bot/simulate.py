@@ -23,11 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from bot.app import SalesBot
 from bot.clock import AdvanceableClock, VirtualClock
 from bot.config import Config
+from bot.domain.kinds import Kind
 from bot.errors import ScenarioError
 from bot.transport.factory import local_puppet_for
 from bot.transport.local_puppet import LocalPuppet
 from bot.transport.wechaty_adapter import WechatyTransport
-from storage.repositories import OutgoingLog
+from storage.repositories import Outbox, OutgoingLog
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -243,8 +244,12 @@ class Simulation:
             new = puppet.sent[printed.count :]
             printed.count = len(puppet.sent)
             for sent in new:
+                signal = None
                 async with self.bot.db.transaction() as session:
                     row = await OutgoingLog(session).by_platform_id(account_id, sent.message_id)
+                    if row is not None and row.kind == Kind.SIGNAL:  # which signal: from its plan
+                        planned = await Outbox(session).by_key(row.idempotency_key)
+                        signal = planned.context.get("signal") if planned is not None else None
                 to = describe(self.bot, account_id, sent.conversation_id, self.handles)
                 line = {
                     "at": sent.at.astimezone(self.config.tz).isoformat(),
@@ -253,6 +258,8 @@ class Simulation:
                     "kind": row.kind if row is not None else "unknown",
                     "text": sent.text,
                 }
+                if signal is not None:
+                    line["signal"] = str(signal)
                 self.output.append(line)
                 for listener in self.listeners:
                     listener(line)

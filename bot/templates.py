@@ -79,6 +79,17 @@ AFTERCARE = TemplateKind(
     folder="aftercare", variables={"rep": _sample_rep(), "customer": _CUSTOMER, "product": "SUV", "days": 3}
 )
 FOLLOWUP = TemplateKind(folder="followup", variables={"rep": _sample_rep(), "customer": _CUSTOMER, "days": 1})
+# what the bot sends back when a customer takes up a template's promise (回复“礼物”即可领取)
+HOOKS = TemplateKind(
+    folder="hooks",
+    variables={
+        "rep": _sample_rep(),
+        "customer": _CUSTOMER,
+        "keyword": "礼物",
+        "off_hours": True,
+        "back_at": "明天 09:00",
+    },
+)
 
 _REP_DAY = {
     "name": "小林",
@@ -129,14 +140,20 @@ BRANCHES: dict[str, tuple[tuple[str, Mapping[str, Any]], ...]] = {
     ),
     "aftercare": (("with no product", {"product": ""}), ("with no customer name", _NO_NAME)),
     "followup": (("with no customer name", _NO_NAME),),
+    "hooks": (
+        ("in working hours", {"off_hours": False, "back_at": ""}),
+        ("with no customer name", _NO_NAME),
+    ),
     "digest": (
         ("for a team of several reps", {"multiple": True, "reps": [_REP_DAY, _REP_DAY]}),
         ("on a day with nothing owed", {"reps": [_QUIET_DAY], "team": _QUIET_DAY}),
     ),
 }
 
+_ODD_START = tuple("，。！？、；：,.!?;:")
+
 KINDS: dict[str, TemplateKind] = {
-    kind.folder: kind for kind in (WELCOME, COUNTDOWN, AFTERCARE, FOLLOWUP, DIGEST)
+    kind.folder: kind for kind in (WELCOME, COUNTDOWN, AFTERCARE, FOLLOWUP, HOOKS, DIGEST)
 }
 
 
@@ -214,6 +231,10 @@ class TemplateLibrary:
         suffix = f" {when}" if when else ""
         if not text:
             raise TemplateError(f"{self.path_of(name)}: renders an empty message{suffix}")
+        if text.startswith(_ODD_START) or "，，" in text or "您您" in text:
+            raise TemplateError(
+                f"{self.path_of(name)}: reads oddly{suffix}: {text[:30]!r} (a name or value left a gap)"
+            )
 
     def validate(self, required: Iterable[str] = ()) -> list[str]:
         """Check every template and that each required one exists. Returns the names checked."""

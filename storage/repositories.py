@@ -257,11 +257,13 @@ class Events:
         )
         return (await self.session.exec(query)).first()
 
-    async def of_account(self, account_id: str, kind: str, since: datetime, limit: int) -> list[Event]:
-        """The account's newest ``limit`` events of ``kind`` since ``since``, newest first."""
+    async def of_account(
+        self, account_id: str, kinds: Collection[str], since: datetime, limit: int
+    ) -> list[Event]:
+        """The account's newest ``limit`` events of these ``kinds`` since ``since``, newest first."""
         query = (
             select(Event)
-            .where(Event.account_id == account_id, Event.kind == kind, col(Event.at) >= since)
+            .where(Event.account_id == account_id, col(Event.kind).in_(kinds), col(Event.at) >= since)
             .order_by(col(Event.id).desc())
             .limit(limit)
         )
@@ -494,6 +496,10 @@ class Outbox:
 
     async def get(self, row_id: int) -> ScheduledMessage | None:
         return await self.session.get(ScheduledMessage, row_id)
+
+    async def by_key(self, idempotency_key: str) -> ScheduledMessage | None:
+        query = select(ScheduledMessage).where(ScheduledMessage.idempotency_key == idempotency_key)
+        return (await self.session.exec(query)).first()
 
     async def open_for_customer(self, customer_id: int) -> list[ScheduledMessage]:
         """Rows still to go out for a customer (pending, or paused until /resume), earliest first."""

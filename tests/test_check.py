@@ -50,6 +50,33 @@ def test_a_template_from_another_kinds_folder_names_the_key(
     assert "countdown.template" in out and "aftercare/t1.txt.j2" in out and str(config) in out
 
 
+def test_a_hook_template_is_checked_like_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = own_templates(tmp_path)
+    text = config.read_text(encoding="utf-8")
+    wrong = text.replace('template = "hooks/gift.txt.j2"', 'template = "welcome/default.txt.j2"')
+    config.write_text(wrong, encoding="utf-8")
+    code, out = check(config, capsys)
+    assert code == 1 and "hooks.rules.0.template" in out and "welcome/default.txt.j2" in out
+    config.write_text(text, encoding="utf-8")
+    gift = tmp_path / "scripts_templates" / "hooks" / "gift.txt.j2"
+    gift.write_text("{% if off_hours %}{{ back_at }}{% else %}{{ rep.nick }}{% endif %}", encoding="utf-8")
+    code, out = check(config, capsys)
+    assert code == 1 and "hooks/gift.txt.j2" in out and "in working hours" in out, out
+    gift.unlink()
+    code, out = check(config, capsys)
+    assert code == 1 and f"{gift}: template not found" in out
+
+
+def test_a_hot_lead_reply_script_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = own_templates(tmp_path)
+    scripts = tmp_path / "scripts_templates" / "objections" / "_buying_signal.toml"
+    scripts.write_text('[[scripts]]\nid = "x"\nstages = []\ntext = "{{ rep.nick }}好的"\n', encoding="utf-8")
+    code, out = check(config, capsys)
+    assert code == 1 and "_buying_signal.toml:2: script 'x'" in out and "Traceback" not in out, out
+
+
 def test_quiet_hours_of_no_length_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(
         tmp_path, portable_config_text().replace("quiet_end = 08:30:00", "quiet_end = 21:30:00")
@@ -81,6 +108,8 @@ def test_a_template_that_is_not_utf8_is_one_sentence(
         ("countdown", "{% if offer %}{{ offer }}{{ left }}{% endif %}", "with no offer name"),
         # breaks on an order with no product
         ("aftercare", "{{ customer.name }}，{{ product[0] }}怎么样？", "with no product"),
+        # reads "，…" to a customer without a usable name
+        ("aftercare", "{{ customer.name }}，{{ product }}用得怎么样？", "reads oddly with no customer name"),
     ],
 )
 def test_every_branch_of_a_template_is_rendered(

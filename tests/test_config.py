@@ -63,6 +63,10 @@ def test_default_config_is_valid_and_documented() -> None:
         ('transport = "local"', 'transport = "carrier-pigeon"', "accounts.0.transport"),
         ("delay_seconds = [3.0, 8.0]", "delay_seconds = [9.0, 2.0]", "welcome.delay_seconds"),
         ('url = "sqlite:///data/salesbot.db"', 'url = "mysql://x"', "database.url"),
+        ("hot_lead_nudge_minutes = 15", "hot_lead_nudge_minutes = 0", "signals.hot_lead_nudge_minutes"),
+        ('hot_lead_stage = "intent"', 'hot_lead_stage = "hot"', "signals.hot_lead_stage: unknown stage"),
+        ('after = "welcome"', 'after = "digest"', "hooks.rules.0.after"),
+        ("alert_rep = false", "alert_rep = false\nalert = true", "hooks.rules.0.alert: unknown key"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, old: str, new: str, expected: str) -> None:

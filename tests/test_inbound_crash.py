@@ -89,3 +89,31 @@ def test_a_friend_accepted_just_before_a_kill_is_not_forgotten(tmp_path: Path) -
     assert [c.display_name for c in customers] == ["张三"]
     assert [r.kind for r in rows].count("welcome") == 1, "welcomed (within the welcome's validity)"
     assert kinds.count("friend_request") == 1
+
+
+def test_a_kill_before_a_hot_lead_is_flagged_loses_nothing_and_alerts_once(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    said = {"handle": "zhang", "text": "什么时候能提车？", "message_id": "m-hot"}
+    bot = Bot(tmp_path, crash_at="inbound.recorded")
+    bot.post("/sim/friend_request", {"handle": "zhang", "name": "张三"})
+    bot.post_until_killed("/sim/say", said)
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'salesbot.db'}"
+    _, events, rows = asyncio.run(_rows(url))
+    assert _received(events) == [] and [r for r in rows if r.kind == "signal"] == []
+
+    bot = Bot(tmp_path)
+    try:
+        bot.post("/sim/friend_request", {"handle": "zhang", "name": "张三"})
+        bot.post("/sim/say", said)
+        bot.post("/sim/say", said)
+    finally:
+        output = bot.stop()
+    assert "Traceback" not in output, output
+
+    _, events, rows = asyncio.run(_rows(url))
+    assert [e.kind for e in events].count("hot_lead") == 1
+    signals = [r for r in rows if r.kind == "signal"]
+    assert sorted(r.step for r in signals) == ["-", "nudge"], "one alert and one nudge"
+    [alert] = [r for r in signals if r.step == "-"]
+    assert alert.status == "sent" and "想成交了" in alert.context["text"]

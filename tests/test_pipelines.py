@@ -61,7 +61,12 @@ async def test_scripts_named_by_process_step_reach_the_mapped_stage(school: Harn
 
 def test_stages_must_name_the_order_and_repeat_stages() -> None:
     renamed = [{"key": "a", "label": "甲"}, {"key": "b", "label": "乙"}]
-    base = {"stages": renamed, "pipeline": {"on_first_reply": ""}, "digest": {"at_risk_from_stage": "a"}}
+    base = {
+        "stages": renamed,
+        "pipeline": {"on_first_reply": ""},
+        "digest": {"at_risk_from_stage": "a"},
+        "signals": {"hot_lead_stage": "a"},
+    }
     with pytest.raises(ConfigError, match=r"pipeline\.order_stage: unknown stage 'ordered'"):
         make_config(base)
     with pytest.raises(ConfigError, match=r"pipeline\.repeat_stage: unknown stage 'repeat'"):

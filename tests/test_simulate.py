@@ -113,5 +113,9 @@ def test_examples_run(example: Path, capsys: pytest.CaptureFixture[str]) -> None
         "followup",
         "digest",
         "alert",
+        "signal",
+        "auto_reply",
     }
     assert {line["kind"] for line in lines} <= kinds
+    # a signal says which one
+    assert all(line["signal"] == "buying_signal" for line in lines if line["kind"] == "signal")

@@ -24,6 +24,8 @@ KIND_NAMES: dict[str, str] = {
     Kind.ALERT: "提醒",
     Kind.SUGGESTION: "话术建议",
     Kind.COMMAND_REPLY: "命令回复",
+    Kind.SIGNAL: "客户信号",
+    Kind.AUTO_REPLY: "自动回复",
 }
 
 STATUS_NAMES: dict[str, str] = {
@@ -70,6 +72,7 @@ REASONS: tuple[tuple[str, str], ...] = (
     ("automation paused", "已暂停对这位客户的自动消息"),
     ("paused by the rep", "已暂停对这位客户的自动消息"),
     ("pushed less", "客户不想被频繁催促"),
+    ("hot lead", "客户有购买意向，倒计时等你决定"),
     ("opt-out", "客户要求不再接收消息"),
     ("replaced by a new countdown", "已被新的倒计时取代"),
     ("replaced by a newer order", "已被新的一单取代"),

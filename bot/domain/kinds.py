@@ -23,6 +23,8 @@ class Kind(StrEnum):
     ALERT = "alert"  # something the rep must know now
     SUGGESTION = "suggestion"  # scripts suggested to the rep for a customer's objection
     COMMAND_REPLY = "command_reply"  # the answer to a rep's command
+    SIGNAL = "signal"  # a customer signal the rep should act on now (a hot lead) or its nudge
+    AUTO_REPLY = "auto_reply"  # the bot keeping a template's promise ("回复“礼物”即可领取")
 
 
 class Status(StrEnum):
@@ -46,6 +48,6 @@ PUSH_KINDS: tuple[Kind, ...] = (Kind.COUNTDOWN, Kind.FOLLOWUP)
 # answer nobody. The rep typing in the chat counts too (a rep_message event).
 CONTACT_KINDS: tuple[Kind, ...] = (Kind.WELCOME, Kind.REPLY)
 # messages to the rep's console about customers (their failure is logged, never reported to the console)
-CONSOLE_KINDS: tuple[Kind, ...] = (Kind.ALERT, Kind.SUGGESTION, Kind.OWED)
+CONSOLE_KINDS: tuple[Kind, ...] = (Kind.ALERT, Kind.SUGGESTION, Kind.OWED, Kind.SIGNAL)
 # planned and still waiting to go out (a paused one may go out after /resume)
 OPEN_STATUSES: tuple[Status, ...] = (Status.PENDING, Status.PAUSED)

@@ -50,6 +50,17 @@ class _NoneFile(BaseModel):
     examples: list[str]
 
 
+class _SignalScriptsFile(BaseModel):
+    """``_buying_signal.toml``: the replies a hot lead's alert offers the rep (``/send 1``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    scripts: list[_ScriptFile] = Field(min_length=1)
+
+
+# signals whose alert offers a reply script, each from ``_<signal>.toml`` when the file exists
+SCRIPTED_SIGNALS = ("buying_signal",)
+
+
 class _OptOutFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     phrases: list[str] = Field(min_length=1)
@@ -128,9 +139,11 @@ class ObjectionLibrary:
         self,
         objections: dict[str, Objection],
         opt_out: re.Pattern[str] | None,
+        signal_scripts: dict[str, tuple[Script, ...]] | None = None,
     ) -> None:
         self.objections = objections
         self.opt_out = opt_out
+        self.signal_scripts = signal_scripts or {}
 
     @classmethod
     def load(cls, templates_root: Path, stage_keys: Iterable[str] = ()) -> ObjectionLibrary:
@@ -191,7 +204,26 @@ class ObjectionLibrary:
         opt_out = None
         if (folder / "_opt_out.toml").exists():
             opt_out = phrase_pattern(_load(folder / "_opt_out.toml", _OptOutFile)[0].phrases)
-        return cls(objections, opt_out)
+        signal_scripts: dict[str, tuple[Script, ...]] = {}
+        for signal in SCRIPTED_SIGNALS:
+            path = folder / f"_{signal}.toml"
+            if not path.exists():
+                continue
+            spec, raw = _load(path, _SignalScriptsFile)
+            scripts = []
+            for item in spec.scripts:
+                line = _line_of(raw, item.id)
+                if item.id in script_ids:
+                    raise TemplateError(
+                        f"{path}:{line}: script id {item.id!r} is also used in {script_ids[item.id]}"
+                    )
+                unknown = sorted(set(item.stages) - known_stages) if configured else []
+                if unknown:
+                    raise TemplateError(f"{path}:{line}: script {item.id!r} names unknown stages {unknown}")
+                script_ids[item.id] = path
+                scripts.append(Script(item.id, signal, tuple(item.stages), item.text, path, line))
+            signal_scripts[signal] = tuple(scripts)
+        return cls(objections, opt_out, signal_scripts)
 
     def name(self, label: str) -> str:
         return self.objections[label].name
@@ -201,7 +233,19 @@ class ObjectionLibrary:
             for script in objection.scripts:
                 if script.id == script_id:
                     return script
+        for scripts in self.signal_scripts.values():
+            for script in scripts:
+                if script.id == script_id:
+                    return script
         return None
+
+    def signal_script(self, signal: str, *stage: str) -> Script | None:
+        """The reply a signal's alert offers at this stage (every name of it, as for
+        :meth:`scripts_for`): one made for the stage, else a general one."""
+        names = set(stage)
+        scripts = self.signal_scripts.get(signal, ())
+        fitting = [s for s in scripts if names & set(s.stages)] or [s for s in scripts if not s.stages]
+        return fitting[0] if fitting else None
 
     def scripts_for(self, label: str, *stage: str) -> tuple[list[Script], list[Script]]:
         """(scripts made for this stage, general scripts for any stage) of one objection; ``stage``

@@ -70,6 +70,10 @@ class PushControl(Protocol):
         """Undo a soft opt-out; False when all automation stays paused."""
         ...
 
+    async def release_countdown(self, customer_id: int, actor: str) -> int:
+        """Let a countdown held for a hot lead go on; returns the steps released."""
+        ...
+
 
 class FeedbackService:
     def __init__(self, db: Database, clock: Clock, classifier: Classifier, *, pushes: PushControl) -> None:
@@ -114,6 +118,11 @@ class FeedbackService:
             if await self.pushes.resume_pushes(customer.id, actor):
                 return f"已记录：“{text}”不是“别催了”，已恢复对TA的倒计时和跟进提醒"
             return f"已记录：“{text}”不是“别催了”。TA的自动消息仍整体暂停，需要恢复请发 /resume"
+        if wrong_signal == "buying_signal" and "buying_signal" not in right.signals:
+            released = await self.pushes.release_countdown(customer.id, actor)
+            if released:
+                return f"已记录：“{text}”不是“购买信号”，TA的倒计时继续（{released} 条）"
+            return f"已记录：“{text}”不是“购买信号”"
         if wrong_signal == "opt_out" and "opt_out" not in right.signals:
             return f"已记录：“{text}”不是“退订”。自动消息仍暂停，确认要恢复请发 /resume"
         return f"已记录：“{text}”应为“{self.name(right.objection)}”（原判“{self.name(was.objection)}”）"

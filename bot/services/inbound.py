@@ -2,10 +2,11 @@
 
 Reading the message (CPU only) happens first, outside the transaction. Then one unit of work
 records the message (a replay stops here), moves a first reply up the pipeline, drops the
-follow-ups it answers, plans the owed-reply nudge, logs the reading and plans the rep's
-suggestion, and applies an opt-out with its alert. Console messages are outbox rows of this same
-transaction: after a crash the replayed event either finds all of it or none of it. The caller
-sends the planned console rows once this commits.
+follow-ups it answers, keeps a template's promise the message takes up (the auto reply), logs the
+reading and plans the rep's suggestion, flags a hot lead (alert, countdown held, nudge), plans the
+owed-reply nudge otherwise, and applies an opt-out with its alert. Console messages and the auto
+reply are outbox rows of this same transaction: after a crash the replayed event either finds all
+of it or none of it. The caller sends the rows planned to go at once when this commits.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from bot.faults import crash_point
 from bot.objections.classifier import Classification
 from bot.services.alerts import ConsoleMessages, OwedReplyNudges, opted_out, pushes_stopped
 from bot.services.customers import CustomerService
+from bot.services.hot_leads import BUYING_SIGNAL, HotLead, HotLeads, why_hot
 from bot.services.objections import ObjectionService
+from bot.services.promises import Kept, Promises
 from bot.services.sequences import SequenceService
 from bot.transport.base import TextMessage
 from storage.db import Database
@@ -32,8 +35,8 @@ class Handled:
 
     customer_id: int
     reading: Classification
-    send_now: list[int] = field(default_factory=list)  # console rows to send once committed
-    wake_at: datetime | None = None  # the earliest later row planned (the owed-reply nudge)
+    send_now: list[int] = field(default_factory=list)  # rows to send once committed (replies, console)
+    wake_at: datetime | None = None  # the earliest later row planned (a nudge)
 
 
 class CustomerWrote:
@@ -45,6 +48,8 @@ class CustomerWrote:
         objections: ObjectionService,
         owed: OwedReplyNudges,
         console: ConsoleMessages,
+        promises: Promises,
+        hot_leads: HotLeads,
     ) -> None:
         self.db = db
         self.customers = customers
@@ -52,6 +57,8 @@ class CustomerWrote:
         self.objections = objections
         self.owed = owed
         self.console = console
+        self.promises = promises
+        self.hot_leads = hot_leads
 
     async def __call__(self, account_id: str, message: TextMessage) -> Handled | None:
         reading = self.objections.read(message.text)
@@ -61,18 +68,45 @@ class CustomerWrote:
                 return None  # a replay: everything it changed committed with its record
             crash_point("inbound.recorded")
             await self.sequences.customer_replied(session, customer.id)
-            # a customer who asked for no more messages is owed no reply
-            due = (
-                None
-                if reading.opt_out
-                else await self.owed.customer_wrote(session, customer, message.message_id)
-            )
+            kept = None if reading.opt_out else await self.promises.answer(session, customer, message)
             suggestion = await self.objections.record_reading(
                 session, customer, message, reading, self.console
             )
+            hot = await self._hot_lead(session, customer, message, reading, kept)
+            # a customer who asked for no more messages is owed no reply; one the bot answered or a
+            # hot lead (which has its own nudge) gets no second nudge
+            due = (
+                None
+                if reading.opt_out or kept is not None or hot is not None
+                else await self.owed.customer_wrote(session, customer, message.message_id)
+            )
             alert = await self._stop_pushing(session, customer, message, reading)
-            send_now = [row for row in (suggestion, alert) if row is not None]
-            return Handled(customer.id, reading, send_now, due)
+            reply = kept.reply_id if kept is not None else None
+            hot_alert = hot.alert_id if hot is not None else None
+            send_now = [row for row in (reply, suggestion, hot_alert, alert) if row is not None]
+            later = [at for at in (due, hot.nudge_at if hot else None) if at is not None]
+            return Handled(customer.id, reading, send_now, min(later) if later else None)
+
+    async def _hot_lead(
+        self,
+        session: AsyncSession,
+        customer: Customer,
+        message: TextMessage,
+        reading: Classification,
+        kept: Kept | None,
+    ) -> HotLead | None:
+        """A buying signal, or a kept promise that alerts the rep ("1" to a countdown step)."""
+        if kept is not None and kept.reply_id is not None and kept.rule.alert_rep:
+            why = f"TA回复了“{kept.keyword}”，要你马上安排（已自动告诉TA你会尽快确认）"
+            source = f"hook:{kept.rule.key}"
+        elif BUYING_SIGNAL in reading.signals and not (reading.opt_out or reading.opt_out_soft):
+            why, source = why_hot(message.text), "reading"
+        else:
+            return None
+        offer_script = reading.label is None or not self.objections.config.objections.enabled
+        return await self.hot_leads.flag(
+            session, customer, message, why, source=source, offer_script=offer_script
+        )
 
     async def _stop_pushing(
         self, session: AsyncSession, customer: Customer, message: TextMessage, reading: Classification

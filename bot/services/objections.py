@@ -61,7 +61,7 @@ class Suggestion:
 
     @staticmethod
     def of(event: Event) -> Suggestion | None:
-        """The suggestion an ``objection`` event planned (None: it suggested nothing)."""
+        """The suggestion an ``objection`` or ``hot_lead`` event offered (None: it offered nothing)."""
         if event.id is None or event.customer_id is None or not event.data.get("scripts"):
             return None
         scripts = tuple(str(i) for i in event.data["scripts"])
@@ -81,11 +81,9 @@ class ScriptStats:
 
 
 def validate_library(library: ObjectionLibrary, templates: TemplateLibrary) -> None:
-    for objection in library.objections.values():
-        for script in objection.scripts:
-            templates.check_source(
-                script.text, OBJECTION, f"{script.path}:{script.line}: script '{script.id}'"
-            )
+    scripts = [s for o in library.objections.values() for s in o.scripts]
+    for script in [*scripts, *(s for group in library.signal_scripts.values() for s in group)]:
+        templates.check_source(script.text, OBJECTION, f"{script.path}:{script.line}: script '{script.id}'")
 
 
 # script statistics read at most this many of the newest sends: ranking stays cheap as history grows
@@ -95,6 +93,8 @@ STATS_SENDS = 5000
 SUGGESTION_OPEN = timedelta(days=1)
 # how many of the account's open suggestions /send N looks through for number N
 OPEN_SUGGESTIONS = 500
+# the events that offer numbered scripts to /send: objection suggestions and hot-lead alerts
+SUGGESTING = ("objection", "hot_lead")
 
 
 class ObjectionService:
@@ -150,19 +150,20 @@ class ObjectionService:
                 account_id, "opt_out", now, customer_id=customer.id, text=message.text, data=reading
             )
             return None
-        if result.opt_out_soft:
-            await events.record(
-                account_id,
-                "signal",
-                now,
-                customer_id=customer.id,
-                text=message.text,
-                data={"signal": "opt_out_soft", **reading},
-            )
+        for signal in ("opt_out_soft", "buying_signal"):  # signals acted on: /wrong corrects them
+            if signal in result.signals:
+                await events.record(
+                    account_id,
+                    "signal",
+                    now,
+                    customer_id=customer.id,
+                    text=message.text,
+                    data={"signal": signal, **reading},
+                )
         if result.label is None or not self.config.objections.enabled:
             return None
         scripts = await self.rank(session, result.label, customer.stage)
-        first = await self._next_number(session, account_id) if scripts else 1
+        first = await self.next_number(session, account_id) if scripts else 1
         # the scripts and their numbers are kept with the event, so /send N picks from what the rep
         # saw, even after a restart
         await events.add(
@@ -178,12 +179,12 @@ class ObjectionService:
         text = self._suggestion_text(account_id, customer, message.text, result.label, scripts, first)
         return await console.suggestion(session, account_id, text, message.message_id, customer.id)
 
-    async def _next_number(self, session: AsyncSession, account_id: str) -> int:
+    async def next_number(self, session: AsyncSession, account_id: str) -> int:
         """The number of a new suggestion's first script: after the account's open suggestions
         (suggestions of concurrent messages take turns on the account's row), else 1."""
         await Accounts(session).lock(account_id)
         for event in await Events(session).of_account(
-            account_id, "objection", self.clock.now() - SUGGESTION_OPEN, OPEN_SUGGESTIONS
+            account_id, SUGGESTING, self.clock.now() - SUGGESTION_OPEN, OPEN_SUGGESTIONS
         ):
             suggestion = Suggestion.of(event)
             if suggestion is not None:
@@ -193,15 +194,17 @@ class ObjectionService:
     async def last_suggestion(self, customer_id: int) -> Suggestion | None:
         """The customer's latest suggestion, from the event log."""
         async with self.db.transaction() as session:
-            event = await Events(session).latest(customer_id, "objection")
-        return None if event is None else Suggestion.of(event)
+            # an objection's scripts, or the reply a hot-lead alert offered: whichever is newer
+            found = [await Events(session).latest(customer_id, kind) for kind in SUGGESTING]
+        offered = [s for s in map(Suggestion.of, filter(None, found)) if s is not None]
+        return max(offered, key=lambda s: s.event_id, default=None)
 
     async def numbered(self, account_id: str, number: int) -> Suggestion | None:
         """The account's open suggestion that shows script ``number`` (the newest, should an old
         one from before numbering share it)."""
         async with self.db.transaction() as session:
             events = await Events(session).of_account(
-                account_id, "objection", self.clock.now() - SUGGESTION_OPEN, OPEN_SUGGESTIONS
+                account_id, SUGGESTING, self.clock.now() - SUGGESTION_OPEN, OPEN_SUGGESTIONS
             )
         for event in events:
             suggestion = Suggestion.of(event)

@@ -295,6 +295,43 @@ class SequenceService:
             session, customer, "pushes_stopped_at", PUSHES, "pushes_stopped", actor, reason
         )
 
+    async def hold_countdown(self, session: AsyncSession, customer: Customer, reason: str) -> int:
+        """A hot lead: the countdown's pending steps wait as ``paused`` until the rep decides (a new
+        /countdown replaces them, /order cancels them, :meth:`release_countdown` lets them go on). No
+        customer flag: nothing new is planned meanwhile. Returns the steps held (0: no active countdown)."""
+        assert customer.id is not None
+        now = self.clock.now()
+        held = await Outbox(session).set_status_for_customer(
+            customer.id,
+            from_statuses=(Status.PENDING,),
+            to_status=Status.PAUSED,
+            at=now,
+            reason=reason,
+            kinds=(COUNTDOWN,),
+        )
+        if held:
+            await Events(session).record(
+                customer.account_id,
+                "countdown_held",
+                now,
+                customer_id=customer.id,
+                data={"reason": reason, "held": held},
+            )
+        return held
+
+    async def release_countdown(self, customer_id: int, actor: str) -> int:
+        """A hot lead that was a misread (/wrong): the held countdown goes on (steps whose moment
+        passed expire), unless all automation or the pushes are held for another reason."""
+        async with self.db.transaction() as session:
+            customer = await Customers(session).get(customer_id)
+            assert customer is not None
+            if customer.paused_at is not None or customer.pushes_stopped_at is not None:
+                return 0
+            released = await self._unpause(session, customer, actor, (COUNTDOWN,))
+        if released:
+            await self.db.after_commit(functools.partial(self.hooks.emit, Planned(self.clock.now())))
+        return released
+
     async def _hold(
         self,
         session: AsyncSession,
