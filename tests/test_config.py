@@ -65,7 +65,7 @@ def test_default_config_is_valid_and_documented() -> None:
         ('url = "sqlite:///data/salesbot.db"', 'url = "mysql://x"', "database.url"),
         ("hot_lead_nudge_minutes = 15", "hot_lead_nudge_minutes = 0", "signals.hot_lead_nudge_minutes"),
         ('hot_lead_stage = "intent"', 'hot_lead_stage = "hot"', "signals.hot_lead_stage: unknown stage"),
-        ('after = "welcome"', 'after = "digest"', "hooks.rules.0.after"),
+        ('after = ["welcome", "followup"]', 'after = ["digest"]', "hooks.rules.0.after"),
         ("alert_rep = false", "alert_rep = false\nalert = true", "hooks.rules.0.alert: unknown key"),
     ],
 )
