@@ -93,8 +93,8 @@ STATS_SENDS = 5000
 SUGGESTION_OPEN = timedelta(days=1)
 # how many of the account's open suggestions /send N looks through for number N
 OPEN_SUGGESTIONS = 500
-# the events that offer numbered scripts to /send: objection suggestions and hot-lead alerts
-SUGGESTING = ("objection", "hot_lead")
+# the events that offer numbered scripts to /send: objection suggestions, hot-lead and referral alerts
+SUGGESTING = ("objection", "hot_lead", "referral")
 
 
 class ObjectionService:
