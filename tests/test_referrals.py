@@ -136,3 +136,13 @@ async def test_stage_koc_follows_the_pipeline_mapping(db_url: str) -> None:
         assert "设为KOC：/stage 转介绍 @#1" in await sim.rep("/koc")
         assert (await sim.rep("/stage koc @张三")).endswith("阶段：咨询 → 转介绍")
         assert (await sim.rep("/koc")).startswith("目前没有KOC候选")
+
+
+async def test_wrong_on_a_misread_referral_withdraws_it(sim: Harness) -> None:
+    await sim.customer_in_chat()
+    await sim.customer_says("c1", REFERRAL)
+    assert "1. 张三 #1" in await sim.rep("/koc")
+    answer = await sim.rep("/wrong 转介绍 @张三")
+    assert answer.endswith(f"已记录：“{REFERRAL}”不是“转介绍”，这次不再计入转介绍和KOC候选")
+    assert (await sim.rep("/koc")).startswith("目前没有KOC候选")
+    assert await sim.rows(Event, Event.kind == "referral") == []

@@ -150,7 +150,7 @@ class ObjectionService:
                 account_id, "opt_out", now, customer_id=customer.id, text=message.text, data=reading
             )
             return None
-        for signal in ("opt_out_soft", "buying_signal"):  # signals acted on: /wrong corrects them
+        for signal in ("opt_out_soft", "buying_signal", "referral"):  # acted on: /wrong corrects them
             if signal in result.signals:
                 await events.record(
                     account_id,
