@@ -93,7 +93,7 @@ async def test_koc_lists_repeat_buyers_referrers_and_engaged_buyers(sim: Harness
     assert lines[1] == "1. 张三 #1 · 复购 · 下单2次"
     assert lines[2] == "2. 李四 #2 · 潜在 · 转介绍1次"
     assert lines[3] == "3. 王五 #3 · 下单 · 近14天发了15条消息"
-    assert lines[4] == "设为KOC：/stage KOC @#1（换成对应的编号）"
+    assert lines[4] == "设为KOC：发 /stage KOC @#编号，如 /stage KOC @#1"
     assert "赵六" not in listing
     # /stage koc promotes: a KOC is no longer a candidate
     assert (await sim.rep("/stage koc @张三")).endswith("阶段：复购 → KOC")
@@ -133,7 +133,7 @@ async def test_stage_koc_follows_the_pipeline_mapping(db_url: str) -> None:
         await sim.customer_says("c1", REFERRAL)
         [alert] = alerts(sim)
         assert "可以 /stage 转介绍 @#1" in alert["text"]
-        assert "设为KOC：/stage 转介绍 @#1" in await sim.rep("/koc")
+        assert "设为KOC：发 /stage 转介绍 @#编号，如 /stage 转介绍 @#1" in await sim.rep("/koc")
         assert (await sim.rep("/stage koc @张三")).endswith("阶段：咨询 → 转介绍")
         assert (await sim.rep("/koc")).startswith("目前没有KOC候选")
 

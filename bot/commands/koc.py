@@ -24,5 +24,6 @@ async def koc(ctx: CommandContext, service: KocService) -> str:
         lines.append(f"……另有 {len(candidates) - SHOWN} 位未列出")
     if service.stage is not None:
         first = candidates[0].customer_id
-        lines.append(f"设为KOC：/stage {label(service.stage)} @#{first}（换成对应的编号）")
+        stage = label(service.stage)
+        lines.append(f"设为KOC：发 /stage {stage} @#编号，如 /stage {stage} @#{first}")
     return "\n".join(lines)

@@ -61,7 +61,7 @@ class Suggestion:
 
     @staticmethod
     def of(event: Event) -> Suggestion | None:
-        """The suggestion an ``objection`` or ``hot_lead`` event offered (None: it offered nothing)."""
+        """The suggestion an ``objection``, ``hot_lead`` or ``referral`` event offered (None: none)."""
         if event.id is None or event.customer_id is None or not event.data.get("scripts"):
             return None
         scripts = tuple(str(i) for i in event.data["scripts"])
