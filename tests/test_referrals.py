@@ -146,3 +146,11 @@ async def test_wrong_on_a_misread_referral_withdraws_it(sim: Harness) -> None:
     assert answer.endswith(f"已记录：“{REFERRAL}”不是“转介绍”，这次不再计入转介绍和KOC候选")
     assert (await sim.rep("/koc")).startswith("目前没有KOC候选")
     assert await sim.rows(Event, Event.kind == "referral") == []
+
+
+async def test_label_records_a_missed_referral(sim: Harness) -> None:
+    await sim.customer_in_chat()
+    await sim.customer_says("c1", "我跟老王说了你这儿不错")  # read as nothing
+    answer = await sim.rep("/label 转介绍 @张三")
+    assert answer.endswith("下次训练模型时会用上，已记为一次转介绍")
+    assert "1. 张三 #1 · 潜在 · 转介绍1次" in await sim.rep("/koc")

@@ -160,7 +160,19 @@ class FeedbackService:
             else:
                 right = Reading(choice.key, was.signals)
             await self._record(session, customer, event.text, "label", actor, was, right)
+            # a referral the bot missed still counts (KOC rules, digest), without an alert
+            referred = choice.key == "referral" and "referral" not in was.signals
+            if referred:
+                await Events(session).record(
+                    customer.account_id,
+                    "referral",
+                    self.clock.now(),
+                    customer_id=customer.id,
+                    text=event.text,
+                    data={"label": "referral", "scripts": [], "source": "label"},
+                )
         hint = "；需要暂停自动消息请发 /pause" if choice.key == "opt_out" else ""
+        hint = "，已记为一次转介绍" if referred else hint
         return f"已记录：“{_short(event.text)}”标为“{self.name(choice.key)}”，下次训练模型时会用上{hint}"
 
     def _as_read(self, event: Event) -> Reading:
