@@ -48,12 +48,14 @@ from bot.services.digest import DigestComposer, DigestService
 from bot.services.feedback import FeedbackService
 from bot.services.hot_leads import HotLeads, SignalComposer
 from bot.services.inbound import CustomerWrote
+from bot.services.koc import KocService
 from bot.services.messenger import Messenger
 from bot.services.objections import ObjectionService, ReplyComposer, validate_library
 from bot.services.outbox import Dispatcher
 from bot.services.profile import ProfileService
 from bot.services.promises import AutoReplyComposer, Promises
 from bot.services.reach import ReachPolicy
+from bot.services.referrals import Referrals
 from bot.services.reports import ConnectionState, ReportService
 from bot.services.sequences import SequenceComposer, SequenceService
 from bot.services.simulated_time import SimulatedTimeService
@@ -181,6 +183,7 @@ class SalesBot:
         self.delivery_alerts = DeliveryAlerts(
             self.db, self.customers, self.console_messages, Pipeline(config.stages)
         )
+        self.koc = KocService(self.db, clock, config)
         self.customer_wrote = CustomerWrote(
             self.db,
             self.customers,
@@ -190,6 +193,7 @@ class SalesBot:
             self.console_messages,
             Promises(clock, config),
             HotLeads(clock, config, self.sequences, self.objections),
+            Referrals(clock, config, self.objections, self.koc),
         )
         self.digests = DigestService(
             self.db, clock, config, self.templates, self.objections.library, hooks=self.hooks
@@ -234,6 +238,7 @@ class SalesBot:
             sequences=self.sequences,
             digests=self.digests,
             feedback=self.feedback,
+            koc=self.koc,
         )
         self._started: list[Transport] = []
         self.unavailable: dict[str, str] = {}  # account id -> why it is not connected

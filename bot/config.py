@@ -276,6 +276,19 @@ class SignalsConfig(_Section):
     hot_lead_stage: str = "intent"
 
 
+class KocConfig(_Section):
+    """Who ``/koc`` and the digest suggest as a KOC (a fan worth cultivating): any one rule is
+    enough; 0 turns a rule off."""
+
+    # customers with at least this many orders (/order): repeat buyers
+    min_orders: int = Field(default=2, ge=0)
+    # customers who referred others at least this many times (messages read as a referral)
+    min_referrals: int = Field(default=1, ge=0)
+    # sustained engagement after buying: at least min_messages messages in the last engaged_days days
+    engaged_days: int = Field(default=14, ge=1, le=365)
+    min_messages: int = Field(default=15, ge=0)
+
+
 class HookRule(_Section):
     """A promise a template makes ("回复“礼物”即可领取") and what the bot sends when it is taken up."""
 
@@ -447,6 +460,7 @@ class Config(_Section):
     countdown: CountdownConfig = CountdownConfig()
     signals: SignalsConfig = SignalsConfig()
     hooks: HooksConfig = HooksConfig()
+    koc: KocConfig = KocConfig()
     aftercare: AftercareConfig = AftercareConfig()
     followup: FollowupConfig = FollowupConfig()
     digest: DigestConfig = DigestConfig()

@@ -108,6 +108,14 @@ _REP_DAY = {
     "at_risk": ["李四#2"],
     "after_sale_silent": ["王五#3"],
     "top_tags": "预算:20-30万×2",
+    "hot_leads": ["赵六#4 8分钟后回复", "钱七#5 还没回复"],
+    "hot_answered": 1,
+    "hooks": "“礼物”2次",
+    "hook_total": 2,
+    "opt_outs": ["孙八#6"],
+    "soft_opt_outs": ["周九#7"],
+    "referrals": ["王五#3"],
+    "koc": ["王五#3"],
 }
 DIGEST = TemplateKind(
     folder="digest",
@@ -124,7 +132,21 @@ DIGEST = TemplateKind(
 )
 
 _NO_NAME = {"customer": {"name": "", "remark": "", "channel": ""}}
-_QUIET_DAY = {**_REP_DAY, "owed": [], "owed_dropped": 0, "at_risk": [], "after_sale_silent": []}
+_QUIET_DAY = {
+    **_REP_DAY,
+    "owed": [],
+    "owed_dropped": 0,
+    "at_risk": [],
+    "after_sale_silent": [],
+    "hot_leads": [],
+    "hot_answered": 0,
+    "hooks": "",
+    "hook_total": 0,
+    "opt_outs": [],
+    "soft_opt_outs": [],
+    "referrals": [],
+    "koc": [],
+}
 # the other values a kind's variables take in real use (each set is applied on top of the sample):
 # `salesbot check` renders every template with each, so a branch that breaks shows up at startup
 BRANCHES: dict[str, tuple[tuple[str, Mapping[str, Any]], ...]] = {
@@ -146,7 +168,7 @@ BRANCHES: dict[str, tuple[tuple[str, Mapping[str, Any]], ...]] = {
     ),
     "digest": (
         ("for a team of several reps", {"multiple": True, "reps": [_REP_DAY, _REP_DAY]}),
-        ("on a day with nothing owed", {"reps": [_QUIET_DAY], "team": _QUIET_DAY}),
+        ("on a day with nothing owed or signalled", {"reps": [_QUIET_DAY], "team": _QUIET_DAY}),
     ),
 }
 

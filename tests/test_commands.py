@@ -51,7 +51,7 @@ async def test_unknown_command_suggests_the_closest(sim: Harness) -> None:
 
 
 @pytest.mark.parametrize(
-    "line", ["/tag", "/untag", "/stage", "/note", "/find", "/pick", "/pick two", "/stages x"]
+    "line", ["/tag", "/untag", "/stage", "/note", "/find", "/pick", "/pick two", "/stages x", "/koc x"]
 )
 async def test_malformed_command_gets_its_usage_line(two: Harness, line: str) -> None:
     cmd = REGISTRY.find(line.split()[0][1:])

@@ -342,3 +342,60 @@ async def test_quiet_digests_can_be_skipped_or_cover_the_previous_day(db_url: st
         [digest] = digests(sim)
     assert "11月23日 周一（11月23日 00:00 至 11月24日 00:00）" in digest["text"]
     assert line(digest["text"], "新好友") == "新好友：1（+1）"
+
+
+SIGNAL_LINES = ("热线索", "自动兑现承诺", "不想再收消息", "不想被催", "转介绍", "KOC候选")
+
+
+async def test_what_customers_signalled_is_in_the_digest(sim: Harness) -> None:
+    await sim.with_customers(
+        ("c1", "张三"), ("c2", "李四"), ("c3", "王五"), ("c4", "赵六"), ("c5", "钱七"), ("c6", "孙八")
+    )
+    await sim.customer_says("c1", "什么时候能提车？")
+    await sim.advance(timedelta(minutes=8))
+    await sim.rep_types("这周六就可以，我帮您约时间", in_chat="c1")
+    await sim.customer_says("c2", "怎么付定金？")  # the rep never answers
+    await sim.customer_says("c3", "礼物")  # the welcome's promise, kept
+    await sim.customer_says("c4", "以后不要再给我发消息了")
+    await sim.customer_says("c5", "别老催我了")
+    await sim.customer_says("c6", "我同事也想买，能一起吗")
+    await sim.advance(timedelta(hours=12))
+    [digest] = digests(sim)
+    text = digest["text"]
+    assert line(text, "热线索") == "热线索：2，已回复1（张三#1 8分钟后回复、李四#2 还没回复）"
+    assert line(text, "自动兑现承诺") == "自动兑现承诺：1（“礼物”1次）"
+    assert line(text, "不想再收消息") == "不想再收消息：1（赵六#4）"
+    assert line(text, "不想被催") == "不想被催：1（钱七#5）"
+    assert line(text, "转介绍") == "转介绍：1（孙八#6）"
+    assert line(text, "KOC候选") == "KOC候选：1（孙八#6）"
+    # the next day nothing was signalled: only the candidate (a standing state) is listed
+    await sim.advance(timedelta(days=1))
+    later = digests(sim)[-1]["text"]
+    assert [label for label in SIGNAL_LINES if any(r.startswith(label) for r in later.splitlines())] == [
+        "KOC候选"
+    ]
+
+
+async def test_a_day_without_signals_has_no_such_lines(sim: Harness) -> None:
+    await scripted_day(sim)
+    await sim.advance(timedelta(hours=12))
+    [digest] = digests(sim)
+    assert not [r for r in digest["text"].splitlines() if r.startswith(SIGNAL_LINES)]
+
+
+async def test_koc_candidates_are_listed_per_rep(db_url: str) -> None:
+    base = make_config()
+    first = base.accounts[0].model_dump(mode="json")
+    second = {**first, "id": "demo2", "profile": {**first["profile"], "nickname": "小王"}}
+    supervisor = {**base.supervisors[0].model_dump(mode="json"), "accounts": ["demo", "demo2"]}
+    config = make_config({"accounts": [first, second], "supervisors": [supervisor]})
+    async with Harness(config, MORNING, database_url=db_url) as sim:
+        await sim.friend_request("c1", "张三")
+        await sim.advance(timedelta(minutes=1))
+        await sim.customer_says("c1", "我同事也想买，能一起吗")
+        await sim.advance(timedelta(hours=12))
+    whole = "\n".join(p["text"] for p in digests(sim))
+    team, first_rep, second_rep = whole.split("【")[1:4]
+    assert team.startswith("团队合计") and "KOC候选：1（张三#1）" in team
+    assert first_rep.startswith("小林") and "KOC候选：1（张三#1）" in first_rep
+    assert second_rep.startswith("小王") and "KOC候选" not in second_rep

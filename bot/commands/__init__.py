@@ -12,6 +12,7 @@ FEATURES = (
     "help",
     "tagging",
     "stages",
+    "koc",
     "notes",
     "cards",
     "replies",

@@ -22,6 +22,13 @@ class Pipeline:
         for stage in self.stages:
             if wanted in (stage.key.casefold(), stage.label.casefold()):
                 return stage.key
+        return self.stage_of_step(wanted)
+
+    def stage_of_step(self, step: str) -> str | None:
+        """The first stage that is this process step (``koc``: whatever the business calls it)."""
+        for stage in self.stages:
+            if step in stage.script_steps:
+                return stage.key
         return None
 
     def label(self, key: str) -> str:

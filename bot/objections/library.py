@@ -51,14 +51,14 @@ class _NoneFile(BaseModel):
 
 
 class _SignalScriptsFile(BaseModel):
-    """``_buying_signal.toml``: the replies a hot lead's alert offers the rep (``/send 1``)."""
+    """``_buying_signal.toml`` / ``_referral.toml``: the reply a signal's alert offers (``/send N``)."""
 
     model_config = ConfigDict(extra="forbid")
     scripts: list[_ScriptFile] = Field(min_length=1)
 
 
 # signals whose alert offers a reply script, each from ``_<signal>.toml`` when the file exists
-SCRIPTED_SIGNALS = ("buying_signal",)
+SCRIPTED_SIGNALS = ("buying_signal", "referral")
 
 
 class _OptOutFile(BaseModel):

@@ -200,7 +200,7 @@ def pushes_stopped(customer: Customer, text: str, held: int) -> str:
         customer,
         text,
         f"不想被频繁催促：已停止倒计时和跟进提醒（{held} 条），售后关怀照常。"
-        f"判断错了请发 /wrong 别催了 @#{customer.id}",
+        f"恢复推送请发 /resume @#{customer.id}；判断错了请发 /wrong 别催了 @#{customer.id}",
     )
 
 

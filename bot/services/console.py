@@ -29,6 +29,7 @@ from bot.services.console_directory import ConsoleDirectory
 from bot.services.customers import ensure_customer
 from bot.services.digest import DigestService
 from bot.services.feedback import FeedbackService
+from bot.services.koc import KocService
 from bot.services.messenger import Messenger
 from bot.services.objections import ObjectionService
 from bot.services.profile import ProfileService
@@ -78,6 +79,7 @@ class ConsoleService:
         sequences: SequenceService,
         digests: DigestService,
         feedback: FeedbackService,
+        koc: KocService,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -95,6 +97,7 @@ class ConsoleService:
             SequenceService: sequences,
             DigestService: digests,
             FeedbackService: feedback,
+            KocService: koc,
         }
         missing = sorted(kind.__name__ for kind in registry.services() - self.services.keys())
         if missing:

@@ -25,6 +25,7 @@ from bot.domain.schedule import local_at, local_day_bounds
 from bot.domain.stages import Pipeline
 from bot.hooks import Hooks, Planned
 from bot.objections.library import ObjectionLibrary
+from bot.services.koc import KocService
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
 from bot.templates import TemplateLibrary
@@ -36,6 +37,8 @@ from storage.repositories import Outbox
 DIGEST = Kind.DIGEST
 WEEKDAYS = ["周一", "周二", "周三", "周四", "周五", "周六", "周日"]
 COUNTED = ("friend_request", "friend_confirmed", "welcome_failed", "order", "customer_deleted")
+# events about what customers signalled, listed by name (a "signal" event only for a soft opt-out)
+SIGNALLED = ("hot_lead", "hook_triggered", "opt_out", "signal", "referral")
 
 
 @dataclass
@@ -60,6 +63,14 @@ class RepDay:
     at_risk: list[str] = field(default_factory=list)
     after_sale_silent: list[str] = field(default_factory=list)
     tags: Counter[str] = field(default_factory=Counter)
+    # what customers signalled (issue 17), each "name#id": listed only when there is one
+    hot_leads: list[str] = field(default_factory=list)  # with whether and how fast the rep answered
+    hot_answered: int = 0
+    hooks: Counter[str] = field(default_factory=Counter)  # promises kept, by keyword
+    opt_outs: list[str] = field(default_factory=list)
+    soft_opt_outs: list[str] = field(default_factory=list)
+    referrals: list[str] = field(default_factory=list)
+    koc: list[str] = field(default_factory=list)  # candidates as of now (not compared)
 
     def is_quiet(self) -> bool:
         """Nothing happened and nobody waits: the digest has nothing to report."""
@@ -76,7 +87,15 @@ class RepDay:
             self.corrections,
             self.owed_dropped,
         )
-        waiting = (self.owed, self.at_risk, self.after_sale_silent)
+        waiting = (
+            self.owed,
+            self.at_risk,
+            self.after_sale_silent,
+            self.hot_leads,
+            self.opt_outs,
+            self.soft_opt_outs,
+            self.referrals,
+        )
         return not any(counts) and not any(waiting) and not self.objections and not self.stage_moves
 
     def add(self, other: RepDay) -> None:
@@ -93,14 +112,24 @@ class RepDay:
             "deleted",
             "corrections",
             "owed_dropped",
+            "hot_answered",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.objections.update(other.objections)
         self.stage_moves.update(other.stage_moves)
         self.tags.update(other.tags)
-        self.owed += other.owed
-        self.at_risk += other.at_risk
-        self.after_sale_silent += other.after_sale_silent
+        self.hooks.update(other.hooks)
+        for name in (
+            "owed",
+            "at_risk",
+            "after_sale_silent",
+            "hot_leads",
+            "opt_outs",
+            "soft_opt_outs",
+            "referrals",
+            "koc",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 class DigestService:
@@ -120,6 +149,7 @@ class DigestService:
         self.library = library
         self.hooks = hooks or Hooks()  # `salesbot digest` prints only: nobody listens
         self.pipeline = Pipeline(config.stages)
+        self.koc = KocService(db, clock, config)
         self._planned_through: date | None = None
 
     # -- planning ---------------------------------------------------------------------------------
@@ -164,9 +194,55 @@ class DigestService:
         """What happened per account in [start, end): one grouped query per measure for the whole team."""
         days = {account_id: RepDay() for account_id in account_ids}
         await self._events(session, days, start, end)
+        await self._signals(session, days, start, end, now)
         await self._sends(session, days, start, end)
         await self._customers(session, days, start, now)
         return days
+
+    async def _signals(
+        self, session: AsyncSession, days: dict[str, RepDay], start: datetime, end: datetime, now: datetime
+    ) -> None:
+        """Hot leads (and whether, how fast the rep answered by ``now``), promises kept, opt-outs
+        and referrals: who, from the event log."""
+        found = await queries.customer_events(session, list(days), start, end, SIGNALLED)
+        hot = [event for event, _, _ in found if event.kind == "hot_lead"]
+        answers: dict[int, list[datetime]] = {}
+        since = min((event.at for event in hot), default=start)
+        for customer_id, at in await queries.rep_answers(
+            session, {e.customer_id for e in hot if e.customer_id is not None}, since, now
+        ):
+            answers.setdefault(customer_id, []).append(at)
+        seen: set[tuple[str, int | None]] = set()
+        for event, name, remark in found:
+            day = days[event.account_id]
+            who = f"{clip(remark or name, MAX_NAME_CHARS)}#{event.customer_id}"
+            if event.kind == "hook_triggered":
+                day.hooks[str(event.data.get("keyword", ""))] += 1
+                continue
+            if event.kind == "hot_lead":
+                first = min(
+                    (at for at in answers.get(event.customer_id or 0, []) if at >= event.at), default=None
+                )
+                if first is None:
+                    day.hot_leads.append(f"{who} 还没回复")
+                else:
+                    day.hot_answered += 1
+                    day.hot_leads.append(f"{who} {_after(first - event.at)}回复")
+                continue
+            if event.kind == "signal" and event.data.get("signal") != "opt_out_soft":
+                continue
+            if (event.kind, event.customer_id) in seen:  # one customer once per list
+                continue
+            seen.add((event.kind, event.customer_id))
+            {"opt_out": day.opt_outs, "signal": day.soft_opt_outs, "referral": day.referrals}[
+                event.kind
+            ].append(who)
+
+    async def _koc(self, session: AsyncSession, days: dict[str, RepDay]) -> None:
+        """Each rep's KOC candidates, as of now."""
+        found = await self.koc.candidates(session, list(days))
+        for account_id, candidates in found.items():
+            days[account_id].koc = [f"{c.name}#{c.customer_id}" for c in candidates]
 
     async def _events(
         self, session: AsyncSession, days: dict[str, RepDay], start: datetime, end: datetime
@@ -286,6 +362,7 @@ class DigestService:
         reps, team, team_before = [], RepDay(), RepDay()
         async with self.db.transaction() as session:
             today = await self.team_day(session, accounts, start, cut, cut)
+            await self._koc(session, today)
             before = await self.team_day(session, accounts, previous_start, previous_cut, previous_cut)
         for account_id in accounts:
             team.add(today[account_id])
@@ -351,6 +428,14 @@ class DigestService:
             "at_risk": today.at_risk,
             "after_sale_silent": today.after_sale_silent,
             "top_tags": "、".join(f"{tag}×{count}" for tag, count in today.tags.most_common(3)) or "无",
+            "hot_leads": today.hot_leads,
+            "hot_answered": today.hot_answered,
+            "hooks": "、".join(f"“{keyword}”{count}次" for keyword, count in today.hooks.most_common()),
+            "hook_total": sum(today.hooks.values()),
+            "opt_outs": today.opt_outs,
+            "soft_opt_outs": today.soft_opt_outs,
+            "referrals": today.referrals,
+            "koc": today.koc,
         }
 
     async def for_supervisor(
@@ -388,3 +473,14 @@ class DigestComposer:
         return Composed(
             self.contact_of(supervisor.account, supervisor.contact), "\n".join(parts), parts=tuple(parts)
         )
+
+
+def _after(waited: timedelta) -> str:
+    """How long the rep took to answer, in the digest's words: 8分钟后, 2小时后."""
+    minutes = max(0, round(waited.total_seconds() / 60))
+    if minutes < 1:
+        return "马上"
+    if minutes < 60:
+        return f"{minutes}分钟后"
+    hours, rest = divmod(minutes, 60)
+    return f"{hours}小时{f'{rest}分钟' if rest else ''}后"

@@ -113,7 +113,14 @@ class FeedbackService:
             else:
                 right = Reading(was.objection, tuple(s for s in was.signals if s != wrong_signal))
             await self._record(session, customer, event.text, "wrong", actor, was, right)
+            withdrawn = (
+                wrong_signal == "referral"
+                and "referral" not in right.signals
+                and await self._withdraw_referral(session, customer.id, event.text)
+            )
         text = _short(event.text)
+        if withdrawn:
+            return f"已记录：“{text}”不是“转介绍”，这次不再计入转介绍和KOC候选"
         if wrong_signal == "opt_out_soft" and "opt_out_soft" not in right.signals:
             if await self.pushes.resume_pushes(customer.id, actor):
                 return f"已记录：“{text}”不是“别催了”，已恢复对TA的倒计时和跟进提醒"
@@ -126,6 +133,15 @@ class FeedbackService:
         if wrong_signal == "opt_out" and "opt_out" not in right.signals:
             return f"已记录：“{text}”不是“退订”。自动消息仍暂停，确认要恢复请发 /resume"
         return f"已记录：“{text}”应为“{self.name(right.objection)}”（原判“{self.name(was.objection)}”）"
+
+    @staticmethod
+    async def _withdraw_referral(session: AsyncSession, customer_id: int, text: str) -> bool:
+        """A misread referral no longer counts (KOC rules, digest): its event is renamed, kept."""
+        referral = await Events(session).latest(customer_id, "referral")
+        if referral is None or referral.text != text:
+            return False
+        referral.kind = "referral_withdrawn"
+        return True
 
     async def label(self, customer: Customer, word: str, actor: str) -> str:
         """Mark the customer's last message with an objection or signal the bot missed."""
@@ -144,7 +160,19 @@ class FeedbackService:
             else:
                 right = Reading(choice.key, was.signals)
             await self._record(session, customer, event.text, "label", actor, was, right)
+            # a referral the bot missed still counts (KOC rules, digest), without an alert
+            referred = choice.key == "referral" and "referral" not in was.signals
+            if referred:
+                await Events(session).record(
+                    customer.account_id,
+                    "referral",
+                    self.clock.now(),
+                    customer_id=customer.id,
+                    text=event.text,
+                    data={"label": "referral", "scripts": [], "source": "label"},
+                )
         hint = "；需要暂停自动消息请发 /pause" if choice.key == "opt_out" else ""
+        hint = "，已记为一次转介绍" if referred else hint
         return f"已记录：“{_short(event.text)}”标为“{self.name(choice.key)}”，下次训练模型时会用上{hint}"
 
     def _as_read(self, event: Event) -> Reading:

@@ -3,10 +3,11 @@
 Reading the message (CPU only) happens first, outside the transaction. Then one unit of work
 records the message (a replay stops here), moves a first reply up the pipeline, drops the
 follow-ups it answers, keeps a template's promise the message takes up (the auto reply), logs the
-reading and plans the rep's suggestion, flags a hot lead (alert, countdown held, nudge), plans the
-owed-reply nudge otherwise, and applies an opt-out with its alert. Console messages and the auto
-reply are outbox rows of this same transaction: after a crash the replayed event either finds all
-of it or none of it. The caller sends the rows planned to go at once when this commits.
+reading and plans the rep's suggestion, flags a hot lead (alert, countdown held, nudge), records a
+referral (alert with a thank-you to /send), plans the owed-reply nudge otherwise, and applies an
+opt-out with its alert. Console messages and the auto reply are outbox rows of this same
+transaction: after a crash the replayed event either finds all of it or none of it. The caller
+sends the rows planned to go at once when this commits.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bot.services.customers import CustomerService
 from bot.services.hot_leads import BUYING_SIGNAL, HotLead, HotLeads, why_hot
 from bot.services.objections import ObjectionService
 from bot.services.promises import Kept, Promises
+from bot.services.referrals import REFERRAL, Referrals
 from bot.services.sequences import SequenceService
 from bot.transport.base import TextMessage
 from storage.db import Database
@@ -50,6 +52,7 @@ class CustomerWrote:
         console: ConsoleMessages,
         promises: Promises,
         hot_leads: HotLeads,
+        referrals: Referrals,
     ) -> None:
         self.db = db
         self.customers = customers
@@ -59,6 +62,7 @@ class CustomerWrote:
         self.console = console
         self.promises = promises
         self.hot_leads = hot_leads
+        self.referrals = referrals
 
     async def __call__(self, account_id: str, message: TextMessage) -> Handled | None:
         reading = self.objections.read(message.text)
@@ -73,6 +77,11 @@ class CustomerWrote:
                 session, customer, message, reading, self.console
             )
             hot = await self._hot_lead(session, customer, message, reading, kept)
+            referred = (
+                await self.referrals.record(session, customer, message)
+                if REFERRAL in reading.signals and not reading.opt_out
+                else None
+            )
             # a customer who asked for no more messages is owed no reply; one the bot answered or a
             # hot lead (which has its own nudge) gets no second nudge
             due = (
@@ -83,7 +92,8 @@ class CustomerWrote:
             alert = await self._stop_pushing(session, customer, message, reading)
             reply = kept.reply_id if kept is not None else None
             hot_alert = hot.alert_id if hot is not None else None
-            send_now = [row for row in (reply, suggestion, hot_alert, alert) if row is not None]
+            rows = (reply, suggestion, hot_alert, referred, alert)
+            send_now = [row for row in rows if row is not None]
             later = [at for at in (due, hot.nudge_at if hot else None) if at is not None]
             return Handled(customer.id, reading, send_now, min(later) if later else None)
 

@@ -61,7 +61,7 @@ class Suggestion:
 
     @staticmethod
     def of(event: Event) -> Suggestion | None:
-        """The suggestion an ``objection`` or ``hot_lead`` event offered (None: it offered nothing)."""
+        """The suggestion an ``objection``, ``hot_lead`` or ``referral`` event offered (None: none)."""
         if event.id is None or event.customer_id is None or not event.data.get("scripts"):
             return None
         scripts = tuple(str(i) for i in event.data["scripts"])
@@ -93,8 +93,8 @@ STATS_SENDS = 5000
 SUGGESTION_OPEN = timedelta(days=1)
 # how many of the account's open suggestions /send N looks through for number N
 OPEN_SUGGESTIONS = 500
-# the events that offer numbered scripts to /send: objection suggestions and hot-lead alerts
-SUGGESTING = ("objection", "hot_lead")
+# the events that offer numbered scripts to /send: objection suggestions, hot-lead and referral alerts
+SUGGESTING = ("objection", "hot_lead", "referral")
 
 
 class ObjectionService:
@@ -150,7 +150,7 @@ class ObjectionService:
                 account_id, "opt_out", now, customer_id=customer.id, text=message.text, data=reading
             )
             return None
-        for signal in ("opt_out_soft", "buying_signal"):  # signals acted on: /wrong corrects them
+        for signal in ("opt_out_soft", "buying_signal", "referral"):  # acted on: /wrong corrects them
             if signal in result.signals:
                 await events.record(
                     account_id,

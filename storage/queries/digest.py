@@ -194,3 +194,42 @@ async def at_risk(
         .order_by(col(Customer.id))
     )
     return [(a, i, n, r) for a, i, n, r in (await session.exec(query)).all()]
+
+
+async def customer_events(
+    session: AsyncSession, accounts: Collection[str], start: datetime, end: datetime, kinds: Collection[str]
+) -> list[tuple[Event, str, str]]:
+    """(event, display name, remark) of each event of these kinds about a customer (hot leads,
+    kept promises, opt-outs, referrals), oldest first: the digest names who it was."""
+    query = (
+        select(Event, Customer.display_name, Customer.remark)
+        .join(Customer, col(Customer.id) == col(Event.customer_id))
+        .where(*_events_in(accounts, start, end), col(Event.kind).in_(kinds))
+        .order_by(col(Event.at), col(Event.id))
+    )
+    return [(e, n, r) for e, n, r in (await session.exec(query)).all()]
+
+
+async def rep_answers(
+    session: AsyncSession, customer_ids: Collection[int], since: datetime, until: datetime
+) -> list[tuple[int, datetime]]:
+    """(customer, when) of each human answer to these customers in [since, until): the rep typing
+    in the chat (``rep_message``) or a script they chose with /send (a ``reply`` sent)."""
+    if not customer_ids:
+        return []
+    ids = list(customer_ids)
+    typed = select(Event.customer_id, Event.at).where(
+        col(Event.customer_id).in_(ids),
+        Event.kind == "rep_message",
+        col(Event.at) >= since,
+        col(Event.at) < until,
+    )
+    sent = select(OutgoingMessage.customer_id, OutgoingMessage.sent_at).where(
+        col(OutgoingMessage.customer_id).in_(ids),
+        OutgoingMessage.kind == "reply",
+        OutgoingMessage.status == "sent",
+        col(OutgoingMessage.sent_at) >= since,
+        col(OutgoingMessage.sent_at) < until,
+    )
+    found = [*(await session.exec(typed)).all(), *(await session.exec(sent)).all()]
+    return [(int(c), at) for c, at in found if c is not None and at is not None]
