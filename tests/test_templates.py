@@ -10,7 +10,7 @@ import pytest
 from bot.app import validate_setup
 from bot.cli import main
 from bot.errors import TemplateError
-from bot.templates import COUNTDOWN, WELCOME, TemplateLibrary
+from bot.templates import AFTERCARE, COUNTDOWN, WELCOME, TemplateLibrary
 from tests.conftest import ROOT, make_config
 
 
@@ -89,3 +89,15 @@ def test_check_fails_on_bad_template(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     assert main(["check", "--config", str(config_path)]) == 1
     assert "douyin.txt.j2:2: unknown variable 'typo'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("product", ["定金", "五年级数学一对一", "续费20课时", ""])
+def test_shipped_aftercare_reads_for_a_deposit_or_a_course(product: str) -> None:
+    """The product is what was bought, never the subject of 顺利吗 / 感觉怎么样 / 满意吗:
+    定金这几天一切都顺利吗 and 转眼一个月了，定金您还满意吗 read like a bot."""
+    lib = TemplateLibrary(ROOT / "scripts_templates")
+    for days in (1, 3, 7, 30):
+        text = lib.render(f"aftercare/t{days}.txt.j2", {**AFTERCARE.variables, "product": product})
+        name = product or "您这次的订单"
+        for odd in ("这几天一切都顺利吗", "已经一周了", "您还满意吗"):
+            assert f"{name}{odd}" not in text, text
