@@ -65,7 +65,7 @@ def test_default_config_is_valid_and_documented() -> None:
         ('url = "sqlite:///data/salesbot.db"', 'url = "mysql://x"', "database.url"),
         ("hot_lead_nudge_minutes = 15", "hot_lead_nudge_minutes = 0", "signals.hot_lead_nudge_minutes"),
         ('hot_lead_stage = "intent"', 'hot_lead_stage = "hot"', "signals.hot_lead_stage: unknown stage"),
-        ('after = "welcome"', 'after = "digest"', "hooks.rules.0.after"),
+        ('after = ["welcome", "followup"]', 'after = ["digest"]', "hooks.rules.0.after"),
         ("alert_rep = false", "alert_rep = false\nalert = true", "hooks.rules.0.alert: unknown key"),
     ],
 )
@@ -87,6 +87,16 @@ def test_invalid_toml_names_the_line(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_an_unreadable_config_file_is_one_sentence(tmp_path: Path) -> None:
+    """A config saved in GBK, or a folder given as the config, is named, never a traceback."""
+    gbk = tmp_path / "gbk.toml"
+    gbk.write_bytes('timezone = "上海"\n'.encode("gbk"))
+    with pytest.raises(ConfigError, match=r"gbk\.toml: not UTF-8 text \(save the file as UTF-8\)"):
+        load_config(gbk)
+    with pytest.raises(ConfigError, match=r"is a folder, not a config file"):
+        load_config(tmp_path)
 
 
 def test_duplicate_account_ids_rejected() -> None:
