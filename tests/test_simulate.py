@@ -96,6 +96,15 @@ def test_durations() -> None:
     for bad in ("", "3", "3w", "d3", "1h x"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+    assert parse_duration("400d") == timedelta(days=400)
+    for huge in (
+        "99999999999d",
+        "9999999d",
+        "401d",
+        "400d1s",
+    ):  # overflowed into a traceback (a 500 on the web)
+        with pytest.raises(ValueError, match="at most 400d"):
+            parse_duration(huge)
 
 
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.toml")), ids=lambda p: p.name)
