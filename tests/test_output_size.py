@@ -104,3 +104,18 @@ async def test_an_unknown_stage_is_echoed_short(sim: Harness) -> None:
     await sim.with_customers(("c1", "张三"))
     reply = await sim.rep("/stage @张三 " + "阶" * 5000)
     assert len(reply) < 300 and "阶" * 101 not in reply
+
+
+async def test_what_the_rep_typed_is_echoed_short_in_every_refusal(sim: Harness) -> None:
+    """An unknown command, /help of one, an unreadable date or deadline: one short console message."""
+    await sim.with_customers(("c1", "张三"))
+    for line in (
+        "/" + "a" * 5000,
+        "/help " + "b" * 5000,
+        "/digest " + "c" * 5000,
+        "/countdown @张三 " + "g" * 5000,
+    ):
+        before = len(sim.sent("command_reply"))
+        reply = await sim.rep(line)
+        assert len(sim.sent("command_reply")) == before + 1, line[:20]
+        assert len(reply) < 400, reply[:50]
