@@ -123,6 +123,10 @@ def load_scenario(path: Path, config: Config) -> Scenario:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ScenarioError(f"{path}: scenario file not found") from None
+    except IsADirectoryError:
+        raise ScenarioError(f"{path}: is a folder, not a scenario file") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{path}: not UTF-8 text (save the file as UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
     try:

@@ -128,3 +128,14 @@ def test_examples_run(example: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert {line["kind"] for line in lines} <= kinds
     # a signal says which one
     assert all(line["signal"] == "buying_signal" for line in lines if line["kind"] == "signal")
+
+
+def test_an_unreadable_scenario_file_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gbk = tmp_path / "gbk.toml"
+    gbk.write_bytes("# 场景\n".encode("gbk"))
+    code, _, err = run(gbk, capsys)
+    assert code == 1 and "not UTF-8 text (save the file as UTF-8)" in err and "Traceback" not in err
+    code, _, err = run(tmp_path, capsys)
+    assert code == 1 and "is a folder, not a scenario file" in err and "Traceback" not in err
