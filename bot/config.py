@@ -593,6 +593,12 @@ def load_config(path: Path | str | None = None) -> Config:
         raw = config_path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{config_path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{config_path}: is a folder, not a config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{config_path}: not UTF-8 text (save the file as UTF-8)") from None
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: cannot read the config file ({exc.strerror})") from None
     try:
         data = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as exc:

@@ -33,6 +33,7 @@ from storage.repositories import Outbox, OutgoingLog
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 END_OF_RUN = "1m"
+MAX_ADVANCE = timedelta(days=400)
 ACTIONS = ("friend_request", "replay", "says", "rep", "delete", "advance")
 
 
@@ -43,8 +44,13 @@ def parse_duration(text: str) -> timedelta:
     if not compact or "".join(f"{n}{u}" for n, u in parts) != compact:
         raise ValueError(f"bad duration {text!r} (expected e.g. 30s, 15m, 2h, 3d or 1d2h)")
     total = timedelta()
-    for number, unit in parts:
-        total += timedelta(**{_UNITS[unit]: float(number)})
+    try:
+        for number, unit in parts:
+            total += timedelta(**{_UNITS[unit]: float(number)})
+    except OverflowError:
+        total = MAX_ADVANCE + timedelta(days=1)
+    if total > MAX_ADVANCE:  # a virtual clock past year 9999 overflows; a year covers every sequence
+        raise ValueError(f"duration {text!r} is too long (at most {MAX_ADVANCE.days}d)")
     return total
 
 
@@ -117,6 +123,10 @@ def load_scenario(path: Path, config: Config) -> Scenario:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ScenarioError(f"{path}: scenario file not found") from None
+    except IsADirectoryError:
+        raise ScenarioError(f"{path}: is a folder, not a scenario file") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{path}: not UTF-8 text (save the file as UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
     try:

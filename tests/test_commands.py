@@ -98,6 +98,15 @@ async def test_when_every_tag_is_refused_nothing_is_added(two: Harness) -> None:
     assert await two.rows(CustomerTag) == []
 
 
+async def test_a_tag_with_nothing_before_or_after_its_colon_is_refused(two: Harness) -> None:
+    reply = await two.rep("/tag @张三 渠道: :x 预算： 喜欢SUV")
+    assert "“渠道:”：「渠道」后面要写上内容，如 渠道:值" in reply
+    assert "“:x”：冒号前要写分组名，如 预算:20-30万；不分组的标签不要带冒号" in reply
+    assert "“预算：”：「消费」后面要写上内容，如 消费:值" in reply
+    assert reply.endswith("已添加标签：喜欢SUV")
+    assert {(t.group, t.value) for t in await two.rows(CustomerTag)} == {("", "喜欢SUV")}
+
+
 async def test_untag(two: Harness) -> None:
     await two.rep("/tag @张三 预算:20-30万 喜欢SUV")
     assert "已删除标签：消费:20-30万" in await two.rep("/untag 消费:20-30万")

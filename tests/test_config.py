@@ -89,6 +89,16 @@ def test_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
 
 
+def test_an_unreadable_config_file_is_one_sentence(tmp_path: Path) -> None:
+    """A config saved in GBK, or a folder given as the config, is named, never a traceback."""
+    gbk = tmp_path / "gbk.toml"
+    gbk.write_bytes('timezone = "上海"\n'.encode("gbk"))
+    with pytest.raises(ConfigError, match=r"gbk\.toml: not UTF-8 text \(save the file as UTF-8\)"):
+        load_config(gbk)
+    with pytest.raises(ConfigError, match=r"is a folder, not a config file"):
+        load_config(tmp_path)
+
+
 def test_duplicate_account_ids_rejected() -> None:
     account = make_config().accounts[0].model_dump(mode="json")
     with pytest.raises(ConfigError, match="account ids must be unique"):

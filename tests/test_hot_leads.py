@@ -91,6 +91,15 @@ async def test_the_rep_typing_in_the_chat_answers_it(sim: Harness) -> None:
     assert len(alerts(sim)) == 1
 
 
+async def test_an_order_answers_it(sim: Harness) -> None:
+    """/order is the rep's decision on a hot lead: "你还没回复TA" 15 minutes after it is noise."""
+    await sim.customer_in_chat()
+    await sim.customer_says("c1", "什么时候能提车？")
+    await sim.rep("/order @张三 SUV")
+    await sim.advance(timedelta(hours=1))
+    assert len(alerts(sim)) == 1
+
+
 async def test_a_nudge_outside_working_hours_waits_for_the_morning(db_url: str) -> None:
     evening = datetime(2026, 11, 23, 20, 50, tzinfo=SHANGHAI)
     async with Harness(make_config(), evening, database_url=db_url) as sim:

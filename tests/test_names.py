@@ -5,6 +5,19 @@ from __future__ import annotations
 import pytest
 
 from bot.domain.names import clean_name, spoken_name
+from bot.services.welcome import customer_variables
+from storage.models import Customer
+
+
+def customer(display_name: str) -> Customer:
+    return Customer(
+        account_id="demo",
+        wechat_id="wx_c1",
+        stage="stranger",
+        display_name=display_name,
+        remark="",
+        source_channel="",
+    )
 
 
 @pytest.mark.parametrize(
@@ -49,3 +62,16 @@ def test_clean_name(raw: str | None, name: str) -> None:
 )
 def test_spoken_name(remark: str | None, nickname: str | None, name: str) -> None:
     assert spoken_name(remark, nickname) == name
+
+
+def test_a_sorting_prefix_of_letters_and_digits_is_dropped() -> None:
+    assert clean_name("A01-王女士") == "王女士"
+    assert clean_name("B12_李总") == "李总"
+
+
+def test_a_name_too_long_to_say_is_not_said() -> None:
+    """A customer never reads a cut name ("李李李…您好"): the message says 您好 instead."""
+    long = customer(display_name="李" * 100_000)
+    assert customer_variables(long)["name"] == ""
+    short = customer(display_name="A-张三13812345678")
+    assert customer_variables(short)["name"] == "张三"

@@ -219,9 +219,9 @@ async def test_send_n_goes_to_the_customer_whose_suggestion_showed_n(sim: Harnes
     await sim.rep_types("/send 5")  # ... and answers 李四's suggestion
     assert sim.last_reply().startswith("【李四 #2") and "已安排发送话术 5" in sim.last_reply()
     await sim.rep_types("/send 5 @张三")
-    assert "话术 5 是给「李四 #2」的建议，不是这位客户的。这位客户的建议编号是 1–3" in sim.last_reply()
-    await sim.rep_types("/send 2", in_chat="c2")
-    assert "话术 2 是给「张三 #1」的建议" in sim.last_reply()
+    assert "话术 5 是给「李四 #2」的建议，不是给「张三 #1」的。「张三」的建议编号是 1–3" in sim.last_reply()
+    await sim.rep_types("/send 2", in_chat="c2")  # answered in the console: both customers are named
+    assert "话术 2 是给「张三 #1」的建议，不是给「李四 #2」的。「李四」的建议编号是 4–6" in sim.last_reply()
     await sim.advance(timedelta(seconds=10))
     [reply] = sim.sent("reply")
     assert reply["to"] == "c2"

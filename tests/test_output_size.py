@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from bot.domain.limits import (
     MAX_AUDIT_CHARS,
+    MAX_LABEL_CHARS,
     MAX_NAME_CHARS,
     MAX_NOTE_CHARS,
     MAX_PARTS,
@@ -60,15 +61,13 @@ async def test_a_huge_customer_message_is_quoted_short(sim: Harness) -> None:
     assert len(suggestion["text"]) < 2000
 
 
-async def test_a_huge_display_name_is_cut_in_the_welcome_and_the_console(sim: Harness) -> None:
+async def test_a_huge_display_name_is_left_out_of_the_welcome_and_cut_in_the_console(sim: Harness) -> None:
     name = "王" * 100_000
     await sim.friend_request("c1", name)
     await sim.advance(timedelta(minutes=1))
     [welcome] = sim.sent("welcome")
     assert len(welcome["text"]) < 1000
-    assert (
-        "王" * (MAX_NAME_CHARS - 1) + "…" in welcome["text"] and "王" * MAX_NAME_CHARS not in welcome["text"]
-    )
+    assert welcome["text"].startswith("您好，"), "a customer never reads a cut name (王王王…您好)"
     reply = await sim.rep("/info @#1")
     assert reply.startswith("【" + "王" * (MAX_NAME_CHARS - 1) + "… #1")
 
@@ -85,3 +84,38 @@ async def test_text_appended_to_a_script_has_a_limit(sim: Harness) -> None:
     await sim.customer_says("c1", "太贵了")
     assert "追加的文字太长（501 个字），最多 500 个字" in await sim.rep("/send 1 " + "好" * 501)
     assert "已安排发送话术 1" in await sim.rep("/send 1 " + "好" * 500)
+
+
+async def test_an_offer_or_product_a_customer_would_read_has_a_limit(sim: Harness) -> None:
+    """The offer name goes into every countdown message and the product into aftercare: a pasted
+    paragraph is refused, not sent to the customer (and not echoed in four console parts)."""
+    await sim.with_customers(("c1", "张三"))
+    reply = await sim.rep("/countdown @张三 周日 " + "活动" * 3000)
+    usage = "用法：/countdown <截止时间> [活动名]"
+    assert reply == f"活动名太长（6000 个字），最多 {MAX_LABEL_CHARS} 个字\n{usage}"
+    assert "倒计时已设置：双十二限时价截止" in await sim.rep("/countdown @张三 周日 双十二限时价")
+    reply = await sim.rep("/order @张三 " + "产品" * 3000)
+    assert reply == f"产品名太长（6000 个字），最多 {MAX_LABEL_CHARS} 个字\n用法：/order [产品] [确认]"
+    assert "已记录成交：五年级数学一对一" in await sim.rep("/order @张三 五年级数学一对一")
+    assert len(sim.sent("command_reply")) == 4, "one console message per command"
+
+
+async def test_an_unknown_stage_is_echoed_short(sim: Harness) -> None:
+    await sim.with_customers(("c1", "张三"))
+    reply = await sim.rep("/stage @张三 " + "阶" * 5000)
+    assert len(reply) < 300 and "阶" * 101 not in reply
+
+
+async def test_what_the_rep_typed_is_echoed_short_in_every_refusal(sim: Harness) -> None:
+    """An unknown command, /help of one, an unreadable date or deadline: one short console message."""
+    await sim.with_customers(("c1", "张三"))
+    for line in (
+        "/" + "a" * 5000,
+        "/help " + "b" * 5000,
+        "/digest " + "c" * 5000,
+        "/countdown @张三 " + "g" * 5000,
+    ):
+        before = len(sim.sent("command_reply"))
+        reply = await sim.rep(line)
+        assert len(sim.sent("command_reply")) == before + 1, line[:20]
+        assert len(reply) < 400, reply[:50]

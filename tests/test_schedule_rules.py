@@ -61,6 +61,17 @@ def test_quiet_hour_steps_move_earlier_and_collisions_are_dropped() -> None:
         assert not quiet().contains(at)
 
 
+def test_a_step_moved_next_to_its_neighbour_is_dropped() -> None:
+    """22:28: the 1h step is at 21:28 and the 30m step (21:58, quiet) would move to 21:29, a
+    minute later, and say 最后59分钟: a second message that adds nothing."""
+    deadline = datetime(2026, 11, 23, 22, 28, tzinfo=SH)
+    steps = [
+        (s.offset, s.at.astimezone(SH).strftime("%H:%M"))
+        for s in plan_countdown(deadline, OFFSETS, MONDAY, quiet())
+    ]
+    assert steps == [("3h", "19:28"), ("1h", "21:28")]
+
+
 @pytest.mark.parametrize(
     ("tz", "deadline", "seven_days_before"),
     [
@@ -109,6 +120,8 @@ def test_time_left_in_natural_chinese() -> None:
         ("3h", timedelta(hours=2), "最后2小时"),
         ("1d", timedelta(hours=11, minutes=30), "最后11小时"),
         ("30m", timedelta(minutes=12), "最后12分钟"),
+        ("30m", timedelta(minutes=59), "最后1小时"),  # a 30m step moved before quiet hours: never 最后59分钟
+        ("15m", timedelta(minutes=45), "最后1小时"),
         # too little left to be worth a message (never 最后1分钟)
         ("15m", timedelta(minutes=1), None),
         ("15m", timedelta(minutes=4, seconds=59), None),

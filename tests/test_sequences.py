@@ -207,7 +207,8 @@ async def test_a_confirmed_or_later_repeat_order_replaces_the_pending_aftercare(
     await sim.advance(timedelta(days=40))
     sent = [(local(m).strftime("%m-%d"), m["text"]) for m in sim.sent("aftercare", "c1")]
     assert [day for day, _ in sent] == ["11-24", "11-26", "11-28", "12-02", "12-25"], "never two series"
-    assert "保养套餐" in sent[0][1] and all("轮胎" in text for _, text in sent[1:])
+    assert "保养套餐" in sent[0][1] and not any("保养套餐" in text for _, text in sent[1:])
+    assert all("轮胎" in text for _, text in sent[1:3]), "T+1 and T+3 name the product; T+7 and T+30 need not"
     assert not any("SUV" in text for _, text in sent), "the first order's series was replaced before it began"
 
 

@@ -96,6 +96,15 @@ def test_durations() -> None:
     for bad in ("", "3", "3w", "d3", "1h x"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+    assert parse_duration("400d") == timedelta(days=400)
+    for huge in (
+        "99999999999d",
+        "9999999d",
+        "401d",
+        "400d1s",
+    ):  # overflowed into a traceback (a 500 on the web)
+        with pytest.raises(ValueError, match="at most 400d"):
+            parse_duration(huge)
 
 
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.toml")), ids=lambda p: p.name)
@@ -119,3 +128,14 @@ def test_examples_run(example: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert {line["kind"] for line in lines} <= kinds
     # a signal says which one
     assert all(line["signal"] == "buying_signal" for line in lines if line["kind"] == "signal")
+
+
+def test_an_unreadable_scenario_file_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gbk = tmp_path / "gbk.toml"
+    gbk.write_bytes("# 场景\n".encode("gbk"))
+    code, _, err = run(gbk, capsys)
+    assert code == 1 and "not UTF-8 text (save the file as UTF-8)" in err and "Traceback" not in err
+    code, _, err = run(tmp_path, capsys)
+    assert code == 1 and "is a folder, not a scenario file" in err and "Traceback" not in err

@@ -10,7 +10,7 @@ import pytest
 from bot.app import validate_setup
 from bot.cli import main
 from bot.errors import TemplateError
-from bot.templates import COUNTDOWN, WELCOME, TemplateLibrary
+from bot.templates import AFTERCARE, COUNTDOWN, OBJECTION, WELCOME, TemplateLibrary
 from tests.conftest import ROOT, make_config
 
 
@@ -89,3 +89,31 @@ def test_check_fails_on_bad_template(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     assert main(["check", "--config", str(config_path)]) == 1
     assert "douyin.txt.j2:2: unknown variable 'typo'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("product", ["定金", "五年级数学一对一", "续费20课时", ""])
+def test_shipped_aftercare_reads_for_a_deposit_or_a_course(product: str) -> None:
+    """The product is what was bought, never the subject of 顺利吗 / 感觉怎么样 / 满意吗:
+    定金这几天一切都顺利吗 and 转眼一个月了，定金您还满意吗 read like a bot."""
+    lib = TemplateLibrary(ROOT / "scripts_templates")
+    for days in (1, 3, 7, 30):
+        text = lib.render(f"aftercare/t{days}.txt.j2", {**AFTERCARE.variables, "product": product})
+        name = product or "您这次的订单"
+        for odd in ("这几天一切都顺利吗", "已经一周了", "您还满意吗"):
+            assert f"{name}{odd}" not in text, text
+
+
+def test_objection_scripts_read_for_a_course_as_for_a_car() -> None:
+    """rep.service is a list of services ("一对一学习规划、免费试听课和学习效果跟踪"): a script must not
+    say "X是一对一的" of it, nor speak of 产品本身 where a course is sold."""
+    from bot.objections.library import ObjectionLibrary
+
+    lib = TemplateLibrary(ROOT / "scripts_templates")
+    scripts = ObjectionLibrary.load(ROOT / "scripts_templates")
+    service = "一对一学习规划、免费试听课和学习效果跟踪"
+    context = {**OBJECTION.variables, "rep": {**OBJECTION.variables["rep"], "service": service}}
+    for label in ("price", "comparison"):
+        general, staged = scripts.scripts_for(label)
+        for script in [*general, *staged]:
+            text = lib.render_source(script.text, context, script.id)
+            assert f"{service}是一对一的" not in text and "产品本身" not in text, text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -113,6 +114,8 @@ async def test_dashboard_html_with_funnel_and_escaping(client: TestClient[Any, A
     assert '<b id="m-new-friends">3</b>' in page
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
     assert "http://" not in page.replace("http://www.w3.org", ""), "no CDN or remote asset"
+    assert re.search(r"<td>\d{4}-\d{2}-\d{2} \d{2}:\d{2}</td>", page), "times read 2026-11-24 10:30"
+    assert not re.search(r"\d{4}-\d{2}-\d{2}T\d{2}", page), "never an ISO T in what a person reads"
     filtered = await (await client.get("/dashboard", params={"stage": "ordered"})).text()
     assert "客户（共 1 位）" in filtered
     assert (await client.get("/", allow_redirects=False)).headers["Location"] == "/dashboard"

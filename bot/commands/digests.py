@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 from bot.commands.context import CommandContext
 from bot.commands.registry import CommandError, Permission, command
+from bot.domain.limits import MAX_ECHO_CHARS, clip
 from bot.services.digest import DigestService
 
 
@@ -32,7 +33,7 @@ def parse_day(text: str, today: date) -> date:
             return date(today.year, month, day)
     except ValueError:
         pass
-    raise CommandError(f"看不懂日期「{text}」，可以写：今天、昨天、2026-11-23、11-23")
+    raise CommandError(f"看不懂日期「{clip(text, MAX_ECHO_CHARS)}」，可以写：今天、昨天、2026-11-23、11-23")
 
 
 @command(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.commands.registry import Command, CommandError, Registry, command
+from bot.domain.limits import MAX_ECHO_CHARS, clip
 
 
 @dataclass(frozen=True)
@@ -47,5 +48,5 @@ async def show_help(args: HelpArgs, registry: Registry) -> str:
     if cmd is None:
         suggestion = registry.suggest(name)
         hint = f"你是不是想找 /{suggestion}？" if suggestion else "发送 /help 查看全部命令。"
-        raise CommandError(f"没有命令 /{name}。{hint}")
+        raise CommandError(f"没有命令 /{clip(name, MAX_ECHO_CHARS)}。{hint}")
     return f"{cmd.usage}\n{cmd.summary}\n名称：{_names(cmd)}"

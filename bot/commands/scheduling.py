@@ -10,6 +10,7 @@ from bot.domain.deadlines import DeadlineError, DeadlineRules, split_deadline
 from bot.domain.display import message_name
 from bot.domain.hours import WEEKDAYS
 from bot.domain.ids import parse_id
+from bot.domain.limits import MAX_LABEL_CHARS
 from bot.domain.schedule import QuietHours, offset_label
 from bot.services.profile import ProfileService, when
 from bot.services.sequences import SequenceService
@@ -36,6 +37,7 @@ class CancelArgs:
 
 
 COUNTDOWN_USAGE = "/countdown <截止时间> [活动名]"
+ORDER_USAGE = "/order [产品] [确认]"
 
 
 def deadline_rules(ctx: CommandContext) -> DeadlineRules:
@@ -60,6 +62,10 @@ async def countdown(
         deadline, offer = split_deadline(args.text, ctx.now, deadline_rules(ctx))
     except DeadlineError as exc:
         raise CommandError(f"{exc}\n用法：{COUNTDOWN_USAGE}") from None
+    if len(offer) > MAX_LABEL_CHARS:  # the customer reads it in every step
+        raise CommandError(
+            f"活动名太长（{len(offer)} 个字），最多 {MAX_LABEL_CHARS} 个字\n用法：{COUNTDOWN_USAGE}"
+        )
     plan = await sequences.plan_countdown(customer, deadline, offer, ctx.actor)
     tz = ctx.config.tz
     local = deadline.astimezone(tz)  # the weekday confirms how 下周日 or 30号 was read
@@ -81,7 +87,7 @@ async def countdown(
 @command(
     "order",
     aliases=("成交",),
-    usage="/order [产品] [确认]",
+    usage=ORDER_USAGE,
     summary="记录成交：客户移到成交阶段（再次成交移到复购阶段），安排售后关怀，停止倒计时",
 )
 async def order(
@@ -94,6 +100,10 @@ async def order(
     words = args.product.split()
     confirmed = bool(words) and words[-1] in CONFIRM_WORDS
     product = " ".join(words[:-1] if confirmed else words)
+    if len(product) > MAX_LABEL_CHARS:  # the customer reads it in the aftercare messages
+        raise CommandError(
+            f"产品名太长（{len(product)} 个字），最多 {MAX_LABEL_CHARS} 个字\n用法：{ORDER_USAGE}"
+        )
     recorded = await sequences.record_order(customer, product, ctx.actor, confirmed=confirmed)
     label = profile.pipeline.label
     old, new = recorded.old_stage, recorded.new_stage

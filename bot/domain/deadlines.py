@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from bot.domain.limits import MAX_ECHO_CHARS, clip
 from bot.domain.schedule import QuietHours, local_at
 
 HORIZON = timedelta(days=366)  # a countdown further out than this is a typo
@@ -235,19 +236,19 @@ def _on(day: date, at: time | None, rules: DeadlineRules) -> datetime:
 
 def _checked(deadline: datetime, text: str, now: datetime) -> datetime:
     if deadline <= now:
-        raise DeadlineError(f"截止时间「{text}」已经过去了")
+        raise DeadlineError(f"截止时间「{clip(text, MAX_ECHO_CHARS)}」已经过去了")
     if deadline - now > HORIZON:
         raise _too_far(text)
     return deadline
 
 
 def _unreadable(text: str) -> str:
-    return f"看不懂截止时间「{text}」。可以写：{EXAMPLES}"
+    return f"看不懂截止时间「{clip(text, MAX_ECHO_CHARS)}」。可以写：{EXAMPLES}"
 
 
 def _bad_clock(text: str) -> DeadlineError:
-    return DeadlineError(f"看不懂时间「{text.strip()}」，请写成 18:00 或 晚上8点 这样")
+    return DeadlineError(f"看不懂时间「{clip(text.strip(), MAX_ECHO_CHARS)}」，请写成 18:00 或 晚上8点 这样")
 
 
 def _too_far(text: str) -> DeadlineError:
-    return DeadlineError(f"截止时间「{text}」太远了，最多设到一年以内")
+    return DeadlineError(f"截止时间「{clip(text, MAX_ECHO_CHARS)}」太远了，最多设到一年以内")

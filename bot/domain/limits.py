@@ -10,6 +10,7 @@ from __future__ import annotations
 MAX_NOTE_CHARS = 1000
 MAX_TAG_CHARS = 30
 MAX_EXTRA_CHARS = 500  # text a rep appends to a /send script
+MAX_LABEL_CHARS = 30  # an offer (/countdown) or product (/order) name: customers read it in every step
 MAX_AUDIT_CHARS = 2000  # a command line as the audit log keeps it
 # what the bot echoes
 MAX_NAME_CHARS = 20  # a display name or remark in a template or a console line

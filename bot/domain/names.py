@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# a sorting prefix reps and customers put in front of names: "A-", "a_", "01.", "AAA", "A 张三"
+# a sorting prefix reps and customers put in front of names: "A-", "a_", "01.", "A01-", "AAA", "A 张三"
 _SORT_PREFIX = re.compile(
-    r"^(?:[A-Za-z]{1,3}|\d{1,3})\s*[-_.、·|:：~]+\s*|^(?:A+|[A-Za-z0-9]{1,3}\s+)(?=[^\x00-\x7f])"
+    r"^(?:[A-Za-z]{1,3}\d{0,3}|\d{1,3})\s*[-_.、·|:：~]+\s*|^(?:A+|[A-Za-z0-9]{1,3}\s+)(?=[^\x00-\x7f])"
 )
 # phone numbers (mainland mobiles, also written 138-1234-5678) and other long digit runs (QQ, ids)
 _PHONE = re.compile(r"\+?(?:86[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}|\d{5,}")

@@ -86,15 +86,18 @@ def plan_countdown(
     deadline: datetime, offsets: list[str], now: datetime, quiet: QuietHours
 ) -> list[LadderStep]:
     """Steps before ``deadline``: past ones skipped, quiet-hour ones moved earlier to the last allowed
-    minute (dropped if that collides with a neighbour or is already past), none after the deadline."""
+    minute (dropped if that lands on or within half its offset of the previous step, or is already
+    past), none after the deadline."""
     steps: list[LadderStep] = []
     for name in sorted(offsets, key=parse_offset, reverse=True):  # earliest step first
-        at = step_time(deadline, parse_offset(name), quiet.tz)
-        at = quiet.last_allowed_before(at)
+        nominal = step_time(deadline, parse_offset(name), quiet.tz)
+        at = quiet.last_allowed_before(nominal)
         if at <= now or at >= deadline:
             continue
         if steps and at <= steps[-1].at:
             continue  # moved onto or before the previous step: drop it
+        if steps and at != nominal and at - steps[-1].at < parse_offset(name) / 2:
+            continue  # moved next to the previous step (21:28, then 21:29): a second message adds nothing
         steps.append(LadderStep(name, at))
     return steps
 
@@ -105,8 +108,8 @@ def time_left_text(left: timedelta) -> str:
     minutes = max(1, int(left.total_seconds() // 60))
     if minutes >= 24 * 60:
         return f"还剩{minutes // (24 * 60)}天"
-    if minutes >= 60:
-        return f"最后{minutes // 60}小时"
+    if minutes >= 45:  # 最后59分钟 reads like a glitch; with under an hour left it is the last hour
+        return f"最后{max(1, minutes // 60)}小时"
     return f"最后{minutes}分钟"
 
 

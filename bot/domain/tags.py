@@ -38,10 +38,15 @@ class TagVocabulary:
         cleaned = text.strip()
         for colon in COLONS:
             name, sep, value = cleaned.partition(colon)
-            if sep and name.strip() and value.strip():
-                group = self._by_name.get(name.strip().casefold())
-                if group is not None:
-                    return Tag(group.key, self._value(group, value.strip()))
+            if not sep:
+                continue
+            if not name.strip():  # ":x" is neither a group tag nor a word a rep meant to keep
+                raise TagRejected("冒号前要写分组名，如 预算:20-30万；不分组的标签不要带冒号")
+            group = self._by_name.get(name.strip().casefold())
+            if group is not None:
+                if not value.strip():  # "渠道:" would store an empty value
+                    raise TagRejected(f"「{group.label}」后面要写上内容，如 {group.label}:值")
+                return Tag(group.key, self._value(group, value.strip()))
         if not cleaned:
             raise TagRejected("标签不能为空")
         return Tag("", self._short(cleaned))

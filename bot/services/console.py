@@ -200,7 +200,7 @@ class ConsoleService:
             if cmd is None:
                 suggestion = self.registry.suggest(name)
                 hint = f"你是不是想用 /{suggestion}？" if suggestion else ""
-                raise CommandError(f"未知命令 /{name}。{hint}发送 /help 查看全部命令")
+                raise CommandError(f"未知命令 /{clip(name, MAX_ECHO_CHARS)}。{hint}发送 /help 查看全部命令")
             if invocation.role != "rep" and cmd.permission is not Permission.SUPERVISOR:
                 allowed = " ".join(
                     f"/{c.name}" for c in self.registry if c.permission is Permission.SUPERVISOR

@@ -189,7 +189,8 @@ class HotLeads:
 
 
 class SignalComposer:
-    """Sends a signal alert as worded when planned; a nudge only while the rep has not answered."""
+    """Sends a signal alert as worded when planned; a nudge only while the rep has neither answered
+    nor recorded an order."""
 
     def __init__(self, console_of: Callable[[str], str]) -> None:
         self.console_of = console_of
@@ -206,6 +207,9 @@ class SignalComposer:
         since = datetime.fromisoformat(str(row.context["since"]))
         if about.last_outbound_at is not None and about.last_outbound_at >= since:
             return None  # the rep answered
+        ordered = await Events(session).latest(about.id, "order") if about.id is not None else None
+        if ordered is not None and ordered.at >= since:
+            return None  # the rep decided: /order
         waited = round(((row.claimed_at or row.due_at) - since).total_seconds() / 60)
         offered = int(row.context.get("offered") or 0)
         step = f"发 /send {offered} 把建议的回复发出去" if offered else "趁热跟进"

@@ -275,13 +275,21 @@ class ObjectionService:
         """Why /send ``number`` does not go to this customer, and the number that would."""
         async with self.db.transaction() as session:
             theirs = await Customers(session).get(other.customer_id) if other is not None else None
+            this = await Customers(session).get(customer_id)
         own = await self.last_suggestion(customer_id)
         own_open = own is not None and await self.numbered(account_id, own.first) == own
         hint = f"这位客户的建议编号是 {own.numbers()}" if own is not None and own_open else ""
         if theirs is not None:
             name = clip(theirs.remark or theirs.display_name or theirs.wechat_id, MAX_NAME_CHARS)
+            # the reply goes to the console, also for a /send typed in a customer's chat: "这位客户"
+            # alone does not say who was meant, so both customers are named
+            mine = clip(this.remark or this.display_name or this.wechat_id, MAX_NAME_CHARS) if this else ""
+            not_this = f"不是给「{mine} #{this.id}」的。" if this is not None else "不是这位客户的。"
+            if this is not None:
+                hint = hint.replace("这位客户", f"「{mine}」")
             return (
-                f"话术 {number} 是给「{name} #{theirs.id}」的建议，不是这位客户的。"
+                f"话术 {number} 是给「{name} #{theirs.id}」的建议，"
+                + not_this
                 + (f"{hint}。" if hint else "")
                 + f"要发给「{name}」，请直接发送 /send {number}"
             )

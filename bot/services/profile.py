@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import Clock
 from bot.config import Config
 from bot.domain.ids import parse_id
-from bot.domain.limits import MAX_NOTE_CHARS
+from bot.domain.limits import MAX_ECHO_CHARS, MAX_NOTE_CHARS, clip
 from bot.domain.stages import Pipeline
 from bot.domain.tags import Tag, TagRejected, TagVocabulary
 from bot.errors import CommandError, TransportError
@@ -118,7 +118,8 @@ class ProfileService:
         """Move the customer; returns (old stage key, new stage key)."""
         key = self.pipeline.resolve(stage_name)
         if key is None:
-            raise CommandError(f"没有阶段「{stage_name}」。可用阶段：{self.pipeline.describe()}")
+            shown = clip(stage_name, MAX_ECHO_CHARS)
+            raise CommandError(f"没有阶段「{shown}」。可用阶段：{self.pipeline.describe()}")
         now = self.clock.now()
         async with self.db.transaction() as session:
             customer = await self._customer(session, customer_id)

@@ -59,9 +59,11 @@ def rep_variables(account: AccountConfig, calendar: WorkingCalendar) -> dict[str
 def customer_variables(customer: Customer) -> dict[str, str]:
     """``name`` is what a person would call the customer ("" when the remark and nickname hold no
     name: templates then say 您好, never 您您好)."""
+    name = spoken_name(customer.remark, customer.display_name)
     return {
-        # a name is cut to a sane length: a 100 KB display name must not make a 100 KB welcome
-        "name": clip(spoken_name(customer.remark, customer.display_name), MAX_NAME_CHARS),
+        # a name too long to say is not said: a 100 KB display name must not make a 100 KB welcome,
+        # and a customer should never read a cut name ("李李李…您好")
+        "name": name if len(name) <= MAX_NAME_CHARS else "",
         "remark": clip(customer.remark, MAX_NAME_CHARS),
         "channel": customer.source_channel,
     }
