@@ -119,7 +119,8 @@ def validate_setup(
         # a template of another kind gets other variables: it would fail, or say the wrong thing
         if name.split("/", 1)[0] != folder:
             raise ConfigError(
-                f"{key}: {name!r} is not a {folder} template; use one from {config.templates_path / folder}/"
+                f"{key}: {name!r} is not in the {folder}/ folder; "
+                f"use a template from {config.templates_path / folder}/"
             )
     return library.validate(required_templates(config))
 

@@ -191,7 +191,8 @@ def opted_out(customer: Customer, text: str, held: int) -> str:
     return _said(
         customer,
         text,
-        f"已暂停对TA的全部自动消息（{held} 条待发）。需要恢复请发 /resume @#{customer.id}",
+        f"已暂停对TA的全部自动消息（{held} 条待发）。需要恢复请发 /resume @#{customer.id}；"
+        f"判断错了请发 /wrong 退订 @#{customer.id}",
     )
 
 
