@@ -573,9 +573,11 @@ def _describe(error: ErrorDetails) -> str:
         return f"{location}: missing required value"
     message = error["msg"]
     message = message.removeprefix("Value error, ")
-    if isinstance(error.get("input"), dict):  # a whole section: the message names what is wrong
+    given = error.get("input")
+    # a whole section, or a message that already quotes the value: it names what is wrong
+    if isinstance(given, dict) or repr(given) in message:
         return f"{location}: {message}"
-    return f"{location}: {message} (got {error.get('input')!r})"
+    return f"{location}: {message} (got {given!r})"
 
 
 def parse_config(data: dict[str, object], source: str, base_dir: Path) -> Config:

@@ -151,3 +151,10 @@ def test_a_dispatch_batch_below_one_names_the_key() -> None:
     assert make_config().dispatch.batch_size == 16
     with pytest.raises(ConfigError, match=r"dispatch\.batch_size"):
         make_config({"dispatch": {"batch_size": 0}})
+
+
+def test_a_value_the_message_already_quotes_is_not_repeated(tmp_path: Path) -> None:
+    path = broken(tmp_path, 'timezone = "Asia/Shanghai"', 'timezone = "Mars/Olympus"')
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).count("Mars/Olympus") == 1
