@@ -127,7 +127,7 @@ def test_examples_run(example: Path, capsys: pytest.CaptureFixture[str]) -> None
     }
     assert {line["kind"] for line in lines} <= kinds
     # a signal says which one
-    assert all(line["signal"] == "buying_signal" for line in lines if line["kind"] == "signal")
+    assert all(line["signal"] in ("buying_signal", "referral") for line in lines if line["kind"] == "signal")
 
 
 def test_an_unreadable_scenario_file_is_one_sentence(
