@@ -22,12 +22,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Config, HookRule
-from bot.domain.hours import WorkingCalendar
 from bot.domain.kinds import Kind
 from bot.objections.library import normalize
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
-from bot.services.welcome import customer_variables, rep_variables
+from bot.services.welcome import reply_variables
 from bot.templates import TemplateLibrary
 from bot.transport.base import TextMessage
 from storage.models import Customer, ScheduledMessage
@@ -135,15 +134,8 @@ class AutoReplyComposer:
         self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
     ) -> Composed | None:
         assert customer is not None, "customer rows always carry their customer"
-        account = self.config.account(row.account_id)
-        calendar = WorkingCalendar(account.profile.working_hours, self.config.tz)
-        now = self.clock.now()
-        off_hours = not calendar.is_open(now)
         context: dict[str, Any] = {
-            "rep": rep_variables(account, calendar),
-            "customer": customer_variables(customer),
+            **reply_variables(self.config, row.account_id, customer, self.clock.now()),
             "keyword": str(row.context.get("keyword", "")),
-            "off_hours": off_hours,
-            "back_at": calendar.back_at_text(now) if off_hours else "",
         }
         return Composed(customer.wechat_id, self.templates.render(row.template, context))

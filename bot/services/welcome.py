@@ -69,6 +69,19 @@ def customer_variables(customer: Customer) -> dict[str, str]:
     }
 
 
+def reply_variables(config: Config, account_id: str, customer: Customer, now: datetime) -> dict[str, Any]:
+    """What a message answering the customer knows at send time: the rep, the customer, and
+    whether the rep is away now (``back_at``: when the rep is next at work)."""
+    account = config.account(account_id)
+    calendar = WorkingCalendar(account.profile.working_hours, config.tz)
+    return {
+        "rep": rep_variables(account, calendar),
+        "customer": customer_variables(customer),
+        "off_hours": not calendar.is_open(now),
+        "back_at": calendar.back_at_text(now),
+    }
+
+
 class FollowupPlanner(Protocol):
     async def plan_followups(
         self, session: AsyncSession, customer: Customer, welcomed_at: datetime, plan: str
@@ -260,15 +273,10 @@ class WelcomeComposer:
         self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
     ) -> Composed | None:
         assert customer is not None, "customer rows always carry their customer"
-        account = self.config.account(row.account_id)
-        calendar = WorkingCalendar(account.profile.working_hours, self.config.tz)
         now = self.clock.now()
         context: dict[str, Any] = {
-            "rep": rep_variables(account, calendar),
-            "customer": customer_variables(customer),
+            **reply_variables(self.config, row.account_id, customer, now),
             "channel": customer.source_channel,
-            "off_hours": not calendar.is_open(now),
-            "back_at": calendar.back_at_text(now),
             "now": f"{now.astimezone(self.config.tz):%m月%d日 %H:%M}",
             **row.context,
         }
