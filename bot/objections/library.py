@@ -134,6 +134,29 @@ def _load(path: Path, model: type[BaseModel]) -> tuple[Any, str]:
         raise TemplateError(f"{path}: {problems}") from None
 
 
+def _scripts(
+    path: Path,
+    raw: str,
+    items: Iterable[_ScriptFile],
+    label: str,
+    seen: dict[str, Path],
+    known_stages: set[str] | None,
+) -> list[Script]:
+    """One file's scripts; ids unique across the library (``seen`` grows), stages known (None:
+    any stage, when no pipeline was given)."""
+    scripts = []
+    for item in items:
+        line = _line_of(raw, item.id)
+        if item.id in seen:
+            raise TemplateError(f"{path}:{line}: script id {item.id!r} is also used in {seen[item.id]}")
+        unknown = sorted(set(item.stages) - known_stages) if known_stages is not None else []
+        if unknown:
+            raise TemplateError(f"{path}:{line}: script {item.id!r} names unknown stages {unknown}")
+        seen[item.id] = path
+        scripts.append(Script(item.id, label, tuple(item.stages), item.text, path, line))
+    return scripts
+
+
 class ObjectionLibrary:
     def __init__(
         self,
@@ -153,7 +176,8 @@ class ObjectionLibrary:
         if not folder.is_dir():
             raise TemplateError(f"{folder}: objection library folder not found")
         configured = set(stage_keys)
-        known_stages = configured | set(PROCESS_STEPS)
+        # the stage names scripts may use (None: any, when no pipeline was given)
+        known_stages = configured | set(PROCESS_STEPS) if configured else None
         objections: dict[str, Objection] = {}
         script_ids: dict[str, Path] = {}
         for path in sorted(folder.glob("*.toml")):
@@ -166,18 +190,7 @@ class ObjectionLibrary:
                 raise TemplateError(
                     f"{path}: label {spec.label!r} is already defined in {objections[spec.label].path}"
                 )
-            scripts = []
-            for item in spec.scripts:
-                line = _line_of(raw, item.id)
-                if item.id in script_ids:
-                    raise TemplateError(
-                        f"{path}:{line}: script id {item.id!r} is also used in {script_ids[item.id]}"
-                    )
-                unknown = sorted(set(item.stages) - known_stages) if configured else []
-                if unknown:
-                    raise TemplateError(f"{path}:{line}: script {item.id!r} names unknown stages {unknown}")
-                script_ids[item.id] = path
-                scripts.append(Script(item.id, spec.label, tuple(item.stages), item.text, path, line))
+            scripts = _scripts(path, raw, spec.scripts, spec.label, script_ids, known_stages)
             triggers = phrase_pattern(spec.triggers)
             singles = tuple(
                 (re.compile(phrase_regex(t)), len(normalize(t.replace("*", ""))))
@@ -209,20 +222,10 @@ class ObjectionLibrary:
             path = folder / f"_{signal}.toml"
             if not path.exists():
                 continue
-            spec, raw = _load(path, _SignalScriptsFile)
-            scripts = []
-            for item in spec.scripts:
-                line = _line_of(raw, item.id)
-                if item.id in script_ids:
-                    raise TemplateError(
-                        f"{path}:{line}: script id {item.id!r} is also used in {script_ids[item.id]}"
-                    )
-                unknown = sorted(set(item.stages) - known_stages) if configured else []
-                if unknown:
-                    raise TemplateError(f"{path}:{line}: script {item.id!r} names unknown stages {unknown}")
-                script_ids[item.id] = path
-                scripts.append(Script(item.id, signal, tuple(item.stages), item.text, path, line))
-            signal_scripts[signal] = tuple(scripts)
+            signal_file, raw = _load(path, _SignalScriptsFile)
+            signal_scripts[signal] = tuple(
+                _scripts(path, raw, signal_file.scripts, signal, script_ids, known_stages)
+            )
         return cls(objections, opt_out, signal_scripts)
 
     def name(self, label: str) -> str:
