@@ -92,33 +92,16 @@ class HotLeads:
         now = self.clock.now()
         account_id = customer.account_id
         held = await self.sequences.hold_countdown(session, customer, "hot lead: waiting for the rep")
-        library = self.objections.library
-        script = (
-            library.signal_script(BUYING_SIGNAL, *self.pipeline.script_stages(customer.stage))
-            if offer_script
-            else None
-        )
-        # the reply takes the account's next suggestion number: /send N finds this customer by it
-        first = await self.objections.next_number(session, account_id) if script else 1
-        await Events(session).record(
-            account_id,
+        offered = await self.objections.offer_signal_reply(
+            session,
+            customer,
+            message,
+            BUYING_SIGNAL,
             "hot_lead",
-            now,
-            customer_id=customer.id,
-            text=message.text,
-            # label and scripts: /send picks from what the alert offered, like a suggestion's
-            data={
-                "label": BUYING_SIGNAL,
-                "scripts": [script.id] if script else [],
-                "first": first,
-                "why": why,
-                "source": source,
-                "message_id": message.message_id,
-                "countdown_held": held,
-            },
+            {"why": why, "source": source, "countdown_held": held},
+            offer=offer_script,
         )
-        reply = self.objections.render_script(script, account_id, customer) if script else None
-        text = self._alert_text(customer, message.text, why, reply, first, held, source)
+        text = self._alert_text(customer, message.text, why, offered.text, offered.number, held, source)
         key = message_key(account_id, SIGNAL, BUYING_SIGNAL, message.message_id)
         alert_id = await Outbox(session).plan_returning_id(
             outbox_row(
@@ -148,7 +131,7 @@ class HotLeads:
                     "about": customer.id,
                     "since": now.isoformat(),
                     "said": message.text,
-                    "offered": first if script is not None else 0,
+                    "offered": offered.number if offered.text is not None else 0,
                 },
             )
         )

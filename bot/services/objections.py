@@ -45,6 +45,14 @@ REPLY = Kind.REPLY
 
 
 @dataclass(frozen=True)
+class OfferedReply:
+    """The reply a signal's alert offers: its /send number and text (None: nothing to offer)."""
+
+    number: int
+    text: str | None
+
+
+@dataclass(frozen=True)
 class Suggestion:
     event_id: int
     customer_id: int
@@ -178,6 +186,40 @@ class ObjectionService:
         )
         text = self._suggestion_text(account_id, customer, message.text, result.label, scripts, first)
         return await console.suggestion(session, account_id, text, message.message_id, customer.id)
+
+    async def offer_signal_reply(
+        self,
+        session: AsyncSession,
+        customer: Customer,
+        message: TextMessage,
+        signal: str,
+        kind: str,
+        data: dict[str, Any],
+        *,
+        offer: bool = True,
+    ) -> OfferedReply:
+        """Record a signal (event ``kind`` with ``data``) with the library's reply for the customer's
+        stage, numbered like a suggestion so /send N finds it; ``offer`` False: record, offer none."""
+        assert customer.id is not None
+        stages = self.pipeline.script_stages(customer.stage)
+        script = self.library.signal_script(signal, *stages) if offer else None
+        first = await self.next_number(session, customer.account_id) if script else 1
+        await Events(session).record(
+            customer.account_id,
+            kind,
+            self.clock.now(),
+            customer_id=customer.id,
+            text=message.text,
+            data={
+                "label": signal,
+                "scripts": [script.id] if script else [],
+                "first": first,
+                "message_id": message.message_id,
+                **data,
+            },
+        )
+        reply = self.render_script(script, customer.account_id, customer) if script else None
+        return OfferedReply(first, reply)
 
     async def next_number(self, session: AsyncSession, account_id: str) -> int:
         """The number of a new suggestion's first script: after the account's open suggestions

@@ -22,7 +22,7 @@ from bot.services.objections import ObjectionService
 from bot.services.planning import message_key, outbox_row
 from bot.transport.base import TextMessage
 from storage.models import Customer
-from storage.repositories import Events, Outbox
+from storage.repositories import Outbox
 
 SIGNAL = Kind.SIGNAL
 REFERRAL = "referral"
@@ -44,25 +44,9 @@ class Referrals:
         assert customer.id is not None
         now = self.clock.now()
         account_id = customer.account_id
-        script = self.objections.library.signal_script(REFERRAL, *self.pipeline.script_stages(customer.stage))
-        # the thank-you takes the account's next suggestion number: /send N finds this customer by it
-        first = await self.objections.next_number(session, account_id) if script else 1
-        await Events(session).record(
-            account_id,
-            REFERRAL,
-            now,
-            customer_id=customer.id,
-            text=message.text,
-            data={
-                "label": REFERRAL,
-                "scripts": [script.id] if script else [],
-                "first": first,
-                "message_id": message.message_id,
-            },
-        )
-        reply = self.objections.render_script(script, account_id, customer) if script else None
+        offered = await self.objections.offer_signal_reply(session, customer, message, REFERRAL, REFERRAL, {})
         promote = await self.koc.promote_hint(session, customer)
-        text = self._alert_text(customer, message.text, reply, first, promote)
+        text = self._alert_text(customer, message.text, offered.text, offered.number, promote)
         return await Outbox(session).plan_returning_id(
             outbox_row(
                 account_id=account_id,
