@@ -245,6 +245,18 @@ async def test_a_frozen_gateway_is_noticed_by_keepalive_pings_and_replaced_on_re
     assert gateway.sent_to("filehelper") == [suggestion["text"]]  # one stream, one suggestion
 
 
+async def suggested_to(gateway: Gateway, running: Callable[..., Any], contact_id: str, name: str) -> Any:
+    """A running bot that welcomed a new customer and suggested a script for their objection."""
+    runtime = await running(
+        [service_account("acme", gateway)], objections={"reply_delay_seconds": [0.2, 0.2]}
+    )
+    gateway.add_stranger(contact_id, name, "你好")
+    await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == contact_id)  # the welcome
+    gateway.customer_says(contact_id, "太贵了")
+    await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "filehelper")  # suggestion
+    return runtime
+
+
 @pytest.mark.parametrize(
     "send_error",
     [None, "sendmsg ret=-44 (0xffd4)"],
@@ -253,13 +265,7 @@ async def test_a_frozen_gateway_is_noticed_by_keepalive_pings_and_replaced_on_re
 async def test_a_customer_who_deleted_the_rep_is_churned_over_grpc_not_shown_a_raw_error(
     gateway: Gateway, running: Callable[..., Any], send_error: str | None
 ) -> None:
-    runtime = await running(
-        [service_account("acme", gateway)], objections={"reply_delay_seconds": [0.2, 0.2]}
-    )
-    gateway.add_stranger("c8", "吴十", "你好")
-    await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "c8")  # the welcome
-    gateway.customer_says("c8", "太贵了")
-    await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "filehelper")  # suggestion
+    runtime = await suggested_to(gateway, running, "c8", "吴十")
     gateway.customer_deletes("c8", send_error=send_error)
     gateway.rep_types("filehelper", "/send 1")
 
@@ -282,13 +288,7 @@ async def test_a_failed_send_to_a_customer_still_a_friend_churns_nobody(
     gateway: Gateway, running: Callable[..., Any]
 ) -> None:
     """The friend state is asked after a failure we cannot read; a friend's failure is a failure."""
-    runtime = await running(
-        [service_account("acme", gateway)], objections={"reply_delay_seconds": [0.2, 0.2]}
-    )
-    gateway.add_stranger("c9", "冯十一", "你好")
-    await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "c9")  # the welcome
-    gateway.customer_says("c9", "太贵了")
-    await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "filehelper")  # suggestion
+    runtime = await suggested_to(gateway, running, "c9", "冯十一")
     gateway.sends_fail("c9", "sendmsg ret=-1 (busy)")
     gateway.rep_types("filehelper", "/send 1")
 
