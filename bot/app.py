@@ -57,6 +57,7 @@ from bot.services.promises import AutoReplyComposer, Promises
 from bot.services.reach import ReachPolicy
 from bot.services.referrals import Referrals
 from bot.services.reports import ConnectionState, ReportService
+from bot.services.script_library import ScriptLibraryService
 from bot.services.sequences import SequenceComposer, SequenceService
 from bot.services.simulated_time import SimulatedTimeService
 from bot.services.welcome import WelcomeComposer, WelcomeService
@@ -240,6 +241,7 @@ class SalesBot:
             digests=self.digests,
             feedback=self.feedback,
             koc=self.koc,
+            scripts=ScriptLibraryService(self.db, clock, config, self.objections),
         )
         self._started: list[Transport] = []
         self.unavailable: dict[str, str] = {}  # account id -> why it is not connected

@@ -277,9 +277,13 @@ class Events:
         )
         return int((await self.session.exec(query)).one())
 
-    async def recent(self, kind: str, limit: int) -> list[Event]:
-        """The newest ``limit`` events of a kind, newest first (a bounded read, never a full scan)."""
-        query = select(Event).where(Event.kind == kind).order_by(col(Event.id).desc()).limit(limit)
+    async def recent(self, kind: str, limit: int, account_id: str | None = None) -> list[Event]:
+        """The newest ``limit`` events of a kind (of one account, given ``account_id``), newest
+        first (a bounded read, never a full scan)."""
+        query = select(Event).where(Event.kind == kind)
+        if account_id is not None:
+            query = query.where(Event.account_id == account_id)
+        query = query.order_by(col(Event.id).desc()).limit(limit)
         return list((await self.session.exec(query)).all())
 
     async def of_customers(self, kind: str, customer_ids: Collection[int], since: datetime) -> list[Event]:

@@ -16,6 +16,7 @@ FEATURES = (
     "notes",
     "cards",
     "replies",
+    "scripts",
     "corrections",
     "scheduling",
     "digests",

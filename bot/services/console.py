@@ -33,6 +33,7 @@ from bot.services.koc import KocService
 from bot.services.messenger import Messenger
 from bot.services.objections import ObjectionService
 from bot.services.profile import ProfileService
+from bot.services.script_library import ScriptLibraryService
 from bot.services.sequences import SequenceService
 from bot.transport.base import Contact, TextMessage, Transport
 from storage.db import Database
@@ -80,6 +81,7 @@ class ConsoleService:
         digests: DigestService,
         feedback: FeedbackService,
         koc: KocService,
+        scripts: ScriptLibraryService,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -98,6 +100,7 @@ class ConsoleService:
             DigestService: digests,
             FeedbackService: feedback,
             KocService: koc,
+            ScriptLibraryService: scripts,
         }
         missing = sorted(kind.__name__ for kind in registry.services() - self.services.keys())
         if missing:

@@ -105,6 +105,12 @@ OPEN_SUGGESTIONS = 500
 SUGGESTING = ("objection", "hot_lead", "referral")
 
 
+def check_extra(extra: str) -> None:
+    """Text a rep appends to a script is bounded: a pasted page is refused, not sent."""
+    if len(extra) > MAX_EXTRA_CHARS:
+        raise CommandError(f"追加的文字太长（{len(extra)} 个字），最多 {MAX_EXTRA_CHARS} 个字")
+
+
 class ObjectionService:
     def __init__(
         self,
@@ -271,15 +277,43 @@ class ObjectionService:
         """Plan script ``number`` (as the console numbered it) of the customer's suggestion;
         returns when it will go out. A number from another customer's suggestion is refused."""
         assert customer.id is not None
-        if len(extra) > MAX_EXTRA_CHARS:
-            raise CommandError(f"追加的文字太长（{len(extra)} 个字），最多 {MAX_EXTRA_CHARS} 个字")
+        check_extra(extra)
         suggestion = await self.numbered(account_id, number)
         if suggestion is None or suggestion.customer_id != customer.id:
             raise CommandError(await self._not_this_customers(account_id, customer.id, number, suggestion))
+        position = number - suggestion.first + 1
+        due = await self.plan_script(
+            customer,
+            suggestion.script_ids[position - 1],
+            offer=suggestion.event_id,
+            position=position,
+            label=suggestion.label,
+            extra=extra,
+            actor=actor,
+        )
+        if due is None:
+            raise CommandError(f"话术 {number} 已经发送过了")
+        return due
+
+    async def plan_script(
+        self,
+        customer: Customer,
+        script_id: str,
+        *,
+        offer: int,
+        position: int,
+        label: str,
+        extra: str,
+        actor: str,
+    ) -> datetime | None:
+        """Plan a script the rep chose as a ``reply`` after a human-like pause (rendered when it
+        goes out, ``script_sent`` logged then). ``offer`` is the event that numbered it (a
+        suggestion, a /scripts listing) and ``position`` its place there: the same choice planned
+        twice is one row. Returns when it goes out, or None when it was already planned."""
+        assert customer.id is not None
         if customer.deleted_at is not None:
             raise CommandError("客户已删除好友，无法发送")
-        position = number - suggestion.first + 1
-        script_id = suggestion.script_ids[position - 1]
+        account_id = customer.account_id
         now = self.clock.now()
         due = now + timedelta(seconds=round(self.rng.uniform(*self.config.objections.reply_delay_seconds)))
         async with self.db.transaction() as session:
@@ -288,16 +322,14 @@ class ObjectionService:
                     account_id=account_id,
                     customer_id=customer.id,
                     kind=REPLY,
-                    key=message_key(
-                        account_id, REPLY, suggestion.event_id, position, customer_id=customer.id
-                    ),
-                    sequence=f"objection:{suggestion.label}",
+                    key=message_key(account_id, REPLY, offer, position, customer_id=customer.id),
+                    sequence=f"objection:{label}",
                     step=script_id,
                     template=script_id,
                     context={
                         "script_id": script_id,
                         "extra": extra,
-                        "label": suggestion.label,
+                        "label": label,
                         "actor": actor,
                         "stage": customer.stage,
                     },
@@ -307,7 +339,7 @@ class ObjectionService:
                 )
             )
         if not planned:
-            raise CommandError(f"话术 {number} 已经发送过了")
+            return None
         await self.db.after_commit(functools.partial(self.hooks.emit, Planned(due)))
         return due
 
@@ -372,19 +404,28 @@ class ObjectionService:
 
         return (ordered(for_stage) + ordered(general))[: self.config.objections.suggestions]
 
-    async def script_stats(self, session: AsyncSession) -> dict[str, ScriptStats]:
-        """Sends and successes per script over the newest :data:`STATS_SENDS` sends (a bounded
-        read): a success is a move to a later stage within the window after the send."""
+    async def script_stats(
+        self, session: AsyncSession, account_id: str | None = None
+    ) -> dict[str, ScriptStats]:
+        """Sends and successes per script over the newest :data:`STATS_SENDS` sends (of one account,
+        given ``account_id``; a bounded read): a success is a move to a later stage, or an order,
+        within the window after the send."""
         window = timedelta(days=self.config.objections.success_window_days)
         events = Events(session)
-        sends = await events.recent("script_sent", STATS_SENDS)
+        sends = await events.recent("script_sent", STATS_SENDS, account_id)
         if not sends:
             return {}
         customer_ids = {e.customer_id for e in sends if e.customer_id is not None}
-        moves: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
-        for move in await events.of_customers("stage_changed", customer_ids, min(e.at for e in sends)):
+        since = min(e.at for e in sends)
+        # per customer: when it moved up (to which stage) or ordered (None: an order counts whatever
+        # the stage; a repeat order at the last stage moves nothing)
+        wins: dict[int, list[tuple[datetime, str | None]]] = defaultdict(list)
+        for move in await events.of_customers("stage_changed", customer_ids, since):
             if move.customer_id is not None:
-                moves[move.customer_id].append((move.at, str(move.data.get("to", ""))))
+                wins[move.customer_id].append((move.at, str(move.data.get("to", ""))))
+        for order in await events.of_customers("order", customer_ids, since):
+            if order.customer_id is not None:
+                wins[order.customer_id].append((order.at, None))
         sent: dict[str, int] = defaultdict(int)
         succeeded: dict[str, int] = defaultdict(int)
         for event in sends:
@@ -392,8 +433,8 @@ class ObjectionService:
             stage_then = str(event.data.get("stage", ""))
             sent[script_id] += 1
             if event.customer_id is not None and any(
-                event.at < at <= event.at + window and self.pipeline.is_before(stage_then, to)
-                for at, to in moves.get(event.customer_id, [])
+                event.at < at <= event.at + window and (to is None or self.pipeline.is_before(stage_then, to))
+                for at, to in wins.get(event.customer_id, [])
             ):
                 succeeded[script_id] += 1
         return {sid: ScriptStats(sent[sid], succeeded[sid]) for sid in sent}
@@ -401,6 +442,12 @@ class ObjectionService:
     # -- rendering --------------------------------------------------------------------------------
 
     def render_script(self, script: Script, account_id: str, customer: Customer) -> str:
+        return self.render_text(
+            script.text, f"{script.path}:{script.line}: script '{script.id}'", account_id, customer
+        )
+
+    def render_text(self, text: str, origin: str, account_id: str, customer: Customer) -> str:
+        """A script's template source for this customer (``origin`` names the script in an error)."""
         account = self.config.account(account_id)
         calendar = WorkingCalendar(account.profile.working_hours, self.config.tz)
         context: dict[str, Any] = {
@@ -408,9 +455,7 @@ class ObjectionService:
             "customer": customer_variables(customer),
             "stage": self.pipeline.label(customer.stage),
         }
-        return self.templates.render_source(
-            script.text, context, f"{script.path}:{script.line}: script '{script.id}'"
-        )
+        return self.templates.render_source(text, context, origin)
 
     def _suggestion_text(
         self, account_id: str, customer: Customer, said: str, label: str, scripts: list[Script], first: int
