@@ -101,14 +101,15 @@ class ScriptLibraryService:
 
     # -- /scripts -----------------------------------------------------------------------------------
 
-    def select(self, account_id: str, wanted: str) -> tuple[list[Entry], str]:
-        """The scripts a filter asks for and how the heading names it: a stage (label or key), a
-        step of the process or a doubt (its Chinese name), else a keyword in titles and texts.
-        No filter: everything. A filter nothing matches is a :class:`CommandError`."""
+    def select(self, account_id: str, wanted: str) -> tuple[list[Entry], str, str]:
+        """The scripts a filter asks for, how the heading names them and the filter in the rep's
+        words (a stage key typed is named by its label): a stage (label or key), a step of the
+        process or a doubt (its Chinese name), else a keyword in titles and texts. No filter:
+        everything. A filter nothing matches is a :class:`CommandError`."""
         entries = self.entries(account_id)
         word = wanted.strip()
         if not word:
-            return entries, "全部话术"
+            return entries, "全部话术", ""
         stage = self.pipeline.resolve(word)
         if stage is not None:
             names = set(self.pipeline.script_stages(stage))
@@ -120,11 +121,12 @@ class ScriptLibraryService:
                 made + general,
                 key=lambda e: (self._group_rank(entries, e.group), e in general, order[e.script_id]),
             )
-            return chosen, f"适合「{self.pipeline.label(stage)}」阶段的话术"
+            label = self.pipeline.label(stage)
+            return chosen, f"适合「{label}」阶段的话术", label
         folded = word.casefold()
         by_group = [e for e in entries if folded in (e.group.casefold(), e.key.casefold())]
         if by_group:
-            return by_group, f"「{by_group[0].group}」话术"
+            return by_group, f"「{by_group[0].group}」话术", by_group[0].group
         by_word = [
             e
             for e in entries
@@ -133,7 +135,7 @@ class ScriptLibraryService:
             or folded in self.objections.render_text(e.text, e.origin, account_id, _ANYONE).casefold()
         ]
         if by_word:
-            return by_word, f"含「{clip(word, MAX_ECHO_CHARS)}」的话术"
+            return by_word, f"含「{clip(word, MAX_ECHO_CHARS)}」的话术", word
         raise CommandError(
             f"没有找到与「{clip(word, MAX_ECHO_CHARS)}」有关的话术。{self.filters_hint(account_id)}"
         )
@@ -152,7 +154,7 @@ class ScriptLibraryService:
 
     async def listing(self, account_id: str, wanted: str, page: int) -> str:
         """One page of the scripts a filter asks for, numbered for /use (the numbers are kept)."""
-        chosen, heading = self.select(account_id, wanted)
+        chosen, heading, named = self.select(account_id, wanted)
         pages = (len(chosen) + PAGE - 1) // PAGE
         if not 1 <= page <= pages:
             raise CommandError(f"{heading}共 {pages} 页，没有第 {page} 页")
@@ -169,7 +171,7 @@ class ScriptLibraryService:
             body = self.preview(entry, account_id)
             lines.append(f"{number}. {entry.title}：{body}" if entry.title else f"{number}. {body}")
         if page < pages:
-            more = f"/scripts {wanted.strip()} {page + 1}".replace("  ", " ")
+            more = " ".join(filter(None, ("/scripts", named, str(page + 1))))
             lines.append(f"还有 {len(chosen) - start - PAGE} 条：发 {more} 看下一页")
         lines.append("发 /use 编号 把话术发给当前客户（可在编号后追加文字）")
         return "\n".join(lines)

@@ -1,0 +1,217 @@
+"""/scripts, /use and /scripts stats: browsing the script library, sending a script to the current
+customer the way /send does, and which scripts work."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from bot.commands import REGISTRY
+from bot.services.script_library import LISTED, PAGE
+from storage.models import Event, ScheduledMessage
+from tests.conftest import MONDAY_10AM, make_config
+from tests.harness import Harness
+
+USAGE = "用法：/use <编号> [追加文字]"
+
+
+def internal_words(text: str) -> list[str]:
+    """Latin words a rep should not read: keys, ids (the commands' own names are fine)."""
+    allowed = {"scripts", "use", "stats", "send", "KOC", "info"}
+    return [w for w in re.findall(r"[A-Za-z_][A-Za-z_\-]+", text) if w not in allowed]
+
+
+async def listed(sim: Harness) -> list[str]:
+    """The script ids of the rep's latest listing, in the order they were numbered."""
+    events = await sim.rows(Event, Event.kind == LISTED)
+    return [str(i) for i in max(events, key=lambda e: e.id or 0).data["scripts"]]
+
+
+def numbered(text: str) -> list[int]:
+    return [int(m) for m in re.findall(r"^(\d+)\. ", text, re.MULTILINE)]
+
+
+# -- /scripts -----------------------------------------------------------------------------------
+
+
+async def test_scripts_without_filter_lists_every_script_grouped_and_paged(sim: Harness) -> None:
+    text = await sim.rep("/scripts")
+    library = sim.bot.objections.library
+    total = sum(len(o.scripts) for o in library.objections.values())
+    total += sum(len(s) for s in library.signal_scripts.values())
+    assert text.startswith(f"全部话术（共 {total} 条，第 1/")
+    assert numbered(text) == list(range(1, PAGE + 1))
+    assert "【价格】" in text or "【售后】" in text, "grouped by the doubt a script answers"
+    assert "发 /scripts 2 看下一页" in text and "发 /use 编号" in text
+    assert internal_words(text) == [], text
+    assert len(await listed(sim)) == total
+    second = await sim.rep("/话术 2")
+    assert numbered(second) == list(range(PAGE + 1, 2 * PAGE + 1)), "numbers run on across pages"
+    assert len(await sim.rows(Event, Event.kind == LISTED)) == 1, "a page of the same list keeps its numbers"
+    assert "没有第 99 页" in await sim.rep("/scripts 99")
+
+
+async def test_scripts_for_a_stage_by_label_or_key(sim: Harness) -> None:
+    text = await sim.rep("/scripts 意向")
+    assert text.startswith("适合「意向」阶段的话术")
+    ids = await listed(sim)
+    library = sim.bot.objections.library
+    for script_id in ids:
+        script = library.script(script_id)
+        assert script is not None and (not script.stages or "intent" in script.stages), script_id
+    assert any(library.script(i).stages for i in ids), "scripts made for the stage are listed"  # type: ignore[union-attr]
+    assert internal_words(text) == [], text
+    assert (await sim.rep("/scripts intent")) == text
+
+
+async def test_scripts_for_a_doubt_by_its_chinese_name(sim: Harness) -> None:
+    text = await sim.rep("/scripts 价格")
+    price = sim.bot.objections.library.objections["price"]
+    assert text.startswith(f"「价格」话术（共 {len(price.scripts)} 条）")
+    assert await listed(sim) == [s.id for s in price.scripts]
+    assert "下一页" not in text and internal_words(text) == []
+
+
+async def test_scripts_by_keyword_in_the_text(sim: Harness) -> None:
+    text = await sim.rep("/scripts 分期")
+    assert text.startswith("含「分期」的话术")
+    ids = await listed(sim)
+    assert ids
+    for script_id in ids:
+        script = sim.bot.objections.library.script(script_id)
+        assert script is not None and "分期" in script.text
+
+
+async def test_unknown_filter_says_what_filters_exist(sim: Harness) -> None:
+    reply = await sim.rep("/scripts 火星探险")
+    assert reply.startswith("没有找到与「火星探险」有关的话术")
+    assert "意向" in reply and "价格" in reply, "the stages and steps a rep can filter by"
+    assert internal_words(reply) == []
+    assert await sim.rows(Event, Event.kind == LISTED) == [], "nothing listed: no numbers to /use"
+
+
+# -- /use ---------------------------------------------------------------------------------------
+
+
+async def test_use_sends_to_the_current_customer_after_a_pause_once(sim: Harness) -> None:
+    await sim.with_customers(("c1", "张三"), ("c2", "李四"))
+    await sim.rep("/info @张三")  # 张三 is the current customer
+    await sim.rep("/scripts 价格")
+    script_id = (await listed(sim))[1]
+    ack = await sim.rep("/use 2 周末来店里我请喝咖啡")
+    assert ack.startswith("【张三 #1") and "已安排发送话术 2「" in ack and "秒后" in ack
+    assert sim.sent("reply") == [], "a human-like pause first"
+    again = await sim.rep("/使用 2")
+    assert again == "话术 2 已经发给这位客户了"
+    await sim.advance(timedelta(seconds=10))
+    [reply] = sim.sent("reply")
+    library = sim.bot.objections.library
+    body = sim.bot.objections.render_script(library.script(script_id), "demo", await sim.customer("c1"))  # type: ignore[arg-type]
+    assert reply["to"] == "c1" and reply["text"] == f"{body}\n周末来店里我请喝咖啡"
+    assert len(await sim.rows(ScheduledMessage, ScheduledMessage.kind == "reply")) == 1
+    [sent] = await sim.rows(Event, Event.kind == "script_sent")
+    assert sent.data == {"script_id": script_id, "label": "price", "stage": "stranger"}
+    # another customer may get the same script from the same list
+    await sim.rep("/use 2 @李四")
+    await sim.advance(timedelta(seconds=10))
+    assert [m["to"] for m in sim.sent("reply")] == ["c1", "c2"]
+
+
+async def test_use_without_a_current_customer(sim: Harness) -> None:
+    await sim.new_customer()
+    await sim.rep("/scripts 价格")
+    reply = await sim.rep("/use 1")
+    assert reply.startswith("还没有当前客户") and reply.endswith(USAGE)
+    assert await sim.rows(ScheduledMessage, ScheduledMessage.kind == "reply") == []
+
+
+async def test_use_typed_in_the_customer_chat_goes_to_that_customer(sim: Harness) -> None:
+    await sim.with_customers(("c1", "张三"), ("c2", "李四"))
+    await sim.rep("/info @张三")
+    await sim.rep("/scripts 价格")
+    await sim.rep_types("/use 1", in_chat="c2")
+    await sim.advance(timedelta(seconds=10))
+    assert [m["to"] for m in sim.sent("reply")] == ["c2"]
+
+
+async def test_use_with_an_unknown_or_stale_number(sim: Harness) -> None:
+    await sim.new_customer()
+    await sim.rep("/info @张三")
+    reply = await sim.rep("/use 1")
+    assert reply.startswith("还没有话术列表") and reply.endswith(USAGE)
+    await sim.rep("/scripts 价格")
+    reply = await sim.rep("/use 99")
+    assert "没有编号 99" in reply and reply.endswith(USAGE)
+    assert (await sim.rep("/use one")) == USAGE
+    assert (await sim.rep("/use")) == USAGE
+    await sim.advance(timedelta(days=1, minutes=1))
+    reply = await sim.rep("/use 1")
+    assert "已失效" in reply and reply.endswith(USAGE)
+    assert await sim.rows(ScheduledMessage, ScheduledMessage.kind == "reply") == []
+
+
+async def test_use_works_after_a_restart(db_url: str) -> None:
+    config = make_config()
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as first:
+        await first.new_customer()
+        await first.rep("/scripts 价格")
+        expected = (await listed(first))[2]
+    async with Harness(config, MONDAY_10AM + timedelta(minutes=5), database_url=db_url) as second:
+        second.puppet.add_contact("wx_c1", "张三", friend=True)
+        second.handles["wx_c1"] = "c1"
+        await second.rep("/use 3 @张三")
+        await second.advance(timedelta(seconds=10))
+        [reply] = second.sent("reply")
+        service = second.bot.objections
+        script = service.library.script(expected)
+        assert script is not None
+        assert reply["text"] == service.render_script(script, "demo", await second.customer("c1"))
+
+
+def test_usage_lines_are_registered() -> None:
+    for name in ("scripts", "use", "话术", "使用"):
+        assert REGISTRY.find(name) is not None
+
+
+# -- /scripts stats -----------------------------------------------------------------------------
+
+
+async def test_stats_count_stage_moves_and_orders_after_use_and_send(sim: Harness) -> None:
+    assert (await sim.rep("/scripts stats")).startswith("还没有发出过话术")
+    for handle, name in (("c1", "张三"), ("c2", "李四"), ("c3", "王五"), ("c4", "赵六")):
+        await sim.customer_in_chat(handle, name)  # replied once: at the second stage already
+    await sim.rep("/scripts 价格")
+    await sim.rep("/use 1 @张三")
+    await sim.rep("/use 1 @李四")
+    await sim.rep("/use 2 @王五")
+    await sim.advance(timedelta(seconds=10))
+    await sim.rep("/stage @张三 意向")  # /use 1 worked once in two sends
+    await sim.rep("/order @王五")  # an order after /use 2
+    await sim.customer_says("c4", "太贵了")
+    third = numbered(sim.sent("suggestion")[-1]["text"])[2]
+    await sim.rep(f"/send {third}")  # /send to 赵六, who then orders
+    await sim.advance(timedelta(seconds=10))
+    await sim.rep("/order @赵六")
+    text = await sim.rep("/scripts stats")
+    assert text.startswith("话术效果（发出后 14 天内客户升阶段或下单算成功")
+    lines = numbered(text)
+    assert lines == list(range(1, len(lines) + 1))
+    assert "发送 1 次，成功 1 次，成功率 100%" in text
+    assert "发送 2 次，成功 1 次，成功率 50%" in text
+    rates = [int(r) for r in re.findall(r"成功率 (\d+)%", text)]
+    assert rates == sorted(rates, reverse=True), "ranked by success rate"
+    assert "【价格】" in text and internal_words(text) == [], text
+
+
+async def test_an_order_without_a_stage_move_counts_as_a_success(sim: Harness) -> None:
+    await sim.new_customer()
+    await sim.bot.profile.set_stage(1, "koc", "test")  # already at the last stage: an order moves nothing
+    await sim.rep("/info @张三")
+    await sim.rep("/scripts 价格")
+    await sim.rep("/use 1")
+    await sim.advance(timedelta(seconds=10))
+    await sim.rep("/order 年卡")
+    async with sim.bot.db.transaction() as session:
+        stats = await sim.bot.objections.script_stats(session)
+    [only] = stats.values()
+    assert (only.sent, only.succeeded) == (1, 1)
