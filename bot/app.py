@@ -197,6 +197,7 @@ class SalesBot:
             self.templates,
             self._rng,
             hooks=self.hooks,
+            playbook=load_playbook(config),
         )
         self.feedback = FeedbackService(self.db, clock, self.objections.classifier, pushes=self.sequences)
         self.console_messages = ConsoleMessages(clock)

@@ -37,11 +37,17 @@ def numbered(text: str) -> list[int]:
 async def test_scripts_without_filter_lists_every_script_grouped_and_paged(sim: Harness) -> None:
     text = await sim.rep("/scripts")
     library = sim.bot.objections.library
-    total = sum(len(o.scripts) for o in library.objections.values())
+    playbook = sim.bot.objections.playbook.scripts(vertical="cars")  # the demo account sells cars
+    total = sum(len(o.scripts) for o in library.objections.values()) + len(playbook)
     total += sum(len(s) for s in library.signal_scripts.values())
     assert text.startswith(f"全部话术（共 {total} 条，第 1/")
     assert numbered(text) == list(range(1, PAGE + 1))
-    assert "【价格】" in text or "【售后】" in text, "grouped by the doubt a script answers"
+    assert text.splitlines()[1] == "【挖掘需求】", "grouped by the step of the process, in its order"
+    assert "【强化需求】" in text
+    ids = await listed(sim)
+    assert ids[0].startswith("cars-"), "the account's own vertical first"
+    assert not any(i.startswith(("education-", "skincare-")) for i in ids), "no other business's scripts"
+    assert ids.index("price-value-first") > max(ids.index(s.id) for s in playbook), "then doubts"
     assert "发 /scripts 2 看下一页" in text and "发 /use 编号" in text
     assert internal_words(text) == [], text
     assert len(await listed(sim)) == total
@@ -56,10 +62,12 @@ async def test_scripts_for_a_stage_by_label_or_key(sim: Harness) -> None:
     assert text.startswith("适合「意向」阶段的话术")
     ids = await listed(sim)
     library = sim.bot.objections.library
-    for script_id in ids:
-        script = library.script(script_id)
-        assert script is not None and (not script.stages or "intent" in script.stages), script_id
-    assert any(library.script(i).stages for i in ids), "scripts made for the stage are listed"  # type: ignore[union-attr]
+    playbook = sim.bot.objections.playbook
+    scripts = [library.script(i) or playbook.script(i) for i in ids]
+    for script in scripts:
+        assert script is not None and (not script.stages or "intent" in script.stages), script
+    assert any(s.stages for s in scripts if s is not None), "scripts made for the stage are listed"
+    assert "【方案】" in text, "the playbook's proposals fit intent"
     assert internal_words(text) == [], text
     assert (await sim.rep("/scripts intent")) == text
 
@@ -72,14 +80,26 @@ async def test_scripts_for_a_doubt_by_its_chinese_name(sim: Harness) -> None:
     assert "下一页" not in text and internal_words(text) == []
 
 
+async def test_scripts_for_a_step_of_the_process_by_its_chinese_name(sim: Harness) -> None:
+    text = await sim.rep("/scripts 挖掘需求")
+    discovery = sim.bot.objections.playbook.scripts(vertical="cars", play="discovery")
+    assert text.startswith(f"「挖掘需求」话术（共 {len(discovery)} 条）")
+    assert await listed(sim) == [s.id for s in discovery]
+    assert f"1. {discovery[0].title}：" in text, "a playbook script shows its title, then its opening"
+    assert internal_words(text) == [], text
+
+
 async def test_scripts_by_keyword_in_the_text(sim: Harness) -> None:
     text = await sim.rep("/scripts 分期")
     assert text.startswith("含「分期」的话术")
     ids = await listed(sim)
     assert ids
     for script_id in ids:
-        script = sim.bot.objections.library.script(script_id)
+        script = sim.bot.objections.library.script(script_id) or sim.bot.objections.playbook.script(script_id)
         assert script is not None and "分期" in script.text
+    assert "【挖掘需求】" in text and "【预算】" in text, "both libraries are searched"
+    titled = await sim.rep("/scripts 试驾")
+    assert "邀约试驾" in titled
 
 
 async def test_unknown_filter_says_what_filters_exist(sim: Harness) -> None:
@@ -115,6 +135,23 @@ async def test_use_sends_to_the_current_customer_after_a_pause_once(sim: Harness
     await sim.rep("/use 2 @李四")
     await sim.advance(timedelta(seconds=10))
     assert [m["to"] for m in sim.sent("reply")] == ["c1", "c2"]
+
+
+async def test_use_sends_a_playbook_script(sim: Harness) -> None:
+    await sim.customer_in_chat()
+    await sim.rep("/info @张三")
+    await sim.rep("/scripts 挖掘需求")
+    first = sim.bot.objections.playbook.scripts(vertical="cars", play="discovery")[0]
+    ack = await sim.rep("/use 1")
+    assert f"已安排发送话术 1「{first.title}」" in ack
+    await sim.advance(timedelta(seconds=10))
+    [reply] = sim.sent("reply")
+    assert reply["to"] == "c1" and reply["text"].startswith("张三，想先了解下您平时用车")
+    [sent] = await sim.rows(Event, Event.kind == "script_sent")
+    assert sent.data == {"script_id": first.id, "label": "discovery", "stage": "potential"}
+    await sim.rep("/stage 意向")
+    stats = await sim.rep("/scripts stats")
+    assert f"1. 【挖掘需求】{first.title}：发送 1 次，成功 1 次，成功率 100%" in stats
 
 
 async def test_use_without_a_current_customer(sim: Harness) -> None:

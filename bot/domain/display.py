@@ -59,6 +59,17 @@ SIGNAL_NAMES: dict[str, str] = {
     "referral": "转介绍",
 }
 
+# the steps of the process the playbook's scripts are for (bot/playbook/library.py PLAYS)
+PLAY_NAMES: dict[str, str] = {
+    "discovery": "挖掘需求",
+    "deepen": "强化需求",
+    "propose": "方案",
+    "close": "促成",
+    "deliver": "交付价值",
+    "reactivate": "唤醒",
+    "referral_ask": "转介绍",
+}
+
 # why a message was held back, dropped or failed, as a person reads it: (a fragment of the internal
 # reason, wording); the first fragment found wins, so the more specific ones come first
 REASONS: tuple[tuple[str, str], ...] = (
@@ -123,6 +134,10 @@ def objection_name(label: str) -> str:
 
 def signal_name(signal: str) -> str:
     return SIGNAL_NAMES.get(signal, "其他信号")
+
+
+def play_name(play: str) -> str:
+    return PLAY_NAMES.get(play, "其他步骤")
 
 
 def reason_text(reason: str, default: str = "发送没有成功") -> str:

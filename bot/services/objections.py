@@ -29,6 +29,7 @@ from bot.errors import CommandError
 from bot.hooks import Hooks, Planned
 from bot.objections.classifier import Classification, Classifier
 from bot.objections.library import ObjectionLibrary, Script
+from bot.playbook.library import PlaybookLibrary
 from bot.services.alerts import ConsoleMessages
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
@@ -122,6 +123,7 @@ class ObjectionService:
         rng: random.Random,
         *,
         hooks: Hooks,
+        playbook: PlaybookLibrary | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -132,6 +134,8 @@ class ObjectionService:
         self.rng = rng
         self.pipeline = Pipeline(config.stages)
         self.hooks = hooks
+        # the playbook's scripts are chosen by id like the library's (/use, a coaching card's /send)
+        self.playbook = playbook if playbook is not None else PlaybookLibrary([])
 
     # -- inbound ----------------------------------------------------------------------------------
 
@@ -446,6 +450,14 @@ class ObjectionService:
             script.text, f"{script.path}:{script.line}: script '{script.id}'", account_id, customer
         )
 
+    def script_source(self, script_id: str) -> tuple[str, str] | None:
+        """A script of either library by id: its template source and where it is written (for an
+        error); None when neither has it (an old row after the library changed)."""
+        script = self.library.script(script_id) or self.playbook.script(script_id)
+        if script is None:
+            return None
+        return script.text, f"{script.path}:{script.line}: script '{script.id}'"
+
     def render_text(self, text: str, origin: str, account_id: str, customer: Customer) -> str:
         """A script's template source for this customer (``origin`` names the script in an error)."""
         account = self.config.account(account_id)
@@ -482,9 +494,9 @@ class ReplyComposer:
         self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
     ) -> Composed | None:
         assert customer is not None, "customer rows always carry their customer"
-        script = self.service.library.script(str(row.context.get("script_id")))
-        if script is None:
+        source = self.service.script_source(str(row.context.get("script_id")))
+        if source is None:
             return None
-        text = self.service.render_script(script, row.account_id, customer)
+        text = self.service.render_text(*source, row.account_id, customer)
         extra = str(row.context.get("extra", "")).strip()
         return Composed(customer.wechat_id, f"{text}\n{extra}" if extra else text)

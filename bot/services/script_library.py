@@ -15,11 +15,12 @@ from datetime import UTC, datetime, timedelta
 
 from bot.clock import Clock
 from bot.config import Config
-from bot.domain.display import signal_name
+from bot.domain.display import play_name, signal_name
 from bot.domain.limits import MAX_ECHO_CHARS, clip
 from bot.domain.stages import Pipeline
 from bot.errors import CommandError
 from bot.objections.library import Script
+from bot.playbook.library import PLAYS
 from bot.services.objections import STATS_SENDS, ObjectionService, ScriptStats, check_extra
 from storage.db import Database
 from storage.models import Customer, Event
@@ -76,7 +77,14 @@ class ScriptLibraryService:
         """Every script a rep may send, in browsing order: the playbook's steps (the account's
         vertical first), then the replies to doubts and signals."""
         library = self.objections.library
+        vertical = self.config.account(account_id).vertical
         found: list[Entry] = []
+        for play in PLAYS:
+            for item in self.objections.playbook.scripts(vertical=vertical, play=play):
+                origin = f"{item.path}:{item.line}: script '{item.id}'"
+                found.append(
+                    Entry(item.id, play_name(play), play, item.title, item.text, origin, item.stages)
+                )
         for label, objection in library.objections.items():
             for script in objection.scripts:
                 found.append(self._objection_entry(objection.name, label, script))
