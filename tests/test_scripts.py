@@ -7,9 +7,10 @@ import re
 from datetime import timedelta
 
 from bot.commands import REGISTRY
+from bot.config import load_config
 from bot.services.script_library import LISTED, PAGE
 from storage.models import Event, ScheduledMessage
-from tests.conftest import MONDAY_10AM, make_config
+from tests.conftest import MONDAY_10AM, ROOT, make_config
 from tests.harness import Harness
 
 USAGE = "用法：/use <编号> [追加文字]"
@@ -252,3 +253,23 @@ async def test_an_order_without_a_stage_move_counts_as_a_success(sim: Harness) -
         stats = await sim.bot.objections.script_stats(session)
     [only] = stats.values()
     assert (only.sent, only.succeeded) == (1, 1)
+
+
+# -- another business -------------------------------------------------------------------------------
+
+
+async def test_a_school_browses_its_own_stages_and_vertical(db_url: str) -> None:
+    education = load_config(ROOT / "examples" / "education" / "config.toml")
+    accounts = [a.model_copy(update={"vertical": "education"}) for a in education.accounts]
+    school = education.model_copy(update={"accounts": accounts})
+    async with Harness(school, MONDAY_10AM, database_url=db_url) as sim:
+        text = await sim.rep("/scripts 试听")  # the business's own stage, the library's "intent" step
+        assert text.startswith("适合「试听」阶段的话术")
+        ids = await listed(sim)
+        assert "price-direct-question" in ids, "objection scripts written for the intent step"
+        playbook = [i for i in ids if sim.bot.objections.playbook.script(i) is not None]
+        assert playbook and not any(i.startswith("cars-") for i in playbook)
+        assert any(i.startswith("education-") for i in playbook)
+        referrers = await sim.rep("/scripts 转介绍")  # a stage here, before the step of that name
+        assert referrers.startswith("适合「转介绍」阶段的话术")
+        assert internal_words(text + referrers) == []
