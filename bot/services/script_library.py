@@ -121,14 +121,10 @@ class ScriptLibraryService:
         stage = self.pipeline.resolve(word)
         if stage is not None:
             names = set(self.pipeline.script_stages(stage))
-            made = [e for e in entries if names & set(e.stages)]
-            general = [e for e in entries if not e.stages]
-            order = {e.script_id: i for i, e in enumerate(entries)}
+            groups = {group: i for i, group in enumerate(dict.fromkeys(e.group for e in entries))}
+            fitting = [e for e in entries if not e.stages or names & set(e.stages)]
             # grouped as browsing orders them; within a group the scripts made for the stage first
-            chosen = sorted(
-                made + general,
-                key=lambda e: (self._group_rank(entries, e.group), e in general, order[e.script_id]),
-            )
+            chosen = sorted(fitting, key=lambda e: (groups[e.group], not e.stages))
             label = self.pipeline.label(stage)
             return chosen, f"适合「{label}」阶段的话术", label
         folded = word.casefold()
@@ -147,10 +143,6 @@ class ScriptLibraryService:
         raise CommandError(
             f"没有找到与「{clip(word, MAX_ECHO_CHARS)}」有关的话术。{self.filters_hint(account_id)}"
         )
-
-    @staticmethod
-    def _group_rank(entries: list[Entry], group: str) -> int:
-        return next(i for i, e in enumerate(entries) if e.group == group)
 
     def filters_hint(self, account_id: str) -> str:
         """What /scripts can be filtered by, in the rep's words."""
