@@ -238,7 +238,25 @@ async def test_stats_count_stage_moves_and_orders_after_use_and_send(sim: Harnes
     assert "发送 2 次，成功 1 次，成功率 50%" in text
     rates = [int(r) for r in re.findall(r"成功率 (\d+)%", text)]
     assert rates == sorted(rates, reverse=True), "ranked by success rate"
+    assert "（发送不到 5 次，仅供参考）" in text, "a rate from few sends is marked"
     assert "【价格】" in text and internal_words(text) == [], text
+
+
+async def test_stats_rank_scripts_sent_often_enough_first(db_url: str) -> None:
+    config = make_config({"objections": {"min_sends_for_ranking": 2}})
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        for handle, name in (("c1", "张三"), ("c2", "李四"), ("c3", "王五")):
+            await sim.customer_in_chat(handle, name)
+        await sim.rep("/scripts 价格")
+        await sim.rep("/use 1 @张三")
+        await sim.rep("/use 1 @李四")
+        await sim.rep("/use 2 @王五")
+        await sim.advance(timedelta(seconds=10))
+        await sim.rep("/order @张三")
+        await sim.rep("/order @王五")
+        lines = (await sim.rep("/scripts stats")).splitlines()[1:]
+        assert "发送 2 次，成功 1 次，成功率 50%" in lines[0], "two sends outrank one lucky send"
+        assert "发送 1 次，成功 1 次，成功率 100%（发送不到 2 次，仅供参考）" in lines[1]
 
 
 async def test_an_order_without_a_stage_move_counts_as_a_success(sim: Harness) -> None:

@@ -230,7 +230,8 @@ class ScriptLibraryService:
     # -- /scripts stats -----------------------------------------------------------------------------
 
     async def ranking(self, account_id: str) -> list[Ranked]:
-        """The account's scripts by success rate (then successes, then sends)."""
+        """The account's scripts by success rate (then successes, then sends), those sent often
+        enough for their rate to mean something (as suggestions rank them) first."""
         async with self.db.transaction() as session:
             stats = await self.objections.script_stats(session, account_id)
         entries = {e.script_id: e for e in self.entries(account_id)}
@@ -239,18 +240,23 @@ class ScriptLibraryService:
             entry = entries.get(script_id)
             name = f"【{entry.group}】{self.name(entry, account_id)}" if entry else "（已从话术库移除的话术）"
             ranked.append(Ranked(name, counted))
-        return sorted(ranked, key=lambda r: (-r.stats.rate, -r.stats.succeeded, -r.stats.sent))
+        minimum = self.config.objections.min_sends_for_ranking
+        return sorted(
+            ranked, key=lambda r: (r.stats.sent < minimum, -r.stats.rate, -r.stats.succeeded, -r.stats.sent)
+        )
 
     async def stats_text(self, account_id: str) -> str:
         ranked = await self.ranking(account_id)
         if not ranked:
             return "还没有发出过话术：用 /use 或 /send 发送后，这里会统计每条话术的效果。"
         days = self.config.objections.success_window_days
+        minimum = self.config.objections.min_sends_for_ranking
         lines = [f"话术效果（发出后 {days} 天内客户升阶段或下单算成功，按成功率排序）："]
         for number, item in enumerate(ranked[:STATS_SHOWN], start=1):
             s = item.stats
+            thin = f"（发送不到 {minimum} 次，仅供参考）" if s.sent < minimum else ""
             lines.append(
-                f"{number}. {item.name}：发送 {s.sent} 次，成功 {s.succeeded} 次，成功率 {s.rate:.0%}"
+                f"{number}. {item.name}：发送 {s.sent} 次，成功 {s.succeeded} 次，成功率 {s.rate:.0%}{thin}"
             )
         if len(ranked) > STATS_SHOWN:
             lines.append(f"……另有 {len(ranked) - STATS_SHOWN} 条话术未列出")
