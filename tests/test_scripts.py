@@ -8,6 +8,8 @@ from datetime import timedelta
 
 from bot.commands import REGISTRY
 from bot.config import load_config
+from bot.domain.display import play_name
+from bot.playbook.library import PLAYS
 from bot.services.script_library import LISTED, PAGE
 from storage.models import Event, ScheduledMessage
 from tests.conftest import MONDAY_10AM, ROOT, make_config
@@ -291,3 +293,8 @@ async def test_a_school_browses_its_own_stages_and_vertical(db_url: str) -> None
         referrers = await sim.rep("/scripts 转介绍")  # a stage here, before the step of that name
         assert referrers.startswith("适合「转介绍」阶段的话术")
         assert internal_words(text + referrers) == []
+
+
+def test_every_step_of_the_playbook_has_a_chinese_name() -> None:
+    for play in PLAYS:
+        assert play_name(play) != play_name("no such step"), play
