@@ -29,6 +29,7 @@ from bot.errors import CommandError
 from bot.hooks import Hooks, Planned
 from bot.objections.classifier import Classification, Classifier
 from bot.objections.library import ObjectionLibrary, Script
+from bot.playbook.library import PlaybookLibrary, PlaybookScript
 from bot.services.alerts import ConsoleMessages
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
@@ -59,23 +60,30 @@ class Suggestion:
     label: str
     script_ids: tuple[str, ...]
     first: int  # the number the console shows for its first script (the others follow on)
+    source: str = "objection"  # the event that offered it (a coaching card: "coach")
 
     @property
     def last(self) -> int:
         return self.first + len(self.script_ids) - 1
+
+    @property
+    def family(self) -> str:
+        """Which library its scripts come from (a reply row's ``sequence`` names it)."""
+        return "playbook" if self.source == "coach" else "objection"
 
     def numbers(self) -> str:
         return str(self.first) if self.first == self.last else f"{self.first}–{self.last}"
 
     @staticmethod
     def of(event: Event) -> Suggestion | None:
-        """The suggestion an ``objection``, ``hot_lead`` or ``referral`` event offered (None: none)."""
+        """The suggestion an ``objection``, ``hot_lead``, ``referral`` or ``coach`` event offered
+        (None: none)."""
         if event.id is None or event.customer_id is None or not event.data.get("scripts"):
             return None
         scripts = tuple(str(i) for i in event.data["scripts"])
         # suggestions from before numbering started each showed 1, 2, 3
         first = int(event.data.get("first", 1))
-        return Suggestion(event.id, event.customer_id, str(event.data["label"]), scripts, first)
+        return Suggestion(event.id, event.customer_id, str(event.data["label"]), scripts, first, event.kind)
 
 
 @dataclass(frozen=True)
@@ -101,8 +109,9 @@ STATS_SENDS = 5000
 SUGGESTION_OPEN = timedelta(days=1)
 # how many of the account's open suggestions /send N looks through for number N
 OPEN_SUGGESTIONS = 500
-# the events that offer numbered scripts to /send: objection suggestions, hot-lead and referral alerts
-SUGGESTING = ("objection", "hot_lead", "referral")
+# the events that offer numbered scripts to /send: objection suggestions, hot-lead and referral
+# alerts, coaching cards (bot/services/coach.py)
+SUGGESTING = ("objection", "hot_lead", "referral", "coach")
 
 
 class ObjectionService:
@@ -116,11 +125,13 @@ class ObjectionService:
         rng: random.Random,
         *,
         hooks: Hooks,
+        playbook: PlaybookLibrary | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.config = config
         self.library = classifier.library
+        self.playbook = playbook or PlaybookLibrary(())
         self.classifier = classifier
         self.templates = templates
         self.rng = rng
@@ -291,7 +302,7 @@ class ObjectionService:
                     key=message_key(
                         account_id, REPLY, suggestion.event_id, position, customer_id=customer.id
                     ),
-                    sequence=f"objection:{suggestion.label}",
+                    sequence=f"{suggestion.family}:{suggestion.label}",
                     step=script_id,
                     template=script_id,
                     context={
@@ -400,7 +411,12 @@ class ObjectionService:
 
     # -- rendering --------------------------------------------------------------------------------
 
-    def render_script(self, script: Script, account_id: str, customer: Customer) -> str:
+    def script(self, script_id: str) -> Script | PlaybookScript | None:
+        """A script /send may plan: the objection library's or the playbook's (ids are unique
+        across both, ``salesbot check`` insists)."""
+        return self.library.script(script_id) or self.playbook.script(script_id)
+
+    def render_script(self, script: Script | PlaybookScript, account_id: str, customer: Customer) -> str:
         account = self.config.account(account_id)
         calendar = WorkingCalendar(account.profile.working_hours, self.config.tz)
         context: dict[str, Any] = {
@@ -437,7 +453,7 @@ class ReplyComposer:
         self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
     ) -> Composed | None:
         assert customer is not None, "customer rows always carry their customer"
-        script = self.service.library.script(str(row.context.get("script_id")))
+        script = self.service.script(str(row.context.get("script_id")))
         if script is None:
             return None
         text = self.service.render_script(script, row.account_id, customer)
