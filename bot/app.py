@@ -42,6 +42,7 @@ from bot.services.alerts import (
     OwedReplyComposer,
     OwedReplyNudges,
 )
+from bot.services.coach import Coach
 from bot.services.console import ConsoleService
 from bot.services.console_directory import ConsoleDirectory
 from bot.services.customers import CustomerService
@@ -199,6 +200,9 @@ class SalesBot:
             hooks=self.hooks,
             playbook=load_playbook(config),
         )
+        self.coach = Coach(
+            self.db, clock, config, self.objections, self.objections.playbook, hooks=self.hooks
+        )
         self.feedback = FeedbackService(self.db, clock, self.objections.classifier, pushes=self.sequences)
         self.console_messages = ConsoleMessages(clock)
         self.accounts = AccountService(self.db, clock, config)
@@ -217,6 +221,7 @@ class SalesBot:
             Promises(clock, config),
             HotLeads(clock, config, self.sequences, self.objections),
             Referrals(clock, config, self.objections, self.koc),
+            self.coach,
         )
         self.digests = DigestService(
             self.db, clock, config, self.templates, self.objections.library, hooks=self.hooks
@@ -239,6 +244,7 @@ class SalesBot:
                 Kind.ALERT: console_text,
                 Kind.SUGGESTION: console_text,
                 Kind.SIGNAL: SignalComposer(self.directory.console_of),
+                Kind.COACH: console_text,
                 Kind.AUTO_REPLY: AutoReplyComposer(config, self.templates, clock),
             },
             hooks=self.hooks,
@@ -262,6 +268,7 @@ class SalesBot:
             digests=self.digests,
             feedback=self.feedback,
             koc=self.koc,
+            coach=self.coach,
             scripts=ScriptLibraryService(self.db, clock, config, self.objections),
         )
         self._started: list[Transport] = []

@@ -29,7 +29,7 @@ from bot.errors import CommandError
 from bot.hooks import Hooks, Planned
 from bot.objections.classifier import Classification, Classifier
 from bot.objections.library import ObjectionLibrary, Script
-from bot.playbook.library import PlaybookLibrary
+from bot.playbook.library import PlaybookLibrary, PlaybookScript
 from bot.services.alerts import ConsoleMessages
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
@@ -60,23 +60,30 @@ class Suggestion:
     label: str
     script_ids: tuple[str, ...]
     first: int  # the number the console shows for its first script (the others follow on)
+    source: str = "objection"  # the event that offered it (a coaching card: "coach")
 
     @property
     def last(self) -> int:
         return self.first + len(self.script_ids) - 1
+
+    @property
+    def family(self) -> str:
+        """Which library its scripts come from (a reply row's ``sequence`` names it)."""
+        return "playbook" if self.source == "coach" else "objection"
 
     def numbers(self) -> str:
         return str(self.first) if self.first == self.last else f"{self.first}–{self.last}"
 
     @staticmethod
     def of(event: Event) -> Suggestion | None:
-        """The suggestion an ``objection``, ``hot_lead`` or ``referral`` event offered (None: none)."""
+        """The suggestion an ``objection``, ``hot_lead``, ``referral`` or ``coach`` event offered
+        (None: none)."""
         if event.id is None or event.customer_id is None or not event.data.get("scripts"):
             return None
         scripts = tuple(str(i) for i in event.data["scripts"])
         # suggestions from before numbering started each showed 1, 2, 3
         first = int(event.data.get("first", 1))
-        return Suggestion(event.id, event.customer_id, str(event.data["label"]), scripts, first)
+        return Suggestion(event.id, event.customer_id, str(event.data["label"]), scripts, first, event.kind)
 
 
 @dataclass(frozen=True)
@@ -102,8 +109,9 @@ STATS_SENDS = 5000
 SUGGESTION_OPEN = timedelta(days=1)
 # how many of the account's open suggestions /send N looks through for number N
 OPEN_SUGGESTIONS = 500
-# the events that offer numbered scripts to /send: objection suggestions, hot-lead and referral alerts
-SUGGESTING = ("objection", "hot_lead", "referral")
+# the events that offer numbered scripts to /send: objection suggestions, hot-lead and referral
+# alerts, coaching cards (bot/services/coach.py)
+SUGGESTING = ("objection", "hot_lead", "referral", "coach")
 
 
 def check_extra(extra: str) -> None:
@@ -129,13 +137,12 @@ class ObjectionService:
         self.clock = clock
         self.config = config
         self.library = classifier.library
+        self.playbook = playbook or PlaybookLibrary(())
         self.classifier = classifier
         self.templates = templates
         self.rng = rng
         self.pipeline = Pipeline(config.stages)
         self.hooks = hooks
-        # the playbook's scripts are chosen by id like the library's (/use, a coaching card's /send)
-        self.playbook = playbook if playbook is not None else PlaybookLibrary([])
 
     # -- inbound ----------------------------------------------------------------------------------
 
@@ -291,6 +298,7 @@ class ObjectionService:
             suggestion.script_ids[position - 1],
             offer=suggestion.event_id,
             position=position,
+            family=suggestion.family,
             label=suggestion.label,
             extra=extra,
             actor=actor,
@@ -306,6 +314,7 @@ class ObjectionService:
         *,
         offer: int,
         position: int,
+        family: str,
         label: str,
         extra: str,
         actor: str,
@@ -313,7 +322,8 @@ class ObjectionService:
         """Plan a script the rep chose as a ``reply`` after a human-like pause (rendered when it
         goes out, ``script_sent`` logged then). ``offer`` is the event that numbered it (a
         suggestion, a /scripts listing) and ``position`` its place there: the same choice planned
-        twice is one row. Returns when it goes out, or None when it was already planned."""
+        twice is one row. ``family`` (playbook, objection) and ``label`` (play, objection) say
+        what kind of script it is. Returns when it goes out, or None when it was already planned."""
         assert customer.id is not None
         if customer.deleted_at is not None:
             raise CommandError("客户已删除好友，无法发送")
@@ -327,7 +337,7 @@ class ObjectionService:
                     customer_id=customer.id,
                     kind=REPLY,
                     key=message_key(account_id, REPLY, offer, position, customer_id=customer.id),
-                    sequence=f"objection:{label}",
+                    sequence=f"{family}:{label}",
                     step=script_id,
                     template=script_id,
                     context={
@@ -445,21 +455,12 @@ class ObjectionService:
 
     # -- rendering --------------------------------------------------------------------------------
 
-    def render_script(self, script: Script, account_id: str, customer: Customer) -> str:
-        return self.render_text(
-            script.text, f"{script.path}:{script.line}: script '{script.id}'", account_id, customer
-        )
+    def script(self, script_id: str) -> Script | PlaybookScript | None:
+        """A script /send may plan: the objection library's or the playbook's (ids are unique
+        across both, ``salesbot check`` insists)."""
+        return self.library.script(script_id) or self.playbook.script(script_id)
 
-    def script_source(self, script_id: str) -> tuple[str, str] | None:
-        """A script of either library by id: its template source and where it is written (for an
-        error); None when neither has it (an old row after the library changed)."""
-        script = self.library.script(script_id) or self.playbook.script(script_id)
-        if script is None:
-            return None
-        return script.text, f"{script.path}:{script.line}: script '{script.id}'"
-
-    def render_text(self, text: str, origin: str, account_id: str, customer: Customer) -> str:
-        """A script's template source for this customer (``origin`` names the script in an error)."""
+    def render_script(self, script: Script | PlaybookScript, account_id: str, customer: Customer) -> str:
         account = self.config.account(account_id)
         calendar = WorkingCalendar(account.profile.working_hours, self.config.tz)
         context: dict[str, Any] = {
@@ -467,7 +468,9 @@ class ObjectionService:
             "customer": customer_variables(customer),
             "stage": self.pipeline.label(customer.stage),
         }
-        return self.templates.render_source(text, context, origin)
+        return self.templates.render_source(
+            script.text, context, f"{script.path}:{script.line}: script '{script.id}'"
+        )
 
     def _suggestion_text(
         self, account_id: str, customer: Customer, said: str, label: str, scripts: list[Script], first: int
@@ -494,9 +497,9 @@ class ReplyComposer:
         self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
     ) -> Composed | None:
         assert customer is not None, "customer rows always carry their customer"
-        source = self.service.script_source(str(row.context.get("script_id")))
-        if source is None:
+        script = self.service.script(str(row.context.get("script_id")))
+        if script is None:
             return None
-        text = self.service.render_text(*source, row.account_id, customer)
+        text = self.service.render_script(script, row.account_id, customer)
         extra = str(row.context.get("extra", "")).strip()
         return Composed(customer.wechat_id, f"{text}\n{extra}" if extra else text)

@@ -20,13 +20,15 @@ from bot.domain.limits import MAX_ECHO_CHARS, clip
 from bot.domain.stages import Pipeline
 from bot.errors import CommandError
 from bot.objections.library import Script
-from bot.playbook.library import PLAYS
+from bot.playbook.library import PLAYS, PlaybookScript
 from bot.services.objections import STATS_SENDS, ObjectionService, ScriptStats, check_extra
 from storage.db import Database
 from storage.models import Customer, Event
 from storage.repositories import Events
 
 LISTED = "scripts_listed"
+# which library a script is from, as a reply row's sequence names it (as /send's do)
+PLAYBOOK, OBJECTION = "playbook", "objection"
 # /use N answers a listing this long after it was shown
 LISTING_OPEN = timedelta(days=1)
 # a listing shows this many scripts per page; the numbers run on across pages
@@ -46,13 +48,20 @@ class Entry:
     """One script as the rep browses it (no internal key is ever shown: ``group`` and ``title``
     are Chinese)."""
 
-    script_id: str
+    script: Script | PlaybookScript
     group: str  # the step of the process (挖掘需求) or the doubt it answers (价格)
     key: str  # the play or objection label: what /use logs, never shown
+    family: str  # playbook or objection: which library (a reply row's sequence names it)
     title: str  # a playbook script's short title; "" for objection replies (the preview says it)
-    text: str  # template source
-    origin: str  # where the script is written, for a template error
-    stages: tuple[str, ...]  # process steps or stage keys it suits; () any
+
+    @property
+    def script_id(self) -> str:
+        return self.script.id
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """Process steps or stage keys it suits; () any."""
+        return self.script.stages
 
 
 @dataclass(frozen=True)
@@ -81,27 +90,21 @@ class ScriptLibraryService:
         found: list[Entry] = []
         for play in PLAYS:
             for item in self.objections.playbook.scripts(vertical=vertical, play=play):
-                origin = f"{item.path}:{item.line}: script '{item.id}'"
-                found.append(
-                    Entry(item.id, play_name(play), play, item.title, item.text, origin, item.stages)
-                )
+                found.append(Entry(item, play_name(play), play, PLAYBOOK, item.title))
         for label, objection in library.objections.items():
             for script in objection.scripts:
-                found.append(self._objection_entry(objection.name, label, script))
+                found.append(Entry(script, objection.name, label, OBJECTION, ""))
         for signal, scripts in library.signal_scripts.items():
             for script in scripts:
-                found.append(self._objection_entry(signal_name(signal), signal, script))
+                found.append(Entry(script, signal_name(signal), signal, OBJECTION, ""))
         return found
-
-    @staticmethod
-    def _objection_entry(group: str, key: str, script: Script) -> Entry:
-        origin = f"{script.path}:{script.line}: script '{script.id}'"
-        return Entry(script.id, group, key, "", script.text, origin, script.stages)
 
     def preview(self, entry: Entry, account_id: str) -> str:
         """The script's opening words, said to nobody in particular."""
-        text = self.objections.render_text(entry.text, entry.origin, account_id, _ANYONE)
-        return clip(" ".join(text.split()), PREVIEW_CHARS)
+        return clip(" ".join(self._said(entry, account_id).split()), PREVIEW_CHARS)
+
+    def _said(self, entry: Entry, account_id: str) -> str:
+        return self.objections.render_script(entry.script, account_id, _ANYONE)
 
     def name(self, entry: Entry, account_id: str) -> str:
         """How a list names a script: its title, else its opening words."""
@@ -136,7 +139,7 @@ class ScriptLibraryService:
             for e in entries
             if folded in e.title.casefold()
             or folded in e.group.casefold()
-            or folded in self.objections.render_text(e.text, e.origin, account_id, _ANYONE).casefold()
+            or folded in self._said(e, account_id).casefold()
         ]
         if by_word:
             return by_word, f"含「{clip(word, MAX_ECHO_CHARS)}」的话术", word
@@ -221,7 +224,14 @@ class ScriptLibraryService:
         if entry is None:
             raise CommandError(f"话术 {number} 已不在话术库里，请重新发 /scripts 查看。用法：{usage}")
         due = await self.objections.plan_script(
-            customer, script_id, offer=listing.id, position=number, label=entry.key, extra=extra, actor=actor
+            customer,
+            script_id,
+            offer=listing.id,
+            position=number,
+            family=entry.family,
+            label=entry.key,
+            extra=extra,
+            actor=actor,
         )
         if due is None:
             raise CommandError(f"话术 {number} 已经发给这位客户了")
