@@ -298,3 +298,22 @@ async def test_a_school_browses_its_own_stages_and_vertical(db_url: str) -> None
 def test_every_step_of_the_playbook_has_a_chinese_name() -> None:
     for play in PLAYS:
         assert play_name(play) != play_name("no such step"), play
+
+
+async def test_a_script_gone_from_the_library_is_named_plainly(sim: Harness) -> None:
+    await sim.customer_in_chat()
+    await sim.rep("/info @张三")
+    await sim.rep("/scripts 价格")
+    await sim.rep("/use 2")
+    await sim.advance(timedelta(seconds=10))
+    [listing] = await sim.rows(Event, Event.kind == LISTED)
+    [sent] = await sim.rows(Event, Event.kind == "script_sent")
+    listing.data = {"scripts": ["old-price-1", "old-price-2"]}  # the library was edited since
+    sent.data = {**sent.data, "script_id": "old-price-2"}
+    async with sim.bot.db.transaction() as session:
+        session.add(listing)
+        session.add(sent)
+    reply = await sim.rep("/use 1")
+    assert "话术 1 已不在话术库里" in reply and reply.endswith(USAGE)
+    stats = await sim.rep("/scripts stats")
+    assert "（已从话术库移除的话术）：发送 1 次" in stats and "old-price" not in stats
