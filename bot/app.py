@@ -20,6 +20,7 @@ from bot.commands import REGISTRY
 from bot.config import Config
 from bot.domain.kinds import Kind
 from bot.domain.stages import Pipeline
+from bot.domain.steps import PROCESS_STEPS
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import ConfigError, SalesbotError, TransportError
 from bot.hooks import (
@@ -32,6 +33,7 @@ from bot.hooks import (
 )
 from bot.objections.library import ObjectionLibrary
 from bot.objections.reader import load_classifier, load_library, load_model
+from bot.playbook.library import PlaybookLibrary
 from bot.router import Router, Said, Speaker
 from bot.services.accounts import AccountService
 from bot.services.alerts import (
@@ -49,6 +51,8 @@ from bot.services.feedback import FeedbackService
 from bot.services.hot_leads import HotLeads, SignalComposer
 from bot.services.inbound import CustomerWrote
 from bot.services.koc import KocService
+from bot.services.lifecycle import LifecycleService
+from bot.services.lifecycle_state import LifecycleStates
 from bot.services.messenger import Messenger
 from bot.services.objections import ObjectionService, ReplyComposer, validate_library
 from bot.services.outbox import Dispatcher
@@ -149,7 +153,7 @@ class SalesBot:
         self.hooks = Hooks()
         self.messenger = Messenger(self.db, clock, self.transports, self.hooks)
         self.customers = CustomerService(
-            self.db, clock, Pipeline(config.stages), config.pipeline.on_first_reply
+            self.db, clock, Pipeline(config.stages), config.pipeline.on_first_reply, LifecycleStates(config)
         )
         self.profile = ProfileService(self.db, clock, config, self.transports)
         self.directory = ConsoleDirectory(config, self.transports)
@@ -177,6 +181,8 @@ class SalesBot:
             self._rng,
             hooks=self.hooks,
         )
+        self.playbook = PlaybookLibrary.load(config.templates_path, PROCESS_STEPS)
+        self.objections.playbook = self.playbook  # /send renders the scripts cards offer from it
         self.feedback = FeedbackService(self.db, clock, self.objections.classifier, pushes=self.sequences)
         self.console_messages = ConsoleMessages(clock)
         self.accounts = AccountService(self.db, clock, config)
@@ -185,6 +191,9 @@ class SalesBot:
             self.db, self.customers, self.console_messages, Pipeline(config.stages)
         )
         self.koc = KocService(self.db, clock, config)
+        self.lifecycle = LifecycleService(
+            self.db, clock, config, self.console_messages, self.objections, self.playbook
+        )
         self.customer_wrote = CustomerWrote(
             self.db,
             self.customers,
@@ -216,6 +225,7 @@ class SalesBot:
                 Kind.OWED: OwedReplyComposer(self.directory.console_of),
                 Kind.ALERT: console_text,
                 Kind.SUGGESTION: console_text,
+                Kind.REACTIVATION: console_text,
                 Kind.SIGNAL: SignalComposer(self.directory.console_of),
                 Kind.AUTO_REPLY: AutoReplyComposer(config, self.templates, clock),
             },
@@ -350,10 +360,13 @@ class SalesBot:
 
     async def next_due_at(self) -> datetime | None:
         await self.digests.ensure_planned()
-        return await self.dispatcher.next_due_at()
+        due = await self.dispatcher.next_due_at()
+        sweep = self.lifecycle.next_sweep_at()  # not a row: the sweep is due daily
+        return sweep if due is None else min(due, sweep)
 
     async def run_due(self) -> int:
         await self.digests.ensure_planned()
+        await self.lifecycle.sweep_if_due()  # its cards are due now: the dispatch below sends them
         processed = await self.dispatcher.run_due()
         await self.settle()
         return processed

@@ -29,6 +29,7 @@ from bot.errors import CommandError
 from bot.hooks import Hooks, Planned
 from bot.objections.classifier import Classification, Classifier
 from bot.objections.library import ObjectionLibrary, Script
+from bot.playbook.library import PlaybookLibrary, PlaybookScript
 from bot.services.alerts import ConsoleMessages
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
@@ -101,8 +102,9 @@ STATS_SENDS = 5000
 SUGGESTION_OPEN = timedelta(days=1)
 # how many of the account's open suggestions /send N looks through for number N
 OPEN_SUGGESTIONS = 500
-# the events that offer numbered scripts to /send: objection suggestions, hot-lead and referral alerts
-SUGGESTING = ("objection", "hot_lead", "referral")
+# the events that offer numbered scripts to /send: objection suggestions, hot-lead and referral
+# alerts, reactivation cards (playbook scripts, bot/services/lifecycle.py)
+SUGGESTING = ("objection", "hot_lead", "referral", "reactivate")
 
 
 class ObjectionService:
@@ -126,6 +128,8 @@ class ObjectionService:
         self.rng = rng
         self.pipeline = Pipeline(config.stages)
         self.hooks = hooks
+        # the playbook's scripts (cards offer them too): /send renders them like the library's
+        self.playbook: PlaybookLibrary | None = None
 
     # -- inbound ----------------------------------------------------------------------------------
 
@@ -401,6 +405,21 @@ class ObjectionService:
     # -- rendering --------------------------------------------------------------------------------
 
     def render_script(self, script: Script, account_id: str, customer: Customer) -> str:
+        return self._render(script.text, f"{script.path}:{script.line}: script '{script.id}'", account_id, customer)
+
+    def render_playbook(self, script: PlaybookScript, account_id: str, customer: Customer) -> str:
+        """A playbook script (same variables as an objection script), rendered for this customer."""
+        return self._render(script.text, f"playbook script '{script.id}'", account_id, customer)
+
+    def sendable(self, script_id: str, account_id: str, customer: Customer) -> str | None:
+        """The text of a script a card numbered, from either library (None: no longer there)."""
+        script = self.library.script(script_id)
+        if script is not None:
+            return self.render_script(script, account_id, customer)
+        found = self.playbook.script(script_id) if self.playbook is not None else None
+        return self.render_playbook(found, account_id, customer) if found is not None else None
+
+    def _render(self, source: str, where: str, account_id: str, customer: Customer) -> str:
         account = self.config.account(account_id)
         calendar = WorkingCalendar(account.profile.working_hours, self.config.tz)
         context: dict[str, Any] = {
@@ -408,9 +427,7 @@ class ObjectionService:
             "customer": customer_variables(customer),
             "stage": self.pipeline.label(customer.stage),
         }
-        return self.templates.render_source(
-            script.text, context, f"{script.path}:{script.line}: script '{script.id}'"
-        )
+        return self.templates.render_source(source, context, where)
 
     def _suggestion_text(
         self, account_id: str, customer: Customer, said: str, label: str, scripts: list[Script], first: int
@@ -437,9 +454,8 @@ class ReplyComposer:
         self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
     ) -> Composed | None:
         assert customer is not None, "customer rows always carry their customer"
-        script = self.service.library.script(str(row.context.get("script_id")))
-        if script is None:
+        text = self.service.sendable(str(row.context.get("script_id")), row.account_id, customer)
+        if text is None:
             return None
-        text = self.service.render_script(script, row.account_id, customer)
         extra = str(row.context.get("extra", "")).strip()
         return Composed(customer.wechat_id, f"{text}\n{extra}" if extra else text)
