@@ -20,7 +20,6 @@ from bot.commands import REGISTRY
 from bot.config import Config
 from bot.domain.kinds import Kind
 from bot.domain.stages import Pipeline
-from bot.domain.steps import PROCESS_STEPS
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import ConfigError, SalesbotError, TransportError
 from bot.hooks import (
@@ -33,7 +32,8 @@ from bot.hooks import (
 )
 from bot.objections.library import ObjectionLibrary
 from bot.objections.reader import load_classifier, load_library, load_model
-from bot.playbook.library import PlaybookLibrary
+from bot.playbook.library import FOLDER as PLAYBOOK_FOLDER
+from bot.playbook.library import PlaybookLibrary, validate_playbook
 from bot.router import Router, Said, Speaker
 from bot.services.accounts import AccountService
 from bot.services.alerts import (
@@ -95,6 +95,22 @@ def configured_templates(config: Config) -> list[tuple[str, str, str]]:
     ]
 
 
+def load_playbook(config: Config) -> PlaybookLibrary:
+    return PlaybookLibrary.load(config.templates_path, [s.key for s in config.stages])
+
+
+def validate_verticals(config: Config) -> None:
+    """Each account's ``vertical`` names a playbook file (a typo would coach with general scripts)."""
+    folder = config.templates_path / PLAYBOOK_FOLDER
+    known = sorted(path.stem for path in folder.glob("*.toml"))
+    for number, account in enumerate(config.accounts):
+        if account.vertical not in known:
+            raise ConfigError(
+                f"accounts.{number}.vertical: unknown vertical {account.vertical!r} "
+                f"(playbooks in {folder}: {', '.join(known)})"
+            )
+
+
 def required_templates(config: Config) -> list[str]:
     """Templates the configuration names; ``salesbot check`` and startup insist they exist."""
     return [name for _, name, _ in configured_templates(config)]
@@ -117,6 +133,8 @@ def validate_setup(
     if objections is None:
         objections = load_library(config)
     validate_library(objections, library)
+    validate_playbook(load_playbook(config), objections, library)
+    validate_verticals(config)
     if not model_checked:
         load_model(config)
     for key, name, folder in configured_templates(config):
@@ -181,7 +199,7 @@ class SalesBot:
             self._rng,
             hooks=self.hooks,
         )
-        self.playbook = PlaybookLibrary.load(config.templates_path, PROCESS_STEPS)
+        self.playbook = load_playbook(config)
         self.objections.playbook = self.playbook  # /send renders the scripts cards offer from it
         self.feedback = FeedbackService(self.db, clock, self.objections.classifier, pushes=self.sequences)
         self.console_messages = ConsoleMessages(clock)

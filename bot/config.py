@@ -102,6 +102,8 @@ class AccountConfig(_Section):
     # the conversation where the rep types commands and the bot reports (filehelper = 文件传输助手)
     console: str = "filehelper"
     admins: list[str] = Field(default_factory=list)
+    # which playbook (scripts_templates/playbook/<vertical>.toml) coaches this rep; general: any business
+    vertical: str = Field(default="general", pattern=r"^[a-z][a-z0-9_]{0,31}$")
     profile: Profile
 
     @field_validator("id")
@@ -426,6 +428,15 @@ class SupervisorConfig(_Section):
     at: time = time(20, 0)
 
 
+class CoachConfig(_Section):
+    # the coaching card (next best step) after a first reply or a stage change: at most one per
+    # customer per this many minutes, and none while the rep has written to or about them within it
+    enabled: bool = True
+    min_gap_minutes: int = Field(default=30, ge=0, le=7 * 24 * 60)
+    # scripts on one card
+    scripts: int = Field(default=3, ge=1, le=5)
+
+
 class DigestConfig(_Section):
     template: str = "digest/daily.txt.j2"
     # what a supervisor's digest covers: the time since the previous digest (nothing falls between
@@ -486,6 +497,7 @@ class Config(_Section):
     hooks: HooksConfig = HooksConfig()
     koc: KocConfig = KocConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
+    coach: CoachConfig = CoachConfig()
     aftercare: AftercareConfig = AftercareConfig()
     followup: FollowupConfig = FollowupConfig()
     digest: DigestConfig = DigestConfig()

@@ -63,6 +63,9 @@ OBJECTION = TemplateKind(
     },
 )
 
+# playbook scripts (scripts_templates/playbook/*.toml): what the rep sends, like objection scripts
+PLAYBOOK = TemplateKind(folder="playbook", variables=OBJECTION.variables)
+
 _CUSTOMER = {"name": "张三", "remark": "", "channel": "小红书"}
 COUNTDOWN = TemplateKind(
     folder="countdown",
@@ -165,6 +168,7 @@ BRANCHES: dict[str, tuple[tuple[str, Mapping[str, Any]], ...]] = {
     ),
     "aftercare": (("with no product", {"product": ""}), ("with no customer name", _NO_NAME)),
     "followup": (("with no customer name", _NO_NAME),),
+    "playbook": (("with no customer name", _NO_NAME), ("at another stage", {"stage": "下单"})),
     "hooks": (
         ("in working hours", {"off_hours": False, "back_at": ""}),
         ("with no customer name", _NO_NAME),
@@ -287,7 +291,17 @@ class TemplateLibrary:
             raise TemplateError(
                 f"{origin}: unknown variable '{unknown[0]}' (available: {', '.join(sorted(kind.variables))})"
             )
-        self.render_source(source, dict(kind.variables), origin)
+        self._render_source_branch(source, origin, "", dict(kind.variables))
+        for when, values in BRANCHES.get(kind.folder, ()):
+            self._render_source_branch(source, origin, when, {**kind.variables, **values})
+
+    def _render_source_branch(self, source: str, origin: str, when: str, context: Mapping[str, Any]) -> None:
+        text = self.render_source(source, context, origin)
+        suffix = f" {when}" if when else ""
+        if when and not text:
+            raise TemplateError(f"{origin}: renders an empty message{suffix}")
+        if when and (text.startswith(_ODD_START) or "，，" in text or "您您" in text):
+            raise TemplateError(f"{origin}: reads oddly{suffix}: {text[:30]!r} (a name or value left a gap)")
 
     def render_source(self, source: str, context: Mapping[str, Any], origin: str) -> str:
         try:

@@ -1,0 +1,1 @@
+"""The playbook: scripts for the moments of the sales process that are not objections."""
