@@ -47,7 +47,11 @@ async def info(ctx: CommandContext, customer: Customer, profile: ProfileService)
     if card.stages:
         lines.append("阶段记录：")
         for move in card.stages:
-            went = f"{label(move.from_stage)} → {label(move.to_stage)}" if move.from_stage else label(move.to_stage)
+            went = (
+                f"{label(move.from_stage)} → {label(move.to_stage)}"
+                if move.from_stage
+                else label(move.to_stage)
+            )
             why = stage_reason(move.reason)
             lines.append(f"- {day_and_time(move.at, config, ctx.now)} {went}" + (f"（{why}）" if why else ""))
     if card.objections:

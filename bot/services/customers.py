@@ -123,4 +123,6 @@ class CustomerService:
             customer_id=customer_id,
             data={"reason": reason, "cancelled": cancelled},
         )
+        if self.lifecycle is not None:
+            await self.lifecycle.update(session, customer, now, reason="deleted")
         return customer

@@ -152,7 +152,13 @@ class LifecycleService:
         }
         # /send N finds the card's scripts through this event, like an objection suggestion's
         await Events(session).add(
-            Event(account_id=account_id, customer_id=customer.id, kind=REACTIVATE, data=data, at=self.clock.now())
+            Event(
+                account_id=account_id,
+                customer_id=customer.id,
+                kind=REACTIVATE,
+                data=data,
+                at=self.clock.now(),
+            )
         )
         return row
 

@@ -13,7 +13,14 @@ from datetime import datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.config import Config
-from bot.domain.lifecycle import Activity, Lifecycle, LifecycleRules, lifecycle_state, silence_began, silent_days
+from bot.domain.lifecycle import (
+    Activity,
+    Lifecycle,
+    LifecycleRules,
+    lifecycle_state,
+    silence_began,
+    silent_days,
+)
 from bot.domain.stages import Pipeline
 from storage.models import Customer
 from storage.repositories import Events

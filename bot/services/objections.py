@@ -405,7 +405,9 @@ class ObjectionService:
     # -- rendering --------------------------------------------------------------------------------
 
     def render_script(self, script: Script, account_id: str, customer: Customer) -> str:
-        return self._render(script.text, f"{script.path}:{script.line}: script '{script.id}'", account_id, customer)
+        return self._render(
+            script.text, f"{script.path}:{script.line}: script '{script.id}'", account_id, customer
+        )
 
     def render_playbook(self, script: PlaybookScript, account_id: str, customer: Customer) -> str:
         """A playbook script (same variables as an objection script), rendered for this customer."""
