@@ -23,7 +23,7 @@ class FindArgs:
     "info",
     aliases=("客户",),
     usage="/info",
-    summary="查看客户卡片：阶段、标签、来源、备注、待发消息",
+    summary="查看客户卡片：阶段、生命周期、标签、来源、备注、阶段记录、待发消息",
 )
 async def info(ctx: CommandContext, customer: Customer, profile: ProfileService) -> str:
     card = await profile.card(id_of(customer))
