@@ -379,8 +379,8 @@ class SalesBot:
     async def next_due_at(self) -> datetime | None:
         await self.digests.ensure_planned()
         due = await self.dispatcher.next_due_at()
-        sweep = self.lifecycle.next_sweep_at()  # not a row: the sweep is due daily
-        return sweep if due is None else min(due, sweep)
+        sweep = await self.lifecycle.next_sweep_at()  # not a row: a daily sweep that may move someone
+        return min((at for at in (due, sweep) if at is not None), default=None)
 
     async def run_due(self) -> int:
         await self.digests.ensure_planned()

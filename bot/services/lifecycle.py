@@ -21,7 +21,7 @@ from bot.clock import Clock
 from bot.config import Config
 from bot.domain.display import lifecycle_name
 from bot.domain.kinds import Kind
-from bot.domain.lifecycle import Lifecycle, silence_began, silent_days
+from bot.domain.lifecycle import Lifecycle, local_day, silence_began, silent_days
 from bot.domain.limits import MAX_NAME_CHARS, clip
 from bot.domain.schedule import local_at
 from bot.domain.stages import Pipeline
@@ -66,17 +66,44 @@ class LifecycleService:
 
     # -- the daily sweep --------------------------------------------------------------------------
 
-    def next_sweep_at(self) -> datetime:
-        """When the next sweep is due: today's sweep time until one ran today (a start after it
-        sweeps at once), then tomorrow's."""
+    def _sweep_time(self) -> datetime:
+        """Today's sweep time until one ran today (a start after it sweeps at once), then tomorrow's."""
         now = self.clock.now()
         today = now.astimezone(self.config.tz).date()
         day = today if self._swept_day is None or self._swept_day < today else today + timedelta(days=1)
         return max(now, local_at(day, self.config.lifecycle.sweep_at, self.config.tz))
 
+    async def next_sweep_at(self) -> datetime | None:
+        """The next sweep that can change anything (None: no customer to move): what a simulator
+        fast-forwarding months stops at, instead of every day. A lower bound from each state's
+        oldest activity, so it is never late."""
+        due = self._sweep_time()
+        async with self.db.transaction() as session:
+            groups = await queries.oldest_activity(session)
+        earliest = self._earliest_change(groups)
+        if earliest is None:
+            return None
+        tz = self.config.tz
+        return max(due, local_at(earliest, self.config.lifecycle.sweep_at, tz))
+
+    def _earliest_change(self, groups: list[queries.OldestActivity]) -> date | None:
+        rules, tz = self.states.rules, self.config.tz
+        active = min(rules.dormant_days_before_order, rules.dormant_days_after_order)
+        days: list[date] = []
+        for state, added, last_active, deleted in groups:
+            if deleted or added is None or last_active is None:  # a removal the sweep has not seen
+                days.append(self.clock.now().astimezone(tz).date())
+            elif state == Lifecycle.NEW:
+                days.append(local_day(added, tz) + timedelta(days=min(rules.new_days, active)))
+            elif state == Lifecycle.DORMANT:
+                days.append(local_day(last_active, tz) + timedelta(days=rules.lost_days))
+            else:
+                days.append(local_day(last_active, tz) + timedelta(days=active))
+        return min(days, default=None)
+
     async def sweep_if_due(self) -> list[int]:
-        """Sweep when due; returns the card rows planned (to send now)."""
-        if self.clock.now() < self.next_sweep_at():
+        """Sweep once a day, once its local time has come; returns the card rows planned (to send now)."""
+        if self.clock.now() < self._sweep_time():
             return []
         return await self.sweep()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import UTC, datetime
 
 from sqlmodel import and_, col, func, not_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -16,6 +17,35 @@ async def sweepable(session: AsyncSession) -> list[Customer]:
     settled = and_(col(Customer.deleted_at).is_not(None), Customer.lifecycle == "lost")
     query = select(Customer).where(not_(settled)).order_by(col(Customer.id))
     return list((await session.exec(query)).all())
+
+
+# per stored state: its oldest friend-add, its oldest last activity, whether any removed the rep
+OldestActivity = tuple[str, datetime | None, datetime | None, bool]
+
+
+async def oldest_activity(session: AsyncSession) -> list[OldestActivity]:
+    """Per stored state but "lost" (it stays until the customer writes): the oldest friend-add
+    and last activity (last message, else the friend-add) and whether any customer removed the
+    rep. The next sweep that can change a state is bounded from these, in one grouped query."""
+    last_active = func.coalesce(Customer.last_inbound_at, Customer.added_at)
+    query = (
+        select(
+            Customer.lifecycle,
+            func.min(Customer.added_at),
+            func.min(last_active),
+            func.count(col(Customer.deleted_at)),
+        )
+        .where(Customer.lifecycle != "lost")
+        .group_by(col(Customer.lifecycle))
+    )
+    return [(s, _utc(a), _utc(b), bool(n)) for s, a, b, n in (await session.exec(query)).all()]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """An aggregate over a UTC column: aware UTC whichever way the driver returns it."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 async def state_counts(session: AsyncSession, accounts: Collection[str]) -> list[tuple[str, str, int]]:
