@@ -119,6 +119,17 @@ async def test_dormant_before_the_order_exactly_at_the_threshold_with_one_card(s
     assert [m["kind"] for m in sim.output if m["to"] == "c1"] == ["welcome"]
 
 
+async def test_a_message_just_after_local_midnight_counts_for_the_local_day(sim: Harness) -> None:
+    await sim.new_customer()
+    # 00:30 on Saturday 28 March in Berlin is still Friday 27 March in UTC
+    await advance_to(sim, datetime(2026, 3, 28, 0, 30, tzinfo=BERLIN))
+    await sim.customer_says("c1", "你好")
+    await advance_to(sim, datetime(2026, 4, 3, 10, 0, tzinfo=BERLIN))
+    assert await state(sim) == "growing" and cards(sim) == []
+    await advance_to(sim, datetime(2026, 4, 4, 10, 0, tzinfo=BERLIN))
+    assert await state(sim) == "dormant" and "最后一次是3月28日" in cards(sim)[0]["text"]
+
+
 async def test_a_message_wakes_a_dormant_customer_and_a_new_silence_gets_a_new_card(sim: Harness) -> None:
     await sim.customer_in_chat()
     await advance_to(sim, datetime(2026, 4, 3, 10, 0, tzinfo=BERLIN))
