@@ -42,6 +42,7 @@ from bot.services.alerts import (
     OwedReplyComposer,
     OwedReplyNudges,
 )
+from bot.services.coach import Coach
 from bot.services.console import ConsoleService
 from bot.services.console_directory import ConsoleDirectory
 from bot.services.customers import CustomerService
@@ -198,9 +199,11 @@ class SalesBot:
             self.templates,
             self._rng,
             hooks=self.hooks,
+            playbook=load_playbook(config),
         )
-        self.playbook = load_playbook(config)
-        self.objections.playbook = self.playbook  # /send renders the scripts cards offer from it
+        self.coach = Coach(
+            self.db, clock, config, self.objections, self.objections.playbook, hooks=self.hooks
+        )
         self.feedback = FeedbackService(self.db, clock, self.objections.classifier, pushes=self.sequences)
         self.console_messages = ConsoleMessages(clock)
         self.accounts = AccountService(self.db, clock, config)
@@ -210,7 +213,7 @@ class SalesBot:
         )
         self.koc = KocService(self.db, clock, config)
         self.lifecycle = LifecycleService(
-            self.db, clock, config, self.console_messages, self.objections, self.playbook
+            self.db, clock, config, self.console_messages, self.objections, self.objections.playbook
         )
         self.customer_wrote = CustomerWrote(
             self.db,
@@ -222,6 +225,7 @@ class SalesBot:
             Promises(clock, config),
             HotLeads(clock, config, self.sequences, self.objections),
             Referrals(clock, config, self.objections, self.koc),
+            self.coach,
         )
         self.digests = DigestService(
             self.db, clock, config, self.templates, self.objections.library, hooks=self.hooks
@@ -245,6 +249,7 @@ class SalesBot:
                 Kind.SUGGESTION: console_text,
                 Kind.REACTIVATION: console_text,
                 Kind.SIGNAL: SignalComposer(self.directory.console_of),
+                Kind.COACH: console_text,
                 Kind.AUTO_REPLY: AutoReplyComposer(config, self.templates, clock),
             },
             hooks=self.hooks,
@@ -268,6 +273,7 @@ class SalesBot:
             digests=self.digests,
             feedback=self.feedback,
             koc=self.koc,
+            coach=self.coach,
         )
         self._started: list[Transport] = []
         self.unavailable: dict[str, str] = {}  # account id -> why it is not connected

@@ -279,6 +279,15 @@ class Events:
         )
         return list((await self.session.exec(query)).all())
 
+    async def any_since(self, customer_id: int, kinds: Collection[str], since: datetime) -> bool:
+        """Whether the customer has an event of these ``kinds`` at or after ``since``."""
+        query = (
+            select(Event.id)
+            .where(Event.customer_id == customer_id, col(Event.kind).in_(kinds), col(Event.at) >= since)
+            .limit(1)
+        )
+        return (await self.session.exec(query)).first() is not None
+
     async def count(self, customer_id: int, kind: str) -> int:
         query = (
             select(sa.func.count())

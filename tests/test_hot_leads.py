@@ -27,15 +27,16 @@ async def test_buying_signal_alerts_the_rep_with_a_reply_and_a_stage(sim: Harnes
     text = alert["text"]
     assert text.startswith(f"【张三 #{card} · 潜在】想成交了（热线索）") and "“什么时候能提车？”" in text
     assert "为什么：TA问到了交付的安排" in text
-    assert "发 /send 1 发出这句" in text and f"/stage 意向 @#{card}" in text
+    # numbers go on after the coaching card of the first reply (1-3)
+    assert "发 /send 4 发出这句" in text and f"/stage 意向 @#{card}" in text
     assert "buying_signal" not in text and "倒计时" not in text  # no countdown to hold
     # the reading is logged like the others (/wrong corrects it), and the hot lead with its offer
     [reading] = await sim.rows(Event, Event.kind == "signal")
     assert reading.data["signal"] == "buying_signal"
     [hot] = await sim.rows(Event, Event.kind == "hot_lead")
     assert hot.data["scripts"] == ["buying-signal-first-order"]
-    # the one next step works: /send 1 sends the offered reply
-    await sim.rep(f"/send 1 @#{card}")
+    # the one next step works: /send 4 sends the offered reply
+    await sim.rep(f"/send 4 @#{card}")
     await sim.advance(timedelta(minutes=1))
     [reply] = sim.sent("reply", "c1")
     assert "我这就帮您把时间和名额确认下来" in reply["text"]
@@ -128,8 +129,8 @@ async def test_an_objection_and_a_buying_signal_at_once(sim: Harness) -> None:
     [suggestion] = sim.sent("suggestion", "console")
     [alert] = alerts(sim)
     # the suggestion numbers the replies; the alert points at it instead of offering its own
-    assert "上面的话术建议" in alert["text"] and "1. " not in alert["text"]
-    await sim.rep("/send 1 @张三")
+    assert "上面的话术建议" in alert["text"] and "4. " not in alert["text"]
+    await sim.rep("/send 4 @张三")  # 1-3: the coaching card of the first reply
     await sim.advance(timedelta(minutes=1))
     [reply] = sim.sent("reply", "c1")
     assert reply["text"].splitlines()[0] in suggestion["text"]

@@ -25,15 +25,16 @@ async def test_a_referral_alerts_the_rep_with_a_thank_you_to_send(sim: Harness) 
     assert alert["signal"] == "referral"
     text = alert["text"]
     assert text.startswith(f"【张三 #{card} · 潜在】在给你介绍新客户（转介绍）：")
-    assert f"“{REFERRAL}”" in text and "发 /send 1 发出这句" in text
-    assert "1. 谢谢您帮我介绍朋友！" in text
+    # numbers go on after the coaching card of the first reply (1-3)
+    assert f"“{REFERRAL}”" in text and "发 /send 4 发出这句" in text
+    assert "4. 谢谢您帮我介绍朋友！" in text
     assert f"已记下这次转介绍。TA已是KOC候选（转介绍1次），可以 /stage KOC @#{card}。" in text
     assert "referral" not in text
     [recorded] = await sim.rows(Event, Event.kind == "referral")
     assert recorded.customer_id == card and recorded.text == REFERRAL
     assert recorded.data["scripts"] == ["referral-general"]
-    # the one next step works: /send 1 thanks the customer
-    await sim.rep("/send 1")
+    # the one next step works: /send 4 thanks the customer
+    await sim.rep("/send 4")
     await sim.advance(timedelta(minutes=1))
     [reply] = sim.sent("reply", "c1")
     assert reply["text"].startswith("谢谢您帮我介绍朋友！")

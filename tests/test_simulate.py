@@ -125,6 +125,7 @@ def test_examples_run(example: Path, capsys: pytest.CaptureFixture[str]) -> None
         "signal",
         "auto_reply",
         "reactivation",
+        "coach",
     }
     assert {line["kind"] for line in lines} <= kinds
     # a signal says which one

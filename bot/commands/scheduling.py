@@ -12,6 +12,7 @@ from bot.domain.hours import WEEKDAYS
 from bot.domain.ids import parse_id
 from bot.domain.limits import MAX_LABEL_CHARS
 from bot.domain.schedule import QuietHours, offset_label
+from bot.services.coach import Coach
 from bot.services.profile import ProfileService, when
 from bot.services.sequences import SequenceService
 from storage.models import Customer
@@ -96,6 +97,7 @@ async def order(
     customer: Customer,
     sequences: SequenceService,
     profile: ProfileService,
+    coach: Coach,
 ) -> str:
     words = args.product.split()
     confirmed = bool(words) and words[-1] in CONFIRM_WORDS
@@ -107,6 +109,7 @@ async def order(
     recorded = await sequences.record_order(customer, product, ctx.actor, confirmed=confirmed)
     label = profile.pipeline.label
     old, new = recorded.old_stage, recorded.new_stage
+    await coach.stage_changed(id_of(customer), old, new)
     lines = [
         f"已记录成交{'：' + product if product else ''}",
         f"阶段：{label(old)} → {label(new)}" if old != new else f"阶段：{label(new)}",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from bot.commands.context import CommandContext, id_of
 from bot.commands.registry import Rest, command
+from bot.services.coach import Coach
 from bot.services.profile import ProfileService
 from storage.models import Customer
 
@@ -21,8 +22,11 @@ class StageArgs:
     usage="/stage <阶段>",
     summary="把客户移到某个阶段（阶段名或代号）",
 )
-async def stage(ctx: CommandContext, args: StageArgs, customer: Customer, profile: ProfileService) -> str:
+async def stage(
+    ctx: CommandContext, args: StageArgs, customer: Customer, profile: ProfileService, coach: Coach
+) -> str:
     old, new = await profile.set_stage(id_of(customer), args.stage, ctx.actor)
+    await coach.stage_changed(id_of(customer), old, new)
     label = profile.pipeline.label
     return f"阶段：{label(old)} → {label(new)}"
 

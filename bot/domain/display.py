@@ -27,6 +27,7 @@ KIND_NAMES: dict[str, str] = {
     Kind.SIGNAL: "客户信号",
     Kind.AUTO_REPLY: "自动回复",
     Kind.REACTIVATION: "唤醒建议",
+    Kind.COACH: "下一步建议",
 }
 
 STATUS_NAMES: dict[str, str] = {
@@ -75,6 +76,28 @@ STAGE_REASONS: dict[str, str] = {
     "first reply": "首次回复",
     "order": "成交",
     "manual": "手动调整",
+}
+
+# the playbook's plays (bot/playbook/library.py PLAYS): what a script does for the sale
+PLAY_NAMES: dict[str, str] = {
+    "discovery": "挖掘需求",
+    "deepen": "强化需求",
+    "propose": "方案",
+    "close": "促成",
+    "deliver": "交付价值",
+    "reactivate": "唤醒",
+    "referral_ask": "转介绍",
+}
+
+# what the coaching card tells the rep to do for each play, in one line
+PLAY_ADVICE: dict[str, str] = {
+    "discovery": "多问少推：先弄清TA要解决什么、预算多少、什么时候要。",
+    "deepen": "把需求聊透：不解决会怎样、影响到谁，让TA自己说出为什么要现在解决。",
+    "propose": "按TA说过的需求给方案，最好两个选项，讲清差别。",
+    "close": "问出最后的顾虑，给一个现在定下来的理由，约好具体时间。",
+    "deliver": "成交只是开始：回访使用感受，教TA用好，让TA觉得买对了。",
+    "reactivate": "给TA一个回来的理由（有用的资料、专属优惠、一句关心），别只发“在吗”。",
+    "referral_ask": "趁TA满意，请TA介绍身边有需要的朋友，说清推荐的好处。",
 }
 
 # why a message was held back, dropped or failed, as a person reads it: (a fragment of the internal
@@ -145,6 +168,10 @@ def lifecycle_name(state: str) -> str:
 
 def stage_reason(reason: str) -> str:
     return STAGE_REASONS.get(reason, "")
+
+
+def play_name(play: str) -> str:
+    return PLAY_NAMES.get(play, "跟进")
 
 
 def signal_name(signal: str) -> str:

@@ -25,6 +25,7 @@ from bot.commands.registry import Command, Permission, Registry
 from bot.config import Config
 from bot.domain.limits import MAX_AUDIT_CHARS, MAX_ECHO_CHARS, MAX_NAME_CHARS, MAX_PARTS, clip, split_message
 from bot.errors import CommandError, UsageError
+from bot.services.coach import Coach
 from bot.services.console_directory import ConsoleDirectory
 from bot.services.customers import ensure_customer
 from bot.services.digest import DigestService
@@ -61,6 +62,16 @@ class Invocation:
     role: str = "rep"  # or the supervisor's name
 
 
+@dataclass
+class _Audit:
+    """One command run, for the audit event: whether it succeeded and the customer it acted on
+    (the coaching card leaves alone a customer the rep is busy with)."""
+
+    invocation: Invocation
+    ok: bool = False
+    customer_id: int | None = None
+
+
 class ConsoleService:
     """Runs rep commands. Built last: every service a command may ask for is required here."""
 
@@ -80,6 +91,7 @@ class ConsoleService:
         digests: DigestService,
         feedback: FeedbackService,
         koc: KocService,
+        coach: Coach,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -98,6 +110,7 @@ class ConsoleService:
             DigestService: digests,
             FeedbackService: feedback,
             KocService: koc,
+            Coach: coach,
         }
         missing = sorted(kind.__name__ for kind in registry.services() - self.services.keys())
         if missing:
@@ -150,7 +163,7 @@ class ConsoleService:
         """Run one command line: the reply text, and whether the command succeeded. Never raises:
         the command's database work is one unit of work, so a failed command changes nothing, and
         anything unexpected is logged with a reference the reply quotes."""
-        audits: list[tuple[Invocation, bool]] = []
+        audits: list[_Audit] = []
         ok = False
         try:
             async with self.db.unit_of_work():
@@ -173,27 +186,28 @@ class ConsoleService:
         await self._audit(audits)
         return reply, ok
 
-    async def _audit(self, audits: list[tuple[Invocation, bool]]) -> None:
+    async def _audit(self, audits: list[_Audit]) -> None:
         """Record the commands run (a /pick and the command it chose). A failure here is logged and
         never changes the reply: the command itself is done."""
         try:
             async with self.db.transaction() as session:
-                for invocation, ok in audits:
+                for audit in audits:
                     await Events(session).record(
-                        invocation.account_id,
+                        audit.invocation.account_id,
                         "command",
                         self.clock.now(),
-                        text=clip(invocation.line, MAX_AUDIT_CHARS),
-                        data={"actor": invocation.actor, "ok": ok},
+                        customer_id=audit.customer_id,
+                        text=clip(audit.invocation.line, MAX_AUDIT_CHARS),
+                        data={"actor": audit.invocation.actor, "ok": audit.ok},
                     )
         except Exception:
-            log.exception("recording commands %r failed", [i.line for i, _ in audits])
+            log.exception("recording commands %r failed", [a.invocation.line for a in audits])
 
     async def _dispatch(
-        self, invocation: Invocation, forced_customer: int | None, audits: list[tuple[Invocation, bool]]
+        self, invocation: Invocation, forced_customer: int | None, audits: list[_Audit]
     ) -> str:
         """Find the command, check who may run it, run it; raises for every failure."""
-        ok = False
+        audit = _Audit(invocation)
         try:
             name, _, rest = invocation.line.strip().partition(" ")
             cmd = self.registry.find(name)
@@ -206,11 +220,11 @@ class ConsoleService:
                     f"/{c.name}" for c in self.registry if c.permission is Permission.SUPERVISOR
                 )
                 raise CommandError(f"主管可以使用的命令：{allowed}")
-            reply = await self._run(cmd, invocation, rest.strip(), forced_customer, audits)
-            ok = True
+            reply = await self._run(cmd, invocation, rest.strip(), forced_customer, audits, audit)
+            audit.ok = True
             return reply
         finally:
-            audits.append((invocation, ok))
+            audits.append(audit)
 
     async def _run(
         self,
@@ -218,7 +232,8 @@ class ConsoleService:
         invocation: Invocation,
         rest: str,
         forced_customer: int | None,
-        audits: list[tuple[Invocation, bool]],
+        audits: list[_Audit],
+        audit: _Audit,
     ) -> str:
         state = self.directory.state(invocation.account_id)
 
@@ -243,6 +258,7 @@ class ConsoleService:
             # only the rep makes a customer "this customer", by acting on them (even if the command
             # then fails: the rep retyping it means the same customer); never what the bot reports
             state.current = customer.id
+            audit.customer_id = customer.id
         args = cmd.parse(rest)
         reply = await cmd.call(ctx, args, customer, self.services)
         if customer is None:

@@ -61,10 +61,11 @@ class CustomerService:
 
     async def record_inbound(
         self, session: AsyncSession, account_id: str, message: TextMessage
-    ) -> Customer | None:
+    ) -> tuple[Customer, bool] | None:
         """Log a customer's message once and note when they last spoke; a first reply may move
-        them up the pipeline. Part of the inbound event's transaction. Returns the customer, or
-        None when this message was already recorded (a replay: nothing else may happen twice)."""
+        them up the pipeline. Part of the inbound event's transaction. Returns the customer and
+        whether this was their first message, or None when this message was already recorded (a
+        replay: nothing else may happen twice)."""
         now = self.clock.now()
         customer, _ = await ensure_customer(
             session, account_id, message.talker, self.first_stage, now, actor="system"
@@ -86,7 +87,7 @@ class CustomerService:
             await StageHistory(session).move(customer, target, "system", "first reply", now)
         if self.lifecycle is not None:  # a dormant or lost customer who writes is active again
             await self.lifecycle.update(session, customer, now, reason="message")
-        return customer
+        return customer, first_reply
 
     async def record_rep_message(self, account_id: str, message: TextMessage) -> None:
         """The rep wrote to a customer by hand: it counts as contact (owed replies, digests)."""

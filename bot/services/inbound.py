@@ -5,7 +5,8 @@ records the message (a replay stops here), moves a first reply up the pipeline, 
 follow-ups it answers, keeps a template's promise the message takes up (the auto reply), logs the
 reading and plans the rep's suggestion, flags a hot lead (alert, countdown held, nudge), records a
 referral (alert with a thank-you to /send), plans the owed-reply nudge otherwise, and applies an
-opt-out with its alert. Console messages and the auto reply are outbox rows of this same
+opt-out with its alert; a first reply with nothing else to report gets the coaching card (the
+next best step). Console messages and the auto reply are outbox rows of this same
 transaction: after a crash the replayed event either finds all of it or none of it. The caller
 sends the rows planned to go at once when this commits.
 """
@@ -20,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.faults import crash_point
 from bot.objections.classifier import Classification
 from bot.services.alerts import ConsoleMessages, OwedReplyNudges, opted_out, pushes_stopped
+from bot.services.coach import Coach
 from bot.services.customers import CustomerService
 from bot.services.hot_leads import BUYING_SIGNAL, HotLead, HotLeads, why_hot
 from bot.services.objections import ObjectionService
@@ -53,6 +55,7 @@ class CustomerWrote:
         promises: Promises,
         hot_leads: HotLeads,
         referrals: Referrals,
+        coach: Coach,
     ) -> None:
         self.db = db
         self.customers = customers
@@ -63,13 +66,16 @@ class CustomerWrote:
         self.promises = promises
         self.hot_leads = hot_leads
         self.referrals = referrals
+        self.coach = coach
 
     async def __call__(self, account_id: str, message: TextMessage) -> Handled | None:
         reading = self.objections.read(message.text)
         async with self.db.transaction() as session:
-            customer = await self.customers.record_inbound(session, account_id, message)
-            if customer is None or customer.id is None:
+            recorded = await self.customers.record_inbound(session, account_id, message)
+            if recorded is None:
                 return None  # a replay: everything it changed committed with its record
+            customer, first_reply = recorded
+            assert customer.id is not None
             crash_point("inbound.recorded")
             await self.sequences.customer_replied(session, customer.id)
             kept = None if reading.opt_out else await self.promises.answer(session, customer, message)
@@ -92,7 +98,11 @@ class CustomerWrote:
             alert = await self._stop_pushing(session, customer, message, reading)
             reply = kept.reply_id if kept is not None else None
             hot_alert = hot.alert_id if hot is not None else None
-            rows = (reply, suggestion, hot_alert, referred, alert)
+            # the next best step after a first reply, unless the console already has something
+            # about this message to act on (a suggestion, a hot lead, a referral, an opt-out)
+            told = (suggestion, hot_alert, referred, alert) != (None, None, None, None)
+            card = await self.coach.first_reply(session, customer) if first_reply and not told else None
+            rows = (reply, suggestion, hot_alert, referred, alert, card)
             send_now = [row for row in rows if row is not None]
             later = [at for at in (due, hot.nudge_at if hot else None) if at is not None]
             return Handled(customer.id, reading, send_now, min(later) if later else None)

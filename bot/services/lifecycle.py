@@ -203,6 +203,6 @@ class LifecycleService:
             return "\n".join(lines)
         lines.append("给TA一个回来的理由（发送 /send 编号，可在编号后追加文字；不会自动发送）：")
         for number, script in enumerate(scripts, start=first):
-            text = self.objections.render_playbook(script, customer.account_id, customer)
+            text = self.objections.render_script(script, customer.account_id, customer)
             lines.append(f"{number}. {script.title}：{text}")
         return "\n".join(lines)

@@ -60,23 +60,30 @@ class Suggestion:
     label: str
     script_ids: tuple[str, ...]
     first: int  # the number the console shows for its first script (the others follow on)
+    source: str = "objection"  # the event that offered it (a coaching card: "coach", "reactivate")
 
     @property
     def last(self) -> int:
         return self.first + len(self.script_ids) - 1
+
+    @property
+    def family(self) -> str:
+        """Which library its scripts come from (a reply row's ``sequence`` names it)."""
+        return "playbook" if self.source in PLAYBOOK_SOURCES else "objection"
 
     def numbers(self) -> str:
         return str(self.first) if self.first == self.last else f"{self.first}–{self.last}"
 
     @staticmethod
     def of(event: Event) -> Suggestion | None:
-        """The suggestion an ``objection``, ``hot_lead`` or ``referral`` event offered (None: none)."""
+        """The suggestion an ``objection``, ``hot_lead``, ``referral``, ``coach`` or ``reactivate``
+        event offered (None: none)."""
         if event.id is None or event.customer_id is None or not event.data.get("scripts"):
             return None
         scripts = tuple(str(i) for i in event.data["scripts"])
         # suggestions from before numbering started each showed 1, 2, 3
         first = int(event.data.get("first", 1))
-        return Suggestion(event.id, event.customer_id, str(event.data["label"]), scripts, first)
+        return Suggestion(event.id, event.customer_id, str(event.data["label"]), scripts, first, event.kind)
 
 
 @dataclass(frozen=True)
@@ -103,8 +110,10 @@ SUGGESTION_OPEN = timedelta(days=1)
 # how many of the account's open suggestions /send N looks through for number N
 OPEN_SUGGESTIONS = 500
 # the events that offer numbered scripts to /send: objection suggestions, hot-lead and referral
-# alerts, reactivation cards (playbook scripts, bot/services/lifecycle.py)
-SUGGESTING = ("objection", "hot_lead", "referral", "reactivate")
+# alerts, coaching cards (bot/services/coach.py), reactivation cards (bot/services/lifecycle.py)
+SUGGESTING = ("objection", "hot_lead", "referral", "coach", "reactivate")
+# the events whose scripts come from the playbook
+PLAYBOOK_SOURCES = ("coach", "reactivate")
 
 
 class ObjectionService:
@@ -118,18 +127,18 @@ class ObjectionService:
         rng: random.Random,
         *,
         hooks: Hooks,
+        playbook: PlaybookLibrary | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.config = config
         self.library = classifier.library
+        self.playbook = playbook or PlaybookLibrary(())
         self.classifier = classifier
         self.templates = templates
         self.rng = rng
         self.pipeline = Pipeline(config.stages)
         self.hooks = hooks
-        # the playbook's scripts (cards offer them too): /send renders them like the library's
-        self.playbook: PlaybookLibrary | None = None
 
     # -- inbound ----------------------------------------------------------------------------------
 
@@ -295,7 +304,7 @@ class ObjectionService:
                     key=message_key(
                         account_id, REPLY, suggestion.event_id, position, customer_id=customer.id
                     ),
-                    sequence=f"objection:{suggestion.label}",
+                    sequence=f"{suggestion.family}:{suggestion.label}",
                     step=script_id,
                     template=script_id,
                     context={
@@ -404,24 +413,12 @@ class ObjectionService:
 
     # -- rendering --------------------------------------------------------------------------------
 
-    def render_script(self, script: Script, account_id: str, customer: Customer) -> str:
-        return self._render(
-            script.text, f"{script.path}:{script.line}: script '{script.id}'", account_id, customer
-        )
+    def script(self, script_id: str) -> Script | PlaybookScript | None:
+        """A script /send may plan: the objection library's or the playbook's (ids are unique
+        across both, ``salesbot check`` insists)."""
+        return self.library.script(script_id) or self.playbook.script(script_id)
 
-    def render_playbook(self, script: PlaybookScript, account_id: str, customer: Customer) -> str:
-        """A playbook script (same variables as an objection script), rendered for this customer."""
-        return self._render(script.text, f"playbook script '{script.id}'", account_id, customer)
-
-    def sendable(self, script_id: str, account_id: str, customer: Customer) -> str | None:
-        """The text of a script a card numbered, from either library (None: no longer there)."""
-        script = self.library.script(script_id)
-        if script is not None:
-            return self.render_script(script, account_id, customer)
-        found = self.playbook.script(script_id) if self.playbook is not None else None
-        return self.render_playbook(found, account_id, customer) if found is not None else None
-
-    def _render(self, source: str, where: str, account_id: str, customer: Customer) -> str:
+    def render_script(self, script: Script | PlaybookScript, account_id: str, customer: Customer) -> str:
         account = self.config.account(account_id)
         calendar = WorkingCalendar(account.profile.working_hours, self.config.tz)
         context: dict[str, Any] = {
@@ -429,7 +426,9 @@ class ObjectionService:
             "customer": customer_variables(customer),
             "stage": self.pipeline.label(customer.stage),
         }
-        return self.templates.render_source(source, context, where)
+        return self.templates.render_source(
+            script.text, context, f"{script.path}:{script.line}: script '{script.id}'"
+        )
 
     def _suggestion_text(
         self, account_id: str, customer: Customer, said: str, label: str, scripts: list[Script], first: int
@@ -456,8 +455,9 @@ class ReplyComposer:
         self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
     ) -> Composed | None:
         assert customer is not None, "customer rows always carry their customer"
-        text = self.service.sendable(str(row.context.get("script_id")), row.account_id, customer)
-        if text is None:
+        script = self.service.script(str(row.context.get("script_id")))
+        if script is None:
             return None
+        text = self.service.render_script(script, row.account_id, customer)
         extra = str(row.context.get("extra", "")).strip()
         return Composed(customer.wechat_id, f"{text}\n{extra}" if extra else text)
