@@ -11,8 +11,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.config import Config
-from bot.domain.lifecycle import Activity, Lifecycle, LifecycleRules, lifecycle_state, turns_dormant_at
-from storage.models import Event
+from bot.domain.lifecycle import (
+    Activity,
+    Lifecycle,
+    LifecycleRules,
+    lifecycle_state,
+    newly_dormant,
+    turns_dormant_at,
+)
+from storage.models import Customer, Event
 from tests.conftest import make_config
 from tests.harness import Harness
 
@@ -81,6 +88,16 @@ def test_new_growing_and_lost_by_removal() -> None:
     assert lifecycle_state(added + timedelta(days=3), talking, RULES, BERLIN) is Lifecycle.GROWING
     gone = Activity(added_at=added, last_inbound_at=added, ordered=True, deleted=True)
     assert lifecycle_state(added, gone, RULES, BERLIN) is Lifecycle.LOST
+
+
+def test_a_card_only_for_a_fresh_dormancy() -> None:
+    said = datetime(2026, 3, 27, 9, 0, tzinfo=BERLIN)
+    quiet = Activity(added_at=said, last_inbound_at=said, ordered=False)
+    day = datetime(2026, 4, 3, 10, 0, tzinfo=BERLIN)  # day 7
+    assert not newly_dormant(day - timedelta(days=1), quiet, RULES, BERLIN)
+    assert newly_dormant(day, quiet, RULES, BERLIN)
+    assert newly_dormant(day + timedelta(days=2), quiet, RULES, BERLIN)  # a sweep missed while down
+    assert not newly_dormant(day + timedelta(days=3), quiet, RULES, BERLIN)  # long dormant already
 
 
 # -- the sweep and the card -------------------------------------------------------------------------
@@ -191,6 +208,28 @@ async def test_send_n_from_a_card_goes_to_its_customer(sim: Harness) -> None:
     assert sim.sent("reply", "c2") == []
     [logged] = await sim.rows(Event, Event.kind == "script_sent")
     assert logged.data["script_id"] == "cars-reactivate-subsidy"
+
+
+async def test_customers_long_silent_when_first_swept_get_no_card(sim: Harness) -> None:
+    """A database from before lifecycles: everyone starts "new"; the first sweep puts each in
+    their state, and only a fresh dormancy is worth a card."""
+    await sim.with_customers(("c1", "张三"), ("c2", "李四"))
+    await sim.customer_says("c1", "你好")
+    await sim.customer_says("c2", "你好")
+    async with sim.bot.db.transaction() as session:
+        for customer in await sim.rows(Customer):
+            stored = await session.get(Customer, customer.id)
+            assert stored is not None and stored.last_inbound_at is not None
+            back = timedelta(days=20 if customer.display_name == "张三" else 6)
+            stored.added_at -= back
+            stored.last_inbound_at -= back
+            stored.lifecycle = "new"
+    await advance_to(sim, datetime(2026, 3, 27, 10, 0, tzinfo=BERLIN))
+    assert await state(sim, "c1") == "dormant" and await state(sim, "c2") == "growing"
+    assert cards(sim) == []
+    await advance_to(sim, datetime(2026, 3, 28, 10, 0, tzinfo=BERLIN))
+    [card] = cards(sim)
+    assert "【李四" in card["text"]
 
 
 async def test_no_card_for_opted_out_or_deleted_customers(sim: Harness) -> None:

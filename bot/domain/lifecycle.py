@@ -32,6 +32,7 @@ class LifecycleRules:
     dormant_days_before_order: int = 7
     dormant_days_after_order: int = 30
     lost_days: int = 90
+    catch_up_days: int = 2  # a sweep missed this many days (the bot was down) still sends the card
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,14 @@ def lifecycle_state(now: datetime, activity: Activity, rules: LifecycleRules, tz
     if (local_day(now, tz) - local_day(activity.added_at, tz)).days < rules.new_days:
         return Lifecycle.NEW
     return Lifecycle.GROWING
+
+
+def newly_dormant(now: datetime, activity: Activity, rules: LifecycleRules, tz: ZoneInfo) -> bool:
+    """Dormant since at most ``rules.catch_up_days`` days: worth a reactivation card. A customer
+    long dormant when first swept (a database from before lifecycles, a long outage) is only
+    marked: a flood of stale cards would bury the console."""
+    late = silent_days(now, activity, tz) - dormant_days(rules, activity.ordered)
+    return 0 <= late <= rules.catch_up_days
 
 
 def turns_dormant_at(activity: Activity, rules: LifecycleRules, tz: ZoneInfo) -> datetime:

@@ -21,7 +21,7 @@ from bot.clock import Clock
 from bot.config import Config
 from bot.domain.display import lifecycle_name
 from bot.domain.kinds import Kind
-from bot.domain.lifecycle import Lifecycle, local_day, silence_began, silent_days
+from bot.domain.lifecycle import Lifecycle, local_day, newly_dormant, silence_began, silent_days
 from bot.domain.limits import MAX_NAME_CHARS, clip
 from bot.domain.schedule import local_at
 from bot.domain.stages import Pipeline
@@ -132,6 +132,8 @@ class LifecycleService:
         if state is not Lifecycle.DORMANT or not self._wants_card(customer):
             return None
         activity = self.states.activity(customer)
+        if not newly_dormant(now, activity, self.states.rules, self.config.tz):
+            return None
         began = silence_began(activity, self.config.tz)
         return await self._card(session, customer, began, silent_days(now, activity, self.config.tz))
 
