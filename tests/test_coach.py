@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.config import parse_config
+from bot.config import load_config, parse_config
 from storage.models import Event, ScheduledMessage
 from tests.conftest import MONDAY_10AM, ROOT, default_config_data, make_config
 from tests.harness import Harness
@@ -158,3 +158,19 @@ def test_simulate_prints_the_card_as_kind_coach(tmp_path: Path, capsys: pytest.C
     lines = [json.loads(line) for line in out.splitlines() if line.strip()]
     [coach] = [line for line in lines if line["kind"] == "coach"]
     assert coach["to"] == "console" and coach["text"].startswith("【张三 #1 · 潜在】")
+
+
+async def test_a_business_pipeline_is_coached_by_its_process_steps(db_url: str) -> None:
+    """The education example: 咨询 is stranger and potential, 试听 is intent; its vertical's
+    scripts come before the general ones."""
+    config = load_config(ROOT / "examples" / "education" / "config.toml")
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        await sim.customer_in_chat("c1", "王妈妈")
+        [card] = cards(sim)
+        assert card.startswith("【王妈妈 #1 · 咨询】第一次回复了你\n下一步（挖掘需求 → 强化需求）")
+        [event] = await sim.rows(Event, Event.kind == "coach")
+        assert [s.split("-")[0] for s in event.data["scripts"]] == ["education"] * 3
+        await sim.advance(GAP + timedelta(minutes=1))
+        await sim.rep("/stage 试听 @王妈妈")
+        await sim.advance(timedelta(seconds=1))
+        assert "咨询 → 试听\n下一步（方案 → 促成）" in cards(sim)[-1]
