@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.config import Config
+from bot.config import Config, load_config
 from bot.domain.lifecycle import (
     Activity,
     Lifecycle,
@@ -20,7 +20,7 @@ from bot.domain.lifecycle import (
     turns_dormant_at,
 )
 from storage.models import Customer, Event
-from tests.conftest import make_config
+from tests.conftest import ROOT, SHANGHAI, make_config
 from tests.harness import Harness
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -275,3 +275,24 @@ async def test_digest_counts_states_and_names_the_newly_dormant(sim: Harness) ->
     assert "新转休眠：1（张三）" in digest
     assert "客户生命周期：新客0、成长1、成熟0、休眠1、流失0" in digest
     assert "#" not in digest.split("新转休眠：")[1].splitlines()[0]  # names, not ids
+
+
+async def test_a_business_pipeline_gets_its_verticals_reactivation_scripts(db_url: str) -> None:
+    """The education example: 咨询 is stranger and potential (silent 7 days: dormant), 报名 is the
+    order (30 days); each card offers the education playbook's scripts for that step first."""
+    config = load_config(ROOT / "examples" / "education" / "config.toml")
+    start = datetime(2026, 11, 23, 9, 0, tzinfo=SHANGHAI)
+    async with Harness(config, start, database_url=db_url) as sim:
+        await sim.with_customers(("c1", "王妈妈"), ("c2", "李爸爸"))
+        await sim.customer_says("c1", "孩子三年级，数学跟不上")
+        await sim.customer_says("c2", "报名了")
+        await sim.rep("/order @李爸爸")
+        await advance_to(sim, datetime(2026, 11, 30, 10, 0, tzinfo=SHANGHAI))
+        [consult] = cards(sim)
+        assert "· 咨询】已经 7 天没有消息了" in consult["text"]
+        assert "学习资料" in consult["text"] and "公开课邀请" in consult["text"]
+        [turned] = await sim.rows(Event, Event.kind == "reactivate")
+        assert [s.split("-")[0] for s in turned.data["scripts"]][:2] == ["education", "education"]
+        await advance_to(sim, datetime(2026, 12, 23, 10, 0, tzinfo=SHANGHAI))
+        enrolled = cards(sim)[-1]["text"]
+        assert "【李爸爸" in enrolled and "已经 30 天没有消息了" in enrolled and "新学期关怀" in enrolled

@@ -148,13 +148,16 @@ class LifecycleService:
         )
 
     def scripts_for(self, customer: Customer) -> list[PlaybookScript]:
-        """The playbook's reactivate scripts for the customer's stage (the account's vertical first)."""
+        """The playbook's reactivate scripts for the customer's stage: the account's vertical first,
+        a stage that is several steps (咨询: stranger and potential) read from its latest, as the
+        coaching card does."""
         vertical = self.config.account(customer.account_id).vertical
         found: dict[str, PlaybookScript] = {}
-        for step in self.pipeline.script_stages(customer.stage):
+        for step in reversed(self.pipeline.script_stages(customer.stage)):
             for script in self.playbook.scripts(vertical=vertical, play=REACTIVATE, stage=step):
                 found.setdefault(script.id, script)
-        return list(found.values())[:CARD_SCRIPTS]
+        ranked = sorted(found.values(), key=lambda s: s.vertical != vertical)  # stable
+        return ranked[:CARD_SCRIPTS]
 
     async def _card(self, session: AsyncSession, customer: Customer, began: date, days: int) -> int | None:
         assert customer.id is not None
