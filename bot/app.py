@@ -52,6 +52,8 @@ from bot.services.feedback import FeedbackService
 from bot.services.hot_leads import HotLeads, SignalComposer
 from bot.services.inbound import CustomerWrote
 from bot.services.koc import KocService
+from bot.services.lifecycle import LifecycleService
+from bot.services.lifecycle_state import LifecycleStates
 from bot.services.messenger import Messenger
 from bot.services.objections import ObjectionService, ReplyComposer, validate_library
 from bot.services.outbox import Dispatcher
@@ -171,7 +173,7 @@ class SalesBot:
         self.hooks = Hooks()
         self.messenger = Messenger(self.db, clock, self.transports, self.hooks)
         self.customers = CustomerService(
-            self.db, clock, Pipeline(config.stages), config.pipeline.on_first_reply
+            self.db, clock, Pipeline(config.stages), config.pipeline.on_first_reply, LifecycleStates(config)
         )
         self.profile = ProfileService(self.db, clock, config, self.transports)
         self.directory = ConsoleDirectory(config, self.transports)
@@ -211,6 +213,9 @@ class SalesBot:
             self.db, self.customers, self.console_messages, Pipeline(config.stages)
         )
         self.koc = KocService(self.db, clock, config)
+        self.lifecycle = LifecycleService(
+            self.db, clock, config, self.console_messages, self.objections, self.objections.playbook
+        )
         self.customer_wrote = CustomerWrote(
             self.db,
             self.customers,
@@ -243,6 +248,7 @@ class SalesBot:
                 Kind.OWED: OwedReplyComposer(self.directory.console_of),
                 Kind.ALERT: console_text,
                 Kind.SUGGESTION: console_text,
+                Kind.REACTIVATION: console_text,
                 Kind.SIGNAL: SignalComposer(self.directory.console_of),
                 Kind.COACH: console_text,
                 Kind.AUTO_REPLY: AutoReplyComposer(config, self.templates, clock),
@@ -380,10 +386,13 @@ class SalesBot:
 
     async def next_due_at(self) -> datetime | None:
         await self.digests.ensure_planned()
-        return await self.dispatcher.next_due_at()
+        due = await self.dispatcher.next_due_at()
+        sweep = await self.lifecycle.next_sweep_at()  # not a row: a daily sweep that may move someone
+        return min((at for at in (due, sweep) if at is not None), default=None)
 
     async def run_due(self) -> int:
         await self.digests.ensure_planned()
+        await self.lifecycle.sweep_if_due()  # its cards are due now: the dispatch below sends them
         processed = await self.dispatcher.run_due()
         await self.settle()
         return processed

@@ -291,6 +291,30 @@ class KocConfig(_Section):
     min_messages: int = Field(default=15, ge=0)
 
 
+class LifecycleConfig(_Section):
+    """Lifecycle states (new, growing, mature, dormant, lost) and the reactivation card. Days are
+    local calendar days since the customer last wrote (or was added, if they never wrote)."""
+
+    # a customer added fewer than this many days ago, before the order, is "new"
+    new_days: int = Field(default=3, ge=1, le=365)
+    # silent this many days before the order (or after it): dormant, and the rep gets one
+    # reactivation card with scripts to send if they choose
+    dormant_days_before_order: int = Field(default=7, ge=1, le=3650)
+    dormant_days_after_order: int = Field(default=30, ge=1, le=3650)
+    # silent this many days (either side of the order): lost; no more cards
+    lost_days: int = Field(default=90, ge=2, le=3650)
+    # local time of the daily sweep that moves customers between states (cards arrive then)
+    sweep_at: time = time(10, 0)
+    # send the rep a reactivation card when a customer turns dormant
+    reactivation_cards: bool = True
+
+    @model_validator(mode="after")
+    def _lost_after_dormant(self) -> LifecycleConfig:
+        if self.lost_days <= max(self.dormant_days_before_order, self.dormant_days_after_order):
+            raise ValueError("lost_days must be more than both dormant_days_before_order and _after_order")
+        return self
+
+
 class HookRule(_Section):
     """A promise a template makes ("回复“礼物”即可领取") and what the bot sends when it is taken up."""
 
@@ -472,6 +496,7 @@ class Config(_Section):
     signals: SignalsConfig = SignalsConfig()
     hooks: HooksConfig = HooksConfig()
     koc: KocConfig = KocConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
     coach: CoachConfig = CoachConfig()
     aftercare: AftercareConfig = AftercareConfig()
     followup: FollowupConfig = FollowupConfig()

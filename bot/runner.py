@@ -190,6 +190,8 @@ class Runtime:
         self.timers.every(DISPATCH_POLL, self.config.dispatch.poll_seconds, self.dispatch)
         for supervisor in self.config.supervisors:  # the digest row is due then; this wakes the dispatcher
             self.timers.daily(f"digest:{supervisor.name}", supervisor.at, self.dispatch)
+        # the lifecycle sweep runs before a dispatch once its time has come (the poll also finds it)
+        self.timers.daily("lifecycle:sweep", self.config.lifecycle.sweep_at, self.dispatch)
         self.timers.start()
         await self.dispatch()
 

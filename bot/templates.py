@@ -119,6 +119,8 @@ _REP_DAY = {
     "soft_opt_outs": ["周九#7"],
     "referrals": ["王五#3"],
     "koc": ["王五#3"],
+    "lifecycle": "新客3、成长5、成熟2、休眠1、流失0",
+    "newly_dormant": ["吴十"],
 }
 DIGEST = TemplateKind(
     folder="digest",
@@ -149,6 +151,7 @@ _QUIET_DAY = {
     "soft_opt_outs": [],
     "referrals": [],
     "koc": [],
+    "newly_dormant": [],
 }
 # the other values a kind's variables take in real use (each set is applied on top of the sample):
 # `salesbot check` renders every template with each, so a branch that breaks shows up at startup

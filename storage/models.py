@@ -59,6 +59,8 @@ class Customer(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("account_id", "wechat_id", name="uq_customer_account_wechat"),
         sa.Index("ix_customer_account_stage", "account_id", "stage"),
+        # the digest counts customers per lifecycle state
+        sa.Index("ix_customer_account_lifecycle", "account_id", "lifecycle"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -78,6 +80,9 @@ class Customer(SQLModel, table=True):
     pushes_stopped_at: datetime | None = utc_column(nullable=True)
     last_inbound_at: datetime | None = utc_column(nullable=True)
     last_outbound_at: datetime | None = utc_column(nullable=True)
+    # new | growing | mature | dormant | lost (bot/domain/lifecycle.py), kept by the daily sweep and
+    # the customer's messages; each change is a ``lifecycle_changed`` event
+    lifecycle: str = Field(default="new", sa_column_kwargs={"server_default": "new"})
 
 
 class CustomerTag(SQLModel, table=True):

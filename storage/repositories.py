@@ -184,6 +184,16 @@ class StageHistory:
             data={"from": old, "to": to_stage, "actor": actor},
         )
 
+    async def for_customer(self, customer_id: int, limit: int) -> list[StageChange]:
+        """The customer's newest ``limit`` stage changes, oldest first (the card's history)."""
+        query = (
+            select(StageChange)
+            .where(StageChange.customer_id == customer_id)
+            .order_by(col(StageChange.at).desc(), col(StageChange.id).desc())
+            .limit(limit)
+        )
+        return list(reversed((await self.session.exec(query)).all()))
+
 
 class Notes:
     def __init__(self, session: AsyncSession) -> None:

@@ -124,6 +124,7 @@ def test_examples_run(example: Path, capsys: pytest.CaptureFixture[str]) -> None
         "alert",
         "signal",
         "auto_reply",
+        "reactivation",
         "coach",
     }
     assert {line["kind"] for line in lines} <= kinds

@@ -198,7 +198,8 @@ async def test_customer_messages_are_logged_once_with_last_inbound_time(sim: Har
     [inbound] = await sim.rows(Event, Event.kind == "message_in")
     assert inbound.text == "你好，想了解一下" and inbound.customer_id == customer.id
     outbound = await sim.rows(Event, Event.kind == "message_out")
-    assert [e.data["kind"] for e in outbound] == ["welcome"]
+    # the welcome, and the coaching card the first reply sent the rep's console
+    assert [e.data["kind"] for e in outbound] == ["welcome", "coach"]
 
 
 async def test_bot_ignores_echo_of_its_own_send(sim: Harness) -> None:

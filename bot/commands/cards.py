@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from bot.commands.context import CommandContext, id_of
 from bot.commands.registry import command
-from bot.domain.display import message_name, objection_name
+from bot.domain.display import lifecycle_name, message_name, objection_name, stage_reason
 from bot.domain.limits import MAX_ECHO_CHARS, MAX_NAME_CHARS, clip
-from bot.services.profile import ProfileService, when
+from bot.services.profile import ProfileService, day_and_time, when
 from storage.models import Customer
 
 
@@ -23,12 +23,13 @@ class FindArgs:
     "info",
     aliases=("客户",),
     usage="/info",
-    summary="查看客户卡片：阶段、标签、来源、备注、待发消息",
+    summary="查看客户卡片：阶段、生命周期、标签、来源、备注、阶段记录、待发消息",
 )
 async def info(ctx: CommandContext, customer: Customer, profile: ProfileService) -> str:
     card = await profile.card(id_of(customer))
     customer, config, vocabulary = card.customer, ctx.config, profile.vocabulary
-    lines = [f"阶段：{profile.pipeline.label(customer.stage)}"]
+    label = profile.pipeline.label
+    lines = [f"阶段：{label(customer.stage)}", f"生命周期：{lifecycle_name(customer.lifecycle)}"]
     if customer.remark:
         lines.append(f"备注名：{customer.remark}")
     grouped: dict[str, list[str]] = defaultdict(list)
@@ -43,6 +44,16 @@ async def info(ctx: CommandContext, customer: Customer, profile: ProfileService)
     lines.append(f"最近联系：客户 {inbound}，我方 {outbound}")
     if customer.deleted_at is not None:
         lines.append(f"已删除好友：{when(customer.deleted_at, config)}")
+    if card.stages:
+        lines.append("阶段记录：")
+        for move in card.stages:
+            went = (
+                f"{label(move.from_stage)} → {label(move.to_stage)}"
+                if move.from_stage
+                else label(move.to_stage)
+            )
+            why = stage_reason(move.reason)
+            lines.append(f"- {day_and_time(move.at, config, ctx.now)} {went}" + (f"（{why}）" if why else ""))
     if card.objections:
         lines.append("提出过的顾虑：" + "、".join(objection_name(o) for o in card.objections))
     if card.notes:

@@ -26,6 +26,7 @@ KIND_NAMES: dict[str, str] = {
     Kind.COMMAND_REPLY: "命令回复",
     Kind.SIGNAL: "客户信号",
     Kind.AUTO_REPLY: "自动回复",
+    Kind.REACTIVATION: "唤醒建议",
     Kind.COACH: "下一步建议",
 }
 
@@ -58,6 +59,23 @@ SIGNAL_NAMES: dict[str, str] = {
     "opt_out": "退订",
     "opt_out_soft": "别催了",
     "referral": "转介绍",
+}
+
+# a customer's lifecycle state (bot/domain/lifecycle.py)
+LIFECYCLE_NAMES: dict[str, str] = {
+    "new": "新客",
+    "growing": "成长",
+    "mature": "成熟",
+    "dormant": "休眠",
+    "lost": "流失",
+}
+
+# why a customer's stage changed (``stage_change.reason``)
+STAGE_REASONS: dict[str, str] = {
+    "new friend": "加好友",
+    "first reply": "首次回复",
+    "order": "成交",
+    "manual": "手动调整",
 }
 
 # the playbook's plays (bot/playbook/library.py PLAYS): what a script does for the sale
@@ -142,6 +160,14 @@ def status_name(status: str) -> str:
 
 def objection_name(label: str) -> str:
     return OBJECTION_NAMES.get(label) or SIGNAL_NAMES.get(label) or "其他顾虑"
+
+
+def lifecycle_name(state: str) -> str:
+    return LIFECYCLE_NAMES.get(state, "未知")
+
+
+def stage_reason(reason: str) -> str:
+    return STAGE_REASONS.get(reason, "")
 
 
 def play_name(play: str) -> str:

@@ -26,6 +26,7 @@ class Kind(StrEnum):
     SIGNAL = "signal"  # a customer signal the rep should act on now (a hot lead) or its nudge
     AUTO_REPLY = "auto_reply"  # the bot keeping a template's promise ("回复“礼物”即可领取")
     COACH = "coach"  # the next best step for a customer, with playbook scripts to /send
+    REACTIVATION = "reactivation"  # scripts offered to the rep when a customer turns dormant
 
 
 class Status(StrEnum):
@@ -49,6 +50,13 @@ PUSH_KINDS: tuple[Kind, ...] = (Kind.COUNTDOWN, Kind.FOLLOWUP)
 # answer nobody. The rep typing in the chat counts too (a rep_message event).
 CONTACT_KINDS: tuple[Kind, ...] = (Kind.WELCOME, Kind.REPLY)
 # messages to the rep's console about customers (their failure is logged, never reported to the console)
-CONSOLE_KINDS: tuple[Kind, ...] = (Kind.ALERT, Kind.SUGGESTION, Kind.OWED, Kind.SIGNAL, Kind.COACH)
+CONSOLE_KINDS: tuple[Kind, ...] = (
+    Kind.ALERT,
+    Kind.SUGGESTION,
+    Kind.OWED,
+    Kind.SIGNAL,
+    Kind.COACH,
+    Kind.REACTIVATION,
+)
 # planned and still waiting to go out (a paused one may go out after /resume)
 OPEN_STATUSES: tuple[Status, ...] = (Status.PENDING, Status.PAUSED)

@@ -74,6 +74,21 @@ class ConsoleMessages:
             session, account_id, SUGGESTION, key, text, customer_id, None, valid=SUGGESTION_VALID
         )
 
+    async def card(
+        self,
+        session: AsyncSession,
+        account_id: str,
+        kind: Kind,
+        key: str,
+        text: str,
+        customer_id: int,
+        valid: timedelta = CONSOLE_VALID,
+    ) -> int | None:
+        """A card about a customer with scripts to choose from (a reactivation card), once per
+        ``key`` (built with :func:`message_key` from domain values). Returns the row id (None:
+        planned already)."""
+        return await self._plan(session, account_id, kind, key, text, customer_id, None, valid=valid)
+
     async def _plan(
         self,
         session: AsyncSession,

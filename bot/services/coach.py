@@ -126,7 +126,9 @@ class Coach:
         """The plays the playbook names for the customer's stage and the scripts for the card:
         the first play's, one of the second play's (the vertical's own scripts first)."""
         names = self.pipeline.script_stages(customer.stage)
-        plays = next((NEXT_PLAYS[name] for name in names if name in NEXT_PLAYS), ())
+        # a stage that is several steps (咨询: stranger and potential) is coached as its latest: a
+        # card follows a reply, so the customer is engaged
+        plays = next((NEXT_PLAYS[name] for name in reversed(names) if name in NEXT_PLAYS), ())
         if not plays:
             return (), []
         vertical = self.config.account(customer.account_id).vertical
@@ -138,7 +140,7 @@ class Coach:
                 for script in self.playbook.scripts(vertical=vertical, play=play, stage=name):
                     if script not in found:
                         found.append(script)
-            return found
+            return sorted(found, key=lambda s: s.vertical != vertical)  # stable: the vertical's first
 
         lead = fitting(plays[0])
         extra = fitting(plays[1])[:1] if len(plays) > 1 and wanted > 1 else []

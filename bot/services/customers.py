@@ -8,6 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.domain.stages import Pipeline
+from bot.services.lifecycle_state import LifecycleStates
 from bot.transport.base import Contact, TextMessage
 from storage.db import Database
 from storage.models import Customer
@@ -43,8 +44,16 @@ async def ensure_customer(
 
 
 class CustomerService:
-    def __init__(self, db: Database, clock: Clock, pipeline: Pipeline, on_first_reply: str = "") -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        pipeline: Pipeline,
+        on_first_reply: str = "",
+        lifecycle: LifecycleStates | None = None,
+    ) -> None:
         self.db = db
+        self.lifecycle = lifecycle
         self.clock = clock
         self.pipeline = pipeline
         self.first_stage = pipeline.first
@@ -76,6 +85,8 @@ class CustomerService:
         target = self.on_first_reply
         if first_reply and target and self.pipeline.is_before(customer.stage, target):
             await StageHistory(session).move(customer, target, "system", "first reply", now)
+        if self.lifecycle is not None:  # a dormant or lost customer who writes is active again
+            await self.lifecycle.update(session, customer, now, reason="message")
         return customer, first_reply
 
     async def record_rep_message(self, account_id: str, message: TextMessage) -> None:
@@ -113,4 +124,6 @@ class CustomerService:
             customer_id=customer_id,
             data={"reason": reason, "cancelled": cancelled},
         )
+        if self.lifecycle is not None:
+            await self.lifecycle.update(session, customer, now, reason="deleted")
         return customer

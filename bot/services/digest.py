@@ -19,7 +19,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Config, SupervisorConfig
+from bot.domain.display import lifecycle_name
 from bot.domain.kinds import AUTOMATED_KINDS, Kind
+from bot.domain.lifecycle import Lifecycle
 from bot.domain.limits import MAX_NAME_CHARS, clip, split_message
 from bot.domain.schedule import local_at, local_day_bounds
 from bot.domain.stages import Pipeline
@@ -32,6 +34,7 @@ from bot.templates import TemplateLibrary
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
 from storage.queries import digest as queries
+from storage.queries import lifecycle as lifecycle_queries
 from storage.repositories import Outbox
 
 DIGEST = Kind.DIGEST
@@ -71,6 +74,8 @@ class RepDay:
     soft_opt_outs: list[str] = field(default_factory=list)
     referrals: list[str] = field(default_factory=list)
     koc: list[str] = field(default_factory=list)  # candidates as of now (not compared)
+    lifecycle: Counter[str] = field(default_factory=Counter)  # customers per state, as of now
+    newly_dormant: list[str] = field(default_factory=list)  # names of those who turned dormant
 
     def is_quiet(self) -> bool:
         """Nothing happened and nobody waits: the digest has nothing to report."""
@@ -95,6 +100,7 @@ class RepDay:
             self.opt_outs,
             self.soft_opt_outs,
             self.referrals,
+            self.newly_dormant,
         )
         return not any(counts) and not any(waiting) and not self.objections and not self.stage_moves
 
@@ -119,6 +125,7 @@ class RepDay:
         self.stage_moves.update(other.stage_moves)
         self.tags.update(other.tags)
         self.hooks.update(other.hooks)
+        self.lifecycle.update(other.lifecycle)
         for name in (
             "owed",
             "at_risk",
@@ -128,6 +135,7 @@ class RepDay:
             "soft_opt_outs",
             "referrals",
             "koc",
+            "newly_dormant",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -243,6 +251,20 @@ class DigestService:
         found = await self.koc.candidates(session, list(days))
         for account_id, candidates in found.items():
             days[account_id].koc = [f"{c.name}#{c.customer_id}" for c in candidates]
+
+    async def _lifecycle(
+        self, session: AsyncSession, days: dict[str, RepDay], start: datetime, end: datetime
+    ) -> None:
+        """Customers per lifecycle state (as of now) and who turned dormant in [start, end)."""
+        for account_id, state, count in await lifecycle_queries.state_counts(session, list(days)):
+            days[account_id].lifecycle[state] += count
+        seen: set[int | None] = set()
+        for event, name, remark in await queries.customer_events(
+            session, list(days), start, end, ("lifecycle_changed",)
+        ):
+            if event.data.get("to") == "dormant" and event.customer_id not in seen:
+                seen.add(event.customer_id)
+                days[event.account_id].newly_dormant.append(clip(remark or name, MAX_NAME_CHARS))
 
     async def _events(
         self, session: AsyncSession, days: dict[str, RepDay], start: datetime, end: datetime
@@ -363,6 +385,7 @@ class DigestService:
         async with self.db.transaction() as session:
             today = await self.team_day(session, accounts, start, cut, cut)
             await self._koc(session, today)
+            await self._lifecycle(session, today, start, cut)
             before = await self.team_day(session, accounts, previous_start, previous_cut, previous_cut)
         for account_id in accounts:
             team.add(today[account_id])
@@ -436,6 +459,10 @@ class DigestService:
             "soft_opt_outs": today.soft_opt_outs,
             "referrals": today.referrals,
             "koc": today.koc,
+            "lifecycle": "、".join(
+                f"{lifecycle_name(state)}{today.lifecycle.get(state, 0)}" for state in Lifecycle
+            ),
+            "newly_dormant": today.newly_dormant,
         }
 
     async def for_supervisor(

@@ -60,7 +60,7 @@ class Suggestion:
     label: str
     script_ids: tuple[str, ...]
     first: int  # the number the console shows for its first script (the others follow on)
-    source: str = "objection"  # the event that offered it (a coaching card: "coach")
+    source: str = "objection"  # the event that offered it (a coaching card: "coach", "reactivate")
 
     @property
     def last(self) -> int:
@@ -69,15 +69,15 @@ class Suggestion:
     @property
     def family(self) -> str:
         """Which library its scripts come from (a reply row's ``sequence`` names it)."""
-        return "playbook" if self.source == "coach" else "objection"
+        return "playbook" if self.source in PLAYBOOK_SOURCES else "objection"
 
     def numbers(self) -> str:
         return str(self.first) if self.first == self.last else f"{self.first}–{self.last}"
 
     @staticmethod
     def of(event: Event) -> Suggestion | None:
-        """The suggestion an ``objection``, ``hot_lead``, ``referral`` or ``coach`` event offered
-        (None: none)."""
+        """The suggestion an ``objection``, ``hot_lead``, ``referral``, ``coach`` or ``reactivate``
+        event offered (None: none)."""
         if event.id is None or event.customer_id is None or not event.data.get("scripts"):
             return None
         scripts = tuple(str(i) for i in event.data["scripts"])
@@ -110,8 +110,10 @@ SUGGESTION_OPEN = timedelta(days=1)
 # how many of the account's open suggestions /send N looks through for number N
 OPEN_SUGGESTIONS = 500
 # the events that offer numbered scripts to /send: objection suggestions, hot-lead and referral
-# alerts, coaching cards (bot/services/coach.py)
-SUGGESTING = ("objection", "hot_lead", "referral", "coach")
+# alerts, coaching cards (bot/services/coach.py), reactivation cards (bot/services/lifecycle.py)
+SUGGESTING = ("objection", "hot_lead", "referral", "coach", "reactivate")
+# the events whose scripts come from the playbook
+PLAYBOOK_SOURCES = ("coach", "reactivate")
 
 
 def check_extra(extra: str) -> None:

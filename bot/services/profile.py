@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -18,14 +18,18 @@ from bot.domain.limits import MAX_ECHO_CHARS, MAX_NOTE_CHARS, clip
 from bot.domain.stages import Pipeline
 from bot.domain.tags import Tag, TagRejected, TagVocabulary
 from bot.errors import CommandError, TransportError
+from bot.services.lifecycle_state import LifecycleStates
 from bot.transport.base import Transport
 from storage.db import Database
-from storage.models import Customer, CustomerTag, Note, ScheduledMessage
+from storage.models import Customer, CustomerTag, Note, ScheduledMessage, StageChange
 from storage.queries import listings
 from storage.queries import profile as queries
 from storage.repositories import Customers, Events, Notes, Outbox, StageHistory, Tags
 
 log = logging.getLogger(__name__)
+
+# how many of a customer's latest stage moves the card lists
+CARD_STAGE_MOVES = 8
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Card:
     notes: list[Note]
     pending: list[ScheduledMessage]
     objections: list[str]
+    stages: list[StageChange] = field(default_factory=list)  # newest few, oldest first
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class ProfileService:
         self.transports = transports
         self.pipeline = Pipeline(config.stages)
         self.vocabulary = TagVocabulary(config.tags.groups)
+        self.lifecycle = LifecycleStates(config)
 
     def parse_tags(self, words: list[str]) -> list[Tag]:
         try:
@@ -127,6 +133,7 @@ class ProfileService:
             if old == key:
                 raise CommandError(f"客户已经在「{self.pipeline.label(key)}」阶段")
             await StageHistory(session).move(customer, key, actor, reason, now)
+            await self.lifecycle.update(session, customer, now, reason="stage")
         return old, key
 
     async def add_note(self, customer_id: int, text: str, actor: str) -> None:
@@ -151,6 +158,7 @@ class ProfileService:
                 notes=await Notes(session).for_customer(customer_id),
                 pending=await Outbox(session).pending_for_customer(customer_id),
                 objections=await queries.objection_labels(session, customer_id),
+                stages=await StageHistory(session).for_customer(customer_id, CARD_STAGE_MOVES),
             )
 
     async def find(self, account_id: str, query: str, page: int, page_size: int) -> Page:
@@ -208,3 +216,10 @@ class ProfileService:
 
 def when(instant: datetime | None, config: Config) -> str:
     return "—" if instant is None else f"{instant.astimezone(config.tz):%Y-%m-%d %H:%M}"
+
+
+def day_and_time(instant: datetime, config: Config, now: datetime) -> str:
+    """A moment as a rep reads it, local: 3月28日 10:00 (with the year when it is not ``now``'s)."""
+    local = instant.astimezone(config.tz)
+    year = f"{local.year}年" if local.year != now.astimezone(config.tz).year else ""
+    return f"{year}{local.month}月{local.day}日 {local:%H:%M}"

@@ -23,6 +23,7 @@ from bot.domain.schedule import QuietHours, at_local_time_after, countdown_left_
 from bot.domain.stages import Pipeline
 from bot.errors import CommandError
 from bot.hooks import Hooks, Planned
+from bot.services.lifecycle_state import LifecycleStates
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
 from bot.services.welcome import customer_variables, rep_variables
@@ -179,6 +180,7 @@ class SequenceService:
             target = (stages.repeat_stage or stages.order_stage) if last is not None else stages.order_stage
             if self.pipeline.is_before(old, target):
                 await StageHistory(session).move(fresh, target, actor, "order", now)
+                await LifecycleStates(self.config).update(session, fresh, now, reason="order")
             event = await events.add(
                 Event(
                     account_id=fresh.account_id,
