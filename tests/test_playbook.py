@@ -125,6 +125,9 @@ def test_loading_rejects_unknown_stages_bad_toml_and_a_missing_general(tmp_path:
     cars.write_text(shipped + "\n[[scripts]\n", encoding="utf-8")
     with pytest.raises(TemplateError, match=r"cars\.toml: not valid TOML: .*line \d+"):
         PlaybookLibrary.load(tmp_path)
+    cars.write_bytes(shipped.encode("gbk"))
+    with pytest.raises(TemplateError, match=r"cars\.toml: not UTF-8 text"):
+        PlaybookLibrary.load(tmp_path)
     cars.write_text(shipped, encoding="utf-8")
     (tmp_path / "playbook" / "general.toml").unlink()
     with pytest.raises(TemplateError, match=r"general\.toml not found"):
