@@ -130,13 +130,26 @@ def load_file(path: Path, model: type[BaseModel]) -> tuple[Any, str]:
     try:
         return model.model_validate(data), raw
     except ValidationError as exc:
+        errors = exc.errors()
         problems = "; ".join(
             ".".join(str(p) for p in e["loc"])
             + ": "
             + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
-            for e in exc.errors()
+            for e in errors
         )
-        raise TemplateError(f"{path}: {problems}") from None
+        line = _table_line(raw, errors[0]["loc"])
+        raise TemplateError(f"{path}:{line}: {problems}" if line else f"{path}: {problems}") from None
+
+
+def _table_line(raw: str, loc: tuple[int | str, ...]) -> int | None:
+    """The line of the ``[[name]]`` block an error points into (``scripts.3.title``: the fourth
+    ``[[scripts]]``), so a script without an id is still found; None for top-level keys."""
+    if len(loc) < 2 or not isinstance(loc[0], str) or not isinstance(loc[1], int):
+        return None
+    headers = list(re.finditer(rf"^[ \t]*\[\[[ \t]*{re.escape(loc[0])}[ \t]*\]\]", raw, re.MULTILINE))
+    if loc[1] >= len(headers):
+        return None
+    return raw.count("\n", 0, headers[loc[1]].start()) + 1
 
 
 def _scripts(
