@@ -113,6 +113,16 @@ def test_check_rejects_an_id_the_objection_library_uses(
     assert code == 1 and "'price-value-first'" in out and "objections/price.toml" in out
 
 
+def test_a_script_missing_a_key_is_named_by_its_line(tmp_path: Path) -> None:
+    shutil.copytree(TEMPLATES / "playbook", tmp_path / "playbook")
+    cars = tmp_path / "playbook" / "cars.toml"
+    text = cars.read_text(encoding="utf-8")
+    cars.write_text(text.replace('title = "预算和付款方式"\n', "", 1), encoding="utf-8")
+    line = text[: text.index('id = "cars-discovery-budget"')].count("\n")  # its [[scripts]] line
+    with pytest.raises(TemplateError, match=rf"cars\.toml:{line}: scripts\.1\.title: Field required"):
+        PlaybookLibrary.load(tmp_path)
+
+
 def test_loading_rejects_unknown_stages_bad_toml_and_a_missing_general(tmp_path: Path) -> None:
     shutil.copytree(TEMPLATES / "playbook", tmp_path / "playbook")
     cars = tmp_path / "playbook" / "cars.toml"
@@ -124,6 +134,9 @@ def test_loading_rejects_unknown_stages_bad_toml_and_a_missing_general(tmp_path:
     PlaybookLibrary.load(tmp_path, ["orderd"])
     cars.write_text(shipped + "\n[[scripts]\n", encoding="utf-8")
     with pytest.raises(TemplateError, match=r"cars\.toml: not valid TOML: .*line \d+"):
+        PlaybookLibrary.load(tmp_path)
+    cars.write_bytes(shipped.encode("gbk"))
+    with pytest.raises(TemplateError, match=r"cars\.toml: not UTF-8 text"):
         PlaybookLibrary.load(tmp_path)
     cars.write_text(shipped, encoding="utf-8")
     (tmp_path / "playbook" / "general.toml").unlink()

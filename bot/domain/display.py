@@ -91,11 +91,11 @@ PLAY_NAMES: dict[str, str] = {
 
 # what the coaching card tells the rep to do for each play, in one line
 PLAY_ADVICE: dict[str, str] = {
-    "discovery": "多问少推：先弄清TA要解决什么、预算多少、什么时候要。",
-    "deepen": "把需求聊透：不解决会怎样、影响到谁，让TA自己说出为什么要现在解决。",
+    "discovery": "多问少推，先弄清TA要解决什么、预算多少、什么时候要。",
+    "deepen": "把需求聊透，问问不解决会怎样、影响到谁，让TA自己说出为什么要现在解决。",
     "propose": "按TA说过的需求给方案，最好两个选项，讲清差别。",
     "close": "问出最后的顾虑，给一个现在定下来的理由，约好具体时间。",
-    "deliver": "成交只是开始：回访使用感受，教TA用好，让TA觉得买对了。",
+    "deliver": "成交只是开始，回访使用感受，教TA用好，让TA觉得买对了。",
     "reactivate": "给TA一个回来的理由（有用的资料、专属优惠、一句关心），别只发“在吗”。",
     "referral_ask": "趁TA满意，请TA介绍身边有需要的朋友，说清推荐的好处。",
 }

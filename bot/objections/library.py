@@ -111,13 +111,18 @@ def phrase_pattern(phrases: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(alternatives)) if alternatives else None
 
 
-def _line_of(raw: str, script_id: str) -> int:
+def line_of(raw: str, script_id: str) -> int:
+    """The line of a script's ``id = ...`` in a TOML file (errors name it; the playbook uses it too)."""
     match = re.search(rf'^\s*id\s*=\s*["\']{re.escape(script_id)}["\']', raw, re.MULTILINE)
     return raw.count("\n", 0, match.start()) + 1 if match else 1
 
 
-def _load(path: Path, model: type[BaseModel]) -> tuple[Any, str]:
-    raw = path.read_text(encoding="utf-8")
+def load_file(path: Path, model: type[BaseModel]) -> tuple[Any, str]:
+    """One script file validated against ``model``, and its text; errors name the file."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise TemplateError(f"{path}: not UTF-8 text (save the file as UTF-8)") from None
     try:
         data = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as exc:
@@ -125,13 +130,26 @@ def _load(path: Path, model: type[BaseModel]) -> tuple[Any, str]:
     try:
         return model.model_validate(data), raw
     except ValidationError as exc:
+        errors = exc.errors()
         problems = "; ".join(
             ".".join(str(p) for p in e["loc"])
             + ": "
             + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
-            for e in exc.errors()
+            for e in errors
         )
-        raise TemplateError(f"{path}: {problems}") from None
+        line = _table_line(raw, errors[0]["loc"])
+        raise TemplateError(f"{path}:{line}: {problems}" if line else f"{path}: {problems}") from None
+
+
+def _table_line(raw: str, loc: tuple[int | str, ...]) -> int | None:
+    """The line of the ``[[name]]`` block an error points into (``scripts.3.title``: the fourth
+    ``[[scripts]]``), so a script without an id is still found; None for top-level keys."""
+    if len(loc) < 2 or not isinstance(loc[0], str) or not isinstance(loc[1], int):
+        return None
+    headers = list(re.finditer(rf"^[ \t]*\[\[[ \t]*{re.escape(loc[0])}[ \t]*\]\]", raw, re.MULTILINE))
+    if loc[1] >= len(headers):
+        return None
+    return raw.count("\n", 0, headers[loc[1]].start()) + 1
 
 
 def _scripts(
@@ -146,7 +164,7 @@ def _scripts(
     any stage, when no pipeline was given)."""
     scripts = []
     for item in items:
-        line = _line_of(raw, item.id)
+        line = line_of(raw, item.id)
         if item.id in seen:
             raise TemplateError(f"{path}:{line}: script id {item.id!r} is also used in {seen[item.id]}")
         unknown = sorted(set(item.stages) - known_stages) if known_stages is not None else []
@@ -183,7 +201,7 @@ class ObjectionLibrary:
         for path in sorted(folder.glob("*.toml")):
             if path.name.startswith("_"):
                 continue
-            spec, raw = _load(path, _ObjectionFile)
+            spec, raw = load_file(path, _ObjectionFile)
             if spec.label not in LABELS:
                 raise TemplateError(f"{path}: label {spec.label!r} is not one of {', '.join(LABELS)}")
             if spec.label in objections:
@@ -213,16 +231,16 @@ class ObjectionLibrary:
         if missing:
             raise TemplateError(f"{folder}: no file for objection(s) {', '.join(missing)}")
         if (folder / "_none.toml").exists():  # older libraries: validated, no longer used
-            _load(folder / "_none.toml", _NoneFile)
+            load_file(folder / "_none.toml", _NoneFile)
         opt_out = None
         if (folder / "_opt_out.toml").exists():
-            opt_out = phrase_pattern(_load(folder / "_opt_out.toml", _OptOutFile)[0].phrases)
+            opt_out = phrase_pattern(load_file(folder / "_opt_out.toml", _OptOutFile)[0].phrases)
         signal_scripts: dict[str, tuple[Script, ...]] = {}
         for signal in SCRIPTED_SIGNALS:
             path = folder / f"_{signal}.toml"
             if not path.exists():
                 continue
-            signal_file, raw = _load(path, _SignalScriptsFile)
+            signal_file, raw = load_file(path, _SignalScriptsFile)
             signal_scripts[signal] = tuple(
                 _scripts(path, raw, signal_file.scripts, signal, script_ids, known_stages)
             )

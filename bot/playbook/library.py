@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.domain.steps import PROCESS_STEPS
 from bot.errors import TemplateError
-from bot.objections.library import ObjectionLibrary, _line_of, _load
+from bot.objections.library import ObjectionLibrary, line_of, load_file
 from bot.templates import PLAYBOOK, TemplateLibrary
 
 FOLDER = "playbook"
@@ -95,10 +95,10 @@ class PlaybookLibrary:
                 raise TemplateError(
                     f"{path}: a playbook file is named after its vertical: lower-case letters, digits, '_'"
                 )
-            spec, raw = _load(path, _PlaybookFile)
+            spec, raw = load_file(path, _PlaybookFile)
             names[vertical] = spec.name
             for item in spec.scripts:
-                line = _line_of(raw, item.id)
+                line = line_of(raw, item.id)
                 where = f"{path}:{line}: script {item.id!r}"
                 if item.id in seen:
                     raise TemplateError(
