@@ -181,27 +181,95 @@ async def test_simulator_endpoints_need_the_token_and_validate_input(sim: Simula
     client = await simulator_client(sim)
     try:
         auth = {"Authorization": f"Bearer {TOKEN}"}
-        body = {"handle": "c1", "name": "张三", "hello": "小红书"}
+        body = {"name": "张三", "hello": "小红书"}
         assert (await client.post("/sim/friend_request", json=body)).status == 401
         ok = await client.post("/sim/friend_request", json=body, headers=auth)
-        assert ok.status == 200 and (await ok.json())["ok"] is True
+        assert ok.status == 200 and (await ok.json())["handle"] == "c1", "the server issues the handle"
         assert (await client.post("/sim/advance", json={"duration": "1m"}, headers=auth)).status == 200
         assert [m["kind"] for m in sim.output] == [], "the web simulator drives the bot, not the scenario log"
         card = await (await client.get("/sim/card/c1")).json()
         assert card["source"] == "小红书" and card["name"] == "张三"
         for path, payload, reason in [
-            ("/sim/say", {"handle": "c9", "text": "hi"}, "add this customer first"),
-            ("/sim/say", {"handle": "c1"}, "missing: text"),
-            ("/sim/advance", {"duration": "soon"}, "bad duration"),
-            ("/sim/friend_request", {"handle": "../x", "name": "n"}, "handle:"),
+            ("/sim/say", {"handle": "c9", "text": "hi"}, "请先在手机上加这位客户为好友"),
+            ("/sim/say", {"handle": "c1"}, "请填写要发送的内容"),
+            ("/sim/friend_request", {"name": " "}, "请填写客户名字"),
+            ("/sim/advance", {"duration": "soon"}, "快进时长不对"),
+            ("/sim/advance", {"duration": "500d"}, "一次最多 400 天"),
+            ("/sim/current", {"handle": "../x"}, "请先在手机上加这位客户为好友"),
         ]:
             response = await client.post(path, json=payload, headers=auth)
-            assert response.status == 400 and reason in (await response.json())["error"]
-        assert (await client.get("/sim/card/nobody")).status == 404
+            error = (await response.json())["error"]
+            assert response.status == 400 and reason in error, (path, error)
+            assert not re.search(r"[A-Za-z]{4,}", error), f"the page shows Chinese reasons: {error}"
+        bad = await client.post("/sim/say", data="not json", headers=auth)
+        assert bad.status == 400 and "JSON" in (await bad.json())["error"]
+        missing = await client.get("/sim/card/nobody")
+        assert missing.status == 404 and (await missing.json())["error"] == "还没有这位客户"
         page = await client.get("/simulator")
         assert page.status == 200 and TOKEN in await page.text()
     finally:
         await client.close()
+
+
+async def test_simulator_keeps_customers_and_histories_and_never_merges_two_customers(
+    sim: Simulation,
+) -> None:
+    """The bug: a reload forgot the page's customers, the next one reused handle c1, and the server
+    renamed the existing contact (two customers merged into one, no welcome for the newcomer)."""
+    client = await simulator_client(sim)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        first = await (
+            await client.post("/sim/friend_request", json={"name": "张三", "hello": "抖音"}, headers=auth)
+        ).json()
+        # a second tab (or a reloaded page) adds a customer with the same name
+        second = await (await client.post("/sim/friend_request", json={"name": "张三"}, headers=auth)).json()
+        assert first["handle"] != second["handle"]
+        await client.post("/sim/advance", json={"duration": "1m"}, headers=auth)
+        await client.post("/sim/say", json={"handle": first["handle"], "text": "太贵了"}, headers=auth)
+        await client.post("/sim/rep", json={"text": "/note @张三 周六来"}, headers=auth)
+        await client.post("/sim/rep", json={"text": "/pick 1"}, headers=auth)
+        state = await (await client.get("/sim/state")).json()
+    finally:
+        await client.close()
+    customers = state["customers"]
+    assert [c["name"] for c in customers] == ["张三", "张三"]
+    ids = {c["customer_id"] for c in customers}
+    assert len(ids) == 2 and None not in ids, "two customers, never one renamed"
+    phone = [(m["handle"], m["label"], m["text"]) for m in state["lines"] if m["pane"] == "phone"]
+    assert phone[0] == (first["handle"], "好友申请", "抖音"), "the customer's hello is on the phone"
+    welcomes = [h for h, label, _ in phone if label == "欢迎语"]
+    assert sorted(welcomes) == sorted([first["handle"], second["handle"]]), "each newcomer is welcomed"
+    assert (first["handle"], "客户", "太贵了") in phone
+    console = [(m["label"], m["text"]) for m in state["lines"] if m["pane"] == "console"]
+    assert console[:2] == [("模拟器提示", "新好友：张三（验证消息：抖音）"), ("模拟器提示", "新好友：张三")]
+    typed = console.index(("我", "/note @张三 周六来"))
+    assert console[typed + 1][0] == "命令回复" and "/pick" in console[typed + 1][1], console
+    assert console[typed + 2 :] == [("我", "/pick 1"), console[-1]] and "周六来" in console[-1][1]
+    for line in state["lines"]:
+        assert "T" not in line["at"] and re.fullmatch(r"\d\d-\d\d \d\d:\d\d", line["at"])
+        assert line["label"] and not re.search(r"[a-z_]{4,}", line["label"]), line["label"]
+    assert state["current"] in ids, "the console's current customer (the picker follows commands)"
+
+    # a restart on the same database: the phone's customers and histories come back
+    again = await simulator_client(sim)
+    try:
+        restored = await (await again.get("/sim/state")).json()
+        assert restored["customers"] == customers and restored["lines"] == state["lines"]
+        said = await again.post("/sim/say", json={"handle": second["handle"], "text": "在吗"}, headers=auth)
+        assert said.status == 200, "the restarted phone still has its friends"
+        third = await (await again.post("/sim/friend_request", json={"name": "李四"}, headers=auth)).json()
+        assert third["handle"] not in {first["handle"], second["handle"]}
+        chosen = await again.post("/sim/current", json={"handle": second["handle"]}, headers=auth)
+        second_id = next(c["customer_id"] for c in customers if c["handle"] == second["handle"])
+        assert (await chosen.json())["current"] == second_id
+        await again.post("/sim/rep", json={"text": "/note 第二位"}, headers=auth)
+        card = await (await again.get(f"/sim/card/{second['handle']}")).json()
+        assert [n["text"] for n in card["notes"]] == ["第二位"], "the picker sets whom a command acts on"
+        cleared = await again.post("/sim/current", json={"handle": ""}, headers=auth)
+        assert (await cleared.json())["current"] is None
+    finally:
+        await again.close()
 
 
 async def test_simulator_is_not_mounted_without_a_local_transport(busy: Simulation) -> None:
@@ -275,7 +343,7 @@ async def test_a_mutating_request_from_another_site_is_refused_even_with_the_tok
     client = await simulator_client(sim)
     try:
         auth = {"Authorization": f"Bearer {TOKEN}"}
-        body = {"handle": "c1", "name": "张三"}
+        body = {"name": "张三"}
         for origin in ("http://evil.example", "null", "http://localhost:1"):
             response = await client.post("/sim/friend_request", json=body, headers={**auth, "Origin": origin})
             assert response.status == 403, origin
