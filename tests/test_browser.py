@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from bot.config import Config
+from bot.domain.kinds import Kind
 from bot.simulate import Simulation
 from bot.web.app import create_app
 from bot.web.simulator import SimulatorState
@@ -21,6 +23,10 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "browser-test-token"
+LAPTOP = {"width": 1366, "height": 900}
+PHONE = {"width": 390, "height": 844}
+INTERNAL = re.compile(r"(?<![/\w])(" + "|".join(k.value for k in Kind) + r")\b")
+ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT|\dT\d\d:\d\d")
 
 if CHROMIUM is None:
     if os.environ.get("CI"):
@@ -48,7 +54,7 @@ async def served(config: Config, tmp_path: Any) -> AsyncIterator[tuple[str, Simu
 
 
 @pytest.fixture
-async def page(served: tuple[str, Simulation]) -> AsyncIterator[Any]:
+async def browser() -> AsyncIterator[Any]:
     async with playwright.async_playwright() as p:
         browser = await p.chromium.launch(
             executable_path=CHROMIUM,
@@ -63,9 +69,21 @@ async def page(served: tuple[str, Simulation]) -> AsyncIterator[Any]:
             ],
         )
         try:
-            yield await browser.new_page()
+            yield browser
         finally:
             await browser.close()
+
+
+@pytest.fixture
+async def page(served: tuple[str, Simulation], browser: Any) -> Any:
+    return await browser.new_page(viewport=LAPTOP)
+
+
+async def assert_readable(page: Any) -> None:
+    """What a person sees: no internal kind name, no ISO time."""
+    text = await page.evaluate("document.body.innerText")
+    assert not INTERNAL.search(text), INTERNAL.search(text)
+    assert not ISO_TIME.search(text), ISO_TIME.search(text)
 
 
 async def test_customer_adds_rep_objects_and_rep_clicks_a_script(
@@ -118,3 +136,89 @@ async def test_dashboard_shows_the_funnel(served: tuple[str, Simulation], page: 
     await page.click("form button")
     await page.locator("#customers").get_by_text("张三").wait_for()
     assert "客户（共 1 位）" in await page.content()
+
+
+async def test_reload_and_a_second_tab_keep_customers_and_histories(
+    served: tuple[str, Simulation], browser: Any
+) -> None:
+    url, _sim = served
+    context = await browser.new_context(viewport=LAPTOP)
+    first, second = await context.new_page(), await context.new_page()
+    for tab in (first, second):
+        await tab.goto(f"{url}/simulator")
+    await first.press("#say-text", "Enter")
+    await first.locator("#say-hint").get_by_text("请先加一位客户为好友").wait_for()
+    await first.press("#new-name", "Enter")
+    await first.locator("#add-hint").get_by_text("请先填写新客户的名字").wait_for()
+
+    await first.fill("#new-name", "张三")
+    await first.fill("#new-hello", "抖音看到的")
+    await first.press("#new-hello", "Enter")  # Enter sends in every box
+    await first.locator("#phone-log").get_by_text("抖音看到的").wait_for()  # the customer's hello
+    await first.locator("#console-log").get_by_text("新好友：张三（验证消息：抖音看到的）").wait_for()
+    await second.fill("#new-name", "张三")  # the same name in another tab: a second customer
+    await second.press("#new-name", "Enter")
+    await second.locator("#console-log").get_by_text("新好友：张三", exact=True).wait_for()
+    await first.locator("#customer option").nth(1).wait_for(state="attached")
+    await first.click("[data-ff='1m']")
+    await first.locator("#phone-log").get_by_text("欢迎语", exact=False).first.wait_for()
+    await first.fill("#say-text", "太贵了")
+    await first.press("#say-text", "Enter")
+    await first.locator("#console-log").get_by_text("提出「价格」顾虑", exact=False).wait_for()
+    await first.fill("#rep-text", "/note @张三 周六来")
+    await first.press("#rep-text", "Enter")
+    await first.locator("#console-log").get_by_text("/pick", exact=False).first.wait_for()
+    await first.fill("#rep-text", "/pick 1")
+    await first.press("#rep-text", "Enter")
+    await first.locator("#card").get_by_text("备注：周六来", exact=False).wait_for()
+    assert await first.input_value("#current") == "c1", "the picker follows the command's customer"
+
+    before = {
+        log: await first.locator(f"#{log} .msg").all_text_contents() for log in ("phone-log", "console-log")
+    }
+    await first.reload()
+    await first.locator("#phone-log .msg").nth(len(before["phone-log"]) - 1).wait_for()
+    await first.locator("#console-log .msg").nth(len(before["console-log"]) - 1).wait_for()
+    for log, shown in before.items():
+        assert await first.locator(f"#{log} .msg").all_text_contents() == shown, log
+    options = await first.locator("#customer option").all_text_contents()
+    assert len(options) == 2 and all(o.startswith("张三 #") for o in options) and options[0] != options[1]
+    assert await first.input_value("#current") == "c1"
+    await assert_readable(first)
+
+    await second.reload()  # the other tab shows the same console
+    await second.locator("#console-log .msg").nth(len(before["console-log"]) - 1).wait_for()
+    assert await second.locator("#console-log .msg").all_text_contents() == before["console-log"]
+    await second.select_option("#current", "c2")
+    await second.fill("#rep-text", "/note 第二位")
+    await second.press("#rep-text", "Enter")
+    await second.locator("#console-log").get_by_text("第二位", exact=False).last.wait_for()
+    await first.locator("#console-log").get_by_text("/note 第二位").wait_for()  # live in the other tab
+    await context.close()
+
+
+async def test_on_a_phone_one_column_with_tabs_and_no_horizontal_overflow(
+    served: tuple[str, Simulation], browser: Any
+) -> None:
+    url, _sim = served
+    page = await browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
+    await page.goto(f"{url}/simulator")
+    await page.fill("#new-name", "一个名字很长很长很长很长很长很长很长很长很长很长的客户")
+    await page.fill("#new-hello", "在小红书上看到你们发的那篇关于新款车型的长文章，想了解一下")
+    await page.press("#new-hello", "Enter")
+    await page.click("[data-ff='1m']")
+    await page.locator("#phone-log").get_by_text("欢迎语", exact=False).first.wait_for()
+    assert not await page.locator("#console").is_visible(), "one pane at a time"
+    await page.click("#tab-console")
+    await page.fill("#rep-text", "/help")
+    await page.press("#rep-text", "Enter")
+    await page.locator("#console-log").get_by_text("命令回复", exact=False).first.wait_for()
+    for tab in ("#tab-phone", "#tab-console", "#tab-card"):
+        await page.click(tab)
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{tab}: the page is {width}px wide"
+        for control in await page.locator("button, input, select").all():
+            if await control.is_visible():
+                box = await control.bounding_box()
+                assert box["height"] >= 40, (tab, await control.evaluate("e => e.outerHTML"), box)
+        await assert_readable(page)
