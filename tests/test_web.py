@@ -268,6 +268,18 @@ async def test_simulator_keeps_customers_and_histories_and_never_merges_two_cust
         assert [n["text"] for n in card["notes"]] == ["第二位"], "the picker sets whom a command acts on"
         cleared = await again.post("/sim/current", json={"handle": ""}, headers=auth)
         assert (await cleared.json())["current"] is None
+        # a script may name the handle: the same one again is the platform repeating the request;
+        # another name under it is refused, never a rename
+        again_first = {"handle": first["handle"], "name": "张三"}
+        assert (await again.post("/sim/friend_request", json=again_first, headers=auth)).status == 200
+        renamed = await again.post("/sim/friend_request", json={**again_first, "name": "王五"}, headers=auth)
+        assert renamed.status == 409 and "不会改名或合并" in (await renamed.json())["error"]
+        named = await again.post("/sim/friend_request", json={"handle": "zhao", "name": "赵六"}, headers=auth)
+        assert (await named.json())["handle"] == "zhao"
+        bad = await again.post("/sim/friend_request", json={"handle": "../x", "name": "n"}, headers=auth)
+        assert bad.status == 400 and "客户编号" in (await bad.json())["error"]
+        names = [c["name"] for c in (await (await again.get("/sim/state")).json())["customers"]]
+        assert names == ["张三", "张三", "李四", "赵六"]
     finally:
         await again.close()
 

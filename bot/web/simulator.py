@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.app import SalesBot
 from bot.clock import AdvanceableClock
@@ -37,6 +39,7 @@ from storage.queries.simulator import (
 )
 from storage.repositories import Customers, Events
 
+_HANDLE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 MAX_TEXT = 2000  # characters kept of one typed line (a chat message is far shorter)
 MAX_NAME = 32
 HISTORY = 1000  # bot messages a page loads (the newest)
@@ -86,23 +89,37 @@ class SimulatorState:
                 self.puppet.add_contact(contact.contact_id, contact.name, friend=True)
         self._loaded = True
 
+    async def _taken(self, session: AsyncSession, handle: str) -> bool:
+        contact_id = f"wx_{handle}"
+        if handle in self.contacts or self.puppet.has_contact(contact_id):
+            return True
+        return bool(await customer_ids(session, self.account_id, [contact_id]))
+
     def _register(self, contact: SimContact) -> None:
         self.contacts[contact.handle] = contact
         self.handles[contact.contact_id] = contact.handle
 
-    async def add_friend(self, name: str, hello: str) -> SimContact:
-        """A new contact for every request, even with a name already on the phone."""
+    async def add_friend(self, name: str, hello: str, handle: str = "") -> SimContact:
+        """A new contact for every request, even with a name already on the phone. A script may
+        name the handle: the same handle and name again is the platform repeating the request."""
         async with self.lock:
             await self.ready()
+            known = self.contacts.get(handle)
+            if known is not None:
+                if known.name != name:
+                    raise web.HTTPConflict(
+                        reason=f"编号 {handle} 已是另一位客户「{known.name}」：不会改名或合并"
+                    )
+                return known
             async with self.bot.db.transaction() as session:
-                number = len(self.contacts) + 1
-                while True:
+                if handle and await self._taken(session, handle):
+                    raise web.HTTPConflict(reason=f"编号 {handle} 已有客户：不会改名或合并")
+                if not handle:
+                    number = len(self.contacts) + 1
+                    while await self._taken(session, f"c{number}"):
+                        number += 1
                     handle = f"c{number}"
-                    contact_id = f"wx_{handle}"
-                    taken = await customer_ids(session, self.account_id, [contact_id])
-                    if handle not in self.contacts and not taken and not self.puppet.has_contact(contact_id):
-                        break
-                    number += 1
+                contact_id = f"wx_{handle}"
                 contact = SimContact(handle, name, contact_id)
                 event = Event(
                     account_id=self.account_id,
@@ -286,7 +303,10 @@ async def friend_request(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await _body(request, "name")
     hello = body.get("hello", "")[:MAX_TEXT]
-    contact = await state.add_friend(clip(body["name"], MAX_NAME), hello)
+    handle = body.get("handle", "")  # scripts and tests may name it; the page never does
+    if handle and not _HANDLE.match(handle):
+        raise web.HTTPBadRequest(reason="客户编号只能用字母、数字、- 和 _（最多 32 个）")
+    contact = await state.add_friend(clip(body["name"], MAX_NAME), hello, handle)
     state.puppet.request_friendship(contact.contact_id, contact.name, hello)
     return await _done(state, handle=contact.handle)
 
