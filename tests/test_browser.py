@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -163,7 +164,17 @@ async def test_reload_and_a_second_tab_keep_customers_and_histories(
     await first.click("[data-ff='1m']")
     await first.locator("#phone-log").get_by_text("欢迎语", exact=False).first.wait_for()
     await first.fill("#say-text", "太贵了")
+
+    async def slowly(route: Any) -> None:
+        await asyncio.sleep(0.5)
+        await route.continue_()
+
+    await first.route("**/sim/say*", slowly)
     await first.press("#say-text", "Enter")
+    assert await first.locator("#say").is_disabled() and await first.text_content("#say") == "处理中…"
+    await first.locator("#say:not([disabled])").wait_for()
+    assert await first.text_content("#say") == "发送"
+    await first.unroute("**/sim/say*")
     await first.locator("#console-log").get_by_text("提出「价格」顾虑", exact=False).wait_for()
     await first.fill("#rep-text", "/note @张三 周六来")
     await first.press("#rep-text", "Enter")
