@@ -220,6 +220,8 @@ async def test_on_a_phone_one_column_with_tabs_and_no_horizontal_overflow(
     await page.click("[data-ff='1m']")
     await page.locator("#phone-log").get_by_text("欢迎语", exact=False).first.wait_for()
     assert not await page.locator("#console").is_visible(), "one pane at a time"
+    await page.evaluate("request('/sim/say', {handle: 'nobody', text: '在吗'})")
+    assert await page.text_content("#error") == "请先在手机上加这位客户为好友", "a refusal in Chinese"
     await page.click("#tab-console")
     await page.fill("#rep-text", "/help")
     await page.press("#rep-text", "Enter")
@@ -228,7 +230,7 @@ async def test_on_a_phone_one_column_with_tabs_and_no_horizontal_overflow(
         await page.click(tab)
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"{tab}: the page is {width}px wide"
-        for control in await page.locator("button, input, select").all():
+        for control in await page.locator("button, input, select, a").all():
             if await control.is_visible():
                 box = await control.bounding_box()
                 assert box["height"] >= 40, (tab, await control.evaluate("e => e.outerHTML"), box)
