@@ -217,6 +217,7 @@ async def test_on_a_phone_one_column_with_tabs_and_no_horizontal_overflow(
     await page.fill("#new-name", "一个名字很长很长很长很长很长很长很长很长很长很长的客户")
     await page.fill("#new-hello", "在小红书上看到你们发的那篇关于新款车型的长文章，想了解一下")
     await page.press("#new-hello", "Enter")
+    await page.locator("#phone-log").get_by_text("在小红书上看到", exact=False).wait_for()
     await page.click("[data-ff='1m']")
     await page.locator("#phone-log").get_by_text("欢迎语", exact=False).first.wait_for()
     assert not await page.locator("#console").is_visible(), "one pane at a time"

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,6 +46,7 @@ MAX_NAME = 32
 HISTORY = 1000  # bot messages a page loads (the newest)
 FIELDS = {"name": "客户名字", "text": "要发送的内容", "duration": "快进时长"}
 Line = dict[str, Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -64,6 +66,9 @@ class SimulatorState:
         self.handles: dict[str, str] = {}  # contact id -> handle
         self.listeners: set[asyncio.Queue[Line | None]] = set()  # None: the stream ends
         self.lock = asyncio.Lock()  # one change of the transcript at a time (two tabs adding friends)
+        # one action at a time, in arrival order: a fast-forward clicked while a friend request is
+        # under way waits for it (else the clock moved first and the welcome came a minute late)
+        self.actions = asyncio.Lock()
         self._loaded = False
         self._seq = itertools.count(1)
         self.seq = 0  # the last live event's number: a page drops what its snapshot already holds
@@ -294,6 +299,14 @@ async def _body(request: web.Request, *fields: str) -> dict[str, str]:
     return {k: str(v).strip() for k, v in data.items() if v is not None}
 
 
+def _one_at_a_time(handler: Handler) -> Handler:
+    async def serialised(request: web.Request) -> web.StreamResponse:
+        async with request.app[STATE].actions:
+            return await handler(request)
+
+    return serialised
+
+
 async def _done(state: SimulatorState, **extra: Any) -> web.Response:
     await state.bot.settle()
     return web.json_response({"ok": True, **extra, **state.status()})
@@ -445,8 +458,8 @@ def mount(app: web.Application, state: SimulatorState, token: str) -> None:
     app.router.add_get("/sim/events", events)
     app.router.add_get("/sim/state", snapshot)
     app.router.add_get("/sim/card/{handle}", card)
-    app.router.add_post("/sim/friend_request", friend_request)
-    app.router.add_post("/sim/say", say)
-    app.router.add_post("/sim/rep", rep)
-    app.router.add_post("/sim/current", current)
-    app.router.add_post("/sim/advance", advance)
+    app.router.add_post("/sim/friend_request", _one_at_a_time(friend_request))
+    app.router.add_post("/sim/say", _one_at_a_time(say))
+    app.router.add_post("/sim/rep", _one_at_a_time(rep))
+    app.router.add_post("/sim/current", _one_at_a_time(current))
+    app.router.add_post("/sim/advance", _one_at_a_time(advance))
