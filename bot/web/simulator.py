@@ -57,6 +57,9 @@ class SimContact:
 
 
 class SimulatorState:
+    """The simulated phone (its customers by handle) and the live streams of the open tabs; what
+    the page shows is read back from the database, so every tab and a reload agree."""
+
     def __init__(self, bot: SalesBot, clock: AdvanceableClock, account_id: str, puppet: LocalPuppet) -> None:
         self.bot = bot
         self.clock = clock
