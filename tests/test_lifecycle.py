@@ -296,3 +296,16 @@ async def test_a_business_pipeline_gets_its_verticals_reactivation_scripts(db_ur
         await advance_to(sim, datetime(2026, 12, 23, 10, 0, tzinfo=SHANGHAI))
         enrolled = cards(sim)[-1]["text"]
         assert "【李爸爸" in enrolled and "已经 30 天没有消息了" in enrolled and "新学期关怀" in enrolled
+
+
+async def test_a_customer_who_never_wrote_is_not_said_to_have_written(sim: Harness) -> None:
+    """The silence of a new friend who never answered the welcome began with the friend request:
+    the card says so, rather than "no message since" a day they sent nothing."""
+    await sim.new_customer()  # added on Friday 27 March, never writes
+    await advance_to(sim, datetime(2026, 4, 3, 10, 0, tzinfo=BERLIN))
+    [card] = cards(sim)
+    customer_id = (await sim.customer("c1")).id
+    assert card["text"].startswith(
+        f"【张三 #{customer_id} · 陌生】3月27日加的好友，7 天了还没有回复过，转为「休眠」客户。"
+    )
+    assert "没有消息" not in card["text"] and "最后一次" not in card["text"]

@@ -199,10 +199,13 @@ class LifecycleService:
     ) -> str:
         name = clip(customer.remark or customer.display_name or customer.wechat_id, MAX_NAME_CHARS)
         stage = self.pipeline.label(customer.stage)
-        lines = [
-            f"【{name} #{customer.id} · {stage}】已经 {days} 天没有消息了"
-            f"（最后一次是{began.month}月{began.day}日），转为「{lifecycle_name(Lifecycle.DORMANT)}」客户。",
-        ]
+        dormant = lifecycle_name(Lifecycle.DORMANT)
+        wrote = customer.last_inbound_at
+        if wrote is None or wrote < customer.added_at:  # the silence began with the friend request
+            silence = f"{began.month}月{began.day}日加的好友，{days} 天了还没有回复过"
+        else:
+            silence = f"已经 {days} 天没有消息了（最后一次是{began.month}月{began.day}日）"
+        lines = [f"【{name} #{customer.id} · {stage}】{silence}，转为「{dormant}」客户。"]
         if not scripts:
             lines.append("话术库里暂时没有适合这个阶段的唤醒话术，可以自己发一句关心的话。")
             return "\n".join(lines)
