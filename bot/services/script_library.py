@@ -21,6 +21,7 @@ from bot.domain.stages import Pipeline
 from bot.errors import CommandError
 from bot.objections.library import Script
 from bot.playbook.library import PLAYS, PlaybookScript
+from bot.services.alerts import who
 from bot.services.objections import STATS_SENDS, ObjectionService, ScriptStats, check_extra
 from storage.db import Database
 from storage.models import Customer, Event
@@ -234,7 +235,7 @@ class ScriptLibraryService:
             actor=actor,
         )
         if due is None:
-            raise CommandError(f"话术 {number} 已经发给这位客户了")
+            raise CommandError(f"话术 {number}「{self.name(entry, account_id)}」已经发给{who(customer)}了")
         return self.name(entry, account_id), due
 
     # -- /scripts stats -----------------------------------------------------------------------------
