@@ -309,3 +309,18 @@ async def test_a_customer_who_never_wrote_is_not_said_to_have_written(sim: Harne
         f"【张三 #{customer_id} · 陌生】3月27日加的好友，7 天了还没有回复过，转为「休眠」客户。"
     )
     assert "没有消息" not in card["text"] and "最后一次" not in card["text"]
+
+
+async def test_the_card_says_when_the_rep_already_reached_out_during_the_silence(sim: Harness) -> None:
+    """The rep wrote yesterday and got no answer: the card says so, so a second message the next
+    morning is a choice, not a reflex (a reason to come back, not spam)."""
+    await sim.customer_in_chat()  # wrote on Friday 27 March
+    await advance_to(sim, datetime(2026, 4, 2, 15, 0, tzinfo=BERLIN))
+    await sim.rep_types("张三，周末新到了几台现车，要不要来看看？", in_chat="c1")
+    await advance_to(sim, datetime(2026, 4, 3, 10, 0, tzinfo=BERLIN))
+    [card] = cards(sim)
+    assert card["text"].splitlines()[1] == "4月2日你已经联系过TA，还没有回音，不必急着再发。"
+    # a card without outreach since the silence began has no such line
+    await sim.customer_in_chat("c2", "李四")
+    await sim.advance(timedelta(days=7))
+    assert "联系过" not in cards(sim)[-1]["text"]

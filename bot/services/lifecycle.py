@@ -206,6 +206,11 @@ class LifecycleService:
         else:
             silence = f"已经 {days} 天没有消息了（最后一次是{began.month}月{began.day}日）"
         lines = [f"【{name} #{customer.id} · {stage}】{silence}，转为「{dormant}」客户。"]
+        reached = customer.last_outbound_at
+        if reached is not None and local_day(reached, self.config.tz) > began:
+            # the rep wrote since the silence began: another message is a choice, not a reflex
+            day = local_day(reached, self.config.tz)
+            lines.append(f"{day.month}月{day.day}日你已经联系过TA，还没有回音，不必急着再发。")
         if not scripts:
             lines.append("话术库里暂时没有适合这个阶段的唤醒话术，可以自己发一句关心的话。")
             return "\n".join(lines)
