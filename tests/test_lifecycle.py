@@ -324,3 +324,18 @@ async def test_the_card_says_when_the_rep_already_reached_out_during_the_silence
     await sim.customer_in_chat("c2", "李四")
     await sim.advance(timedelta(days=7))
     assert "联系过" not in cards(sim)[-1]["text"]
+
+
+async def test_the_card_says_when_an_automated_message_reaches_the_customer_that_day(
+    config: Config, db_url: str
+) -> None:
+    """By default the 30th day after the order brings both the T+30 aftercare (10:00) and the
+    dormancy (sweep at 10:00): the card says the customer is being written to that very morning,
+    so the rep does not follow the bot's care message with a "好久没联系了"."""
+    async with Harness(config, AUTUMN, database_url=db_url) as sim:
+        await sim.customer_in_chat()
+        await sim.rep("/order @张三 SUV")
+        await advance_to(sim, datetime(2026, 10, 31, 10, 1, tzinfo=BERLIN))
+        [card] = cards(sim)
+        assert card["text"].splitlines()[1] == "今天会自动给TA发售后关怀，不必急着再发。"
+        assert any(m["at"].startswith("2026-10-31") for m in sim.sent("aftercare", "c1"))
