@@ -536,6 +536,24 @@ class Outbox:
         )
         return list((await self.session.exec(query)).all())
 
+    async def automated_between(
+        self, customer_id: int, kinds: Collection[str], start: datetime, end: datetime
+    ) -> ScheduledMessage | None:
+        """The latest automated row for a customer due in [start, end) that went or will go out
+        (sent, or still pending or claimed): a message the rep's own would follow."""
+        query = (
+            select(ScheduledMessage)
+            .where(
+                ScheduledMessage.customer_id == customer_id,
+                col(ScheduledMessage.kind).in_(tuple(kinds)),
+                col(ScheduledMessage.status).in_(("pending", "claimed", "sent")),
+                col(ScheduledMessage.due_at) >= start,
+                col(ScheduledMessage.due_at) < end,
+            )
+            .order_by(col(ScheduledMessage.due_at).desc())
+        )
+        return (await self.session.exec(query)).first()
+
     async def set_status_for_customer(
         self,
         customer_id: int,

@@ -296,3 +296,46 @@ async def test_a_business_pipeline_gets_its_verticals_reactivation_scripts(db_ur
         await advance_to(sim, datetime(2026, 12, 23, 10, 0, tzinfo=SHANGHAI))
         enrolled = cards(sim)[-1]["text"]
         assert "【李爸爸" in enrolled and "已经 30 天没有消息了" in enrolled and "新学期关怀" in enrolled
+
+
+async def test_a_customer_who_never_wrote_is_not_said_to_have_written(sim: Harness) -> None:
+    """The silence of a new friend who never answered the welcome began with the friend request:
+    the card says so, rather than "no message since" a day they sent nothing."""
+    await sim.new_customer()  # added on Friday 27 March, never writes
+    await advance_to(sim, datetime(2026, 4, 3, 10, 0, tzinfo=BERLIN))
+    [card] = cards(sim)
+    customer_id = (await sim.customer("c1")).id
+    assert card["text"].startswith(
+        f"【张三 #{customer_id} · 陌生】3月27日加的好友，7 天了还没有回复过，转为「休眠」客户。"
+    )
+    assert "没有消息" not in card["text"] and "最后一次" not in card["text"]
+
+
+async def test_the_card_says_when_the_rep_already_reached_out_during_the_silence(sim: Harness) -> None:
+    """The rep wrote yesterday and got no answer: the card says so, so a second message the next
+    morning is a choice, not a reflex (a reason to come back, not spam)."""
+    await sim.customer_in_chat()  # wrote on Friday 27 March
+    await advance_to(sim, datetime(2026, 4, 2, 15, 0, tzinfo=BERLIN))
+    await sim.rep_types("张三，周末新到了几台现车，要不要来看看？", in_chat="c1")
+    await advance_to(sim, datetime(2026, 4, 3, 10, 0, tzinfo=BERLIN))
+    [card] = cards(sim)
+    assert card["text"].splitlines()[1] == "4月2日你已经联系过TA，还没有回音，不必急着再发。"
+    # a card without outreach since the silence began has no such line
+    await sim.customer_in_chat("c2", "李四")
+    await sim.advance(timedelta(days=7))
+    assert "联系过" not in cards(sim)[-1]["text"]
+
+
+async def test_the_card_says_when_an_automated_message_reaches_the_customer_that_day(
+    config: Config, db_url: str
+) -> None:
+    """By default the 30th day after the order brings both the T+30 aftercare (10:00) and the
+    dormancy (sweep at 10:00): the card says the customer is being written to that very morning,
+    so the rep does not follow the bot's care message with a "好久没联系了"."""
+    async with Harness(config, AUTUMN, database_url=db_url) as sim:
+        await sim.customer_in_chat()
+        await sim.rep("/order @张三 SUV")
+        await advance_to(sim, datetime(2026, 10, 31, 10, 1, tzinfo=BERLIN))
+        [card] = cards(sim)
+        assert card["text"].splitlines()[1] == "今天会自动给TA发售后关怀，不必急着再发。"
+        assert any(m["at"].startswith("2026-10-31") for m in sim.sent("aftercare", "c1"))

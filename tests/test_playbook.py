@@ -59,6 +59,32 @@ def test_a_vertical_comes_before_the_general_scripts() -> None:
     assert library.script("price-value-first") is None
 
 
+def test_a_verticals_version_of_a_general_script_replaces_it() -> None:
+    """cars-referral-ask-reward is the car shop's general-referral-ask-reward: a KOC's card offers
+    one reward (a free service), not that and the general "一份心意" side by side."""
+    library = PlaybookLibrary.load(TEMPLATES)
+    for vertical in ("cars", "education", "skincare"):
+        ids = [s.id for s in library.scripts(vertical=vertical, play="referral_ask", stage="koc")]
+        assert f"{vertical}-referral-ask-reward" in ids and "general-referral-ask-reward" not in ids
+        assert "general-referral-ask-group" in ids  # a general script without a version stays
+    assert "general-referral-ask-reward" in [s.id for s in library.scripts(vertical="general")]
+
+
+def test_scripts_presume_only_what_their_stages_have_lived() -> None:
+    """A new friend who never answered (the stranger step) has not chatted "for a long time"; a
+    repeat buyer is not "just starting"; and no customer reads the rep's word for a sale."""
+    library = PlaybookLibrary.load(TEMPLATES)
+    for script in library.all():
+        if "stranger" in script.stages or not script.stages:
+            for presumed in ("好久", "谢谢回复", "之前问"):
+                if script.play == "discovery" and presumed == "谢谢回复":
+                    continue  # a first reply's card: the customer has just written
+                assert presumed not in script.text, (script.id, presumed)
+        if "repeat" in script.stages:
+            assert "刚开始用" not in script.text, script.id
+        assert "成交" not in script.text, script.id
+
+
 def _broken(tmp_path: Path, old: str, new: str, file: str = "cars.toml") -> Path:
     config = own_templates(tmp_path)
     path = tmp_path / "scripts_templates" / "playbook" / file

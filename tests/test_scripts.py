@@ -6,10 +6,13 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import pytest
+
 from bot.commands import REGISTRY
 from bot.config import load_config
 from bot.domain.display import play_name
 from bot.playbook.library import PLAYS
+from bot.services import script_library
 from bot.services.script_library import LISTED, PAGE
 from storage.models import Event, ScheduledMessage
 from tests.conftest import MONDAY_10AM, ROOT, make_config
@@ -125,7 +128,7 @@ async def test_use_sends_to_the_current_customer_after_a_pause_once(sim: Harness
     assert ack.startswith("【张三 #1") and "已安排发送话术 2「" in ack and "秒后" in ack
     assert sim.sent("reply") == [], "a human-like pause first"
     again = await sim.rep("/使用 2")
-    assert again == "话术 2 已经发给这位客户了"
+    assert again.startswith("话术 2「") and again.endswith("」已经发给【张三 #1】了")
     await sim.advance(timedelta(seconds=10))
     [reply] = sim.sent("reply")
     library = sim.bot.objections.library
@@ -242,6 +245,22 @@ async def test_stats_count_stage_moves_and_orders_after_use_and_send(sim: Harnes
     assert rates == sorted(rates, reverse=True), "ranked by success rate"
     assert "（发送不到 5 次，仅供参考）" in text, "a rate from few sends is marked"
     assert "【价格】" in text and internal_words(text) == [], text
+
+
+async def test_stats_are_paged_like_the_listing(sim: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rep who follows the listing's habit (/scripts 意向 2) gets the second page of the stats,
+    not "no script about 'stats'"."""
+    monkeypatch.setattr(script_library, "STATS_SHOWN", 1)
+    await sim.customer_in_chat()
+    await sim.rep("/scripts 价格")
+    await sim.rep("/use 1 @张三")
+    await sim.rep("/use 2 @张三")
+    await sim.advance(timedelta(seconds=10))
+    first = await sim.rep("/scripts stats")
+    assert numbered(first) == [1] and first.splitlines()[-1] == "还有 1 条：发 /scripts stats 2 看下一页"
+    second = await sim.rep("/scripts stats 2")
+    assert second.startswith("话术效果（") and numbered(second) == [2] and "下一页" not in second
+    assert await sim.rep("/话术 统计 3") == "话术效果共 2 页，没有第 3 页"
 
 
 async def test_stats_rank_scripts_sent_often_enough_first(db_url: str) -> None:

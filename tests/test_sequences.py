@@ -227,6 +227,9 @@ async def test_followups_go_to_the_silent_only(sim: Harness) -> None:
         "11-26 10:30",
     ]
     assert sim.sent("followup", "c2") == [] and sim.sent("followup", "c3") == []
+    # the day-3 question reads as Chinese: no space after its question mark
+    third = sim.sent("followup", "c1")[1]["text"]
+    assert "？" in third and "？ " not in third, third
 
 
 # -- schedule, cancel, pause, resume ------------------------------------------------------------

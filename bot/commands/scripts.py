@@ -28,8 +28,11 @@ class ScriptsArgs:
 )
 async def scripts(ctx: CommandContext, args: ScriptsArgs, library: ScriptLibraryService) -> str:
     words = args.wanted.split()
-    if len(words) == 1 and words[0].casefold() in STATS_WORDS:
-        return await library.stats_text(ctx.account_id)
+    if words and words[0].casefold() in STATS_WORDS:
+        if len(words) == 1:
+            return await library.stats_text(ctx.account_id)
+        if len(words) == 2 and words[1].isdigit():  # paged like the listing: /scripts stats 2
+            return await library.stats_text(ctx.account_id, int(words[1]))
     page = 1
     if words and words[-1].isdigit():  # the last number is the page: /scripts 意向 2
         page = int(words.pop())

@@ -127,9 +127,9 @@ class PlaybookLibrary:
     def scripts(
         self, *, vertical: str | None = None, play: str | None = None, stage: str | None = None
     ) -> list[PlaybookScript]:
-        """Scripts that fit: the vertical's own first, then the general ones (all verticals when
-        ``vertical`` is None); ``stage`` is a process step or stage key: scripts made for it come
-        before those for any stage, otherwise file order."""
+        """Scripts that fit: the vertical's own first, then the general ones it has no version of
+        (all verticals when ``vertical`` is None); ``stage`` is a process step or stage key:
+        scripts made for it come before those for any stage, otherwise file order."""
         found = [
             s
             for s in self._scripts
@@ -140,8 +140,14 @@ class PlaybookLibrary:
         if vertical is None:
             return found
         own = [s for s in found if s.vertical == vertical]
-        general = [s for s in found if s.vertical == GENERAL] if vertical != GENERAL else []
-        return own + general
+        if vertical == GENERAL:
+            return own
+        # a vertical's version of a general script (cars-referral-ask-reward for
+        # general-referral-ask-reward) replaces it: a card never offers two different rewards
+        replaced = {
+            f"{GENERAL}-{s.id.removeprefix(vertical + '-')}" for s in own if s.id.startswith(vertical + "-")
+        }
+        return own + [s for s in found if s.vertical == GENERAL and s.id not in replaced]
 
     def script(self, script_id: str) -> PlaybookScript | None:
         return self._by_id.get(script_id)

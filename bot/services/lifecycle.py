@@ -12,15 +12,15 @@ to that customer. Nothing is sent to the customer by itself.
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Config
-from bot.domain.display import lifecycle_name
-from bot.domain.kinds import Kind
+from bot.domain.display import kind_name, lifecycle_name
+from bot.domain.kinds import AUTOMATED_KINDS, Kind, Status
 from bot.domain.lifecycle import Lifecycle, local_day, newly_dormant, silence_began, silent_days
 from bot.domain.limits import MAX_NAME_CHARS, clip
 from bot.domain.schedule import local_at
@@ -33,7 +33,7 @@ from bot.services.planning import message_key
 from storage.db import Database
 from storage.models import Customer, Event
 from storage.queries import lifecycle as queries
-from storage.repositories import Events
+from storage.repositories import Events, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,9 @@ class LifecycleService:
             account_id,
             REACTIVATION,
             key,
-            self._card_text(customer, began, days, scripts, first),
+            self._card_text(
+                customer, began, days, scripts, first, await self._automated_today(session, customer)
+            ),
             customer.id,
             valid=CARD_VALID,
         )
@@ -194,15 +196,45 @@ class LifecycleService:
         )
         return row
 
+    async def _automated_today(self, session: AsyncSession, customer: Customer) -> str:
+        """The customer's automated message of today (the T+30 aftercare falls on the day of the
+        30-day dormancy by default), worded for the card; "" when there is none."""
+        assert customer.id is not None
+        tz = self.config.tz
+        today = local_day(self.clock.now(), tz)
+        start, end = local_at(today, time(0, 0), tz), local_at(today + timedelta(days=1), time(0, 0), tz)
+        row = await Outbox(session).automated_between(customer.id, AUTOMATED_KINDS, start, end)
+        if row is None:
+            return ""
+        if row.status == Status.SENT:
+            return f"今天已经自动给TA发过{kind_name(row.kind)}，不必急着再发。"
+        return f"今天会自动给TA发{kind_name(row.kind)}，不必急着再发。"
+
     def _card_text(
-        self, customer: Customer, began: date, days: int, scripts: list[PlaybookScript], first: int
+        self,
+        customer: Customer,
+        began: date,
+        days: int,
+        scripts: list[PlaybookScript],
+        first: int,
+        automated: str = "",
     ) -> str:
         name = clip(customer.remark or customer.display_name or customer.wechat_id, MAX_NAME_CHARS)
         stage = self.pipeline.label(customer.stage)
-        lines = [
-            f"【{name} #{customer.id} · {stage}】已经 {days} 天没有消息了"
-            f"（最后一次是{began.month}月{began.day}日），转为「{lifecycle_name(Lifecycle.DORMANT)}」客户。",
-        ]
+        dormant = lifecycle_name(Lifecycle.DORMANT)
+        wrote = customer.last_inbound_at
+        if wrote is None or wrote < customer.added_at:  # the silence began with the friend request
+            silence = f"{began.month}月{began.day}日加的好友，{days} 天了还没有回复过"
+        else:
+            silence = f"已经 {days} 天没有消息了（最后一次是{began.month}月{began.day}日）"
+        lines = [f"【{name} #{customer.id} · {stage}】{silence}，转为「{dormant}」客户。"]
+        reached = customer.last_outbound_at
+        if reached is not None and local_day(reached, self.config.tz) > began:
+            # the rep wrote since the silence began: another message is a choice, not a reflex
+            day = local_day(reached, self.config.tz)
+            lines.append(f"{day.month}月{day.day}日你已经联系过TA，还没有回音，不必急着再发。")
+        elif automated:
+            lines.append(automated)
         if not scripts:
             lines.append("话术库里暂时没有适合这个阶段的唤醒话术，可以自己发一句关心的话。")
             return "\n".join(lines)

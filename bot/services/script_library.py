@@ -21,6 +21,7 @@ from bot.domain.stages import Pipeline
 from bot.errors import CommandError
 from bot.objections.library import Script
 from bot.playbook.library import PLAYS, PlaybookScript
+from bot.services.alerts import who
 from bot.services.objections import STATS_SENDS, ObjectionService, ScriptStats, check_extra
 from storage.db import Database
 from storage.models import Customer, Event
@@ -234,7 +235,7 @@ class ScriptLibraryService:
             actor=actor,
         )
         if due is None:
-            raise CommandError(f"话术 {number} 已经发给这位客户了")
+            raise CommandError(f"话术 {number}「{self.name(entry, account_id)}」已经发给{who(customer)}了")
         return self.name(entry, account_id), due
 
     # -- /scripts stats -----------------------------------------------------------------------------
@@ -255,21 +256,26 @@ class ScriptLibraryService:
             ranked, key=lambda r: (r.stats.sent < minimum, -r.stats.rate, -r.stats.succeeded, -r.stats.sent)
         )
 
-    async def stats_text(self, account_id: str) -> str:
+    async def stats_text(self, account_id: str, page: int = 1) -> str:
         ranked = await self.ranking(account_id)
         if not ranked:
             return "还没有发出过话术：用 /use 或 /send 发送后，这里会统计每条话术的效果。"
+        pages = -(-len(ranked) // STATS_SHOWN)
+        if not 1 <= page <= pages:
+            return f"话术效果共 {pages} 页，没有第 {page} 页"
         days = self.config.objections.success_window_days
         minimum = self.config.objections.min_sends_for_ranking
         lines = [f"话术效果（发出后 {days} 天内客户升阶段或下单算成功，按成功率排序）："]
-        for number, item in enumerate(ranked[:STATS_SHOWN], start=1):
+        start = (page - 1) * STATS_SHOWN
+        for number, item in enumerate(ranked[start : start + STATS_SHOWN], start=start + 1):
             s = item.stats
             thin = f"（发送不到 {minimum} 次，仅供参考）" if s.sent < minimum else ""
             lines.append(
                 f"{number}. {item.name}：发送 {s.sent} 次，成功 {s.succeeded} 次，成功率 {s.rate:.0%}{thin}"
             )
-        if len(ranked) > STATS_SHOWN:
-            lines.append(f"……另有 {len(ranked) - STATS_SHOWN} 条话术未列出")
+        left = len(ranked) - start - STATS_SHOWN
+        if left > 0:
+            lines.append(f"还有 {left} 条：发 /scripts stats {page + 1} 看下一页")
         sends = sum(r.stats.sent for r in ranked)
         if sends >= STATS_SENDS:
             lines.append(f"（只统计最近 {STATS_SENDS} 次发送）")
