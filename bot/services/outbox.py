@@ -106,17 +106,18 @@ class Dispatcher:
         async with self.db.transaction() as session:
             return await Outbox(session).next_due_at(self.available())
 
-    async def recover(self) -> Recovery:
+    async def recover(self, accounts: Collection[str] | None = None) -> Recovery:
         """Settle rows a crashed process left ``claimed``. Never re-sends blindly: the outgoing log
         says whether each send started, finished, or (in a batch, on the same boot) was never
         attempted; sends that went out get the contact and ``message_out`` their batch did not
         live to record. Returns how many rows were settled and those left in doubt (the rep
-        should check the chat)."""
+        should check the chat). ``accounts``: only rows of these (the accounts this process just
+        took from a dead one; a live process's claims are never touched); None: every row."""
         now = self.clock.now()
         settled = 0
         in_doubt: list[ScheduledMessage] = []
         async with self.db.transaction() as session:
-            rows = await outbox_queries.claimed(session)
+            rows = await outbox_queries.claimed(session, accounts)
             outgoing = OutgoingLog(session)
             # a batch's sends go out one at a time, each outcome recorded before the next send:
             # unless the machine crashed (relaxed commits lost), only the first unfinished send

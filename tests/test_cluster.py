@@ -1,0 +1,230 @@
+"""Several processes on one database (issue 19): SQLite refuses a second process; on PostgreSQL
+each account is owned by one live process through a lease (taken, renewed, expired, taken over),
+and a process recovers and claims only rows of the accounts it owns."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from bot.clock import VirtualClock
+from bot.services.cluster import AlreadyRunning, Cluster
+from storage.db import Database
+from storage.models import Account, AccountLease, ClusterProcess, ScheduledMessage
+from storage.repositories import Outbox
+from tests.cli_process import Bot
+from tests.conftest import ROOT, write_config
+
+T0 = datetime(2026, 12, 3, 2, 0, tzinfo=UTC)
+LEASE = 30.0
+ACCOUNTS = ["a", "b"]
+# the subprocess imports this checkout's code, wherever the venv's editable install points
+ENV = {"PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
+    await database.migrate()
+    yield database
+    await database.close()
+
+
+def member(
+    db: Database, clock: VirtualClock, host: str, only: list[str] | None = None, pid: int = 4242
+) -> Cluster:
+    return Cluster(db, clock, ACCOUNTS, lease_seconds=LEASE, only=only, host=host, pid=pid)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (on this host)."""
+    done = subprocess.run([sys.executable, "-c", "pass"], check=True)
+    assert done.returncode == 0
+    return int(
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+
+
+def skip_unless_postgres(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("account leases are for PostgreSQL; SQLite runs one process")
+
+
+# -- SQLite: one process ------------------------------------------------------------------------
+
+
+def test_a_second_salesbot_run_on_the_same_sqlite_file_is_refused_naming_the_first(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    first = Bot(tmp_path, env=ENV)
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "bot", "run", "--config", str(tmp_path / "config.toml"), "--port", "0"],
+            cwd=tmp_path,
+            env={**os.environ, **ENV},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 1, second.stdout + second.stderr
+        error = second.stderr.strip()
+        assert error.startswith("error: another salesbot process is using"), error
+        assert f"pid {first.process.pid} on host {socket.gethostname()}" in error
+        assert "running since" in error and "\n" not in error and "Traceback" not in error
+        assert "salesbot is running" not in second.stdout
+        assert first.process.poll() is None, "the running process is untouched"
+    finally:
+        first.process.kill()  # SIGKILL: its process row stays behind
+        first.process.communicate(timeout=30)
+    restarted = Bot(tmp_path, env=ENV)  # the dead holder's pid is gone: no need to wait
+    output = restarted.stop()
+    assert "salesbot is running" in output
+
+
+async def test_sqlite_refuses_while_the_other_heartbeat_is_fresh_and_admits_once_it_expired(
+    empty_db_url: str,
+) -> None:
+    if not empty_db_url.startswith("sqlite"):
+        pytest.skip("SQLite only")
+    db = Database(empty_db_url)
+    await db.migrate()
+    try:
+        clock = VirtualClock(T0)
+        other = member(db, clock, "other-host")  # another machine: only its heartbeat tells
+        await other.join()
+        with pytest.raises(AlreadyRunning, match="pid 4242 on host other-host"):
+            await member(db, clock, "this-host").join()
+        await other.heartbeat()
+        clock.set(T0 + timedelta(seconds=LEASE - 1))
+        with pytest.raises(AlreadyRunning):
+            await member(db, clock, "this-host").join()
+        clock.set(T0 + timedelta(seconds=2 * LEASE))  # no heartbeat for longer than the lease
+        me = member(db, clock, "this-host")
+        assert await me.join() == frozenset()
+        assert me.ownership() is None, "SQLite: the one process owns every account"
+        async with db.transaction() as session:
+            ids = {p.id for p in (await session.exec(select(ClusterProcess))).all()}
+        assert ids == {me.id}, "the expired row is cleared"
+        await me.leave()
+        async with db.transaction() as session:
+            assert (await session.exec(select(ClusterProcess))).all() == []
+    finally:
+        await db.close()
+
+
+# -- PostgreSQL: leases -------------------------------------------------------------------------
+
+
+async def test_leases_are_taken_renewed_and_taken_over_only_after_expiry(db: Database) -> None:
+    skip_unless_postgres(db)
+    clock = VirtualClock(T0)
+    first, second = member(db, clock, "host-1"), member(db, clock, "host-2")
+    assert await first.join() == {"a", "b"}, "alone: a fair share is everything"
+    assert await second.join() == frozenset(), "both accounts are held by a live process"
+
+    clock.set(T0 + timedelta(seconds=20))
+    assert (await first.heartbeat()).lost == frozenset()  # renewed until T0+50
+    clock.set(T0 + timedelta(seconds=40))
+    assert (await second.heartbeat()).gained == frozenset(), "a renewed lease is not taken"
+
+    clock.set(T0 + timedelta(seconds=51))  # first stopped renewing (paused, killed elsewhere)
+    change = await second.heartbeat()
+    assert change.gained == {"a", "b"} and second.owned == {"a", "b"}
+    change = await first.heartbeat()  # it wakes up: told what it lost, takes nothing back
+    assert change.lost == {"a", "b"} and first.owned == set()
+    async with db.transaction() as session:
+        leases = list((await session.exec(select(AccountLease))).all())
+    assert {(lease.account_id, lease.owner) for lease in leases} == {("a", second.id), ("b", second.id)}
+
+
+async def test_explicit_accounts_and_a_clean_stop_hand_over_at_once(db: Database) -> None:
+    skip_unless_postgres(db)
+    clock = VirtualClock(T0)
+    first, second = member(db, clock, "host-1", only=["a"]), member(db, clock, "host-2", only=["b"])
+    assert await first.join() == {"a"}
+    assert await second.join() == {"b"}
+    third = member(db, clock, "host-3")
+    assert await third.join() == frozenset()
+    await first.leave()  # released: no waiting for the lease to expire
+    assert (await third.heartbeat()).gained == {"a"}
+    assert first.ownership() == frozenset() and third.ownership() == frozenset({"a"})
+
+
+async def test_a_killed_holder_on_this_host_is_taken_over_before_its_lease_expires(db: Database) -> None:
+    skip_unless_postgres(db)
+    clock = VirtualClock(T0)
+    killed = member(db, clock, socket.gethostname(), pid=dead_pid())
+    assert await killed.join() == {"a", "b"}
+    survivor = member(db, clock, socket.gethostname(), pid=os.getpid())
+    assert await survivor.join() == {"a", "b"}, "its pid is gone: no wait for the expiry"
+
+
+async def test_racing_starts_never_share_an_account(db: Database) -> None:
+    skip_unless_postgres(db)
+    clock = VirtualClock(T0)
+    members = [member(db, clock, f"host-{i}") for i in range(4)]
+    owned = await asyncio.gather(*(m.join() for m in members))
+    taken = [account for accounts in owned for account in accounts]
+    assert sorted(taken) == sorted(set(taken)) and set(taken) <= set(ACCOUNTS)
+
+
+# -- rows follow ownership ------------------------------------------------------------------------
+
+
+def _row(account_id: str, key: str, status: str) -> ScheduledMessage:
+    return ScheduledMessage(
+        account_id=account_id,
+        kind="bulk",
+        sequence="bulk",
+        step="0",
+        template="-",
+        context={},
+        due_at=T0 - timedelta(minutes=1),
+        not_after=T0 + timedelta(days=1),
+        status=status,
+        attempts=0,
+        idempotency_key=key,
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+async def test_claims_and_recovery_touch_only_the_accounts_given(db: Database) -> None:
+    async with db.transaction() as session:
+        for account_id in ACCOUNTS:
+            session.add(Account(id=account_id, nickname="n", role="r", created_at=T0, updated_at=T0))
+    async with db.transaction() as session:
+        outbox = Outbox(session)
+        for account_id in ACCOUNTS:
+            await outbox.plan(_row(account_id, f"due-{account_id}", "pending"))
+            await outbox.plan(_row(account_id, f"claimed-{account_id}", "claimed"))
+    async with db.transaction() as session:
+        claimed = await Outbox(session).claim_due(T0, frozenset({"a"}), 10)
+    assert [row.idempotency_key for row in claimed] == ["due-a"]
+
+    from bot.services.outbox import Dispatcher  # the dispatcher's recovery, restricted
+
+    dispatcher = Dispatcher(db, VirtualClock(T0), messenger=None, composers={})  # type: ignore[arg-type]
+    recovered = await dispatcher.recover(frozenset({"b"}))
+    assert recovered.settled == 1
+    async with db.transaction() as session:
+        status = {r.idempotency_key: r.status for r in (await session.exec(select(ScheduledMessage))).all()}
+    assert status == {
+        "due-a": "claimed",  # ours, in hand
+        "claimed-a": "claimed",  # a live process's: untouched
+        "due-b": "pending",
+        "claimed-b": "pending",  # a dead owner's, never reached the platform: back to pending
+    }
