@@ -376,6 +376,11 @@ class SalesBot:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
+    async def readiness(self) -> str:
+        """For ``/readyz``: "" when the database answers and this process owns an account (or
+        has nothing to own: every account has a live owner); else why not."""
+        return await self.db.ping(within=3.0) or self.cluster.readiness()
+
     async def rebalance(self) -> Change:
         """The heartbeat: renew this process's leases; stop the transports of accounts it lost,
         recover and start those it took (a dead process's), so what fell due meanwhile goes out."""
@@ -398,9 +403,21 @@ class SalesBot:
             except TransportError as exc:
                 self._not_started(account_id, exc)
                 self._track(self._start_later(account_id, transport), self._late_starts)
+        if change.surplus:
+            await self._hand_over(change.surplus)
         if change.gained:
             await self.hooks.emit(Planned(self.clock.now()))
         return change
+
+    async def _hand_over(self, accounts: frozenset[str]) -> None:
+        """Give accounts beyond the fair share to a process that joined: stop claiming their rows,
+        let the batch in hand finish, log them out, then release the leases."""
+        log.info("handing account(s) %s over to another process (fair share)", ", ".join(sorted(accounts)))
+        self.cluster.let_go(accounts)
+        await self.dispatcher.quiesce()
+        for account_id in accounts:
+            await self._stop_account(account_id)
+        await self.cluster.release(accounts)
 
     async def _stop_account(self, account_id: str) -> None:
         transport = self.transports[account_id]

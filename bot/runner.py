@@ -137,7 +137,13 @@ async def start_web(
 
             simulator = SimulatorState(bot, bot.clock, account.id, puppet)
             break
-    app = create_app(bot.reports, token=token, token_for_reads=reads_need_token, simulator=simulator)
+    app = create_app(
+        bot.reports,
+        token=token,
+        token_for_reads=reads_need_token,
+        simulator=simulator,
+        ready=bot.readiness,
+    )
     # requests still open at a stop get this long (aiohttp's default, 60 s, held Ctrl-C up)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=WEB_SHUTDOWN_SECONDS)
     await runner.setup()

@@ -14,15 +14,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
 from bot.clock import VirtualClock
 from bot.services.cluster import AlreadyRunning, Cluster
+from bot.web.app import create_app
 from storage.db import Database
 from storage.models import Account, AccountLease, ClusterProcess, ScheduledMessage
 from storage.repositories import Outbox
 from tests.cli_process import Bot
 from tests.conftest import ROOT, write_config
+from tests.harness import Harness
 
 T0 = datetime(2026, 12, 3, 2, 0, tzinfo=UTC)
 LEASE = 30.0
@@ -47,16 +50,10 @@ def member(
 
 def dead_pid() -> int:
     """The pid of a process that has ended (on this host)."""
-    done = subprocess.run([sys.executable, "-c", "pass"], check=True)
-    assert done.returncode == 0
-    return int(
-        subprocess.run(
-            [sys.executable, "-c", "import os; print(os.getpid())"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
     )
+    return int(ended.stdout)
 
 
 def skip_unless_postgres(db: Database) -> None:
@@ -150,6 +147,20 @@ async def test_leases_are_taken_renewed_and_taken_over_only_after_expiry(db: Dat
     assert {(lease.account_id, lease.owner) for lease in leases} == {("a", second.id), ("b", second.id)}
 
 
+async def test_a_process_that_joins_gets_its_fair_share_handed_over(db: Database) -> None:
+    skip_unless_postgres(db)
+    clock = VirtualClock(T0)
+    first, second = member(db, clock, "host-1"), member(db, clock, "host-2")
+    assert await first.join() == {"a", "b"}
+    assert await second.join() == frozenset()
+    change = await first.heartbeat()
+    assert change.surplus == {"b"}, "two live processes: one account each"
+    await first.release(change.surplus)  # SalesBot stops its transport first
+    assert (await second.heartbeat()).gained == {"b"}
+    assert (await first.heartbeat()).surplus == frozenset(), "balanced: nothing moves again"
+    assert (await second.heartbeat()).surplus == frozenset()
+
+
 async def test_explicit_accounts_and_a_clean_stop_hand_over_at_once(db: Database) -> None:
     skip_unless_postgres(db)
     clock = VirtualClock(T0)
@@ -228,3 +239,46 @@ async def test_claims_and_recovery_touch_only_the_accounts_given(db: Database) -
         "due-b": "pending",
         "claimed-b": "pending",  # a dead owner's, never reached the platform: back to pending
     }
+
+
+# -- probes -----------------------------------------------------------------------------------------
+
+
+async def test_healthz_and_readyz_answer_without_the_token_and_nothing_else_does(sim: Harness) -> None:
+    app = create_app(sim.bot.reports, token="t0ken", token_for_reads=True, ready=sim.bot.readiness)
+    async with TestClient(TestServer(app)) as client:
+        health = await client.get("/healthz")
+        assert health.status == 200 and await health.json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        assert ready.status == 200 and await ready.json() == {"status": "ready"}
+        assert (await client.get("/api/metrics")).status == 401, "only the probes skip the token"
+
+    async def unreachable() -> str:
+        return "the database cannot be reached (connection refused)"
+
+    app = create_app(sim.bot.reports, token="t0ken", token_for_reads=True, ready=unreachable)
+    async with TestClient(TestServer(app)) as client:
+        ready = await client.get("/readyz")
+        assert ready.status == 503
+        assert await ready.json() == {"status": "not ready", "reason": await unreachable()}
+
+
+async def test_readiness_names_an_unreachable_database_and_an_account_without_owner(db: Database) -> None:
+    gone = Database("postgresql+asyncpg://salesbot:pw@127.0.0.1:9/none")
+    try:
+        reason = await gone.ping(within=5)
+    finally:
+        await gone.close()
+    assert reason.startswith("the database cannot be reached") and "pw" not in reason
+    skip_unless_postgres(db)
+    clock = VirtualClock(T0)
+    holder, standby = member(db, clock, "host-1"), member(db, clock, "host-2", only=["a"])
+    assert standby.readiness() == "not started yet"
+    await holder.join()
+    await standby.join()
+    assert standby.readiness() == "", "every account it wants has a live owner: a ready standby"
+    await holder.leave()
+    standby.left_free = 1  # as seen between the release and its next heartbeat
+    assert standby.readiness() == "1 account(s) have no owner yet"
+    await standby.heartbeat()
+    assert standby.owned == {"a"} and standby.readiness() == ""

@@ -51,10 +51,12 @@ def pid_alive(pid: int) -> bool:
 
 @dataclass(frozen=True)
 class Change:
-    """What a heartbeat changed: accounts this process took, and accounts it lost."""
+    """What a heartbeat changed: accounts this process took, accounts it lost, and accounts it
+    holds beyond its fair share (the caller stops them, then :meth:`Cluster.release`)."""
 
     gained: frozenset[str]
     lost: frozenset[str]
+    surplus: frozenset[str] = frozenset()
 
 
 class Cluster:
@@ -85,6 +87,8 @@ class Cluster:
         self.shared = not db.is_sqlite
         self.owned: set[str] = set()
         self.joined = False
+        # wanted accounts nobody live held at the last look, beyond what this process took
+        self.left_free = 0
 
     def ownership(self) -> frozenset[str] | None:
         """Accounts this process may run and dispatch; None: all of them (SQLite)."""
@@ -95,6 +99,15 @@ class Cluster:
 
     def owns_any(self) -> bool:
         return not self.shared or bool(self.owned)
+
+    def readiness(self) -> str:
+        """ "" when this process is doing its part: it owns an account, or every account has a
+        live owner (a standby); else why not."""
+        if not self.joined:
+            return "not started yet"
+        if self.owns_any() or self.left_free == 0:
+            return ""
+        return f"{self.left_free} account(s) have no owner yet"
 
     def _dead(self, host: str, pid: int, expires_at: datetime, now: datetime) -> bool:
         if expires_at <= now:
@@ -169,14 +182,18 @@ class Cluster:
         lost = before - self.owned
         if lost:
             log.warning("lost the lease of account(s) %s to another process", ", ".join(sorted(lost)))
+        surplus: frozenset[str] = frozenset()
         if self.shared:
-            await self._take(now)
-        return Change(frozenset(self.owned - before), frozenset(lost))
+            share = await self._take(now)
+            if len(self.owned) > share:  # a process joined: hand accounts over, newest taken last
+                surplus = frozenset(sorted(self.owned, key=self.accounts.index)[share:])
+        return Change(frozenset(self.owned - before), frozenset(lost), surplus)
 
-    async def _take(self, now: datetime) -> None:
+    async def _take(self, now: datetime) -> int:
         """Take free or expired accounts, up to a fair share of the live processes (or the
-        explicit list). Each take is atomic: an insert that loses a race, or a compare-and-swap
-        on the dead holder's exact lease, so two processes never both own an account."""
+        explicit list); returns that share. Each take is atomic: an insert that loses a race, or
+        a compare-and-swap on the dead holder's exact lease, so two processes never both own an
+        account."""
         async with self.db.transaction() as session:
             processes = await queries.processes(session)
             live = sum(1 for p in processes if not self._dead(p.host, p.pid, p.expires_at, now))
@@ -215,12 +232,26 @@ class Cluster:
                     taken = False
                 if taken:
                     self.owned.add(account_id)
+            self.left_free = sum(
+                1
+                for account_id in wanted
+                if account_id not in self.owned
+                and (
+                    (held := leases.get(account_id)) is None
+                    or self._dead(held.host, held.pid, held.expires_at, now)
+                )
+            )
+        return share
+
+    def let_go(self, accounts: Collection[str]) -> None:
+        """Stop dispatching ``accounts`` (first step of handing them over; see :meth:`release`)."""
+        self.owned -= set(accounts)
 
     async def release(self, accounts: Collection[str]) -> None:
         """Give accounts up (their transports are stopped): another process may take them now."""
+        self.let_go(accounts)
         async with self.db.transaction() as session:
             await queries.release_leases(session, self.id, accounts)
-        self.owned -= set(accounts)
 
     async def leave(self) -> None:
         """Release every lease and remove this process's row (a clean stop)."""

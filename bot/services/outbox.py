@@ -102,6 +102,14 @@ class Dispatcher:
         # set when the process is stopping: finish the row in hand, claim no more
         self.stopping = False
 
+    async def quiesce(self) -> None:
+        """Wait until no dispatch loop runs here (rows it claimed are sent or released): what an
+        account handed to another process needs before its lease goes."""
+        if self._dispatching is asyncio.current_task():
+            return
+        async with self._single_flight:
+            pass
+
     async def next_due_at(self) -> datetime | None:
         async with self.db.transaction() as session:
             return await Outbox(session).next_due_at(self.available())
