@@ -9,7 +9,8 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from storage.db import Database
 from storage.models import Account, AccountLease, ClusterProcess, ScheduledMessage
 from storage.repositories import Outbox
 from tests.cli_process import Bot
-from tests.conftest import ROOT, write_config
+from tests.conftest import ROOT, portable_config_text, write_config
 from tests.harness import Harness
 
 T0 = datetime(2026, 12, 3, 2, 0, tzinfo=UTC)
@@ -84,8 +85,7 @@ def test_a_second_salesbot_run_on_the_same_sqlite_file_is_refused_naming_the_fir
         assert "salesbot is running" not in second.stdout
         assert first.process.poll() is None, "the running process is untouched"
     finally:
-        first.process.kill()  # SIGKILL: its process row stays behind
-        first.process.communicate(timeout=30)
+        first.kill()  # SIGKILL: its process row stays behind
     restarted = Bot(tmp_path, env=ENV)  # the dead holder's pid is gone: no need to wait
     output = restarted.stop()
     assert "salesbot is running" in output
@@ -282,3 +282,71 @@ async def test_readiness_names_an_unreachable_database_and_an_account_without_ow
     assert standby.readiness() == "1 account(s) have no owner yet"
     await standby.heartbeat()
     assert standby.owned == {"a"} and standby.readiness() == ""
+
+
+# -- real processes -------------------------------------------------------------------------------
+
+
+def two_account_config(folder: Path, url: str) -> None:
+    """The shipped config on ``url`` with a second local account and a short lease."""
+    text = portable_config_text().replace('url = "sqlite:///data/salesbot.db"', f'url = "{url}"')
+    text = text.replace("lease_seconds = 30.0", "lease_seconds = 3.0")
+    account = text[text.index("[[accounts]]") :]
+    write_config(folder, text + "\n" + account.replace('id = "demo"', 'id = "second"', 1))
+
+
+async def owners(url: str) -> dict[str, int]:
+    """account -> pid of its lease's owner."""
+    db = Database(url)
+    try:
+        async with db.transaction() as session:
+            return {lease.account_id: lease.pid for lease in (await session.exec(select(AccountLease))).all()}
+    finally:
+        await db.close()
+
+
+def wait_for(url: str, predicate: Callable[[dict[str, int]], bool], seconds: float = 30.0) -> dict[str, int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = asyncio.run(owners(url))
+        if predicate(found):
+            return found
+        time.sleep(0.3)
+    raise AssertionError(f"leases never settled: {asyncio.run(owners(url))}")
+
+
+def test_two_processes_on_postgresql_share_two_accounts_and_a_survivor_takes_over(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    if empty_db_url.startswith("sqlite"):
+        pytest.skip("several processes need PostgreSQL")
+    two_account_config(tmp_path, empty_db_url)
+    first = Bot(tmp_path, env=ENV)
+    assert "run by another process" not in first.output, "alone, it runs both accounts"
+    second = Bot(tmp_path, env=ENV)
+    try:
+        assert "account demo: run by another process" in second.output
+        # the first hands one account over at its next heartbeat; the second takes it
+        shared = wait_for(empty_db_url, lambda o: set(o.values()) == {first.process.pid, second.process.pid})
+        assert set(shared) == {"demo", "second"}
+        listing = subprocess.run(
+            [sys.executable, "-m", "bot", "cluster", "--config", str(tmp_path / "config.toml")],
+            cwd=tmp_path,
+            env={**os.environ, **ENV},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listing.returncode == 0, listing.stderr
+        assert "processes (2):" in listing.stdout and "salesbot:" not in listing.stdout  # no password
+        for account_id, pid in shared.items():
+            assert f"  {account_id}: pid {pid} on {socket.gethostname()}" in listing.stdout
+
+        first.kill()  # SIGKILL: its lease stays behind; its pid is gone on this host
+        survived = wait_for(empty_db_url, lambda o: set(o.values()) == {second.process.pid}, seconds=15)
+        assert set(survived) == {"demo", "second"}
+    finally:
+        first.kill()
+        output = second.stop()
+    assert "taken over; connecting" in output
+    assert asyncio.run(owners(empty_db_url)) == {}, "a clean stop releases every lease"
