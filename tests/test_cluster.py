@@ -18,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
+from bot.cli import main
 from bot.clock import VirtualClock
 from bot.services.cluster import AlreadyRunning, Cluster
 from bot.web.app import create_app
@@ -350,3 +351,24 @@ def test_two_processes_on_postgresql_share_two_accounts_and_a_survivor_takes_ove
         output = second.stop()
     assert "taken over; connecting" in output
     assert asyncio.run(owners(empty_db_url)) == {}, "a clean stop releases every lease"
+
+
+def test_run_accounts_names_unknown_ids_and_needs_postgresql(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    assert main(["run", "--config", str(config), "--accounts", "demo,nobody"]) == 1
+    assert capsys.readouterr().err == (
+        "error: --accounts: no account nobody in " + str(config) + " (configured: demo)\n"
+    )
+    assert main(["run", "--config", str(config), "--accounts", "demo"]) == 1
+    assert "--accounts needs PostgreSQL" in capsys.readouterr().err
+
+
+def test_cluster_lists_no_process_on_an_idle_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    assert main(["cluster", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("processes (0):\naccounts (1):\n  demo: no lease"), out
