@@ -267,6 +267,7 @@ class SalesBot:
             max_chars=config.digest.max_chars,
         )
         self.dispatcher.available = self._connected_accounts
+        self.dispatcher.lease = self.cluster.claim_check
         self.console = ConsoleService(
             self.db,
             clock,
@@ -305,6 +306,7 @@ class SalesBot:
         )
         # pyee delivers events concurrently; one customer's events are handled one at a time
         self._contact_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._rebalancing = asyncio.Lock()
 
     async def start(self) -> None:
         """Validate templates, migrate, then log every account in. Fails fast with a clear error."""
@@ -384,6 +386,10 @@ class SalesBot:
     async def rebalance(self) -> Change:
         """The heartbeat: renew this process's leases; stop the transports of accounts it lost,
         recover and start those it took (a dead process's), so what fell due meanwhile goes out."""
+        async with self._rebalancing:  # the timer and a dispatch may both ask
+            return await self._rebalance()
+
+    async def _rebalance(self) -> Change:
         change = await self.cluster.heartbeat()
         for account_id in change.lost:
             await self._stop_account(account_id)
@@ -458,7 +464,13 @@ class SalesBot:
         await self.digests.ensure_planned()
         return await self.dispatcher.next_due_at()
 
+    async def _renew_if_due(self) -> None:
+        """Renew the leases before a dispatch when a heartbeat is due: claims re-check them."""
+        if self.cluster.shared and self.cluster.renewal_due():
+            await self.rebalance()
+
     async def run_due(self) -> int:
+        await self._renew_if_due()
         await self.digests.ensure_planned()
         processed = await self.dispatcher.run_due()
         await self.settle()
@@ -505,6 +517,7 @@ class SalesBot:
         if handled is None:
             return
         if handled.send_now:  # "this customer" stays the rep's own choice: a report never moves it
+            await self._renew_if_due()
             await self.dispatcher.run_due(only=handled.send_now)
         if handled.wake_at is not None:
             await self.hooks.emit(Planned(handled.wake_at))

@@ -223,9 +223,22 @@ async def test_claims_and_recovery_touch_only_the_accounts_given(db: Database) -
         for account_id in ACCOUNTS:
             await outbox.plan(_row(account_id, f"due-{account_id}", "pending"))
             await outbox.plan(_row(account_id, f"claimed-{account_id}", "claimed"))
-    async with db.transaction() as session:
-        claimed = await Outbox(session).claim_due(T0, frozenset({"a"}), 10)
-    assert [row.idempotency_key for row in claimed] == ["due-a"]
+    if not db.is_sqlite:  # the lease is re-checked in the claim itself
+        clock = VirtualClock(T0 - timedelta(seconds=LEASE))
+        holder, other = member(db, clock, "host-1", only=["a"]), member(db, clock, "host-2", only=["b"])
+        await holder.join()
+        await other.join()
+        async with db.transaction() as session:  # b is another's; a's lease expired at T0
+            assert await Outbox(session).claim_due(T0, None, 10, lease=(holder.id, T0)) == []
+        clock.set(T0)
+        await holder.heartbeat()
+        async with db.transaction() as session:
+            claimed = await Outbox(session).claim_due(T0, None, 10, lease=(holder.id, T0))
+        assert [row.idempotency_key for row in claimed] == ["due-a"]
+    else:
+        async with db.transaction() as session:
+            claimed = await Outbox(session).claim_due(T0, frozenset({"a"}), 10)
+        assert [row.idempotency_key for row in claimed] == ["due-a"]
 
     from bot.services.outbox import Dispatcher  # the dispatcher's recovery, restricted
 

@@ -89,10 +89,16 @@ class Cluster:
         self.joined = False
         # wanted accounts nobody live held at the last look, beyond what this process took
         self.left_free = 0
+        self.renewed_at: datetime | None = None
 
     def ownership(self) -> frozenset[str] | None:
         """Accounts this process may run and dispatch; None: all of them (SQLite)."""
         return frozenset(self.owned) if self.shared else None
+
+    def claim_check(self) -> tuple[str, datetime] | None:
+        """What the dispatcher's claim re-checks in the database: (this owner, real time now);
+        None on SQLite (no leases)."""
+        return (self.id, self.clock.now()) if self.shared else None
 
     def owns(self, account_id: str) -> bool:
         return not self.shared or account_id in self.owned
@@ -137,10 +143,17 @@ class Cluster:
             if blocking and not self.shared:
                 raise AlreadyRunning(self._refusal(blocking[0], now))
             await queries.remove_processes(session, [p.id for p in dead])
-        self.joined = True
+        self.joined, self.renewed_at = True, now
         if self.shared:
             await self._take(now)
         return frozenset(self.owned)
+
+    def renewal_due(self) -> bool:
+        """Whether a heartbeat is due (a third of the lease since the last): a dispatch renews
+        first, so leases never lapse between timer ticks or on a simulated clock."""
+        if not self.joined or self.renewed_at is None:
+            return False
+        return self.clock.now() >= self.renewed_at + self.lease / 3
 
     def _refusal(self, other: ClusterProcess, now: datetime) -> str:
         since = other.started_at.astimezone(self.tz) if self.tz else other.started_at
@@ -179,6 +192,7 @@ class Cluster:
                 if p.id != self.id and self._dead(p.host, p.pid, p.expires_at, now)
             ]
             await queries.remove_processes(session, dead)
+        self.renewed_at = now
         lost = before - self.owned
         if lost:
             log.warning("lost the lease of account(s) %s to another process", ", ".join(sorted(lost)))

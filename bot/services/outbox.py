@@ -99,6 +99,9 @@ class Dispatcher:
         self._host_groups = f"{db.durability_epoch}/{socket.gethostname()}/"
         # accounts whose transport is connected; None: all. Rows of other accounts wait, pending.
         self.available: Callable[[], Collection[str] | None] = lambda: None
+        # (lease owner, real time now) when accounts are leased (PostgreSQL, several processes):
+        # claims re-check the lease in the database; None: no leases (SQLite)
+        self.lease: Callable[[], tuple[str, datetime] | None] = lambda: None
         # set when the process is stopping: finish the row in hand, claim no more
         self.stopping = False
 
@@ -206,7 +209,7 @@ class Dispatcher:
                     room = self.batch_size - len(steps)
                     if room > 0 and not self.stopping:
                         claimed = await Outbox(session).claim_due(
-                            self.clock.now(), self.available(), room, only
+                            self.clock.now(), self.available(), room, only, self.lease()
                         )
                         customers = await Customers(session).get_many(
                             {row.customer_id for row in claimed if row.customer_id is not None}
