@@ -385,3 +385,25 @@ def test_cluster_lists_no_process_on_an_idle_database(
     assert main(["cluster", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("processes (0):\naccounts (1):\n  demo: no lease"), out
+
+
+async def test_the_dashboard_shows_the_processes_and_who_runs_each_account(sim: Harness) -> None:
+    app = create_app(sim.bot.reports, token="t0ken", token_for_reads=False)
+    async with TestClient(TestServer(app)) as client:
+        alone = await (await client.get("/api/cluster")).json()
+        assert [(p["pid"], p["alive"]) for p in alone["processes"]] == [(os.getpid(), True)]
+        assert "运行中的进程" not in await (await client.get("/dashboard")).text(), "one process: no table"
+        if sim.bot.db.is_sqlite:
+            assert alone["owners"] == {}, "SQLite: no leases"
+            return
+        other = Cluster(
+            sim.bot.db, sim.clock, ["demo", "vip"], lease_seconds=LEASE, only=["vip"], host="host-2", pid=77
+        )
+        await other.join()
+        shown = await (await client.get("/api/cluster")).json()
+        assert shown["owners"] == {
+            "demo": {"host": socket.gethostname(), "pid": os.getpid()},
+            "vip": {"host": "host-2", "pid": 77},
+        }
+        page = await (await client.get("/dashboard")).text()
+        assert "运行中的进程" in page and "<td>host-2</td><td>77</td>" in page and "<td>vip</td>" in page

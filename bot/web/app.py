@@ -187,6 +187,10 @@ async def api_accounts(request: web.Request) -> web.Response:
     return web.json_response(request.app[REPORTS].accounts())
 
 
+async def api_cluster(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[REPORTS].cluster())
+
+
 async def dashboard(request: web.Request) -> web.Response:
     reports = request.app[REPORTS]
     filters = _filters(request)
@@ -200,6 +204,7 @@ async def dashboard(request: web.Request) -> web.Response:
         stages=reports.pipeline.stages,
         accounts=reports.config.accounts,
         connections=reports.accounts(),
+        cluster=await reports.cluster(),
         token=request.query.get("token", ""),
     )
     return web.Response(text=page, content_type="text/html")
@@ -252,6 +257,7 @@ def create_app(
     app.router.add_get("/api/scheduled", api_scheduled)
     app.router.add_get("/api/metrics", api_metrics)
     app.router.add_get("/api/accounts", api_accounts)
+    app.router.add_get("/api/cluster", api_cluster)
     if simulator is not None:
         simulator.mount(app, token)
     return app
