@@ -19,6 +19,7 @@ from bot.config import Config
 from bot.errors import SalesbotError
 from bot.hooks import Planned
 from bot.redaction import add_secret
+from bot.services.cluster import AlreadyRunning
 from bot.timers import CLUSTER_HEARTBEAT, DISPATCH_POLL, DISPATCH_WAKE, Timers
 from bot.transport.local_puppet import LocalPuppet
 from bot.web.app import create_app, is_loopback, resolve_token
@@ -189,6 +190,9 @@ class Runtime:
         self._host = host or config.web.host
         self._port = config.web.port if port is None else port
         self._dispatching: set[asyncio.Task[object]] = set()
+        # set when this process must stop on its own (another took its SQLite file over)
+        self.must_stop = asyncio.Event()
+        self.stop_reason = ""
         self.bot.hooks.on(Planned, lambda planned: self.timers.at(DISPATCH_WAKE, planned.due, self.dispatch))
 
     async def dispatch(self) -> None:
@@ -219,6 +223,9 @@ class Runtime:
         the leases last ``lease_seconds``)."""
         try:
             await self.bot.rebalance()
+        except AlreadyRunning as exc:  # SQLite: another process took the file over meanwhile
+            self.stop_reason = str(exc)
+            self.must_stop.set()
         except Exception:
             log.exception("cluster heartbeat failed; retrying at the next one")
 
@@ -266,7 +273,13 @@ async def run(
             ),
             flush=True,
         )
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        superseded = asyncio.create_task(runtime.must_stop.wait())
+        await asyncio.wait({stopped, superseded}, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in (stopped, superseded):
+            waiting.cancel()
         log.info("stopping")
+        if runtime.must_stop.is_set():
+            raise SalesbotError(runtime.stop_reason)
     finally:
         await runtime.stop()

@@ -123,6 +123,20 @@ async def test_sqlite_refuses_while_the_other_heartbeat_is_fresh_and_admits_once
         await db.close()
 
 
+async def test_sqlite_a_process_paused_past_its_lease_stops_when_another_took_over(db: Database) -> None:
+    if not db.is_sqlite:
+        pytest.skip("SQLite only")
+    clock = VirtualClock(T0)
+    paused = member(db, clock, "host-1")
+    await paused.join()
+    clock.set(T0 + timedelta(seconds=2 * LEASE))  # paused (a laptop asleep): its row expired
+    newer = member(db, clock, "host-2")
+    await newer.join()
+    with pytest.raises(AlreadyRunning, match=r"paused longer than .* pid 4242 on host host-2"):
+        await paused.heartbeat()
+    await newer.heartbeat()  # the newer one is unaffected
+
+
 # -- PostgreSQL: leases -------------------------------------------------------------------------
 
 

@@ -172,7 +172,17 @@ class Cluster:
         before = set(self.owned)
         async with self.db.transaction() as session:
             if not await queries.renew_process(session, self.id, now, now + self.lease):
-                # judged dead (a long pause): register again; leases tell what is still ours
+                # judged dead (a long pause). SQLite: if another process started meanwhile, this
+                # one must stop; PostgreSQL: register again, the leases tell what is still ours
+                if not self.shared:
+                    for other in await queries.processes(session):
+                        if other.id != self.id and not self._dead(
+                            other.host, other.pid, other.expires_at, now
+                        ):
+                            raise AlreadyRunning(
+                                "this process was paused longer than [cluster] lease_seconds and "
+                                + self._refusal(other, now).replace("stop it first", "stopping this one")
+                            )
                 await queries.register(
                     session,
                     ClusterProcess(
