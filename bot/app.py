@@ -360,6 +360,9 @@ class SalesBot:
         backoff = Backoff(initial=account.reconnect_min_seconds, maximum=account.reconnect_max_seconds)
         while True:
             await asyncio.sleep(backoff.next_delay())
+            if not self.cluster.owns(account_id):  # handed over or lost meanwhile: not ours to start
+                self.unavailable.pop(account_id, None)
+                return
             try:
                 await self._start_account(account_id, transport)
             except TransportError as exc:
