@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +42,7 @@ from bot.services.alerts import (
     OwedReplyComposer,
     OwedReplyNudges,
 )
+from bot.services.cluster import Change, Cluster
 from bot.services.coach import Coach
 from bot.services.console import ConsoleService
 from bot.services.console_directory import ConsoleDirectory
@@ -158,10 +159,22 @@ class SalesBot:
         transports: Mapping[str, Transport] | None = None,
         database_url: str | None = None,
         rng: random.Random | None = None,
+        accounts: Collection[str] | None = None,
+        cluster_clock: Clock | None = None,
     ) -> None:
+        """``accounts``: run only these (``salesbot run --accounts``); ``cluster_clock``: the real
+        time leases are kept on (the bot's clock may be a simulated one)."""
         self.config = config
         self.clock = clock
         self.db = Database(database_url or config.database_url())
+        self.cluster = Cluster(
+            self.db,
+            cluster_clock or clock,
+            [account.id for account in config.accounts],
+            lease_seconds=config.cluster.lease_seconds,
+            only=accounts,
+            tz=config.tz,
+        )
         self.templates = TemplateLibrary(config.templates_path)
         self.transports: dict[str, Transport] = (
             dict(transports)
@@ -260,6 +273,7 @@ class SalesBot:
             max_chars=config.digest.max_chars,
         )
         self.dispatcher.available = self._connected_accounts
+        self.dispatcher.lease = self.cluster.claim_check
         self.console = ConsoleService(
             self.db,
             clock,
@@ -298,14 +312,17 @@ class SalesBot:
         )
         # pyee delivers events concurrently; one customer's events are handled one at a time
         self._contact_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._rebalancing = asyncio.Lock()
 
     async def start(self) -> None:
         """Validate templates, migrate, then log every account in. Fails fast with a clear error."""
         validate_setup(self.config, self.objections.library, model_checked=True)
         await self.db.migrate()
+        # SQLite: refuses a second process; PostgreSQL: takes this process's share of the accounts
+        await self.cluster.join()
         await self.accounts.sync()
         await self.simulated_time.on_start()  # a fast-forwarded database is not for real WeChat
-        recovered = await self.dispatcher.recover()
+        recovered = await self.dispatcher.recover(self.cluster.ownership())
         if recovered.settled:  # the rep's alerts for sends in doubt are planned with them
             log.warning(
                 "settled %d scheduled messages left claimed by a previous run (%d in doubt)",
@@ -313,13 +330,17 @@ class SalesBot:
                 len(recovered.in_doubt),
             )
         for account_id, transport in self.transports.items():
+            if not self.cluster.owns(account_id):
+                continue  # another process runs it
             try:
                 await self._start_account(account_id, transport)
             except TransportError as exc:
                 # one account failing must not stop the others; its messages wait, pending
                 self._not_started(account_id, exc)
-        if not self._started:
+        if not self._started and self.unavailable:
             raise TransportError("; ".join(self.unavailable.values()))
+        if not self.cluster.owns_any():
+            log.info("every account is owned by another process: standing by to take over")
         for account_id in self.unavailable:
             self._track(self._start_later(account_id, self.transports[account_id]), self._late_starts)
         await self.digests.ensure_planned()
@@ -345,6 +366,9 @@ class SalesBot:
         backoff = Backoff(initial=account.reconnect_min_seconds, maximum=account.reconnect_max_seconds)
         while True:
             await asyncio.sleep(backoff.next_delay())
+            if not self.cluster.owns(account_id):  # handed over or lost meanwhile: not ours to start
+                self.unavailable.pop(account_id, None)
+                return
             try:
                 await self._start_account(account_id, transport)
             except TransportError as exc:
@@ -363,6 +387,63 @@ class SalesBot:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
+    async def readiness(self) -> str:
+        """For ``/readyz``: "" when the database answers and this process owns an account (or
+        has nothing to own: every account has a live owner); else why not."""
+        return await self.db.ping(within=3.0) or self.cluster.readiness()
+
+    async def rebalance(self) -> Change:
+        """The heartbeat: renew this process's leases; stop the transports of accounts it lost,
+        recover and start those it took (a dead process's), so what fell due meanwhile goes out."""
+        async with self._rebalancing:  # the timer and a dispatch may both ask
+            return await self._rebalance()
+
+    async def _rebalance(self) -> Change:
+        change = await self.cluster.heartbeat()
+        for account_id in change.lost:
+            await self._stop_account(account_id)
+        if change.gained:
+            recovered = await self.dispatcher.recover(change.gained)
+            if recovered.settled:
+                log.warning(
+                    "settled %d scheduled messages a dead process left claimed (%d in doubt)",
+                    recovered.settled,
+                    len(recovered.in_doubt),
+                )
+        for account_id in sorted(change.gained):
+            log.info("account %s: taken over; connecting", account_id)
+            transport = self.transports[account_id]
+            try:
+                await self._start_account(account_id, transport)
+            except TransportError as exc:
+                self._not_started(account_id, exc)
+                self._track(self._start_later(account_id, transport), self._late_starts)
+        if change.surplus:
+            await self._hand_over(change.surplus)
+        if change.gained:
+            await self.hooks.emit(Planned(self.clock.now()))
+        return change
+
+    async def _hand_over(self, accounts: frozenset[str]) -> None:
+        """Give accounts beyond the fair share to a process that joined: stop claiming their rows,
+        let the batch in hand finish, log them out, then release the leases."""
+        log.info("handing account(s) %s over to another process (fair share)", ", ".join(sorted(accounts)))
+        self.cluster.let_go(accounts)
+        await self.dispatcher.quiesce()
+        for account_id in accounts:
+            await self._stop_account(account_id)
+        await self.cluster.release(accounts)
+
+    async def _stop_account(self, account_id: str) -> None:
+        transport = self.transports[account_id]
+        if transport in self._started:
+            self._started.remove(transport)
+            try:
+                await transport.stop()
+            except Exception:
+                log.exception("stopping account %s failed", account_id)
+        self.unavailable.pop(account_id, None)
+
     async def stop(self) -> None:
         background = self._retries | self._late_starts
         for task in background:
@@ -375,6 +456,10 @@ class SalesBot:
             except Exception:
                 log.exception("stopping account %s failed", transport.account_id)
         self._started.clear()
+        try:
+            await self.cluster.leave()  # another process may take the accounts now
+        except Exception:
+            log.exception("releasing this process's accounts failed (they expire on their own)")
         await self.db.close()
 
     async def settle(self) -> None:
@@ -390,7 +475,13 @@ class SalesBot:
         sweep = await self.lifecycle.next_sweep_at()  # not a row: a daily sweep that may move someone
         return min((at for at in (due, sweep) if at is not None), default=None)
 
+    async def _renew_if_due(self) -> None:
+        """Renew the leases before a dispatch when a heartbeat is due: claims re-check them."""
+        if self.cluster.shared and self.cluster.renewal_due():
+            await self.rebalance()
+
     async def run_due(self) -> int:
+        await self._renew_if_due()
         await self.digests.ensure_planned()
         await self.lifecycle.sweep_if_due()  # its cards are due now: the dispatch below sends them
         processed = await self.dispatcher.run_due()
@@ -438,6 +529,7 @@ class SalesBot:
         if handled is None:
             return
         if handled.send_now:  # "this customer" stays the rep's own choice: a report never moves it
+            await self._renew_if_due()
             await self.dispatcher.run_due(only=handled.send_now)
         if handled.wake_at is not None:
             await self.hooks.emit(Planned(handled.wake_at))
@@ -462,10 +554,11 @@ class SalesBot:
             await self.objections.record_sent(row)
 
     def _connected_accounts(self) -> list[str] | None:
-        """Accounts whose rows the dispatcher may claim now (None: all of them)."""
-        if not self.unavailable and all(t.connected for t in self._started):
+        """Accounts whose rows the dispatcher may claim now (None: all of them): connected, and
+        owned by this process (PostgreSQL: its leases)."""
+        if not self.cluster.shared and not self.unavailable and all(t.connected for t in self._started):
             return None
-        return [t.account_id for t in self._started if t.connected]
+        return [t.account_id for t in self._started if t.connected and self.cluster.owns(t.account_id)]
 
     def _on_connection(self, account_id: str, connected: bool, reason: str) -> None:
         self.reports.connections[account_id] = ConnectionState(connected, self.clock.now(), reason)

@@ -1,4 +1,4 @@
-"""Command line: ``salesbot run | check | simulate | digest | backup | objections | commands``."""
+"""Command line: ``salesbot run | check | simulate | digest | backup | cluster | objections | commands``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.add_argument("--host", help="address of the dashboard and API (default: web.host in config)")
     run.add_argument("--port", type=int, help="port of the dashboard and API (default: web.port in config)")
+    run.add_argument(
+        "--accounts",
+        default="",
+        metavar="A,B",
+        help="PostgreSQL: run only these account ids (default: a fair share of the free ones)",
+    )
+    with_config(
+        sub.add_parser("cluster", help="print the processes on the database, their leases and accounts")
+    )
     with_config(sub.add_parser("check", help="validate the configuration, templates, model and database"))
     simulate = with_config(sub.add_parser("simulate", help="play a scripted conversation on a virtual clock"))
     simulate.add_argument("scenario", help="scenario TOML file (see examples/)")
@@ -200,7 +209,47 @@ def _backup(config_path: str, file: str, force: bool) -> int:
     return 0
 
 
-def _run(config_path: str, verbose: bool, host: str | None = None, port: int | None = None) -> int:
+async def _cluster(config_path: str) -> int:
+    from bot.clock import SystemClock
+    from bot.config import load_config
+    from bot.services.cluster import describe
+    from storage.db import Database
+
+    config = load_config(config_path)
+    db = Database(config.database_url())
+    try:
+        await db.migrate()
+        accounts = [account.id for account in config.accounts]
+        for line in await describe(db, SystemClock().now(), accounts, config.tz):
+            print(line)
+    finally:
+        await db.close()
+    return 0
+
+
+def _accounts(config_path: str, text: str) -> list[str] | None:
+    """``--accounts a,b``: the ids, each one configured; empty: None (a fair share)."""
+    from bot.config import load_config
+
+    if not text.strip():
+        return None
+    wanted = [part.strip() for part in text.split(",") if part.strip()]
+    known = [account.id for account in load_config(config_path).accounts]
+    unknown = [a for a in wanted if a not in known]
+    if unknown:
+        raise SalesbotError(
+            f"--accounts: no account {', '.join(unknown)} in {config_path} (configured: {', '.join(known)})"
+        )
+    return wanted
+
+
+def _run(
+    config_path: str,
+    verbose: bool,
+    host: str | None = None,
+    port: int | None = None,
+    accounts_text: str = "",
+) -> int:
     from bot.config import load_config
     from bot.runner import run
 
@@ -212,7 +261,10 @@ def _run(config_path: str, verbose: bool, host: str | None = None, port: int | N
         for noisy in ("apscheduler", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     config = load_config(config_path)
-    asyncio.run(run(config, config_path, host, port))
+    accounts = _accounts(config_path, accounts_text)
+    if accounts is not None and config.database_url().startswith("sqlite"):
+        raise SalesbotError("--accounts needs PostgreSQL: on SQLite one process runs every account")
+    asyncio.run(run(config, config_path, host, port, accounts))
     return 0
 
 
@@ -237,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             return _objections(args)
         if args.command == "simulate":
             return _simulate(args.config, args.scenario)
-        return _run(args.config, args.verbose, args.host, args.port)
+        if args.command == "cluster":
+            return asyncio.run(_cluster(args.config))
+        return _run(args.config, args.verbose, args.host, args.port, args.accounts)
     except SalesbotError as exc:
         from bot.redaction import redact
 

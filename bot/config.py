@@ -480,12 +480,21 @@ class DispatchConfig(_Section):
     batch_size: int = Field(default=16, ge=1, le=1000)
 
 
+class ClusterConfig(_Section):
+    """Several processes on one PostgreSQL (issue 19); SQLite allows one process."""
+
+    # a process's account leases last this long without a heartbeat (renewed every third of it):
+    # a killed process's accounts move to the survivors within this time
+    lease_seconds: float = Field(default=30.0, ge=3, le=3600)
+
+
 class Config(_Section):
     timezone: str = "Asia/Shanghai"
     templates_dir: Path = Path("scripts_templates")
     database: DatabaseConfig = DatabaseConfig()
     welcome: WelcomeConfig = WelcomeConfig()
     dispatch: DispatchConfig = DispatchConfig()
+    cluster: ClusterConfig = ClusterConfig()
     stages: list[StageConfig] = Field(default_factory=_default_stages, min_length=2)
     pipeline: PipelineConfig = PipelineConfig()
     tags: TagsConfig = TagsConfig()

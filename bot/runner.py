@@ -7,18 +7,20 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
 from bot.app import SalesBot
-from bot.clock import OffsetClock
+from bot.clock import OffsetClock, SystemClock
 from bot.config import Config
 from bot.errors import SalesbotError
 from bot.hooks import Planned
 from bot.redaction import add_secret
-from bot.timers import DISPATCH_POLL, DISPATCH_WAKE, Timers
+from bot.services.cluster import AlreadyRunning
+from bot.timers import CLUSTER_HEARTBEAT, DISPATCH_POLL, DISPATCH_WAKE, Timers
 from bot.transport.local_puppet import LocalPuppet
 from bot.web.app import create_app, is_loopback, resolve_token
 
@@ -76,7 +78,9 @@ def banner(
     web_url: str = "",
     token_note: str = "",
     failed: dict[str, str] | None = None,
+    owned: Collection[str] | None = None,
 ) -> str:
+    """``owned``: the accounts this process runs (None: all; others belong to other processes)."""
     lines = [
         "salesbot is running",
         f"  config:    {config_path}",
@@ -90,6 +94,9 @@ def banner(
     if token_note:
         lines.append(f"  {token_note}")
     for account in config.accounts:
+        if owned is not None and account.id not in owned:
+            lines.append(f"  account {account.id}: run by another process (taken over if it stops)")
+            continue
         where = (
             "embedded local puppet (no WeChat account)"
             if account.transport == "local"
@@ -131,7 +138,13 @@ async def start_web(
 
             simulator = SimulatorState(bot, bot.clock, account.id, puppet)
             break
-    app = create_app(bot.reports, token=token, token_for_reads=reads_need_token, simulator=simulator)
+    app = create_app(
+        bot.reports,
+        token=token,
+        token_for_reads=reads_need_token,
+        simulator=simulator,
+        ready=bot.readiness,
+    )
     # requests still open at a stop get this long (aiohttp's default, 60 s, held Ctrl-C up)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=WEB_SHUTDOWN_SECONDS)
     await runner.setup()
@@ -157,9 +170,17 @@ class Runtime:
     """The bot on real time: accounts logged in, the dispatcher woken by timers and plans, the web
     UI. ``salesbot run`` and the gateway end-to-end tests both use it."""
 
-    def __init__(self, config: Config, *, host: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        accounts: Collection[str] | None = None,
+    ) -> None:
         self.config = config
-        self.bot = SalesBot(config, OffsetClock())  # real time; the simulator may move it ahead
+        # real time; the simulator may move the bot's clock ahead, never the leases'
+        self.bot = SalesBot(config, OffsetClock(), accounts=accounts, cluster_clock=SystemClock())
         self.timers = Timers(config.tz)
         self.web_runner: web.AppRunner | None = None
         self.url = ""
@@ -169,6 +190,9 @@ class Runtime:
         self._host = host or config.web.host
         self._port = config.web.port if port is None else port
         self._dispatching: set[asyncio.Task[object]] = set()
+        # set when this process must stop on its own (another took its SQLite file over)
+        self.must_stop = asyncio.Event()
+        self.stop_reason = ""
         self.bot.hooks.on(Planned, lambda planned: self.timers.at(DISPATCH_WAKE, planned.due, self.dispatch))
 
     async def dispatch(self) -> None:
@@ -188,12 +212,24 @@ class Runtime:
                 self.bot, self.config, self._host, self._port
             )
         self.timers.every(DISPATCH_POLL, self.config.dispatch.poll_seconds, self.dispatch)
+        self.timers.every(CLUSTER_HEARTBEAT, self.config.cluster.lease_seconds / 3, self.heartbeat)
         for supervisor in self.config.supervisors:  # the digest row is due then; this wakes the dispatcher
             self.timers.daily(f"digest:{supervisor.name}", supervisor.at, self.dispatch)
         # the lifecycle sweep runs before a dispatch once its time has come (the poll also finds it)
         self.timers.daily("lifecycle:sweep", self.config.lifecycle.sweep_at, self.dispatch)
         self.timers.start()
         await self.dispatch()
+
+    async def heartbeat(self) -> None:
+        """Renew this process's row and leases (a failure is logged: the next one retries, and
+        the leases last ``lease_seconds``)."""
+        try:
+            await self.bot.rebalance()
+        except AlreadyRunning as exc:  # SQLite: another process took the file over meanwhile
+            self.stop_reason = str(exc)
+            self.must_stop.set()
+        except Exception:
+            log.exception("cluster heartbeat failed; retrying at the next one")
 
     async def stop(self) -> None:
         """Stop the timers, let a running dispatch finish the message in hand, then log out."""
@@ -211,8 +247,14 @@ class Runtime:
         await self.bot.stop()
 
 
-async def run(config: Config, config_path: str, host: str | None = None, port: int | None = None) -> None:
-    runtime = Runtime(config, host=host, port=port)
+async def run(
+    config: Config,
+    config_path: str,
+    host: str | None = None,
+    port: int | None = None,
+    accounts: Collection[str] | None = None,
+) -> None:
+    runtime = Runtime(config, host=host, port=port, accounts=accounts)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -222,8 +264,24 @@ async def run(config: Config, config_path: str, host: str | None = None, port: i
         note = runtime.token_note
         if runtime.generated_token:
             note = generated_token_note(runtime.generated_token, config_path)
-        print(banner(config, config_path, runtime.url, note, runtime.bot.unavailable), flush=True)
-        await stop.wait()
+        print(
+            banner(
+                config,
+                config_path,
+                runtime.url,
+                note,
+                runtime.bot.unavailable,
+                runtime.bot.cluster.ownership(),
+            ),
+            flush=True,
+        )
+        stopped = asyncio.create_task(stop.wait())
+        superseded = asyncio.create_task(runtime.must_stop.wait())
+        await asyncio.wait({stopped, superseded}, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in (stopped, superseded):
+            waiting.cancel()
         log.info("stopping")
+        if runtime.must_stop.is_set():
+            raise SalesbotError(runtime.stop_reason)
     finally:
         await runtime.stop()

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 DISPATCH_POLL = "dispatch:poll"
 DISPATCH_WAKE = "dispatch:wake"
+CLUSTER_HEARTBEAT = "cluster:heartbeat"
 
 
 class Timers:

@@ -182,6 +182,17 @@ class Database:
         await self.preflight()
         await asyncio.to_thread(command.upgrade, alembic_config(self.url), "head")
 
+    async def ping(self, within: float = CONNECT_SECONDS) -> str:
+        """Whether the database answers now: "" if it does, else why not (one phrase, no URL)."""
+        try:
+            async with asyncio.timeout(within), self.engine.connect() as connection:
+                await connection.execute(sql_text("SELECT 1"))
+        except TimeoutError:
+            return f"the database does not answer (within {within:.0f} s)"
+        except Exception as exc:
+            return f"the database cannot be reached ({_reason(exc)})"
+        return ""
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction: committed on success, rolled back on any error.

@@ -214,4 +214,33 @@ class ScheduledMessage(SQLModel, table=True):
     updated_at: datetime = utc_column()
 
 
+class ClusterProcess(SQLModel, table=True):
+    """A running salesbot process on this database, renewed by its heartbeat: others see it (the
+    ``cluster`` command, leases) and a second process on an SQLite file refuses to start."""
+
+    __tablename__ = "cluster_process"
+
+    id: str = Field(primary_key=True, max_length=64)
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: datetime = utc_column()
+    heartbeat_at: datetime = utc_column()
+    expires_at: datetime = utc_column()
+
+
+class AccountLease(SQLModel, table=True):
+    """Which process owns an account (PostgreSQL, several processes): only the owner runs its
+    transport and dispatches its rows. Taken when free or expired, renewed by the heartbeat."""
+
+    __tablename__ = "account_lease"
+
+    account_id: str = Field(primary_key=True, max_length=32)
+    owner: str = Field(max_length=64, index=True)
+    host: str = Field(max_length=255)
+    pid: int
+    taken_at: datetime = utc_column()
+    heartbeat_at: datetime = utc_column()
+    expires_at: datetime = utc_column()
+
+
 metadata = SQLModel.metadata

@@ -14,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import (
     Account,
+    AccountLease,
     Customer,
     CustomerTag,
     Event,
@@ -40,6 +41,14 @@ def _insert_ignoring_conflict(
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return insert(table).values(**values).on_conflict_do_nothing(index_elements=key)
+
+
+def _leased(table: sa.Table, owner: str, now: datetime) -> Any:
+    """``table``'s account is leased to ``owner`` and the lease has not expired."""
+    lease = _table(AccountLease)
+    return sa.exists().where(
+        lease.c.account_id == table.c.account_id, lease.c.owner == owner, lease.c.expires_at > now
+    )
 
 
 class Accounts:
@@ -583,9 +592,12 @@ class Outbox:
         accounts: Collection[str] | None,
         limit: int,
         only: Collection[int] | None = None,
+        lease: tuple[str, datetime] | None = None,
     ) -> list[ScheduledMessage]:
         """Atomically move up to ``limit`` of the earliest due pending rows to ``claimed`` and return
-        them, earliest first.
+        them, earliest first. ``lease`` (owner, the real time now): only rows of accounts whose
+        lease this owner holds unexpired, checked in the same statement, so a process that lost an
+        account (paused past its lease) claims none of its rows even before it notices.
 
         A single ``UPDATE ... WHERE status = 'pending' ... RETURNING`` so two dispatchers can never
         claim the same row; on PostgreSQL the sub-select skips rows another dispatcher has locked.
@@ -597,6 +609,7 @@ class Outbox:
             .where(table.c.status == "pending", table.c.due_at <= now)
             .where(*(() if accounts is None else (table.c.account_id.in_(list(accounts)),)))
             .where(*(() if only is None else (table.c.id.in_(list(only)),)))
+            .where(*(() if lease is None else (_leased(table, *lease),)))
             .order_by(table.c.due_at, table.c.id)
             .limit(limit)
         )

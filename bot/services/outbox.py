@@ -99,24 +99,36 @@ class Dispatcher:
         self._host_groups = f"{db.durability_epoch}/{socket.gethostname()}/"
         # accounts whose transport is connected; None: all. Rows of other accounts wait, pending.
         self.available: Callable[[], Collection[str] | None] = lambda: None
+        # (lease owner, real time now) when accounts are leased (PostgreSQL, several processes):
+        # claims re-check the lease in the database; None: no leases (SQLite)
+        self.lease: Callable[[], tuple[str, datetime] | None] = lambda: None
         # set when the process is stopping: finish the row in hand, claim no more
         self.stopping = False
+
+    async def quiesce(self) -> None:
+        """Wait until no dispatch loop runs here (rows it claimed are sent or released): what an
+        account handed to another process needs before its lease goes."""
+        if self._dispatching is asyncio.current_task():
+            return
+        async with self._single_flight:
+            pass
 
     async def next_due_at(self) -> datetime | None:
         async with self.db.transaction() as session:
             return await Outbox(session).next_due_at(self.available())
 
-    async def recover(self) -> Recovery:
+    async def recover(self, accounts: Collection[str] | None = None) -> Recovery:
         """Settle rows a crashed process left ``claimed``. Never re-sends blindly: the outgoing log
         says whether each send started, finished, or (in a batch, on the same boot) was never
         attempted; sends that went out get the contact and ``message_out`` their batch did not
         live to record. Returns how many rows were settled and those left in doubt (the rep
-        should check the chat)."""
+        should check the chat). ``accounts``: only rows of these (the accounts this process just
+        took from a dead one; a live process's claims are never touched); None: every row."""
         now = self.clock.now()
         settled = 0
         in_doubt: list[ScheduledMessage] = []
         async with self.db.transaction() as session:
-            rows = await outbox_queries.claimed(session)
+            rows = await outbox_queries.claimed(session, accounts)
             outgoing = OutgoingLog(session)
             # a batch's sends go out one at a time, each outcome recorded before the next send:
             # unless the machine crashed (relaxed commits lost), only the first unfinished send
@@ -197,7 +209,7 @@ class Dispatcher:
                     room = self.batch_size - len(steps)
                     if room > 0 and not self.stopping:
                         claimed = await Outbox(session).claim_due(
-                            self.clock.now(), self.available(), room, only
+                            self.clock.now(), self.available(), room, only, self.lease()
                         )
                         customers = await Customers(session).get_many(
                             {row.customer_id for row in claimed if row.customer_id is not None}

@@ -16,6 +16,7 @@ from bot.services.digest import DigestService, RepDay
 from bot.services.profile import ProfileService
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
+from storage.queries import cluster as cluster_queries
 from storage.queries import listings
 
 
@@ -63,6 +64,36 @@ class ReportService:
                 }
             )
         return result
+
+    async def cluster(self) -> dict[str, Any]:
+        """The processes on this database (several on PostgreSQL) and which one owns each account
+        (its lease): an account another process runs has no connection state here."""
+        async with self.db.transaction() as session:
+            processes = await cluster_queries.processes(session)
+            leases = await cluster_queries.leases(session)
+        now = self.clock.now()
+        owned: dict[str, list[str]] = {}
+        for lease in leases:
+            if lease.expires_at > now:
+                owned.setdefault(lease.owner, []).append(lease.account_id)
+        return {
+            "processes": [
+                {
+                    "host": p.host,
+                    "pid": p.pid,
+                    "since": iso(p.started_at, self.config),
+                    "heartbeat_age_seconds": max(0, round((now - p.heartbeat_at).total_seconds())),
+                    "alive": p.expires_at > now,
+                    "accounts": sorted(owned.get(p.id, [])),
+                }
+                for p in processes
+            ],
+            "owners": {
+                lease.account_id: {"host": lease.host, "pid": lease.pid}
+                for lease in leases
+                if lease.expires_at > now
+            },
+        }
 
     def _customer(self, customer: Customer) -> dict[str, Any]:
         return {

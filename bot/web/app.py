@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 REPORTS = web.AppKey("reports", ReportService)
 TOKEN = web.AppKey("token", str)
 TOKEN_FOR_READS = web.AppKey("token_for_reads", bool)
+Readiness = Callable[[], Awaitable[str]]
+READY: web.AppKey[Readiness] = web.AppKey("ready")
+# probes for orchestrators: answered without the token, and say nothing but up or not
+PROBES = ("/healthz", "/readyz")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -110,6 +114,8 @@ def _same_token(presented: str, expected: str) -> bool:
 
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PROBES and request.method in ("GET", "HEAD"):
+        return await handler(request)
     mutating = request.method not in ("GET", "HEAD")
     if not request.app[TOKEN_FOR_READS] and not is_loopback(_hostname(request.host)):
         return _error(request, 403, "this address only answers as localhost or 127.0.0.1")
@@ -181,6 +187,10 @@ async def api_accounts(request: web.Request) -> web.Response:
     return web.json_response(request.app[REPORTS].accounts())
 
 
+async def api_cluster(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[REPORTS].cluster())
+
+
 async def dashboard(request: web.Request) -> web.Response:
     reports = request.app[REPORTS]
     filters = _filters(request)
@@ -194,9 +204,27 @@ async def dashboard(request: web.Request) -> web.Response:
         stages=reports.pipeline.stages,
         accounts=reports.config.accounts,
         connections=reports.accounts(),
+        cluster=await reports.cluster(),
         token=request.query.get("token", ""),
     )
     return web.Response(text=page, content_type="text/html")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive and serving (a liveness probe)."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The database answers and this process owns an account or has nothing to own."""
+    reason = await request.app[READY]()
+    if reason:
+        return web.json_response({"status": "not ready", "reason": reason}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def _always_ready() -> str:
+    return ""
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -205,21 +233,31 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 def create_app(
-    reports: ReportService, *, token: str, token_for_reads: bool, simulator: Mountable | None = None
+    reports: ReportService,
+    *,
+    token: str,
+    token_for_reads: bool,
+    simulator: Mountable | None = None,
+    ready: Callable[[], Awaitable[str]] | None = None,
 ) -> web.Application:
-    """``simulator`` (a :class:`bot.web.simulator.SimulatorState`) mounts the browser simulator; only
+    """``ready`` answers ``/readyz`` ("" or why not). ``simulator`` (a
+    :class:`bot.web.simulator.SimulatorState`) mounts the browser simulator; only
     for the local transport. The app mounts it; the simulator never imports the app."""
     app = web.Application(middlewares=[errors, auth])
     app[REPORTS] = reports
     app[TOKEN] = token
     app[TOKEN_FOR_READS] = token_for_reads
+    app[READY] = ready or _always_ready
     app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/dashboard", dashboard)
     app.router.add_get("/api/customers", api_customers)
     app.router.add_get("/api/customers/{customer_id}", api_customer)
     app.router.add_get("/api/scheduled", api_scheduled)
     app.router.add_get("/api/metrics", api_metrics)
     app.router.add_get("/api/accounts", api_accounts)
+    app.router.add_get("/api/cluster", api_cluster)
     if simulator is not None:
         simulator.mount(app, token)
     return app
