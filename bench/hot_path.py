@@ -1,0 +1,501 @@
+"""CPU per inbound event: salesbot against a bare python-wechaty bot, side by side (issue 20).
+
+    python bench/hot_path.py [--rounds 3] [--friends 200] [--texts 1000] [--rate 100]
+    python bench/hot_path.py --profile [--friends 200] [--texts 1000] [--py-spy PATH]
+
+Each program runs as its own process against a fresh official Node gateway (tests/gateway, the
+official PuppetServer over the mock puppet, as the end-to-end tests use it) and gets the same load,
+driven through the gateway's control commands: ``--friends`` friend requests (each accepted and
+welcomed), then ``--texts`` customer texts from the labelled corpus (about half objections), spread
+over those friends, at ``--rate`` events per second. Rounds alternate the programs (salesbot, bare,
+salesbot, ...) so a busy machine hurts both alike.
+
+Measured from the first event sent to the last message the gateway saw the bot send: the bot
+process's CPU time (user + system, every thread, from /proc), per inbound event and as events per
+CPU second; peak RSS is the process's high-water mark (VmHWM). Salesbot runs as ``salesbot run``
+does (SQLite in a temporary folder, no web server, welcomes without the human-like pauses, coaching
+cards off: the bare bot has none); the bare bot is bench/bare_bot.py. A run counts only when the
+work was done: every friend welcomed (seen at the gateway), the bare bot's console messages as
+many as its keyword test promises, salesbot's database holding every text and every customer.
+
+``--profile`` runs salesbot once under py-spy (a sampling profiler, every thread: aiosqlite's
+worker included; not a project dependency: ``pip install py-spy``, or ``--py-spy PATH``) and prints
+where its CPU went during the load: by library, by function (self and inclusive), by thread.
+Stacks of imports and of startup and shutdown are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.gateway_peer import GATEWAY_DIR, Gateway  # noqa: E402
+
+CORPUS = ROOT / "bot" / "objections" / "data" / "corpus"
+BARE_BOT = ROOT / "bench" / "bare_bot.py"
+CONSOLE = "filehelper"
+TICKS = os.sysconf("SC_CLK_TCK")
+HELLOS = ("你好", "我在小红书看到你的", "抖音直播间来的", "朋友推荐的", "想了解一下")
+
+
+# -- the bot process, from /proc ----------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of every thread of ``pid`` so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for {pid}")
+
+
+def child_of(pid: int) -> int | None:
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii").split()
+        if children:
+            return int(children[0])
+    return None
+
+
+class StampedGateway(Gateway):
+    """The tests' gateway driver, with each reported event stamped with the time and the bot's CPU
+    when it arrived (so the measurement ends at the bot's last send, not when we noticed quiet)."""
+
+    bot_pid: int | None = None
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        while line := await process.stdout.readline():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            event["_t"] = time.monotonic()
+            if self.bot_pid is not None:
+                with contextlib.suppress(OSError):
+                    event["_cpu"] = cpu_seconds(self.bot_pid)
+            if event.get("event") == "error":
+                self.errors.append(event["message"])
+            async with self._changed:
+                self.events.append(event)
+                self._changed.notify_all()
+
+
+# -- the load -------------------------------------------------------------------------------------
+
+
+def corpus_texts(count: int, seed: int) -> list[str]:
+    """``count`` real customer texts: half labelled with an objection, half with neither an objection
+    nor a signal (so the console work of both programs is about one message per objection)."""
+    with_objection: list[str] = []
+    without: list[str] = []
+    for path in sorted(CORPUS.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if row.get("objection"):
+                    with_objection.append(row["text"])
+                elif not row.get("signals"):
+                    without.append(row["text"])  # small talk and questions: nothing for the console
+    rng = random.Random(seed)
+    half = count // 2
+    texts = [rng.choice(with_objection) for _ in range(half)] + [
+        rng.choice(without) for _ in range(count - half)
+    ]
+    rng.shuffle(texts)
+    return texts
+
+
+def salesbot_config(folder: Path) -> Path:
+    """config.toml as shipped, on the service transport (token and endpoint from the environment),
+    SQLite in ``folder``, no web server, no supervisors, no human-like pauses, no coaching cards."""
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    edits = [
+        ('templates_dir = "scripts_templates"', f'templates_dir = "{ROOT / "scripts_templates"}"'),
+        ('url = "sqlite:///data/salesbot.db"', f'url = "sqlite:///{folder / "bot.db"}"'),
+        ("delay_seconds = [3.0, 8.0]", "delay_seconds = [0.0, 0.0]"),
+        ("min_gap_seconds = [4.0, 9.0]", "min_gap_seconds = [0.0, 0.0]"),
+        ('transport = "local"', 'transport = "service"'),
+        (
+            "[web]\n# The dashboard and JSON API (http://host:port/). "
+            "Set enabled = false to run without them.\nenabled = true",
+            "[web]\nenabled = false",
+        ),
+        ("[coach]\n# The coaching card", "[coach]\nenabled = false\n# The coaching card"),
+        (
+            "# console gets what to do next and 2-3 playbook scripts to /send.\nenabled = true\n",
+            "# console gets what to do next and 2-3 playbook scripts to /send.\n",
+        ),
+    ]
+    for old, new in edits:
+        assert text.count(old) == 1, f"config.toml changed: cannot find {old!r}"
+        text = text.replace(old, new)
+    text, removed = re.subn(r"\n\[\[supervisors\]\].*?(?=\n\[tags\])", "\n", text, flags=re.S)
+    assert removed == 1, "config.toml changed: cannot find the [[supervisors]] block"
+    path = folder / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# -- one run ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    program: str
+    events: int
+    cpu: float  # seconds, first event to last send
+    wall: float
+    peak_rss_mb: float
+    welcomes: int
+    console: int
+    customer_sends: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def cpu_ms_per_event(self) -> float:
+        return 1000 * self.cpu / self.events
+
+    @property
+    def events_per_cpu_second(self) -> float:
+        return self.events / self.cpu if self.cpu else float("inf")
+
+
+async def wait_idle(pid: int, *, window: float = 0.5, below: float = 0.03, within: float = 90) -> None:
+    """Until the process spends less than ``below`` CPU seconds in ``window``: startup is over."""
+    deadline = time.monotonic() + within
+    before = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(window)
+        now = cpu_seconds(pid)
+        if now - before < below:
+            return
+        before = now
+    raise RuntimeError("the bot never went idle")
+
+
+async def paced(count: int, rate: float, gateway: Gateway, send: Any) -> None:
+    """Call ``send(i)`` ``count`` times at ``rate`` per second (0: all at once)."""
+    started = time.monotonic()
+    for i in range(count):
+        send(i)
+        if rate:
+            delay = started + (i + 1) / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        if i % 50 == 49:
+            assert gateway._process is not None and gateway._process.stdin is not None
+            await gateway._process.stdin.drain()
+
+
+def sent(gateway: Gateway) -> list[dict[str, Any]]:
+    return [e for e in gateway.events if e["event"] == "sent"]
+
+
+async def run_once(
+    program: str, friends: int, texts: list[str], rate: float, settle: float, py_spy: str | None = None
+) -> tuple[Run, Path]:
+    folder = Path(tempfile.mkdtemp(prefix=f"hot-path-{program}-"))
+    gateway = StampedGateway(self_name="小林")
+    await gateway.start()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WECHATY_LOG": "warn"}
+    if program == "salesbot":
+        config = salesbot_config(folder)
+        env |= {"SALESBOT_DEMO_TOKEN": gateway.token, "SALESBOT_DEMO_ENDPOINT": gateway.endpoint}
+        argv = [sys.executable, "-m", "bot", "run", "--config", str(config)]
+    else:
+        argv = [sys.executable, str(BARE_BOT), "--endpoint", gateway.endpoint, "--token", gateway.token]
+    profile = folder / "profile.txt"
+    if py_spy:
+        argv = [
+            py_spy,
+            "record",
+            "--threads",
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "-o",
+            str(profile),
+            "--",
+            *argv,
+        ]
+    log = (folder / "bot.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        *argv, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True
+    )
+    try:
+        pid = process.pid
+        if py_spy:
+            for _ in range(200):
+                if (found := child_of(process.pid)) is not None:
+                    pid = found
+                    break
+                await asyncio.sleep(0.05)
+        gateway.bot_pid = pid
+        await gateway.wait_for(lambda e: e["event"] == "started", within=90)
+        await wait_idle(pid)
+        mark = time.monotonic()
+        (folder / "window").write_text(f"{time.time()}\n", encoding="ascii")
+        cpu_start, started = cpu_seconds(pid), time.monotonic()
+
+        def befriend(i: int) -> None:
+            gateway.add_stranger(f"c{i}", f"客户{i}", HELLOS[i % len(HELLOS)])
+
+        await paced(friends, rate, gateway, befriend)
+
+        def welcomed() -> int:
+            return len({e["to"] for e in sent(gateway) if e["to"] != CONSOLE})
+
+        deadline = time.monotonic() + 60 + friends
+        while welcomed() < friends and time.monotonic() < deadline:  # noqa: ASYNC110 (polls the gateway)
+            await asyncio.sleep(0.1)
+        await paced(len(texts), rate, gateway, lambda i: gateway.customer_says(f"c{i % friends}", texts[i]))
+        # done once nothing has been sent for `settle` seconds and the bot is idle
+        deadline = time.monotonic() + 120 + len(texts) / 10
+        while time.monotonic() < deadline:
+            before = cpu_seconds(pid)
+            await asyncio.sleep(0.5)
+            last = max((e["_t"] for e in sent(gateway)), default=started)
+            if time.monotonic() - last >= settle and cpu_seconds(pid) - before < 0.03:
+                break
+        outgoing = [e for e in sent(gateway) if e["_t"] >= mark]
+        last_send = max(outgoing, key=lambda e: e["_t"])
+        run = Run(
+            program=program,
+            events=friends + len(texts),
+            cpu=last_send["_cpu"] - cpu_start,
+            wall=last_send["_t"] - started,
+            peak_rss_mb=peak_rss_mb(pid),
+            welcomes=welcomed(),
+            console=sum(1 for e in outgoing if e["to"] == CONSOLE),
+            customer_sends=sum(1 for e in outgoing if e["to"] != CONSOLE),
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)  # salesbot stops cleanly; py-spy writes its profile
+        try:
+            await asyncio.wait_for(process.wait(), 60)
+        except TimeoutError:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        log.close()
+        await gateway.close()
+        with (folder / "gateway-events.jsonl").open("w", encoding="utf-8") as out:
+            for event in gateway.events:
+                out.write(json.dumps(event, ensure_ascii=False) + "\n")
+    run.problems += [f"gateway: {error}" for error in gateway.errors]
+    if run.welcomes != friends:
+        run.problems.append(f"{run.welcomes} of {friends} friends welcomed")
+    if program == "salesbot":
+        with contextlib.closing(sqlite3.connect(folder / "bot.db")) as db:
+            inbound = db.execute("SELECT count(*) FROM event WHERE kind = 'message_in'").fetchone()[0]
+            customers = db.execute("SELECT count(*) FROM customer").fetchone()[0]
+        if inbound != len(texts):
+            run.problems.append(f"{inbound} of {len(texts)} texts recorded")
+        if customers != friends:
+            run.problems.append(f"{customers} customers for {friends} friends")
+        if not run.console:
+            run.problems.append("no console message at all")
+    else:
+        from bench.bare_bot import looks_like_objection
+
+        expected = sum(1 for text in texts if looks_like_objection(text))
+        if run.console != expected:
+            run.problems.append(f"{run.console} console messages, the keyword test promises {expected}")
+    return run, folder
+
+
+# -- reports ----------------------------------------------------------------------------------------
+
+
+def describe(run: Run) -> str:
+    return (
+        f"{run.program:8}  {run.cpu_ms_per_event:6.2f} ms/event  "
+        f"{run.events_per_cpu_second:7.0f} events/CPU s  "
+        f"peak RSS {run.peak_rss_mb:5.0f} MB  CPU {run.cpu:6.2f} s in {run.wall:5.1f} s  "
+        f"welcomes {run.welcomes}, console {run.console}, other sends {run.customer_sends - run.welcomes}"
+        + (f"  PROBLEMS: {'; '.join(run.problems)}" if run.problems else "")
+    )
+
+
+async def measure(args: argparse.Namespace) -> int:
+    texts = corpus_texts(args.texts, args.seed)
+    pairs: list[tuple[Run, Run]] = []
+    for round_no in range(1, args.rounds + 1):
+        order = ("salesbot", "bare") if round_no % 2 else ("bare", "salesbot")
+        runs: dict[str, Run] = {}
+        for program in order:
+            run, folder = await run_once(program, args.friends, texts, args.rate, args.settle)
+            runs[program] = run
+            print(f"round {round_no}  {describe(run)}", flush=True)
+            if run.problems or args.keep:
+                print(f"  (logs, gateway events and database kept in {folder})", flush=True)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+        ours, bare = runs["salesbot"], runs["bare"]
+        pairs.append((ours, bare))
+        print(
+            f"round {round_no}  salesbot / bare: CPU per event {ours.cpu / bare.cpu:.1f}x, "
+            f"peak RSS {ours.peak_rss_mb / bare.peak_rss_mb:.2f}x",
+            flush=True,
+        )
+    median = statistics.median
+    print(
+        f"\nmedian of {len(pairs)} rounds ({args.friends} friend requests + {args.texts} texts at "
+        f"{args.rate or 'unlimited'}/s):\n"
+        f"  salesbot {median(o.cpu_ms_per_event for o, _ in pairs):.2f} ms/event, "
+        f"{median(o.events_per_cpu_second for o, _ in pairs):.0f} events/CPU s, "
+        f"peak RSS {median(o.peak_rss_mb for o, _ in pairs):.0f} MB\n"
+        f"  bare     {median(b.cpu_ms_per_event for _, b in pairs):.2f} ms/event, "
+        f"{median(b.events_per_cpu_second for _, b in pairs):.0f} events/CPU s, "
+        f"peak RSS {median(b.peak_rss_mb for _, b in pairs):.0f} MB\n"
+        f"  ratio    CPU per event {median(o.cpu / b.cpu for o, b in pairs):.1f}x, "
+        f"peak RSS {median(o.peak_rss_mb / b.peak_rss_mb for o, b in pairs):.2f}x"
+    )
+    return 1 if any(run.problems for pair in pairs for run in pair) else 0
+
+
+# -- the profile ------------------------------------------------------------------------------------
+
+FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::\d+)?\)$")
+STARTUP_OR_SHUTDOWN = (
+    "_find_and_load",
+    "Runtime.start",
+    "Runtime.stop",
+    "start (bot/runner",
+    "stop (bot/runner",
+)
+
+
+def frame_name(frame: str) -> tuple[str, str]:
+    """(function, file) of one py-spy frame, file shortened to its package path."""
+    match = FRAME.match(frame)
+    func, file = (match["func"], match["file"]) if match else (frame, "")
+    file = re.sub(r".*/site-packages/", "", file)
+    file = re.sub(r".*/lib/python3\.\d+/", "stdlib/", file)
+    file = file.replace(str(ROOT) + "/", "")
+    return func, file
+
+
+def library(file: str) -> str:
+    if file.startswith(("bot/", "storage/")):
+        return file.split("/")[0] + "/" + file.split("/")[1].removesuffix(".py")
+    if file.startswith("stdlib/"):
+        return "stdlib:" + file.removeprefix("stdlib/").split("/")[0].removesuffix(".py")
+    return file.split("/")[0].removesuffix(".py") or "?"
+
+
+def print_profile(path: Path, top: int) -> None:
+    """Where the sampled CPU went, from py-spy's raw (collapsed stack) output."""
+    self_by_func: Counter[str] = Counter()
+    total_by_func: Counter[str] = Counter()
+    self_by_library: Counter[str] = Counter()
+    by_thread: Counter[str] = Counter()
+    skipped = total = 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        if any(marker in stack for marker in STARTUP_OR_SHUTDOWN):
+            skipped += count
+            continue
+        total += count
+        thread, frames = (
+            (frames[0], frames[1:]) if frames[0].startswith(("thread", "process")) else ("?", frames)
+        )
+        named = [frame_name(f) for f in frames]
+        thread_kind = "aiosqlite worker" if any("aiosqlite" in file for _, file in named[:3]) else thread
+        by_thread["event loop (main)" if any(f == "run_forever" for f, _ in named) else thread_kind] += count
+        if named:
+            func, file = named[-1]
+            self_by_func[f"{func} ({file})"] += count
+            self_by_library[library(file)] += count
+        for func, file in set(named):
+            total_by_func[f"{func} ({file})"] += count
+    if not total:
+        print("no samples")
+        return
+
+    def table(title: str, counter: Counter[str], only: str = "") -> None:
+        print(f"\n{title}")
+        rows = [(k, v) for k, v in counter.most_common() if only in k][:top]
+        for key, count in rows:
+            print(f"  {100 * count / total:5.1f}%  {key}")
+
+    print(f"{total} samples during the load ({skipped} of startup, imports and shutdown left out)")
+    table("by thread", by_thread)
+    table("self time by library (the leaf frame's package)", self_by_library)
+    table("self time by function", self_by_func)
+    table("inclusive time, salesbot's own functions", total_by_func, only="(bot/")
+    table("inclusive time, storage", total_by_func, only="(storage/")
+    table(
+        "inclusive time, libraries",
+        Counter({k: v for k, v in total_by_func.items() if "(bot/" not in k and "(storage/" not in k}),
+    )
+
+
+async def profile(args: argparse.Namespace) -> int:
+    py_spy = args.py_spy or shutil.which("py-spy")
+    if not py_spy:
+        print("py-spy not found: pip install py-spy (or pass --py-spy PATH)", file=sys.stderr)
+        return 2
+    texts = corpus_texts(args.texts, args.seed)
+    run, folder = await run_once("salesbot", args.friends, texts, args.rate, args.settle, py_spy=py_spy)
+    print(describe(run) + "  (under the profiler: slower than unprofiled)")
+    print_profile(folder / "profile.txt", args.top)
+    print(f"\nraw profile (collapsed stacks, for flamegraph.pl or speedscope): {folder / 'profile.txt'}")
+    return 1 if run.problems else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of salesbot + bare bot (default 3)")
+    parser.add_argument("--friends", type=int, default=200, help="friend requests per run (default 200)")
+    parser.add_argument("--texts", type=int, default=1000, help="customer texts per run (default 1000)")
+    parser.add_argument(
+        "--rate", type=float, default=100, help="events per second sent (0: at once; default 100)"
+    )
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds without a send that end a run")
+    parser.add_argument("--seed", type=int, default=20, help="which corpus texts (default 20)")
+    parser.add_argument("--keep", action="store_true", help="keep each run's folder (logs, events, database)")
+    parser.add_argument("--profile", action="store_true", help="profile salesbot under py-spy instead")
+    parser.add_argument("--py-spy", default="", help="py-spy executable (default: on PATH)")
+    parser.add_argument("--top", type=int, default=15, help="rows per profile table (default 15)")
+    args = parser.parse_args()
+    if not (GATEWAY_DIR / "node_modules" / "wechaty-puppet-service").is_dir():
+        print(f"the gateway's Node packages are missing: cd {GATEWAY_DIR} && npm install", file=sys.stderr)
+        return 2
+    return asyncio.run(profile(args) if args.profile else measure(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
