@@ -48,7 +48,7 @@ def looks_like_objection(text: str) -> bool:
     return any(word in text for word in OBJECTION_WORDS)
 
 
-class BareBot(IsolatedWechaty):  # type: ignore[misc]
+class BareBot(IsolatedWechaty):
     def __init__(self, options: Any, console: str) -> None:
         super().__init__(options)
         self.console_id = console

@@ -62,8 +62,20 @@ HELLOS = ("你好", "我在小红书看到你的", "抖音直播间来的", "朋
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of every thread of ``pid`` so far."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
+    return cpu_seconds_of(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU so far of each live thread of ``pid``, by thread id (the main thread's is ``pid``)."""
+    seconds: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            seconds[int(task.name)] = cpu_seconds_of(task / "stat")
+    return seconds
+
+
+def cpu_seconds_of(stat_path: Path) -> float:
+    fields = stat_path.read_text(encoding="ascii").rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
@@ -176,6 +188,7 @@ class Run:
     welcomes: int
     console: int
     customer_sends: int
+    main_thread_share: float  # of the CPU over the run, the event loop's thread's part
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -264,6 +277,7 @@ async def run_once(
         mark = time.monotonic()
         (folder / "window").write_text(f"{time.time()}\n", encoding="ascii")
         cpu_start, started = cpu_seconds(pid), time.monotonic()
+        threads_start = thread_cpu_seconds(pid)
 
         def befriend(i: int) -> None:
             gateway.add_stranger(f"c{i}", f"客户{i}", HELLOS[i % len(HELLOS)])
@@ -285,6 +299,8 @@ async def run_once(
             last = max((e["_t"] for e in sent(gateway)), default=started)
             if time.monotonic() - last >= settle and cpu_seconds(pid) - before < 0.03:
                 break
+        threads_end = thread_cpu_seconds(pid)
+        used = {tid: cpu - threads_start.get(tid, 0.0) for tid, cpu in threads_end.items()}
         outgoing = [e for e in sent(gateway) if e["_t"] >= mark]
         last_send = max(outgoing, key=lambda e: e["_t"])
         run = Run(
@@ -296,6 +312,7 @@ async def run_once(
             welcomes=welcomed(),
             console=sum(1 for e in outgoing if e["to"] == CONSOLE),
             customer_sends=sum(1 for e in outgoing if e["to"] != CONSOLE),
+            main_thread_share=used.get(pid, 0.0) / (sum(used.values()) or 1),
         )
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -339,7 +356,8 @@ def describe(run: Run) -> str:
     return (
         f"{run.program:8}  {run.cpu_ms_per_event:6.2f} ms/event  "
         f"{run.events_per_cpu_second:7.0f} events/CPU s  "
-        f"peak RSS {run.peak_rss_mb:5.0f} MB  CPU {run.cpu:6.2f} s in {run.wall:5.1f} s  "
+        f"peak RSS {run.peak_rss_mb:5.0f} MB  CPU {run.cpu:6.2f} s in {run.wall:5.1f} s "
+        f"({100 * run.main_thread_share:.0f}% event loop thread)  "
         f"welcomes {run.welcomes}, console {run.console}, other sends {run.customer_sends - run.welcomes}"
         + (f"  PROBLEMS: {'; '.join(run.problems)}" if run.problems else "")
     )
@@ -391,7 +409,29 @@ STARTUP_OR_SHUTDOWN = (
     "Runtime.stop",
     "start (bot/runner",
     "stop (bot/runner",
+    "run_migrations",
 )
+# leaf frames where a thread waits rather than works: py-spy cannot tell them apart here
+WAITING = re.compile(
+    r"_connection_worker_thread \(aiosqlite/core\.py:59\)"  # the worker's queue.get()
+    r"|\.select \(selectors\.py"  # the event loop waiting for the sockets
+    r"|_worker \(concurrent/futures/thread\.py:81\)"  # the default executor's queue.get()
+    r"|wait \(threading\.py"
+    r"|^thread \("  # no Python frame at all
+)
+# the leaf of a worker thread running one sqlite3 call: SQLite's own work (the GIL released), and
+# any wait for the disk or the database lock
+SQLITE_CALL = "_connection_worker_thread (aiosqlite/core.py:63)"
+TOP_LEVEL = ("<module>", "main (bot/cli", "_run (bot/cli", "sink (bot/app", "_sink_for")
+
+
+# py-spy names some of our files by their base name only
+OUR_FILES = {
+    path.name: str(path.relative_to(ROOT))
+    for folder in ("bot", "storage")
+    for path in (ROOT / folder).rglob("*.py")
+    if path.name != "__init__.py"
+}
 
 
 def frame_name(frame: str) -> tuple[str, str]:
@@ -399,26 +439,72 @@ def frame_name(frame: str) -> tuple[str, str]:
     match = FRAME.match(frame)
     func, file = (match["func"], match["file"]) if match else (frame, "")
     file = re.sub(r".*/site-packages/", "", file)
-    file = re.sub(r".*/lib/python3\.\d+/", "stdlib/", file)
+    file = re.sub(r".*/lib/python3\.\d+/", "", file)
     file = file.replace(str(ROOT) + "/", "")
-    return func, file
+    return func, OUR_FILES.get(file, file)
 
 
 def library(file: str) -> str:
     if file.startswith(("bot/", "storage/")):
         return file.split("/")[0] + "/" + file.split("/")[1].removesuffix(".py")
-    if file.startswith("stdlib/"):
-        return "stdlib:" + file.removeprefix("stdlib/").split("/")[0].removesuffix(".py")
     return file.split("/")[0].removesuffix(".py") or "?"
 
 
+AREAS = {  # library -> what it is there for
+    "sqlite3 (SQLite itself)": "SQLite itself (in aiosqlite's threads)",
+    "aiosqlite": "aiosqlite: a thread hop per statement",
+    "sqlalchemy": "SQLAlchemy + SQLModel (ORM, Core, async adaption)",
+    "sqlmodel": "SQLAlchemy + SQLModel (ORM, Core, async adaption)",
+    "greenlet": "SQLAlchemy + SQLModel (ORM, Core, async adaption)",
+    "asyncio": "asyncio event loop",
+    "selectors": "asyncio event loop",
+    "socket": "asyncio event loop",
+    "grpclib": "gRPC + Wechaty client (grpclib, h2, betterproto, wechaty)",
+    "h2": "gRPC + Wechaty client (grpclib, h2, betterproto, wechaty)",
+    "hpack": "gRPC + Wechaty client (grpclib, h2, betterproto, wechaty)",
+    "hyperframe": "gRPC + Wechaty client (grpclib, h2, betterproto, wechaty)",
+    "betterproto": "gRPC + Wechaty client (grpclib, h2, betterproto, wechaty)",
+    "wechaty": "gRPC + Wechaty client (grpclib, h2, betterproto, wechaty)",
+    "wechaty_puppet": "gRPC + Wechaty client (grpclib, h2, betterproto, wechaty)",
+    "wechaty_puppet_service": "gRPC + Wechaty client (grpclib, h2, betterproto, wechaty)",
+    "wechaty_grpc": "gRPC + Wechaty client (grpclib, h2, betterproto, wechaty)",
+    "pyee": "gRPC + Wechaty client (grpclib, h2, betterproto, wechaty)",
+    "jinja2": "Jinja2 templates",
+    "markupsafe": "Jinja2 templates",
+    "sklearn": "reading the text (model, rjieba, NumPy)",
+    "numpy": "reading the text (model, rjieba, NumPy)",
+    "scipy": "reading the text (model, rjieba, NumPy)",
+    "rjieba": "reading the text (model, rjieba, NumPy)",
+    "bot/objections": "reading the text (model, rjieba, NumPy)",
+    "logging": "logging",
+}
+
+
+def area(lib: str) -> str:
+    if lib in AREAS:
+        return AREAS[lib]
+    if lib.startswith(("bot/", "storage/")):
+        return "salesbot's own code (bot/, storage/)"
+    return "other: " + lib
+
+
+def thread_group(thread: str) -> str:
+    if "MainThread" in thread:
+        return "event loop (main thread)"
+    if "_connection_worker_thread" in thread:
+        return "aiosqlite connection threads"
+    if "asyncio_" in thread:
+        return "default executor"
+    return thread
+
+
 def print_profile(path: Path, top: int) -> None:
-    """Where the sampled CPU went, from py-spy's raw (collapsed stack) output."""
+    """Where the sampled time went, from py-spy's raw (collapsed stack) output."""
     self_by_func: Counter[str] = Counter()
     total_by_func: Counter[str] = Counter()
     self_by_library: Counter[str] = Counter()
     by_thread: Counter[str] = Counter()
-    skipped = total = 0
+    skipped = waiting = total = 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -428,15 +514,18 @@ def print_profile(path: Path, top: int) -> None:
         if any(marker in stack for marker in STARTUP_OR_SHUTDOWN):
             skipped += count
             continue
+        if WAITING.search(frames[-1]):
+            waiting += count
+            continue
         total += count
-        thread, frames = (
-            (frames[0], frames[1:]) if frames[0].startswith(("thread", "process")) else ("?", frames)
-        )
+        thread, frames = (frames[0], frames[1:]) if frames[0].startswith("thread") else ("?", frames)
+        by_thread[thread_group(thread)] += count
         named = [frame_name(f) for f in frames]
-        thread_kind = "aiosqlite worker" if any("aiosqlite" in file for _, file in named[:3]) else thread
-        by_thread["event loop (main)" if any(f == "run_forever" for f, _ in named) else thread_kind] += count
-        if named:
-            func, file = named[-1]
+        func, file = named[-1]
+        if frames[-1].endswith(SQLITE_CALL):
+            self_by_func["sqlite3 calls in aiosqlite's thread (SQLite itself, disk and lock waits)"] += count
+            self_by_library["sqlite3 (SQLite itself)"] += count
+        else:
             self_by_func[f"{func} ({file})"] += count
             self_by_library[library(file)] += count
         for func, file in set(named):
@@ -445,21 +534,31 @@ def print_profile(path: Path, top: int) -> None:
         print("no samples")
         return
 
-    def table(title: str, counter: Counter[str], only: str = "") -> None:
+    def table(title: str, counter: Counter[str], keep: Any = lambda key: True) -> None:
         print(f"\n{title}")
-        rows = [(k, v) for k, v in counter.most_common() if only in k][:top]
-        for key, count in rows:
+        for key, count in [(k, v) for k, v in counter.most_common() if keep(k)][:top]:
             print(f"  {100 * count / total:5.1f}%  {key}")
 
-    print(f"{total} samples during the load ({skipped} of startup, imports and shutdown left out)")
+    print(
+        f"{total} samples of work during the load (left out: {skipped} of startup, imports and "
+        f"shutdown, {waiting} of threads waiting)"
+    )
     table("by thread", by_thread)
+    by_area: Counter[str] = Counter()
+    for lib, count in self_by_library.items():
+        by_area[area(lib)] += count
+    table("where the time goes (self time, by what the leaf frame's package is)", by_area)
     table("self time by library (the leaf frame's package)", self_by_library)
     table("self time by function", self_by_func)
-    table("inclusive time, salesbot's own functions", total_by_func, only="(bot/")
-    table("inclusive time, storage", total_by_func, only="(storage/")
+    table(
+        "inclusive time, salesbot's own functions",
+        total_by_func,
+        lambda k: ("(bot/" in k or "(storage/" in k) and not any(t in k for t in TOP_LEVEL),
+    )
     table(
         "inclusive time, libraries",
-        Counter({k: v for k, v in total_by_func.items() if "(bot/" not in k and "(storage/" not in k}),
+        total_by_func,
+        lambda k: "(bot/" not in k and "(storage/" not in k and "threading.py" not in k and "runpy" not in k,
     )
 
 
