@@ -251,7 +251,7 @@ async def run_once(
             "record",
             "--threads",
             "--rate",
-            "250",
+            "100",
             "--format",
             "raw",
             "-o",
@@ -504,6 +504,7 @@ def print_profile(path: Path, top: int) -> None:
     total_by_func: Counter[str] = Counter()
     self_by_library: Counter[str] = Counter()
     by_thread: Counter[str] = Counter()
+    main_by_area: Counter[str] = Counter()  # the event loop's thread: most of the CPU (see a run's split)
     skipped = waiting = total = 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -528,6 +529,8 @@ def print_profile(path: Path, top: int) -> None:
         else:
             self_by_func[f"{func} ({file})"] += count
             self_by_library[library(file)] += count
+        if "MainThread" in thread:
+            main_by_area[area(library(file))] += count
         for func, file in set(named):
             total_by_func[f"{func} ({file})"] += count
     if not total:
@@ -548,6 +551,10 @@ def print_profile(path: Path, top: int) -> None:
     for lib, count in self_by_library.items():
         by_area[area(lib)] += count
     table("where the time goes (self time, by what the leaf frame's package is)", by_area)
+    main_total = sum(main_by_area.values()) or 1
+    print("\nthe event loop's thread alone (per cent of its samples; aiosqlite's threads mostly wait)")
+    for key, count in main_by_area.most_common(top):
+        print(f"  {100 * count / main_total:5.1f}%  {key}")
     table("self time by library (the leaf frame's package)", self_by_library)
     table("self time by function", self_by_func)
     table(
