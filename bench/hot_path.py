@@ -7,8 +7,8 @@ Each program runs as its own process against a fresh official Node gateway (test
 official PuppetServer over the mock puppet, as the end-to-end tests use it) and gets the same load,
 driven through the gateway's control commands: ``--friends`` friend requests (each accepted and
 welcomed), then ``--texts`` customer texts from the labelled corpus (about half objections), spread
-over those friends, at ``--rate`` events per second. Rounds alternate the programs (salesbot, bare,
-salesbot, ...) so a busy machine hurts both alike.
+over those friends, at ``--rate`` events per second. Rounds alternate which program goes first
+(salesbot then bare, bare then salesbot, ...) so a busy machine hurts both alike.
 
 Measured from the first event sent to the last message the gateway saw the bot send: the bot
 process's CPU time (user + system, every thread, from /proc), per inbound event and as events per
@@ -20,8 +20,10 @@ many as its keyword test promises, salesbot's database holding every text and ev
 
 ``--profile`` runs salesbot once under py-spy (a sampling profiler, every thread: aiosqlite's
 worker included; not a project dependency: ``pip install py-spy``, or ``--py-spy PATH``) and prints
-where its CPU went during the load: by library, by function (self and inclusive), by thread.
-Stacks of imports and of startup and shutdown are left out.
+where its time went during the load: by thread, by area, by function (self and inclusive).
+Stacks of imports, startup, shutdown and of threads waiting are left out. py-spy cannot tell a
+sqlite3 call working from one waiting for the lock or the disk; the run's line says which share
+of the CPU (from /proc) the event loop's thread used.
 """
 
 from __future__ import annotations
@@ -275,7 +277,6 @@ async def run_once(
         await gateway.wait_for(lambda e: e["event"] == "started", within=90)
         await wait_idle(pid)
         mark = time.monotonic()
-        (folder / "window").write_text(f"{time.time()}\n", encoding="ascii")
         cpu_start, started = cpu_seconds(pid), time.monotonic()
         threads_start = thread_cpu_seconds(pid)
 
