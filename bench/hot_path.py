@@ -18,7 +18,9 @@ cards off: the bare bot has none); the bare bot is bench/bare_bot.py. A run coun
 work was done: every friend welcomed (seen at the gateway), the bare bot's console messages as
 many as its keyword test promises, salesbot's database holding every text and every customer.
 
-``--profile`` runs salesbot once under py-spy (a sampling profiler, every thread: aiosqlite's
+``--statements`` runs salesbot once with debug logging and counts, per inbound event, its
+database round trips (aiosqlite's thread hops: cursor, execute, fetch, close, commit, rollback) and
+SQL statements. ``--profile`` runs salesbot once under py-spy (a sampling profiler, every thread: aiosqlite's
 worker included; not a project dependency: ``pip install py-spy``, or ``--py-spy PATH``) and prints
 where its time went during the load: by thread, by area, by function (self and inclusive).
 Stacks of imports, startup, shutdown and of threads waiting are left out. py-spy cannot tell a
@@ -234,7 +236,13 @@ def sent(gateway: Gateway) -> list[dict[str, Any]]:
 
 
 async def run_once(
-    program: str, friends: int, texts: list[str], rate: float, settle: float, py_spy: str | None = None
+    program: str,
+    friends: int,
+    texts: list[str],
+    rate: float,
+    settle: float,
+    py_spy: str | None = None,
+    verbose: bool = False,
 ) -> tuple[Run, Path]:
     folder = Path(tempfile.mkdtemp(prefix=f"hot-path-{program}-"))
     gateway = StampedGateway(self_name="小林")
@@ -243,7 +251,7 @@ async def run_once(
     if program == "salesbot":
         config = salesbot_config(folder)
         env |= {"SALESBOT_DEMO_TOKEN": gateway.token, "SALESBOT_DEMO_ENDPOINT": gateway.endpoint}
-        argv = [sys.executable, "-m", "bot", "run", "--config", str(config)]
+        argv = [sys.executable, "-m", "bot", "run", "--config", str(config), *(["-v"] if verbose else [])]
     else:
         argv = [sys.executable, str(BARE_BOT), "--endpoint", gateway.endpoint, "--token", gateway.token]
     profile = folder / "profile.txt"
@@ -399,6 +407,41 @@ async def measure(args: argparse.Namespace) -> int:
         f"peak RSS {median(o.peak_rss_mb / b.peak_rss_mb for o, b in pairs):.2f}x"
     )
     return 1 if any(run.problems for pair in pairs for run in pair) else 0
+
+
+# -- database round trips ------------------------------------------------------------------------
+
+AIOSQLITE_CALL = re.compile(
+    r"DEBUG aiosqlite: executing functools\.partial\(<(?:built-in|bound) method (\w+)"
+)
+SQL_VERB = re.compile(r"DEBUG aiosqlite: executing .*?'\s*(SELECT|INSERT|UPDATE|DELETE|WITH)")
+
+
+def database_calls(log: Path, events: int) -> Counter[str]:
+    """Per inbound event: aiosqlite thread hops, by sqlite3 method, and SQL statements, by verb,
+    from a ``salesbot run -v`` log, counted between the first event and the stop."""
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    first = next(i for i, line in enumerate(lines) if "friend request from" in line)
+    calls: Counter[str] = Counter()
+    for line in lines[first:]:
+        if "DEBUG aiosqlite: executing" in line:
+            calls["thread hops"] += 1
+            if method := AIOSQLITE_CALL.search(line):
+                calls[f"hop: {method[1]}"] += 1
+            if verb := SQL_VERB.search(line):
+                calls[f"statement: {verb[1]}"] += 1
+    return calls
+
+
+async def statements(args: argparse.Namespace) -> int:
+    texts = corpus_texts(args.texts, args.seed)
+    run, folder = await run_once("salesbot", args.friends, texts, args.rate, args.settle, verbose=True)
+    print(describe(run) + "  (debug logging on: slower)")
+    print(f"per inbound event ({run.events}), everything included (handling, dispatch, echoes):")
+    for key, count in sorted(database_calls(folder / "bot.log", run.events).items()):
+        print(f"  {count / run.events:6.1f}  {key}")
+    shutil.rmtree(folder, ignore_errors=True)
+    return 1 if run.problems else 0
 
 
 # -- the profile ------------------------------------------------------------------------------------
@@ -595,12 +638,17 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=20, help="which corpus texts (default 20)")
     parser.add_argument("--keep", action="store_true", help="keep each run's folder (logs, events, database)")
     parser.add_argument("--profile", action="store_true", help="profile salesbot under py-spy instead")
+    parser.add_argument(
+        "--statements", action="store_true", help="count salesbot's database round trips per event instead"
+    )
     parser.add_argument("--py-spy", default="", help="py-spy executable (default: on PATH)")
     parser.add_argument("--top", type=int, default=15, help="rows per profile table (default 15)")
     args = parser.parse_args()
     if not (GATEWAY_DIR / "node_modules" / "wechaty-puppet-service").is_dir():
         print(f"the gateway's Node packages are missing: cd {GATEWAY_DIR} && npm install", file=sys.stderr)
         return 2
+    if args.statements:
+        return asyncio.run(statements(args))
     return asyncio.run(profile(args) if args.profile else measure(args))
 
 
