@@ -414,7 +414,8 @@ async def measure(args: argparse.Namespace) -> int:
 AIOSQLITE_CALL = re.compile(
     r"DEBUG aiosqlite: executing functools\.partial\(<(?:built-in|bound) method (\w+)"
 )
-SQL_VERB = re.compile(r"DEBUG aiosqlite: executing .*?'\s*(SELECT|INSERT|UPDATE|DELETE|WITH)")
+# the SQL is logged as a repr: a leading newline shows as the two characters \n
+SQL_VERB = re.compile(r"DEBUG aiosqlite: executing .*?'(?:\s|\\n)*(SELECT|INSERT|UPDATE|DELETE|WITH)")
 
 
 def database_calls(log: Path, events: int) -> Counter[str]:

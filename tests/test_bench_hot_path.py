@@ -59,3 +59,20 @@ async def test_both_programs_do_the_work_and_are_measured() -> None:
         run, folder = await hot_path.run_once(program, friends=2, texts=texts, rate=0, settle=1.0)
         assert run.problems == [], folder
         assert run.welcomes == 2 and run.cpu > 0 and run.peak_rss_mb > 0
+
+
+def test_database_calls_are_counted_from_the_first_event(tmp_path: Path) -> None:
+    hop = "2026-12-03 12:09:04,699 DEBUG aiosqlite: executing functools.partial(<built-in method"
+    log = tmp_path / "bot.log"
+    log.write_text(
+        f"{hop} execute of sqlite3.Cursor object at 0x1>, 'CREATE TABLE t (id)')\n"
+        "2026-12-03 12:09:05,000 INFO salesbot: demo: friend request from 客户0\n"
+        f"{hop} cursor of sqlite3.Connection object at 0x1>)\n"
+        f"{hop} execute of sqlite3.Cursor object at 0x1>, 'INSERT INTO event (kind) VALUES (?)', ('x',))\n"
+        f"{hop} execute of sqlite3.Cursor object at 0x1>, '\\nSELECT id FROM customer', ())\n"
+        f"{hop} commit of sqlite3.Connection object at 0x1>)\n",
+        encoding="utf-8",
+    )
+    calls = hot_path.database_calls(log, events=1)
+    assert calls["thread hops"] == 4 and calls["hop: execute"] == 2 and calls["hop: commit"] == 1
+    assert (calls["statement: INSERT"], calls["statement: SELECT"]) == (1, 1)
