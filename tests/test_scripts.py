@@ -309,9 +309,40 @@ async def test_a_school_browses_its_own_stages_and_vertical(db_url: str) -> None
         playbook = [i for i in ids if sim.bot.objections.playbook.script(i) is not None]
         assert playbook and not any(i.startswith("cars-") for i in playbook)
         assert any(i.startswith("education-") for i in playbook)
-        referrers = await sim.rep("/scripts 转介绍")  # a stage here, before the step of that name
-        assert referrers.startswith("适合「转介绍」阶段的话术")
+        referrers = await sim.rep("/scripts 转介绍")  # a stage here, and a step of that name
+        assert referrers.startswith("适合「转介绍」阶段或「转介绍」步骤的话术")
+        assert "既是阶段也是步骤" in referrers
+        ids = await listed(sim)
+        assert "education-referral-ask-classmates" in ids, "the step's scripts for an earlier stage too"
+        assert "general-reactivate-care" in ids, "the stage's scripts of other steps"
         assert internal_words(text + referrers) == []
+
+
+async def test_asking_for_a_referral_and_thanking_for_one_are_separate_groups(sim: Harness) -> None:
+    both = await sim.rep("/scripts 转介绍")
+    assert "【转介绍·邀请】" in both and "【转介绍·致谢】" in both and "【转介绍】" not in both
+    asking = sim.bot.objections.playbook.scripts(vertical="cars", play="referral_ask")
+    thanking = sim.bot.objections.library.signal_scripts["referral"]
+    assert await listed(sim) == [s.id for s in asking] + [s.id for s in thanking]
+    only = await sim.rep("/scripts 转介绍·致谢")
+    assert only.startswith(f"「转介绍·致谢」话术（共 {len(thanking)} 条）")
+    assert await listed(sim) == [s.id for s in thanking]
+
+
+async def test_filters_combine_each_word_narrowing(sim: Harness) -> None:
+    text = await sim.rep("/scripts 意向 价格")
+    assert text.startswith("适合「意向」阶段的「价格」话术"), text
+    price = sim.bot.objections.library.objections["price"].scripts
+    ids = await listed(sim)
+    assert ids and set(ids) == {s.id for s in price if not s.stages or "intent" in s.stages}
+    narrower = await sim.rep("/scripts 意向 价格 算一笔账")
+    assert narrower.startswith("适合「意向」阶段、含「算一笔账」的「价格」话术")
+    assert 0 < len(await listed(sim)) < len(ids)
+    proposals = await sim.rep("/scripts 方案 意向")
+    assert proposals.startswith("适合「意向」阶段的「方案」话术")
+    none = await sim.rep("/scripts 意向 火星探险")
+    assert none.startswith("没有同时符合「意向 火星探险」的话术")
+    assert internal_words(text + narrower + proposals + none) == []
 
 
 def test_every_step_of_the_playbook_has_a_chinese_name() -> None:

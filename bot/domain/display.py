@@ -170,6 +170,20 @@ def stage_reason(reason: str) -> str:
     return STAGE_REASONS.get(reason, "")
 
 
+# the script library's groups (/scripts) where a step's and a signal's names are the same word:
+# asking for a referral and thanking for one must not read as one group (转介绍 matches both)
+LISTING_GROUPS: dict[str, str] = {
+    "referral_ask": "转介绍·邀请",
+    "referral": "转介绍·致谢",
+}
+GROUP_JOINER = "·"
+
+
+def listing_group(key: str, name: str) -> str:
+    """The group a /scripts list shows a script under: ``name`` unless it needs telling apart."""
+    return LISTING_GROUPS.get(key, name)
+
+
 def play_name(play: str) -> str:
     return PLAY_NAMES.get(play, "跟进")
 
