@@ -367,3 +367,25 @@ async def test_a_script_gone_from_the_library_is_named_plainly(sim: Harness) -> 
     assert "话术 1 已不在话术库里" in reply and reply.endswith(USAGE)
     stats = await sim.rep("/scripts stats")
     assert "（已从话术库移除的话术）：发送 1 次" in stats and "old-price" not in stats
+
+
+# what only a product reads right with: a school's parents neither "use" nor "bought" a course
+PRODUCT_WORDS = ("用了几天", "买的", "用得怎么样", "用得满意", "入手", "基础款", "功能", "能用上")
+
+
+async def test_the_general_scripts_read_right_for_a_school(db_url: str) -> None:
+    config = load_config(ROOT / "examples" / "education" / "config.toml")
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        pages = [await sim.rep("/scripts 报名")]
+        while "看下一页" in pages[-1]:
+            pages.append(await sim.rep(f"/scripts 报名 {len(pages) + 1}"))
+        shown = "\n".join(pages)
+        assert "【交付价值】" in shown
+        playbook = sim.bot.objections.playbook
+        general = [s for s in playbook.scripts(vertical="education") if s.vertical == "general"]
+        for script in general:
+            for word in PRODUCT_WORDS:
+                assert word not in script.text, (script.id, word)
+                assert word not in script.title, (script.id, word)
+        for word in PRODUCT_WORDS:
+            assert word not in shown, word
