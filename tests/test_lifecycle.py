@@ -5,7 +5,7 @@ rep may /send, nothing sent to the customer by itself, /info and the digest."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -275,6 +275,24 @@ async def test_digest_counts_states_and_names_the_newly_dormant(sim: Harness) ->
     assert "新转休眠：1（张三）" in digest
     assert "客户生命周期：新客0、成长1、成熟0、休眠1、流失0" in digest
     assert "#" not in digest.split("新转休眠：")[1].splitlines()[0]  # names, not ids
+
+
+async def test_a_past_days_digest_counts_states_as_that_day_ended(sim: Harness) -> None:
+    """`salesbot digest --date` of a past day: 张三 was dormant when 3 April ended, though he has
+    written since; today's digest counts him as he is now."""
+    await sim.with_customers(("c1", "张三"), ("c2", "李四"))
+    await sim.customer_says("c1", "你好")
+    await sim.customer_says("c2", "你好")
+    await advance_to(sim, datetime(2026, 4, 2, 10, 0, tzinfo=BERLIN))
+    await sim.customer_says("c2", "还在考虑")
+    await advance_to(sim, datetime(2026, 4, 6, 11, 0, tzinfo=BERLIN))
+    await sim.customer_says("c1", "我回来了")
+    assert await state(sim) == "growing"
+    await sim.with_customers(("c3", "王五"))  # added after 3 April: not counted for it
+    [then] = await sim.bot.digests.render(["demo"], date(2026, 4, 3), "x")
+    assert "客户生命周期：新客0、成长1、成熟0、休眠1、流失0" in then
+    [now] = await sim.bot.digests.render(["demo"], date(2026, 4, 6), "x")
+    assert "客户生命周期：新客1、成长2、成熟0、休眠0、流失0" in now
 
 
 async def test_a_business_pipeline_gets_its_verticals_reactivation_scripts(db_url: str) -> None:
