@@ -5,6 +5,7 @@ rep may /send, nothing sent to the customer by itself, /info and the digest."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -145,6 +146,19 @@ async def test_a_message_just_after_local_midnight_counts_for_the_local_day(sim:
     assert await state(sim) == "growing" and cards(sim) == []
     await advance_to(sim, datetime(2026, 4, 4, 10, 0, tzinfo=BERLIN))
     assert await state(sim) == "dormant" and "最后一次是3月28日" in cards(sim)[0]["text"]
+
+
+async def test_a_reactivation_card_offers_no_script_written_for_a_reply_or_a_fresh_step(sim: Harness) -> None:
+    """A script's moment: one that thanks for a reply or greets a step just begun never follows
+    a silence."""
+    playbook = sim.bot.lifecycle.playbook
+    shipped = playbook.script("cars-reactivate-new-model")
+    assert shipped is not None
+    playbook._scripts[playbook._scripts.index(shipped)] = replace(shipped, moment="reply")
+    await sim.customer_in_chat()
+    await advance_to(sim, datetime(2026, 4, 3, 10, 0, tzinfo=BERLIN))
+    [card] = cards(sim)
+    assert "新款到店" not in card["text"] and "限时补贴" in card["text"]
 
 
 async def test_a_message_wakes_a_dormant_customer_and_a_new_silence_gets_a_new_card(sim: Harness) -> None:

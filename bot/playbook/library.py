@@ -46,6 +46,8 @@ MOMENTS: tuple[str, ...] = ("any", "reply", "start", "later")
 # the moments a coaching card may offer: after the first reply, after a stage change
 REPLY_CARD: frozenset[str] = frozenset({"any", "reply", "start"})
 STAGE_CARD: frozenset[str] = frozenset({"any", "start"})
+# a reactivation card comes after days of silence: nothing that presumes a reply or a fresh step
+DORMANT_CARD: frozenset[str] = frozenset({"any", "later"})
 
 _VERTICAL = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
