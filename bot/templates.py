@@ -133,6 +133,7 @@ DIGEST = TemplateKind(
         "team": _REP_DAY,
         "multiple": False,
         "owed_max_days": 7,
+        "past": True,  # the span is over (koc: today's candidates, labelled 当前)
     },
 )
 

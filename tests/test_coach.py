@@ -69,8 +69,8 @@ async def test_a_stage_change_gets_a_card_for_the_new_stage(sim: Harness) -> Non
     await sim.advance(timedelta(seconds=1))
     after_sale = cards(sim)[-1].splitlines()
     assert after_sale[0] == "【张三 #1 · 下单】阶段：意向 → 下单"
-    assert after_sale[1].startswith("下一步（交付价值 → 转介绍）：")
-    assert "新车开了几天" in after_sale[3]
+    assert after_sale[1].startswith("下一步（交付价值）：")
+    assert after_sale[3].startswith("7. 张三，恭喜您订车")
 
 
 async def test_at_most_one_card_per_customer_per_gap(sim: Harness) -> None:
@@ -174,3 +174,41 @@ async def test_a_business_pipeline_is_coached_by_its_process_steps(db_url: str) 
         await sim.rep("/stage 试听 @王妈妈")
         await sim.advance(timedelta(seconds=1))
         assert "咨询 → 试听\n下一步（方案 → 促成）" in cards(sim)[-1]
+
+
+# what only fits once time has passed since the order, or after the customer replied
+LATER_WORDS = ("开了几天", "上了几节课", "东西收到了吗", "用了几天", "用得满意", "车开得满意", "谢谢回复")
+
+
+@pytest.mark.parametrize("example", ["config.toml", "examples/education/config.toml"])
+async def test_a_card_right_after_an_order_offers_what_fits_that_moment(db_url: str, example: str) -> None:
+    """/order with no recent chat: the card thanks the customer and says what happens next; how
+    the first week went is for later (the T+1/T+3 aftercare asks it too), and nothing thanks
+    them for a reply they never sent."""
+    config = load_config(ROOT / example)
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        await sim.new_customer("c2", "李四")
+        await sim.advance(timedelta(hours=2))
+        await sim.rep("/order @李四 途观L")
+        await sim.advance(timedelta(seconds=1))
+        [card] = cards(sim)
+        assert "→ 下单\n" in card or "→ 报名\n" in card
+        for words in LATER_WORDS:
+            assert words not in card
+        assert "谢谢您的信任" in card
+        await sim.advance(GAP + timedelta(minutes=1))
+        await sim.rep("/order @李四 途观L")  # a repeat order: the same moment
+        await sim.advance(timedelta(seconds=1))
+        repeat = cards(sim)[-1]
+        assert repeat != card
+        for words in LATER_WORDS:
+            assert words not in repeat
+
+
+async def test_a_card_after_moving_a_customer_back_does_not_thank_them_for_replying(sim: Harness) -> None:
+    await sim.customer_in_chat("c1", "张三")
+    await sim.advance(GAP + timedelta(minutes=1))
+    await sim.rep("/stage @张三 陌生")
+    await sim.advance(timedelta(seconds=1))
+    back = cards(sim)[-1]
+    assert "潜在 → 陌生" in back and "谢谢回复" not in back

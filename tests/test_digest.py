@@ -399,3 +399,16 @@ async def test_koc_candidates_are_listed_per_rep(db_url: str) -> None:
     assert team.startswith("团队合计") and "KOC候选：1（张三#1）" in team
     assert first_rep.startswith("小林") and "KOC候选：1（张三#1）" in first_rep
     assert second_rep.startswith("小王") and "KOC候选" not in second_rep
+
+
+async def test_a_past_days_digest_says_its_koc_candidates_are_todays(sim: Harness) -> None:
+    """KOC candidates are not kept per day: a past day's digest lists them as they are now, and
+    says so."""
+    await sim.friend_request("c1", "张三")
+    await sim.advance(timedelta(minutes=1))
+    await sim.customer_says("c1", "我同事也想买，能一起吗")
+    [today] = await sim.bot.digests.render(["demo"], date(2026, 11, 23), "x")
+    assert line(today, "KOC候选") == "KOC候选：1（张三#1）"
+    await sim.advance(timedelta(days=1))
+    [yesterday] = await sim.bot.digests.render(["demo"], date(2026, 11, 23), "x")
+    assert line(yesterday, "当前KOC候选") == "当前KOC候选：1（张三#1）"

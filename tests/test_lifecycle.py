@@ -5,7 +5,8 @@ rep may /send, nothing sent to the customer by itself, /info and the digest."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -147,6 +148,19 @@ async def test_a_message_just_after_local_midnight_counts_for_the_local_day(sim:
     assert await state(sim) == "dormant" and "最后一次是3月28日" in cards(sim)[0]["text"]
 
 
+async def test_a_reactivation_card_offers_no_script_written_for_a_reply_or_a_fresh_step(sim: Harness) -> None:
+    """A script's moment: one that thanks for a reply or greets a step just begun never follows
+    a silence."""
+    playbook = sim.bot.lifecycle.playbook
+    shipped = playbook.script("cars-reactivate-new-model")
+    assert shipped is not None
+    playbook._scripts[playbook._scripts.index(shipped)] = replace(shipped, moment="reply")
+    await sim.customer_in_chat()
+    await advance_to(sim, datetime(2026, 4, 3, 10, 0, tzinfo=BERLIN))
+    [card] = cards(sim)
+    assert "新款到店" not in card["text"] and "限时补贴" in card["text"]
+
+
 async def test_a_message_wakes_a_dormant_customer_and_a_new_silence_gets_a_new_card(sim: Harness) -> None:
     await sim.customer_in_chat()
     await advance_to(sim, datetime(2026, 4, 3, 10, 0, tzinfo=BERLIN))
@@ -275,6 +289,24 @@ async def test_digest_counts_states_and_names_the_newly_dormant(sim: Harness) ->
     assert "新转休眠：1（张三）" in digest
     assert "客户生命周期：新客0、成长1、成熟0、休眠1、流失0" in digest
     assert "#" not in digest.split("新转休眠：")[1].splitlines()[0]  # names, not ids
+
+
+async def test_a_past_days_digest_counts_states_as_that_day_ended(sim: Harness) -> None:
+    """`salesbot digest --date` of a past day: 张三 was dormant when 3 April ended, though he has
+    written since; today's digest counts him as he is now."""
+    await sim.with_customers(("c1", "张三"), ("c2", "李四"))
+    await sim.customer_says("c1", "你好")
+    await sim.customer_says("c2", "你好")
+    await advance_to(sim, datetime(2026, 4, 2, 10, 0, tzinfo=BERLIN))
+    await sim.customer_says("c2", "还在考虑")
+    await advance_to(sim, datetime(2026, 4, 6, 11, 0, tzinfo=BERLIN))
+    await sim.customer_says("c1", "我回来了")
+    assert await state(sim) == "growing"
+    await sim.with_customers(("c3", "王五"))  # added after 3 April: not counted for it
+    [then] = await sim.bot.digests.render(["demo"], date(2026, 4, 3), "x")
+    assert "客户生命周期：新客0、成长1、成熟0、休眠1、流失0" in then
+    [now] = await sim.bot.digests.render(["demo"], date(2026, 4, 6), "x")
+    assert "客户生命周期：新客1、成长2、成熟0、休眠0、流失0" in now
 
 
 async def test_a_business_pipeline_gets_its_verticals_reactivation_scripts(db_url: str) -> None:

@@ -99,6 +99,27 @@ def _line(tmp_path: Path, needle: str, file: str = "cars.toml") -> int:
     return text[: text.index(needle)].count("\n") + 1
 
 
+def test_check_names_a_script_with_an_unknown_moment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _broken(tmp_path, 'moment = "start"', 'moment = "soon"')
+    code, out = check(config, capsys)
+    line = _line(tmp_path, 'id = "cars-deliver-order-thanks"')
+    assert code == 1 and f"playbook/cars.toml:{line}: script 'cars-deliver-order-thanks'" in out
+    assert "moment 'soon'" in out and "Traceback" not in out
+
+
+def test_check_wants_a_general_script_for_right_after_each_step_begins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = own_templates(tmp_path)
+    path = tmp_path / "scripts_templates" / "playbook" / "general.toml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace('moment = "start"', 'moment = "later"'), encoding="utf-8")
+    code, out = check(config, capsys)
+    assert code == 1 and "no deliver script for ordered" in out and "Traceback" not in out
+
+
 def test_check_names_file_and_line_of_an_unknown_play(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

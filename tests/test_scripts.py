@@ -309,9 +309,40 @@ async def test_a_school_browses_its_own_stages_and_vertical(db_url: str) -> None
         playbook = [i for i in ids if sim.bot.objections.playbook.script(i) is not None]
         assert playbook and not any(i.startswith("cars-") for i in playbook)
         assert any(i.startswith("education-") for i in playbook)
-        referrers = await sim.rep("/scripts 转介绍")  # a stage here, before the step of that name
-        assert referrers.startswith("适合「转介绍」阶段的话术")
+        referrers = await sim.rep("/scripts 转介绍")  # a stage here, and a step of that name
+        assert referrers.startswith("适合「转介绍」阶段或「转介绍」步骤的话术")
+        assert "既是阶段也是步骤" in referrers
+        ids = await listed(sim)
+        assert "education-referral-ask-classmates" in ids, "the step's scripts for an earlier stage too"
+        assert "general-reactivate-care" in ids, "the stage's scripts of other steps"
         assert internal_words(text + referrers) == []
+
+
+async def test_asking_for_a_referral_and_thanking_for_one_are_separate_groups(sim: Harness) -> None:
+    both = await sim.rep("/scripts 转介绍")
+    assert "【转介绍·邀请】" in both and "【转介绍·致谢】" in both and "【转介绍】" not in both
+    asking = sim.bot.objections.playbook.scripts(vertical="cars", play="referral_ask")
+    thanking = sim.bot.objections.library.signal_scripts["referral"]
+    assert await listed(sim) == [s.id for s in asking] + [s.id for s in thanking]
+    only = await sim.rep("/scripts 转介绍·致谢")
+    assert only.startswith(f"「转介绍·致谢」话术（共 {len(thanking)} 条）")
+    assert await listed(sim) == [s.id for s in thanking]
+
+
+async def test_filters_combine_each_word_narrowing(sim: Harness) -> None:
+    text = await sim.rep("/scripts 意向 价格")
+    assert text.startswith("适合「意向」阶段的「价格」话术"), text
+    price = sim.bot.objections.library.objections["price"].scripts
+    ids = await listed(sim)
+    assert ids and set(ids) == {s.id for s in price if not s.stages or "intent" in s.stages}
+    narrower = await sim.rep("/scripts 意向 价格 算一笔账")
+    assert narrower.startswith("适合「意向」阶段、含「算一笔账」的「价格」话术")
+    assert 0 < len(await listed(sim)) < len(ids)
+    proposals = await sim.rep("/scripts 方案 意向")
+    assert proposals.startswith("适合「意向」阶段的「方案」话术")
+    none = await sim.rep("/scripts 意向 火星探险")
+    assert none.startswith("没有同时符合「意向 火星探险」的话术")
+    assert internal_words(text + narrower + proposals + none) == []
 
 
 def test_every_step_of_the_playbook_has_a_chinese_name() -> None:
@@ -336,3 +367,25 @@ async def test_a_script_gone_from_the_library_is_named_plainly(sim: Harness) -> 
     assert "话术 1 已不在话术库里" in reply and reply.endswith(USAGE)
     stats = await sim.rep("/scripts stats")
     assert "（已从话术库移除的话术）：发送 1 次" in stats and "old-price" not in stats
+
+
+# what only a product reads right with: a school's parents neither "use" nor "bought" a course
+PRODUCT_WORDS = ("用了几天", "买的", "用得怎么样", "用得满意", "入手", "基础款", "功能", "能用上")
+
+
+async def test_the_general_scripts_read_right_for_a_school(db_url: str) -> None:
+    config = load_config(ROOT / "examples" / "education" / "config.toml")
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        pages = [await sim.rep("/scripts 报名")]
+        while "看下一页" in pages[-1]:
+            pages.append(await sim.rep(f"/scripts 报名 {len(pages) + 1}"))
+        shown = "\n".join(pages)
+        assert "【交付价值】" in shown
+        playbook = sim.bot.objections.playbook
+        general = [s for s in playbook.scripts(vertical="education") if s.vertical == "general"]
+        for script in general:
+            for word in PRODUCT_WORDS:
+                assert word not in script.text, (script.id, word)
+                assert word not in script.title, (script.id, word)
+        for word in PRODUCT_WORDS:
+            assert word not in shown, word

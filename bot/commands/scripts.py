@@ -23,8 +23,11 @@ class ScriptsArgs:
 @command(
     "scripts",
     aliases=("话术",),
-    usage="/scripts [阶段|步骤|关键词] [页码]",
-    summary="列出话术库里的话术并编号（可按阶段、步骤/顾虑或关键词筛选）；/scripts stats 看每条话术的效果",
+    usage="/scripts [阶段] [步骤|顾虑] [关键词] [页码]",
+    summary=(
+        "列出话术库里的话术并编号（可按阶段、步骤/顾虑、关键词筛选，几个词一起用逐个缩小范围）；"
+        "/scripts stats 看每条话术的效果"
+    ),
 )
 async def scripts(ctx: CommandContext, args: ScriptsArgs, library: ScriptLibraryService) -> str:
     words = args.wanted.split()

@@ -95,7 +95,7 @@ PLAY_ADVICE: dict[str, str] = {
     "deepen": "把需求聊透，问问不解决会怎样、影响到谁，让TA自己说出为什么要现在解决。",
     "propose": "按TA说过的需求给方案，最好两个选项，讲清差别。",
     "close": "问出最后的顾虑，给一个现在定下来的理由，约好具体时间。",
-    "deliver": "成交只是开始，回访使用感受，教TA用好，让TA觉得买对了。",
+    "deliver": "成交只是开始：先说清接下来的安排和怎么找你，过几天再回访感受，让TA觉得选对了。",
     "reactivate": "给TA一个回来的理由（有用的资料、专属优惠、一句关心），别只发“在吗”。",
     "referral_ask": "趁TA满意，请TA介绍身边有需要的朋友，说清推荐的好处。",
 }
@@ -168,6 +168,20 @@ def lifecycle_name(state: str) -> str:
 
 def stage_reason(reason: str) -> str:
     return STAGE_REASONS.get(reason, "")
+
+
+# the script library's groups (/scripts) where a step's and a signal's names are the same word:
+# asking for a referral and thanking for one must not read as one group (转介绍 matches both)
+LISTING_GROUPS: dict[str, str] = {
+    "referral_ask": "转介绍·邀请",
+    "referral": "转介绍·致谢",
+}
+GROUP_JOINER = "·"
+
+
+def listing_group(key: str, name: str) -> str:
+    """The group a /scripts list shows a script under: ``name`` unless it needs telling apart."""
+    return LISTING_GROUPS.get(key, name)
 
 
 def play_name(play: str) -> str:

@@ -37,6 +37,18 @@ NEXT_PLAYS: dict[str, tuple[str, ...]] = {
     "koc": ("referral_ask", "deliver"),
 }
 
+# when a script fits within its step: "any" time; "reply" right after the customer's first reply
+# (it thanks them for replying); "start" the moment the step begins (right after /order: thanks,
+# what happens next, how to reach the rep); "later" once time has passed in the step (asks how
+# the car drives, how the classes go). A coaching card follows a moment, so it offers "any" and
+# that moment's scripts; /scripts lists them all.
+MOMENTS: tuple[str, ...] = ("any", "reply", "start", "later")
+# the moments a coaching card may offer: after the first reply, after a stage change
+REPLY_CARD: frozenset[str] = frozenset({"any", "reply", "start"})
+STAGE_CARD: frozenset[str] = frozenset({"any", "start"})
+# a reactivation card comes after days of silence: nothing that presumes a reply or a fresh step
+DORMANT_CARD: frozenset[str] = frozenset({"any", "later"})
+
 _VERTICAL = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
@@ -45,6 +57,7 @@ class _ScriptFile(BaseModel):
     id: str = Field(min_length=1)
     play: str
     stages: list[str] = Field(default_factory=list)
+    moment: str = "any"
     title: str = Field(min_length=1)
     text: str = Field(min_length=1)
 
@@ -63,6 +76,7 @@ class PlaybookScript:
     title: str  # short Chinese title shown in lists
     text: str  # Jinja source, the variables of objection scripts
     vertical: str
+    moment: str = "any"  # one of MOMENTS
     path: Path = field(default=Path(), compare=False)
     line: int = field(default=1, compare=False)
 
@@ -106,6 +120,8 @@ class PlaybookLibrary:
                     )
                 if item.play not in PLAYS:
                     raise TemplateError(f"{where}: play {item.play!r} is not one of {', '.join(PLAYS)}")
+                if item.moment not in MOMENTS:
+                    raise TemplateError(f"{where}: moment {item.moment!r} is not one of {', '.join(MOMENTS)}")
                 unknown = sorted(set(item.stages) - known)
                 if unknown:
                     raise TemplateError(f"{where} names unknown stages {unknown}")
@@ -114,7 +130,15 @@ class PlaybookLibrary:
                 seen[item.id] = path
                 scripts.append(
                     PlaybookScript(
-                        item.id, item.play, tuple(item.stages), item.title, item.text, vertical, path, line
+                        item.id,
+                        item.play,
+                        tuple(item.stages),
+                        item.title,
+                        item.text,
+                        vertical,
+                        item.moment,
+                        path,
+                        line,
                     )
                 )
         if GENERAL not in names:
@@ -122,6 +146,20 @@ class PlaybookLibrary:
         missing = [p for p in PLAYS if not any(s.vertical == GENERAL and s.play == p for s in scripts)]
         if missing:
             raise TemplateError(f"{folder / (GENERAL + '.toml')}: no script for play(s) {', '.join(missing)}")
+        # a card after a stage change leads with the step's first play: general.toml must have a
+        # script of it that fits that moment (not one that presumes time has passed)
+        for step, plays in NEXT_PLAYS.items():
+            if not any(
+                s.vertical == GENERAL
+                and s.play == plays[0]
+                and s.moment in STAGE_CARD
+                and (not s.stages or step in s.stages)
+                for s in scripts
+            ):
+                raise TemplateError(
+                    f"{folder / (GENERAL + '.toml')}: no {plays[0]} script for {step} with moment "
+                    f"'any' or 'start' (a card right after the step begins has nothing to offer)"
+                )
         return cls(scripts, names)
 
     def scripts(

@@ -25,7 +25,7 @@ from bot.domain.kinds import Kind
 from bot.domain.limits import MAX_NAME_CHARS, clip
 from bot.domain.stages import Pipeline
 from bot.hooks import Hooks, Planned
-from bot.playbook.library import NEXT_PLAYS, PlaybookLibrary, PlaybookScript
+from bot.playbook.library import NEXT_PLAYS, REPLY_CARD, STAGE_CARD, PlaybookLibrary, PlaybookScript
 from bot.services.objections import ObjectionService
 from bot.services.planning import message_key, outbox_row
 from storage.db import Database
@@ -60,7 +60,7 @@ class Coach:
 
     async def first_reply(self, session: AsyncSession, customer: Customer) -> int | None:
         """Part of the inbound event's transaction. Returns the card's outbox id (None: no card)."""
-        return await self.card(session, customer, "第一次回复了你")
+        return await self.card(session, customer, "第一次回复了你", REPLY_CARD)
 
     async def stage_changed(self, customer_id: int, old: str, new: str) -> None:
         """A command moved the customer (/stage, /order): plan the card inside the command's unit of
@@ -72,13 +72,16 @@ class Coach:
             if customer is None:
                 return
             why = f"阶段：{self.pipeline.label(old)} → {self.pipeline.label(new)}"
-            planned = await self.card(session, customer, why)
+            planned = await self.card(session, customer, why, STAGE_CARD)
         if planned is not None:
             await self.db.after_commit(functools.partial(self.hooks.emit, Planned(self.clock.now())))
 
-    async def card(self, session: AsyncSession, customer: Customer, why: str) -> int | None:
+    async def card(
+        self, session: AsyncSession, customer: Customer, why: str, moments: frozenset[str] = STAGE_CARD
+    ) -> int | None:
         """Plan the customer's card in the caller's transaction, unless coaching is off, the rate
-        limit holds, or the playbook has nothing for their stage."""
+        limit holds, or the playbook has nothing for their stage. ``moments``: the scripts' moments
+        that fit what just happened (a stage just begun offers no "how was the first week")."""
         if not self.config.coach.enabled or customer.id is None or customer.deleted_at is not None:
             return None
         now = self.clock.now()
@@ -86,7 +89,7 @@ class Coach:
         events = Events(session)
         if await events.any_since(customer.id, ("coach", *BUSY_EVENTS), since):
             return None
-        plays, scripts = self.next_step(customer)
+        plays, scripts = self.next_step(customer, moments)
         if not scripts:
             return None
         account_id = customer.account_id
@@ -122,9 +125,12 @@ class Coach:
             )
         )
 
-    def next_step(self, customer: Customer) -> tuple[tuple[str, ...], list[PlaybookScript]]:
+    def next_step(
+        self, customer: Customer, moments: frozenset[str] = STAGE_CARD
+    ) -> tuple[tuple[str, ...], list[PlaybookScript]]:
         """The plays the playbook names for the customer's stage and the scripts for the card:
-        the first play's, one of the second play's (the vertical's own scripts first)."""
+        the first play's, one of the second play's (the vertical's own scripts first, then those
+        made for the moment), only scripts whose moment is in ``moments``."""
         names = self.pipeline.script_stages(customer.stage)
         # a stage that is several steps (咨询: stranger and potential) is coached as its latest: a
         # card follows a reply, so the customer is engaged
@@ -138,9 +144,10 @@ class Coach:
             found: list[PlaybookScript] = []
             for name in names:
                 for script in self.playbook.scripts(vertical=vertical, play=play, stage=name):
-                    if script not in found:
+                    if script not in found and script.moment in moments:
                         found.append(script)
-            return sorted(found, key=lambda s: s.vertical != vertical)  # stable: the vertical's first
+            # stable: the vertical's first, within them those written for this moment
+            return sorted(found, key=lambda s: (s.vertical != vertical, s.moment == "any"))
 
         lead = fitting(plays[0])
         extra = fitting(plays[1])[:1] if len(plays) > 1 and wanted > 1 else []

@@ -74,7 +74,7 @@ class RepDay:
     soft_opt_outs: list[str] = field(default_factory=list)
     referrals: list[str] = field(default_factory=list)
     koc: list[str] = field(default_factory=list)  # candidates as of now (not compared)
-    lifecycle: Counter[str] = field(default_factory=Counter)  # customers per state, as of now
+    lifecycle: Counter[str] = field(default_factory=Counter)  # customers per state, at the span's end
     newly_dormant: list[str] = field(default_factory=list)  # names of those who turned dormant
 
     def is_quiet(self) -> bool:
@@ -255,8 +255,13 @@ class DigestService:
     async def _lifecycle(
         self, session: AsyncSession, days: dict[str, RepDay], start: datetime, end: datetime
     ) -> None:
-        """Customers per lifecycle state (as of now) and who turned dormant in [start, end)."""
-        for account_id, state, count in await lifecycle_queries.state_counts(session, list(days)):
+        """Customers per lifecycle state at ``end`` (a past day's digest counts that day's, read
+        back from the lifecycle_changed events since) and who turned dormant in [start, end)."""
+        if end > self.clock.now():
+            counts = await lifecycle_queries.state_counts(session, list(days))
+        else:
+            counts = await lifecycle_queries.state_counts_at(session, list(days), end)
+        for account_id, state, count in counts:
             days[account_id].lifecycle[state] += count
         seen: set[int | None] = set()
         for event, name, remark in await queries.customer_events(
@@ -416,6 +421,8 @@ class DigestService:
             "team": self._view("团队合计", team, team_before),
             "multiple": len(reps) > 1,
             "owed_max_days": self.config.digest.owed_reply_max_days,
+            # the span is over: its counts are as of its end, but KOC candidates are today's
+            "past": cut < now,
         }
         return split_message(
             self.templates.render(self.config.digest.template, context), self.config.digest.max_chars

@@ -25,7 +25,7 @@ from bot.domain.lifecycle import Lifecycle, local_day, newly_dormant, silence_be
 from bot.domain.limits import MAX_NAME_CHARS, clip
 from bot.domain.schedule import local_at
 from bot.domain.stages import Pipeline
-from bot.playbook.library import PlaybookLibrary, PlaybookScript
+from bot.playbook.library import DORMANT_CARD, PlaybookLibrary, PlaybookScript
 from bot.services.alerts import ConsoleMessages
 from bot.services.lifecycle_state import LifecycleStates
 from bot.services.objections import ObjectionService
@@ -150,12 +150,13 @@ class LifecycleService:
     def scripts_for(self, customer: Customer) -> list[PlaybookScript]:
         """The playbook's reactivate scripts for the customer's stage: the account's vertical first,
         a stage that is several steps (咨询: stranger and potential) read from its latest, as the
-        coaching card does."""
+        coaching card does; only scripts that fit after a silence (:data:`DORMANT_CARD`)."""
         vertical = self.config.account(customer.account_id).vertical
         found: dict[str, PlaybookScript] = {}
         for step in reversed(self.pipeline.script_stages(customer.stage)):
             for script in self.playbook.scripts(vertical=vertical, play=REACTIVATE, stage=step):
-                found.setdefault(script.id, script)
+                if script.moment in DORMANT_CARD:
+                    found.setdefault(script.id, script)
         ranked = sorted(found.values(), key=lambda s: s.vertical != vertical)  # stable
         return ranked[:CARD_SCRIPTS]
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.clock import Clock
 from bot.config import Config
-from bot.domain.display import play_name, signal_name
+from bot.domain.display import GROUP_JOINER, listing_group, play_name, signal_name
 from bot.domain.limits import MAX_ECHO_CHARS, clip
 from bot.domain.stages import Pipeline
 from bot.errors import CommandError
@@ -91,13 +91,13 @@ class ScriptLibraryService:
         found: list[Entry] = []
         for play in PLAYS:
             for item in self.objections.playbook.scripts(vertical=vertical, play=play):
-                found.append(Entry(item, play_name(play), play, PLAYBOOK, item.title))
+                found.append(Entry(item, listing_group(play, play_name(play)), play, PLAYBOOK, item.title))
         for label, objection in library.objections.items():
             for script in objection.scripts:
                 found.append(Entry(script, objection.name, label, OBJECTION, ""))
         for signal, scripts in library.signal_scripts.items():
             for script in scripts:
-                found.append(Entry(script, signal_name(signal), signal, OBJECTION, ""))
+                found.append(Entry(script, listing_group(signal, signal_name(signal)), signal, OBJECTION, ""))
         return found
 
     def preview(self, entry: Entry, account_id: str) -> str:
@@ -113,40 +113,92 @@ class ScriptLibraryService:
 
     # -- /scripts -----------------------------------------------------------------------------------
 
-    def select(self, account_id: str, wanted: str) -> tuple[list[Entry], str, str]:
-        """The scripts a filter asks for, how the heading names them and the filter in the rep's
-        words (a stage key typed is named by its label): a stage (label or key), a step of the
-        process or a doubt (its Chinese name), else a keyword in titles and texts. No filter:
-        everything. A filter nothing matches is a :class:`CommandError`."""
+    def select(self, account_id: str, wanted: str) -> tuple[list[Entry], str, str, list[str]]:
+        """The scripts a filter asks for, how the heading names them, the filter in the rep's
+        words (a stage key typed is named by its label) and notes on how it was read. Each word
+        narrows: a stage (label or key), a step of the process or a doubt (its Chinese name, or
+        the word before its "·"), else a keyword in titles and texts. A word that is both a
+        stage and a step (转介绍 in a school) keeps both groups: hiding one would leave it
+        reachable only by an internal key.
+        No filter: everything. A filter nothing matches is a :class:`CommandError`."""
         entries = self.entries(account_id)
-        word = wanted.strip()
-        if not word:
-            return entries, "全部话术", ""
-        stage = self.pipeline.resolve(word)
-        if stage is not None:
-            names = set(self.pipeline.script_stages(stage))
-            groups = {group: i for i, group in enumerate(dict.fromkeys(e.group for e in entries))}
-            fitting = [e for e in entries if not e.stages or names & set(e.stages)]
+        words = wanted.split()
+        if not words:
+            return entries, "全部话术", "", []
+        chosen = entries
+        qualifiers: list[str] = []
+        named: list[str] = []
+        groups_named: list[str] = []
+        notes: list[str] = []
+        staged = False
+        for word in words:
+            stage = self.pipeline.resolve(word)
+            by_group = self._in_group(entries, word)
+            if stage is not None:
+                staged = True
+                label = self.pipeline.label(stage)
+                names = set(self.pipeline.script_stages(stage))
+                fitting = {id(e) for e in entries if not e.stages or names & set(e.stages)}
+                if by_group:
+                    group = self._group_name(by_group, word)
+                    fitting |= {id(e) for e in by_group}
+                    qualifiers.append(f"适合「{label}」阶段或「{group}」步骤")
+                    notes.append(
+                        f"「{clip(word, MAX_ECHO_CHARS)}」既是阶段也是步骤，两类都列出了："
+                        f"只看某一类，可以用步骤名（{'、'.join(dict.fromkeys(e.group for e in by_group))}）"
+                    )
+                    named.append(word)
+                else:
+                    qualifiers.append(f"适合「{label}」阶段")
+                    named.append(label)
+                chosen = [e for e in chosen if id(e) in fitting]
+            elif by_group:
+                group = self._group_name(by_group, word)
+                members = {id(e) for e in by_group}
+                chosen = [e for e in chosen if id(e) in members]
+                groups_named.append(f"「{group}」")
+                named.append(group)
+            else:
+                folded = word.casefold()
+                chosen = [
+                    e
+                    for e in chosen
+                    if folded in e.title.casefold()
+                    or folded in e.group.casefold()
+                    or folded in self._said(e, account_id).casefold()
+                ]
+                qualifiers.append(f"含「{clip(word, MAX_ECHO_CHARS)}」")
+                named.append(word)
+        if not chosen:
+            what = clip(" ".join(words), MAX_ECHO_CHARS)
+            if len(words) == 1:
+                raise CommandError(f"没有找到与「{what}」有关的话术。{self.filters_hint(account_id)}")
+            raise CommandError(
+                f"没有同时符合「{what}」的话术：少用一个词试试。{self.filters_hint(account_id)}"
+            )
+        if staged:
+            order = {group: i for i, group in enumerate(dict.fromkeys(e.group for e in entries))}
             # grouped as browsing orders them; within a group the scripts made for the stage first
-            chosen = sorted(fitting, key=lambda e: (groups[e.group], not e.stages))
-            label = self.pipeline.label(stage)
-            return chosen, f"适合「{label}」阶段的话术", label
+            chosen = sorted(chosen, key=lambda e: (order[e.group], not e.stages))
+        heading = ("、".join(qualifiers) + "的" if qualifiers else "") + "".join(groups_named) + "话术"
+        return chosen, heading, " ".join(named), notes
+
+    @staticmethod
+    def _in_group(entries: list[Entry], word: str) -> list[Entry]:
+        """The scripts of the step or doubt a word names: the group's Chinese name, the word before
+        its "·" (转介绍 for 转介绍·邀请 and 转介绍·致谢) or its key."""
         folded = word.casefold()
-        by_group = [e for e in entries if folded in (e.group.casefold(), e.key.casefold())]
-        if by_group:
-            return by_group, f"「{by_group[0].group}」话术", by_group[0].group
-        by_word = [
+        return [
             e
             for e in entries
-            if folded in e.title.casefold()
-            or folded in e.group.casefold()
-            or folded in self._said(e, account_id).casefold()
+            if folded in (e.group.casefold(), e.key.casefold(), e.group.split(GROUP_JOINER)[0].casefold())
         ]
-        if by_word:
-            return by_word, f"含「{clip(word, MAX_ECHO_CHARS)}」的话术", word
-        raise CommandError(
-            f"没有找到与「{clip(word, MAX_ECHO_CHARS)}」有关的话术。{self.filters_hint(account_id)}"
-        )
+
+    @staticmethod
+    def _group_name(members: list[Entry], word: str) -> str:
+        """How a heading names the group a word picked: its name, or the word when it spans several."""
+        groups = list(dict.fromkeys(e.group for e in members))
+        return groups[0] if len(groups) == 1 else word
 
     def filters_hint(self, account_id: str) -> str:
         """What /scripts can be filtered by, in the rep's words."""
@@ -158,14 +210,15 @@ class ScriptLibraryService:
 
     async def listing(self, account_id: str, wanted: str, page: int) -> str:
         """One page of the scripts a filter asks for, numbered for /use (the numbers are kept)."""
-        chosen, heading, named = self.select(account_id, wanted)
+        chosen, heading, named, notes = self.select(account_id, wanted)
         pages = (len(chosen) + PAGE - 1) // PAGE
         if not 1 <= page <= pages:
             raise CommandError(f"{heading}共 {pages} 页，没有第 {page} 页")
         await self._remember(account_id, wanted, [e.script_id for e in chosen])
         start = (page - 1) * PAGE
         lines = [
-            f"{heading}（共 {len(chosen)} 条" + (f"，第 {page}/{pages} 页" if pages > 1 else "") + "）："
+            f"{heading}（共 {len(chosen)} 条" + (f"，第 {page}/{pages} 页" if pages > 1 else "") + "）：",
+            *notes,
         ]
         group = None
         for number, entry in enumerate(chosen[start : start + PAGE], start=start + 1):

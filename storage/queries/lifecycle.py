@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from sqlmodel import and_, col, func, not_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Customer
+from storage.models import Customer, Event
 
 
 async def sweepable(session: AsyncSession) -> list[Customer]:
@@ -56,3 +56,36 @@ async def state_counts(session: AsyncSession, accounts: Collection[str]) -> list
         .group_by(col(Customer.account_id), col(Customer.lifecycle))
     )
     return [(a, s, int(n)) for a, s, n in (await session.exec(query)).all()]
+
+
+async def state_counts_at(
+    session: AsyncSession, accounts: Collection[str], at: datetime
+) -> list[tuple[str, str, int]]:
+    """(account, lifecycle state, customers) as they stood at ``at``: the customers added by then,
+    each in the state its first ``lifecycle_changed`` event after ``at`` left (its "from"), else
+    its stored state. Read back from the present, so a database from before lifecycles (no
+    events) counts as it stands now."""
+    ids = list(accounts)
+    customers = (
+        await session.exec(
+            select(Customer.id, Customer.account_id, Customer.lifecycle).where(
+                col(Customer.account_id).in_(ids), col(Customer.added_at) < at
+            )
+        )
+    ).all()
+    changes = (
+        await session.exec(
+            select(Event.customer_id, Event.data)
+            .where(col(Event.account_id).in_(ids), Event.kind == "lifecycle_changed", col(Event.at) >= at)
+            .order_by(col(Event.at), col(Event.id))
+        )
+    ).all()
+    then: dict[int, str] = {}
+    for customer_id, data in changes:
+        if customer_id is not None and customer_id not in then and data.get("from"):
+            then[customer_id] = str(data["from"])
+    counts: dict[tuple[str, str], int] = {}
+    for customer_id, account_id, stored in customers:
+        key = (account_id, then.get(customer_id, stored) if customer_id is not None else stored)
+        counts[key] = counts.get(key, 0) + 1
+    return [(a, s, n) for (a, s), n in counts.items()]
