@@ -193,6 +193,12 @@ class OwedReplyComposer:
 # -- wording: every alert a rep reads, in one place ------------------------------------------------
 
 
+def heading(customer: Customer, stage: str) -> str:
+    """A card's first line about a customer: name, the card id commands take, and the stage label."""
+    name = clip(customer.remark or customer.display_name or customer.wechat_id, MAX_NAME_CHARS)
+    return f"【{name} #{customer.id} · {stage}】"
+
+
 def who(customer: Customer) -> str:
     """How the console names a customer: their remark or name, and the card id for commands."""
     return f"【{clip(customer.remark or customer.display_name, MAX_NAME_CHARS)} #{customer.id}】"

@@ -126,16 +126,8 @@ class Cluster:
         """Register this process, then take its accounts (PostgreSQL). On SQLite, raises
         :class:`AlreadyRunning` when another live process uses the file."""
         now = self.clock.now()
-        me = ClusterProcess(
-            id=self.id,
-            host=self.host,
-            pid=self.pid,
-            started_at=now,
-            heartbeat_at=now,
-            expires_at=now + self.lease,
-        )
         async with self.db.transaction() as session:
-            await queries.register(session, me)  # first: SQLite's write lock orders racing starts
+            await queries.register(session, self._row(now))  # first: SQLite's write lock orders racing starts
             others = [p for p in await queries.processes(session) if p.id != self.id]
             dead = [p for p in others if self._dead(p.host, p.pid, p.expires_at, now)]
             live = [p for p in others if p not in dead]
@@ -147,6 +139,17 @@ class Cluster:
         if self.shared:
             await self._take(now)
         return frozenset(self.owned)
+
+    def _row(self, now: datetime) -> ClusterProcess:
+        """This process as registered (again) at ``now``."""
+        return ClusterProcess(
+            id=self.id,
+            host=self.host,
+            pid=self.pid,
+            started_at=now,
+            heartbeat_at=now,
+            expires_at=now + self.lease,
+        )
 
     def renewal_due(self) -> bool:
         """Whether a heartbeat is due (a third of the lease since the last): a dispatch renews
@@ -183,17 +186,7 @@ class Cluster:
                                 "this process was paused longer than [cluster] lease_seconds and "
                                 + self._refusal(other, now).replace("stop it first", "stopping this one")
                             )
-                await queries.register(
-                    session,
-                    ClusterProcess(
-                        id=self.id,
-                        host=self.host,
-                        pid=self.pid,
-                        started_at=now,
-                        heartbeat_at=now,
-                        expires_at=now + self.lease,
-                    ),
-                )
+                await queries.register(session, self._row(now))
             if self.shared:
                 self.owned = await queries.renew_leases(session, self.id, now, now + self.lease)
             dead = [

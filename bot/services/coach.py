@@ -22,10 +22,10 @@ from bot.clock import Clock
 from bot.config import Config
 from bot.domain.display import PLAY_ADVICE, play_name
 from bot.domain.kinds import Kind
-from bot.domain.limits import MAX_NAME_CHARS, clip
 from bot.domain.stages import Pipeline
 from bot.hooks import Hooks, Planned
 from bot.playbook.library import NEXT_PLAYS, REPLY_CARD, STAGE_CARD, PlaybookLibrary, PlaybookScript
+from bot.services.alerts import heading
 from bot.services.objections import ObjectionService
 from bot.services.planning import message_key, outbox_row
 from storage.db import Database
@@ -162,11 +162,10 @@ class Coach:
         scripts: list[PlaybookScript],
         first: int,
     ) -> str:
-        name = clip(customer.remark or customer.display_name or customer.wechat_id, MAX_NAME_CHARS)
         stage = self.pipeline.label(customer.stage)
         steps = " → ".join(play_name(play) for play in plays)
         lines = [
-            f"【{name} #{customer.id} · {stage}】{why}",
+            f"{heading(customer, stage)}{why}",
             f"下一步（{steps}）：{PLAY_ADVICE.get(plays[0], '')}",
             "可以这样说（发送 /send 编号，可在编号后追加文字）：",
         ]

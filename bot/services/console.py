@@ -25,6 +25,7 @@ from bot.commands.registry import Command, Permission, Registry
 from bot.config import Config
 from bot.domain.limits import MAX_AUDIT_CHARS, MAX_ECHO_CHARS, MAX_NAME_CHARS, MAX_PARTS, clip, split_message
 from bot.errors import CommandError, UsageError
+from bot.services.alerts import heading
 from bot.services.coach import Coach
 from bot.services.console_directory import ConsoleDirectory
 from bot.services.customers import ensure_customer
@@ -333,5 +334,4 @@ class ConsoleService:
         return "\n".join(lines)
 
     def _header(self, customer: Customer) -> str:
-        name = clip(customer.remark or customer.display_name or customer.wechat_id, MAX_NAME_CHARS)
-        return f"【{name} #{customer.id} · {self.profile.pipeline.label(customer.stage)}】"
+        return heading(customer, self.profile.pipeline.label(customer.stage))

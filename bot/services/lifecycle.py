@@ -22,11 +22,10 @@ from bot.config import Config
 from bot.domain.display import kind_name, lifecycle_name
 from bot.domain.kinds import AUTOMATED_KINDS, Kind, Status
 from bot.domain.lifecycle import Lifecycle, local_day, newly_dormant, silence_began, silent_days
-from bot.domain.limits import MAX_NAME_CHARS, clip
 from bot.domain.schedule import local_at
 from bot.domain.stages import Pipeline
 from bot.playbook.library import DORMANT_CARD, PlaybookLibrary, PlaybookScript
-from bot.services.alerts import ConsoleMessages
+from bot.services.alerts import ConsoleMessages, heading
 from bot.services.lifecycle_state import LifecycleStates
 from bot.services.objections import ObjectionService
 from bot.services.planning import message_key
@@ -220,7 +219,6 @@ class LifecycleService:
         first: int,
         automated: str = "",
     ) -> str:
-        name = clip(customer.remark or customer.display_name or customer.wechat_id, MAX_NAME_CHARS)
         stage = self.pipeline.label(customer.stage)
         dormant = lifecycle_name(Lifecycle.DORMANT)
         wrote = customer.last_inbound_at
@@ -228,7 +226,7 @@ class LifecycleService:
             silence = f"{began.month}月{began.day}日加的好友，{days} 天了还没有回复过"
         else:
             silence = f"已经 {days} 天没有消息了（最后一次是{began.month}月{began.day}日）"
-        lines = [f"【{name} #{customer.id} · {stage}】{silence}，转为「{dormant}」客户。"]
+        lines = [f"{heading(customer, stage)}{silence}，转为「{dormant}」客户。"]
         reached = customer.last_outbound_at
         if reached is not None and local_day(reached, self.config.tz) > began:
             # the rep wrote since the silence began: another message is a choice, not a reflex

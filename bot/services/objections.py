@@ -30,7 +30,7 @@ from bot.hooks import Hooks, Planned
 from bot.objections.classifier import Classification, Classifier
 from bot.objections.library import ObjectionLibrary, Script
 from bot.playbook.library import PlaybookLibrary, PlaybookScript
-from bot.services.alerts import ConsoleMessages
+from bot.services.alerts import ConsoleMessages, heading
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
 from bot.services.welcome import customer_variables, rep_variables
@@ -477,10 +477,9 @@ class ObjectionService:
     def _suggestion_text(
         self, account_id: str, customer: Customer, said: str, label: str, scripts: list[Script], first: int
     ) -> str:
-        name = clip(customer.remark or customer.display_name or customer.wechat_id, MAX_NAME_CHARS)
         stage, objection = self.pipeline.label(customer.stage), self.library.name(label)
         lines = [
-            f"【{name} #{customer.id} · {stage}】提出「{objection}」顾虑：",
+            f"{heading(customer, stage)}提出「{objection}」顾虑：",
             f"“{clip(said, MAX_QUOTE_CHARS)}”",
             "建议回复（发送 /send 编号，可在编号后追加文字）：",
         ]

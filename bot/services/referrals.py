@@ -15,8 +15,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import Clock
 from bot.config import Config
 from bot.domain.kinds import Kind
-from bot.domain.limits import MAX_NAME_CHARS, MAX_QUOTE_CHARS, clip
+from bot.domain.limits import MAX_QUOTE_CHARS, clip
 from bot.domain.stages import Pipeline
+from bot.services.alerts import heading
 from bot.services.koc import KocService
 from bot.services.objections import ObjectionService
 from bot.services.planning import message_key, outbox_row
@@ -61,9 +62,8 @@ class Referrals:
         )
 
     def _alert_text(self, customer: Customer, said: str, reply: str | None, number: int, promote: str) -> str:
-        name = clip(customer.remark or customer.display_name or customer.wechat_id, MAX_NAME_CHARS)
         lines = [
-            f"【{name} #{customer.id} · {self.pipeline.label(customer.stage)}】在给你介绍新客户（转介绍）：",
+            f"{heading(customer, self.pipeline.label(customer.stage))}在给你介绍新客户（转介绍）：",
             f"“{clip(said, MAX_QUOTE_CHARS)}”",
         ]
         if reply is not None:
