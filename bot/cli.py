@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("file", help="the backup file to write")
     backup.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
-    objections = sub.add_parser("objections", help="the reader of customer messages: classify, eval, train")
+    objections = sub.add_parser(
+        "objections", help="the reader of customer messages: classify, eval, audit, train"
+    )
     tools = objections.add_subparsers(dest="tool", required=True)
     with_config(tools.add_parser("classify", help="classify one message per stdin line; JSON lines out"))
     evaluate = with_config(
@@ -74,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--corpus", default="", help="corpus folder for --lovo/--lowo (default: the shipped corpus)"
     )
+    audit = with_config(
+        tools.add_parser("audit", help="list corpus lines whose label a held-out model doubts, for review")
+    )
+    audit.add_argument("--corpus", default="", help="corpus folder (default: the shipped corpus)")
+    audit.add_argument("--top", type=int, default=30, metavar="N", help="print the N least likely labels")
+    audit.add_argument("--out", default="", metavar="FILE", help="write every suspect line as JSONL")
     train = with_config(tools.add_parser("train", help="rebuild the model from the corpus (deterministic)"))
     train.add_argument("--corpus", default="", help="corpus folder (default: the shipped corpus)")
     train.add_argument(
@@ -135,6 +143,8 @@ def _objections(args: argparse.Namespace) -> int:
             mistakes=args.mistakes,
             corpus=args.corpus,
         )
+    if args.tool == "audit":
+        return tools.audit(corpus=args.corpus, top=args.top, out=args.out)
     return asyncio.run(
         tools.train(args.config, args.out, with_feedback=args.with_feedback, corpus=args.corpus)
     )

@@ -405,3 +405,27 @@ def test_train_with_feedback_needs_a_folder_for_the_business_model(
     config = write_config(tmp_path)
     assert main(["objections", "train", "--with-feedback", "--config", str(config)]) == 1
     assert "--out" in capsys.readouterr().err
+
+
+def test_audit_finds_planted_label_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = small_corpus(tmp_path / "corpus", per_vertical=300)
+    planted: set[str] = set()
+    for path in sorted(corpus.glob("*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        for row in [r for r in rows if r["objection"] == "price"][:3]:  # a writer's slip: price read as none
+            row["objection"] = None
+            planted.add(row["text"])
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "suspects.jsonl"
+    argv = ["objections", "audit", "--corpus", str(corpus), "--top", "5", "--out", str(out)]
+    assert main([*argv, "--config", str(write_config(tmp_path))]) == 0
+    printed = capsys.readouterr().out
+    assert "suspect labels: objection" in printed and str(out) in printed
+    suspects = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    found = {s["text"] for s in suspects if s["head"] == "objection" and s["given"] == "none"}
+    # most slips are caught, and a slip is far likelier to be a suspect than an average line
+    assert len(found & planted) > len(planted) / 2, (planted, found)
+    doubted = {s["text"] for s in suspects if s["head"] == "objection"}
+    assert len(found & planted) / len(planted) > 2 * len(doubted) / 900, len(doubted)
+    qualities = [s["quality"] for s in suspects]
+    assert qualities == sorted(qualities)

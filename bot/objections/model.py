@@ -185,20 +185,10 @@ class MessageModel:
     def fit(self, messages: Sequence[Message], corpus: str = "") -> MessageModel:
         """Learn from ``messages`` (their ``vertical`` groups the folds); ``corpus`` is the
         fingerprint recorded on the card (see ``corpus.corpus_digest``)."""
-        from sklearn.model_selection import GroupKFold
-
-        if len({m.vertical for m in messages}) < 2:
-            raise ModelError("training needs messages from at least two verticals (folds hold out verticals)")
         documents = [tokens(m.text) for m in messages]
-        y = np.array([CLASSES.index(m.objection or "none") for m in messages])
-        y_signals = np.array([[s in m.signals for s in SIGNALS] for m in messages], dtype=int)
+        y, y_signals = _targets(messages)
         groups = [m.vertical for m in messages]
-        folds = GroupKFold(n_splits=min(self.folds, len(set(groups))))
-        oof = np.zeros((len(messages), len(CLASSES)))
-        oof_signals = np.zeros((len(messages), len(SIGNALS)))
-        for train, test in folds.split(documents, y, groups):
-            fitted = self._fit_linear([documents[i] for i in train], y[train], y_signals[train])
-            oof[test], oof_signals[test] = fitted.scores([documents[i] for i in test])
+        oof, oof_signals = self._out_of_fold_scores(messages, documents)
         self._temperature = _fit_temperature(oof, y)
         self._platt = np.array([_fit_platt(oof_signals[:, k], y_signals[:, k]) for k in range(len(SIGNALS))])
         probabilities = _softmax(oof / self._temperature)
@@ -247,6 +237,33 @@ class MessageModel:
             "out_of_fold": _summary(messages, predicted),
         }
         return self
+
+    def _out_of_fold_scores(
+        self, messages: Sequence[Message], documents: Sequence[list[str]]
+    ) -> tuple[FloatArray, FloatArray]:
+        """Raw scores of each message from a model trained without its vertical's fold."""
+        from sklearn.model_selection import GroupKFold
+
+        if len({m.vertical for m in messages}) < 2:
+            raise ModelError("training needs messages from at least two verticals (folds hold out verticals)")
+        y, y_signals = _targets(messages)
+        groups = [m.vertical for m in messages]
+        folds = GroupKFold(n_splits=min(self.folds, len(set(groups))))
+        oof = np.zeros((len(messages), len(CLASSES)))
+        oof_signals = np.zeros((len(messages), len(SIGNALS)))
+        for train, test in folds.split(documents, y, groups):
+            fitted = self._fit_linear([documents[i] for i in train], y[train], y_signals[train])
+            oof[test], oof_signals[test] = fitted.scores([documents[i] for i in test])
+        return oof, oof_signals
+
+    def out_of_fold(self, messages: Sequence[Message]) -> tuple[FloatArray, FloatArray]:
+        """Calibrated (objection classes, signals) probabilities of every message, each read by a
+        model that never saw its vertical: what ``fit`` tunes on, and what a label audit ranks by."""
+        oof, oof_signals = self._out_of_fold_scores(messages, [tokens(m.text) for m in messages])
+        y, y_signals = _targets(messages)
+        temperature = _fit_temperature(oof, y)
+        platt = np.array([_fit_platt(oof_signals[:, k], y_signals[:, k]) for k in range(len(SIGNALS))])
+        return _softmax(oof / temperature), _sigmoid(oof_signals * platt[:, 0] + platt[:, 1])
 
     def _calibrated_signals(self, scores: FloatArray) -> FloatArray:
         return _sigmoid(scores * self._platt[:, 0] + self._platt[:, 1])
@@ -413,6 +430,13 @@ class MessageModel:
 
 
 # -- calibration and thresholds (on out-of-fold predictions) ---------------------------------------
+
+
+def _targets(messages: Sequence[Message]) -> tuple[npt.NDArray[np.int_], npt.NDArray[np.int_]]:
+    """The objection class index and the 0/1 signal columns of each message."""
+    y = np.array([CLASSES.index(m.objection or "none") for m in messages])
+    y_signals = np.array([[s in m.signals for s in SIGNALS] for m in messages], dtype=int)
+    return y, y_signals
 
 
 def _fit_temperature(scores: FloatArray, y: npt.NDArray[np.int_]) -> float:

@@ -1,9 +1,10 @@
-"""``salesbot objections classify | eval | train``: the reader of customer messages from the shell."""
+"""``salesbot objections classify | eval | audit | train``: the reader of customer messages from the shell."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -134,4 +135,36 @@ async def train(config_path: str, out: str, *, with_feedback: bool = False, corp
     )
     if with_feedback and config.model_path != folder:
         print(f'to use it, set [objections] model = "{folder}" in {config_path}')
+    return 0
+
+
+def audit(*, corpus: str = "", top: int = 30, out: str = "") -> int:
+    """Rank corpus lines by how unlikely their label is to a model that never saw their vertical."""
+    try:
+        from bot.objections.audit import find_issues
+    except ImportError:
+        raise SalesbotError(
+            "objections audit needs cleanlab: pip install 'salesbot[audit]' (the test extras include it)"
+        ) from None
+    folder = Path(corpus) if corpus else CORPUS_DIR
+    messages = deduplicate(load_corpus(folder))
+    print(
+        f"auditing {len(messages)} messages of {folder} ({corpus_digest(folder)})",
+        file=sys.stderr,
+        flush=True,
+    )
+    issues = find_issues(messages)
+    heads = Counter(issue.head for issue in issues)
+    print(
+        f"{len(issues)} suspect labels: "
+        + ", ".join(f"{head} {count}" for head, count in sorted(heads.items(), key=lambda kv: -kv[1]))
+    )
+    for issue in issues[:top]:
+        m = issue.message
+        print(f"  {m.source:<20} {issue.head:<14} {issue.given} -> {issue.suggested}: {m.text}")
+    if out:
+        with Path(out).open("w", encoding="utf-8") as file:
+            for issue in issues:
+                file.write(json.dumps(issue.as_dict(), ensure_ascii=False) + "\n")
+        print(f"every suspect line written to {out}; review them against {folder / 'GUIDE.md'}")
     return 0
