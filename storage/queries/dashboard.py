@@ -1,0 +1,64 @@
+"""The dashboard's reads beyond the digest's: stage history (conversion, time in stage), event
+times for the daily trends, and the names of customers a listing mentions.
+
+Plain tuples, no ORM objects; windows are half-open, [start, end). Local-day bucketing happens in
+the service (the configured zone, DST included), not in SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import UTC, datetime
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import Customer, Event, StageChange
+
+# customer, stage entered, when, when the customer removed the rep (None: still a friend)
+StageEntry = tuple[int, str, datetime, datetime | None]
+
+
+async def stage_entries(session: AsyncSession, accounts: Collection[str]) -> list[StageEntry]:
+    """Every stage a customer of these accounts entered (the first stage at the friend-add, then
+    each move), per customer in time order."""
+    query = (
+        select(StageChange.customer_id, StageChange.to_stage, StageChange.at, Customer.deleted_at)
+        .join(Customer, col(Customer.id) == col(StageChange.customer_id))
+        .where(col(Customer.account_id).in_(list(accounts)))
+        .order_by(col(StageChange.customer_id), col(StageChange.at), col(StageChange.id))
+    )
+    return [(c, s, _utc(at), _utc_or_none(gone)) for c, s, at, gone in (await session.exec(query)).all()]
+
+
+async def event_times(
+    session: AsyncSession, accounts: Collection[str], start: datetime, end: datetime, kinds: Collection[str]
+) -> list[tuple[str, datetime, int | None]]:
+    """(kind, when, customer) of each event of these kinds in the window: the trends count them
+    per local day (customers once a day where the measure is "customers who ...")."""
+    query = select(Event.kind, Event.at, Event.customer_id).where(
+        col(Event.account_id).in_(list(accounts)),
+        col(Event.kind).in_(list(kinds)),
+        col(Event.at) >= start,
+        col(Event.at) < end,
+    )
+    return [(k, _utc(at), c) for k, at, c in (await session.exec(query)).all()]
+
+
+async def names(session: AsyncSession, customer_ids: Collection[int]) -> dict[int, str]:
+    """How a page names these customers: the rep's remark, else the WeChat display name."""
+    if not customer_ids:
+        return {}
+    query = select(col(Customer.id), Customer.display_name, Customer.remark).where(
+        col(Customer.id).in_(list(customer_ids))
+    )
+    return {i: (remark or name) for i, name, remark in (await session.exec(query)).all() if i is not None}
+
+
+def _utc(value: datetime) -> datetime:
+    """A UTC column as an aware datetime whichever way the driver returns it."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else _utc(value)
