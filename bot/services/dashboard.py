@@ -160,37 +160,32 @@ class DashboardService:
         ]
 
     async def trends(self) -> dict[int, list[Trend]]:
-        """Per span (7 and 30 days, today so far included): each measure per local day."""
+        """Per span (7 and 30 days, today so far included): each measure per local day, one
+        grouped query per day."""
         tz = self.config.tz
         now = self.clock.now()
         today = now.astimezone(tz).date()
-        longest = max(TREND_SPANS)
-        first = today - timedelta(days=longest - 1)
-        start, _ = local_day_bounds(local_at(first, datetime.min.time(), tz), tz)
         kinds = {kind for _, measure_kinds, _ in MEASURES.values() for kind in measure_kinds}
+        days = [today - timedelta(days=back) for back in range(max(TREND_SPANS) - 1, -1, -1)]
+        counted: dict[str, dict[date, int]] = {measure: {} for measure in MEASURES}
         async with self.db.transaction() as session:
-            found = await queries.event_times(
-                session, self._accounts, start, now + timedelta(microseconds=1), kinds
-            )
-        counted: dict[str, dict[date, set[object]]] = {m: defaultdict(set) for m in MEASURES}
-        for n, (kind, at, customer_id) in enumerate(found):
-            day = at.astimezone(tz).date()
-            for measure, (_, measure_kinds, distinct) in MEASURES.items():
-                if kind not in measure_kinds:
-                    continue
-                if distinct:
-                    if customer_id is not None:
-                        counted[measure][day].add(customer_id)
-                else:
-                    counted[measure][day].add(n)
-        result: dict[int, list[Trend]] = {}
-        for span in TREND_SPANS:
-            days = [today - timedelta(days=span - 1 - i) for i in range(span)]
-            result[span] = [
-                Trend(measure, label, [(d, len(counted[measure].get(d, ()))) for d in days])
+            for day in days:
+                start, end = local_day_bounds(local_at(day, datetime.min.time(), tz), tz)
+                found = await queries.day_activity(
+                    session, self._accounts, start, min(end, now + timedelta(microseconds=1)), kinds
+                )
+                for measure, (_, measure_kinds, distinct) in MEASURES.items():
+                    mine = [(c, n) for k, c, n in found if k in measure_kinds]
+                    counted[measure][day] = (
+                        len({c for c, _ in mine if c is not None}) if distinct else sum(n for _, n in mine)
+                    )
+        return {
+            span: [
+                Trend(measure, label, [(d, counted[measure][d]) for d in days[-span:]])
                 for measure, (label, _, _) in MEASURES.items()
             ]
-        return result
+            for span in TREND_SPANS
+        }
 
     async def scripts_effectiveness(self) -> list[ScriptRow]:
         """/scripts stats for every rep, ranked as there (best first), at most SCRIPTS_SHOWN."""

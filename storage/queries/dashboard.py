@@ -1,8 +1,8 @@
 """The dashboard's reads beyond the digest's: stage history (conversion, time in stage), event
-times for the daily trends, and the names of customers a listing mentions.
+activity per local day for the trends, and the names of customers a listing mentions.
 
-Plain tuples, no ORM objects; windows are half-open, [start, end). Local-day bucketing happens in
-the service (the configured zone, DST included), not in SQL.
+Plain tuples, no ORM objects; windows are half-open, [start, end). The service asks per local day
+(the configured zone, DST included): SQL has no portable way to group by it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import UTC, datetime
 
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Customer, Event, StageChange
@@ -31,18 +31,23 @@ async def stage_entries(session: AsyncSession, accounts: Collection[str]) -> lis
     return [(c, s, _utc(at), _utc_or_none(gone)) for c, s, at, gone in (await session.exec(query)).all()]
 
 
-async def event_times(
+async def day_activity(
     session: AsyncSession, accounts: Collection[str], start: datetime, end: datetime, kinds: Collection[str]
-) -> list[tuple[str, datetime, int | None]]:
-    """(kind, when, customer) of each event of these kinds in the window: the trends count them
-    per local day (customers once a day where the measure is "customers who ...")."""
-    query = select(Event.kind, Event.at, Event.customer_id).where(
-        col(Event.account_id).in_(list(accounts)),
-        col(Event.kind).in_(list(kinds)),
-        col(Event.at) >= start,
-        col(Event.at) < end,
+) -> list[tuple[str, int | None, int]]:
+    """(kind, customer, events) in one window (a local day): grouped per customer, so a busy day
+    returns one row per customer who was active, not one per message, and the trends can count
+    customers (new friends, who replied) or events (orders, objections)."""
+    query = (
+        select(Event.kind, Event.customer_id, func.count())
+        .where(
+            col(Event.account_id).in_(list(accounts)),
+            col(Event.kind).in_(list(kinds)),
+            col(Event.at) >= start,
+            col(Event.at) < end,
+        )
+        .group_by(col(Event.kind), col(Event.customer_id))
     )
-    return [(k, _utc(at), c) for k, at, c in (await session.exec(query)).all()]
+    return [(k, c, int(n)) for k, c, n in (await session.exec(query)).all()]
 
 
 async def names(session: AsyncSession, customer_ids: Collection[int]) -> dict[int, str]:
