@@ -158,3 +158,13 @@ async def test_api_keys_for_names_and_lifecycle(week: Harness) -> None:
         assert all(row["customer_name"] == "" for row in scheduled if row["customer_id"] is None)
     finally:
         await client.close()
+
+
+async def test_each_form_keeps_the_other_forms_values(week: Harness) -> None:
+    status, html = await page(week, stage="intent", date="2026-11-24")
+    assert status == 200 and "11月24日团队数据" in html
+    day_form = html[html.index('id="day-form"') : html.index("</form>", html.index('id="day-form"'))]
+    assert '<input type="hidden" name="stage" value="intent">' in day_form
+    filters = html[html.index('id="filters"') : html.index("</form>", html.index('id="filters"'))]
+    assert '<input type="hidden" name="date" value="2026-11-24">' in filters
+    assert '<option value="intent" selected>' in filters
