@@ -5,7 +5,7 @@ lifecycle counts; and the page's filters, read in the supervisor's words."""
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -51,6 +51,13 @@ async def test_funnel_counts_conversion_and_time_in_stage(week: Harness) -> None
     assert stay_text(funnel["stranger"].median_hours) == "10小时"
     assert funnel["koc"].median_hours is None and stay_text(None) == "—"
     assert (stay_text(0.2), stay_text(36)) == ("不到1小时", "1.5天")
+
+
+async def test_time_in_stage_reads_recent_stays_and_conversion_everyone(week: Harness) -> None:
+    week.clock.set(week.clock.now() + timedelta(days=91))  # the clock alone: nothing else needs to run
+    funnel = {row.stage: row for row in await week.bot.reports.dashboard.funnel()}
+    assert all(row.median_hours is None for row in funnel.values()), "no stay begun in 90 days"
+    assert (funnel["stranger"].reached, funnel["intent"].reached) == (3, 2)
 
 
 async def test_trends_count_per_local_day(week: Harness) -> None:

@@ -34,6 +34,8 @@ MEASURES: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "objections": ("顾虑", ("objection",), False),
 }
 TREND_SPANS = (7, 30)
+# time in stage: the stays begun this recently (what the team does now, and a bounded read)
+STAY_WINDOW_DAYS = 90
 SCRIPTS_SHOWN = 20
 # the digest names a customer "name#id" (then maybe what happened): split back for the page
 _WHO = re.compile(r"^(?P<name>.*)#(?P<id>\d+)(?: (?P<note>.*))?$", re.S)
@@ -42,14 +44,15 @@ _WHO = re.compile(r"^(?P<name>.*)#(?P<id>\d+)(?: (?P<note>.*))?$", re.S)
 @dataclass(frozen=True)
 class FunnelStage:
     """One stage: live customers in it now, customers who ever reached it (or a later stage),
-    the share of those who went on to the next stage, and the median time spent in it."""
+    the share of those who went on to the next stage, and the median time spent in it (stays
+    begun in the last STAY_WINDOW_DAYS; one still under way counts up to now)."""
 
     stage: str
     label: str
     customers: int
     reached: int
     conversion: float | None  # to the next stage; None for the last or when nobody reached it
-    median_hours: float | None  # stays still under way count up to now
+    median_hours: float | None
 
 
 @dataclass(frozen=True)
@@ -131,22 +134,21 @@ class DashboardService:
         return [a.id for a in self.config.accounts]
 
     async def funnel(self) -> list[FunnelStage]:
-        """The pipeline's stages with conversion and time in stage, from the stage history."""
+        """The pipeline's stages with conversion (everyone ever added) and time in stage (stays
+        begun in the last STAY_WINDOW_DAYS), from the stage history."""
         now = self.clock.now()
         stages = [s.key for s in self.pipeline.stages]
-        index = {key: i for i, key in enumerate(stages)}
         async with self.db.transaction() as session:
             current = await listings.stage_counts(session)
-            entries = await queries.stage_entries(session, self._accounts)
-        furthest: dict[int, int] = {}
+            reached = [await queries.reached(session, self._accounts, stages[i:]) for i in range(len(stages))]
+            entries = await queries.stage_entries(
+                session, self._accounts, now - timedelta(days=STAY_WINDOW_DAYS)
+            )
         stays: dict[str, list[float]] = defaultdict(list)
         for i, (customer_id, stage, at, gone) in enumerate(entries):
-            if stage in index:
-                furthest[customer_id] = max(furthest.get(customer_id, -1), index[stage])
             following = entries[i + 1] if i + 1 < len(entries) else None
             left = following[2] if following and following[0] == customer_id else (gone or now)
             stays[stage].append(max(0.0, (left - at).total_seconds() / 3600))
-        reached = [sum(1 for f in furthest.values() if f >= i) for i in range(len(stages))]
         return [
             FunnelStage(
                 stage=s.key,

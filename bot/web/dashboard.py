@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from multidict import MultiMapping
 
 from bot.errors import CommandError
-from bot.services.dashboard import stay_text
+from bot.services.dashboard import STAY_WINDOW_DAYS, stay_text
 from bot.services.reports import ReportService
 from bot.web.pages import PAGES
 
@@ -140,5 +140,6 @@ async def render(reports: ReportService, query: MultiMapping[str]) -> tuple[str,
         percent=percent,
         day_label=day_label,
         stay_text=stay_text,
+        stay_days=STAY_WINDOW_DAYS,
     )
     return page, 400 if asked.errors else 200

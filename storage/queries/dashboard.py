@@ -19,13 +19,27 @@ from storage.models import Customer, Event, StageChange
 StageEntry = tuple[int, str, datetime, datetime | None]
 
 
-async def stage_entries(session: AsyncSession, accounts: Collection[str]) -> list[StageEntry]:
-    """Every stage a customer of these accounts entered (the first stage at the friend-add, then
-    each move), per customer in time order."""
+async def reached(session: AsyncSession, accounts: Collection[str], stages: Collection[str]) -> int:
+    """Customers of these accounts who ever entered any of these stages (the first stage at the
+    friend-add counts): with a stage and every later one, those who reached it."""
+    query = (
+        select(func.count(func.distinct(StageChange.customer_id)))
+        .join(Customer, col(Customer.id) == col(StageChange.customer_id))
+        .where(col(Customer.account_id).in_(list(accounts)), col(StageChange.to_stage).in_(list(stages)))
+    )
+    return int((await session.exec(query)).one())
+
+
+async def stage_entries(
+    session: AsyncSession, accounts: Collection[str], since: datetime
+) -> list[StageEntry]:
+    """Every stage a customer of these accounts entered since ``since`` (the first stage at the
+    friend-add, then each move), per customer in time order: bounded by the window, not by
+    everyone ever added."""
     query = (
         select(StageChange.customer_id, StageChange.to_stage, StageChange.at, Customer.deleted_at)
         .join(Customer, col(Customer.id) == col(StageChange.customer_id))
-        .where(col(Customer.account_id).in_(list(accounts)))
+        .where(col(Customer.account_id).in_(list(accounts)), col(StageChange.at) >= since)
         .order_by(col(StageChange.customer_id), col(StageChange.at), col(StageChange.id))
     )
     return [(c, s, _utc(at), _utc_or_none(gone)) for c, s, at, gone in (await session.exec(query)).all()]
