@@ -337,8 +337,7 @@ async def test_dashboard_filters_explain_a_bad_value_in_place(
     page = await browser.new_page(viewport=PHONE, is_mobile=True)
     await page.goto(f"{url}/dashboard")
     await page.locator("#f-silent").scroll_into_view_if_needed()
-    before = await page.evaluate("window.scrollY")
-    assert before > 0
+    await page.evaluate("window.results = document.getElementById('customer-results')")
     await page.fill("#f-silent", "一周")
     await page.press("#f-silent", "Enter")
     error = page.locator("#err-silent_days")
@@ -348,6 +347,8 @@ async def test_dashboard_filters_explain_a_bad_value_in_place(
     assert await page.get_attribute("#f-silent", "aria-invalid") == "true"
     assert await in_view(page, "#f-silent"), "the answer shows where the form is: no jump to the top"
     assert "silent_days=" in page.url, "the address keeps the filter (reload, share)"
+    same = await page.evaluate("document.getElementById('customer-results') === window.results")
+    assert same, "the live region stays in place, so a screen reader announces the new results"
     await assert_readable(page)
 
     await page.fill("#f-silent", "")
