@@ -175,3 +175,15 @@ async def test_each_form_keeps_the_other_forms_values(week: Harness) -> None:
     filters = html[html.index('id="filters"') : html.index("</form>", html.index('id="filters"'))]
     assert '<input type="hidden" name="date" value="2026-11-24">' in filters
     assert '<option value="intent" selected>' in filters
+
+
+async def test_paging_keeps_the_filter(week: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bot.web.dashboard.PAGE_SIZE", 2)
+    _, first = await page(week, account="demo")
+    assert "第 1–2 位" in first and "上一页" not in first
+    assert 'href="/dashboard?account=demo&amp;offset=2#customer-section">下一页' in first
+    _, second = await page(week, account="demo", offset="2")
+    assert "第 3 位" in second and "下一页" not in second
+    assert 'href="/dashboard?account=demo#customer-section">上一页' in second
+    table = second[second.index('id="customers"') : second.index("</table>", second.index('id="customers"'))]
+    assert table.count("<tr data-id=") == 1
