@@ -6,12 +6,11 @@ answered with status 400, still a whole page), never a bare error page. The app 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlencode
-
-from multidict import MultiMapping
 
 from bot.errors import CommandError
 from bot.services.dashboard import STAY_WINDOW_DAYS, stay_text
@@ -47,7 +46,7 @@ class DashboardQuery:
         return "?" + urlencode({k: v for k, v in values.items() if v not in ("", 0, None)})
 
 
-def read_query(query: MultiMapping[str], reports: ReportService) -> DashboardQuery:
+def read_query(query: Mapping[str, str], reports: ReportService) -> DashboardQuery:
     """The dashboard's query string, each value checked with a reason in Chinese."""
     typed = {name: query.get(name, "").strip() for name in (*FILTER_FIELDS, "offset", "date", "token")}
     parsed = DashboardQuery(typed=typed)
@@ -103,7 +102,7 @@ def day_label(day: date) -> str:
     return f"{day.month}月{day.day}日"
 
 
-async def render(reports: ReportService, query: MultiMapping[str]) -> tuple[str, int]:
+async def render(reports: ReportService, query: Mapping[str, str]) -> tuple[str, int]:
     """The whole page and its status (400 when a filter needs correcting)."""
     asked = read_query(query, reports)
     board = reports.dashboard
