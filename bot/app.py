@@ -244,7 +244,8 @@ class SalesBot:
         self.digests = DigestService(
             self.db, clock, config, self.templates, self.objections.library, hooks=self.hooks
         )
-        self.reports = ReportService(self.db, clock, config, self.profile, self.digests)
+        self.scripts = ScriptLibraryService(self.db, clock, config, self.objections)
+        self.reports = ReportService(self.db, clock, config, self.profile, self.digests, self.scripts)
         sequences = SequenceComposer(config, self.templates, clock)
         console_text = ConsoleTextComposer(self.directory.console_of)
         self.dispatcher = Dispatcher(
@@ -289,7 +290,7 @@ class SalesBot:
             feedback=self.feedback,
             koc=self.koc,
             coach=self.coach,
-            scripts=ScriptLibraryService(self.db, clock, config, self.objections),
+            scripts=self.scripts,
         )
         self._started: list[Transport] = []
         self.unavailable: dict[str, str] = {}  # account id -> why it is not connected

@@ -19,6 +19,7 @@ from bot.simulate import Simulation
 from bot.web.app import create_app
 from bot.web.simulator import SimulatorState
 from tests.conftest import MONDAY_10AM
+from tests.dashboard_data import seed_three_days
 
 pytestmark = pytest.mark.browser
 
@@ -134,9 +135,9 @@ async def test_dashboard_shows_the_funnel(served: tuple[str, Simulation], page: 
     assert counts == {"stranger": "1", "intent": "1", "ordered": "1", "koc": "0"}
     assert await page.text_content("#m-new-friends") == "3"
     await page.select_option("select[name=stage]", "intent")
-    await page.click("form button")
-    await page.locator("#customers").get_by_text("张三").wait_for()
-    assert "客户（共 1 位）" in await page.content()
+    await page.click("#filter-button")
+    await page.locator("#customers-title", has_text="客户（共 1 位）").wait_for()
+    assert await page.locator("#customers").get_by_text("张三").is_visible()
 
 
 async def test_reload_and_a_second_tab_keep_customers_and_histories(
@@ -236,3 +237,147 @@ async def test_on_a_phone_one_column_with_tabs_and_no_horizontal_overflow(
                 box = await control.bounding_box()
                 assert box["height"] >= 40, (tab, await control.evaluate("e => e.outerHTML"), box)
         await assert_readable(page)
+
+
+# -- the dashboard ----------------------------------------------------------------------------------
+
+# every visible text node's colour (SVG: its fill) against the background it sits on (ancestors'
+# backgrounds blended, white below), as WCAG computes contrast
+CONTRAST = """() => {
+  const parse = (c) => {
+    const m = /rgba?\\(([^)]+)\\)/.exec(c || "");
+    if (!m) return null;
+    const p = m[1].split(",").map(parseFloat);
+    return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+  };
+  const channel = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  const luminance = (c) => 0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b);
+  const background = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
+    }
+    let base = { r: 255, g: 255, b: 255 };
+    for (const c of layers.reverse()) {
+      const mix = (k) => c[k] * c.a + base[k] * (1 - c.a);
+      base = { r: mix("r"), g: mix("g"), b: mix("b") };
+    }
+    return base;
+  };
+  const low = [];
+  let checked = 0;
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    const el = node.parentElement;
+    if (!node.textContent.trim() || !el || el.closest("script, style, title, option")) continue;
+    const box = el.getBoundingClientRect();
+    const style = getComputedStyle(el);
+    if (!box.width || !box.height || style.visibility === "hidden") continue;
+    const fg = parse(el instanceof SVGElement ? style.fill : style.color);
+    const bg = background(el);
+    const [a, b] = [luminance(fg), luminance(bg)];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    checked += 1;
+    if (ratio < 4.5) low.push(`${node.textContent.trim().slice(0, 20)}: ${ratio.toFixed(2)}`);
+  }
+  return { checked, low };
+}"""
+
+
+async def test_dashboard_on_a_laptop_and_a_phone(served: tuple[str, Simulation], browser: Any) -> None:
+    url, sim = served
+    await seed_three_days(sim)
+    for viewport in (LAPTOP, PHONE, {"width": 360, "height": 740}):
+        page = await browser.new_page(viewport=viewport, is_mobile=viewport is not LAPTOP)
+        await page.goto(f"{url}/dashboard")
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= viewport["width"], f"the dashboard is {width}px wide at {viewport['width']}px"
+        await assert_readable(page)
+        text = await page.evaluate("document.body.innerText")
+        for internal in ("command_reply", "authority", "logged in", "stranger", "dormant"):
+            assert internal not in text, internal
+        # the trends, drawn from the seeded days: 王五 added the rep at 00:30 Tuesday local time
+        week = page.locator("#trends-7 figure[data-measure='new_friends']")
+        assert await week.get_attribute("data-total") == "3"
+        bars = {
+            await bar.get_attribute("data-day"): await bar.get_attribute("data-count")
+            for bar in await week.locator("svg rect").all()
+        }
+        assert len(bars) == 7 and bars["2026-11-23"] == "2" and bars["2026-11-24"] == "1"
+        assert bars["2026-11-25"] == "0" and await week.locator("svg").is_visible()
+        assert "合计 3" in await week.text_content()
+        replied = page.locator("#trends-30 figure[data-measure='replied']")
+        assert (
+            await replied.locator("svg rect").count() == 30
+            and await replied.get_attribute("data-total") == "4"
+        )
+        funnel = page.locator("#funnel-table tr[data-stage='potential'] [data-conversion]")
+        assert (await funnel.text_content()).strip().startswith("67%")
+        assert "李四" in await page.locator("#upcoming").text_content(), "a name, not an id"
+        assert "李四" in await page.locator("#owed").text_content()
+        icon = await page.evaluate("document.querySelector('link[rel=icon]').href")
+        assert icon.startswith("data:image/svg+xml")
+        await page.close()
+
+
+async def in_view(page: Any, selector: str) -> bool:
+    """The element is on screen and the page is still scrolled (a reload would start at the top)."""
+    script = "s => { const r = document.querySelector(s).getBoundingClientRect();"
+    script += " return window.scrollY > 0 && r.top >= 0 && r.bottom <= window.innerHeight; }"
+    return bool(await page.evaluate(script, selector))
+
+
+async def test_dashboard_filters_explain_a_bad_value_in_place(
+    served: tuple[str, Simulation], browser: Any
+) -> None:
+    url, sim = served
+    await seed_three_days(sim)
+    page = await browser.new_page(viewport=PHONE, is_mobile=True)
+    await page.goto(f"{url}/dashboard")
+    await page.locator("#f-silent").scroll_into_view_if_needed()
+    await page.evaluate("window.results = document.getElementById('customer-results')")
+    await page.fill("#f-silent", "一周")
+    await page.press("#f-silent", "Enter")
+    error = page.locator("#err-silent_days")
+    await error.wait_for()
+    assert "沉默天数请填 0 到 3650 之间的整数" in await error.text_content()
+    assert await page.input_value("#f-silent") == "一周", "the value typed is kept"
+    assert await page.get_attribute("#f-silent", "aria-invalid") == "true"
+    assert await in_view(page, "#f-silent"), "the answer shows where the form is: no jump to the top"
+    assert "silent_days=" in page.url, "the address keeps the filter (reload, share)"
+    same = await page.evaluate("document.getElementById('customer-results') === window.results")
+    assert same, "the live region stays in place, so a screen reader announces the new results"
+    await assert_readable(page)
+
+    await page.fill("#f-silent", "")
+    await page.select_option("#f-stage", "intent")
+    await page.click("#filter-button")
+    await page.locator("#customers-title", has_text="客户（共 1 位）").wait_for()
+    assert await page.locator("#customers").get_by_text("张三").is_visible()
+    assert await page.locator("#err-silent_days").count() == 0
+    assert await page.input_value("#f-stage") == "intent"
+    assert await in_view(page, "#f-stage")
+
+    await page.goto(f"{url}/dashboard?stage=nope&tag=层级:Z")  # typed into the address
+    assert "没有“nope”这个阶段" in await page.text_content("#err-stage")
+    assert await page.locator("#err-tag").is_visible()
+    assert await page.input_value("#f-tag") == "层级:Z"
+    await page.close()
+
+
+async def test_dashboard_text_contrast_is_at_least_4_5(served: tuple[str, Simulation], browser: Any) -> None:
+    url, sim = served
+    await seed_three_days(sim)
+    for viewport in (LAPTOP, PHONE):
+        page = await browser.new_page(viewport=viewport)
+        await page.goto(f"{url}/dashboard?silent_days=x&date=bad")  # the error colours too
+        result = await page.evaluate(CONTRAST)
+        assert result["checked"] > 100 and result["low"] == [], result["low"]
+        # the check can fail: light grey text on white is caught
+        await page.evaluate(
+            "document.body.insertAdjacentHTML('beforeend', '<p style=\"color:#aaa\">浅灰色文字</p>')"
+        )
+        assert [line.split(":")[0] for line in (await page.evaluate(CONTRAST))["low"]] == ["浅灰色文字"]
+        await page.close()

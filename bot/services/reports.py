@@ -9,14 +9,25 @@ from typing import Any
 
 from bot.clock import Clock
 from bot.config import Config
-from bot.domain.display import connection_text, kind_name, objection_name, reason_text, status_name, step_name
+from bot.domain.display import (
+    connection_text,
+    kind_name,
+    lifecycle_name,
+    objection_name,
+    reason_text,
+    status_name,
+    step_name,
+)
 from bot.domain.schedule import local_at, local_day_bounds
 from bot.domain.stages import Pipeline
+from bot.services.dashboard import DashboardService
 from bot.services.digest import DigestService, RepDay
 from bot.services.profile import ProfileService
+from bot.services.script_library import ScriptLibraryService
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
 from storage.queries import cluster as cluster_queries
+from storage.queries import dashboard as dashboard_queries
 from storage.queries import listings
 
 
@@ -35,7 +46,13 @@ class ConnectionState:
 
 class ReportService:
     def __init__(
-        self, db: Database, clock: Clock, config: Config, profile: ProfileService, digests: DigestService
+        self,
+        db: Database,
+        clock: Clock,
+        config: Config,
+        profile: ProfileService,
+        digests: DigestService,
+        scripts: ScriptLibraryService | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -43,6 +60,8 @@ class ReportService:
         self.profile = profile
         self.digests = digests
         self.pipeline = Pipeline(config.stages)
+        # the dashboard page's funnel, trends, scripts and lists (not part of the JSON API)
+        self.dashboard = DashboardService(db, clock, config, digests, scripts)
         self.connections: dict[str, ConnectionState] = {}  # kept up to date by SalesBot
 
     def accounts(self) -> list[dict[str, Any]]:
@@ -99,12 +118,15 @@ class ReportService:
         return {
             "id": customer.id,
             "account": customer.account_id,
+            "account_nickname": self._nickname(customer.account_id),
             "wechat_id": customer.wechat_id,
             "name": customer.display_name,
             "remark": customer.remark,
             "source": customer.source_channel,
             "stage": customer.stage,
             "stage_label": self.pipeline.label(customer.stage),
+            "lifecycle": customer.lifecycle,
+            "lifecycle_label": lifecycle_name(customer.lifecycle),
             "added_at": iso(customer.added_at, self.config),
             "last_inbound_at": iso(customer.last_inbound_at, self.config),
             "last_outbound_at": iso(customer.last_outbound_at, self.config),
@@ -157,14 +179,23 @@ class ReportService:
             "notes": [{"text": n.text, "author": n.author, "at": iso(n.at, self.config)} for n in card.notes],
             "objections": card.objections,
             "objection_labels": [objection_name(o) for o in card.objections],
-            "pending": [self._scheduled(row) for row in card.pending],
+            "pending": [
+                self._scheduled(row, {customer_id: card.customer.remark or card.customer.display_name})
+                for row in card.pending
+            ],
         }
 
-    def _scheduled(self, row: ScheduledMessage) -> dict[str, Any]:
+    def _nickname(self, account_id: str) -> str:
+        known = {a.id: a.profile.nickname for a in self.config.accounts}
+        return known.get(account_id, account_id)
+
+    def _scheduled(self, row: ScheduledMessage, names: dict[int, str] | None = None) -> dict[str, Any]:
         return {
             "id": row.id,
             "account": row.account_id,
             "customer_id": row.customer_id,
+            # "" for a message to a rep or supervisor (alerts, digests)
+            "customer_name": (names or {}).get(row.customer_id, "") if row.customer_id is not None else "",
             "kind": row.kind,
             "kind_label": kind_name(row.kind),
             "step": row.step,
@@ -179,7 +210,10 @@ class ReportService:
     async def scheduled(self, status: str = "pending", limit: int = 100) -> list[dict[str, Any]]:
         async with self.db.transaction() as session:
             rows = await listings.scheduled(session, status, limit)
-        return [self._scheduled(row) for row in rows]
+            names = await dashboard_queries.names(
+                session, {row.customer_id for row in rows if row.customer_id is not None}
+            )
+        return [self._scheduled(row, names) for row in rows]
 
     async def funnel(self) -> list[dict[str, Any]]:
         async with self.db.transaction() as session:

@@ -24,6 +24,7 @@ from aiohttp import web
 from bot.config import Config
 from bot.errors import CommandError, SalesbotError
 from bot.services.reports import ReportService
+from bot.web import dashboard as dashboard_page
 from bot.web.pages import PAGES
 
 log = logging.getLogger(__name__)
@@ -192,22 +193,8 @@ async def api_cluster(request: web.Request) -> web.Response:
 
 
 async def dashboard(request: web.Request) -> web.Response:
-    reports = request.app[REPORTS]
-    filters = _filters(request)
-    metrics = await reports.metrics(_day(request))
-    page = PAGES.get_template("dashboard.html.j2").render(
-        metrics=metrics,
-        customers=await reports.customers(**filters),
-        filters=filters,
-        upcoming=await reports.scheduled("pending", 20),
-        failed=await reports.scheduled("failed", 20),
-        stages=reports.pipeline.stages,
-        accounts=reports.config.accounts,
-        connections=reports.accounts(),
-        cluster=await reports.cluster(),
-        token=request.query.get("token", ""),
-    )
-    return web.Response(text=page, content_type="text/html")
+    page, status = await dashboard_page.render(request.app[REPORTS], request.query)
+    return web.Response(text=page, status=status, content_type="text/html")
 
 
 async def healthz(request: web.Request) -> web.Response:
