@@ -3,17 +3,28 @@ messages, today's metrics. Everything is plain JSON-ready data."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from bot.clock import Clock
 from bot.config import Config
-from bot.domain.display import connection_text, kind_name, objection_name, reason_text, status_name, step_name
+from bot.domain.display import (
+    connection_text,
+    kind_name,
+    login_name,
+    objection_name,
+    reason_text,
+    status_name,
+    step_name,
+)
 from bot.domain.schedule import local_at, local_day_bounds
 from bot.domain.stages import Pipeline
 from bot.services.digest import DigestService, RepDay
+from bot.services.logins import LoginState
 from bot.services.profile import ProfileService
+from bot.transport.base import LoginStatus
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
 from storage.queries import cluster as cluster_queries
@@ -22,6 +33,11 @@ from storage.queries import listings
 
 def iso(instant: datetime | None, config: Config) -> str | None:
     return None if instant is None else instant.astimezone(config.tz).isoformat()
+
+
+def local_time(instant: datetime, config: Config) -> str:
+    """A time as a person reads it, in the configured zone: 11-23 10:05."""
+    return instant.astimezone(config.tz).strftime("%m-%d %H:%M")
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,7 @@ class ReportService:
         self.digests = digests
         self.pipeline = Pipeline(config.stages)
         self.connections: dict[str, ConnectionState] = {}  # kept up to date by SalesBot
+        self.logins: Mapping[str, LoginState] = {}  # SalesBot's Logins.states (QR login)
 
     def accounts(self) -> list[dict[str, Any]]:
         """Each configured account with its connection state."""
@@ -61,6 +78,26 @@ class ReportService:
                     "reason_label": connection_text(
                         state.reason if state else "not started", bool(state and state.connected)
                     ),
+                }
+            )
+        return result
+
+    def login_states(self) -> list[dict[str, Any]]:
+        """Accounts whose puppet reported a login step (QR code, scan, login, logout), with the code
+        to scan while one waits; accounts that never needed a scan are not listed."""
+        result = []
+        for account in self.config.accounts:
+            state = self.logins.get(account.id)
+            if state is None:
+                continue
+            result.append(
+                {
+                    "id": account.id,
+                    "nickname": account.profile.nickname,
+                    "status": str(state.status),
+                    "label": login_name(state.status),
+                    "since": local_time(state.since, self.config),
+                    "qr": state.qr if state.status in (LoginStatus.WAITING, LoginStatus.SCANNED) else "",
                 }
             )
         return result

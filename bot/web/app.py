@@ -27,6 +27,7 @@ from bot.config import Config
 from bot.errors import CommandError, SalesbotError
 from bot.services.reports import ReportService
 from bot.web import login
+from bot.web.account_login import login_rows
 from bot.web.pages import PAGES
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,7 @@ async def dashboard(request: web.Request) -> web.Response:
         cluster=await reports.cluster(),
         token="",  # never echo the token into a page (links carry the session cookie instead)
         signed_in=bool(request.get(login.SIGNED_IN)),
+        logins=login_rows(reports),
     )
     return web.Response(text=page, content_type="text/html")
 
