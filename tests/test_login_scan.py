@@ -47,6 +47,10 @@ async def settle(sim: Harness) -> None:
     await sim.advance(timedelta(seconds=1))
 
 
+def status_of(sim: Harness, account_id: str) -> LoginStatus:
+    return sim.bot.logins.states[account_id].status
+
+
 def alerts_to_supervisor(sim: Harness) -> list[str]:
     return [m["text"] for m in sim.sent("alert", "supervisor:王经理")]
 
@@ -113,10 +117,10 @@ async def test_logout_alerts_the_supervisor_once_and_a_scan_logs_back_in(team: H
     assert len(alerts_to_supervisor(team)) == 1
     demo2.scan()
     await settle(team)
-    assert team.bot.logins.states["demo2"].status == LoginStatus.SCANNED
+    assert status_of(team, "demo2") == LoginStatus.SCANNED
     demo2.confirm()
     await settle(team)
-    assert team.bot.logins.states["demo2"].status == LoginStatus.LOGGED_IN
+    assert status_of(team, "demo2") == LoginStatus.LOGGED_IN
     assert team.bot.transports["demo2"].connected
 
     demo2.go_offline()  # a new outage after a login is told again
