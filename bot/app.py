@@ -320,6 +320,11 @@ class SalesBot:
 
     async def start(self) -> None:
         """Validate templates, migrate, then log every account in. Fails fast with a clear error."""
+        await self.prepare()
+        await self.log_in()
+
+    async def prepare(self) -> None:
+        """Everything before logging in: the web UI can serve from here on (a QR code to scan)."""
         validate_setup(self.config, self.objections.library, model_checked=True)
         await self.db.migrate()
         # SQLite: refuses a second process; PostgreSQL: takes this process's share of the accounts
@@ -333,6 +338,9 @@ class SalesBot:
                 recovered.settled,
                 len(recovered.in_doubt),
             )
+
+    async def log_in(self) -> None:
+        """Start every account this process owns; one that fails keeps retrying in the background."""
         for account_id, transport in self.transports.items():
             if not self.cluster.owns(account_id):
                 continue  # another process runs it

@@ -189,6 +189,8 @@ async def start_web(
         note = "listening beyond loopback: every request needs the access token"
     if reads_need_token:
         log.info("web: open %s on a phone or another computer and sign in", phone_url(host, bound))
+    else:
+        log.info("web: dashboard at http://%s:%s/dashboard", host, bound)
     return runner, f"http://{host}:{bound}", note, generated
 
 
@@ -232,14 +234,16 @@ class Runtime:
             self._dispatching.discard(task)
 
     async def start(self) -> None:
-        """Log in, serve the web UI, start the timers and send what is due. Raises SalesbotError."""
-        await self.bot.start()
+        """Serve the web UI, log in, start the timers and send what is due. Raises SalesbotError.
+        The web UI comes first: an account that logs in by QR code shows its code there."""
+        await self.bot.prepare()
         if self.config.web.enabled:
             self.web_runner, self.url, self.token_note, self.generated_token = await start_web(
                 self.bot, self.config, self._host, self._port
             )
             if not is_loopback(self._host):
                 self.phone_url = phone_url(self._host, int(self.url.rsplit(":", 1)[1]))
+        await self.bot.log_in()
         self.timers.every(DISPATCH_POLL, self.config.dispatch.poll_seconds, self.dispatch)
         self.timers.every(CLUSTER_HEARTBEAT, self.config.cluster.lease_seconds / 3, self.heartbeat)
         for supervisor in self.config.supervisors:  # the digest row is due then; this wakes the dispatcher
