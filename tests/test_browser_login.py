@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -32,7 +33,7 @@ playwright = pytest.importorskip("playwright.async_api")
 
 
 @pytest.fixture
-async def remote(config: Config, tmp_path: Any) -> AsyncIterator[str]:
+async def served(config: Config, tmp_path: Any) -> AsyncIterator[tuple[str, Simulation]]:
     """The web UI as ``salesbot run --host 0.0.0.0`` serves it: every request needs the token."""
     sim = Simulation(config, MONDAY_10AM, database_url=f"sqlite+aiosqlite:///{tmp_path / 'web.db'}")
     async with sim:
@@ -42,9 +43,14 @@ async def remote(config: Config, tmp_path: Any) -> AsyncIterator[str]:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         try:
-            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+            yield f"http://127.0.0.1:{runner.addresses[0][1]}", sim
         finally:
             await runner.cleanup()
+
+
+@pytest.fixture
+def remote(served: tuple[str, Simulation]) -> str:
+    return served[0]
 
 
 @pytest.fixture
@@ -97,3 +103,30 @@ async def test_sign_in_on_a_phone_then_links_need_no_token_and_logout_ends_it(
     assert await phone.context.cookies() == []
     await phone.goto(f"{remote}/dashboard")
     assert phone.url.startswith(f"{remote}/login"), "signed out: the dashboard asks again"
+
+
+async def test_a_qr_code_to_scan_shows_on_a_phone_and_the_page_follows_the_scan(
+    served: tuple[str, Simulation], phone: Any
+) -> None:
+    remote, sim = served
+    await phone.goto(f"{remote}/dashboard?token={TOKEN}")
+    assert await phone.locator("#logins").count() == 0
+    sim.puppet.go_offline()
+    sim.puppet.show_code()
+    await sim.advance(timedelta(seconds=1))
+    await phone.reload()
+    code = phone.get_by_role("img", name="小林 的微信登录二维码")
+    await code.wait_for()
+    box = await code.bounding_box()
+    assert box is not None and 150 <= box["width"] <= 390 and box["width"] == box["height"]
+    # the login block fits the phone (the rest of the page is another change's)
+    block = await phone.locator("#logins").bounding_box()
+    assert block is not None and block["x"] + block["width"] <= PHONE["width"]
+    assert await phone.evaluate("(b => b.scrollWidth <= b.clientWidth)(document.getElementById('logins'))")
+    await phone.locator("#logins").get_by_text("等待扫码").wait_for()
+    sim.puppet.scan()
+    sim.puppet.confirm()
+    await sim.advance(timedelta(seconds=1))
+    # the page polls and reloads itself once the login state changed
+    await phone.locator("[data-login='logged_in']").wait_for(timeout=10_000)
+    assert await phone.get_by_role("img", name="小林 的微信登录二维码").count() == 0

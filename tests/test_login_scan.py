@@ -143,6 +143,9 @@ async def test_the_dashboard_shows_the_code_as_svg_and_the_state_in_chinese(team
         assert qr_svg(code, "小王 的微信登录二维码") in page
         assert 'role="img"' in page and code not in page.replace(qr_svg(code, "小王 的微信登录二维码"), "")
         assert not re.search(r"\d{4}-\d\d-\d\dT", page)
+        assert "fetch('/api/logins'" in page, "the page reloads itself once the code is scanned"
+        [state] = await (await client.get("/api/logins")).json()
+        assert (state["id"], state["status"], state["label"]) == ("demo2", "waiting", "等待扫码")
         demo2.expire_code()
         await settle(team)
         page = await (await client.get("/dashboard")).text()
@@ -151,6 +154,7 @@ async def test_the_dashboard_shows_the_code_as_svg_and_the_state_in_chinese(team
         await settle(team)
         page = await (await client.get("/dashboard")).text()
         assert 'data-login="logged_in"' in page and "已登录" in page
+        assert "fetch('/api/logins'" not in page, "nothing to wait for"
     finally:
         await client.close()
 

@@ -204,7 +204,8 @@ class WechatyTransport:
                 )
             return
         login.cancel()
-        if self._qr_shown:
+        if self._qr_shown:  # nobody scanned in time: the next try shows a new code
+            self._qr_shown = False
             self._tell_login(LoginEvent(LoginStatus.EXPIRED))
         await self.stop()
         raise TransportError(

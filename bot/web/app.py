@@ -222,6 +222,11 @@ async def api_accounts(request: web.Request) -> web.Response:
     return web.json_response(request.app[REPORTS].accounts())
 
 
+async def api_logins(request: web.Request) -> web.Response:
+    """Accounts' QR login states (the dashboard polls it to reload when one changes)."""
+    return web.json_response(request.app[REPORTS].login_states())
+
+
 async def api_cluster(request: web.Request) -> web.Response:
     return web.json_response(await request.app[REPORTS].cluster())
 
@@ -296,6 +301,7 @@ def create_app(
     app.router.add_get("/api/metrics", api_metrics)
     app.router.add_get("/api/accounts", api_accounts)
     app.router.add_get("/api/cluster", api_cluster)
+    app.router.add_get("/api/logins", api_logins)
     login.mount(app, lambda presented: _same_token(presented, token), now=now)
     if simulator is not None:
         # beyond loopback every page is opened signed in: the page's calls ride on the session
