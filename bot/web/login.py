@@ -29,6 +29,7 @@ MAX_SESSIONS = 1000
 # wrong tokens allowed per client address within the window, then refused until it passes
 MAX_FAILURES = 5
 FAILURE_WINDOW_SECONDS = 10 * 60
+MAX_TRACKED_CLIENTS = 10_000
 LOGIN_PATH = "/login"
 LOGOUT_PATH = "/logout"
 Now = Callable[[], float]
@@ -92,6 +93,9 @@ class Attempts:
         recent = self._recent(client)
         recent.append(self.now())
         self._failures[client] = recent
+        if len(self._failures) > MAX_TRACKED_CLIENTS:  # many addresses: forget the stale ones
+            for other in list(self._failures):
+                self._recent(other)
         return max(0, self.limit - len(recent))
 
     def succeeded(self, client: str) -> None:
