@@ -55,6 +55,7 @@ from bot.services.inbound import CustomerWrote
 from bot.services.koc import KocService
 from bot.services.lifecycle import LifecycleService
 from bot.services.lifecycle_state import LifecycleStates
+from bot.services.logins import Logins
 from bot.services.messenger import Messenger
 from bot.services.objections import ObjectionService, ReplyComposer, validate_library
 from bot.services.outbox import Dispatcher
@@ -69,7 +70,7 @@ from bot.services.simulated_time import SimulatedTimeService
 from bot.services.welcome import WelcomeComposer, WelcomeService
 from bot.templates import TemplateLibrary
 from bot.transport.backoff import Backoff
-from bot.transport.base import FriendRequest, InboundEvent, Transport
+from bot.transport.base import FriendRequest, InboundEvent, LoginEvent, Transport
 from bot.transport.factory import build_transport
 from storage.db import Database
 
@@ -247,7 +248,9 @@ class SalesBot:
         self.scripts = ScriptLibraryService(self.db, clock, config, self.objections)
         self.reports = ReportService(self.db, clock, config, self.profile, self.digests, self.scripts)
         sequences = SequenceComposer(config, self.templates, clock)
-        console_text = ConsoleTextComposer(self.directory.console_of)
+        console_text = ConsoleTextComposer(self.directory.console_of, self._supervisor_chat)
+        self.logins = Logins(self.db, clock, config)
+        self.reports.logins = self.logins.states
         self.dispatcher = Dispatcher(
             self.db,
             clock,
@@ -296,6 +299,7 @@ class SalesBot:
         self.unavailable: dict[str, str] = {}  # account id -> why it is not connected
         for transport in self.transports.values():
             transport.on_connection = self._on_connection
+            transport.on_login = self._on_login
         # friend requests whose accept the connection cut off, per account (kept in memory)
         self._interrupted: defaultdict[str, list[FriendRequest]] = defaultdict(list)
         self._retries: set[asyncio.Task[None]] = set()  # interrupted friend requests, handled again
@@ -317,6 +321,11 @@ class SalesBot:
 
     async def start(self) -> None:
         """Validate templates, migrate, then log every account in. Fails fast with a clear error."""
+        await self.prepare()
+        await self.log_in()
+
+    async def prepare(self) -> None:
+        """Everything before logging in: the web UI can serve from here on (a QR code to scan)."""
         validate_setup(self.config, self.objections.library, model_checked=True)
         await self.db.migrate()
         # SQLite: refuses a second process; PostgreSQL: takes this process's share of the accounts
@@ -330,6 +339,9 @@ class SalesBot:
                 recovered.settled,
                 len(recovered.in_doubt),
             )
+
+    async def log_in(self) -> None:
+        """Start every account this process owns; one that fails keeps retrying in the background."""
         for account_id, transport in self.transports.items():
             if not self.cluster.owns(account_id):
                 continue  # another process runs it
@@ -571,6 +583,25 @@ class SalesBot:
                 self._track(self.handle(account_id, request), self._retries)
         else:
             log.warning("account %s: %s; its scheduled messages wait", account_id, reason)
+
+    def _supervisor_chat(self, name: str) -> str:
+        supervisor = self.config.supervisor(name)
+        return self.directory.contact_of(supervisor.account, supervisor.contact)
+
+    def _on_login(self, account_id: str, event: LoginEvent) -> None:
+        """A QR code to scan, a scan, a login or a logout: shown on the dashboard; an outage is
+        told to the account's supervisors in chat (their alert waits if it must)."""
+        lost = self.logins.changed(account_id, event)
+        if lost is not None:
+            self._track(self._tell_supervisors(account_id, lost), self._retries)
+
+    async def _tell_supervisors(self, account_id: str, lost: Any) -> None:
+        try:
+            planned = await self.logins.alert_supervisors(account_id, lost)
+            if planned:
+                await self.dispatcher.run_due(only=planned)
+        except Exception:
+            log.exception("account %s: telling the supervisors about the logout failed", account_id)
 
     def _retry_after_reconnect(self, interrupted: AcceptInterrupted) -> None:
         self._interrupted[interrupted.account_id].append(interrupted.request)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Collection
 from pathlib import Path
@@ -72,6 +73,25 @@ def generated_token_note(token: str, config_path: str, *, terminal: bool | None 
     return f"access token (generated): in {path} (readable by you only)   {TOKEN_USE}"
 
 
+def lan_address() -> str:
+    """This machine's address on its network (the interface a default route uses): what a phone on
+    the same network opens. A UDP "connect" sends nothing; no route gives the host name instead."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never reached, only routed
+            return str(probe.getsockname()[0])
+    except OSError:
+        return socket.gethostname()
+
+
+def phone_url(host: str, port: int) -> str:
+    """The login page's address for another device (never with the token: it is typed there)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = lan_address()
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/login"
+
+
 def banner(
     config: Config,
     config_path: str,
@@ -79,8 +99,10 @@ def banner(
     token_note: str = "",
     failed: dict[str, str] | None = None,
     owned: Collection[str] | None = None,
+    phone: str = "",
 ) -> str:
-    """``owned``: the accounts this process runs (None: all; others belong to other processes)."""
+    """``owned``: the accounts this process runs (None: all; others belong to other processes);
+    ``phone``: the login page's address when the web UI listens beyond loopback."""
     lines = [
         "salesbot is running",
         f"  config:    {config_path}",
@@ -93,6 +115,8 @@ def banner(
             lines.append(f"  simulator: {web_url}/simulator   (play a customer and the rep in your browser)")
     if token_note:
         lines.append(f"  {token_note}")
+    if phone:
+        lines.append(f"  from a phone: {phone}   (sign in there with the access token, once per device)")
     for account in config.accounts:
         if owned is not None and account.id not in owned:
             lines.append(f"  account {account.id}: run by another process (taken over if it stops)")
@@ -163,6 +187,10 @@ async def start_web(
         generated = token
     elif reads_need_token:
         note = "listening beyond loopback: every request needs the access token"
+    if reads_need_token:
+        log.info("web: open %s on a phone or another computer and sign in", phone_url(host, bound))
+    else:
+        log.info("web: dashboard at http://%s:%s/dashboard", host, bound)
     return runner, f"http://{host}:{bound}", note, generated
 
 
@@ -184,6 +212,7 @@ class Runtime:
         self.timers = Timers(config.tz)
         self.web_runner: web.AppRunner | None = None
         self.url = ""
+        self.phone_url = ""  # the login page for other devices, when listening beyond loopback
         self.token_note = ""
         self.generated_token = ""  # a generated web token the operator must be shown (see run)
         add_secret(database_password(config.database.url))
@@ -205,12 +234,16 @@ class Runtime:
             self._dispatching.discard(task)
 
     async def start(self) -> None:
-        """Log in, serve the web UI, start the timers and send what is due. Raises SalesbotError."""
-        await self.bot.start()
+        """Serve the web UI, log in, start the timers and send what is due. Raises SalesbotError.
+        The web UI comes first: an account that logs in by QR code shows its code there."""
+        await self.bot.prepare()
         if self.config.web.enabled:
             self.web_runner, self.url, self.token_note, self.generated_token = await start_web(
                 self.bot, self.config, self._host, self._port
             )
+            if not is_loopback(self._host):
+                self.phone_url = phone_url(self._host, int(self.url.rsplit(":", 1)[1]))
+        await self.bot.log_in()
         self.timers.every(DISPATCH_POLL, self.config.dispatch.poll_seconds, self.dispatch)
         self.timers.every(CLUSTER_HEARTBEAT, self.config.cluster.lease_seconds / 3, self.heartbeat)
         for supervisor in self.config.supervisors:  # the digest row is due then; this wakes the dispatcher
@@ -272,6 +305,7 @@ async def run(
                 note,
                 runtime.bot.unavailable,
                 runtime.bot.cluster.ownership(),
+                runtime.phone_url,
             ),
             flush=True,
         )

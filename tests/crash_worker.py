@@ -18,7 +18,7 @@ from bot.clock import SystemClock
 from bot.hooks import CustomerUnreachable, Hooks
 from bot.services.messenger import Messenger
 from bot.services.outbox import Composed, Dispatcher
-from bot.transport.base import ConnectionListener, EventSink, FriendRequest
+from bot.transport.base import ConnectionListener, EventSink, FriendRequest, LoginListener
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
 
@@ -32,6 +32,7 @@ class FileSink:
     self_id = "crash-self"
     connected = True
     on_connection: ConnectionListener | None = None
+    on_login: LoginListener | None = None
 
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -53,12 +53,15 @@ class Gateway:
     """One gateway process on loopback. ``restart()`` kills it and starts a fresh one on the same port
     (the contacts named in ``friends`` are created again: a real service keeps its contacts)."""
 
-    def __init__(self, *, self_id: str = "rep-self", self_name: str = "小王", tls: bool = False) -> None:
+    def __init__(
+        self, *, self_id: str = "rep-self", self_name: str = "小王", tls: bool = False, scan: bool = False
+    ) -> None:
         self.port = free_port()
         self.token = f"insecure_{uuid.uuid4()}"
         self.self_id = self_id
         self.self_name = self_name
         self.tls = tls
+        self.scan = scan  # the account logs in by QR code (see scan_step, log_in)
         self.events: list[Event] = []
         self.errors: list[str] = []  # control commands the gateway could not carry out
         self.friends: dict[str, str] = {}
@@ -83,6 +86,7 @@ class Gateway:
             "--self-name",
             self.self_name,
             *(["--tls"] if self.tls else []),
+            *(["--scan"] if self.scan else []),
             cwd=GATEWAY_DIR,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -154,6 +158,16 @@ class Gateway:
 
     def rep_types(self, conversation_id: str, text: str) -> None:
         self.command("self_say", to=conversation_id, text=text)
+
+    def scan_step(self, status: str) -> None:
+        """A QR code step: "waiting" (a new code), "scanned" or "timeout"."""
+        self.command("scan", status=status)
+
+    def log_in(self) -> None:
+        self.command("login")
+
+    def log_out(self) -> None:
+        self.command("logout")
 
     # -- observation ------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from bot.app import SalesBot
 from bot.clock import VirtualClock
 from bot.errors import TransportError
 from bot.transport.backoff import Backoff
-from bot.transport.base import ConnectionListener, EventSink, FriendRequest
+from bot.transport.base import ConnectionListener, EventSink, FriendRequest, LoginListener
 from storage.models import Customer, Event, OutgoingMessage, ScheduledMessage
 from tests.conftest import MONDAY_10AM
 from tests.harness import Harness
@@ -178,6 +178,7 @@ class CannotLogIn:
     def __init__(self, account_id: str) -> None:
         self.account_id = account_id
         self.on_connection: ConnectionListener | None = None
+        self.on_login: LoginListener | None = None
 
     @property
     def self_id(self) -> str:

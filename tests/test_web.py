@@ -153,7 +153,8 @@ async def test_token_required_beyond_loopback(busy: Simulation) -> None:
     client = await client_for(busy, token_for_reads=True)
     try:
         assert (await client.get("/api/metrics")).status == 401
-        assert (await client.get("/dashboard")).status == 401
+        page = await client.get("/dashboard", allow_redirects=False)
+        assert page.status == 303 and page.headers["Location"].startswith("/login")  # a person signs in
         assert (await client.get("/api/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
         assert (await client.get("/api/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).status == 200
         assert (await client.get("/dashboard", params={"token": TOKEN})).status == 200

@@ -145,6 +145,15 @@ CONNECTIONS: tuple[tuple[str, str], ...] = (
     ("connection lost", "连接中断，正在重连"),
 )
 
+# where an account's login stands (bot.transport.base.LoginStatus), on the dashboard
+LOGIN_STATES: dict[str, str] = {
+    "waiting": "等待扫码",
+    "scanned": "已扫码，请在手机上确认",
+    "logged_in": "已登录",
+    "logged_out": "已退出登录",
+    "expired": "二维码已过期，正在换新码",
+}
+
 _COUNTDOWN_STEP = re.compile(r"^\d+[dhm]$")
 _DAY_STEP = re.compile(r"^T\+(\d+)$")
 
@@ -213,6 +222,10 @@ def connection_text(reason: str, connected: bool) -> str:
         if fragment in folded:
             return wording
     return "已连接" if connected else "无法连接，正在重试（详见日志）"
+
+
+def login_name(status: str) -> str:
+    return LOGIN_STATES.get(status, "未知")
 
 
 def step_name(kind: str, step: str) -> str:

@@ -118,10 +118,14 @@ class ConsoleMessages:
 
 
 class ConsoleTextComposer:
-    """Sends a console message as it was worded when planned."""
+    """Sends a console message as it was worded when planned: to the account's console, or to a
+    supervisor's chat when the row names one (``context["supervisor"]``: an account logged out)."""
 
-    def __init__(self, console_of: Callable[[str], str]) -> None:
+    def __init__(
+        self, console_of: Callable[[str], str], supervisor_chat: Callable[[str], str] | None = None
+    ) -> None:
         self.console_of = console_of
+        self.supervisor_chat = supervisor_chat
 
     async def compose(
         self, row: ScheduledMessage, customer: Customer | None, session: AsyncSession
@@ -131,6 +135,9 @@ class ConsoleTextComposer:
             sent = await OutgoingLog(session).by_key(str(settled_by))
             if sent is not None and sent.status == "sent":
                 return None  # the doubt this alert reports has been settled
+        supervisor = row.context.get("supervisor")
+        if supervisor and self.supervisor_chat is not None:
+            return Composed(self.supervisor_chat(str(supervisor)), str(row.context["text"]))
         return Composed(self.console_of(row.account_id), str(row.context["text"]))
 
 

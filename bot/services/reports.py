@@ -3,6 +3,7 @@ messages, today's metrics. Everything is plain JSON-ready data."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from bot.domain.display import (
     connection_text,
     kind_name,
     lifecycle_name,
+    login_name,
     objection_name,
     reason_text,
     status_name,
@@ -22,8 +24,10 @@ from bot.domain.schedule import local_at, local_day_bounds
 from bot.domain.stages import Pipeline
 from bot.services.dashboard import DashboardService
 from bot.services.digest import DigestService, RepDay
+from bot.services.logins import LoginState
 from bot.services.profile import ProfileService
 from bot.services.script_library import ScriptLibraryService
+from bot.transport.base import LoginStatus
 from storage.db import Database
 from storage.models import Customer, ScheduledMessage
 from storage.queries import cluster as cluster_queries
@@ -33,6 +37,11 @@ from storage.queries import listings
 
 def iso(instant: datetime | None, config: Config) -> str | None:
     return None if instant is None else instant.astimezone(config.tz).isoformat()
+
+
+def local_time(instant: datetime, config: Config) -> str:
+    """A time as a person reads it, in the configured zone: 11-23 10:05."""
+    return instant.astimezone(config.tz).strftime("%m-%d %H:%M")
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class ReportService:
         # the dashboard page's funnel, trends, scripts and lists (not part of the JSON API)
         self.dashboard = DashboardService(db, clock, config, digests, scripts)
         self.connections: dict[str, ConnectionState] = {}  # kept up to date by SalesBot
+        self.logins: Mapping[str, LoginState] = {}  # SalesBot's Logins.states (QR login)
 
     def accounts(self) -> list[dict[str, Any]]:
         """Each configured account with its connection state."""
@@ -80,6 +90,26 @@ class ReportService:
                     "reason_label": connection_text(
                         state.reason if state else "not started", bool(state and state.connected)
                     ),
+                }
+            )
+        return result
+
+    def login_states(self) -> list[dict[str, Any]]:
+        """Accounts whose puppet reported a login step (QR code, scan, login, logout), with the code
+        to scan while one waits; accounts that never needed a scan are not listed."""
+        result = []
+        for account in self.config.accounts:
+            state = self.logins.get(account.id)
+            if state is None:
+                continue
+            result.append(
+                {
+                    "id": account.id,
+                    "nickname": account.profile.nickname,
+                    "status": str(state.status),
+                    "label": login_name(state.status),
+                    "since": local_time(state.since, self.config),
+                    "qr": state.qr if state.status in (LoginStatus.WAITING, LoginStatus.SCANNED) else "",
                 }
             )
         return result

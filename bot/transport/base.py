@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 
@@ -44,10 +45,28 @@ class TextMessage:
     echo: bool = False
 
 
+class LoginStatus(StrEnum):
+    """Where an account's login stands (a puppet that logs in by QR code goes through all five)."""
+
+    WAITING = "waiting"  # a QR code is shown: scan it with the account's phone
+    SCANNED = "scanned"  # scanned; confirm on the phone
+    LOGGED_IN = "logged_in"
+    LOGGED_OUT = "logged_out"
+    EXPIRED = "expired"  # the code timed out or was cancelled before a login
+
+
+@dataclass(frozen=True)
+class LoginEvent:
+    status: LoginStatus
+    qr: str = ""  # the code's content (a login URL) while WAITING
+
+
 InboundEvent = FriendRequest | TextMessage
 EventSink = Callable[[InboundEvent], Awaitable[None]]
 # (account id, connected now, why): told when an account loses or regains its connection
 ConnectionListener = Callable[[str, bool, str], None]
+# (account id, what happened): a QR code to scan, scanned, logged in or out, a code expired
+LoginListener = Callable[[str, LoginEvent], None]
 
 
 class Transport(Protocol):
@@ -55,6 +74,7 @@ class Transport(Protocol):
 
     account_id: str
     on_connection: ConnectionListener | None
+    on_login: LoginListener | None
 
     @property
     def self_id(self) -> str: ...

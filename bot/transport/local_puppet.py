@@ -24,11 +24,13 @@ from wechaty_puppet import (
     EventLogoutPayload,
     EventMessagePayload,
     EventReadyPayload,
+    EventScanPayload,
     FriendshipPayload,
     FriendshipType,
     MessagePayload,
     MessageType,
     RoomPayload,
+    ScanStatus,
 )
 
 from bot.clock import Clock
@@ -75,8 +77,13 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         self_name: str = "销售顾问",
         echo_self_messages: bool = True,
         confirm_after_accept: bool = False,
+        needs_scan: bool = False,
     ) -> None:
+        """``needs_scan``: start shows a QR code and waits for :meth:`scan` and :meth:`confirm`, as
+        a real account's puppet does."""
         super().__init__(name="local")
+        self.needs_scan = needs_scan
+        self._codes = itertools.count(1)
         self.clock = clock
         self._self_id = self_id
         self.echo_self_messages = echo_self_messages
@@ -120,6 +127,9 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
 
     async def start(self) -> None:
         self.started = True
+        if self.needs_scan:
+            self.show_code()
+            return
         self._event_stream.emit("login", EventLoginPayload(contact_id=self._self_id))
         self._event_stream.emit("ready", EventReadyPayload(data="ready"))
 
@@ -237,6 +247,31 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         if self.echo_self_messages:
             self._event_stream.emit("message", EventMessagePayload(message_id=message_id))
         return message_id
+
+    # -- login by QR code (injected) ------------------------------------------------------------
+
+    def show_code(self) -> str:
+        """A fresh login code to scan (its content, as a real puppet's: a login URL)."""
+        code = f"https://login.weixin.qq.com/l/local-{self._id_prefix}-{next(self._codes)}"
+        self._scan(ScanStatus.Waiting, code)
+        return code
+
+    def scan(self) -> None:
+        """The rep scanned the code with the phone; the login waits for their confirmation."""
+        self._scan(ScanStatus.Scanned)
+
+    def expire_code(self) -> None:
+        self._scan(ScanStatus.Timeout)
+
+    def confirm(self) -> None:
+        """The rep confirmed on the phone: the account logs in."""
+        self._scan(ScanStatus.Confirmed)
+        self.online = True
+        self._event_stream.emit("login", EventLoginPayload(contact_id=self._self_id))
+        self._event_stream.emit("ready", EventReadyPayload(data="ready"))
+
+    def _scan(self, status: ScanStatus, code: str = "") -> None:
+        self._event_stream.emit("scan", EventScanPayload(status=status, qrcode=code or None))
 
     # -- connection (injected) ------------------------------------------------------------------
 

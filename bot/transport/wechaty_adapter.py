@@ -15,7 +15,7 @@ import re
 from collections import Counter, deque
 from typing import Any
 
-from wechaty_puppet import FriendshipType
+from wechaty_puppet import FriendshipType, ScanStatus
 
 from bot.errors import DeliveryUnknown, NotConnected, RecipientUnavailable, TransportError
 from bot.redaction import redact
@@ -26,6 +26,9 @@ from bot.transport.base import (
     EventSink,
     FriendRequest,
     InboundEvent,
+    LoginEvent,
+    LoginListener,
+    LoginStatus,
     TextMessage,
 )
 from bot.transport.local_puppet import LocalPuppet, NotFriendError
@@ -99,6 +102,8 @@ class _Bot(IsolatedWechaty):
         # Wechaty hands only the first login to on_login; a reconnect logs in again
         puppet.on("login", lambda payload: self._adapter._on_login())
         puppet.on("logout", lambda payload: self._adapter._on_logout())
+        # a puppet that logs in by QR code: the code to scan, then scanned / confirmed / expired
+        puppet.on("scan", lambda payload: self._adapter._on_scan(payload.status, payload.qrcode or ""))
 
     async def on_login(self, contact: Any) -> None:
         self._adapter._on_login()
@@ -128,6 +133,8 @@ class WechatyTransport:
         self.endpoint = endpoint
         self.backoff = backoff or Backoff()
         self.on_connection: ConnectionListener | None = None
+        self.on_login: LoginListener | None = None
+        self._qr_shown = False  # a QR code is waiting for a scan (a login timeout then expires it)
         self._puppet, self._token = puppet, token
         self._bot = self._new_bot()
         self._sink: EventSink | None = None
@@ -197,6 +204,9 @@ class WechatyTransport:
                 )
             return
         login.cancel()
+        if self._qr_shown:  # nobody scanned in time: the next try shows a new code
+            self._qr_shown = False
+            self._tell_login(LoginEvent(LoginStatus.EXPIRED))
         await self.stop()
         raise TransportError(
             f"account {self.account_id}: no login within {self.login_timeout:.0f}s "
@@ -345,13 +355,36 @@ class WechatyTransport:
     # -- connection -----------------------------------------------------------------------------
 
     def _on_login(self) -> None:
+        first = not self._logged_in.is_set()
         self._logged_in.set()
+        if first:  # the puppet and Wechaty's typed hook both report one login
+            self._tell_login(LoginEvent(LoginStatus.LOGGED_IN))
         if not self._connected and not self._stopping:
             self._set_connected(True, "logged in")
 
     def _on_logout(self) -> None:
+        self._logged_in.clear()
+        if not self._stopping:
+            self._tell_login(LoginEvent(LoginStatus.LOGGED_OUT))
         if self._connected:
             self._set_connected(False, "logged out")
+
+    def _on_scan(self, status: ScanStatus | int, qr: str) -> None:
+        code = status.value if isinstance(status, ScanStatus) else int(status)
+        if code == ScanStatus.Waiting.value and qr:
+            self._qr_shown = True
+            self._tell_login(LoginEvent(LoginStatus.WAITING, qr))
+        elif code == ScanStatus.Scanned.value:  # Confirmed is followed by the login itself
+            self._tell_login(LoginEvent(LoginStatus.SCANNED))
+        elif code in (ScanStatus.Timeout.value, ScanStatus.Cancel.value):
+            self._qr_shown = False
+            self._tell_login(LoginEvent(LoginStatus.EXPIRED))
+
+    def _tell_login(self, event: LoginEvent) -> None:
+        if event.status == LoginStatus.LOGGED_IN:
+            self._qr_shown = False
+        if self.on_login is not None:
+            self.on_login(self.account_id, event)
 
     def _lose_connection(self, reason: str) -> None:
         """A call found the service gone before the event stream noticed: stop sending now and let

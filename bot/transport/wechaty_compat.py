@@ -24,6 +24,11 @@ Import Wechaty names from here, never from ``wechaty`` directly, so the shims ar
   registered with :mod:`bot.redaction`, which removes it from every log record in the process
   (the library's loggers have their own handlers and do not propagate, so a handler filter would
   miss them; the redaction runs in the record factory).
+* On a ``scan`` event Wechaty prints the QR code to stdout itself, unnamed and again for every
+  code; salesbot prints it once per code with the account it logs in (:mod:`bot.services.logins`)
+  and shows it on the dashboard, so the library's printer is silenced. Its bridge then hands the
+  event to the plugin manager, which asserts the status is a ``str`` (it is a ``ScanStatus``) and
+  fails on every scan event; salesbot uses no plugins, so scan events skip the plugin manager.
 * ``Contact.ready(force_sync=True)`` refetches the payload, but the puppet service answers from its
   own cache, and ``Friendship.accept()`` never refreshes the contact (Node's Wechaty syncs it), so a
   new friend keeps the stranger's payload. :func:`sync_contact` marks the payload dirty first.
@@ -47,11 +52,13 @@ PuppetOptions.__hash__ = object.__hash__
 
 import logging  # noqa: E402
 
+import wechaty.wechaty  # noqa: E402
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # noqa: E402
 from grpclib.client import Channel  # noqa: E402
 from grpclib.config import Configuration  # noqa: E402
 from pyee import AsyncIOEventEmitter  # noqa: E402
 from wechaty import Wechaty, WechatyOptions  # noqa: E402
+from wechaty.plugin import WechatyPluginManager  # noqa: E402
 from wechaty_grpc.wechaty import PuppetStub  # noqa: E402
 from wechaty_puppet import Puppet  # noqa: E402
 from wechaty_puppet_service import PuppetService  # noqa: E402
@@ -64,6 +71,16 @@ logging.getLogger("wechaty.plugin").setLevel(logging.ERROR)
 # "set payload more than once": expected, the adapter refreshes contact payloads on purpose
 logging.getLogger("Accessory").setLevel(logging.ERROR)
 redaction.install()
+wechaty.wechaty.qr_terminal = lambda *args, **kwargs: None  # salesbot shows the code itself
+_emit_to_plugins = WechatyPluginManager.emit_events
+
+
+async def _emit_but_scan(self: Any, event_name: str, *args: Any, **kwargs: Any) -> None:
+    if event_name != "scan":  # the library's scan branch always fails (see module docstring)
+        await _emit_to_plugins(self, event_name, *args, **kwargs)
+
+
+WechatyPluginManager.emit_events = _emit_but_scan
 
 _POOLED_ACCESSORIES = ("Contact", "ContactSelf", "Room", "Tag", "Favorite")
 

@@ -1,7 +1,8 @@
 """aiohttp application: ``/dashboard`` (HTML, server-side SVG) and ``/api/*`` (JSON).
 
 Security: the app binds to loopback by default. Listening anywhere else requires the access token
-on every request; mutating requests (any method but GET/HEAD) require it always, and a mutating
+on every request, or the session cookie the login page (:mod:`bot.web.login`) trades it for;
+mutating requests (any method but GET/HEAD) require either always, and a mutating
 request a browser sends from another site (its Origin) is refused. On loopback, a request naming
 another host is refused too: a page on a rebound DNS name reaches 127.0.0.1 with its own Host.
 Errors are JSON for the API and a short HTML page otherwise, never a stack trace.
@@ -14,6 +15,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any, Protocol
@@ -25,6 +27,8 @@ from bot.config import Config
 from bot.errors import CommandError, SalesbotError
 from bot.services.reports import ReportService
 from bot.web import dashboard as dashboard_page
+from bot.web import login
+from bot.web.account_login import login_rows
 from bot.web.pages import PAGES
 
 log = logging.getLogger(__name__)
@@ -113,20 +117,51 @@ def _same_token(presented: str, expected: str) -> bool:
     )
 
 
+def _is_page(request: web.Request) -> bool:
+    """A page a person opens (not the API, the simulator's calls or a probe)."""
+    return request.method in ("GET", "HEAD") and not _wants_json(request) and request.path not in PROBES
+
+
+def _without_token(request: web.Request) -> str:
+    query = request.url.query.copy()
+    query.popall("token", None)
+    return str(request.rel_url.with_query(query))
+
+
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in PROBES and request.method in ("GET", "HEAD"):
         return await handler(request)
     mutating = request.method not in ("GET", "HEAD")
-    if not request.app[TOKEN_FOR_READS] and not is_loopback(_hostname(request.host)):
+    beyond_loopback = request.app[TOKEN_FOR_READS]
+    if not beyond_loopback and not is_loopback(_hostname(request.host)):
         return _error(request, 403, "this address only answers as localhost or 127.0.0.1")
     origin = request.headers.get("Origin")
-    if mutating and origin is not None and _netloc(origin) != request.host:
+    same_site = origin is not None and _netloc(origin) == request.host
+    if mutating and origin is not None and not same_site:
         return _error(request, 403, "requests from another site are refused")
-    needs_token = mutating or request.app[TOKEN_FOR_READS]
-    if needs_token and not _same_token(_presented_token(request), request.app[TOKEN]):
-        return _error(request, 401, "access token required")
-    return await handler(request)
+    signed_in = login.SESSIONS in request.app and request.app[login.SESSIONS].valid(
+        request.cookies.get(login.COOKIE)
+    )
+    request[login.SIGNED_IN] = signed_in
+    if request.path in (login.LOGIN_PATH, login.LOGOUT_PATH):
+        return await handler(request)  # they check what they need themselves
+    presented = _presented_token(request)
+    if presented and _same_token(presented, request.app[TOKEN]):
+        if beyond_loopback and _is_page(request) and "token" in request.query:
+            # trade the token in the address for a session: links and history no longer carry it
+            response = login.see_other(_without_token(request))
+            login.set_session_cookie(request, response, request.app[login.SESSIONS].open())
+            return response
+        return await handler(request)
+    # a session counts for a mutation only from this site's own pages (a browser names its Origin)
+    if signed_in and (not mutating or same_site):
+        return await handler(request)
+    if not (mutating or beyond_loopback):
+        return await handler(request)
+    if beyond_loopback and _is_page(request):
+        return login.see_other(login.login_url(_without_token(request)))
+    return _error(request, 401, "access token required")
 
 
 def _int(request: web.Request, name: str, default: int, low: int = 0, high: int = 10_000) -> int:
@@ -188,12 +223,20 @@ async def api_accounts(request: web.Request) -> web.Response:
     return web.json_response(request.app[REPORTS].accounts())
 
 
+async def api_logins(request: web.Request) -> web.Response:
+    """Accounts' QR login states (the dashboard polls it to reload when one changes)."""
+    return web.json_response(request.app[REPORTS].login_states())
+
+
 async def api_cluster(request: web.Request) -> web.Response:
     return web.json_response(await request.app[REPORTS].cluster())
 
 
 async def dashboard(request: web.Request) -> web.Response:
-    page, status = await dashboard_page.render(request.app[REPORTS], request.query)
+    reports = request.app[REPORTS]
+    page, status = await dashboard_page.render(
+        reports, request.query, signed_in=bool(request.get(login.SIGNED_IN)), logins=login_rows(reports)
+    )
     return web.Response(text=page, status=status, content_type="text/html")
 
 
@@ -215,8 +258,7 @@ async def _always_ready() -> str:
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    query = f"?token={request.query['token']}" if "token" in request.query else ""
-    raise web.HTTPFound(f"/dashboard{query}")
+    raise web.HTTPFound("/dashboard")
 
 
 def create_app(
@@ -226,10 +268,12 @@ def create_app(
     token_for_reads: bool,
     simulator: Mountable | None = None,
     ready: Callable[[], Awaitable[str]] | None = None,
+    now: Callable[[], float] = time.monotonic,
 ) -> web.Application:
     """``ready`` answers ``/readyz`` ("" or why not). ``simulator`` (a
     :class:`bot.web.simulator.SimulatorState`) mounts the browser simulator; only
-    for the local transport. The app mounts it; the simulator never imports the app."""
+    for the local transport. The app mounts it; the simulator never imports the app. ``now``
+    (monotonic seconds) times sessions and login attempts."""
     app = web.Application(middlewares=[errors, auth])
     app[REPORTS] = reports
     app[TOKEN] = token
@@ -245,6 +289,10 @@ def create_app(
     app.router.add_get("/api/metrics", api_metrics)
     app.router.add_get("/api/accounts", api_accounts)
     app.router.add_get("/api/cluster", api_cluster)
+    app.router.add_get("/api/logins", api_logins)
+    login.mount(app, lambda presented: _same_token(presented, token), now=now)
     if simulator is not None:
-        simulator.mount(app, token)
+        # beyond loopback every page is opened signed in: the page's calls ride on the session
+        # cookie, so the token is never written into it
+        simulator.mount(app, "" if token_for_reads else token)
     return app

@@ -41,14 +41,12 @@ class DashboardQuery:
         """The query string of this filter with some values changed (paging keeps the filter)."""
         values: dict[str, Any] = {name: self.typed.get(name, "") for name in (*FILTER_FIELDS, "date")}
         values.update(changes)
-        if self.typed.get("token"):
-            values["token"] = self.typed["token"]
         return "?" + urlencode({k: v for k, v in values.items() if v not in ("", 0, None)})
 
 
 def read_query(query: Mapping[str, str], reports: ReportService) -> DashboardQuery:
     """The dashboard's query string, each value checked with a reason in Chinese."""
-    typed = {name: query.get(name, "").strip() for name in (*FILTER_FIELDS, "offset", "date", "token")}
+    typed = {name: query.get(name, "").strip() for name in (*FILTER_FIELDS, "offset", "date")}
     parsed = DashboardQuery(typed=typed)
     errors = parsed.errors
     if typed["stage"]:
@@ -102,7 +100,9 @@ def day_label(day: date) -> str:
     return f"{day.month}月{day.day}日"
 
 
-async def render(reports: ReportService, query: Mapping[str, str]) -> tuple[str, int]:
+async def render(
+    reports: ReportService, query: Mapping[str, str], *, signed_in: bool = False, logins: Any = ()
+) -> tuple[str, int]:
     """The whole page and its status (400 when a filter needs correcting)."""
     asked = read_query(query, reports)
     board = reports.dashboard
@@ -134,7 +134,9 @@ async def render(reports: ReportService, query: Mapping[str, str]) -> tuple[str,
         attention=await board.attention(),
         lifecycle=await board.lifecycle(),
         success_days=reports.config.objections.success_window_days,
-        token=asked.typed["token"],
+        token="",  # never echo the token into a page (links carry the session cookie instead)
+        signed_in=signed_in,
+        logins=logins,
         local_time=local_time,
         percent=percent,
         day_label=day_label,

@@ -2,6 +2,7 @@
 // (PuppetServer, plaintext gRPC) in front of the official mock puppet.
 //
 // Usage: node gateway.mjs --port 8788 --token insecure_<uuid> [--self-id rep] [--self-name 小王] [--tls]
+//        [--scan]   the account logs in by QR code: start shows a code and waits for "scan" / "login"
 //
 // Control channel: one JSON object per line. Commands arrive on stdin; events leave on stdout.
 //   in : {"cmd":"contact","id":"c1","name":"张三","friend":false}     create a contact (friend: already one)
@@ -11,10 +12,13 @@
 //        {"cmd":"fail_sends","id":"c1","error":"ret=-1"}               sends to c1 fail, still a friend
 //        {"cmd":"say","from":"c1","text":"太贵了"}                      c1 writes to the account
 //        {"cmd":"self_say","to":"c1","text":"/stage 意向"}            the rep types on their phone
+//        {"cmd":"scan","status":"waiting"|"scanned"|"timeout"}       a QR code step (waiting: a new code)
+//        {"cmd":"login"} / {"cmd":"logout"}                          the account logs in / out
 //   out: {"event":"listening","port":8788}                           the gRPC server is up
 //        {"event":"started"} / {"event":"stopped"}                   the bot called start / stop
 //        {"event":"accepted","id":"c1"}                              the bot accepted c1's request
 //        {"event":"sent","to":"c1","text":"...","id":"m1"}           the bot sent a text
+//        {"event":"code","qrcode":"https://..."}                      a login QR code was shown (--scan)
 //        {"event":"error","message":"..."}                           a command failed
 //
 // The mock puppet needs four fixes to behave like a real puppet service (see GatewayPuppet).
@@ -32,6 +36,7 @@ const { values: args } = parseArgs({
     'self-name': { type: 'string', default: '小王' },
     'confirm-after-accept': { type: 'boolean', default: true },
     tls: { type: 'boolean', default: false }, // TLS on: what a plaintext client meets by mistake
+    scan: { type: 'boolean', default: false }, // log in by QR code instead of at once
   },
 })
 
@@ -57,6 +62,10 @@ class GatewayPuppet extends PuppetMock {
     emit({ event: 'started' })
     // the mock never logs in nor emits `ready` by itself
     setImmediate(() => {
+      if (args.scan) {
+        if (!this.isLoggedIn) showCode()
+        return
+      }
       if (!this.isLoggedIn) this.login(selfId)
       this.emit('ready', { data: 'ready' })
     })
@@ -120,7 +129,31 @@ const server = new PuppetServer({
   tls: { disable: !args.tls },
 })
 
+let nextCode = 0
+const SCAN_STATUS = {
+  waiting: PUPPET.types.ScanStatus.Waiting,
+  scanned: PUPPET.types.ScanStatus.Scanned,
+  timeout: PUPPET.types.ScanStatus.Timeout,
+}
+function showCode () {
+  const qrcode = `https://login.weixin.qq.com/l/gateway-${process.pid}-${++nextCode}`
+  puppet.mocker.scan(qrcode, PUPPET.types.ScanStatus.Waiting)
+  emit({ event: 'code', qrcode })
+}
+
 const commands = {
+  scan ({ status }) {
+    if (status === 'waiting') return showCode()
+    if (!(status in SCAN_STATUS)) throw new Error(`unknown scan status ${status}`)
+    puppet.mocker.scan('', SCAN_STATUS[status])
+  },
+  async login () {
+    await puppet.login(args['self-id'])
+    puppet.emit('ready', { data: 'ready' })
+  },
+  async logout () {
+    await puppet.logout('logged out on the phone')
+  },
   contact ({ id, name, friend }) {
     puppet.mocker.createContact({ id, name, friend: Boolean(friend) })
     if (friend) puppet.friends.add(id)
@@ -170,7 +203,7 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
     const command = JSON.parse(line)
     const handler = commands[command.cmd]
     if (!handler) throw new Error(`unknown command ${command.cmd}`)
-    handler(command)
+    Promise.resolve(handler(command)).catch((e) => emit({ event: 'error', message: String(e && e.message ? e.message : e) }))
   } catch (e) {
     emit({ event: 'error', message: String(e && e.message ? e.message : e) })
   }
