@@ -27,6 +27,7 @@ from bot.domain.kinds import AUTOMATED_KINDS, CONSOLE_KINDS, PUSH_KINDS, Kind
 from bot.domain.limits import MAX_PARTS, split_message
 from bot.errors import TemplateError
 from bot.hooks import CustomerUnreachable, Hooks, MessageSent, Undeliverable
+from bot.media import Attachment
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
 from bot.services.reach import SEND, Verdict
 from storage.db import Database
@@ -45,6 +46,19 @@ class Composed:
     parts: tuple[str, ...] = ()
     # the outgoing kind when it differs from the row's (an owed-reply nudge goes out as an alert)
     kind: str | None = None
+    # sent after the text as one more part (its own key: text and attachment go out once each)
+    attachment: Attachment | None = None
+
+    def texts(self) -> tuple[str, ...]:
+        return self.parts or (self.text,)
+
+    def sends(self) -> int:
+        """How many messages this is: the text's parts, plus the attachment."""
+        return len(self.texts()) + (self.attachment is not None)
+
+    def keyed(self) -> bool:
+        """Whether each send has a part key (``<row key>:<n>``) rather than the row's own key."""
+        return bool(self.parts) or self.attachment is not None
 
 
 class Composer(Protocol):
@@ -343,18 +357,20 @@ class Dispatcher:
 
     async def _reserve(self, session: AsyncSession, send: _Next, group: str) -> _Step:
         row, composed = send.row, send.composed
-        parts = composed.parts or (composed.text,)
+        texts = composed.texts()
+        attachment = composed.attachment if send.part > len(texts) else None
         reservation = await self.messenger.reserve(
             session,
             account_id=row.account_id,
             conversation_id=composed.conversation_id,
-            text=parts[send.part - 1],
+            text=attachment.describe() if attachment is not None else texts[send.part - 1],
             kind=composed.kind or row.kind,
-            key=f"{row.idempotency_key}:{send.part}" if composed.parts else row.idempotency_key,
+            key=f"{row.idempotency_key}:{send.part}" if composed.keyed() else row.idempotency_key,
             customer_id=row.customer_id,
             attempt_group=group,
+            attachment=attachment,
         )
-        return _Step(row, composed, send.part, len(parts), reservation)
+        return _Step(row, composed, send.part, composed.sends(), reservation)
 
     async def _settle(
         self,

@@ -464,7 +464,9 @@ class SequenceComposer:
             if not self._followup_wanted(row, customer):
                 return None
             context.update(days=row.context.get("days", 0))
-        return Composed(customer.wechat_id, self.templates.render(row.template, context))
+        # the row's number rotates a set of attachments (proof images across a countdown's steps)
+        rendered = self.templates.render_message(row.template, context, rotation=row.id or 0)
+        return Composed(customer.wechat_id, rendered.text, attachment=rendered.attachment)
 
     def _followup_wanted(self, row: ScheduledMessage, customer: Customer) -> bool:
         cfg = self.config.followup

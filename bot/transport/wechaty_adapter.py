@@ -15,9 +15,10 @@ import re
 from collections import Counter, deque
 from typing import Any
 
-from wechaty_puppet import FriendshipType
+from wechaty_puppet import FileBox, FriendshipType, MessageType, MiniProgramPayload, UrlLinkPayload
 
 from bot.errors import DeliveryUnknown, NotConnected, RecipientUnavailable, TransportError
+from bot.media import Attachment, MediaType
 from bot.redaction import redact
 from bot.transport.backoff import Backoff
 from bot.transport.base import (
@@ -31,8 +32,10 @@ from bot.transport.base import (
 from bot.transport.local_puppet import LocalPuppet, NotFriendError
 from bot.transport.wechaty_compat import (
     IsolatedWechaty,
+    MiniProgram,
     Puppet,
     TrackingEmitter,
+    UrlLink,
     new_wechaty_options,
     sync_contact,
 )
@@ -270,6 +273,15 @@ class WechatyTransport:
             ) from exc
 
     async def send_text(self, conversation_id: str, text: str) -> str | None:
+        return await self._send(conversation_id, text, text)
+
+    async def send_attachment(self, conversation_id: str, attachment: Attachment) -> str | None:
+        """An image or file (a FileBox), a link card (UrlLink) or a mini-program card, said to the
+        contact or room the way Wechaty says any message."""
+        return await self._send(conversation_id, attachment.describe(), _wechaty_message(attachment))
+
+    async def _send(self, conversation_id: str, text: str, message: Any) -> str | None:
+        """Say ``message`` (``text`` describes it for echo matching), mapping failures to ours."""
         if not self._connected:
             raise NotConnected(f"account {self.account_id} is not connected")
         target = (
@@ -283,7 +295,7 @@ class WechatyTransport:
         try:
             await target.ready()
             was_friend = _friend_flag(target)
-            message = await target.say(text)
+            said = await target.say(message)
         except NotFriendError as exc:
             raise RecipientUnavailable(str(exc)) from exc
         except Exception as exc:
@@ -297,7 +309,7 @@ class WechatyTransport:
             self._pending_echo[echo_key] -= 1
             if self._pending_echo[echo_key] <= 0:
                 del self._pending_echo[echo_key]
-        message_id = getattr(message, "message_id", None)
+        message_id = getattr(said, "message_id", None)
         if message_id:
             self._sent_ids.append(message_id)
         return message_id
@@ -463,6 +475,8 @@ class WechatyTransport:
             return
         self_id = self.self_id
         from_self = payload.from_id == self_id
+        if from_self and payload.type not in _TEXT_TYPES:
+            return  # an image, file or card the account sent (ours echoed, or the rep's): not a command
         room_id = payload.room_id or ""
         conversation_id = room_id or (payload.to_id if from_self else payload.from_id)
         # our own send coming back: it confirms the send in the outgoing log, never runs as a command
@@ -499,6 +513,33 @@ _FORMER_FRIEND = re.compile(
 
 
 _FRIEND_CHECK_SECONDS = 5.0
+# what may be a command or a text echo (puppets that leave the type out send UNSPECIFIED)
+_TEXT_TYPES = (MessageType.MESSAGE_TYPE_TEXT, MessageType.MESSAGE_TYPE_UNSPECIFIED)
+
+
+def _wechaty_message(attachment: Attachment) -> Any:
+    """The Wechaty object ``say`` sends for an attachment."""
+    a = attachment
+    if a.type in (MediaType.IMAGE, MediaType.FILE):
+        assert a.path is not None
+        return FileBox.from_file(str(a.path), name=a.path.name)
+    if a.type is MediaType.LINK:
+        return UrlLink(
+            UrlLinkPayload(
+                url=a.url, title=a.title, description=a.description or None, thumbnailUrl=a.thumbnail or None
+            )
+        )
+    return MiniProgram(
+        MiniProgramPayload(
+            appid=a.appid,
+            username=a.username,
+            title=a.title,
+            pagePath=a.page_path,
+            description=a.description or None,
+            thumbUrl=a.thumbnail or None,
+            iconUrl=a.icon or None,
+        )
+    )
 
 
 def _friend_flag(contact: Any) -> bool | None:

@@ -51,7 +51,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # noqa: E402
 from grpclib.client import Channel  # noqa: E402
 from grpclib.config import Configuration  # noqa: E402
 from pyee import AsyncIOEventEmitter  # noqa: E402
-from wechaty import Wechaty, WechatyOptions  # noqa: E402
+from wechaty import MiniProgram, UrlLink, Wechaty, WechatyOptions  # noqa: E402
 from wechaty_grpc.wechaty import PuppetStub  # noqa: E402
 from wechaty_puppet import Puppet  # noqa: E402
 from wechaty_puppet_service import PuppetService  # noqa: E402
@@ -63,6 +63,8 @@ from bot import redaction  # noqa: E402
 logging.getLogger("wechaty.plugin").setLevel(logging.ERROR)
 # "set payload more than once": expected, the adapter refreshes contact payloads on purpose
 logging.getLogger("Accessory").setLevel(logging.ERROR)
+# "mimeType will be deprecated": the library warns about its own attribute on every file sent
+logging.getLogger("FileBox").setLevel(logging.ERROR)
 redaction.install()
 
 _POOLED_ACCESSORIES = ("Contact", "ContactSelf", "Room", "Tag", "Favorite")
@@ -194,9 +196,11 @@ def new_wechaty_options(
 __all__ = [
     "IsolatedWechaty",
     "KeepaliveServicePuppet",
+    "MiniProgram",
     "Puppet",
     "PuppetOptions",
     "TrackingEmitter",
+    "UrlLink",
     "Wechaty",
     "WechatyOptions",
     "new_service_puppet",
