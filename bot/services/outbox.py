@@ -31,7 +31,7 @@ from bot.media import Attachment
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
 from bot.services.reach import SEND, Verdict
 from storage.db import Database
-from storage.models import Customer, ScheduledMessage
+from storage.models import Customer, OutgoingMessage, ScheduledMessage
 from storage.queries import outbox as outbox_queries
 from storage.repositories import DELIVERY_UNKNOWN, Customers, Events, Outbox, OutgoingLog
 
@@ -153,6 +153,8 @@ class Dispatcher:
                         await outgoing.fail(send, "never attempted: the process stopped before this send")
             for row in rows:
                 sent = await outgoing.by_key(row.idempotency_key)
+                if sent is None:  # a message in parts (long text, attachment): the one under way
+                    sent = await _part_under_way(outgoing, row.idempotency_key)
                 if sent is None or sent.status == "failed":
                     row.status = "pending"  # never reached the platform: safe to try again
                 elif sent.status == "sent":
@@ -473,6 +475,19 @@ def _paced_stream(kind: str) -> str | None:
     if kind in AUTOMATED_KINDS:
         return "automated"
     return "welcome" if kind == Kind.WELCOME else None
+
+
+async def _part_under_way(outgoing: OutgoingLog, key: str) -> OutgoingMessage | None:
+    """The part of a row sent in parts (``<key>:1``, ``<key>:2``...) whose send was under way, if
+    any. Parts that went out or failed outright need nothing: the row is simply tried again (what
+    went out is a duplicate then, the rest goes out)."""
+    for part in range(1, MAX_PARTS + 2):  # the text's parts, then an attachment
+        sent = await outgoing.by_key(f"{key}:{part}")
+        if sent is None:
+            return None
+        if sent.status not in ("sent", "failed"):
+            return sent
+    return None
 
 
 def _process_gone(group: str) -> bool:

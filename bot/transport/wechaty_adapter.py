@@ -32,11 +32,11 @@ from bot.transport.base import (
 from bot.transport.local_puppet import LocalPuppet, NotFriendError
 from bot.transport.wechaty_compat import (
     IsolatedWechaty,
-    MiniProgram,
     Puppet,
     TrackingEmitter,
     UrlLink,
     new_wechaty_options,
+    say_mini_program,
     sync_contact,
 )
 
@@ -295,7 +295,11 @@ class WechatyTransport:
         try:
             await target.ready()
             was_friend = _friend_flag(target)
-            said = await target.say(message)
+            if isinstance(message, MiniProgramPayload):
+                message_id = await say_mini_program(self._bot, conversation_id, message)
+            else:
+                said = await target.say(message)
+                message_id = getattr(said, "message_id", None)
         except NotFriendError as exc:
             raise RecipientUnavailable(str(exc)) from exc
         except Exception as exc:
@@ -309,7 +313,6 @@ class WechatyTransport:
             self._pending_echo[echo_key] -= 1
             if self._pending_echo[echo_key] <= 0:
                 del self._pending_echo[echo_key]
-        message_id = getattr(said, "message_id", None)
         if message_id:
             self._sent_ids.append(message_id)
         return message_id
@@ -518,7 +521,7 @@ _TEXT_TYPES = (MessageType.MESSAGE_TYPE_TEXT, MessageType.MESSAGE_TYPE_UNSPECIFI
 
 
 def _wechaty_message(attachment: Attachment) -> Any:
-    """The Wechaty object ``say`` sends for an attachment."""
+    """What ``say`` sends for an attachment (a mini program: its payload, see say_mini_program)."""
     a = attachment
     if a.type in (MediaType.IMAGE, MediaType.FILE):
         assert a.path is not None
@@ -529,16 +532,14 @@ def _wechaty_message(attachment: Attachment) -> Any:
                 url=a.url, title=a.title, description=a.description or None, thumbnailUrl=a.thumbnail or None
             )
         )
-    return MiniProgram(
-        MiniProgramPayload(
-            appid=a.appid,
-            username=a.username,
-            title=a.title,
-            pagePath=a.page_path,
-            description=a.description or None,
-            thumbUrl=a.thumbnail or None,
-            iconUrl=a.icon or None,
-        )
+    return MiniProgramPayload(
+        appid=a.appid,
+        username=a.username,
+        title=a.title,
+        pagePath=a.page_path,
+        description=a.description or None,
+        thumbUrl=a.thumbnail or None,
+        iconUrl=a.icon or None,
     )
 
 

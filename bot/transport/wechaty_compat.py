@@ -27,6 +27,8 @@ Import Wechaty names from here, never from ``wechaty`` directly, so the shims ar
 * ``Contact.ready(force_sync=True)`` refetches the payload, but the puppet service answers from its
   own cache, and ``Friendship.accept()`` never refreshes the contact (Node's Wechaty syncs it), so a
   new friend keeps the stranger's payload. :func:`sync_contact` marks the payload dirty first.
+* ``Contact.say`` / ``Room.say`` test ``isinstance(message, MiniProgram)`` without importing
+  ``MiniProgram`` (a NameError); :func:`say_mini_program` hands the card to the puppet as ``say`` would.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # noqa: E402
 from grpclib.client import Channel  # noqa: E402
 from grpclib.config import Configuration  # noqa: E402
 from pyee import AsyncIOEventEmitter  # noqa: E402
-from wechaty import MiniProgram, UrlLink, Wechaty, WechatyOptions  # noqa: E402
+from wechaty import UrlLink, Wechaty, WechatyOptions  # noqa: E402
 from wechaty_grpc.wechaty import PuppetStub  # noqa: E402
 from wechaty_puppet import Puppet  # noqa: E402
 from wechaty_puppet_service import PuppetService  # noqa: E402
@@ -196,7 +198,6 @@ def new_wechaty_options(
 __all__ = [
     "IsolatedWechaty",
     "KeepaliveServicePuppet",
-    "MiniProgram",
     "Puppet",
     "PuppetOptions",
     "TrackingEmitter",
@@ -205,7 +206,16 @@ __all__ = [
     "WechatyOptions",
     "new_service_puppet",
     "new_wechaty_options",
+    "say_mini_program",
 ]
+
+
+async def say_mini_program(bot: Any, conversation_id: str, payload: Any) -> str | None:
+    """Send a mini-program card (a ``MiniProgramPayload``) the way ``say`` would if it could."""
+    message_id = await bot.puppet.message_send_mini_program(
+        conversation_id=conversation_id, mini_program=payload
+    )
+    return str(message_id) if message_id else None
 
 
 async def sync_contact(bot: Any, contact: Any) -> None:
