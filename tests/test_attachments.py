@@ -184,7 +184,23 @@ async def test_aftercare_link_and_mini_program_cards_reach_the_customer(tmp_path
             "[小程序] 预约试驾",
             "[链接] 到店指南",
         ]
-        assert all(m.idempotency_key.endswith((":1", ":2")) for m in logged)
+        assert all(m.idempotency_key.endswith((":1", ":attachment")) for m in logged)
+
+
+async def test_a_welcome_with_a_card_still_promises_the_gift(tmp_path: Path, db_url: str) -> None:
+    """The promise is in the welcome's text; the card sent after it does not hide it."""
+    root = templates_copy(tmp_path, LINK_AND_CARD)
+    welcome = root / "welcome" / "default.txt.j2"
+    welcome.write_text(welcome.read_text(encoding="utf-8") + '{{ attach("store-guide") }}', encoding="utf-8")
+    async with Harness(make_config({"templates_dir": str(root)}), MONDAY_10AM, database_url=db_url) as sim:
+        await sim.new_customer()
+        assert [m.get("attachment") for m in sim.sent("welcome", "c1")] == [
+            None,
+            {"type": "link", "name": "到店指南"},
+        ]
+        await sim.customer_says("c1", "礼物")
+        [gift, gift_file] = sim.sent("auto_reply", "c1")
+        assert "见面礼" in gift["text"] and gift_file["attachment"]["name"] == "购车避坑指南.pdf"
 
 
 async def test_an_attachment_is_never_read_back_as_a_rep_message(sim: Harness) -> None:

@@ -33,6 +33,7 @@ from bot.services.reach import SEND, Verdict
 from storage.db import Database
 from storage.models import Customer, OutgoingMessage, ScheduledMessage
 from storage.queries import outbox as outbox_queries
+from storage.queries.promises import ATTACHMENT_KEY_SUFFIX
 from storage.repositories import DELIVERY_UNKNOWN, Customers, Events, Outbox, OutgoingLog
 
 log = logging.getLogger(__name__)
@@ -367,7 +368,7 @@ class Dispatcher:
             conversation_id=composed.conversation_id,
             text=attachment.describe() if attachment is not None else texts[send.part - 1],
             kind=composed.kind or row.kind,
-            key=f"{row.idempotency_key}:{send.part}" if composed.keyed() else row.idempotency_key,
+            key=_part_key(row.idempotency_key, send.part, attachment is not None, composed.keyed()),
             customer_id=row.customer_id,
             attempt_group=group,
             attachment=attachment,
@@ -481,13 +482,20 @@ async def _part_under_way(outgoing: OutgoingLog, key: str) -> OutgoingMessage | 
     """The part of a row sent in parts (``<key>:1``, ``<key>:2``...) whose send was under way, if
     any. Parts that went out or failed outright need nothing: the row is simply tried again (what
     went out is a duplicate then, the rest goes out)."""
-    for part in range(1, MAX_PARTS + 2):  # the text's parts, then an attachment
-        sent = await outgoing.by_key(f"{key}:{part}")
-        if sent is None:
-            return None
-        if sent.status not in ("sent", "failed"):
+    for part in [*range(1, MAX_PARTS + 1), 0]:  # the text's parts, then an attachment (0)
+        sent = await outgoing.by_key(_part_key(key, part, part == 0, True))
+        if sent is not None and sent.status not in ("sent", "failed"):
             return sent
     return None
+
+
+def _part_key(key: str, part: int, attachment: bool, keyed: bool) -> str:
+    """The outgoing-log key of one send of a row: the row's own key for a single text, else
+    ``<key>:<part>`` for a text's parts and ``<key>:attachment`` for its attachment (which is
+    then never taken for the text that made a promise, see storage/queries/promises.py)."""
+    if attachment:
+        return f"{key}{ATTACHMENT_KEY_SUFFIX}"
+    return f"{key}:{part}" if keyed else key
 
 
 def _process_gone(group: str) -> bool:

@@ -9,17 +9,22 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import OutgoingMessage
 
+# the outgoing-log key of a message's attachment: "<message key>:attachment" (bot/services/outbox.py)
+ATTACHMENT_KEY_SUFFIX = ":attachment"
+
 
 async def latest_sent(
     session: AsyncSession, customer_id: int, kinds: Collection[str]
 ) -> OutgoingMessage | None:
-    """The newest message of one of ``kinds`` that went out to the customer (sent, or echoed back)."""
+    """The newest message of one of ``kinds`` that went out to the customer (sent, or echoed back);
+    an attachment sent after a text is not a message of its own here (the text made the promise)."""
     query = (
         select(OutgoingMessage)
         .where(
             OutgoingMessage.customer_id == customer_id,
             col(OutgoingMessage.kind).in_(kinds),
             col(OutgoingMessage.sent_at).is_not(None),
+            col(OutgoingMessage.idempotency_key).not_like(f"%{ATTACHMENT_KEY_SUFFIX}"),
         )
         .order_by(col(OutgoingMessage.sent_at).desc(), col(OutgoingMessage.id).desc())
         .limit(1)
