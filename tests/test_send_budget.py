@@ -59,3 +59,18 @@ async def test_forty_same_deadline_countdowns_warn_and_one_fits_silently(db_url:
         assert "同一时段已排了" in last and "建议" in last and "截止时间" in last
         for word in ("pacing", "countdown", "cap", "quiet"):
             assert word not in last
+
+
+async def test_an_order_whose_aftercare_would_miss_the_daily_cap_says_so(db_url: str) -> None:
+    """With room for two automated messages a day, a third order's first aftercare step cannot go out
+    on its day (its window is 12 hours); the reply says which step and what to do."""
+    config = make_config({"reach": {"account_daily_cap": 2}, "followup": {"steps": []}})
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        await sim.with_customers(("a", "甲"), ("b", "乙"), ("c", "丙"))
+        assert "来不及" not in await sim.rep("/order @甲")
+        assert "来不及" not in await sim.rep("/order @乙")
+        third = await sim.rep("/order @丙")
+        assert "这次有 4 条售后关怀（下单后第1天、下单后第3天、下单后第7天、下单后第30天）来不及" in third, (
+            third
+        )
+        assert "/cancel" in third
