@@ -157,6 +157,20 @@ async def test_countdown_steps_carry_a_rotating_proof_image(tmp_path: Path, db_u
         assert ["attachment" in m for m in lines] == [False, True, False, True, False, True, False]
 
 
+async def test_text_and_its_attachment_count_once_against_the_daily_cap(tmp_path: Path, db_url: str) -> None:
+    """Four steps in one day, each with an image, fit the customer's cap of four messages a day."""
+    root = templates_copy(tmp_path)
+    step = root / "countdown" / "step.txt.j2"
+    step.write_text(step.read_text(encoding="utf-8") + '{{ attach("proof-1", "proof-2") }}', encoding="utf-8")
+    config = make_config({"templates_dir": str(root), "countdown": {"offsets": ["4h", "3h", "2h", "1h"]}})
+    async with Harness(config, MONDAY_10AM, database_url=db_url) as sim:
+        await sim.customer_in_chat()
+        await sim.rep("/countdown @张三 今天20:00")
+        await sim.advance(timedelta(hours=10))
+        lines = sim.sent("countdown", "c1")
+        assert len(lines) == 8 and sum("attachment" in m for m in lines) == 4
+
+
 async def test_aftercare_link_and_mini_program_cards_reach_the_customer(tmp_path: Path, db_url: str) -> None:
     root = templates_copy(tmp_path, LINK_AND_CARD)
     edit(

@@ -32,8 +32,8 @@ from bot.services.messenger import Delivery, Messenger, Reservation, SendResult,
 from bot.services.reach import SEND, Verdict
 from storage.db import Database
 from storage.models import Customer, OutgoingMessage, ScheduledMessage
+from storage.queries import ATTACHMENT_KEY_SUFFIX
 from storage.queries import outbox as outbox_queries
-from storage.queries.promises import ATTACHMENT_KEY_SUFFIX
 from storage.repositories import DELIVERY_UNKNOWN, Customers, Events, Outbox, OutgoingLog
 
 log = logging.getLogger(__name__)

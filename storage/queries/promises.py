@@ -8,9 +8,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import OutgoingMessage
-
-# the outgoing-log key of a message's attachment: "<message key>:attachment" (bot/services/outbox.py)
-ATTACHMENT_KEY_SUFFIX = ":attachment"
+from storage.queries import ATTACHMENT_KEY_SUFFIX
 
 
 async def latest_sent(

@@ -9,6 +9,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import OutgoingMessage, ScheduledMessage
+from storage.queries import ATTACHMENT_KEY_SUFFIX
 
 
 async def sent_count(
@@ -29,6 +30,7 @@ async def sent_count(
             OutgoingMessage.status == "sent",
             col(OutgoingMessage.sent_at) >= start,
             col(OutgoingMessage.sent_at) < end,
+            col(OutgoingMessage.idempotency_key).not_like(f"%{ATTACHMENT_KEY_SUFFIX}"),
         )
     )
     if customer_id is not None:
@@ -77,6 +79,7 @@ async def sent_per_customer(
             OutgoingMessage.status == "sent",
             col(OutgoingMessage.sent_at) >= start,
             col(OutgoingMessage.sent_at) < end,
+            col(OutgoingMessage.idempotency_key).not_like(f"%{ATTACHMENT_KEY_SUFFIX}"),
             col(OutgoingMessage.customer_id).is_not(None),
         )
         .group_by(col(OutgoingMessage.customer_id))
