@@ -328,6 +328,12 @@ async def test_text_and_attachment_go_out_once_each_across_a_crash_between_them(
     assert await row_status(db) == "sent"
     await restarted.run_due()
     assert len(platform.arrived) == 2
+    async with db.transaction() as session:
+        logged = (await session.exec(select(OutgoingMessage))).all()
+        events = (await session.exec(select(Event).where(Event.kind == "message_out"))).all()
+    # what the dead process sent is written down once: when, and a message_out each
+    assert all(m.status == "sent" and m.sent_at is not None for m in logged) and len(logged) == 2
+    assert sorted(e.text or "" for e in events) == ["[文件] 购车避坑指南.pdf", "送您一份指南"]
 
 
 async def test_an_attachment_cut_off_midway_is_never_sent_again(db: Database) -> None:

@@ -154,22 +154,20 @@ class Dispatcher:
                         await outgoing.fail(send, "never attempted: the process stopped before this send")
             for row in rows:
                 sent = await outgoing.by_key(row.idempotency_key)
-                if sent is None:  # a message in parts (long text, attachment): the one under way
-                    sent = await _part_under_way(outgoing, row.idempotency_key)
+                if sent is None:  # a message in parts (long text, attachment)
+                    parts = await _parts(outgoing, row.idempotency_key)
+                    for part in parts:  # went out, but the batch did not live to record it
+                        if part.status == "sent" and part.sent_at is None:
+                            delivered = SendResult(Delivery.SENT)
+                            await self.messenger.record_contact(session, _reservation_of(part), delivered)
+                    # the part under way, if any (the rest is simply tried again: duplicates are skipped)
+                    sent = next((p for p in parts if p.status not in ("sent", "failed")), None)
                 if sent is None or sent.status == "failed":
                     row.status = "pending"  # never reached the platform: safe to try again
                 elif sent.status == "sent":
                     row.status = "sent"
                     if sent.attempt_group is not None:  # the batch's own commit did not happen
-                        reservation = Reservation(
-                            sent.id,
-                            sent.account_id,
-                            sent.conversation_id,
-                            sent.text,
-                            sent.kind,
-                            sent.idempotency_key,
-                            sent.customer_id,
-                        )
+                        reservation = _reservation_of(sent)
                         await self.messenger.record_contact(session, reservation, SendResult(Delivery.SENT))
                 else:  # "sending": the platform may or may not have it. At most once: do not retry.
                     reason = f"interrupted while sending; {DELIVERY_UNKNOWN}"
@@ -478,15 +476,27 @@ def _paced_stream(kind: str) -> str | None:
     return "welcome" if kind == Kind.WELCOME else None
 
 
-async def _part_under_way(outgoing: OutgoingLog, key: str) -> OutgoingMessage | None:
-    """The part of a row sent in parts (``<key>:1``, ``<key>:2``...) whose send was under way, if
-    any. Parts that went out or failed outright need nothing: the row is simply tried again (what
-    went out is a duplicate then, the rest goes out)."""
-    for part in [*range(1, MAX_PARTS + 1), 0]:  # the text's parts, then an attachment (0)
+async def _parts(outgoing: OutgoingLog, key: str) -> list[OutgoingMessage]:
+    """The outgoing-log rows of a message sent in parts: ``<key>:1``... then ``<key>:attachment``."""
+    found = []
+    for part in [*range(1, MAX_PARTS + 1), 0]:  # 0: the attachment
         sent = await outgoing.by_key(_part_key(key, part, part == 0, True))
-        if sent is not None and sent.status not in ("sent", "failed"):
-            return sent
-    return None
+        if sent is not None:
+            found.append(sent)
+    return found
+
+
+def _reservation_of(sent: OutgoingMessage) -> Reservation:
+    """A logged send as a reservation, to record its contact after the fact (recovery)."""
+    return Reservation(
+        sent.id,
+        sent.account_id,
+        sent.conversation_id,
+        sent.text,
+        sent.kind,
+        sent.idempotency_key,
+        sent.customer_id,
+    )
 
 
 def _part_key(key: str, part: int, attachment: bool, keyed: bool) -> str:
