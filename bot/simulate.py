@@ -182,7 +182,7 @@ class Simulation:
         self.handles: dict[str, str] = {}  # contact id -> scenario handle
         self._friendships: dict[str, str] = {}  # handle -> last friendship id
         self._printed = {account_id: _Printed() for account_id in self.puppets}
-        self.output: list[dict[str, str]] = []
+        self.output: list[dict[str, Any]] = []
         self.listeners: list[Callable[[dict[str, str]], None]] = []
 
     @property
@@ -261,7 +261,7 @@ class Simulation:
                         planned = await Outbox(session).by_key(row.idempotency_key)
                         signal = planned.context.get("signal") if planned is not None else None
                 to = describe(self.bot, account_id, sent.conversation_id, self.handles)
-                line = {
+                line: dict[str, Any] = {
                     "at": sent.at.astimezone(self.config.tz).isoformat(),
                     "account": account_id,
                     "to": to,
@@ -270,6 +270,8 @@ class Simulation:
                 }
                 if signal is not None:
                     line["signal"] = str(signal)
+                if sent.attachment is not None:
+                    line["attachment"] = {"type": sent.attachment["type"], "name": sent.attachment["name"]}
                 self.output.append(line)
                 for listener in self.listeners:
                     listener(line)

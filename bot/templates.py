@@ -17,8 +17,42 @@ from jinja2.exceptions import SecurityError, TemplateNotFound, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
 from bot.errors import TemplateError
+from bot.media import Attachment, MediaLibrary
 
 TEMPLATE_SUFFIX = ".j2"
+# kinds whose messages may carry an attachment: {{ attach("gift") }} (see bot/media.py)
+ATTACH = "attach"
+ATTACHING = frozenset({"welcome", "countdown", "aftercare", "followup", "hooks"})
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered customer message: its text and the attachment that follows it, if any."""
+
+    text: str
+    attachment: Attachment | None = None
+
+
+class _Attach:
+    """``attach("a", "b", ...)`` in a template: picks one key (several rotate, e.g. proof images
+    across a countdown's steps), records its attachment and renders as nothing."""
+
+    def __init__(self, media: MediaLibrary, rotation: int) -> None:
+        self.media = media
+        self.rotation = rotation
+        self.chosen: Attachment | None = None
+
+    def __call__(self, *keys: str) -> str:
+        if not keys:
+            raise ValueError("attach() needs the key of an attachment in media/media.toml")
+        key = keys[self.rotation % len(keys)]
+        item = self.media.get(key)
+        if item is None:
+            raise ValueError(f"attachment '{key}' is not in {self.media.manifest()}")
+        if self.chosen is not None:
+            raise ValueError("a message carries one attachment: call attach() once")
+        self.chosen = item
+        return ""
 
 
 @dataclass(frozen=True)
@@ -207,6 +241,14 @@ class TemplateLibrary:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self._media: MediaLibrary | None = None
+
+    @property
+    def media(self) -> MediaLibrary:
+        """The attachments under ``media/`` (loaded and checked on first use)."""
+        if self._media is None:
+            self._media = MediaLibrary.load(self.root)
+        return self._media
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -241,6 +283,9 @@ class TemplateLibrary:
         if allowed is None:
             kind = self.kind_of(name)
             allowed = kind.variables.keys() if kind else ()
+            if kind is not None and kind.folder in ATTACHING:
+                allowed = [*allowed, ATTACH]
+            self._check_attachments(ast, path)
         unknown = sorted(meta.find_undeclared_variables(ast) - set(allowed))
         if unknown:
             name0 = unknown[0]
@@ -256,6 +301,20 @@ class TemplateLibrary:
             for when, values in BRANCHES.get(kind.folder, ()):
                 self._render_branch(name, when, {**kind.variables, **values})
 
+    def _check_attachments(self, ast: nodes.Template, path: Path) -> None:
+        """Every key an ``attach(...)`` names is literal and in the media library (a rotating set is
+        checked whole, not only the key one render happens to pick)."""
+        for call in ast.find_all(nodes.Call):
+            if not (isinstance(call.node, nodes.Name) and call.node.name == ATTACH):
+                continue
+            for arg in call.args:
+                if not (isinstance(arg, nodes.Const) and isinstance(arg.value, str)):
+                    raise TemplateError(f"{path}:{call.lineno}: attach() takes attachment keys in quotes")
+                if self.media.get(arg.value) is None:
+                    raise TemplateError(
+                        f"{path}:{call.lineno}: attachment '{arg.value}' is not in {self.media.manifest()}"
+                    )
+
     def _render_branch(self, name: str, when: str, context: Mapping[str, Any]) -> None:
         text = self.render(name, context, when=when)
         suffix = f" {when}" if when else ""
@@ -270,6 +329,7 @@ class TemplateLibrary:
         """Check every template and that each required one exists. Returns the names checked."""
         if not self.root.is_dir():
             raise TemplateError(f"{self.root}: templates folder not found")
+        self.media  # noqa: B018 - every attachment is checked, referenced or not
         names = self.names()
         for name in required:
             if name not in names:
@@ -314,11 +374,19 @@ class TemplateLibrary:
 
     def render(self, name: str, context: Mapping[str, Any], *, when: str = "") -> str:
         """Render one template; ``when`` names the branch in an error ("with no product")."""
+        return self.render_message(name, context, when=when).text
+
+    def render_message(
+        self, name: str, context: Mapping[str, Any], *, rotation: int = 0, when: str = ""
+    ) -> Rendered:
+        """Render one template with the attachment it asks for; ``rotation`` picks among a rotating
+        set (``attach("proof-1", "proof-2")``), e.g. the row's number."""
         path = self.path_of(name)
         suffix = f" ({when})" if when else ""
+        attach = _Attach(self.media, rotation)
         try:
             template = self.env.get_template(name)
-            text = template.render(**context)
+            text = template.render(**{ATTACH: attach, **context})
         except TemplateNotFound:
             raise TemplateError(f"{path}: template not found") from None
         except TemplateSyntaxError as exc:
@@ -327,7 +395,7 @@ class TemplateLibrary:
             raise TemplateError(f"{path}: not UTF-8 text (save the file as UTF-8)") from None
         except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
             raise TemplateError(f"{path}:{_error_line(exc, path)}: {exc}{suffix}") from None
-        return text.strip()
+        return Rendered(text.strip(), attach.chosen)
 
 
 def _error_line(exc: BaseException, path: Path) -> int:

@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import SystemClock
 from bot.hooks import CustomerUnreachable, Hooks
+from bot.media import Attachment
 from bot.services.messenger import Messenger
 from bot.services.outbox import Composed, Dispatcher
 from bot.transport.base import ConnectionListener, EventSink, FriendRequest, LoginListener
@@ -41,6 +42,9 @@ class FileSink:
         os.write(self.fd, f"{text}\n".encode())
         os.fsync(self.fd)
         return uuid.uuid4().hex
+
+    async def send_attachment(self, conversation_id: str, attachment: Attachment) -> str | None:
+        return await self.send_text(conversation_id, attachment.describe())
 
     async def start(self, sink: EventSink) -> None: ...
 

@@ -45,7 +45,7 @@ class Harness(Simulation):
 
     # -- what the bot sent --------------------------------------------------------------------------
 
-    def sent(self, kind: str, to: str | None = None) -> list[dict[str, str]]:
+    def sent(self, kind: str, to: str | None = None) -> list[dict[str, Any]]:
         """Messages of ``kind`` the bot sent (to ``to``: a handle, ``console`` or ``supervisor:<name>``)."""
         return [m for m in self.output if m["kind"] == kind and (to is None or m["to"] == to)]
 

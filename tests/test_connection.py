@@ -13,6 +13,7 @@ from sqlmodel import select
 from bot.app import SalesBot
 from bot.clock import VirtualClock
 from bot.errors import TransportError
+from bot.media import Attachment
 from bot.transport.backoff import Backoff
 from bot.transport.base import ConnectionListener, EventSink, FriendRequest, LoginListener
 from storage.models import Customer, Event, OutgoingMessage, ScheduledMessage
@@ -198,6 +199,9 @@ class CannotLogIn:
         raise TransportError("offline")
 
     async def send_text(self, conversation_id: str, text: str) -> str | None:
+        raise TransportError("offline")
+
+    async def send_attachment(self, conversation_id: str, attachment: Attachment) -> str | None:
         raise TransportError("offline")
 
     async def recall(self, message_id: str) -> bool:

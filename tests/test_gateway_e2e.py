@@ -21,8 +21,16 @@ from sqlmodel import select
 
 from bot.runner import Runtime
 from storage.models import Customer, OutgoingMessage, ScheduledMessage
-from tests.conftest import default_config_data, make_config, merge, portable_config_text, write_config
+from tests.conftest import (
+    ROOT,
+    default_config_data,
+    make_config,
+    merge,
+    portable_config_text,
+    write_config,
+)
 from tests.gateway_peer import Gateway, ensure_node_gateway
+from tests.test_attachments import LINK_AND_CARD, templates_copy
 
 pytestmark = pytest.mark.gateway
 
@@ -397,3 +405,43 @@ async def test_an_account_whose_service_is_down_at_startup_starts_once_it_is_up(
         assert state["connected"] is True
     finally:
         await late.close()
+
+
+async def test_a_link_card_and_a_file_reach_the_customer_over_grpc(
+    tmp_path: Path, gateway: Gateway, running: Callable[..., Any]
+) -> None:
+    """The welcome carries a link card (a template's attach) and the gift the customer asks for is
+    the shipped PDF: both arrive through the official gateway, after their texts, once each."""
+    root = templates_copy(tmp_path, LINK_AND_CARD)
+    welcome = root / "welcome" / "default.txt.j2"
+    welcome.write_text(welcome.read_text(encoding="utf-8") + '{{ attach("store-guide") }}', encoding="utf-8")
+    runtime = await running([service_account("acme", gateway)], templates_dir=str(root))
+    gateway.add_stranger("c7", "郑九", "你好")
+
+    link = await gateway.wait_for(lambda e: e["event"] == "sent_url" and e["to"] == "c7")
+    assert (link["url"], link["title"]) == ("https://example.com/guide", "到店指南")
+    assert (link["description"], link["thumbnailUrl"]) == (
+        "地址、停车和营业时间",
+        "https://example.com/guide.png",
+    )
+    [welcome_text] = gateway.sent_to("c7")
+    assert "郑九" in welcome_text
+
+    gateway.customer_says("c7", "礼物")
+    gift = await gateway.wait_for(lambda e: e["event"] == "sent_file" and e["to"] == "c7")
+    shipped = ROOT / "scripts_templates" / "media" / "购车避坑指南.pdf"
+    assert (gift["name"], gift["size"]) == ("购车避坑指南.pdf", shipped.stat().st_size)
+    await asyncio.sleep(1.5)
+    assert len(gateway.sent_to("c7")) == 2  # the welcome and the gift's text
+    assert [e["event"] for e in gateway.events if e.get("to") == "c7"] == [
+        "sent",
+        "sent_url",
+        "sent",
+        "sent_file",
+    ]
+    logged = [r for r in await rows(runtime, OutgoingMessage) if r.conversation_id == "c7"]
+    assert sorted(r.text for r in logged if r.text.startswith("[")) == [
+        "[文件] 购车避坑指南.pdf",
+        "[链接] 到店指南",
+    ]
+    assert all(r.status == "sent" and r.platform_message_id for r in logged)

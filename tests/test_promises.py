@@ -30,12 +30,14 @@ async def test_gift_is_delivered_once_after_the_welcome(sim: Harness) -> None:
     [welcome] = sim.sent("welcome", "c1")
     assert "回复“礼物”即可领取" in welcome["text"]
     await sim.customer_says("c1", "礼物")
-    [gift] = sim.sent("auto_reply", "c1")
+    [gift, gift_file] = sim.sent("auto_reply", "c1")
     assert "《2026购车避坑指南》电子版" in gift["text"] and "张三" in gift["text"]
+    assert "attachment" not in gift  # the text, then the file the template attaches
+    assert gift_file["attachment"] == {"type": "file", "name": "购车避坑指南.pdf"}
     assert sim.sent("signal") == []  # the gift needs no rep
     await sim.customer_says("c1", "礼物？")
     await sim.advance(timedelta(minutes=5))
-    assert len(sim.sent("auto_reply", "c1")) == 1
+    assert len(sim.sent("auto_reply", "c1")) == 2
     [triggered] = await sim.rows(Event, Event.kind == "hook_triggered")
     assert triggered.data["hook"] == "gift"
 
@@ -111,5 +113,5 @@ async def test_the_gift_the_follow_up_reminds_of_is_delivered_too(db_url: str) -
         [followup] = sim.sent("followup", "c1")
         assert "回复“礼物”" in followup["text"]
         await sim.customer_says("c1", "礼物")
-        [gift] = sim.sent("auto_reply", "c1")
+        [gift, _gift_file] = sim.sent("auto_reply", "c1")
         assert "见面礼" in gift["text"]

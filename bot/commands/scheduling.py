@@ -82,7 +82,25 @@ async def countdown(
         lines.append("跳过（已过去或落在免打扰时段）：" + "、".join(map(offset_label, plan.skipped)))
     if plan.pushes_resumed:
         lines.append("注意：客户之前说过不想被频繁催促，已按你的安排重新开启倒计时")
+    if plan.late:
+        lines.append(
+            budget_warning(
+                f"{len(plan.late)} 条提醒（{'、'.join(map(offset_label, plan.late))}）",
+                plan.crowd,
+                "早点开始跟进（截止前一两天多聊）、少几步提醒（/schedule 看编号，/cancel 编号 去掉），"
+                "或给部分客户设晚一点的截止时间",
+            )
+        )
     return "\n".join(lines)
+
+
+def budget_warning(what: str, crowd: int, fix: str) -> str:
+    """The send-budget shortfall of a plan, in the rep's words: what misses its window, why, a fix."""
+    why = f"，同一时段已排了 {crowd} 条其他自动消息" if crowd else ""
+    return (
+        f"注意：这次有 {what}来不及在时限内发出：自动消息要间隔着发、每天有上限、免打扰时段不发{why}，"
+        f"到时这几条会被放弃。建议{fix}"
+    )
 
 
 @command(
@@ -117,6 +135,15 @@ async def order(
     ]
     if recorded.replaced:
         lines.append(f"上一单还没发的 {recorded.replaced} 条售后关怀已取消（以这一单为准）")
+    if recorded.late:
+        days = "、".join(f"下单后第{step.removeprefix('T+')}天" for step in recorded.late)
+        lines.append(
+            budget_warning(
+                f"{len(recorded.late)} 条售后关怀（{days}）",
+                recorded.crowd,
+                "用 /schedule 和 /cancel 去掉同一天不急的自动消息（如倒计时的早期提醒），给售后关怀让出时间",
+            )
+        )
     return "\n".join(lines)
 
 

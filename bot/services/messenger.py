@@ -14,6 +14,7 @@ from bot.clock import Clock
 from bot.domain.kinds import CONTACT_KINDS
 from bot.errors import DeliveryUnknown, NotConnected, RecipientUnavailable, TransportError
 from bot.hooks import Hooks
+from bot.media import Attachment
 from bot.transport.base import TextMessage, Transport
 from storage.db import Database
 from storage.repositories import DELIVERY_UNKNOWN, Customers, Events, Outbox, OutgoingLog
@@ -64,6 +65,8 @@ class Reservation:
     kind: str
     key: str
     customer_id: int | None
+    # sent instead of the text (which then only describes it, for the log)
+    attachment: Attachment | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class Messenger:
         key: str,
         customer_id: int | None = None,
         attempt_group: str | None = None,
+        attachment: Attachment | None = None,
     ) -> Reservation:
         outgoing_id = await OutgoingLog(session).begin(
             account_id=account_id,
@@ -140,7 +144,7 @@ class Messenger:
             at=self.clock.now(),
             attempt_group=attempt_group,
         )
-        return Reservation(outgoing_id, account_id, conversation_id, text, kind, key, customer_id)
+        return Reservation(outgoing_id, account_id, conversation_id, text, kind, key, customer_id, attachment)
 
     async def transmit(self, reservation: Reservation) -> Transmission:
         """Hand a committed reservation to the account's transport."""
@@ -149,7 +153,11 @@ class Messenger:
             log.info("not sending %s again (key %s)", r.kind, r.key)
             return Transmission(Delivery.DUPLICATE)
         try:
-            message_id = await self.transports[r.account_id].send_text(r.conversation_id, r.text)
+            transport = self.transports[r.account_id]
+            if r.attachment is not None:
+                message_id = await transport.send_attachment(r.conversation_id, r.attachment)
+            else:
+                message_id = await transport.send_text(r.conversation_id, r.text)
         except RecipientUnavailable as exc:
             return Transmission(Delivery.UNREACHABLE, str(exc))
         except DeliveryUnknown as exc:

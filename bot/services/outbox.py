@@ -27,10 +27,12 @@ from bot.domain.kinds import AUTOMATED_KINDS, CONSOLE_KINDS, PUSH_KINDS, Kind
 from bot.domain.limits import MAX_PARTS, split_message
 from bot.errors import TemplateError
 from bot.hooks import CustomerUnreachable, Hooks, MessageSent, Undeliverable
+from bot.media import Attachment
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
 from bot.services.reach import SEND, Verdict
 from storage.db import Database
-from storage.models import Customer, ScheduledMessage
+from storage.models import Customer, OutgoingMessage, ScheduledMessage
+from storage.queries import ATTACHMENT_KEY_SUFFIX
 from storage.queries import outbox as outbox_queries
 from storage.repositories import DELIVERY_UNKNOWN, Customers, Events, Outbox, OutgoingLog
 
@@ -45,6 +47,19 @@ class Composed:
     parts: tuple[str, ...] = ()
     # the outgoing kind when it differs from the row's (an owed-reply nudge goes out as an alert)
     kind: str | None = None
+    # sent after the text as one more part (its own key: text and attachment go out once each)
+    attachment: Attachment | None = None
+
+    def texts(self) -> tuple[str, ...]:
+        return self.parts or (self.text,)
+
+    def sends(self) -> int:
+        """How many messages this is: the text's parts, plus the attachment."""
+        return len(self.texts()) + (self.attachment is not None)
+
+    def keyed(self) -> bool:
+        """Whether each send has a part key (``<row key>:<n>``) rather than the row's own key."""
+        return bool(self.parts) or self.attachment is not None
 
 
 class Composer(Protocol):
@@ -139,20 +154,20 @@ class Dispatcher:
                         await outgoing.fail(send, "never attempted: the process stopped before this send")
             for row in rows:
                 sent = await outgoing.by_key(row.idempotency_key)
+                if sent is None:  # a message in parts (long text, attachment)
+                    parts = await _parts(outgoing, row.idempotency_key)
+                    for part in parts:  # went out, but the batch did not live to record it
+                        if part.status == "sent" and part.sent_at is None:
+                            delivered = SendResult(Delivery.SENT)
+                            await self.messenger.record_contact(session, _reservation_of(part), delivered)
+                    # the part under way, if any (the rest is simply tried again: duplicates are skipped)
+                    sent = next((p for p in parts if p.status not in ("sent", "failed")), None)
                 if sent is None or sent.status == "failed":
                     row.status = "pending"  # never reached the platform: safe to try again
                 elif sent.status == "sent":
                     row.status = "sent"
                     if sent.attempt_group is not None:  # the batch's own commit did not happen
-                        reservation = Reservation(
-                            sent.id,
-                            sent.account_id,
-                            sent.conversation_id,
-                            sent.text,
-                            sent.kind,
-                            sent.idempotency_key,
-                            sent.customer_id,
-                        )
+                        reservation = _reservation_of(sent)
                         await self.messenger.record_contact(session, reservation, SendResult(Delivery.SENT))
                 else:  # "sending": the platform may or may not have it. At most once: do not retry.
                     reason = f"interrupted while sending; {DELIVERY_UNKNOWN}"
@@ -343,18 +358,20 @@ class Dispatcher:
 
     async def _reserve(self, session: AsyncSession, send: _Next, group: str) -> _Step:
         row, composed = send.row, send.composed
-        parts = composed.parts or (composed.text,)
+        texts = composed.texts()
+        attachment = composed.attachment if send.part > len(texts) else None
         reservation = await self.messenger.reserve(
             session,
             account_id=row.account_id,
             conversation_id=composed.conversation_id,
-            text=parts[send.part - 1],
+            text=attachment.describe() if attachment is not None else texts[send.part - 1],
             kind=composed.kind or row.kind,
-            key=f"{row.idempotency_key}:{send.part}" if composed.parts else row.idempotency_key,
+            key=_part_key(row.idempotency_key, send.part, attachment is not None, composed.keyed()),
             customer_id=row.customer_id,
             attempt_group=group,
+            attachment=attachment,
         )
-        return _Step(row, composed, send.part, len(parts), reservation)
+        return _Step(row, composed, send.part, composed.sends(), reservation)
 
     async def _settle(
         self,
@@ -457,6 +474,38 @@ def _paced_stream(kind: str) -> str | None:
     if kind in AUTOMATED_KINDS:
         return "automated"
     return "welcome" if kind == Kind.WELCOME else None
+
+
+async def _parts(outgoing: OutgoingLog, key: str) -> list[OutgoingMessage]:
+    """The outgoing-log rows of a message sent in parts: ``<key>:1``... then ``<key>:attachment``."""
+    found = []
+    for part in [*range(1, MAX_PARTS + 1), 0]:  # 0: the attachment
+        sent = await outgoing.by_key(_part_key(key, part, part == 0, True))
+        if sent is not None:
+            found.append(sent)
+    return found
+
+
+def _reservation_of(sent: OutgoingMessage) -> Reservation:
+    """A logged send as a reservation, to record its contact after the fact (recovery)."""
+    return Reservation(
+        sent.id,
+        sent.account_id,
+        sent.conversation_id,
+        sent.text,
+        sent.kind,
+        sent.idempotency_key,
+        sent.customer_id,
+    )
+
+
+def _part_key(key: str, part: int, attachment: bool, keyed: bool) -> str:
+    """The outgoing-log key of one send of a row: the row's own key for a single text, else
+    ``<key>:<part>`` for a text's parts and ``<key>:attachment`` for its attachment (which is
+    then never taken for the text that made a promise, see storage/queries/promises.py)."""
+    if attachment:
+        return f"{key}{ATTACHMENT_KEY_SUFFIX}"
+    return f"{key}:{part}" if keyed else key
 
 
 def _process_gone(group: str) -> bool:

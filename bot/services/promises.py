@@ -138,4 +138,6 @@ class AutoReplyComposer:
             **reply_variables(self.config, row.account_id, customer, self.clock.now()),
             "keyword": str(row.context.get("keyword", "")),
         }
-        return Composed(customer.wechat_id, self.templates.render(row.template, context))
+        # the row's number rotates a set of attachments (proof images across a countdown's steps)
+        rendered = self.templates.render_message(row.template, context, rotation=row.id or 0)
+        return Composed(customer.wechat_id, rendered.text, attachment=rendered.attachment)

@@ -8,7 +8,7 @@ re-planning never duplicates, and its text is rendered from the template when it
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +23,7 @@ from bot.domain.schedule import QuietHours, at_local_time_after, countdown_left_
 from bot.domain.stages import Pipeline
 from bot.errors import CommandError
 from bot.hooks import Hooks, Planned
+from bot.services.budget import SendBudget
 from bot.services.lifecycle_state import LifecycleStates
 from bot.services.outbox import Composed
 from bot.services.planning import message_key, outbox_row
@@ -45,6 +46,8 @@ class OrderRecorded:
     new_stage: str
     aftercare_steps: int  # planned for this order
     replaced: int  # aftercare messages of an earlier order that were still pending, now cancelled
+    late: list[str] = field(default_factory=list)  # steps (T+N) the send budget cannot fit in time
+    crowd: int = 0  # other automated messages of the account planned in their stretch
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class CountdownPlan:
     steps: list[tuple[str, datetime]]  # (offset name, UTC time)
     skipped: list[str]  # offsets already past, or dropped for quiet hours
     pushes_resumed: bool = False  # the customer had asked to be pushed less; the rep overrode it
+    late: list[str] = field(default_factory=list)  # offsets the send budget cannot fit in their window
+    crowd: int = 0  # other automated messages of the account planned in their stretch
 
 
 def _row(
@@ -95,6 +100,7 @@ class SequenceService:
         self.hooks = hooks
         self.pipeline = Pipeline(config.stages)
         self.quiet = QuietHours(config.reach.quiet_start, config.reach.quiet_end, config.tz)
+        self.budget = SendBudget(config)
 
     # -- countdown --------------------------------------------------------------------------------
 
@@ -143,11 +149,20 @@ class SequenceService:
                         {"deadline": deadline.isoformat(), "offer": offer},
                     )
                 )
+            keys = [
+                message_key(customer.account_id, COUNTDOWN, plan, step.offset, customer_id=customer.id)
+                for step in steps
+            ]
+            shortfall = await self.budget.shortfall(session, customer.account_id, keys, now)
         for step in steps[:1]:
             await self.db.after_commit(functools.partial(self.hooks.emit, Planned(step.at)))
         planned = {s.offset for s in steps}
         return CountdownPlan(
-            [(s.offset, s.at) for s in steps], [o for o in offsets if o not in planned], pushes_resumed
+            [(s.offset, s.at) for s in steps],
+            [o for o in offsets if o not in planned],
+            pushes_resumed,
+            [row.step for row in shortfall.late],
+            shortfall.crowd,
         )
 
     # -- orders and aftercare ---------------------------------------------------------------------
@@ -199,10 +214,17 @@ class SequenceService:
             first = await self._plan_steps(
                 session, fresh, AFTERCARE, str(event.id), cfg, now, {"product": product}
             )
+            keys = [
+                message_key(fresh.account_id, AFTERCARE, event.id, f"T+{step.days}", customer_id=customer.id)
+                for step in cfg.steps
+            ]
+            shortfall = await self.budget.shortfall(session, fresh.account_id, keys, now)
             new = fresh.stage
         if first is not None:
             await self.db.after_commit(functools.partial(self.hooks.emit, Planned(first)))
-        return OrderRecorded(old, new, len(cfg.steps), replaced)
+        return OrderRecorded(
+            old, new, len(cfg.steps), replaced, [row.step for row in shortfall.late], shortfall.crowd
+        )
 
     # -- new-friend follow-ups --------------------------------------------------------------------
 
@@ -464,7 +486,9 @@ class SequenceComposer:
             if not self._followup_wanted(row, customer):
                 return None
             context.update(days=row.context.get("days", 0))
-        return Composed(customer.wechat_id, self.templates.render(row.template, context))
+        # the row's number rotates a set of attachments (proof images across a countdown's steps)
+        rendered = self.templates.render_message(row.template, context, rotation=row.id or 0)
+        return Composed(customer.wechat_id, rendered.text, attachment=rendered.attachment)
 
     def _followup_wanted(self, row: ScheduledMessage, customer: Customer) -> bool:
         cfg = self.config.followup

@@ -280,4 +280,6 @@ class WelcomeComposer:
             "now": f"{now.astimezone(self.config.tz):%m月%d日 %H:%M}",
             **row.context,
         }
-        return Composed(customer.wechat_id, self.templates.render(row.template, context))
+        # the row's number rotates a set of attachments (proof images across a countdown's steps)
+        rendered = self.templates.render_message(row.template, context, rotation=row.id or 0)
+        return Composed(customer.wechat_id, rendered.text, attachment=rendered.attachment)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from bot.media import Attachment
+
 
 @dataclass(frozen=True)
 class Contact:
@@ -95,6 +97,11 @@ class Transport(Protocol):
     async def send_text(self, conversation_id: str, text: str) -> str | None:
         """Send a text; return the platform's message id when it gives one.
         Raises RecipientUnavailable when the customer can no longer be reached."""
+        ...
+
+    async def send_attachment(self, conversation_id: str, attachment: Attachment) -> str | None:
+        """Send an image, a file, a link card or a mini-program card; like :meth:`send_text`.
+        Raises TransportError when the platform cannot send that kind."""
         ...
 
     async def recall(self, message_id: str) -> bool: ...

@@ -9,6 +9,7 @@ delete the rep.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import uuid
 from collections.abc import Callable
@@ -25,10 +26,12 @@ from wechaty_puppet import (
     EventMessagePayload,
     EventReadyPayload,
     EventScanPayload,
+    FileBox,
     FriendshipPayload,
     FriendshipType,
     MessagePayload,
     MessageType,
+    MiniProgramPayload,
     RoomPayload,
     ScanStatus,
 )
@@ -55,6 +58,8 @@ class SentMessage:
     text: str
     at: datetime
     recalled: bool = False
+    # an image, file, link or mini-program card: {"type": ..., "name": ...} (text then describes it)
+    attachment: dict[str, str] | None = None
 
 
 @dataclass
@@ -221,6 +226,42 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
     async def message_send_text(
         self, conversation_id: str, message: str, mention_ids: list[str] | None = None
     ) -> str:
+        return self._deliver(conversation_id, message, MessageType.MESSAGE_TYPE_TEXT, None)
+
+    async def message_send_file(self, conversation_id: str, file: FileBox) -> str:
+        mime = str(getattr(file, "mediaType", "") or "")
+        kind = "image" if mime.startswith("image/") else "file"
+        label = "图片" if kind == "image" else "文件"
+        message_type = (
+            MessageType.MESSAGE_TYPE_IMAGE if kind == "image" else MessageType.MESSAGE_TYPE_ATTACHMENT
+        )
+        return self._deliver(
+            conversation_id, f"[{label}] {file.name}", message_type, {"type": kind, "name": file.name}
+        )
+
+    async def message_send_url(self, conversation_id: str, url: str) -> str:
+        card = json.loads(url)  # the UrlLinkPayload as JSON, as Wechaty hands it to every puppet
+        title = str(card.get("title") or card.get("url"))
+        return self._deliver(
+            conversation_id,
+            f"[链接] {title}",
+            MessageType.MESSAGE_TYPE_URL,
+            {"type": "link", "name": title, "url": str(card.get("url"))},
+        )
+
+    async def message_send_mini_program(self, conversation_id: str, mini_program: MiniProgramPayload) -> str:
+        title = str(mini_program.title or mini_program.appid)
+        return self._deliver(
+            conversation_id,
+            f"[小程序] {title}",
+            MessageType.MESSAGE_TYPE_MINI_PROGRAM,
+            {"type": "miniprogram", "name": title},
+        )
+
+    def _deliver(
+        self, conversation_id: str, message: str, message_type: MessageType, attachment: dict[str, str] | None
+    ) -> str:
+        """One message to a contact or room, with the platform's refusals and failure modes."""
         if self.fail_next_send is not None:
             error, self.fail_next_send = self.fail_next_send, None
             raise error
@@ -229,15 +270,21 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         if conversation_id in self.refuse_sends_to:
             raise LocalPuppetError(f"sending to {conversation_id} was refused")
         if conversation_id in self._rooms:
-            message_id = self._store_message(self._self_id, "", message, room_id=conversation_id)
+            message_id = self._store_message(
+                self._self_id, "", message, room_id=conversation_id, message_type=message_type
+            )
         else:
             contact = self._contacts.get(conversation_id)
             if contact is None:
                 raise LocalPuppetError(f"unknown conversation {conversation_id}")
             if not contact.friend:
                 raise NotFriendError(f"{contact.name} is not a friend (they deleted the account)")
-            message_id = self._store_message(self._self_id, conversation_id, message)
-        self.sent.append(SentMessage(message_id, conversation_id, message, self.clock.now()))
+            message_id = self._store_message(
+                self._self_id, conversation_id, message, message_type=message_type
+            )
+        self.sent.append(
+            SentMessage(message_id, conversation_id, message, self.clock.now(), attachment=attachment)
+        )
         if self.transcript:
             _append(self.transcript, f"{conversation_id}\t{message}\n")
         if self.break_after_next_delivery:
@@ -390,14 +437,20 @@ class LocalPuppet(Puppet):  # type: ignore[misc]
         return f"{prefix}-{self._id_prefix}-{next(self._ids)}"
 
     def _store_message(
-        self, from_id: str, to_id: str, text: str, room_id: str = "", message_id: str | None = None
+        self,
+        from_id: str,
+        to_id: str,
+        text: str,
+        room_id: str = "",
+        message_id: str | None = None,
+        message_type: MessageType = MessageType.MESSAGE_TYPE_TEXT,
     ) -> str:
         message_id = message_id or self._new_id("msg")
         self._messages[message_id] = MessagePayload(
             id=message_id,
             text=text,
             timestamp=int(self.clock.now().timestamp()),
-            type=MessageType.MESSAGE_TYPE_TEXT,
+            type=message_type,
             from_id=from_id,
             to_id=to_id,
             room_id=room_id,

@@ -15,9 +15,17 @@ import re
 from collections import Counter, deque
 from typing import Any
 
-from wechaty_puppet import FriendshipType, ScanStatus
+from wechaty_puppet import (
+    FileBox,
+    FriendshipType,
+    MessageType,
+    MiniProgramPayload,
+    ScanStatus,
+    UrlLinkPayload,
+)
 
 from bot.errors import DeliveryUnknown, NotConnected, RecipientUnavailable, TransportError
+from bot.media import Attachment, MediaType
 from bot.redaction import redact
 from bot.transport.backoff import Backoff
 from bot.transport.base import (
@@ -36,7 +44,9 @@ from bot.transport.wechaty_compat import (
     IsolatedWechaty,
     Puppet,
     TrackingEmitter,
+    UrlLink,
     new_wechaty_options,
+    say_mini_program,
     sync_contact,
 )
 
@@ -280,6 +290,15 @@ class WechatyTransport:
             ) from exc
 
     async def send_text(self, conversation_id: str, text: str) -> str | None:
+        return await self._send(conversation_id, text, text)
+
+    async def send_attachment(self, conversation_id: str, attachment: Attachment) -> str | None:
+        """An image or file (a FileBox), a link card (UrlLink) or a mini-program card, said to the
+        contact or room the way Wechaty says any message."""
+        return await self._send(conversation_id, attachment.describe(), _wechaty_message(attachment))
+
+    async def _send(self, conversation_id: str, text: str, message: Any) -> str | None:
+        """Say ``message`` (``text`` describes it for echo matching), mapping failures to ours."""
         if not self._connected:
             raise NotConnected(f"account {self.account_id} is not connected")
         target = (
@@ -293,7 +312,11 @@ class WechatyTransport:
         try:
             await target.ready()
             was_friend = _friend_flag(target)
-            message = await target.say(text)
+            if isinstance(message, MiniProgramPayload):
+                message_id = await say_mini_program(self._bot, conversation_id, message)
+            else:
+                said = await target.say(message)
+                message_id = getattr(said, "message_id", None)
         except NotFriendError as exc:
             raise RecipientUnavailable(str(exc)) from exc
         except Exception as exc:
@@ -307,7 +330,6 @@ class WechatyTransport:
             self._pending_echo[echo_key] -= 1
             if self._pending_echo[echo_key] <= 0:
                 del self._pending_echo[echo_key]
-        message_id = getattr(message, "message_id", None)
         if message_id:
             self._sent_ids.append(message_id)
         return message_id
@@ -496,6 +518,8 @@ class WechatyTransport:
             return
         self_id = self.self_id
         from_self = payload.from_id == self_id
+        if from_self and payload.type not in _TEXT_TYPES:
+            return  # an image, file or card the account sent (ours echoed, or the rep's): not a command
         room_id = payload.room_id or ""
         conversation_id = room_id or (payload.to_id if from_self else payload.from_id)
         # our own send coming back: it confirms the send in the outgoing log, never runs as a command
@@ -532,6 +556,31 @@ _FORMER_FRIEND = re.compile(
 
 
 _FRIEND_CHECK_SECONDS = 5.0
+# what may be a command or a text echo (puppets that leave the type out send UNSPECIFIED)
+_TEXT_TYPES = (MessageType.MESSAGE_TYPE_TEXT, MessageType.MESSAGE_TYPE_UNSPECIFIED)
+
+
+def _wechaty_message(attachment: Attachment) -> Any:
+    """What ``say`` sends for an attachment (a mini program: its payload, see say_mini_program)."""
+    a = attachment
+    if a.type in (MediaType.IMAGE, MediaType.FILE):
+        assert a.path is not None
+        return FileBox.from_file(str(a.path), name=a.path.name)
+    if a.type is MediaType.LINK:
+        return UrlLink(
+            UrlLinkPayload(
+                url=a.url, title=a.title, description=a.description or None, thumbnailUrl=a.thumbnail or None
+            )
+        )
+    return MiniProgramPayload(
+        appid=a.appid,
+        username=a.username,
+        title=a.title,
+        pagePath=a.page_path,
+        description=a.description or None,
+        thumbUrl=a.thumbnail or None,
+        iconUrl=a.icon or None,
+    )
 
 
 def _friend_flag(contact: Any) -> bool | None:

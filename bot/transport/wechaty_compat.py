@@ -32,6 +32,8 @@ Import Wechaty names from here, never from ``wechaty`` directly, so the shims ar
 * ``Contact.ready(force_sync=True)`` refetches the payload, but the puppet service answers from its
   own cache, and ``Friendship.accept()`` never refreshes the contact (Node's Wechaty syncs it), so a
   new friend keeps the stranger's payload. :func:`sync_contact` marks the payload dirty first.
+* ``Contact.say`` / ``Room.say`` test ``isinstance(message, MiniProgram)`` without importing
+  ``MiniProgram`` (a NameError); :func:`say_mini_program` hands the card to the puppet as ``say`` would.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # noqa: E402
 from grpclib.client import Channel  # noqa: E402
 from grpclib.config import Configuration  # noqa: E402
 from pyee import AsyncIOEventEmitter  # noqa: E402
-from wechaty import Wechaty, WechatyOptions  # noqa: E402
+from wechaty import UrlLink, Wechaty, WechatyOptions  # noqa: E402
 from wechaty.plugin import WechatyPluginManager  # noqa: E402
 from wechaty_grpc.wechaty import PuppetStub  # noqa: E402
 from wechaty_puppet import Puppet  # noqa: E402
@@ -70,6 +72,8 @@ from bot import redaction  # noqa: E402
 logging.getLogger("wechaty.plugin").setLevel(logging.ERROR)
 # "set payload more than once": expected, the adapter refreshes contact payloads on purpose
 logging.getLogger("Accessory").setLevel(logging.ERROR)
+# "mimeType will be deprecated": the library warns about its own attribute on every file sent
+logging.getLogger("FileBox").setLevel(logging.ERROR)
 redaction.install()
 wechaty.wechaty.qr_terminal = lambda *args, **kwargs: None  # salesbot shows the code itself
 _emit_to_plugins = WechatyPluginManager.emit_events
@@ -214,11 +218,21 @@ __all__ = [
     "Puppet",
     "PuppetOptions",
     "TrackingEmitter",
+    "UrlLink",
     "Wechaty",
     "WechatyOptions",
     "new_service_puppet",
     "new_wechaty_options",
+    "say_mini_program",
 ]
+
+
+async def say_mini_program(bot: Any, conversation_id: str, payload: Any) -> str | None:
+    """Send a mini-program card (a ``MiniProgramPayload``) the way ``say`` would if it could."""
+    message_id = await bot.puppet.message_send_mini_program(
+        conversation_id=conversation_id, mini_program=payload
+    )
+    return str(message_id) if message_id else None
 
 
 async def sync_contact(bot: Any, contact: Any) -> None:

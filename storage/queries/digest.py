@@ -14,6 +14,7 @@ from sqlmodel import col, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Customer, Event, OutgoingMessage, ScheduledMessage
+from storage.queries import ATTACHMENT_KEY_SUFFIX
 
 
 def _events_in(accounts: Collection[str], start: datetime, end: datetime) -> tuple[Any, ...]:
@@ -67,6 +68,7 @@ async def sent_counts(
             col(OutgoingMessage.sent_at) >= start,
             col(OutgoingMessage.sent_at) < end,
             col(OutgoingMessage.kind).in_(kinds),
+            col(OutgoingMessage.idempotency_key).not_like(f"%{ATTACHMENT_KEY_SUFFIX}"),
         )
         .group_by(OutgoingMessage.account_id, OutgoingMessage.kind)
     )

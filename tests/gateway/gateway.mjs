@@ -19,6 +19,9 @@
 //        {"event":"accepted","id":"c1"}                              the bot accepted c1's request
 //        {"event":"sent","to":"c1","text":"...","id":"m1"}           the bot sent a text
 //        {"event":"code","qrcode":"https://..."}                      a login QR code was shown (--scan)
+//        {"event":"sent_file","to":"c1","name":"a.pdf","size":1839,"mediaType":"application/pdf","id":"m2"}
+//        {"event":"sent_url","to":"c1","url":"https://...","title":"...","description":"...","id":"m3"}
+//        {"event":"sent_mini_program","to":"c1","appid":"wx...","title":"...","pagePath":"...","id":"m4"}
 //        {"event":"error","message":"..."}                           a command failed
 //
 // The mock puppet needs four fixes to behave like a real puppet service (see GatewayPuppet).
@@ -92,6 +95,47 @@ class GatewayPuppet extends PuppetMock {
     })
     emit({ event: 'sent', to: conversationId, text, id })
     this.emit('message', { messageId: id }) // puppets echo the account's own sends
+    return id
+  }
+
+  // the mock sends files without an id and drops links and mini programs: report each, as a real
+  // puppet would deliver it (a payload the client can load, no echo: puppets echo texts)
+  async messageSendFile (conversationId, fileBox) {
+    this.checkSend(conversationId)
+    const buffer = await fileBox.toBuffer()
+    return this.delivered(conversationId, PUPPET.types.Message.Attachment, {
+      event: 'sent_file', name: fileBox.name, size: buffer.length, mediaType: fileBox.mediaType,
+    })
+  }
+
+  async messageSendUrl (conversationId, payload) {
+    this.checkSend(conversationId)
+    const { url, title, description, thumbnailUrl } = payload
+    return this.delivered(conversationId, PUPPET.types.Message.Url, {
+      event: 'sent_url', url, title, description, thumbnailUrl,
+    })
+  }
+
+  async messageSendMiniProgram (conversationId, payload) {
+    this.checkSend(conversationId)
+    const { appid, username, title, pagePath } = payload
+    return this.delivered(conversationId, PUPPET.types.Message.MiniProgram, {
+      event: 'sent_mini_program', appid, username, title, pagePath,
+    })
+  }
+
+  checkSend (conversationId) {
+    if (!this.isLoggedIn) throw new Error('not logged in')
+    if (this.sendErrors.has(conversationId)) throw new Error(this.sendErrors.get(conversationId))
+    if (!this.friends.has(conversationId)) throw new Error(`${conversationId} is not a friend`)
+  }
+
+  delivered (conversationId, type, event) {
+    const id = newMessageId()
+    this.mocker.MessageMock.create({
+      id, talkerId: this.currentUserId, listenerId: conversationId, text: '', timestamp: Date.now(), type,
+    })
+    emit({ ...event, to: conversationId, id })
     return id
   }
 
