@@ -131,8 +131,12 @@ class Database:
                 raise DatabaseUnavailable(
                     f"cannot create the folder {self.path.parent} for the database ({reason})"
                 ) from None
+        # SQLite: no rollback when a connection goes back to the pool. A session's transaction
+        # has ended by then (committed, or rolled back by SQLAlchemy on close), so that rollback
+        # did nothing but cost a hop to aiosqlite's thread, one per transaction.
+        options: dict[str, Any] = {"pool_reset_on_return": None} if self.is_sqlite else {}
         try:
-            self.engine: AsyncEngine = create_async_engine(url)
+            self.engine: AsyncEngine = create_async_engine(url, **options)
         except ImportError as exc:
             extra = " (pip install 'salesbot[postgres]')" if "asyncpg" in str(exc) else ""
             raise DatabaseUnavailable(f"the database driver is not installed: {exc.name}{extra}") from None
@@ -140,7 +144,7 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if on_disk:  # a second pool whose connections commit without waiting for the disk
-            self._relaxed_engine = create_async_engine(url)
+            self._relaxed_engine = create_async_engine(url, **options)
             event.listen(self._relaxed_engine.sync_engine, "connect", _sqlite_relaxed_pragmas)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._relaxed_sessions = (

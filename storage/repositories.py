@@ -277,13 +277,15 @@ class Events:
         return (await self.session.exec(query)).first()
 
     async def of_account(
-        self, account_id: str, kinds: Collection[str], since: datetime, limit: int
+        self, account_id: str, kinds: Collection[str], since: datetime, limit: int, *, skip: int = 0
     ) -> list[Event]:
-        """The account's newest ``limit`` events of these ``kinds`` since ``since``, newest first."""
+        """The account's newest ``limit`` events of these ``kinds`` since ``since``, newest first
+        (after the newest ``skip``: a page)."""
         query = (
             select(Event)
             .where(Event.account_id == account_id, col(Event.kind).in_(kinds), col(Event.at) >= since)
             .order_by(col(Event.id).desc())
+            .offset(skip)
             .limit(limit)
         )
         return list((await self.session.exec(query)).all())
