@@ -25,7 +25,7 @@ from storage.retry import transient
 from tests.conftest import MONDAY_10AM
 from tests.harness import Harness
 
-FRIENDS = 30
+FRIENDS = 30  # then TEXTS_EACH texts from each, and one message the rep types in each chat
 TEXTS_EACH = 3
 TEXTS = ["多少钱？", "太贵了，便宜点吧", "好的，我想想", "什么时候能上课？", "谢谢"]
 
@@ -47,6 +47,7 @@ async def test_a_burst_of_friend_requests_and_texts_loses_nothing(config: Config
             for n, handle in enumerate(handles):
                 text = TEXTS[(n + round_) % len(TEXTS)]
                 sent_ids.append(sim.puppet.customer_says(sim.contact_id(handle), text))
+        rep_ids = [sim.puppet.rep_types(sim.contact_id(handle), "好的，稍等") for handle in handles]
         await sim.bot.settle()
         errors = [e for t in sim.bot.transports.values() for e in getattr(t, "errors", [])]
         assert errors == [], f"handlers failed: {errors[:3]}"
@@ -60,6 +61,8 @@ async def test_a_burst_of_friend_requests_and_texts_loses_nothing(config: Config
         assert len(requests) == FRIENDS
         texts = await sim.rows(Event, col(Event.kind) == "message_in")
         assert sorted(str(e.external_id) for e in texts) == sorted(sent_ids), "each text stored once"
+        by_rep = await sim.rows(Event, col(Event.kind) == "rep_message")
+        assert sorted(str(e.external_id) for e in by_rep) == sorted(rep_ids), "the rep's messages too"
         welcomes = await sim.rows(ScheduledMessage, col(ScheduledMessage.kind) == Kind.WELCOME)
         assert sorted(w.customer_id or 0 for w in welcomes) == sorted(c.id or 0 for c in customers)
         sent = Counter(m["to"] for m in sim.sent("welcome"))
