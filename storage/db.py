@@ -21,7 +21,6 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
-from tenacity import AsyncRetrying, stop_after_attempt
 
 from storage.errors import DatabaseUnavailable
 from storage.retry import attempts
@@ -60,7 +59,7 @@ def _reason(exc: BaseException) -> str:
 
 
 # how long SQLite waits for another connection's write lock before "database is locked"; within
-# this process writers queue on :attr:`Database.write_lock` instead, so only another process or a
+# this process transactions queue on ``Database._writer`` instead, so only another process or a
 # backup is ever waited for here
 BUSY_TIMEOUT_MS = 10_000
 
@@ -300,10 +299,10 @@ class Database:
         gets a new session; nothing of a failed one is kept, its after-commit effects never run.
         ``work`` must do nothing outside the database (that belongs in :meth:`after_commit`).
         Inside a unit already it joins that unit and is not retried alone: the outer one is."""
-        retrying = (
-            attempts() if not self.in_unit() else AsyncRetrying(stop=stop_after_attempt(1), reraise=True)
-        )
-        async for attempt in retrying:
+        unit = self._unit()
+        if unit is not None:  # part of the outer unit: that one is retried (or not) as a whole
+            return await work(unit.session)
+        async for attempt in attempts():
             with attempt:
                 async with self.unit_of_work() as session:
                     return await work(session)
