@@ -247,7 +247,9 @@ async def run_once(
     folder = Path(tempfile.mkdtemp(prefix=f"hot-path-{program}-"))
     gateway = StampedGateway(self_name="小林")
     await gateway.start()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WECHATY_LOG": "warn"}
+    # this checkout first; a PYTHONPATH already set (packages beside the venv) stays after it
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "WECHATY_LOG": "warn"}
     if program == "salesbot":
         config = salesbot_config(folder)
         env |= {"SALESBOT_DEMO_TOKEN": gateway.token, "SALESBOT_DEMO_ENDPOINT": gateway.endpoint}

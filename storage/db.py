@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -23,6 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.errors import DatabaseUnavailable
+from storage.retry import attempts
+
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -55,6 +58,12 @@ def _reason(exc: BaseException) -> str:
     return words[0] if words else type(cause).__name__
 
 
+# how long SQLite waits for another connection's write lock before "database is locked"; within
+# this process transactions queue on ``Database._writer`` instead, so only another process or a
+# backup is ever waited for here
+BUSY_TIMEOUT_MS = 10_000
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, synchronous: str = "FULL") -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -62,7 +71,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, synchronous: str = "
     # power loss). NORMAL (relaxed transactions): survives the process being killed, not a power
     # loss or an operating-system crash.
     cursor.execute(f"PRAGMA synchronous={synchronous}")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -121,8 +130,12 @@ class Database:
                 raise DatabaseUnavailable(
                     f"cannot create the folder {self.path.parent} for the database ({reason})"
                 ) from None
+        # SQLite: no rollback when a connection goes back to the pool. A session's transaction
+        # has ended by then (committed, or rolled back by SQLAlchemy on close), so that rollback
+        # did nothing but cost a hop to aiosqlite's thread, one per transaction.
+        options: dict[str, Any] = {"pool_reset_on_return": None} if self.is_sqlite else {}
         try:
-            self.engine: AsyncEngine = create_async_engine(url)
+            self.engine: AsyncEngine = create_async_engine(url, **options)
         except ImportError as exc:
             extra = " (pip install 'salesbot[postgres]')" if "asyncpg" in str(exc) else ""
             raise DatabaseUnavailable(f"the database driver is not installed: {exc.name}{extra}") from None
@@ -130,7 +143,7 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if on_disk:  # a second pool whose connections commit without waiting for the disk
-            self._relaxed_engine = create_async_engine(url)
+            self._relaxed_engine = create_async_engine(url, **options)
             event.listen(self._relaxed_engine.sync_engine, "connect", _sqlite_relaxed_pragmas)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._relaxed_sessions = (
@@ -138,6 +151,9 @@ class Database:
             if self._relaxed_engine is None
             else async_sessionmaker(self._relaxed_engine, class_=AsyncSession, expire_on_commit=False)
         )
+        # SQLite: this process's transactions queue here rather than on the file's lock (_writer)
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._write_holder: asyncio.Task[Any] | None = None
         # what must stay the same for relaxed commits to be as good as durable ones (see below)
         self.durability_epoch = _boot_id() if self._relaxed_engine is not None else "durable"
 
@@ -202,7 +218,7 @@ class Database:
         if unit is not None:
             yield unit.session
             return
-        async with self._sessions() as session, session.begin():
+        async with self._writer(), self._sessions() as session, session.begin():
             yield session
 
     @asynccontextmanager
@@ -214,7 +230,7 @@ class Database:
         if unit is not None:
             yield unit.session
             return
-        async with self._sessions() as session:
+        async with self._writer(), self._sessions() as session:
             opened = _Unit(self, asyncio.current_task(), session)
             async with session.begin():
                 token = _UNIT.set(opened)
@@ -253,8 +269,44 @@ class Database:
         unit of work: its own connection would wait on the unit's write lock."""
         if self.in_unit():
             raise RuntimeError("a relaxed transaction cannot run inside a unit of work")
-        async with self._relaxed_sessions() as session, session.begin():
+        async with self._writer(), self._relaxed_sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def _writer(self) -> AsyncIterator[None]:
+        """On SQLite, one transaction of this process at a time, first come first served.
+
+        SQLite has one writer: transactions that met on its file lock used to wait in its busy
+        handler (sleep and poll, no queue), and under a burst one waited past ``busy_timeout`` and
+        failed with "database is locked". Queueing here is fair and costs no polling; SQLite's own
+        lock is then only ever contended by another process (or a backup). A task already holding
+        it passes (a transaction opened inside another one, as before). PostgreSQL locks rows: no
+        queue."""
+        task = asyncio.current_task()
+        if self._write_lock is None or (task is not None and self._write_holder is task):
+            yield
+            return
+        async with self._write_lock:
+            self._write_holder = task
+            try:
+                yield
+            finally:
+                self._write_holder = None
+
+    async def retrying_unit(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """``work`` in one :meth:`unit_of_work`, run again from the start when the database refused
+        it for now (:func:`storage.retry.transient`: busy, a serialization conflict). Each attempt
+        gets a new session; nothing of a failed one is kept, its after-commit effects never run.
+        ``work`` must do nothing outside the database (that belongs in :meth:`after_commit`).
+        Inside a unit already it joins that unit and is not retried alone: the outer one is."""
+        unit = self._unit()
+        if unit is not None:  # part of the outer unit: that one is retried (or not) as a whole
+            return await work(unit.session)
+        async for attempt in attempts():
+            with attempt:
+                async with self.unit_of_work() as session:
+                    return await work(session)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -74,9 +74,14 @@ class Accounts:
 
     async def lock(self, account_id: str) -> None:
         """Hold the account's row until the transaction ends, so that what is numbered per account
-        (suggestions) is numbered in turn. PostgreSQL locks the row; SQLite has one writer anyway.
-        ``FOR NO KEY UPDATE``: rows written earlier in the transaction that refer to the account
-        hold a key-share lock on it, which this lock must not wait for (a deadlock otherwise)."""
+        (suggestions) is numbered in turn. PostgreSQL locks the row. SQLite needs no statement:
+        this process runs one transaction at a time there (``Database._writer``), and a SELECT
+        would lock nothing anyway. ``FOR NO KEY UPDATE``: rows written earlier in the transaction
+        that refer to the account hold a key-share lock on it, which this lock must not wait for
+        (a deadlock otherwise)."""
+        bind = self.session.bind
+        if bind is not None and bind.dialect.name == "sqlite":
+            return
         query = select(Account.id).where(Account.id == account_id).with_for_update(key_share=True)
         await self.session.exec(query)
 
@@ -277,13 +282,15 @@ class Events:
         return (await self.session.exec(query)).first()
 
     async def of_account(
-        self, account_id: str, kinds: Collection[str], since: datetime, limit: int
+        self, account_id: str, kinds: Collection[str], since: datetime, limit: int, *, skip: int = 0
     ) -> list[Event]:
-        """The account's newest ``limit`` events of these ``kinds`` since ``since``, newest first."""
+        """The account's newest ``limit`` events of these ``kinds`` since ``since``, newest first
+        (after the newest ``skip``: a page)."""
         query = (
             select(Event)
             .where(Event.account_id == account_id, col(Event.kind).in_(kinds), col(Event.at) >= since)
             .order_by(col(Event.id).desc())
+            .offset(skip)
             .limit(limit)
         )
         return list((await self.session.exec(query)).all())

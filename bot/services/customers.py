@@ -92,7 +92,8 @@ class CustomerService:
     async def record_rep_message(self, account_id: str, message: TextMessage) -> None:
         """The rep wrote to a customer by hand: it counts as contact (owed replies, digests)."""
         now = self.clock.now()
-        async with self.db.transaction() as session:
+
+        async def record(session: AsyncSession) -> None:
             contact = Contact(message.conversation_id, "", "")
             customer, _ = await ensure_customer(
                 session, account_id, contact, self.first_stage, now, actor="rep"
@@ -107,6 +108,8 @@ class CustomerService:
             )
             if fresh:
                 customer.last_outbound_at = now
+
+        await self.db.retrying_unit(record)  # a busy database: the whole unit again
 
     async def mark_deleted(self, session: AsyncSession, customer_id: int, reason: str) -> Customer | None:
         """The customer removed the rep: stop everything planned for them. Returns the customer,

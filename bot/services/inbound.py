@@ -7,12 +7,14 @@ reading and plans the rep's suggestion, flags a hot lead (alert, countdown held,
 referral (alert with a thank-you to /send), plans the owed-reply nudge otherwise, and applies an
 opt-out with its alert; a first reply with nothing else to report gets the coaching card (the
 next best step). Console messages and the auto reply are outbox rows of this same
-transaction: after a crash the replayed event either finds all of it or none of it. The caller
-sends the rows planned to go at once when this commits.
+transaction: after a crash the replayed event either finds all of it or none of it. A database
+that refuses the unit for now (busy, a conflict) gets it again from the start, so a burst never
+loses a message. The caller sends the rows planned to go at once when this commits.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -70,42 +72,45 @@ class CustomerWrote:
 
     async def __call__(self, account_id: str, message: TextMessage) -> Handled | None:
         reading = self.objections.read(message.text)
-        async with self.db.transaction() as session:
-            recorded = await self.customers.record_inbound(session, account_id, message)
-            if recorded is None:
-                return None  # a replay: everything it changed committed with its record
-            customer, first_reply = recorded
-            assert customer.id is not None
-            crash_point("inbound.recorded")
-            await self.sequences.customer_replied(session, customer.id)
-            kept = None if reading.opt_out else await self.promises.answer(session, customer, message)
-            suggestion = await self.objections.record_reading(
-                session, customer, message, reading, self.console
-            )
-            hot = await self._hot_lead(session, customer, message, reading, kept)
-            referred = (
-                await self.referrals.record(session, customer, message)
-                if REFERRAL in reading.signals and not reading.opt_out
-                else None
-            )
-            # a customer who asked for no more messages is owed no reply; one the bot answered or a
-            # hot lead (which has its own nudge) gets no second nudge
-            due = (
-                None
-                if reading.opt_out or kept is not None or hot is not None
-                else await self.owed.customer_wrote(session, customer, message.message_id)
-            )
-            alert = await self._stop_pushing(session, customer, message, reading)
-            reply = kept.reply_id if kept is not None else None
-            hot_alert = hot.alert_id if hot is not None else None
-            # the next best step after a first reply, unless the console already has something
-            # about this message to act on (a suggestion, a hot lead, a referral, an opt-out)
-            told = (suggestion, hot_alert, referred, alert) != (None, None, None, None)
-            card = await self.coach.first_reply(session, customer) if first_reply and not told else None
-            rows = (reply, suggestion, hot_alert, referred, alert, card)
-            send_now = [row for row in rows if row is not None]
-            later = [at for at in (due, hot.nudge_at if hot else None) if at is not None]
-            return Handled(customer.id, reading, send_now, min(later) if later else None)
+        # a busy database: the whole unit again
+        return await self.db.retrying_unit(functools.partial(self._record, account_id, message, reading))
+
+    async def _record(
+        self, account_id: str, message: TextMessage, reading: Classification, session: AsyncSession
+    ) -> Handled | None:
+        recorded = await self.customers.record_inbound(session, account_id, message)
+        if recorded is None:
+            return None  # a replay: everything it changed committed with its record
+        customer, first_reply = recorded
+        assert customer.id is not None
+        crash_point("inbound.recorded")
+        await self.sequences.customer_replied(session, customer.id)
+        kept = None if reading.opt_out else await self.promises.answer(session, customer, message)
+        suggestion = await self.objections.record_reading(session, customer, message, reading, self.console)
+        hot = await self._hot_lead(session, customer, message, reading, kept)
+        referred = (
+            await self.referrals.record(session, customer, message)
+            if REFERRAL in reading.signals and not reading.opt_out
+            else None
+        )
+        # a customer who asked for no more messages is owed no reply; one the bot answered or a
+        # hot lead (which has its own nudge) gets no second nudge
+        due = (
+            None
+            if reading.opt_out or kept is not None or hot is not None
+            else await self.owed.customer_wrote(session, customer, message.message_id)
+        )
+        alert = await self._stop_pushing(session, customer, message, reading)
+        reply = kept.reply_id if kept is not None else None
+        hot_alert = hot.alert_id if hot is not None else None
+        # the next best step after a first reply, unless the console already has something
+        # about this message to act on (a suggestion, a hot lead, a referral, an opt-out)
+        told = (suggestion, hot_alert, referred, alert) != (None, None, None, None)
+        card = await self.coach.first_reply(session, customer) if first_reply and not told else None
+        rows = (reply, suggestion, hot_alert, referred, alert, card)
+        send_now = [row for row in rows if row is not None]
+        later = [at for at in (due, hot.nudge_at if hot else None) if at is not None]
+        return Handled(customer.id, reading, send_now, min(later) if later else None)
 
     async def _hot_lead(
         self,

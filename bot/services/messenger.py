@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -260,28 +261,31 @@ class Messenger:
         of the bot's sends (so it is not handled as something the rep typed). An echo of a send whose
         outcome was unknown settles it as delivered, and its scheduled message as sent."""
         now = self.clock.now()
-        async with self.db.transaction() as session:
-            row, settled = await OutgoingLog(session).match_echo(
+        # a busy database: the whole unit again (an echo is an inbound event like any other)
+        return await self.db.retrying_unit(functools.partial(self._record_echo, account_id, message, now))
+
+    async def _record_echo(
+        self, account_id: str, message: TextMessage, now: datetime, session: AsyncSession
+    ) -> bool:
+        row, settled = await OutgoingLog(session).match_echo(
+            account_id,
+            platform_message_id=message.message_id,
+            conversation_id=message.conversation_id,
+            text=message.text,
+            at=now,
+            since=now - ECHO_WINDOW,
+        )
+        if row is None:
+            return False
+        if settled:
+            await Outbox(session).confirm_delivered(row.idempotency_key, now)
+            await Events(session).record(
                 account_id,
-                platform_message_id=message.message_id,
-                conversation_id=message.conversation_id,
-                text=message.text,
-                at=now,
-                since=now - ECHO_WINDOW,
+                "message_out",
+                now,
+                customer_id=row.customer_id,
+                text=row.text,
+                data={"kind": row.kind, "confirmed_by_echo": True},
             )
-            if row is None:
-                return False
-            if settled:
-                await Outbox(session).confirm_delivered(row.idempotency_key, now)
-                await Events(session).record(
-                    account_id,
-                    "message_out",
-                    now,
-                    customer_id=row.customer_id,
-                    text=row.text,
-                    data={"kind": row.kind, "confirmed_by_echo": True},
-                )
-                log.info(
-                    "%s: echo confirms %s (key %s) was delivered", account_id, row.kind, row.idempotency_key
-                )
+            log.info("%s: echo confirms %s (key %s) was delivered", account_id, row.kind, row.idempotency_key)
         return True

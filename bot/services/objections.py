@@ -109,6 +109,8 @@ STATS_SENDS = 5000
 SUGGESTION_OPEN = timedelta(days=1)
 # how many of the account's open suggestions /send N looks through for number N
 OPEN_SUGGESTIONS = 500
+# numbering a new suggestion reads this many newest events first (the rest only if none offers scripts)
+FIRST_PAGE = 8
 # the events that offer numbered scripts to /send: objection suggestions, hot-lead and referral
 # alerts, coaching cards (bot/services/coach.py), reactivation cards (bot/services/lifecycle.py)
 SUGGESTING = ("objection", "hot_lead", "referral", "coach", "reactivate")
@@ -244,12 +246,14 @@ class ObjectionService:
         """The number of a new suggestion's first script: after the account's open suggestions
         (suggestions of concurrent messages take turns on the account's row), else 1."""
         await Accounts(session).lock(account_id)
-        for event in await Events(session).of_account(
-            account_id, SUGGESTING, self.clock.now() - SUGGESTION_OPEN, OPEN_SUGGESTIONS
-        ):
-            suggestion = Suggestion.of(event)
-            if suggestion is not None:
-                return suggestion.last + 1
+        since = self.clock.now() - SUGGESTION_OPEN
+        # the newest suggestion is nearly always among the newest few events: read those first,
+        # not a busy day's OPEN_SUGGESTIONS events for every message
+        for skip, limit in ((0, FIRST_PAGE), (FIRST_PAGE, OPEN_SUGGESTIONS - FIRST_PAGE)):
+            for event in await Events(session).of_account(account_id, SUGGESTING, since, limit, skip=skip):
+                suggestion = Suggestion.of(event)
+                if suggestion is not None:
+                    return suggestion.last + 1
         return 1
 
     async def last_suggestion(self, customer_id: int) -> Suggestion | None:

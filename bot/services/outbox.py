@@ -212,6 +212,8 @@ class Dispatcher:
     async def _run_due(self, only: Collection[int] | None) -> int:
         processed = 0
         in_flight: list[_InFlight] = []
+        # ``only``: the named rows not claimed yet; once none is left, a round only settles
+        unclaimed = None if only is None else set(only)
         while True:
             after_commit: list[Callable[[], Awaitable[object]]] = []
             claimed: list[ScheduledMessage] = []
@@ -222,10 +224,12 @@ class Dispatcher:
                 async with self.db.transaction() as session:
                     steps = await self._settle_all(session, in_flight, after_commit, group)
                     room = self.batch_size - len(steps)
-                    if room > 0 and not self.stopping:
+                    if room > 0 and not self.stopping and unclaimed != set():
                         claimed = await Outbox(session).claim_due(
-                            self.clock.now(), self.available(), room, only, self.lease()
+                            self.clock.now(), self.available(), room, unclaimed, self.lease()
                         )
+                        if unclaimed is not None:
+                            unclaimed -= {row.id for row in claimed}
                         customers = await Customers(session).get_many(
                             {row.customer_id for row in claimed if row.customer_id is not None}
                         )
@@ -251,7 +255,8 @@ class Dispatcher:
                         await Outbox(session).mark(current.id or 0, "failed", self.clock.now(), error)
             await _run_effects(after_commit)
             processed += len(claimed)
-            if not steps and not claimed and not after_commit:  # effects may have planned more
+            # effects may have planned more rows, which only a run for every due row claims
+            if not steps and not claimed and (not after_commit or unclaimed is not None):
                 return processed
             in_flight = await self._send_batch(steps)
 

@@ -118,8 +118,8 @@ class WelcomeService:
         reconciling = received_at is not None
         if not request.confirmed:
             if not reconciling:
-                async with self.db.transaction() as session:
-                    await Events(session).record(
+                await self.db.retrying_unit(
+                    lambda session: Events(session).record(
                         account_id,
                         "friend_request_received",
                         now,
@@ -131,6 +131,7 @@ class WelcomeService:
                         },
                         external_id=request.friendship_id,
                     )
+                )
             try:
                 await self.transports[account_id].accept(request)
                 crash_point("welcome.accepted")
@@ -164,8 +165,8 @@ class WelcomeService:
     async def _accept_failed(
         self, account_id: str, request: FriendRequest, now: datetime, exc: Exception
     ) -> None:
-        async with self.db.transaction() as session:
-            await Events(session).record(
+        await self.db.retrying_unit(
+            lambda session: Events(session).record(
                 account_id,
                 "accept_failed",
                 now,
@@ -173,51 +174,61 @@ class WelcomeService:
                 data={"contact": request.contact.contact_id, "error": str(exc)},
                 external_id=request.friendship_id,  # settles the received request
             )
+        )
 
     async def _record_friend(
         self, account_id: str, request: FriendRequest, now: datetime, received_at: datetime
     ) -> None:
-        """The customer, the channel rule, and the welcome (and follow-ups) while still valid."""
+        """The customer, the channel rule, and the welcome (and follow-ups) while still valid: one
+        unit, run again as a whole when the database is busy (the accept is not repeated)."""
+        await self.db.retrying_unit(functools.partial(self._befriend, account_id, request, now, received_at))
+
+    async def _befriend(
+        self,
+        account_id: str,
+        request: FriendRequest,
+        now: datetime,
+        received_at: datetime,
+        session: AsyncSession,
+    ) -> None:
         valid = timedelta(hours=self.config.dispatch.welcome_valid_hours)
-        async with self.db.transaction() as session:
-            first_stage = self.config.stages[0].key
-            customer, _created = await ensure_customer(
-                session, account_id, request.contact, first_stage, now, actor="system"
-            )
-            assert customer.id is not None
-            await Events(session).record(
-                account_id,
-                "friend_confirmed" if request.confirmed else "friend_request",
-                now,
+        first_stage = self.config.stages[0].key
+        customer, _created = await ensure_customer(
+            session, account_id, request.contact, first_stage, now, actor="system"
+        )
+        assert customer.id is not None
+        await Events(session).record(
+            account_id,
+            "friend_confirmed" if request.confirmed else "friend_request",
+            now,
+            customer_id=customer.id,
+            text=request.hello,
+            external_id=request.friendship_id,
+        )
+        if customer.deleted_at is not None:
+            customer.deleted_at = None  # came back
+            await Events(session).record(account_id, "friend_readded", now, customer_id=customer.id)
+        template = await self._apply_channel(session, customer, request.hello, now)
+        if self._welcomed_recently(customer, now) or now > received_at + valid:
+            return  # welcomed before, or too late for a welcome to make sense
+        due = now + timedelta(seconds=round(self.rng.uniform(*self.config.welcome.delay_seconds)))
+        planned = await Outbox(session).plan(
+            outbox_row(
+                account_id=account_id,
                 customer_id=customer.id,
-                text=request.hello,
-                external_id=request.friendship_id,
+                kind=WELCOME,
+                key=message_key(account_id, WELCOME, request.friendship_id, customer_id=customer.id),
+                step=request.friendship_id,
+                template=template,
+                due=due,
+                not_after=max(due, received_at + valid),
+                now=now,
             )
-            if customer.deleted_at is not None:
-                customer.deleted_at = None  # came back
-                await Events(session).record(account_id, "friend_readded", now, customer_id=customer.id)
-            template = await self._apply_channel(session, customer, request.hello, now)
-            if self._welcomed_recently(customer, now) or now > received_at + valid:
-                return  # welcomed before, or too late for a welcome to make sense
-            due = now + timedelta(seconds=round(self.rng.uniform(*self.config.welcome.delay_seconds)))
-            planned = await Outbox(session).plan(
-                outbox_row(
-                    account_id=account_id,
-                    customer_id=customer.id,
-                    kind=WELCOME,
-                    key=message_key(account_id, WELCOME, request.friendship_id, customer_id=customer.id),
-                    step=request.friendship_id,
-                    template=template,
-                    due=due,
-                    not_after=max(due, received_at + valid),
-                    now=now,
-                )
-            )
-            if planned:
-                customer.welcome_planned_at = now
-                await Events(session).record(account_id, "welcome_planned", now, customer_id=customer.id)
-                await self.followups.plan_followups(session, customer, due, request.friendship_id)
+        )
         if planned:
+            customer.welcome_planned_at = now
+            await Events(session).record(account_id, "welcome_planned", now, customer_id=customer.id)
+            await self.followups.plan_followups(session, customer, due, request.friendship_id)
             await self.db.after_commit(functools.partial(self.hooks.emit, Planned(due)))
 
     async def reconcile(self, account_id: str) -> int:
