@@ -274,6 +274,7 @@ class SalesBot:
         )
         self.dispatcher.available = self._connected_accounts
         self.dispatcher.lease = self.cluster.claim_check
+        self.dispatcher.holds = self.cluster.holds
         self.console = ConsoleService(
             self.db,
             clock,
@@ -322,7 +323,7 @@ class SalesBot:
         await self.cluster.join()
         await self.accounts.sync()
         await self.simulated_time.on_start()  # a fast-forwarded database is not for real WeChat
-        recovered = await self.dispatcher.recover(self.cluster.ownership())
+        recovered = await self.dispatcher.recover(self.cluster.ownership(), fenced=self.cluster.shared)
         if recovered.settled:  # the rep's alerts for sends in doubt are planned with them
             log.warning(
                 "settled %d scheduled messages left claimed by a previous run (%d in doubt)",
@@ -403,7 +404,7 @@ class SalesBot:
         for account_id in change.lost:
             await self._stop_account(account_id)
         if change.gained:
-            recovered = await self.dispatcher.recover(change.gained)
+            recovered = await self.dispatcher.recover(change.gained, fenced=self.cluster.shared)
             if recovered.settled:
                 log.warning(
                     "settled %d scheduled messages a dead process left claimed (%d in doubt)",

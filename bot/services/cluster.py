@@ -86,6 +86,9 @@ class Cluster:
         # SQLite: one process owns everything; PostgreSQL: accounts by lease
         self.shared = not db.is_sqlite
         self.owned: set[str] = set()
+        # account -> taken_at of the lease this process holds (its fencing token, see holds());
+        # kept through let_go until the lease is released, lost or left
+        self.taken: dict[str, datetime] = {}
         self.joined = False
         # wanted accounts nobody live held at the last look, beyond what this process took
         self.left_free = 0
@@ -99,6 +102,28 @@ class Cluster:
         """What the dispatcher's claim re-checks in the database: (this owner, real time now);
         None on SQLite (no leases)."""
         return (self.id, self.clock.now()) if self.shared else None
+
+    async def holds(self, account_id: str) -> bool:
+        """Whether this process still holds ``account_id``'s lease, asked right before each send:
+        the fence that keeps a process paused past its lease (SIGSTOP, a VM frozen) from sending
+        what it had reserved once another process took the account over. The token is the lease
+        as taken (owner and ``taken_at``), so a lease taken over, or released and taken again,
+        fails it. While the last renewal is fresh by this process's clock nobody can have taken
+        the lease (it has a third of its time left, for clock skew): no database round trip; else
+        the lease row is read. SQLite: always (one process)."""
+        if not self.shared:
+            return True
+        taken = self.taken.get(account_id)
+        if taken is None:
+            return False
+        now = self.clock.now()
+        if self.renewed_at is not None and now < self.renewed_at + self.lease * 2 / 3:
+            return True
+        async with self.db.transaction() as session:
+            held = await queries.holds(session, account_id, self.id, taken)
+        if not held:
+            log.warning("account %s: lease lost while paused; not sending its reserved messages", account_id)
+        return held
 
     def owns(self, account_id: str) -> bool:
         return not self.shared or account_id in self.owned
@@ -197,6 +222,8 @@ class Cluster:
             await queries.remove_processes(session, dead)
         self.renewed_at = now
         lost = before - self.owned
+        for account_id in lost:
+            self.taken.pop(account_id, None)
         if lost:
             log.warning("lost the lease of account(s) %s to another process", ", ".join(sorted(lost)))
         surplus: frozenset[str] = frozenset()
@@ -236,6 +263,7 @@ class Cluster:
                     taken = await queries.take_free(session, mine)
                 elif held.owner == self.id:
                     taken = True
+                    mine = held
                 elif self._dead(held.host, held.pid, held.expires_at, now):
                     taken = await queries.take_over(session, mine, held.owner, held.expires_at)
                     if taken:
@@ -249,6 +277,7 @@ class Cluster:
                     taken = False
                 if taken:
                     self.owned.add(account_id)
+                    self.taken[account_id] = mine.taken_at
             self.left_free = sum(
                 1
                 for account_id in wanted
@@ -269,6 +298,8 @@ class Cluster:
         self.let_go(accounts)
         async with self.db.transaction() as session:
             await queries.release_leases(session, self.id, accounts)
+        for account_id in accounts:
+            self.taken.pop(account_id, None)
 
     async def leave(self) -> None:
         """Release every lease and remove this process's row (a clean stop)."""
@@ -278,6 +309,7 @@ class Cluster:
             await queries.release_leases(session, self.id)
             await queries.remove_processes(session, [self.id])
         self.owned.clear()
+        self.taken.clear()
         self.joined = False
 
 

@@ -26,6 +26,7 @@ from bot.clock import Clock
 from bot.domain.kinds import AUTOMATED_KINDS, CONSOLE_KINDS, PUSH_KINDS, Kind
 from bot.domain.limits import MAX_PARTS, split_message
 from bot.errors import TemplateError
+from bot.faults import pause_point
 from bot.hooks import CustomerUnreachable, Hooks, MessageSent, Undeliverable
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
 from bot.services.reach import SEND, Verdict
@@ -102,6 +103,9 @@ class Dispatcher:
         # (lease owner, real time now) when accounts are leased (PostgreSQL, several processes):
         # claims re-check the lease in the database; None: no leases (SQLite)
         self.lease: Callable[[], tuple[str, datetime] | None] = lambda: None
+        # whether this process still holds an account's lease, asked right before each send
+        # (the fence, see Cluster.holds); a send it no longer holds is left to the new owner
+        self.holds: Callable[[str], Awaitable[bool]] = _always
         # set when the process is stopping: finish the row in hand, claim no more
         self.stopping = False
 
@@ -117,13 +121,17 @@ class Dispatcher:
         async with self.db.transaction() as session:
             return await Outbox(session).next_due_at(self.available())
 
-    async def recover(self, accounts: Collection[str] | None = None) -> Recovery:
+    async def recover(self, accounts: Collection[str] | None = None, *, fenced: bool = False) -> Recovery:
         """Settle rows a crashed process left ``claimed``. Never re-sends blindly: the outgoing log
         says whether each send started, finished, or (in a batch, on the same boot) was never
         attempted; sends that went out get the contact and ``message_out`` their batch did not
         live to record. Returns how many rows were settled and those left in doubt (the rep
         should check the chat). ``accounts``: only rows of these (the accounts this process just
-        took from a dead one; a live process's claims are never touched); None: every row."""
+        took from a dead one; a live process's claims are never touched); None: every row.
+        ``fenced``: the accounts' previous holders check their lease before every send
+        (:meth:`Dispatcher.holds`), so a holder paused past its lease, alive or on another host,
+        starts no send of these accounts any more: only the first unfinished send of each of its
+        batches may be under way (in doubt), the later ones go back to pending."""
         now = self.clock.now()
         settled = 0
         in_doubt: list[ScheduledMessage] = []
@@ -133,8 +141,12 @@ class Dispatcher:
             # a batch's sends go out one at a time, each outcome recorded before the next send:
             # unless the machine crashed (relaxed commits lost), only the first unfinished send
             # of a batch was under way; the ones after it were never attempted
-            for group, untried in (await outgoing.never_attempted(self._host_groups)).items():
-                if _process_gone(group):
+            if fenced and accounts is not None:  # any host: the fence holds wherever it runs
+                groups = await outgoing.never_attempted(f"{self.db.durability_epoch}/", accounts)
+            else:
+                groups = await outgoing.never_attempted(self._host_groups)
+            for group, untried in groups.items():
+                if (fenced and accounts is not None) or _process_gone(group):
                     for send in untried:
                         await outgoing.fail(send, "never attempted: the process stopped before this send")
             for row in rows:
@@ -238,15 +250,30 @@ class Dispatcher:
             processed += len(claimed)
             if not steps and not claimed and not after_commit:  # effects may have planned more
                 return processed
-            in_flight = await self._send_batch(steps)
+            in_flight = await self._send_batch(steps, group)
 
-    async def _send_batch(self, steps: list[_Step]) -> list[_InFlight]:
+    async def _send_batch(self, steps: list[_Step], group: str) -> list[_InFlight]:
         """Send a reserved batch in order, recording each outcome before the next send starts.
         Once an account proves offline (or the process is stopping) its remaining reservations
-        are released untried: their rows go back to pending."""
+        are released untried: their rows go back to pending. Before each send the account's lease
+        is checked (the fence): one lost while this process was paused sends nothing more."""
+        pause_point("dispatch.reserved")
         offline: set[str] = set()
+        fenced: set[str] = set()
         in_flight = []
         for step in steps:
+            account_id = step.row.account_id
+            if account_id in fenced or not await self.holds(account_id):
+                # another process took the account over while this one was paused: nothing is
+                # sent, and the row is the new owner's to settle (its recovery); the outgoing-log
+                # row says "never attempted" unless that recovery got to it first
+                fenced.add(account_id)
+                if step.reservation.outgoing_id is not None:
+                    async with self.db.relaxed_transaction() as session:
+                        await OutgoingLog(session).fenced(
+                            step.reservation.outgoing_id, group, "never attempted: the account's lease moved"
+                        )
+                continue
             if self.stopping:
                 transmission = Transmission(Delivery.NOT_CONNECTED, "stopping before this send")
             elif step.row.account_id in offline:
@@ -450,6 +477,10 @@ class _Next:
 class _InFlight:
     step: _Step
     result: SendResult
+
+
+async def _always(account_id: str) -> bool:
+    return True
 
 
 def _paced_stream(kind: str) -> str | None:
