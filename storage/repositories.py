@@ -60,11 +60,16 @@ class Accounts:
     ) -> None:
         account = await self.session.get(Account, account_id)
         if account is None:
-            account = Account(
+            # several processes starting at once (PostgreSQL): one insert wins, the others wait for
+            # it and find the row (a plain insert failed them on the primary key)
+            new = Account(
                 id=account_id, nickname=nickname, role=role, profile=profile, created_at=now, updated_at=now
             )
-            self.session.add(account)
-        else:
+            await self.session.exec(
+                _insert_ignoring_conflict(self.session, _table(Account), new.model_dump(), ["id"])
+            )
+            account = await self.session.get(Account, account_id)
+        if account is not None:
             account.nickname, account.role, account.profile, account.updated_at = nickname, role, profile, now
 
     async def set_self_contact(self, account_id: str, contact_id: str) -> None:

@@ -24,7 +24,7 @@ from bot.services.cluster import AlreadyRunning, Cluster
 from bot.web.app import create_app
 from storage.db import Database
 from storage.models import Account, AccountLease, ClusterProcess, ScheduledMessage
-from storage.repositories import Outbox
+from storage.repositories import Accounts, Outbox
 from tests.cli_process import Bot
 from tests.conftest import ROOT, portable_config_text, write_config
 from tests.harness import Harness
@@ -421,3 +421,23 @@ async def test_the_dashboard_shows_the_processes_and_who_runs_each_account(sim: 
         }
         page = await (await client.get("/dashboard")).text()
         assert "运行中的进程" in page and "<td>host-2</td><td>77</td>" in page and "<td>vip</td>" in page
+
+
+async def test_processes_starting_together_create_each_account_row_once(empty_db_url: str) -> None:
+    """Each process syncs the configured accounts at startup: racing inserts must not fail one."""
+    db = Database(empty_db_url)
+    await db.migrate()
+    try:
+        clock = VirtualClock(T0)
+
+        async def sync(nickname: str) -> None:
+            async with db.transaction() as session:
+                await asyncio.sleep(0)  # every transaction open before any inserts
+                await Accounts(session).upsert("a", nickname, "r", {}, clock.now())
+
+        await asyncio.gather(*(sync(f"n{i}") for i in range(4)))
+        async with db.transaction() as session:
+            rows = list((await session.exec(select(Account))).all())
+        assert [row.id for row in rows] == ["a"]
+    finally:
+        await db.close()
