@@ -381,6 +381,21 @@ class SalesBot:
             log.info("account %s started late; its waiting messages go out now", account_id)
             return
 
+    async def _take_up(self, account_id: str) -> None:
+        """Start an account just taken over; on failure keep trying like a late start. One lost
+        again while it logged in is stopped."""
+        transport = self.transports[account_id]
+        try:
+            await self._start_account(account_id, transport)
+        except TransportError as exc:
+            self._not_started(account_id, exc)
+            await self._start_later(account_id, transport)
+        except SalesbotError as exc:  # e.g. its console room does not exist: retrying cannot help
+            self._not_started(account_id, exc)
+            return
+        if not self.cluster.owns(account_id):
+            await self._stop_account(account_id)
+
     @staticmethod
     def _track(work: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]]) -> None:
         """Run ``work`` in the background, kept in ``tasks`` until done (:meth:`stop` cancels it)."""
@@ -413,12 +428,9 @@ class SalesBot:
                 )
         for account_id in sorted(change.gained):
             log.info("account %s: taken over; connecting", account_id)
-            transport = self.transports[account_id]
-            try:
-                await self._start_account(account_id, transport)
-            except TransportError as exc:
-                self._not_started(account_id, exc)
-                self._track(self._start_later(account_id, transport), self._late_starts)
+            # in the background: a login can take up to login_timeout_seconds, and a heartbeat
+            # waiting for it would let this process's other leases lapse meanwhile
+            self._track(self._take_up(account_id), self._late_starts)
         if change.surplus:
             await self._hand_over(change.surplus)
         if change.gained:
