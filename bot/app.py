@@ -8,6 +8,7 @@ Outbound flow: use case -> outbox row or :class:`Messenger` -> transport.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import defaultdict
@@ -321,6 +322,24 @@ class SalesBot:
         await self.db.migrate()
         # SQLite: refuses a second process; PostgreSQL: takes this process's share of the accounts
         await self.cluster.join()
+        # logins may take longer than the lease: keep it renewed until the heartbeat timer runs
+        keepalive = asyncio.create_task(self._renew_while_starting())
+        try:
+            await self._start_joined()
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+
+    async def _renew_while_starting(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.cluster.lease_seconds / 3)
+            try:
+                await self.cluster.renew()
+            except Exception:
+                log.exception("renewing the leases while starting failed; retrying")
+
+    async def _start_joined(self) -> None:
         await self.accounts.sync()
         await self.simulated_time.on_start()  # a fast-forwarded database is not for real WeChat
         recovered = await self.dispatcher.recover(self.cluster.ownership(), fenced=self.cluster.shared)
@@ -392,6 +411,9 @@ class SalesBot:
             await self._start_later(account_id, transport)
         except SalesbotError as exc:  # e.g. its console room does not exist: retrying cannot help
             self._not_started(account_id, exc)
+            return
+        except Exception:
+            log.exception("account %s: starting it after taking it over failed", account_id)
             return
         if not self.cluster.owns(account_id):
             await self._stop_account(account_id)

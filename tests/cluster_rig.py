@@ -253,15 +253,13 @@ class Rig:
         live = {p.pid for p in self.live}
         return set(owners) == set(self.accounts) and set(owners.values()) <= live
 
-    async def connected(self, within: float = 60.0) -> None:
-        """Wait until every gateway's account is logged in by its owner (a fresh ``started``)."""
-        owners = await self.wait_owners(self.all_owned_by_live, within)
+    async def logged_in(self, within: float = 60.0) -> None:
+        """Wait until every account has been logged in at its gateway (so its rows exist)."""
         deadline = time.monotonic() + within
-        for account, pid in owners.items():
-            gateway = self.gateways[account]
+        for account, gateway in self.gateways.items():
             while not any(e["event"] == "started" for e in gateway.events):
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"{account} (pid {pid}) never connected")
+                    raise AssertionError(f"{account} never logged in")
                 await asyncio.sleep(0.2)
 
     # -- the platform ---------------------------------------------------------------------------

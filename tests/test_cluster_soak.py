@@ -149,6 +149,7 @@ async def test_three_processes_six_accounts_survive_sigkills_exactly_once(
             rig.start()
         mark("gateways up, processes started")
         await balanced(rig)
+        await rig.logged_in()
         mark("balanced")
         alerts = await rig.plan_alerts(per_account=6, over=20.0)
         kills = 0
@@ -201,6 +202,7 @@ async def test_a_process_paused_past_its_lease_sends_nothing_of_the_batch_it_had
     async with Rig(tmp_path, empty_db_url, accounts=2, lease_seconds=LEASE) as rig:
         paused = rig.start({PAUSE_ENV: "dispatch.reserved"})  # stops itself once a batch is reserved
         await rig.wait_owners(lambda o: set(o.values()) == {paused.pid} and len(o) == 2)
+        await rig.logged_in()
         alerts = await rig.plan_alerts(per_account=4, over=0.0)  # all due now: one batch of 8
         deadline = time.monotonic() + 30
         while not stopped(paused):

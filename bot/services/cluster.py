@@ -93,6 +93,8 @@ class Cluster:
         # wanted accounts nobody live held at the last look, beyond what this process took
         self.left_free = 0
         self.renewed_at: datetime | None = None
+        # accounts a renewal found lost, for the next heartbeat's Change
+        self.lost_meanwhile: set[str] = set()
 
     def ownership(self) -> frozenset[str] | None:
         """Accounts this process may run and dispatch; None: all of them (SQLite)."""
@@ -196,6 +198,20 @@ class Cluster:
     async def heartbeat(self) -> Change:
         """Renew this process and its leases; take accounts left free or expired up to the fair
         share. Returns what changed, so the caller starts or stops transports."""
+        before = set(self.owned)
+        await self.renew()
+        lost, self.lost_meanwhile = (before - self.owned) | self.lost_meanwhile, set()
+        surplus: frozenset[str] = frozenset()
+        if self.shared:
+            share = await self._take(self.clock.now())
+            if len(self.owned) > share:  # a process joined: hand accounts over, newest taken last
+                surplus = frozenset(sorted(self.owned, key=self.accounts.index)[share:])
+        return Change(frozenset(self.owned - before), frozenset(lost), surplus)
+
+    async def renew(self) -> None:
+        """Renew this process and the leases it still holds, taking nothing: what a process
+        starting its transports (logins may take long) runs meanwhile, and the first half of
+        :meth:`heartbeat`. Accounts lost are reported by the next heartbeat."""
         now = self.clock.now()
         before = set(self.owned)
         async with self.db.transaction() as session:
@@ -226,12 +242,7 @@ class Cluster:
             self.taken.pop(account_id, None)
         if lost:
             log.warning("lost the lease of account(s) %s to another process", ", ".join(sorted(lost)))
-        surplus: frozenset[str] = frozenset()
-        if self.shared:
-            share = await self._take(now)
-            if len(self.owned) > share:  # a process joined: hand accounts over, newest taken last
-                surplus = frozenset(sorted(self.owned, key=self.accounts.index)[share:])
-        return Change(frozenset(self.owned - before), frozenset(lost), surplus)
+            self.lost_meanwhile |= lost
 
     async def _take(self, now: datetime) -> int:
         """Take free or expired accounts, up to a fair share of the live processes (or the
