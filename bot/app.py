@@ -323,17 +323,19 @@ class SalesBot:
         # SQLite: refuses a second process; PostgreSQL: takes this process's share of the accounts
         await self.cluster.join()
         # logins may take longer than the lease: keep it renewed until the heartbeat timer runs
-        keepalive = asyncio.create_task(self._renew_while_starting())
+        started = asyncio.Event()
+        keepalive = asyncio.create_task(self._renew_until(started))
         try:
             await self._start_joined()
         finally:
-            keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keepalive
+            started.set()  # not cancel(): a renewal cut off mid-transaction could leave it open
+            await keepalive
 
-    async def _renew_while_starting(self) -> None:
+    async def _renew_until(self, done: asyncio.Event) -> None:
         while True:
-            await asyncio.sleep(self.config.cluster.lease_seconds / 3)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self.config.cluster.lease_seconds / 3)
+                return
             try:
                 await self.cluster.renew()
             except Exception:
