@@ -275,6 +275,7 @@ class SalesBot:
         )
         self.dispatcher.available = self._connected_accounts
         self.dispatcher.lease = self.cluster.claim_check
+        self.dispatcher.lease_token = self.cluster.token
         self.dispatcher.holds = self.cluster.holds
         self.console = ConsoleService(
             self.db,

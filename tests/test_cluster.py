@@ -441,3 +441,25 @@ async def test_processes_starting_together_create_each_account_row_once(empty_db
         assert [row.id for row in rows] == ["a"]
     finally:
         await db.close()
+
+
+async def test_the_fence_fails_once_the_lease_a_send_was_reserved_under_moved(db: Database) -> None:
+    skip_unless_postgres(db)
+    clock = VirtualClock(T0)
+    paused, other = member(db, clock, "host-1"), member(db, clock, "host-2")
+    await paused.join()
+    token = paused.token("a")
+    assert token is not None and await paused.holds("a", token)
+    clock.set(T0 + timedelta(seconds=LEASE * 0.9))  # renewal stale: the lease row is read
+    assert await paused.holds("a", token), "nobody took it: still ours"
+    clock.set(T0 + timedelta(seconds=LEASE + 1))  # paused past its lease; the other takes over
+    assert (await other.heartbeat()).gained == {"a", "b"}
+    assert not await paused.holds("a", token), "taken over: the reserved send is fenced"
+    await other.release(["a"])
+    await paused.heartbeat()  # it wakes up, loses b, takes a again: a new lease
+    assert paused.owned == {"a"} and paused.token("a") != token
+    assert not await paused.holds("a", token), "a send reserved under the old lease stays fenced"
+    assert await paused.holds("a", paused.token("a"))
+    sqlite_like = Cluster(db, clock, ACCOUNTS, lease_seconds=LEASE)
+    sqlite_like.shared = False
+    assert sqlite_like.token("a") is None and await sqlite_like.holds("a", None), "SQLite: no fence"

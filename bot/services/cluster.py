@@ -105,24 +105,29 @@ class Cluster:
         None on SQLite (no leases)."""
         return (self.id, self.clock.now()) if self.shared else None
 
-    async def holds(self, account_id: str) -> bool:
-        """Whether this process still holds ``account_id``'s lease, asked right before each send:
-        the fence that keeps a process paused past its lease (SIGSTOP, a VM frozen) from sending
-        what it had reserved once another process took the account over. The token is the lease
-        as taken (owner and ``taken_at``), so a lease taken over, or released and taken again,
-        fails it. While the last renewal is fresh by this process's clock nobody can have taken
-        the lease (it has a third of its time left, for clock skew): no database round trip; else
-        the lease row is read. SQLite: always (one process)."""
+    def token(self, account_id: str) -> datetime | None:
+        """The lease this process holds on ``account_id`` (its ``taken_at``): the fencing token a
+        send is reserved under. None: not held, or SQLite."""
+        return self.taken.get(account_id) if self.shared else None
+
+    async def holds(self, account_id: str, token: datetime | None) -> bool:
+        """Whether this process still holds the lease ``token`` names, asked right before each
+        send: the fence that keeps a process paused past its lease (SIGSTOP, a VM frozen) from
+        sending what it had reserved once another process took the account over. A lease taken
+        over, or released and taken again since the reservation, fails it. While the last renewal
+        is fresh by this process's clock nobody can have taken the lease (a third of its time is
+        left, for clock skew): no database round trip; else the lease row is read. SQLite: always
+        (one process)."""
         if not self.shared:
             return True
-        taken = self.taken.get(account_id)
-        if taken is None:
-            return False
-        now = self.clock.now()
-        if self.renewed_at is not None and now < self.renewed_at + self.lease * 2 / 3:
-            return True
-        async with self.db.transaction() as session:
-            held = await queries.holds(session, account_id, self.id, taken)
+        if token is not None and self.taken.get(account_id) == token:
+            now = self.clock.now()
+            if self.renewed_at is not None and now < self.renewed_at + self.lease * 2 / 3:
+                return True
+            async with self.db.transaction() as session:
+                held = await queries.holds(session, account_id, self.id, token)
+        else:
+            held = False
         if not held:
             log.warning("account %s: lease lost while paused; not sending its reserved messages", account_id)
         return held

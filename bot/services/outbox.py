@@ -103,9 +103,11 @@ class Dispatcher:
         # (lease owner, real time now) when accounts are leased (PostgreSQL, several processes):
         # claims re-check the lease in the database; None: no leases (SQLite)
         self.lease: Callable[[], tuple[str, datetime] | None] = lambda: None
-        # whether this process still holds an account's lease, asked right before each send
-        # (the fence, see Cluster.holds); a send it no longer holds is left to the new owner
-        self.holds: Callable[[str], Awaitable[bool]] = _always
+        # the fence (see Cluster): the lease an account's send is reserved under (its token), and
+        # whether this process still holds that same lease, asked right before the send; a send
+        # whose lease moved is left to the new owner
+        self.lease_token: Callable[[str], datetime | None] = _no_token
+        self.holds: Callable[[str, datetime | None], Awaitable[bool]] = _always
         # set when the process is stopping: finish the row in hand, claim no more
         self.stopping = False
 
@@ -263,7 +265,7 @@ class Dispatcher:
         in_flight = []
         for step in steps:
             account_id = step.row.account_id
-            if account_id in fenced or not await self.holds(account_id):
+            if account_id in fenced or not await self.holds(account_id, step.lease):
                 # another process took the account over while this one was paused: nothing is
                 # sent, and the row is the new owner's to settle (its recovery); the outgoing-log
                 # row says "never attempted" unless that recovery got to it first
@@ -381,7 +383,7 @@ class Dispatcher:
             customer_id=row.customer_id,
             attempt_group=group,
         )
-        return _Step(row, composed, send.part, len(parts), reservation)
+        return _Step(row, composed, send.part, len(parts), reservation, self.lease_token(row.account_id))
 
     async def _settle(
         self,
@@ -462,6 +464,8 @@ class _Step:
     part: int
     parts: int
     reservation: Reservation
+    # the account's lease this send was reserved under (its fencing token); None: no leases
+    lease: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -479,7 +483,11 @@ class _InFlight:
     result: SendResult
 
 
-async def _always(account_id: str) -> bool:
+def _no_token(account_id: str) -> datetime | None:
+    return None
+
+
+async def _always(account_id: str, token: datetime | None) -> bool:
     return True
 
 
