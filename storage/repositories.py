@@ -390,6 +390,18 @@ class OutgoingLog:
             return row.id
         return None
 
+    async def parts(self, idempotency_key: str) -> list[OutgoingMessage]:
+        """The sends of a long message split into parts, each under ``<key>:<n>``, in order."""
+        query = select(OutgoingMessage).where(
+            col(OutgoingMessage.idempotency_key).startswith(f"{idempotency_key}:", autoescape=True)
+        )
+        found = [
+            row
+            for row in (await self.session.exec(query)).all()
+            if row.idempotency_key[len(idempotency_key) + 1 :].isdigit()
+        ]
+        return sorted(found, key=lambda row: int(row.idempotency_key[len(idempotency_key) + 1 :]))
+
     async def by_key(self, idempotency_key: str) -> OutgoingMessage | None:
         query = select(OutgoingMessage).where(OutgoingMessage.idempotency_key == idempotency_key)
         return (await self.session.exec(query)).first()

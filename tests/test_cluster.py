@@ -24,7 +24,7 @@ from bot.services.cluster import AlreadyRunning, Cluster
 from bot.web.app import create_app
 from storage.db import Database
 from storage.models import Account, AccountLease, ClusterProcess, ScheduledMessage
-from storage.repositories import Accounts, Outbox
+from storage.repositories import Accounts, Outbox, OutgoingLog
 from tests.cli_process import Bot
 from tests.conftest import ROOT, portable_config_text, write_config
 from tests.harness import Harness
@@ -463,3 +463,36 @@ async def test_the_fence_fails_once_the_lease_a_send_was_reserved_under_moved(db
     sqlite_like = Cluster(db, clock, ACCOUNTS, lease_seconds=LEASE)
     sqlite_like.shared = False
     assert sqlite_like.token("a") is None and await sqlite_like.holds("a", None), "SQLite: no fence"
+
+
+async def test_recovery_of_a_long_message_cut_off_mid_part_reports_the_doubt(db: Database) -> None:
+    """A long message goes out in parts ("<key>:1", "<key>:2"): a part left under way is in doubt,
+    not taken for sent by the retry that finds its key used."""
+    async with db.transaction() as session:
+        session.add(Account(id="a", nickname="n", role="r", created_at=T0, updated_at=T0))
+    async with db.transaction() as session:
+        outbox, outgoing = Outbox(session), OutgoingLog(session)
+        await outbox.plan(_row("a", "digest:x", "claimed"))
+        await outbox.plan(_row("a", "digest:y", "claimed"))
+        for key, outcome in (("digest:x:1", "sent"), ("digest:x:2", "sending"), ("digest:y:1", "sent")):
+            sent_id = await outgoing.begin(
+                account_id="a",
+                customer_id=None,
+                conversation_id="sup",
+                kind="digest",
+                text="t",
+                idempotency_key=key,
+                at=T0,
+                attempt_group="elsewhere/host/1/batch",
+            )
+            if outcome == "sent":
+                await outgoing.set_status(sent_id or 0, "sent")
+
+    from bot.services.outbox import Dispatcher
+
+    dispatcher = Dispatcher(db, VirtualClock(T0), messenger=None, composers={})  # type: ignore[arg-type]
+    recovered = await dispatcher.recover()
+    assert [row.idempotency_key for row in recovered.in_doubt] == ["digest:x"]
+    async with db.transaction() as session:
+        status = {r.idempotency_key: r.status for r in (await session.exec(select(ScheduledMessage))).all()}
+    assert status == {"digest:x": "failed", "digest:y": "pending"}, "y's next part was never reserved"

@@ -153,6 +153,11 @@ class Dispatcher:
                         await outgoing.fail(send, "never attempted: the process stopped before this send")
             for row in rows:
                 sent = await outgoing.by_key(row.idempotency_key)
+                if sent is None:
+                    # a long message goes out in parts ("<key>:<n>"): an unfinished part is the send
+                    # in doubt; else the row goes back to pending, its parts sent are skipped then
+                    parts = await outgoing.parts(row.idempotency_key)
+                    sent = next((p for p in parts if p.status in ("sending", "unknown")), None)
                 if sent is None or sent.status == "failed":
                     row.status = "pending"  # never reached the platform: safe to try again
                 elif sent.status == "sent":
