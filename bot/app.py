@@ -8,6 +8,7 @@ Outbound flow: use case -> outbox row or :class:`Messenger` -> transport.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import defaultdict
@@ -278,6 +279,8 @@ class SalesBot:
         )
         self.dispatcher.available = self._connected_accounts
         self.dispatcher.lease = self.cluster.claim_check
+        self.dispatcher.lease_token = self.cluster.token
+        self.dispatcher.holds = self.cluster.holds
         self.console = ConsoleService(
             self.db,
             clock,
@@ -330,9 +333,29 @@ class SalesBot:
         await self.db.migrate()
         # SQLite: refuses a second process; PostgreSQL: takes this process's share of the accounts
         await self.cluster.join()
+        # logins may take longer than the lease: keep it renewed until the heartbeat timer runs
+        started = asyncio.Event()
+        keepalive = asyncio.create_task(self._renew_until(started))
+        try:
+            await self._start_joined()
+        finally:
+            started.set()  # not cancel(): a renewal cut off mid-transaction could leave it open
+            await keepalive
+
+    async def _renew_until(self, done: asyncio.Event) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self.config.cluster.lease_seconds / 3)
+                return
+            try:
+                await self.cluster.renew()
+            except Exception:
+                log.exception("renewing the leases while starting failed; retrying")
+
+    async def _start_joined(self) -> None:
         await self.accounts.sync()
         await self.simulated_time.on_start()  # a fast-forwarded database is not for real WeChat
-        recovered = await self.dispatcher.recover(self.cluster.ownership())
+        recovered = await self.dispatcher.recover(self.cluster.ownership(), fenced=self.cluster.shared)
         if recovered.settled:  # the rep's alerts for sends in doubt are planned with them
             log.warning(
                 "settled %d scheduled messages left claimed by a previous run (%d in doubt)",
@@ -393,6 +416,24 @@ class SalesBot:
             log.info("account %s started late; its waiting messages go out now", account_id)
             return
 
+    async def _take_up(self, account_id: str) -> None:
+        """Start an account just taken over; on failure keep trying like a late start. One lost
+        again while it logged in is stopped."""
+        transport = self.transports[account_id]
+        try:
+            await self._start_account(account_id, transport)
+        except TransportError as exc:
+            self._not_started(account_id, exc)
+            await self._start_later(account_id, transport)
+        except SalesbotError as exc:  # e.g. its console room does not exist: retrying cannot help
+            self._not_started(account_id, exc)
+            return
+        except Exception:
+            log.exception("account %s: starting it after taking it over failed", account_id)
+            return
+        if not self.cluster.owns(account_id):
+            await self._stop_account(account_id)
+
     @staticmethod
     def _track(work: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]]) -> None:
         """Run ``work`` in the background, kept in ``tasks`` until done (:meth:`stop` cancels it)."""
@@ -416,7 +457,7 @@ class SalesBot:
         for account_id in change.lost:
             await self._stop_account(account_id)
         if change.gained:
-            recovered = await self.dispatcher.recover(change.gained)
+            recovered = await self.dispatcher.recover(change.gained, fenced=self.cluster.shared)
             if recovered.settled:
                 log.warning(
                     "settled %d scheduled messages a dead process left claimed (%d in doubt)",
@@ -425,12 +466,9 @@ class SalesBot:
                 )
         for account_id in sorted(change.gained):
             log.info("account %s: taken over; connecting", account_id)
-            transport = self.transports[account_id]
-            try:
-                await self._start_account(account_id, transport)
-            except TransportError as exc:
-                self._not_started(account_id, exc)
-                self._track(self._start_later(account_id, transport), self._late_starts)
+            # in the background: a login can take up to login_timeout_seconds, and a heartbeat
+            # waiting for it would let this process's other leases lapse meanwhile
+            self._track(self._take_up(account_id), self._late_starts)
         if change.surplus:
             await self._hand_over(change.surplus)
         if change.gained:

@@ -60,11 +60,16 @@ class Accounts:
     ) -> None:
         account = await self.session.get(Account, account_id)
         if account is None:
-            account = Account(
+            # several processes starting at once (PostgreSQL): one insert wins, the others wait for
+            # it and find the row (a plain insert failed them on the primary key)
+            new = Account(
                 id=account_id, nickname=nickname, role=role, profile=profile, created_at=now, updated_at=now
             )
-            self.session.add(account)
-        else:
+            await self.session.exec(
+                _insert_ignoring_conflict(self.session, _table(Account), new.model_dump(), ["id"])
+            )
+            account = await self.session.get(Account, account_id)
+        if account is not None:
             account.nickname, account.role, account.profile, account.updated_at = nickname, role, profile, now
 
     async def set_self_contact(self, account_id: str, contact_id: str) -> None:
@@ -426,25 +431,40 @@ class OutgoingLog:
             sa.update(table).where(table.c.id == row_id).values(status="failed", error=error)
         )
 
-    async def never_attempted(self, group_prefix: str) -> dict[str, list[int]]:
+    async def fenced(self, row_id: int, attempt_group: str, error: str) -> None:
+        """A reserved send its process did not start because it lost the account's lease: failed
+        (nothing delivered), unless the new owner's recovery settled or reserved it again."""
+        table = _table(OutgoingMessage)
+        await self.session.exec(
+            sa.update(table)
+            .where(table.c.id == row_id, table.c.status == "sending", table.c.attempt_group == attempt_group)
+            .values(status="failed", error=error)
+        )
+
+    async def never_attempted(
+        self, group_prefix: str, accounts: Collection[str] | None = None
+    ) -> dict[str, list[int]]:
         """Per attempt group starting with ``group_prefix``: the sends still "sending" that come
         after the group's first such send. A group's sends go out one at a time in id order, each
         outcome written before the next send starts: if its process is gone and no outcome was
-        lost (the caller's checks), these were never handed to the platform."""
-        query = select(OutgoingMessage.id, OutgoingMessage.attempt_group).where(
+        lost (the caller's checks), these were never handed to the platform. ``accounts``: only
+        those sends of these accounts (the first send is still judged over the whole group)."""
+        query = select(OutgoingMessage.id, OutgoingMessage.attempt_group, OutgoingMessage.account_id).where(
             # a literal, not a parameter, and no ORDER BY: SQLite then reads the small partial
             # index of sends under way instead of the whole log
             sa.text("outgoing_message.status = 'sending'"),
             col(OutgoingMessage.attempt_group).startswith(group_prefix, autoescape=True),
         )
         later: dict[str, list[int]] = {}
-        for row_id, group in sorted((await self.session.exec(query)).all(), key=lambda r: r[0] or 0):
+        for row_id, group, account_id in sorted(
+            (await self.session.exec(query)).all(), key=lambda r: r[0] or 0
+        ):
             if group is None or row_id is None:
                 continue
-            if group in later:
-                later[group].append(row_id)
-            else:
+            if group not in later:
                 later[group] = []  # the first one: maybe under way
+            elif accounts is None or account_id in accounts:
+                later[group].append(row_id)
         return later
 
     async def by_platform_id(self, account_id: str, platform_message_id: str) -> OutgoingMessage | None:

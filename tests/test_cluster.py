@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -24,7 +25,7 @@ from bot.services.cluster import AlreadyRunning, Cluster
 from bot.web.app import create_app
 from storage.db import Database
 from storage.models import Account, AccountLease, ClusterProcess, ScheduledMessage
-from storage.repositories import Outbox
+from storage.repositories import Accounts, Outbox, OutgoingLog
 from tests.cli_process import Bot
 from tests.conftest import ROOT, portable_config_text, write_config
 from tests.harness import Harness
@@ -421,3 +422,87 @@ async def test_the_dashboard_shows_the_processes_and_who_runs_each_account(sim: 
         }
         page = await (await client.get("/dashboard")).text()
         assert "运行中的进程" in page and "<td>host-2</td><td>77</td>" in page and "<td>vip</td>" in page
+
+
+async def test_processes_starting_together_create_each_account_row_once(empty_db_url: str) -> None:
+    """Each process syncs the configured accounts at startup: racing inserts must not fail one."""
+    db = Database(empty_db_url)
+    await db.migrate()
+    try:
+        clock = VirtualClock(T0)
+
+        async def sync(nickname: str) -> None:
+            async with db.transaction() as session:
+                await asyncio.sleep(0)  # every transaction open before any inserts
+                await Accounts(session).upsert("a", nickname, "r", {}, clock.now())
+
+        await asyncio.gather(*(sync(f"n{i}") for i in range(4)))
+        async with db.transaction() as session:
+            rows = list((await session.exec(select(Account))).all())
+        assert [row.id for row in rows] == ["a"]
+    finally:
+        await db.close()
+
+
+async def test_the_fence_fails_once_the_lease_a_send_was_reserved_under_moved(db: Database) -> None:
+    skip_unless_postgres(db)
+    clock = VirtualClock(T0)
+    paused, other = member(db, clock, "host-1"), member(db, clock, "host-2")
+    await paused.join()
+    token = paused.token("a")
+    assert token is not None and await paused.holds("a", token)
+    clock.set(T0 + timedelta(seconds=LEASE * 0.9))  # renewal stale: the lease row is read
+    assert await paused.holds("a", token), "nobody took it: still ours"
+    clock.set(T0 + timedelta(seconds=LEASE + 1))  # paused past its lease; the other takes over
+    assert (await other.heartbeat()).gained == {"a", "b"}
+    assert not await paused.holds("a", token), "taken over: the reserved send is fenced"
+    await other.release(["a"])
+    await paused.heartbeat()  # it wakes up, loses b, takes a again: a new lease
+    assert paused.owned == {"a"} and paused.token("a") != token
+    assert not await paused.holds("a", token), "a send reserved under the old lease stays fenced"
+    assert await paused.holds("a", paused.token("a"))
+    sqlite_like = Cluster(db, clock, ACCOUNTS, lease_seconds=LEASE)
+    sqlite_like.shared = False
+    assert sqlite_like.token("a") is None and await sqlite_like.holds("a", None), "SQLite: no fence"
+
+
+async def test_recovery_of_a_long_message_cut_off_mid_part_reports_the_doubt(db: Database) -> None:
+    """A long message goes out in parts ("<key>:1", "<key>:2"): a part left under way is in doubt,
+    not taken for sent by the retry that finds its key used."""
+    async with db.transaction() as session:
+        session.add(Account(id="a", nickname="n", role="r", created_at=T0, updated_at=T0))
+    async with db.transaction() as session:
+        outbox, outgoing = Outbox(session), OutgoingLog(session)
+        await outbox.plan(_row("a", "digest:x", "claimed"))
+        await outbox.plan(_row("a", "digest:y", "claimed"))
+        for key, outcome in (("digest:x:1", "sent"), ("digest:x:2", "sending"), ("digest:y:1", "sent")):
+            sent_id = await outgoing.begin(
+                account_id="a",
+                customer_id=None,
+                conversation_id="sup",
+                kind="digest",
+                text="t",
+                idempotency_key=key,
+                at=T0,
+                attempt_group="elsewhere/host/1/batch",
+            )
+            if outcome == "sent":
+                await outgoing.set_status(sent_id or 0, "sent")
+
+    from bot.services.outbox import Dispatcher
+
+    class Contacts:  # what recovery records of parts that went out unrecorded
+        def __init__(self) -> None:
+            self.keys: list[str] = []
+
+        async def record_contact(self, _session: object, reservation: Any, _result: object) -> None:
+            self.keys.append(reservation.key)
+
+    contacts = Contacts()
+    dispatcher = Dispatcher(db, VirtualClock(T0), messenger=contacts, composers={})  # type: ignore[arg-type]
+    recovered = await dispatcher.recover()
+    assert [row.idempotency_key for row in recovered.in_doubt] == ["digest:x"]
+    assert sorted(contacts.keys) == ["digest:x:1", "digest:y:1"]
+    async with db.transaction() as session:
+        status = {r.idempotency_key: r.status for r in (await session.exec(select(ScheduledMessage))).all()}
+    assert status == {"digest:x": "failed", "digest:y": "pending"}, "y's next part was never reserved"

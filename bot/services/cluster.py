@@ -86,10 +86,15 @@ class Cluster:
         # SQLite: one process owns everything; PostgreSQL: accounts by lease
         self.shared = not db.is_sqlite
         self.owned: set[str] = set()
+        # account -> taken_at of the lease this process holds (its fencing token, see holds());
+        # kept through let_go until the lease is released, lost or left
+        self.taken: dict[str, datetime] = {}
         self.joined = False
         # wanted accounts nobody live held at the last look, beyond what this process took
         self.left_free = 0
         self.renewed_at: datetime | None = None
+        # accounts a renewal found lost, for the next heartbeat's Change
+        self.lost_meanwhile: set[str] = set()
 
     def ownership(self) -> frozenset[str] | None:
         """Accounts this process may run and dispatch; None: all of them (SQLite)."""
@@ -99,6 +104,33 @@ class Cluster:
         """What the dispatcher's claim re-checks in the database: (this owner, real time now);
         None on SQLite (no leases)."""
         return (self.id, self.clock.now()) if self.shared else None
+
+    def token(self, account_id: str) -> datetime | None:
+        """The lease this process holds on ``account_id`` (its ``taken_at``): the fencing token a
+        send is reserved under. None: not held, or SQLite."""
+        return self.taken.get(account_id) if self.shared else None
+
+    async def holds(self, account_id: str, token: datetime | None) -> bool:
+        """Whether this process still holds the lease ``token`` names, asked right before each
+        send: the fence that keeps a process paused past its lease (SIGSTOP, a VM frozen) from
+        sending what it had reserved once another process took the account over. A lease taken
+        over, or released and taken again since the reservation, fails it. While the last renewal
+        is fresh by this process's clock nobody can have taken the lease (a third of its time is
+        left, for clock skew): no database round trip; else the lease row is read. SQLite: always
+        (one process)."""
+        if not self.shared:
+            return True
+        if token is not None and self.taken.get(account_id) == token:
+            now = self.clock.now()
+            if self.renewed_at is not None and now < self.renewed_at + self.lease * 2 / 3:
+                return True
+            async with self.db.transaction() as session:
+                held = await queries.holds(session, account_id, self.id, token)
+        else:
+            held = False
+        if not held:
+            log.warning("account %s: lease lost while paused; not sending its reserved messages", account_id)
+        return held
 
     def owns(self, account_id: str) -> bool:
         return not self.shared or account_id in self.owned
@@ -171,6 +203,20 @@ class Cluster:
     async def heartbeat(self) -> Change:
         """Renew this process and its leases; take accounts left free or expired up to the fair
         share. Returns what changed, so the caller starts or stops transports."""
+        before = set(self.owned)
+        await self.renew()
+        lost, self.lost_meanwhile = (before - self.owned) | self.lost_meanwhile, set()
+        surplus: frozenset[str] = frozenset()
+        if self.shared:
+            share = await self._take(self.clock.now())
+            if len(self.owned) > share:  # a process joined: hand accounts over, newest taken last
+                surplus = frozenset(sorted(self.owned, key=self.accounts.index)[share:])
+        return Change(frozenset(self.owned - before), frozenset(lost), surplus)
+
+    async def renew(self) -> None:
+        """Renew this process and the leases it still holds, taking nothing: what a process
+        starting its transports (logins may take long) runs meanwhile, and the first half of
+        :meth:`heartbeat`. Accounts lost are reported by the next heartbeat."""
         now = self.clock.now()
         before = set(self.owned)
         async with self.db.transaction() as session:
@@ -197,14 +243,11 @@ class Cluster:
             await queries.remove_processes(session, dead)
         self.renewed_at = now
         lost = before - self.owned
+        for account_id in lost:
+            self.taken.pop(account_id, None)
         if lost:
             log.warning("lost the lease of account(s) %s to another process", ", ".join(sorted(lost)))
-        surplus: frozenset[str] = frozenset()
-        if self.shared:
-            share = await self._take(now)
-            if len(self.owned) > share:  # a process joined: hand accounts over, newest taken last
-                surplus = frozenset(sorted(self.owned, key=self.accounts.index)[share:])
-        return Change(frozenset(self.owned - before), frozenset(lost), surplus)
+            self.lost_meanwhile |= lost
 
     async def _take(self, now: datetime) -> int:
         """Take free or expired accounts, up to a fair share of the live processes (or the
@@ -236,6 +279,7 @@ class Cluster:
                     taken = await queries.take_free(session, mine)
                 elif held.owner == self.id:
                     taken = True
+                    mine = held
                 elif self._dead(held.host, held.pid, held.expires_at, now):
                     taken = await queries.take_over(session, mine, held.owner, held.expires_at)
                     if taken:
@@ -249,6 +293,7 @@ class Cluster:
                     taken = False
                 if taken:
                     self.owned.add(account_id)
+                    self.taken[account_id] = mine.taken_at
             self.left_free = sum(
                 1
                 for account_id in wanted
@@ -269,6 +314,8 @@ class Cluster:
         self.let_go(accounts)
         async with self.db.transaction() as session:
             await queries.release_leases(session, self.id, accounts)
+        for account_id in accounts:
+            self.taken.pop(account_id, None)
 
     async def leave(self) -> None:
         """Release every lease and remove this process's row (a clean stop)."""
@@ -278,6 +325,7 @@ class Cluster:
             await queries.release_leases(session, self.id)
             await queries.remove_processes(session, [self.id])
         self.owned.clear()
+        self.taken.clear()
         self.joined = False
 
 

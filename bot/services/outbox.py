@@ -26,6 +26,7 @@ from bot.clock import Clock
 from bot.domain.kinds import AUTOMATED_KINDS, CONSOLE_KINDS, PUSH_KINDS, Kind
 from bot.domain.limits import MAX_PARTS, split_message
 from bot.errors import TemplateError
+from bot.faults import pause_point
 from bot.hooks import CustomerUnreachable, Hooks, MessageSent, Undeliverable
 from bot.media import Attachment
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
@@ -117,6 +118,11 @@ class Dispatcher:
         # (lease owner, real time now) when accounts are leased (PostgreSQL, several processes):
         # claims re-check the lease in the database; None: no leases (SQLite)
         self.lease: Callable[[], tuple[str, datetime] | None] = lambda: None
+        # the fence (see Cluster): the lease an account's send is reserved under (its token), and
+        # whether this process still holds that same lease, asked right before the send; a send
+        # whose lease moved is left to the new owner
+        self.lease_token: Callable[[str], datetime | None] = _no_token
+        self.holds: Callable[[str, datetime | None], Awaitable[bool]] = _always
         # set when the process is stopping: finish the row in hand, claim no more
         self.stopping = False
 
@@ -132,13 +138,17 @@ class Dispatcher:
         async with self.db.transaction() as session:
             return await Outbox(session).next_due_at(self.available())
 
-    async def recover(self, accounts: Collection[str] | None = None) -> Recovery:
+    async def recover(self, accounts: Collection[str] | None = None, *, fenced: bool = False) -> Recovery:
         """Settle rows a crashed process left ``claimed``. Never re-sends blindly: the outgoing log
         says whether each send started, finished, or (in a batch, on the same boot) was never
         attempted; sends that went out get the contact and ``message_out`` their batch did not
         live to record. Returns how many rows were settled and those left in doubt (the rep
         should check the chat). ``accounts``: only rows of these (the accounts this process just
-        took from a dead one; a live process's claims are never touched); None: every row."""
+        took from a dead one; a live process's claims are never touched); None: every row.
+        ``fenced``: the accounts' previous holders check their lease before every send
+        (:meth:`Dispatcher.holds`), so a holder paused past its lease, alive or on another host,
+        starts no send of these accounts any more: only the first unfinished send of each of its
+        batches may be under way (in doubt), the later ones go back to pending."""
         now = self.clock.now()
         settled = 0
         in_doubt: list[ScheduledMessage] = []
@@ -148,8 +158,12 @@ class Dispatcher:
             # a batch's sends go out one at a time, each outcome recorded before the next send:
             # unless the machine crashed (relaxed commits lost), only the first unfinished send
             # of a batch was under way; the ones after it were never attempted
-            for group, untried in (await outgoing.never_attempted(self._host_groups)).items():
-                if _process_gone(group):
+            if fenced and accounts is not None:  # any host: the fence holds wherever it runs
+                groups = await outgoing.never_attempted(f"{self.db.durability_epoch}/", accounts)
+            else:
+                groups = await outgoing.never_attempted(self._host_groups)
+            for group, untried in groups.items():
+                if (fenced and accounts is not None) or _process_gone(group):
                     for send in untried:
                         await outgoing.fail(send, "never attempted: the process stopped before this send")
             for row in rows:
@@ -258,15 +272,30 @@ class Dispatcher:
             # effects may have planned more rows, which only a run for every due row claims
             if not steps and not claimed and (not after_commit or unclaimed is not None):
                 return processed
-            in_flight = await self._send_batch(steps)
+            in_flight = await self._send_batch(steps, group)
 
-    async def _send_batch(self, steps: list[_Step]) -> list[_InFlight]:
+    async def _send_batch(self, steps: list[_Step], group: str) -> list[_InFlight]:
         """Send a reserved batch in order, recording each outcome before the next send starts.
         Once an account proves offline (or the process is stopping) its remaining reservations
-        are released untried: their rows go back to pending."""
+        are released untried: their rows go back to pending. Before each send the account's lease
+        is checked (the fence): one lost while this process was paused sends nothing more."""
+        pause_point("dispatch.reserved")
         offline: set[str] = set()
+        fenced: set[str] = set()
         in_flight = []
         for step in steps:
+            account_id = step.row.account_id
+            if account_id in fenced or not await self.holds(account_id, step.lease):
+                # another process took the account over while this one was paused: nothing is
+                # sent, and the row is the new owner's to settle (its recovery); the outgoing-log
+                # row says "never attempted" unless that recovery got to it first
+                fenced.add(account_id)
+                if step.reservation.outgoing_id is not None:
+                    async with self.db.relaxed_transaction() as session:
+                        await OutgoingLog(session).fenced(
+                            step.reservation.outgoing_id, group, "never attempted: the account's lease moved"
+                        )
+                continue
             if self.stopping:
                 transmission = Transmission(Delivery.NOT_CONNECTED, "stopping before this send")
             elif step.row.account_id in offline:
@@ -376,7 +405,8 @@ class Dispatcher:
             attempt_group=group,
             attachment=attachment,
         )
-        return _Step(row, composed, send.part, composed.sends(), reservation)
+        lease = self.lease_token(row.account_id)
+        return _Step(row, composed, send.part, composed.sends(), reservation, lease)
 
     async def _settle(
         self,
@@ -457,6 +487,8 @@ class _Step:
     part: int
     parts: int
     reservation: Reservation
+    # the account's lease this send was reserved under (its fencing token); None: no leases
+    lease: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -472,6 +504,14 @@ class _Next:
 class _InFlight:
     step: _Step
     result: SendResult
+
+
+def _no_token(account_id: str) -> datetime | None:
+    return None
+
+
+async def _always(account_id: str, token: datetime | None) -> bool:
+    return True
 
 
 def _paced_stream(kind: str) -> str | None:

@@ -79,6 +79,15 @@ async def renew_leases(session: AsyncSession, owner: str, at: datetime, expires_
     return {str(row[0]) for row in result}
 
 
+async def holds(session: AsyncSession, account_id: str, owner: str, taken_at: datetime) -> bool:
+    """Whether ``owner`` still holds the lease on ``account_id`` it took at ``taken_at`` (the
+    fencing token): a lease taken over, or released and taken again, no longer matches."""
+    query = select(AccountLease.account_id).where(
+        AccountLease.account_id == account_id, AccountLease.owner == owner, AccountLease.taken_at == taken_at
+    )
+    return (await session.exec(query)).first() is not None
+
+
 async def release_leases(session: AsyncSession, owner: str, accounts: Collection[str] | None = None) -> None:
     table = _table(AccountLease)
     statement = sa.delete(table).where(table.c.owner == owner)

@@ -3,6 +3,9 @@
 //
 // Usage: node gateway.mjs --port 8788 --token insecure_<uuid> [--self-id rep] [--self-name 小王] [--tls]
 //        [--scan]   the account logs in by QR code: start shows a code and waits for "scan" / "login"
+//        node gateway.mjs --ports 8788,8789 --token ... --self-id rep   one account per port, in one
+//        process (Node starts once: several accounts on a busy machine); the accounts are rep-0,
+//        rep-1, ..., every event names its "port" and a command picks its account with "port"
 //
 // Control channel: one JSON object per line. Commands arrive on stdin; events leave on stdout.
 //   in : {"cmd":"contact","id":"c1","name":"张三","friend":false}     create a contact (friend: already one)
@@ -34,6 +37,7 @@ import { PuppetServer } from 'wechaty-puppet-service'
 const { values: args } = parseArgs({
   options: {
     port: { type: 'string' },
+    ports: { type: 'string' },
     token: { type: 'string' },
     'self-id': { type: 'string', default: 'rep-self' },
     'self-name': { type: 'string', default: '小王' },
@@ -49,24 +53,31 @@ let nextMessage = 0
 const newMessageId = () => `gw-msg-${process.pid}-${++nextMessage}`
 
 class GatewayPuppet extends PuppetMock {
+  constructor (selfId, selfName, port) {
+    super()
+    this.selfId = selfId
+    this.selfName = selfName
+    this.port = port
+  }
+
   friendships = new Map()
   friends = new Set()
   sendErrors = new Map() // contact id -> what a failed send to them says, when not the default
 
   async onStart () {
     await super.onStart()
-    const selfId = args['self-id']
+    const selfId = this.selfId
     if (!this.mocker.cacheContactPayload.has(selfId)) {
-      this.mocker.createContact({ id: selfId, name: args['self-name'], friend: false })
+      this.mocker.createContact({ id: selfId, name: this.selfName, friend: false })
       // WeChat's 文件传输助手, where reps type commands by default
       this.mocker.createContact({ id: 'filehelper', name: '文件传输助手', friend: true })
       this.friends.add('filehelper')
     }
-    emit({ event: 'started' })
+    emit({ event: 'started', port: this.port })
     // the mock never logs in nor emits `ready` by itself
     setImmediate(() => {
       if (args.scan) {
-        if (!this.isLoggedIn) showCode()
+        if (!this.isLoggedIn) showCode(this)
         return
       }
       if (!this.isLoggedIn) this.login(selfId)
@@ -76,7 +87,7 @@ class GatewayPuppet extends PuppetMock {
 
   async onStop () {
     await super.onStop()
-    emit({ event: 'stopped' })
+    emit({ event: 'stopped', port: this.port })
   }
 
   // the mock returns no message id; a real puppet does, and the bot records it
@@ -93,7 +104,7 @@ class GatewayPuppet extends PuppetMock {
       timestamp: Date.now(),
       type: PUPPET.types.Message.Text,
     })
-    emit({ event: 'sent', to: conversationId, text, id })
+    emit({ event: 'sent', to: conversationId, text, id, port: this.port })
     this.emit('message', { messageId: id }) // puppets echo the account's own sends
     return id
   }
@@ -155,7 +166,7 @@ class GatewayPuppet extends PuppetMock {
     const request = this.friendships.get(friendshipId)
     if (!request) throw new Error(`no friendship ${friendshipId}`)
     this.friends.add(request.contactId)
-    emit({ event: 'accepted', id: request.contactId })
+    emit({ event: 'accepted', id: request.contactId, port: this.port })
     if (args['confirm-after-accept']) {
       // some puppets report the new friendship once more, as a Confirm
       const confirmId = `${friendshipId}-confirm`
@@ -165,12 +176,18 @@ class GatewayPuppet extends PuppetMock {
   }
 }
 
-const puppet = new GatewayPuppet()
-const server = new PuppetServer({
-  endpoint: `127.0.0.1:${args.port}`,
-  puppet,
-  token: args.token,
-  tls: { disable: !args.tls },
+const ports = (args.ports ?? args.port).split(',').map(Number)
+const puppets = new Map()
+const servers = ports.map((port, i) => {
+  const selfId = args.ports ? `${args['self-id']}-${i}` : args['self-id']
+  const puppet = new GatewayPuppet(selfId, args['self-name'], port)
+  puppets.set(port, puppet)
+  return new PuppetServer({
+    endpoint: `127.0.0.1:${port}`,
+    puppet,
+    token: args.token,
+    tls: { disable: !args.tls },
+  })
 })
 
 let nextCode = 0
@@ -179,20 +196,22 @@ const SCAN_STATUS = {
   scanned: PUPPET.types.ScanStatus.Scanned,
   timeout: PUPPET.types.ScanStatus.Timeout,
 }
-function showCode () {
+function showCode (puppet) {
   const qrcode = `https://login.weixin.qq.com/l/gateway-${process.pid}-${++nextCode}`
   puppet.mocker.scan(qrcode, PUPPET.types.ScanStatus.Waiting)
   emit({ event: 'code', qrcode })
 }
 
+// each command acts on the account of its "port" (the first one when absent)
+let puppet
 const commands = {
   scan ({ status }) {
-    if (status === 'waiting') return showCode()
+    if (status === 'waiting') return showCode(puppet)
     if (!(status in SCAN_STATUS)) throw new Error(`unknown scan status ${status}`)
     puppet.mocker.scan('', SCAN_STATUS[status])
   },
   async login () {
-    await puppet.login(args['self-id'])
+    await puppet.login(puppet.selfId)
     puppet.emit('ready', { data: 'ready' })
   },
   async logout () {
@@ -247,6 +266,8 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
     const command = JSON.parse(line)
     const handler = commands[command.cmd]
     if (!handler) throw new Error(`unknown command ${command.cmd}`)
+    puppet = puppets.get(command.port ?? ports[0])
+    if (!puppet) throw new Error(`no account on port ${command.port}`)
     Promise.resolve(handler(command)).catch((e) => emit({ event: 'error', message: String(e && e.message ? e.message : e) }))
   } catch (e) {
     emit({ event: 'error', message: String(e && e.message ? e.message : e) })
@@ -254,5 +275,7 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
 })
 process.stdin.on('end', () => process.exit(0))
 
-await server.start()
-emit({ event: 'listening', port: Number(args.port) })
+for (const [i, server] of servers.entries()) {
+  await server.start()
+  emit({ event: 'listening', port: ports[i] })
+}
