@@ -4,16 +4,27 @@ their team's accounts; customers can never run it."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+import contextlib
+import http.client
+import random
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlmodel import col
+from sqlmodel import col, select
 
 from bot.domain.segments import parse_segment
 from bot.domain.stages import Pipeline
 from bot.domain.tags import TagVocabulary
-from storage.models import Customer, Event, ScheduledMessage
-from tests.conftest import MONDAY_10AM, make_config
+from bot.transport.local_puppet import TRANSCRIPT_ENV
+from storage.db import Database
+from storage.models import Account, Customer, Event, ScheduledMessage
+from tests.cli_process import Bot
+from tests.conftest import MONDAY_10AM, make_config, portable_config_text, write_config
 from tests.harness import Harness
 
 NO_FOLLOWUPS: dict[str, Any] = {"followup": {"steps": []}}
@@ -195,3 +206,129 @@ async def test_a_supervisor_broadcasts_for_the_team_and_a_rep_for_their_own(db_u
         assert "已安排群发：2 位客户每人一条" in sim.sent("command_reply")[-1]["text"]
         rows = await broadcast_rows(sim)
         assert sorted(r.account_id for r in rows) == ["demo", "demo2"]
+
+
+# -- a crash mid-broadcast --------------------------------------------------------------------------
+
+CRASH_CUSTOMERS = 150
+CRASH_KILLS = 3
+CRASH_TEXT = "周末到店有礼"
+
+
+def noon_somewhere() -> str:
+    """A zone where it is about noon now: the real CLI runs on the wall clock, away from quiet hours."""
+    hours = 12 - datetime.now(UTC).hour
+    return "UTC" if hours == 0 else f"Etc/GMT{-hours:+d}"
+
+
+async def simulated_customers(url: str, count: int) -> None:
+    """``count`` customers at 意向 on the simulator's phone (``sim_friend``: a restarted local
+    puppet knows them again), as if added earlier through the web simulator."""
+    db = Database(url)
+    await db.migrate()
+    now = datetime.now(UTC)
+    async with db.transaction() as session:
+        session.add(Account(id="demo", nickname="n", role="r", created_at=now, updated_at=now))
+        for n in range(count):
+            handle = f"c{n}"
+            session.add(
+                Customer(
+                    account_id="demo",
+                    wechat_id=f"wx_{handle}",
+                    display_name=handle,
+                    stage="intent",
+                    added_at=now,
+                )
+            )
+            session.add(
+                Event(
+                    account_id="demo",
+                    kind="sim_friend",
+                    at=now,
+                    data={"handle": handle, "name": handle, "contact_id": f"wx_{handle}", "hello": ""},
+                )
+            )
+    await db.close()
+
+
+def test_a_broadcast_killed_mid_send_reaches_each_customer_at_most_once(tmp_path: Path) -> None:
+    """The real CLI (``salesbot run``, local puppet; the transcript file is what reached the
+    "platform") is SIGKILLed while sending a confirmed broadcast, and again after each restart:
+    every customer gets the message once, except at most one send per kill left in doubt."""
+    text = (
+        portable_config_text()
+        .replace('timezone = "Asia/Shanghai"', f'timezone = "{noon_somewhere()}"')
+        .replace("pacing_seconds = [20.0, 45.0]", "pacing_seconds = [0.0, 0.0]")
+    )
+    write_config(tmp_path, text)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'salesbot.db'}"
+    (tmp_path / "data").mkdir(exist_ok=True)
+    asyncio.run(simulated_customers(url, CRASH_CUSTOMERS))
+    transcript = tmp_path / "transcript.txt"
+    env = {TRANSCRIPT_ENV: str(transcript)}
+
+    def delivered() -> Counter[str]:
+        lines = transcript.read_text(encoding="utf-8").splitlines() if transcript.exists() else []
+        return Counter(
+            chat for chat, _, said in (line.partition("\t") for line in lines) if said == CRASH_TEXT
+        )
+
+    bot = Bot(tmp_path, env=env)
+    preview = bot.post("/sim/rep", {"text": f"/群发 意向 {CRASH_TEXT}"})
+    assert preview["ok"]
+    confirming = threading.Thread(target=post_quietly, args=(bot, "/confirm"))
+    rng = random.Random(3)
+    kills = 0
+    for run in range(CRASH_KILLS):
+        if run == 0:
+            confirming.start()
+        else:
+            bot = Bot(tmp_path, env=env, wait=False)
+        before = sum(delivered().values())
+        deadline = time.monotonic() + 60
+        while sum(delivered().values()) == before and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.02, 0.2))
+        if sum(delivered().values()) < CRASH_CUSTOMERS:
+            kills += 1
+        bot.kill()
+        if run == 0:
+            confirming.join(timeout=30)
+    bot = Bot(tmp_path, env=env, wait=False)  # the last run finishes the job
+    deadline = time.monotonic() + 120
+    rows: list[ScheduledMessage] = []
+    while time.monotonic() < deadline:
+        rows = asyncio.run(broadcast_rows_of(url))
+        if rows and all(row.status in ("sent", "failed") for row in rows):
+            break
+        time.sleep(0.5)
+    output = bot.stop()
+    assert "Traceback" not in output, output
+    assert kills >= 2, "the process must really be killed while sending"
+
+    counts = delivered()
+    assert [chat for chat, n in counts.items() if n > 1] == [], "a customer got the broadcast twice"
+    assert len(rows) == CRASH_CUSTOMERS and len({row.customer_id for row in rows}) == CRASH_CUSTOMERS
+    statuses = Counter(row.status for row in rows)
+    assert set(statuses) <= {"sent", "failed"}, statuses
+    assert statuses["failed"] <= kills, "at most the one send under way per kill is in doubt"
+    for row in rows:
+        if row.status == "failed":
+            assert "delivery unknown" in row.last_error, row.last_error
+    assert sum(counts.values()) >= CRASH_CUSTOMERS - statuses["failed"]
+
+
+def post_quietly(bot: Bot, line: str) -> None:
+    """The rep types ``line``; the process may be killed before it answers (that is the point)."""
+    with contextlib.suppress(OSError, http.client.HTTPException):
+        bot.post("/sim/rep", {"text": line})
+
+
+async def broadcast_rows_of(url: str) -> list[ScheduledMessage]:
+    db = Database(url)
+    try:
+        async with db.transaction() as session:
+            query = select(ScheduledMessage).where(ScheduledMessage.kind == "broadcast")
+            return list((await session.exec(query)).all())
+    finally:
+        await db.close()
