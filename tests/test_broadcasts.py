@@ -127,6 +127,9 @@ async def test_cancel_stops_what_is_left(db_url: str) -> None:
         ]
         assert len(delivered) == len(sent)
         assert "没有正在进行的群发" in await sim.rep("/broadcast 取消")
+        await sim.rep("/broadcast 意向 还有一场")
+        await sim.rep("/broadcast 取消")
+        assert "没有待确认的群发" in await sim.rep("/confirm"), "取消 also drops a pending preview"
 
 
 async def test_caps_and_opt_outs_apply_at_send_time_and_in_the_preview(db_url: str) -> None:

@@ -155,7 +155,12 @@ class BroadcastService:
         now = self.clock.now()
         async with self.db.transaction() as session:
             event = await queries.latest_preview(session, account_id, actor)
-            if event is None or event.id is None or await queries.is_confirmed(session, account_id, event.id):
+            if (
+                event is None
+                or event.id is None
+                or await queries.is_confirmed(session, account_id, event.id)
+                or await queries.cancelled_since(session, account_id, actor, event.id)
+            ):
                 raise CommandError("没有待确认的群发。先发 /broadcast <筛选> <内容> 预览，再 /confirm")
             if now - event.at > PREVIEW_TTL:
                 minutes = int(PREVIEW_TTL.total_seconds() // 60)
@@ -176,7 +181,8 @@ class BroadcastService:
         return Confirmed(event.id, planned, selection)
 
     async def cancel(self, account_id: str, actor: str, role: str) -> int:
-        """Stop every broadcast message of the actor's scope that has not gone out yet."""
+        """Stop every broadcast message of the actor's scope that has not gone out yet, and drop the
+        actor's preview still waiting for /confirm."""
         now = self.clock.now()
         scope = self.scope(account_id, role)
         async with self.db.transaction() as session:
@@ -189,7 +195,7 @@ class BroadcastService:
                 reason="broadcast stopped by the rep",
             )
             await Events(session).record(
-                account_id, "broadcast_cancelled", now, text=actor, data={"stopped": stopped}
+                account_id, queries.CANCELLED, now, text=actor, data={"stopped": stopped}
             )
         return stopped
 

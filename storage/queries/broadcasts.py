@@ -11,6 +11,7 @@ from storage.models import Customer, CustomerTag, Event
 
 PREVIEWED = "broadcast_previewed"
 CONFIRMED = "broadcast_confirmed"
+CANCELLED = "broadcast_cancelled"
 
 
 async def segment(
@@ -42,6 +43,14 @@ async def latest_preview(session: AsyncSession, account_id: str, actor: str) -> 
         .limit(1)
     )
     return (await session.exec(query)).first()
+
+
+async def cancelled_since(session: AsyncSession, account_id: str, actor: str, event_id: int) -> bool:
+    """Whether ``actor`` stopped broadcasts (/broadcast 取消) after the event ``event_id``."""
+    query = select(Event.id).where(
+        Event.account_id == account_id, Event.kind == CANCELLED, Event.text == actor, col(Event.id) > event_id
+    )
+    return (await session.exec(query)).first() is not None
 
 
 async def is_confirmed(session: AsyncSession, account_id: str, preview_id: int) -> bool:
