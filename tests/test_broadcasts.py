@@ -335,3 +335,26 @@ async def broadcast_rows_of(url: str) -> list[ScheduledMessage]:
             return list((await session.exec(query)).all())
     finally:
         await db.close()
+
+
+async def test_a_template_is_rendered_for_each_customer(db_url: str) -> None:
+    async with Harness(make_config(NO_FOLLOWUPS), MONDAY_10AM, database_url=db_url) as sim:
+        await intent_customers(sim, ("a", "甲"))
+        assert "没有这个群发模板：nope" in await sim.rep("/broadcast 意向 模板:nope")
+        reply = await sim.rep("/broadcast 意向 模板:weekend")
+        assert "将发送：1 位，每人一条 模板 weekend" in reply, reply
+        await sim.rep("/confirm")
+        await sim.advance(timedelta(minutes=5))
+        got = [t for t in sim.texts_to(sim.contact_id("a")) if "试驾体验活动" in t]
+        assert len(got) == 1 and got[0].startswith("甲，这周末店里"), got
+
+
+async def test_silent_days_and_lifecycle_filters(db_url: str) -> None:
+    async with Harness(make_config(NO_FOLLOWUPS), MONDAY_10AM, database_url=db_url) as sim:
+        await sim.with_customers(("a", "甲"), ("b", "乙"), ("c", "丙"))
+        await sim.advance(timedelta(days=8))
+        await sim.customer_says("b", "最近有什么活动吗")
+        assert "共 2 位客户" in await sim.rep("/broadcast 沉默7天 好久不见"), "乙 just wrote"
+        assert "共 3 位客户" in await sim.rep("/broadcast 全部 好久不见")
+        assert "共 2 位客户" in await sim.rep("/broadcast 休眠 好久不见")
+        assert "共 1 位客户" in await sim.rep("/broadcast 成长 好久不见")
