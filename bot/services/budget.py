@@ -1,4 +1,5 @@
-"""The send budget of a plan, checked when it is made (a countdown, an order's aftercare).
+"""The send budget of a plan, checked when it is made (a countdown, an order's aftercare) or
+previewed (a broadcast: :meth:`SendBudget.forecast` times messages not planned yet).
 
 Replays the account's pending automated messages with the new ones (bot/domain/budget.py) and
 returns the new ones that could not go out in their window, so the command's reply can say so at
