@@ -17,6 +17,7 @@ from bot.services.broadcasts import (
     PREVIEW_TTL,
     WINDOW,
     BroadcastService,
+    Incomplete,
     Selection,
 )
 from bot.services.profile import day_and_time
@@ -55,7 +56,7 @@ async def broadcast(ctx: CommandContext, args: BroadcastArgs, broadcasts: Broadc
         return f"已停止群发：还没发出的 {stopped} 条消息已取消"
     try:
         preview = await broadcasts.preview(ctx.account_id, ctx.actor, ctx.role, args.text)
-    except ValueError:
+    except Incomplete:
         raise UsageError(BROADCAST_USAGE) from None
     request, selection = preview.request, preview.selection
     what = (

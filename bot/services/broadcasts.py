@@ -49,6 +49,10 @@ TEMPLATE_PREFIXES = ("模板:", "模板：")
 OPTED_OUT, PAUSED, CAPPED, DELETED = "opted_out", "paused", "capped", "deleted"
 
 
+class Incomplete(ValueError):
+    """A /broadcast line without a filter or without a message: the command answers with its usage."""
+
+
 @dataclass(frozen=True)
 class Selection:
     """A segment as it stands now: who gets a message (with when it would go out), who does not and why."""
@@ -101,13 +105,13 @@ class BroadcastService:
 
     def read(self, line: str, account_id: str, role: str) -> Request:
         """The typed line as a request; :class:`CommandError` for a filter or scope it cannot use,
-        :class:`ValueError` when the line has no filter or no message (the caller's usage line)."""
+        :class:`Incomplete` when the line has no filter or no message (the caller's usage line)."""
         try:
             segment, message = parse_segment(line, self.pipeline, self.vocabulary)
         except SegmentError as exc:
             raise CommandError(str(exc)) from None
         if segment.empty or not message:
-            raise ValueError("a filter and a message are needed")
+            raise Incomplete("a filter and a message are needed")
         scope = self.scope(account_id, role)
         if segment.accounts:
             outside = [a for a in segment.accounts if a not in scope]
