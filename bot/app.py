@@ -43,6 +43,7 @@ from bot.services.alerts import (
     OwedReplyComposer,
     OwedReplyNudges,
 )
+from bot.services.broadcasts import BroadcastComposer, BroadcastService
 from bot.services.cluster import Change, Cluster
 from bot.services.coach import Coach
 from bot.services.console import ConsoleService
@@ -248,6 +249,7 @@ class SalesBot:
         )
         self.scripts = ScriptLibraryService(self.db, clock, config, self.objections)
         self.reports = ReportService(self.db, clock, config, self.profile, self.digests, self.scripts)
+        self.broadcasts = BroadcastService(self.db, clock, config, self.templates, self.hooks)
         sequences = SequenceComposer(config, self.templates, clock)
         console_text = ConsoleTextComposer(self.directory.console_of, self._supervisor_chat)
         self.logins = Logins(self.db, clock, config)
@@ -270,6 +272,7 @@ class SalesBot:
                 Kind.SIGNAL: SignalComposer(self.directory.console_of),
                 Kind.COACH: console_text,
                 Kind.AUTO_REPLY: AutoReplyComposer(config, self.templates, clock),
+                Kind.BROADCAST: BroadcastComposer(config, self.templates),
             },
             hooks=self.hooks,
             gate=ReachPolicy(config, self._rng),
@@ -297,6 +300,7 @@ class SalesBot:
             koc=self.koc,
             coach=self.coach,
             scripts=self.scripts,
+            broadcasts=self.broadcasts,
         )
         self._started: list[Transport] = []
         self.unavailable: dict[str, str] = {}  # account id -> why it is not connected

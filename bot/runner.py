@@ -161,6 +161,9 @@ async def start_web(
             from bot.web.simulator import SimulatorState
 
             simulator = SimulatorState(bot, bot.clock, account.id, puppet)
+            # the restarted puppet knows its simulated customers again before the first dispatch
+            # (a broadcast or countdown due at startup must not fail as "unknown conversation")
+            await simulator.ready()
             break
     app = create_app(
         bot.reports,

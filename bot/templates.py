@@ -116,6 +116,8 @@ AFTERCARE = TemplateKind(
     folder="aftercare", variables={"rep": _sample_rep(), "customer": _CUSTOMER, "product": "SUV", "days": 3}
 )
 FOLLOWUP = TemplateKind(folder="followup", variables={"rep": _sample_rep(), "customer": _CUSTOMER, "days": 1})
+# a segment send's message (/broadcast 意向 模板:NAME): scripts_templates/broadcast/NAME.txt.j2
+BROADCAST = TemplateKind(folder="broadcast", variables={"rep": _sample_rep(), "customer": _CUSTOMER})
 # what the bot sends back when a customer takes up a template's promise (回复“礼物”即可领取)
 HOOKS = TemplateKind(
     folder="hooks",
@@ -217,7 +219,7 @@ BRANCHES: dict[str, tuple[tuple[str, Mapping[str, Any]], ...]] = {
 _ODD_START = tuple("，。！？、；：,.!?;:")
 
 KINDS: dict[str, TemplateKind] = {
-    kind.folder: kind for kind in (WELCOME, COUNTDOWN, AFTERCARE, FOLLOWUP, HOOKS, DIGEST)
+    kind.folder: kind for kind in (WELCOME, COUNTDOWN, AFTERCARE, FOLLOWUP, HOOKS, DIGEST, BROADCAST)
 }
 
 

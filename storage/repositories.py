@@ -613,6 +613,30 @@ class Outbox:
         statement = sa.update(table).where(*where).values(status=to_status, updated_at=at, last_error=reason)
         return _rowcount(await self.session.exec(statement))
 
+    async def set_status_for_accounts(
+        self,
+        accounts: Collection[str],
+        kind: str,
+        *,
+        from_statuses: Collection[str],
+        to_status: str,
+        at: datetime,
+        reason: str,
+    ) -> int:
+        """Move the accounts' rows of ``kind`` in ``from_statuses`` to ``to_status`` (stopping what
+        is left of a broadcast). Returns how many rows moved."""
+        table = _table(ScheduledMessage)
+        statement = (
+            sa.update(table)
+            .where(
+                table.c.account_id.in_(list(accounts)),
+                table.c.kind == kind,
+                table.c.status.in_(list(from_statuses)),
+            )
+            .values(status=to_status, updated_at=at, last_error=reason)
+        )
+        return _rowcount(await self.session.exec(statement))
+
     async def claim_due(
         self,
         now: datetime,

@@ -20,6 +20,7 @@ FEATURES = (
     "corrections",
     "scheduling",
     "digests",
+    "broadcasts",
     "picking",
 )
 

@@ -55,6 +55,12 @@ _MAX_DAYS = 60
 def late_slots(slots: Iterable[Slot], limits: Limits, sent: Sent = Sent()) -> list[Slot]:
     """The slots that would not go out by their ``not_after``, earliest due first. A late slot
     sends nothing (it expires), so it takes no room from the ones after it."""
+    return [slot for slot, at in replay(slots, limits, sent) if at is None]
+
+
+def replay(slots: Iterable[Slot], limits: Limits, sent: Sent = Sent()) -> list[tuple[Slot, datetime | None]]:
+    """Each slot with the moment it would go out (None: it misses its ``not_after``), in the order
+    the dispatcher would take them: a preview's "the last message goes out at" reads this."""
     account: Counter[date] = Counter()
     customers: Counter[tuple[int, date]] = Counter()
     if sent.day is not None:
@@ -62,7 +68,7 @@ def late_slots(slots: Iterable[Slot], limits: Limits, sent: Sent = Sent()) -> li
         for customer_id, count in (sent.customers_today or {}).items():
             customers[(customer_id, sent.day)] = count
     last = sent.last_at
-    late = []
+    timeline: list[tuple[Slot, datetime | None]] = []
     for slot in sorted(slots, key=lambda s: (s.due, s.order, s.key)):
         at = slot.due if last is None else max(slot.due, last + limits.gap)
         for _ in range(_MAX_DAYS):
@@ -76,10 +82,11 @@ def late_slots(slots: Iterable[Slot], limits: Limits, sent: Sent = Sent()) -> li
                 break
             at = local_at(day + timedelta(days=1), time(0), limits.tz)
         if at > slot.not_after:
-            late.append(slot)
+            timeline.append((slot, None))
             continue
         day = at.astimezone(limits.tz).date()
         account[day] += 1
         customers[(slot.customer_id, day)] += 1
         last = at
-    return late
+        timeline.append((slot, at))
+    return timeline

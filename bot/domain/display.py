@@ -28,6 +28,7 @@ KIND_NAMES: dict[str, str] = {
     Kind.AUTO_REPLY: "自动回复",
     Kind.REACTIVATION: "唤醒建议",
     Kind.COACH: "下一步建议",
+    Kind.BROADCAST: "群发",
 }
 
 STATUS_NAMES: dict[str, str] = {

@@ -27,6 +27,7 @@ class Kind(StrEnum):
     AUTO_REPLY = "auto_reply"  # the bot keeping a template's promise ("回复“礼物”即可领取")
     COACH = "coach"  # the next best step for a customer, with playbook scripts to /send
     REACTIVATION = "reactivation"  # scripts offered to the rep when a customer turns dormant
+    BROADCAST = "broadcast"  # one customer's message of a segment send (/broadcast, /confirm)
 
 
 class Status(StrEnum):
@@ -42,9 +43,9 @@ class Status(StrEnum):
 
 
 # sent on the rep's behalf without a fresh human decision: quiet hours, caps and pacing apply
-AUTOMATED_KINDS: tuple[Kind, ...] = (Kind.COUNTDOWN, Kind.AFTERCARE, Kind.FOLLOWUP)
+AUTOMATED_KINDS: tuple[Kind, ...] = (Kind.COUNTDOWN, Kind.AFTERCARE, Kind.FOLLOWUP, Kind.BROADCAST)
 # what a soft opt-out ("别老催我") holds back; aftercare is service, not a push
-PUSH_KINDS: tuple[Kind, ...] = (Kind.COUNTDOWN, Kind.FOLLOWUP)
+PUSH_KINDS: tuple[Kind, ...] = (Kind.COUNTDOWN, Kind.FOLLOWUP, Kind.BROADCAST)
 # what counts as contact with a customer (owed replies, silence): the welcome answering their
 # friend request and the scripts a rep chose; automated pushes (countdowns, follow-ups, aftercare)
 # answer nobody. The rep typing in the chat counts too (a rep_message event).

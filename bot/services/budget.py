@@ -1,4 +1,5 @@
-"""The send budget of a plan, checked when it is made (a countdown, an order's aftercare).
+"""The send budget of a plan, checked when it is made (a countdown, an order's aftercare) or
+previewed (a broadcast: :meth:`SendBudget.forecast` times messages not planned yet).
 
 Replays the account's pending automated messages with the new ones (bot/domain/budget.py) and
 returns the new ones that could not go out in their window, so the command's reply can say so at
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.config import Config
-from bot.domain.budget import Limits, Sent, Slot, late_slots
+from bot.domain.budget import Limits, Sent, Slot, late_slots, replay
 from bot.domain.kinds import AUTOMATED_KINDS
 from bot.domain.schedule import QuietHours, local_day_bounds
 from storage.models import ScheduledMessage
@@ -51,19 +52,8 @@ class SendBudget:
             return Shortfall([], 0)
         until = max(row.not_after for row in mine)
         rows = await queries.planned(session, account_id, AUTOMATED_KINDS, until)
-        start, end = local_day_bounds(now, self.config.tz)
-        sent = Sent(
-            last_at=await queries.last_sent_at(session, account_id, AUTOMATED_KINDS),
-            day=now.astimezone(self.config.tz).date(),
-            account_today=await queries.sent_count(
-                session, AUTOMATED_KINDS, start, end, account_id=account_id
-            ),
-            customers_today=await queries.sent_per_customer(session, account_id, AUTOMATED_KINDS, start, end),
-        )
-        slots = [
-            Slot(row.idempotency_key, row.customer_id or 0, max(row.due_at, now), row.not_after, row.id or 0)
-            for row in rows
-        ]
+        sent = await self._sent(session, account_id, now)
+        slots = [_slot(row, now) for row in rows]
         late_keys = {slot.key for slot in late_slots(slots, self.limits, sent)}
         late = [row for row in mine if row.idempotency_key in late_keys]
         if not late:
@@ -72,3 +62,32 @@ class SendBudget:
         own = {row.idempotency_key for row in mine}
         crowd = sum(1 for row in rows if row.idempotency_key not in own and first <= row.due_at <= last)
         return Shortfall(sorted(late, key=lambda r: r.due_at), crowd)
+
+    async def forecast(
+        self, session: AsyncSession, account_id: str, new: list[Slot], now: datetime
+    ) -> dict[str, datetime | None]:
+        """When each of the not yet planned ``new`` slots would go out (None: it misses its window),
+        after everything the account already planned: a broadcast preview plans nothing."""
+        if not new:
+            return {}
+        until = max(slot.not_after for slot in new)
+        rows = await queries.planned(session, account_id, AUTOMATED_KINDS, until)
+        sent = await self._sent(session, account_id, now)
+        keys = {slot.key for slot in new}
+        timeline = replay([*(_slot(row, now) for row in rows), *new], self.limits, sent)
+        return {slot.key: at for slot, at in timeline if slot.key in keys}
+
+    async def _sent(self, session: AsyncSession, account_id: str, now: datetime) -> Sent:
+        start, end = local_day_bounds(now, self.config.tz)
+        return Sent(
+            last_at=await queries.last_sent_at(session, account_id, AUTOMATED_KINDS),
+            day=now.astimezone(self.config.tz).date(),
+            account_today=await queries.sent_count(
+                session, AUTOMATED_KINDS, start, end, account_id=account_id
+            ),
+            customers_today=await queries.sent_per_customer(session, account_id, AUTOMATED_KINDS, start, end),
+        )
+
+
+def _slot(row: ScheduledMessage, now: datetime) -> Slot:
+    return Slot(row.idempotency_key, row.customer_id or 0, max(row.due_at, now), row.not_after, row.id or 0)

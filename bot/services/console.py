@@ -26,6 +26,7 @@ from bot.config import Config
 from bot.domain.limits import MAX_AUDIT_CHARS, MAX_ECHO_CHARS, MAX_NAME_CHARS, MAX_PARTS, clip, split_message
 from bot.errors import CommandError, UsageError
 from bot.services.alerts import heading
+from bot.services.broadcasts import BroadcastService
 from bot.services.coach import Coach
 from bot.services.console_directory import ConsoleDirectory
 from bot.services.customers import ensure_customer
@@ -95,6 +96,7 @@ class ConsoleService:
         koc: KocService,
         coach: Coach,
         scripts: ScriptLibraryService,
+        broadcasts: BroadcastService,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -115,6 +117,7 @@ class ConsoleService:
             KocService: koc,
             Coach: coach,
             ScriptLibraryService: scripts,
+            BroadcastService: broadcasts,
         }
         missing = sorted(kind.__name__ for kind in registry.services() - self.services.keys())
         if missing:
