@@ -158,6 +158,24 @@ def test_after_login_only_a_path_on_this_site() -> None:
     assert login.safe_next("/dashboard?stage=intent") == "/dashboard?stage=intent"
 
 
+def test_after_login_a_path_a_browser_would_read_as_another_host_is_refused() -> None:
+    # browsers drop tabs and newlines from a Location before reading it: "/\t/evil" is "//evil"
+    for bad in ("/\t/evil.example", "/\n/evil.example", "/\r/evil.example", "/ /evil.example", "/\x00/x"):
+        assert login.safe_next(bad) == "/dashboard", repr(bad)
+    for leaky in ("/dashboard?TOKEN=x", "/dashboard?%74oken=x"):
+        assert login.safe_next(leaky) == "/dashboard", leaky
+
+
+async def test_a_signed_in_browser_is_not_sent_to_another_host(remote: TestClient[Any, Any]) -> None:
+    await sign_in(remote)
+    response = await remote.get("/login?next=/%09/evil.example", allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/dashboard"
+    typed = await remote.post(
+        "/login", data={"token": TOKEN, "next": "/\t/evil.example"}, allow_redirects=False
+    )
+    assert typed.headers["Location"] == "/dashboard"
+
+
 async def test_the_token_never_reaches_a_log_line(
     remote: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
 ) -> None:

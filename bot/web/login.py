@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from aiohttp import web
 
@@ -134,8 +134,17 @@ def set_session_cookie(request: web.Request, response: web.StreamResponse, sessi
 
 
 def safe_next(raw: str) -> str:
-    """Where to go after signing in: a path on this site only (never another host), no token."""
-    if not raw.startswith("/") or raw.startswith("//") or "\\" in raw or "token=" in raw:
+    """Where to go after signing in: a path on this site only (never another host), no token.
+
+    Browsers drop tabs and newlines from a Location before reading it (``/<TAB>/evil`` becomes
+    ``//evil``), so any whitespace or control character refuses the path outright."""
+    if (
+        not raw.startswith("/")
+        or raw.startswith("//")
+        or "\\" in raw
+        or any(ord(char) <= 0x20 or ord(char) == 0x7F for char in raw)
+        or "token=" in unquote(raw).lower()
+    ):
         return "/dashboard"
     return raw
 
