@@ -131,6 +131,18 @@ async def test_unknown_route_and_mutations(client: TestClient[Any, Any]) -> None
     assert authorized.status == 405
 
 
+async def test_error_pages_a_person_opens_speak_chinese(client: TestClient[Any, Any]) -> None:
+    """The API answers in English for programs; a page a person opens never does."""
+    missing = await (await client.get("/nope")).text()
+    assert "没有这个页面" in missing and "Not Found" not in missing
+    rebound = await (await client.get("/dashboard", headers={"Host": "evil.example"})).text()
+    assert "localhost" in rebound and "only answers" not in rebound
+    cross = await client.post("/logout", headers={"Origin": "http://evil.example"})
+    assert cross.status == 403 and "其他网站" in await cross.text()
+    api = await client.get("/api/nope")
+    assert (await api.json())["error"] == "Not Found", "programs keep the English reason"
+
+
 async def test_internal_errors_never_show_a_stack_trace(
     busy: Simulation, monkeypatch: pytest.MonkeyPatch
 ) -> None:

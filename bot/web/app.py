@@ -73,10 +73,30 @@ def _wants_json(request: web.Request) -> bool:
     return request.path.startswith(("/api/", "/sim/"))
 
 
-def _error(request: web.Request, status: int, message: str) -> web.Response:
+# what a person opening a page reads for an error (the API keeps its English reason for programs)
+PAGE_ERRORS = {
+    400: "这个地址里有看不懂的内容，请检查后重试。",
+    401: "需要先登录才能查看。",
+    403: "没有权限访问这个地址。",
+    404: "没有这个页面。",
+    405: "这个地址不支持这样访问。",
+    413: "提交的内容太大了。",
+    429: "请求太频繁，请稍后再试。",
+    500: "服务器出了点问题，请稍后再试（详情在服务器日志里）。",
+}
+NOT_LOOPBACK = "this address only answers as localhost or 127.0.0.1"
+NOT_LOOPBACK_PAGE = "这个地址只能用 localhost 或 127.0.0.1 打开。"
+CROSS_SITE = "requests from another site are refused"
+CROSS_SITE_PAGE = "不接受从其他网站发来的操作，请在本站页面上重新操作。"
+
+
+def _error(request: web.Request, status: int, message: str, page_message: str = "") -> web.Response:
+    """JSON with ``message`` for the API and the simulator's calls; otherwise a short page in
+    Chinese (``page_message``, else the status's own words)."""
     if _wants_json(request):
         return web.json_response({"error": message}, status=status)
-    page = PAGES.get_template("error.html.j2").render(status=status, message=message)
+    shown = page_message or PAGE_ERRORS.get(status) or PAGE_ERRORS[400 if status < 500 else 500]
+    page = PAGES.get_template("error.html.j2").render(status=status, message=shown)
     return web.Response(text=page, status=status, content_type="text/html")
 
 
@@ -88,7 +108,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return _error(request, exc.status, exc.reason or "error")
-    except (CommandError, SalesbotError, ValueError) as exc:
+    except CommandError as exc:  # written for the rep: Chinese already
+        return _error(request, 400, str(exc), str(exc))
+    except (SalesbotError, ValueError) as exc:  # may be English, name files or kinds: API only
         return _error(request, 400, str(exc))
     except Exception:
         log.exception("web request %s failed", request.path)
@@ -135,11 +157,11 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     mutating = request.method not in ("GET", "HEAD")
     beyond_loopback = request.app[TOKEN_FOR_READS]
     if not beyond_loopback and not is_loopback(_hostname(request.host)):
-        return _error(request, 403, "this address only answers as localhost or 127.0.0.1")
+        return _error(request, 403, NOT_LOOPBACK, NOT_LOOPBACK_PAGE)
     origin = request.headers.get("Origin")
     same_site = origin is not None and _netloc(origin) == request.host
     if mutating and origin is not None and not same_site:
-        return _error(request, 403, "requests from another site are refused")
+        return _error(request, 403, CROSS_SITE, CROSS_SITE_PAGE)
     signed_in = login.SESSIONS in request.app and request.app[login.SESSIONS].valid(
         request.cookies.get(login.COOKIE)
     )
