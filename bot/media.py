@@ -147,6 +147,9 @@ def _attachment(manifest: Path, root: Path, key: str, entry: dict[str, Any]) -> 
     path = None
     if "file" in fields:
         path = root / fields["file"]
+        # only what sits in the media folder is sent: a "../" or absolute path could send any file
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise TemplateError(f"{where}: file {fields['file']} must be inside the media folder {root}")
         _check_file(where, path, kind)
     return Attachment(
         key=key,

@@ -101,6 +101,9 @@ def test_a_missing_media_file_fails_check_naming_the_file_and_key(tmp_path: Path
         ('type = "link"\nurl = "https://example.com"', {}, "missing title"),
         ('type = "link"\nurl = "ftp://example.com"\ntitle = "t"', {}, "url must be an http(s) URL"),
         ('type = "miniprogram"\nappid = "wx1"\ntitle = "t"\npage_path = "p"', {}, "missing username"),
+        # a file outside the media folder (a typo, or a manifest that would send any file of the machine)
+        ('type = "file"\nfile = "../config.pdf"', {"../config.pdf": b"%PDF-1.4"}, "inside the media folder"),
+        ('type = "file"\nfile = "/etc/x.pdf"', {}, "inside the media folder"),
     ],
 )
 def test_check_refuses_a_bad_media_entry(
