@@ -159,6 +159,25 @@ async def test_the_dashboard_shows_the_code_as_svg_and_the_state_in_chinese(team
         await client.close()
 
 
+async def test_a_new_code_in_the_same_minute_still_reloads_the_page(team: Harness) -> None:
+    """The page reloads when what it shows is stale: a fresh code counts, even within the minute
+    the dashboard's times show (the old code would no longer log in)."""
+    client = TestClient(TestServer(create_app(team.bot.reports, token=TOKEN, token_for_reads=False)))
+    await client.start_server()
+    try:
+        demo2 = team.puppets["demo2"]
+        demo2.go_offline()
+        demo2.show_code()
+        await settle(team)
+        first = re.findall(r"const shown = (.*);", await (await client.get("/dashboard")).text())
+        demo2.show_code()  # the puppet renewed its code a few seconds later
+        await settle(team)
+        second = re.findall(r"const shown = (.*);", await (await client.get("/dashboard")).text())
+        assert first and second and first != second
+    finally:
+        await client.close()
+
+
 def test_the_svg_is_a_scannable_matrix_with_a_label() -> None:
     svg = qr_svg("https://login.weixin.qq.com/l/x", "小王 的微信登录二维码")
     assert svg.startswith('<svg class="qr" viewBox="0 0 ') and 'aria-label="小王 的微信登录二维码"' in svg
