@@ -213,3 +213,18 @@ async def test_listening_beyond_loopback_logs_where_to_sign_in(
         assert "from a phone: http://10.0.0.2:8080/login" in shown and TOKEN not in shown
     finally:
         await runner.cleanup()
+
+
+async def test_guessing_the_token_through_the_api_is_limited_like_the_login_page(
+    remote: TestClient[Any, Any], ticks: FakeMonotonic
+) -> None:
+    """The login page's limit means nothing if the API lets a script guess on without one."""
+    for guess in range(login.MAX_FAILURES):
+        wrong = await remote.get("/api/metrics", headers={"Authorization": f"Bearer guess{guess}"})
+        assert wrong.status == 401
+    blocked = await remote.get("/api/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert blocked.status == 429 and "error" in await blocked.json()
+    assert (await remote.get(f"/dashboard?token={TOKEN}", allow_redirects=False)).status == 429
+    ticks.at += login.FAILURE_WINDOW_SECONDS + 1
+    allowed = await remote.get("/api/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert allowed.status == 200

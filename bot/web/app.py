@@ -87,6 +87,8 @@ PAGE_ERRORS = {
 NOT_LOOPBACK = "this address only answers as localhost or 127.0.0.1"
 NOT_LOOPBACK_PAGE = "这个地址只能用 localhost 或 127.0.0.1 打开。"
 CROSS_SITE = "requests from another site are refused"
+TOO_MANY_TRIES = "too many wrong access tokens from this address: try again later"
+TOO_MANY_TRIES_PAGE = "访问令牌错误次数太多，请过一会儿再试。"
 CROSS_SITE_PAGE = "不接受从其他网站发来的操作，请在本站页面上重新操作。"
 
 
@@ -169,6 +171,12 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in (login.LOGIN_PATH, login.LOGOUT_PATH):
         return await handler(request)  # they check what they need themselves
     presented = _presented_token(request)
+    counted = presented and (beyond_loopback or mutating)  # where a wrong token is refused
+    attempts = request.app.get(login.ATTEMPTS)
+    client = login.client_address(request)
+    if counted and attempts is not None and attempts.wait_seconds(client):
+        # the login page's limit, for tokens sent in a header or the address too
+        return _error(request, 429, TOO_MANY_TRIES, TOO_MANY_TRIES_PAGE)
     if presented and _same_token(presented, request.app[TOKEN]):
         if beyond_loopback and _is_page(request) and "token" in request.query:
             # trade the token in the address for a session: links and history no longer carry it
@@ -176,6 +184,9 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
             login.set_session_cookie(request, response, request.app[login.SESSIONS].open())
             return response
         return await handler(request)
+    if counted and attempts is not None:
+        attempts.failed(client)
+        log.warning("web: a wrong access token was sent to %s (from %s)", request.path, client)
     # a session counts for a mutation only from this site's own pages (a browser names its Origin)
     if signed_in and (not mutating or same_site):
         return await handler(request)

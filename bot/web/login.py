@@ -4,7 +4,8 @@ session cookie, so no link or address bar carries ``?token=`` and the token is t
 Sessions are opaque random ids kept in memory (a restart signs everyone out; logout really ends
 one). The cookie is HttpOnly, SameSite=Lax, and Secure whenever the page is served over HTTPS
 (directly or behind a proxy that says so): browsers drop a Secure cookie on plain HTTP. Wrong
-tokens are counted per client address and refused for a while after a few.
+tokens (typed here, or sent to a page or the API beyond loopback, bot/web/app.py) are counted per
+client address and refused for a while after a few.
 Times come from a monotonic clock: the bot's clock may be fast-forwarded by the simulator.
 """
 
@@ -157,7 +158,7 @@ def see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
-def _client(request: web.Request) -> str:
+def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
@@ -179,7 +180,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     next_path = str(form.get("next", ""))
     attempts = request.app[ATTEMPTS]
-    client = _client(request)
+    client = client_address(request)
     wait = attempts.wait_seconds(client)
     if wait:
         minutes = max(1, round(wait / 60))
