@@ -17,8 +17,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.app import validate_setup
 from bot.clock import VirtualClock
-from bot.errors import TemplateError
+from bot.errors import TemplateError, TransportError
+from bot.hooks import Hooks, Undeliverable
 from bot.media import Attachment, MediaLibrary, MediaType
+from bot.services.alerts import undeliverable
 from bot.services.messenger import Messenger
 from bot.services.outbox import Composed, Dispatcher
 from bot.templates import TemplateLibrary
@@ -349,3 +351,36 @@ async def test_an_attachment_cut_off_midway_is_never_sent_again(db: Database) ->
     await restarted.run_due()
     assert platform.arrived == ["送您一份指南", "[文件] 购车避坑指南.pdf"]  # at most once: in doubt
     assert len(recovery.in_doubt) == 1 and await row_status(db) == "failed"
+
+
+async def test_an_attachment_that_fails_after_its_text_is_reported_as_the_part_not_sent(
+    db: Database,
+) -> None:
+    """The text reached the customer: telling the rep the whole message was not sent would have
+    them send the text twice. The alert names what is missing."""
+
+    class RefusesFiles(Platform):
+        async def send_attachment(self, conversation_id: str, attachment: Attachment) -> str | None:
+            raise TransportError("upload rejected: file too large")
+
+    platform = RefusesFiles()
+    hooks = Hooks()
+    heard: list[Undeliverable] = []
+
+    async def listen(event: Undeliverable) -> None:
+        heard.append(event)
+
+    hooks.on(Undeliverable, listen)
+    sender = dispatcher(db, platform)
+    sender.hooks = hooks
+    await sender.run_due()
+    assert platform.arrived == ["送您一份指南"]
+    [event] = heard
+    assert event.unsent == "文件「购车避坑指南.pdf」"
+    customer = Customer(
+        id=1, account_id="a", wechat_id="wx-a", display_name="张三", stage="stranger", added_at=NOW
+    )
+    text = undeliverable(event.row, customer, event.reason, event.unsent)
+    assert "只发出了一部分：前面的文字已发出，后面的文件「购车避坑指南.pdf」没有发出（" in text, text
+    assert "不用整条重发" in text
+    assert "upload rejected" not in text and "file too large" not in text

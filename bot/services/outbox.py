@@ -27,7 +27,7 @@ from bot.domain.kinds import AUTOMATED_KINDS, CONSOLE_KINDS, PUSH_KINDS, Kind
 from bot.domain.limits import MAX_PARTS, split_message
 from bot.errors import TemplateError
 from bot.hooks import CustomerUnreachable, Hooks, MessageSent, Undeliverable
-from bot.media import Attachment
+from bot.media import LABELS, Attachment
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
 from bot.services.reach import SEND, Verdict
 from storage.db import Database
@@ -398,14 +398,18 @@ class Dispatcher:
                 after_commit.append(functools.partial(self.hooks.emit, MessageSent(row)))
         elif result.delivery is Delivery.UNKNOWN:
             error = f"{DELIVERY_UNKNOWN}: {result.error}; check the chat"
-            await self._fail(session, after_commit, row, error, alert=True)
+            await self._fail(session, after_commit, row, error, alert=True, unsent=_unsent(step))
         elif result.delivery is Delivery.UNREACHABLE:
             await self._fail(session, after_commit, row, "customer is no longer a friend", alert=False)
             if row.customer_id is not None:
                 unreachable = CustomerUnreachable(row.customer_id, result.error)
                 after_commit.append(functools.partial(self.hooks.emit, unreachable))
         else:
-            await self._fail(session, after_commit, row, f"send failed: {result.error}", alert=True)
+            unsent = _unsent(step)
+            error = f"send failed: {result.error}" + (
+                f" (after the earlier parts went out: {unsent})" if unsent else ""
+            )
+            await self._fail(session, after_commit, row, error, alert=True, unsent=unsent)
         return None
 
     async def _fail(
@@ -416,24 +420,30 @@ class Dispatcher:
         error: str,
         *,
         alert: bool,
+        unsent: str = "",
     ) -> None:
-        """Mark the row failed, log ``<kind>_failed`` for the digest, and tell the rep if asked."""
+        """Mark the row failed, log ``<kind>_failed`` for the digest, and tell the rep if asked
+        (``unsent``: the part that did not go out when earlier parts did)."""
         now = self.clock.now()
         await Outbox(session).mark(row.id or 0, "failed", now, error)
         await Events(session).record(
             row.account_id, f"{row.kind}_failed", now, customer_id=row.customer_id, data={"error": error}
         )
         if alert:
-            self._tell_undeliverable(after_commit, row, error)
+            self._tell_undeliverable(after_commit, row, error, unsent)
 
     def _tell_undeliverable(
-        self, after_commit: list[Callable[[], Awaitable[object]]], row: ScheduledMessage, reason: str
+        self,
+        after_commit: list[Callable[[], Awaitable[object]]],
+        row: ScheduledMessage,
+        reason: str,
+        unsent: str = "",
     ) -> None:
         if row.kind in CONSOLE_KINDS:
             # reporting a failed console message to that same console would fail again, and again
             log.warning("console %s %s not delivered: %s", row.kind, row.idempotency_key, reason)
             return
-        after_commit.append(functools.partial(self.hooks.emit, Undeliverable(row, reason)))
+        after_commit.append(functools.partial(self.hooks.emit, Undeliverable(row, reason, unsent)))
 
 
 @dataclass(frozen=True)
@@ -467,6 +477,17 @@ class _Next:
 class _InFlight:
     step: _Step
     result: SendResult
+
+
+def _unsent(step: _Step) -> str:
+    """What of a message in parts is missing when this send failed after earlier parts went out:
+    "" for the first send (nothing reached the customer)."""
+    if step.part <= 1:
+        return ""
+    attachment = step.reservation.attachment
+    if attachment is not None:
+        return f"{LABELS[attachment.type]}「{attachment.name}」"
+    return f"第{step.part}段起的文字"
 
 
 def _paced_stream(kind: str) -> str | None:
