@@ -384,3 +384,26 @@ async def test_an_attachment_that_fails_after_its_text_is_reported_as_the_part_n
     assert "只发出了一部分：前面的文字已发出，后面的文件「购车避坑指南.pdf」没有发出（" in text, text
     assert "不用整条重发" in text
     assert "upload rejected" not in text and "file too large" not in text
+
+
+async def test_an_attachment_cut_off_midway_is_reported_as_the_part_in_doubt(db: Database) -> None:
+    """After a crash while the attachment was going out, the text is known to have arrived: the
+    rep hears that only the attachment may be missing."""
+    platform = Platform(die_on_attachment=True)
+    with pytest.raises(Crash):
+        await dispatcher(db, platform).run_due()
+
+    class Doubts:
+        def __init__(self) -> None:
+            self.heard: list[tuple[str, str]] = []
+
+        async def in_doubt(
+            self, session: AsyncSession, row: ScheduledMessage, reason: str, unsent: str = ""
+        ) -> None:
+            self.heard.append((reason, unsent))
+
+    restarted = dispatcher(db, platform)
+    restarted.doubts = doubts = Doubts()
+    await restarted.recover()
+    [(_reason, unsent)] = doubts.heard
+    assert unsent == "文件「购车避坑指南.pdf」"

@@ -58,10 +58,12 @@ class DeliveryAlerts:
             planned = await self._plan(session, row, event.reason, event.unsent)
         return Reported(row.account_id, row.customer_id, planned)
 
-    async def in_doubt(self, session: AsyncSession, row: ScheduledMessage, reason: str) -> None:
+    async def in_doubt(
+        self, session: AsyncSession, row: ScheduledMessage, reason: str, unsent: str = ""
+    ) -> None:
         """Recovery found ``row``'s send interrupted: the alert is planned in recovery's own
         transaction, so a restart that then fails to log in cannot lose it."""
-        await self._plan(session, row, reason)
+        await self._plan(session, row, reason, unsent)
 
     async def _plan(
         self, session: AsyncSession, row: ScheduledMessage, reason: str, unsent: str = ""

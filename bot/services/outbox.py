@@ -76,8 +76,11 @@ class Gate(Protocol):
 
 
 class DoubtReporter(Protocol):
-    async def in_doubt(self, session: AsyncSession, row: ScheduledMessage, reason: str) -> None:
-        """Plan the rep's "check the chat" alert for ``row`` in ``session`` (recovery's transaction)."""
+    async def in_doubt(
+        self, session: AsyncSession, row: ScheduledMessage, reason: str, unsent: str = ""
+    ) -> None:
+        """Plan the rep's "check the chat" alert for ``row`` in ``session`` (recovery's transaction);
+        ``unsent``: the part in doubt when the earlier parts went out."""
         ...
 
 
@@ -154,6 +157,7 @@ class Dispatcher:
                         await outgoing.fail(send, "never attempted: the process stopped before this send")
             for row in rows:
                 sent = await outgoing.by_key(row.idempotency_key)
+                unsent = ""
                 if sent is None:  # a message in parts (long text, attachment)
                     parts = await _parts(outgoing, row.idempotency_key)
                     for part in parts:  # went out, but the batch did not live to record it
@@ -162,6 +166,8 @@ class Dispatcher:
                             await self.messenger.record_contact(session, _reservation_of(part), delivered)
                     # the part under way, if any (the rest is simply tried again: duplicates are skipped)
                     sent = next((p for p in parts if p.status not in ("sent", "failed")), None)
+                    if sent is not None and sent is not parts[0]:  # the earlier parts went out
+                        unsent = _unsent_logged(sent)
                 if sent is None or sent.status == "failed":
                     row.status = "pending"  # never reached the platform: safe to try again
                 elif sent.status == "sent":
@@ -178,7 +184,7 @@ class Dispatcher:
                         row.status, row.last_error = "failed", reason
                         in_doubt.append(row)
                         if self.doubts is not None:  # planned with the doubt: never lost to a failed login
-                            await self.doubts.in_doubt(session, row, reason)
+                            await self.doubts.in_doubt(session, row, reason, unsent)
                 row.updated_at = now
                 settled += 1
         return Recovery(settled, in_doubt)
@@ -488,6 +494,15 @@ def _unsent(step: _Step) -> str:
     if attachment is not None:
         return f"{LABELS[attachment.type]}「{attachment.name}」"
     return f"第{step.part}段起的文字"
+
+
+def _unsent_logged(sent: OutgoingMessage) -> str:
+    """:func:`_unsent` of a logged part (recovery): its key says which part, its text (for an
+    attachment, "[图片] x.png") what it was."""
+    if sent.idempotency_key.endswith(ATTACHMENT_KEY_SUFFIX):
+        label, _, name = sent.text.partition("] ")
+        return f"{label.removeprefix('[')}「{name}」"
+    return f"第{sent.idempotency_key.rsplit(':', 1)[-1]}段起的文字"
 
 
 def _paced_stream(kind: str) -> str | None:
