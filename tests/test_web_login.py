@@ -228,3 +228,12 @@ async def test_guessing_the_token_through_the_api_is_limited_like_the_login_page
     ticks.at += login.FAILURE_WINDOW_SECONDS + 1
     allowed = await remote.get("/api/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert allowed.status == 200
+
+
+async def test_pages_cannot_be_framed_by_another_site(remote: TestClient[Any, Any]) -> None:
+    """A page framed on another site could trick a click (the simulator acts, the dashboard signs out)."""
+    for path in ("/login", "/dashboard", "/api/metrics"):
+        response = await remote.get(path, allow_redirects=False)
+        assert response.headers.get("X-Frame-Options") == "DENY", path
+        assert "frame-ancestors 'none'" in response.headers.get("Content-Security-Policy", ""), path
+        assert response.headers.get("Referrer-Policy") == "no-referrer", path

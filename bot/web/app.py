@@ -294,6 +294,21 @@ async def index(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/dashboard")
 
 
+# every response: no other site may frame a page (a framed simulator or logout button could be
+# clicked by a trick), and no address (a loopback ?token= link) leaks in a Referer
+SAFETY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+async def _safety_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SAFETY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
 def create_app(
     reports: ReportService,
     *,
@@ -308,6 +323,7 @@ def create_app(
     for the local transport. The app mounts it; the simulator never imports the app. ``now``
     (monotonic seconds) times sessions and login attempts."""
     app = web.Application(middlewares=[errors, auth])
+    app.on_response_prepare.append(_safety_headers)
     app[REPORTS] = reports
     app[TOKEN] = token
     app[TOKEN_FOR_READS] = token_for_reads
