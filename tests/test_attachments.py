@@ -103,6 +103,7 @@ def test_a_missing_media_file_fails_check_naming_the_file_and_key(tmp_path: Path
         ('type = "link"\nurl = "https://example.com"', {}, "missing title"),
         ('type = "link"\nurl = "ftp://example.com"\ntitle = "t"', {}, "url must be an http(s) URL"),
         ('type = "miniprogram"\nappid = "wx1"\ntitle = "t"\npage_path = "p"', {}, "missing username"),
+        ('type = "image"\nfile = "proof-1.png"\nurl = "https://x"', {}, "unknown field 'url' for an image"),
         # a file outside the media folder (a typo, or a manifest that would send any file of the machine)
         ('type = "file"\nfile = "../config.pdf"', {"../config.pdf": b"%PDF-1.4"}, "inside the media folder"),
         ('type = "file"\nfile = "/etc/x.pdf"', {}, "inside the media folder"),
