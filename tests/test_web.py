@@ -94,6 +94,7 @@ async def test_scheduled(client: TestClient[Any, Any]) -> None:
         ("/api/customers", {"limit": "0"}),
         ("/api/customers", {"silent_days": "x"}),
         ("/api/metrics", {"date": "23/11"}),
+        ("/api/metrics", {"date": "9999-12-31"}),
         ("/api/customers", {"tag": "层级:Z"}),
     ],
 )

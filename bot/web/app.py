@@ -220,9 +220,13 @@ def _filters(request: web.Request) -> dict[str, Any]:
 def _day(request: web.Request) -> date | None:
     raw = request.query.get("date", "")
     try:
-        return date.fromisoformat(raw) if raw else None
+        day = date.fromisoformat(raw) if raw else None
     except ValueError:
         raise web.HTTPBadRequest(reason="date: expected YYYY-MM-DD") from None
+    if day is not None and not dashboard_page.in_range(day):
+        first, last = dashboard_page.FIRST_DAY, dashboard_page.LAST_DAY
+        raise web.HTTPBadRequest(reason=f"date: expected a day from {first} to {last}")
+    return day
 
 
 async def api_customers(request: web.Request) -> web.Response:

@@ -21,6 +21,14 @@ PAGE_SIZE = 50
 MAX_SILENT_DAYS = 3650
 # the fields the customers filter keeps in its links (paging) and in the form
 FILTER_FIELDS = ("stage", "tag", "account", "silent_days")
+# days the reports can be asked about: the day arithmetic (yesterday, the zone's midnight) works
+# well inside these, and nothing this bot recorded lies outside
+FIRST_DAY = date(2000, 1, 1)
+LAST_DAY = date(2100, 12, 31)
+
+
+def in_range(day: date) -> bool:
+    return FIRST_DAY <= day <= LAST_DAY
 
 
 @dataclass
@@ -80,6 +88,12 @@ def read_query(query: Mapping[str, str], reports: ReportService) -> DashboardQue
             parsed.day = date.fromisoformat(typed["date"])
         except ValueError:
             errors["date"] = "日期请按 2026-11-23 这样的格式填写"
+        else:
+            if not in_range(parsed.day):
+                parsed.day = None
+                errors["date"] = (
+                    f"日期请填 {FIRST_DAY.year} 年到 {LAST_DAY.year} 年之间的日子，例如 2026-11-23"
+                )
     return parsed
 
 
