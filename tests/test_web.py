@@ -95,6 +95,9 @@ async def test_scheduled(client: TestClient[Any, Any]) -> None:
         ("/api/customers", {"silent_days": "x"}),
         ("/api/metrics", {"date": "23/11"}),
         ("/api/metrics", {"date": "9999-12-31"}),
+        ("/api/customers", {"tag": "a\x00b"}),
+        ("/api/customers", {"stage": "\x00"}),
+        ("/api/customers", {"account": "\x00"}),
         ("/api/customers", {"tag": "层级:Z"}),
     ],
 )

@@ -207,6 +207,9 @@ def _int(request: web.Request, name: str, default: int, low: int = 0, high: int 
 
 
 def _filters(request: web.Request) -> dict[str, Any]:
+    for name in ("stage", "tag", "account"):
+        if dashboard_page.has_control(request.query.get(name, "")):
+            raise web.HTTPBadRequest(reason=f"{name}: control characters are not allowed")
     return {
         "stage": request.query.get("stage", ""),
         "tag": request.query.get("tag", ""),

@@ -31,6 +31,11 @@ def in_range(day: date) -> bool:
     return FIRST_DAY <= day <= LAST_DAY
 
 
+def has_control(value: str) -> bool:
+    """A control character (NUL and the like): nobody types one, and PostgreSQL refuses a NUL."""
+    return any(ord(char) < 0x20 or ord(char) == 0x7F for char in value)
+
+
 @dataclass
 class DashboardQuery:
     """What the supervisor asked for: the values as typed (shown back in the form), an
@@ -57,6 +62,11 @@ def read_query(query: Mapping[str, str], reports: ReportService) -> DashboardQue
     typed = {name: query.get(name, "").strip() for name in (*FILTER_FIELDS, "offset", "date")}
     parsed = DashboardQuery(typed=typed)
     errors = parsed.errors
+    for name in (*FILTER_FIELDS, "date"):
+        if has_control(typed[name]):
+            errors[name] = "这里有看不见的控制字符，请删掉后重新输入"
+    # what is read: a value explained above is left out (the form still shows it as typed)
+    typed = {name: "" if name in errors or has_control(value) else value for name, value in typed.items()}
     if typed["stage"]:
         key = reports.pipeline.resolve(typed["stage"])
         if key is None:
