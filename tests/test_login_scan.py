@@ -146,6 +146,11 @@ async def test_the_dashboard_shows_the_code_as_svg_and_the_state_in_chinese(team
         assert "fetch('/api/logins'" in page, "the page reloads itself once the code is scanned"
         [state] = await (await client.get("/api/logins")).json()
         assert (state["id"], state["status"], state["label"]) == ("demo2", "waiting", "等待扫码")
+        demo2.scan()
+        await settle(team)
+        page = await (await client.get("/dashboard")).text()
+        assert 'data-login="scanned"' in page and "在手机上确认登录" in page
+        assert "扫描下方二维码" not in page, "scanned already: the rep is not asked to scan again"
         demo2.expire_code()
         await settle(team)
         page = await (await client.get("/dashboard")).text()
