@@ -236,4 +236,4 @@ async def test_pages_cannot_be_framed_by_another_site(remote: TestClient[Any, An
         response = await remote.get(path, allow_redirects=False)
         assert response.headers.get("X-Frame-Options") == "DENY", path
         assert "frame-ancestors 'none'" in response.headers.get("Content-Security-Policy", ""), path
-        assert response.headers.get("Referrer-Policy") == "no-referrer", path
+        assert response.headers.get("Referrer-Policy") == "same-origin", path

@@ -302,11 +302,13 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 # every response: no other site may frame a page (a framed simulator or logout button could be
-# clicked by a trick), and no address (a loopback ?token= link) leaks in a Referer
+# clicked by a trick), and no address (a loopback ?token= link) leaks to another site in a Referer
+# (same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on the site's own
+# form posts, which the cross-site check refuses)
 SAFETY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
 }
 
