@@ -55,6 +55,8 @@ class Undeliverable:
 
     row: ScheduledMessage
     reason: str
+    # a message sent in parts whose earlier parts went out: what did not (图片「x.png」, 第2段起的文字)
+    unsent: str = ""
 
 
 class Hooks:

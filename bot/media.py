@@ -135,7 +135,7 @@ def _attachment(manifest: Path, root: Path, key: str, entry: dict[str, Any]) -> 
     fields = {k: v for k, v in entry.items() if k != "type"}
     for field, value in fields.items():
         if field not in required | optional:
-            raise TemplateError(f"{where}: unknown field '{field}' for a {kind} (fields: {_names(kind)})")
+            raise TemplateError(f"{where}: unknown field '{field}' for {_a(kind)} (fields: {_names(kind)})")
         if not isinstance(value, str) or not value.strip():
             raise TemplateError(f"{where}: {field} must be non-empty text")
     missing = sorted(required - fields.keys())
@@ -147,6 +147,9 @@ def _attachment(manifest: Path, root: Path, key: str, entry: dict[str, Any]) -> 
     path = None
     if "file" in fields:
         path = root / fields["file"]
+        # only what sits in the media folder is sent: a "../" or absolute path could send any file
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise TemplateError(f"{where}: file {fields['file']} must be inside the media folder {root}")
         _check_file(where, path, kind)
     return Attachment(
         key=key,
@@ -163,6 +166,10 @@ def _attachment(manifest: Path, root: Path, key: str, entry: dict[str, Any]) -> 
     )
 
 
+def _a(kind: MediaType) -> str:
+    return f"an {kind}" if kind is MediaType.IMAGE else f"a {kind}"
+
+
 def _names(kind: MediaType) -> str:
     required, optional = _FIELDS[kind]
     return ", ".join([*sorted(required), *(f"{o} (optional)" for o in sorted(optional))])
@@ -177,7 +184,7 @@ def _check_file(where: str, path: Path, kind: MediaType) -> None:
         raise TemplateError(f"{where}: file {path} is empty")
     if size > limit:
         raise TemplateError(
-            f"{where}: file {path} is {size / 1024 / 1024:.1f} MB; a {kind} may be at most "
+            f"{where}: file {path} is {size / 1024 / 1024:.1f} MB; {_a(kind)} may be at most "
             f"{limit // 1024 // 1024} MB"
         )
     suffix = path.suffix.lower()

@@ -17,8 +17,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.app import validate_setup
 from bot.clock import VirtualClock
-from bot.errors import TemplateError
+from bot.errors import TemplateError, TransportError
+from bot.hooks import Hooks, Undeliverable
 from bot.media import Attachment, MediaLibrary, MediaType
+from bot.services.alerts import undeliverable
 from bot.services.messenger import Messenger
 from bot.services.outbox import Composed, Dispatcher
 from bot.templates import TemplateLibrary
@@ -101,6 +103,10 @@ def test_a_missing_media_file_fails_check_naming_the_file_and_key(tmp_path: Path
         ('type = "link"\nurl = "https://example.com"', {}, "missing title"),
         ('type = "link"\nurl = "ftp://example.com"\ntitle = "t"', {}, "url must be an http(s) URL"),
         ('type = "miniprogram"\nappid = "wx1"\ntitle = "t"\npage_path = "p"', {}, "missing username"),
+        ('type = "image"\nfile = "proof-1.png"\nurl = "https://x"', {}, "unknown field 'url' for an image"),
+        # a file outside the media folder (a typo, or a manifest that would send any file of the machine)
+        ('type = "file"\nfile = "../config.pdf"', {"../config.pdf": b"%PDF-1.4"}, "inside the media folder"),
+        ('type = "file"\nfile = "/etc/x.pdf"', {}, "inside the media folder"),
     ],
 )
 def test_check_refuses_a_bad_media_entry(
@@ -346,3 +352,59 @@ async def test_an_attachment_cut_off_midway_is_never_sent_again(db: Database) ->
     await restarted.run_due()
     assert platform.arrived == ["送您一份指南", "[文件] 购车避坑指南.pdf"]  # at most once: in doubt
     assert len(recovery.in_doubt) == 1 and await row_status(db) == "failed"
+
+
+async def test_an_attachment_that_fails_after_its_text_is_reported_as_the_part_not_sent(
+    db: Database,
+) -> None:
+    """The text reached the customer: telling the rep the whole message was not sent would have
+    them send the text twice. The alert names what is missing."""
+
+    class RefusesFiles(Platform):
+        async def send_attachment(self, conversation_id: str, attachment: Attachment) -> str | None:
+            raise TransportError("upload rejected: file too large")
+
+    platform = RefusesFiles()
+    hooks = Hooks()
+    heard: list[Undeliverable] = []
+
+    async def listen(event: Undeliverable) -> None:
+        heard.append(event)
+
+    hooks.on(Undeliverable, listen)
+    sender = dispatcher(db, platform)
+    sender.hooks = hooks
+    await sender.run_due()
+    assert platform.arrived == ["送您一份指南"]
+    [event] = heard
+    assert event.unsent == "文件「购车避坑指南.pdf」"
+    customer = Customer(
+        id=1, account_id="a", wechat_id="wx-a", display_name="张三", stage="stranger", added_at=NOW
+    )
+    text = undeliverable(event.row, customer, event.reason, event.unsent)
+    assert "只发出了一部分：前面的文字已发出，后面的文件「购车避坑指南.pdf」没有发出（" in text, text
+    assert "不用整条重发" in text
+    assert "upload rejected" not in text and "file too large" not in text
+
+
+async def test_an_attachment_cut_off_midway_is_reported_as_the_part_in_doubt(db: Database) -> None:
+    """After a crash while the attachment was going out, the text is known to have arrived: the
+    rep hears that only the attachment may be missing."""
+    platform = Platform(die_on_attachment=True)
+    with pytest.raises(Crash):
+        await dispatcher(db, platform).run_due()
+
+    class Doubts:
+        def __init__(self) -> None:
+            self.heard: list[tuple[str, str]] = []
+
+        async def in_doubt(
+            self, session: AsyncSession, row: ScheduledMessage, reason: str, unsent: str = ""
+        ) -> None:
+            self.heard.append((reason, unsent))
+
+    restarted = dispatcher(db, platform)
+    restarted.doubts = doubts = Doubts()
+    await restarted.recover()
+    [(_reason, unsent)] = doubts.heard
+    assert unsent == "文件「购车避坑指南.pdf」"

@@ -131,6 +131,11 @@ async def test_page_shows_names_local_times_and_chinese_labels(week: Harness) ->
         ({"account": "ghost"}, "account", "没有这个销售账号"),
         ({"tag": "层级:Z"}, "tag", ""),
         ({"date": "23/11"}, "date", "日期请按 2026-11-23 这样的格式填写"),
+        # a real date the day arithmetic cannot reach (was a 500 with OverflowError in the log)
+        ({"date": "9999-12-31"}, "date", "日期请填 2000 年到 2100 年之间的日子"),
+        # a control character (PostgreSQL refuses a NUL: that was a 500)
+        ({"tag": "预算\x00"}, "tag", "看不见的控制字符"),
+        ({"date": "0001-01-01"}, "date", "日期请填 2000 年到 2100 年之间的日子"),
     ],
 )
 async def test_a_bad_filter_is_explained_next_to_its_field_and_kept(

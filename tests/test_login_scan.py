@@ -146,6 +146,11 @@ async def test_the_dashboard_shows_the_code_as_svg_and_the_state_in_chinese(team
         assert "fetch('/api/logins'" in page, "the page reloads itself once the code is scanned"
         [state] = await (await client.get("/api/logins")).json()
         assert (state["id"], state["status"], state["label"]) == ("demo2", "waiting", "等待扫码")
+        demo2.scan()
+        await settle(team)
+        page = await (await client.get("/dashboard")).text()
+        assert 'data-login="scanned"' in page and "在手机上确认登录" in page
+        assert "扫描下方二维码" not in page, "scanned already: the rep is not asked to scan again"
         demo2.expire_code()
         await settle(team)
         page = await (await client.get("/dashboard")).text()
@@ -155,6 +160,25 @@ async def test_the_dashboard_shows_the_code_as_svg_and_the_state_in_chinese(team
         page = await (await client.get("/dashboard")).text()
         assert 'data-login="logged_in"' in page and "已登录" in page
         assert "fetch('/api/logins'" not in page, "nothing to wait for"
+    finally:
+        await client.close()
+
+
+async def test_a_new_code_in_the_same_minute_still_reloads_the_page(team: Harness) -> None:
+    """The page reloads when what it shows is stale: a fresh code counts, even within the minute
+    the dashboard's times show (the old code would no longer log in)."""
+    client = TestClient(TestServer(create_app(team.bot.reports, token=TOKEN, token_for_reads=False)))
+    await client.start_server()
+    try:
+        demo2 = team.puppets["demo2"]
+        demo2.go_offline()
+        demo2.show_code()
+        await settle(team)
+        first = re.findall(r"const shown = (.*);", await (await client.get("/dashboard")).text())
+        demo2.show_code()  # the puppet renewed its code a few seconds later
+        await settle(team)
+        second = re.findall(r"const shown = (.*);", await (await client.get("/dashboard")).text())
+        assert first and second and first != second
     finally:
         await client.close()
 

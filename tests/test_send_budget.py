@@ -70,7 +70,16 @@ async def test_an_order_whose_aftercare_would_miss_the_daily_cap_says_so(db_url:
         assert "来不及" not in await sim.rep("/order @甲")
         assert "来不及" not in await sim.rep("/order @乙")
         third = await sim.rep("/order @丙")
-        assert "这次有 4 条售后关怀（下单后第1天、下单后第3天、下单后第7天、下单后第30天）来不及" in third, (
+        # named as /schedule and the digest name them (成交后第N天), a sentence that ends
+        assert "这次有 4 条售后关怀（成交后第1天、成交后第3天、成交后第7天、成交后第30天）来不及" in third, (
             third
         )
-        assert "/cancel" in third
+        assert "/cancel" in third and third.endswith("。") and "这几条会被放弃" in third
+
+
+def test_one_late_message_is_not_called_several() -> None:
+    from bot.commands.scheduling import budget_warning
+
+    one = budget_warning("1 条提醒（提前15分钟）", 0, "早点开始跟进", late=1)
+    assert "这条会被放弃" in one and "这几条" not in one and one.endswith("。")
+    assert "这几条会被放弃" in budget_warning("2 条提醒（提前30分钟、提前15分钟）", 3, "早点开始跟进", late=2)

@@ -94,6 +94,10 @@ async def test_scheduled(client: TestClient[Any, Any]) -> None:
         ("/api/customers", {"limit": "0"}),
         ("/api/customers", {"silent_days": "x"}),
         ("/api/metrics", {"date": "23/11"}),
+        ("/api/metrics", {"date": "9999-12-31"}),
+        ("/api/customers", {"tag": "a\x00b"}),
+        ("/api/customers", {"stage": "\x00"}),
+        ("/api/customers", {"account": "\x00"}),
         ("/api/customers", {"tag": "层级:Z"}),
     ],
 )
@@ -129,6 +133,18 @@ async def test_unknown_route_and_mutations(client: TestClient[Any, Any]) -> None
     assert (await client.post("/api/customers")).status == 401, "mutations always need the token"
     authorized = await client.post("/api/customers", headers={"Authorization": f"Bearer {TOKEN}"})
     assert authorized.status == 405
+
+
+async def test_error_pages_a_person_opens_speak_chinese(client: TestClient[Any, Any]) -> None:
+    """The API answers in English for programs; a page a person opens never does."""
+    missing = await (await client.get("/nope")).text()
+    assert "没有这个页面" in missing and "Not Found" not in missing
+    rebound = await (await client.get("/dashboard", headers={"Host": "evil.example"})).text()
+    assert "localhost" in rebound and "only answers" not in rebound
+    cross = await client.post("/logout", headers={"Origin": "http://evil.example"})
+    assert cross.status == 403 and "其他网站" in await cross.text()
+    api = await client.get("/api/nope")
+    assert (await api.json())["error"] == "Not Found", "programs keep the English reason"
 
 
 async def test_internal_errors_never_show_a_stack_trace(

@@ -158,6 +158,24 @@ def test_after_login_only_a_path_on_this_site() -> None:
     assert login.safe_next("/dashboard?stage=intent") == "/dashboard?stage=intent"
 
 
+def test_after_login_a_path_a_browser_would_read_as_another_host_is_refused() -> None:
+    # browsers drop tabs and newlines from a Location before reading it: "/\t/evil" is "//evil"
+    for bad in ("/\t/evil.example", "/\n/evil.example", "/\r/evil.example", "/ /evil.example", "/\x00/x"):
+        assert login.safe_next(bad) == "/dashboard", repr(bad)
+    for leaky in ("/dashboard?TOKEN=x", "/dashboard?%74oken=x"):
+        assert login.safe_next(leaky) == "/dashboard", leaky
+
+
+async def test_a_signed_in_browser_is_not_sent_to_another_host(remote: TestClient[Any, Any]) -> None:
+    await sign_in(remote)
+    response = await remote.get("/login?next=/%09/evil.example", allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/dashboard"
+    typed = await remote.post(
+        "/login", data={"token": TOKEN, "next": "/\t/evil.example"}, allow_redirects=False
+    )
+    assert typed.headers["Location"] == "/dashboard"
+
+
 async def test_the_token_never_reaches_a_log_line(
     remote: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -195,3 +213,27 @@ async def test_listening_beyond_loopback_logs_where_to_sign_in(
         assert "from a phone: http://10.0.0.2:8080/login" in shown and TOKEN not in shown
     finally:
         await runner.cleanup()
+
+
+async def test_guessing_the_token_through_the_api_is_limited_like_the_login_page(
+    remote: TestClient[Any, Any], ticks: FakeMonotonic
+) -> None:
+    """The login page's limit means nothing if the API lets a script guess on without one."""
+    for guess in range(login.MAX_FAILURES):
+        wrong = await remote.get("/api/metrics", headers={"Authorization": f"Bearer guess{guess}"})
+        assert wrong.status == 401
+    blocked = await remote.get("/api/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert blocked.status == 429 and "error" in await blocked.json()
+    assert (await remote.get(f"/dashboard?token={TOKEN}", allow_redirects=False)).status == 429
+    ticks.at += login.FAILURE_WINDOW_SECONDS + 1
+    allowed = await remote.get("/api/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert allowed.status == 200
+
+
+async def test_pages_cannot_be_framed_by_another_site(remote: TestClient[Any, Any]) -> None:
+    """A page framed on another site could trick a click (the simulator acts, the dashboard signs out)."""
+    for path in ("/login", "/dashboard", "/api/metrics"):
+        response = await remote.get(path, allow_redirects=False)
+        assert response.headers.get("X-Frame-Options") == "DENY", path
+        assert "frame-ancestors 'none'" in response.headers.get("Content-Security-Policy", ""), path
+        assert response.headers.get("Referrer-Policy") == "same-origin", path

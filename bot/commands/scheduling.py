@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from bot.commands.context import CommandContext, id_of
 from bot.commands.registry import CommandError, Rest, UsageError, command
 from bot.domain.deadlines import DeadlineError, DeadlineRules, split_deadline
-from bot.domain.display import message_name
+from bot.domain.display import message_name, step_name
 from bot.domain.hours import WEEKDAYS
 from bot.domain.ids import parse_id
+from bot.domain.kinds import Kind
 from bot.domain.limits import MAX_LABEL_CHARS
 from bot.domain.schedule import QuietHours, offset_label
 from bot.services.coach import Coach
@@ -89,17 +90,20 @@ async def countdown(
                 plan.crowd,
                 "早点开始跟进（截止前一两天多聊）、少几步提醒（/schedule 看编号，/cancel 编号 去掉），"
                 "或给部分客户设晚一点的截止时间",
+                late=len(plan.late),
             )
         )
     return "\n".join(lines)
 
 
-def budget_warning(what: str, crowd: int, fix: str) -> str:
-    """The send-budget shortfall of a plan, in the rep's words: what misses its window, why, a fix."""
+def budget_warning(what: str, crowd: int, fix: str, *, late: int) -> str:
+    """The send-budget shortfall of a plan, in the rep's words: what misses its window, why, a fix
+    (``late`` messages: one is 这条, not 这几条)."""
     why = f"，同一时段已排了 {crowd} 条其他自动消息" if crowd else ""
+    these = "这条" if late == 1 else "这几条"
     return (
         f"注意：这次有 {what}来不及在时限内发出：自动消息要间隔着发、每天有上限、免打扰时段不发{why}，"
-        f"到时这几条会被放弃。建议{fix}"
+        f"到时{these}会被放弃。建议{fix}。"
     )
 
 
@@ -136,12 +140,13 @@ async def order(
     if recorded.replaced:
         lines.append(f"上一单还没发的 {recorded.replaced} 条售后关怀已取消（以这一单为准）")
     if recorded.late:
-        days = "、".join(f"下单后第{step.removeprefix('T+')}天" for step in recorded.late)
+        days = "、".join(step_name(Kind.AFTERCARE, step) for step in recorded.late)
         lines.append(
             budget_warning(
                 f"{len(recorded.late)} 条售后关怀（{days}）",
                 recorded.crowd,
                 "用 /schedule 和 /cancel 去掉同一天不急的自动消息（如倒计时的早期提醒），给售后关怀让出时间",
+                late=len(recorded.late),
             )
         )
     return "\n".join(lines)

@@ -252,15 +252,23 @@ def plain_cause(reason: str) -> str:
     return reason_text(reason, default="微信没有接受这条消息")
 
 
-def undeliverable(row: ScheduledMessage, customer: Customer | None, reason: str) -> str:
+def undeliverable(row: ScheduledMessage, customer: Customer | None, reason: str, unsent: str = "") -> str:
     """A planned message that did not (or may not have) gone out: whether delivery is in doubt,
-    and a plain cause."""
+    and a plain cause. ``unsent``: only this part is missing (the earlier parts reached the
+    customer), so the rep adds it rather than sending the whole message again."""
     # an automated message's step (成交后第3天, 提前1天) tells the rep which one; a welcome's or a
     # reply's step is an internal id
     named = step_name(row.kind, row.step)
     step = f"（{named}）" if named else ""
     what = f"{kind_name(row.kind)}消息{step}"
-    if DELIVERY_UNKNOWN in reason:
+    if unsent:
+        maybe = "可能" if DELIVERY_UNKNOWN in reason else ""
+        cause = "发送时连接中断，无法确认对方是否收到" if maybe else plain_cause(reason)
+        outcome = (
+            f"只发出了一部分：前面的文字已发出，后面的{unsent}{maybe}没有发出（{cause}）。"
+            "请到聊天里看一眼，需要的话只补发这一部分，不用整条重发。"
+        )
+    elif DELIVERY_UNKNOWN in reason:
         outcome = "可能没有发出：发送时连接中断，无法确认对方是否收到。请到聊天里看一眼，需要的话手动补发。"
     else:
         outcome = f"没有发出：{plain_cause(reason)}。"

@@ -55,20 +55,24 @@ class DeliveryAlerts:
         goes out; one that surely failed is reported with a plain cause."""
         row = event.row
         async with self.db.transaction() as session:
-            planned = await self._plan(session, row, event.reason)
+            planned = await self._plan(session, row, event.reason, event.unsent)
         return Reported(row.account_id, row.customer_id, planned)
 
-    async def in_doubt(self, session: AsyncSession, row: ScheduledMessage, reason: str) -> None:
+    async def in_doubt(
+        self, session: AsyncSession, row: ScheduledMessage, reason: str, unsent: str = ""
+    ) -> None:
         """Recovery found ``row``'s send interrupted: the alert is planned in recovery's own
         transaction, so a restart that then fails to log in cannot lose it."""
-        await self._plan(session, row, reason)
+        await self._plan(session, row, reason, unsent)
 
-    async def _plan(self, session: AsyncSession, row: ScheduledMessage, reason: str) -> int | None:
+    async def _plan(
+        self, session: AsyncSession, row: ScheduledMessage, reason: str, unsent: str = ""
+    ) -> int | None:
         customer = None if row.customer_id is None else await Customers(session).get(row.customer_id)
         return await self.console.alert(
             session,
             row.account_id,
-            undeliverable(row, customer, reason),
+            undeliverable(row, customer, reason, unsent),
             key=f"undeliverable:{row.idempotency_key}",
             customer_id=row.customer_id,
             unless_delivered=row.idempotency_key if DELIVERY_UNKNOWN in reason else None,

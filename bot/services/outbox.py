@@ -28,7 +28,7 @@ from bot.domain.limits import MAX_PARTS, split_message
 from bot.errors import TemplateError
 from bot.faults import pause_point
 from bot.hooks import CustomerUnreachable, Hooks, MessageSent, Undeliverable
-from bot.media import Attachment
+from bot.media import LABELS, Attachment
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
 from bot.services.reach import SEND, Verdict
 from storage.db import Database
@@ -77,8 +77,11 @@ class Gate(Protocol):
 
 
 class DoubtReporter(Protocol):
-    async def in_doubt(self, session: AsyncSession, row: ScheduledMessage, reason: str) -> None:
-        """Plan the rep's "check the chat" alert for ``row`` in ``session`` (recovery's transaction)."""
+    async def in_doubt(
+        self, session: AsyncSession, row: ScheduledMessage, reason: str, unsent: str = ""
+    ) -> None:
+        """Plan the rep's "check the chat" alert for ``row`` in ``session`` (recovery's transaction);
+        ``unsent``: the part in doubt when the earlier parts went out."""
         ...
 
 
@@ -168,6 +171,7 @@ class Dispatcher:
                         await outgoing.fail(send, "never attempted: the process stopped before this send")
             for row in rows:
                 sent = await outgoing.by_key(row.idempotency_key)
+                unsent = ""
                 if sent is None:  # a message in parts (long text, attachment)
                     parts = await _parts(outgoing, row.idempotency_key)
                     for part in parts:  # went out, but the batch did not live to record it
@@ -176,6 +180,8 @@ class Dispatcher:
                             await self.messenger.record_contact(session, _reservation_of(part), delivered)
                     # the part under way, if any (the rest is simply tried again: duplicates are skipped)
                     sent = next((p for p in parts if p.status not in ("sent", "failed")), None)
+                    if sent is not None and sent is not parts[0]:  # the earlier parts went out
+                        unsent = _unsent_logged(sent)
                 if sent is None or sent.status == "failed":
                     row.status = "pending"  # never reached the platform: safe to try again
                 elif sent.status == "sent":
@@ -192,7 +198,7 @@ class Dispatcher:
                         row.status, row.last_error = "failed", reason
                         in_doubt.append(row)
                         if self.doubts is not None:  # planned with the doubt: never lost to a failed login
-                            await self.doubts.in_doubt(session, row, reason)
+                            await self.doubts.in_doubt(session, row, reason, unsent)
                 row.updated_at = now
                 settled += 1
         return Recovery(settled, in_doubt)
@@ -433,14 +439,18 @@ class Dispatcher:
                 after_commit.append(functools.partial(self.hooks.emit, MessageSent(row)))
         elif result.delivery is Delivery.UNKNOWN:
             error = f"{DELIVERY_UNKNOWN}: {result.error}; check the chat"
-            await self._fail(session, after_commit, row, error, alert=True)
+            await self._fail(session, after_commit, row, error, alert=True, unsent=_unsent(step))
         elif result.delivery is Delivery.UNREACHABLE:
             await self._fail(session, after_commit, row, "customer is no longer a friend", alert=False)
             if row.customer_id is not None:
                 unreachable = CustomerUnreachable(row.customer_id, result.error)
                 after_commit.append(functools.partial(self.hooks.emit, unreachable))
         else:
-            await self._fail(session, after_commit, row, f"send failed: {result.error}", alert=True)
+            unsent = _unsent(step)
+            error = f"send failed: {result.error}" + (
+                f" (after the earlier parts went out: {unsent})" if unsent else ""
+            )
+            await self._fail(session, after_commit, row, error, alert=True, unsent=unsent)
         return None
 
     async def _fail(
@@ -451,24 +461,30 @@ class Dispatcher:
         error: str,
         *,
         alert: bool,
+        unsent: str = "",
     ) -> None:
-        """Mark the row failed, log ``<kind>_failed`` for the digest, and tell the rep if asked."""
+        """Mark the row failed, log ``<kind>_failed`` for the digest, and tell the rep if asked
+        (``unsent``: the part that did not go out when earlier parts did)."""
         now = self.clock.now()
         await Outbox(session).mark(row.id or 0, "failed", now, error)
         await Events(session).record(
             row.account_id, f"{row.kind}_failed", now, customer_id=row.customer_id, data={"error": error}
         )
         if alert:
-            self._tell_undeliverable(after_commit, row, error)
+            self._tell_undeliverable(after_commit, row, error, unsent)
 
     def _tell_undeliverable(
-        self, after_commit: list[Callable[[], Awaitable[object]]], row: ScheduledMessage, reason: str
+        self,
+        after_commit: list[Callable[[], Awaitable[object]]],
+        row: ScheduledMessage,
+        reason: str,
+        unsent: str = "",
     ) -> None:
         if row.kind in CONSOLE_KINDS:
             # reporting a failed console message to that same console would fail again, and again
             log.warning("console %s %s not delivered: %s", row.kind, row.idempotency_key, reason)
             return
-        after_commit.append(functools.partial(self.hooks.emit, Undeliverable(row, reason)))
+        after_commit.append(functools.partial(self.hooks.emit, Undeliverable(row, reason, unsent)))
 
 
 @dataclass(frozen=True)
@@ -512,6 +528,26 @@ def _no_token(account_id: str) -> datetime | None:
 
 async def _always(account_id: str, token: datetime | None) -> bool:
     return True
+
+
+def _unsent(step: _Step) -> str:
+    """What of a message in parts is missing when this send failed after earlier parts went out:
+    "" for the first send (nothing reached the customer)."""
+    if step.part <= 1:
+        return ""
+    attachment = step.reservation.attachment
+    if attachment is not None:
+        return f"{LABELS[attachment.type]}「{attachment.name}」"
+    return f"第{step.part}段起的文字"
+
+
+def _unsent_logged(sent: OutgoingMessage) -> str:
+    """:func:`_unsent` of a logged part (recovery): its key says which part, its text (for an
+    attachment, "[图片] x.png") what it was."""
+    if sent.idempotency_key.endswith(ATTACHMENT_KEY_SUFFIX):
+        label, _, name = sent.text.partition("] ")
+        return f"{label.removeprefix('[')}「{name}」"
+    return f"第{sent.idempotency_key.rsplit(':', 1)[-1]}段起的文字"
 
 
 def _paced_stream(kind: str) -> str | None:

@@ -3,6 +3,7 @@ messages, today's metrics. Everything is plain JSON-ready data."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -102,6 +103,7 @@ class ReportService:
             state = self.logins.get(account.id)
             if state is None:
                 continue
+            qr = state.qr if state.status in (LoginStatus.WAITING, LoginStatus.SCANNED) else ""
             result.append(
                 {
                     "id": account.id,
@@ -109,7 +111,9 @@ class ReportService:
                     "status": str(state.status),
                     "label": login_name(state.status),
                     "since": local_time(state.since, self.config),
-                    "qr": state.qr if state.status in (LoginStatus.WAITING, LoginStatus.SCANNED) else "",
+                    "qr": qr,
+                    # tells a renewed code from the last one (times show minutes) without the code
+                    "code": hashlib.sha256(qr.encode()).hexdigest()[:12] if qr else "",
                 }
             )
         return result

@@ -73,10 +73,32 @@ def _wants_json(request: web.Request) -> bool:
     return request.path.startswith(("/api/", "/sim/"))
 
 
-def _error(request: web.Request, status: int, message: str) -> web.Response:
+# what a person opening a page reads for an error (the API keeps its English reason for programs)
+PAGE_ERRORS = {
+    400: "这个地址里有看不懂的内容，请检查后重试。",
+    401: "需要先登录才能查看。",
+    403: "没有权限访问这个地址。",
+    404: "没有这个页面。",
+    405: "这个地址不支持这样访问。",
+    413: "提交的内容太大了。",
+    429: "请求太频繁，请稍后再试。",
+    500: "服务器出了点问题，请稍后再试（详情在服务器日志里）。",
+}
+NOT_LOOPBACK = "this address only answers as localhost or 127.0.0.1"
+NOT_LOOPBACK_PAGE = "这个地址只能用 localhost 或 127.0.0.1 打开。"
+CROSS_SITE = "requests from another site are refused"
+TOO_MANY_TRIES = "too many wrong access tokens from this address: try again later"
+TOO_MANY_TRIES_PAGE = "访问令牌错误次数太多，请过一会儿再试。"
+CROSS_SITE_PAGE = "不接受从其他网站发来的操作，请在本站页面上重新操作。"
+
+
+def _error(request: web.Request, status: int, message: str, page_message: str = "") -> web.Response:
+    """JSON with ``message`` for the API and the simulator's calls; otherwise a short page in
+    Chinese (``page_message``, else the status's own words)."""
     if _wants_json(request):
         return web.json_response({"error": message}, status=status)
-    page = PAGES.get_template("error.html.j2").render(status=status, message=message)
+    shown = page_message or PAGE_ERRORS.get(status) or PAGE_ERRORS[400 if status < 500 else 500]
+    page = PAGES.get_template("error.html.j2").render(status=status, message=shown)
     return web.Response(text=page, status=status, content_type="text/html")
 
 
@@ -88,7 +110,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return _error(request, exc.status, exc.reason or "error")
-    except (CommandError, SalesbotError, ValueError) as exc:
+    except CommandError as exc:  # written for the rep: Chinese already
+        return _error(request, 400, str(exc), str(exc))
+    except (SalesbotError, ValueError) as exc:  # may be English, name files or kinds: API only
         return _error(request, 400, str(exc))
     except Exception:
         log.exception("web request %s failed", request.path)
@@ -135,11 +159,11 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     mutating = request.method not in ("GET", "HEAD")
     beyond_loopback = request.app[TOKEN_FOR_READS]
     if not beyond_loopback and not is_loopback(_hostname(request.host)):
-        return _error(request, 403, "this address only answers as localhost or 127.0.0.1")
+        return _error(request, 403, NOT_LOOPBACK, NOT_LOOPBACK_PAGE)
     origin = request.headers.get("Origin")
     same_site = origin is not None and _netloc(origin) == request.host
     if mutating and origin is not None and not same_site:
-        return _error(request, 403, "requests from another site are refused")
+        return _error(request, 403, CROSS_SITE, CROSS_SITE_PAGE)
     signed_in = login.SESSIONS in request.app and request.app[login.SESSIONS].valid(
         request.cookies.get(login.COOKIE)
     )
@@ -147,6 +171,12 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in (login.LOGIN_PATH, login.LOGOUT_PATH):
         return await handler(request)  # they check what they need themselves
     presented = _presented_token(request)
+    counted = presented and (beyond_loopback or mutating)  # where a wrong token is refused
+    attempts = request.app.get(login.ATTEMPTS)
+    client = login.client_address(request)
+    if counted and attempts is not None and attempts.wait_seconds(client):
+        # the login page's limit, for tokens sent in a header or the address too
+        return _error(request, 429, TOO_MANY_TRIES, TOO_MANY_TRIES_PAGE)
     if presented and _same_token(presented, request.app[TOKEN]):
         if beyond_loopback and _is_page(request) and "token" in request.query:
             # trade the token in the address for a session: links and history no longer carry it
@@ -154,6 +184,9 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
             login.set_session_cookie(request, response, request.app[login.SESSIONS].open())
             return response
         return await handler(request)
+    if counted and attempts is not None:
+        attempts.failed(client)
+        log.warning("web: a wrong access token was sent to %s (from %s)", request.path, client)
     # a session counts for a mutation only from this site's own pages (a browser names its Origin)
     if signed_in and (not mutating or same_site):
         return await handler(request)
@@ -174,6 +207,9 @@ def _int(request: web.Request, name: str, default: int, low: int = 0, high: int 
 
 
 def _filters(request: web.Request) -> dict[str, Any]:
+    for name in ("stage", "tag", "account"):
+        if dashboard_page.has_control(request.query.get(name, "")):
+            raise web.HTTPBadRequest(reason=f"{name}: control characters are not allowed")
     return {
         "stage": request.query.get("stage", ""),
         "tag": request.query.get("tag", ""),
@@ -187,9 +223,13 @@ def _filters(request: web.Request) -> dict[str, Any]:
 def _day(request: web.Request) -> date | None:
     raw = request.query.get("date", "")
     try:
-        return date.fromisoformat(raw) if raw else None
+        day = date.fromisoformat(raw) if raw else None
     except ValueError:
         raise web.HTTPBadRequest(reason="date: expected YYYY-MM-DD") from None
+    if day is not None and not dashboard_page.in_range(day):
+        first, last = dashboard_page.FIRST_DAY, dashboard_page.LAST_DAY
+        raise web.HTTPBadRequest(reason=f"date: expected a day from {first} to {last}")
+    return day
 
 
 async def api_customers(request: web.Request) -> web.Response:
@@ -261,6 +301,23 @@ async def index(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/dashboard")
 
 
+# every response: no other site may frame a page (a framed simulator or logout button could be
+# clicked by a trick), and no address (a loopback ?token= link) leaks to another site in a Referer
+# (same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on the site's own
+# form posts, which the cross-site check refuses)
+SAFETY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+async def _safety_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SAFETY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
 def create_app(
     reports: ReportService,
     *,
@@ -275,6 +332,7 @@ def create_app(
     for the local transport. The app mounts it; the simulator never imports the app. ``now``
     (monotonic seconds) times sessions and login attempts."""
     app = web.Application(middlewares=[errors, auth])
+    app.on_response_prepare.append(_safety_headers)
     app[REPORTS] = reports
     app[TOKEN] = token
     app[TOKEN_FOR_READS] = token_for_reads

@@ -21,6 +21,19 @@ PAGE_SIZE = 50
 MAX_SILENT_DAYS = 3650
 # the fields the customers filter keeps in its links (paging) and in the form
 FILTER_FIELDS = ("stage", "tag", "account", "silent_days")
+# days the reports can be asked about: the day arithmetic (yesterday, the zone's midnight) works
+# well inside these, and nothing this bot recorded lies outside
+FIRST_DAY = date(2000, 1, 1)
+LAST_DAY = date(2100, 12, 31)
+
+
+def in_range(day: date) -> bool:
+    return FIRST_DAY <= day <= LAST_DAY
+
+
+def has_control(value: str) -> bool:
+    """A control character (NUL and the like): nobody types one, and PostgreSQL refuses a NUL."""
+    return any(ord(char) < 0x20 or ord(char) == 0x7F for char in value)
 
 
 @dataclass
@@ -49,6 +62,11 @@ def read_query(query: Mapping[str, str], reports: ReportService) -> DashboardQue
     typed = {name: query.get(name, "").strip() for name in (*FILTER_FIELDS, "offset", "date")}
     parsed = DashboardQuery(typed=typed)
     errors = parsed.errors
+    for name in (*FILTER_FIELDS, "date"):
+        if has_control(typed[name]):
+            errors[name] = "这里有看不见的控制字符，请删掉后重新输入"
+    # what is read: a value explained above is left out (the form still shows it as typed)
+    typed = {name: "" if name in errors or has_control(value) else value for name, value in typed.items()}
     if typed["stage"]:
         key = reports.pipeline.resolve(typed["stage"])
         if key is None:
@@ -80,6 +98,12 @@ def read_query(query: Mapping[str, str], reports: ReportService) -> DashboardQue
             parsed.day = date.fromisoformat(typed["date"])
         except ValueError:
             errors["date"] = "日期请按 2026-11-23 这样的格式填写"
+        else:
+            if not in_range(parsed.day):
+                parsed.day = None
+                errors["date"] = (
+                    f"日期请填 {FIRST_DAY.year} 年到 {LAST_DAY.year} 年之间的日子，例如 2026-11-23"
+                )
     return parsed
 
 

@@ -4,7 +4,8 @@ session cookie, so no link or address bar carries ``?token=`` and the token is t
 Sessions are opaque random ids kept in memory (a restart signs everyone out; logout really ends
 one). The cookie is HttpOnly, SameSite=Lax, and Secure whenever the page is served over HTTPS
 (directly or behind a proxy that says so): browsers drop a Secure cookie on plain HTTP. Wrong
-tokens are counted per client address and refused for a while after a few.
+tokens (typed here, or sent to a page or the API beyond loopback, bot/web/app.py) are counted per
+client address and refused for a while after a few.
 Times come from a monotonic clock: the bot's clock may be fast-forwarded by the simulator.
 """
 
@@ -15,7 +16,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from aiohttp import web
 
@@ -134,8 +135,17 @@ def set_session_cookie(request: web.Request, response: web.StreamResponse, sessi
 
 
 def safe_next(raw: str) -> str:
-    """Where to go after signing in: a path on this site only (never another host), no token."""
-    if not raw.startswith("/") or raw.startswith("//") or "\\" in raw or "token=" in raw:
+    """Where to go after signing in: a path on this site only (never another host), no token.
+
+    Browsers drop tabs and newlines from a Location before reading it (``/<TAB>/evil`` becomes
+    ``//evil``), so any whitespace or control character refuses the path outright."""
+    if (
+        not raw.startswith("/")
+        or raw.startswith("//")
+        or "\\" in raw
+        or any(ord(char) <= 0x20 or ord(char) == 0x7F for char in raw)
+        or "token=" in unquote(raw).lower()
+    ):
         return "/dashboard"
     return raw
 
@@ -148,7 +158,7 @@ def see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
-def _client(request: web.Request) -> str:
+def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
@@ -170,7 +180,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     next_path = str(form.get("next", ""))
     attempts = request.app[ATTEMPTS]
-    client = _client(request)
+    client = client_address(request)
     wait = attempts.wait_seconds(client)
     if wait:
         minutes = max(1, round(wait / 60))
