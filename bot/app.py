@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from bot.clock import Clock
 from bot.commands import REGISTRY
 from bot.config import Config
@@ -546,7 +548,19 @@ class SalesBot:
     async def handle(self, account_id: str, event: InboundEvent) -> None:
         contact_id = event.contact.contact_id if isinstance(event, FriendRequest) else event.conversation_id
         async with self._contact_locks[(account_id, contact_id)]:
-            await self.router.route(account_id, event)
+            try:
+                await self.router.route(account_id, event)
+            except IntegrityError:
+                if not self.cluster.shared:
+                    raise  # one process: a duplicate key is a bug, not a race
+                # the account changed hands while this process still heard its events: the other
+                # process stored this one first (unique keys keep it once); nothing is lost
+                log.warning(
+                    "account %s: an event from %s was already handled by another process "
+                    "(the account is changing hands); skipped here",
+                    account_id,
+                    contact_id,
+                )
 
     # -- one handler per speaker (the router decides who is speaking) -------------------------------
 

@@ -37,6 +37,7 @@ FAST = {
     "poll_seconds = 5.0": "poll_seconds = 0.5",
     "port = 8080": "port = 0",
 }
+RECONNECT_MAX_SECONDS = 1.0  # each account's reconnect backoff cap: part of the failover bound
 
 
 def rig_config(url: str, gateways: Sequence[tuple[str, Gateway]], lease_seconds: float) -> str:
@@ -57,7 +58,8 @@ def rig_config(url: str, gateways: Sequence[tuple[str, Gateway]], lease_seconds:
         account = account.replace('token = ""', f'token = "{gateway.token}"', 1)
         account = account.replace('endpoint = ""', f'endpoint = "{gateway.endpoint}"', 1)
         account = account.replace("reconnect_min_seconds = 1.0", "reconnect_min_seconds = 0.2", 1)
-        account = account.replace("reconnect_max_seconds = 60.0", "reconnect_max_seconds = 1.0", 1)
+        capped = f"reconnect_max_seconds = {RECONNECT_MAX_SECONDS}"
+        account = account.replace("reconnect_max_seconds = 60.0", capped, 1)
         blocks.append(account)
     return head + "\n".join(blocks)
 
@@ -236,6 +238,38 @@ class Rig:
         """account -> pid of its lease's owner."""
         async with self.db.transaction() as session:
             return {lease.account_id: lease.pid for lease in (await session.exec(select(AccountLease))).all()}
+
+    async def leases(self) -> dict[str, AccountLease]:
+        """account -> its lease row."""
+        async with self.db.transaction() as session:
+            return {lease.account_id: lease for lease in (await session.exec(select(AccountLease))).all()}
+
+    async def kill(self, victim: Process) -> asyncio.Task[dict[str, timedelta]]:
+        """SIGKILL ``victim``; returns a task that watches its accounts change hands and ends with,
+        per account it held, how long after its last heartbeat (the lease rows' ``heartbeat_at``)
+        another process took the lease (the new row's ``taken_at``): database times, written by the
+        processes' own clocks, not the test's pace."""
+        before = {a: lease for a, lease in (await self.leases()).items() if lease.pid == victim.pid}
+        victim.kill()
+        # a renewal between that look and the kill: the rows still held tell the last heartbeat
+        after = {a: lease for a, lease in (await self.leases()).items() if lease.pid == victim.pid}
+        last = max((lease.heartbeat_at for lease in (*before.values(), *after.values())), default=None)
+        return asyncio.create_task(self._taken_over(victim, set(before) | set(after), last))
+
+    async def _taken_over(
+        self, victim: Process, accounts: set[str], last_heartbeat: datetime | None, within: float = 60.0
+    ) -> dict[str, timedelta]:
+        taken: dict[str, timedelta] = {}
+        deadline = time.monotonic() + within
+        while accounts - set(taken):
+            for account, lease in (await self.leases()).items():
+                if account in accounts and account not in taken and lease.pid != victim.pid:
+                    assert last_heartbeat is not None
+                    taken[account] = lease.taken_at - last_heartbeat  # the first new owner seen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"never taken over from {victim.pid}: {sorted(accounts - set(taken))}")
+            await asyncio.sleep(0.1)
+        return taken
 
     async def wait_owners(
         self, predicate: Callable[[dict[str, int]], bool], within: float = 60.0

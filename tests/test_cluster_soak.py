@@ -15,6 +15,7 @@ import os
 import random
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from sqlmodel import select
 from bot.faults import PAUSE_ENV
 from storage.models import Customer, ScheduledMessage
 from storage.repositories import DELIVERY_UNKNOWN
-from tests.cluster_rig import Process, Rig
+from tests.cluster_rig import RECONNECT_MAX_SECONDS, Process, Rig
 from tests.gateway_peer import ensure_node_gateway
 
 pytestmark = [pytest.mark.gateway, pytest.mark.cluster]
@@ -153,19 +154,26 @@ async def test_three_processes_six_accounts_survive_sigkills_exactly_once(
         mark("balanced")
         alerts = await rig.plan_alerts(per_account=6, over=20.0)
         kills = 0
+        failovers: list[asyncio.Task[dict[str, timedelta]]] = []
 
         async def chaos() -> None:
             nonlocal kills
             for _ in range(2):  # twice: a random process at a random moment, restarted after a while
                 await asyncio.sleep(rng.uniform(3.0, 8.0))
-                victim = rng.choice(rig.live)
-                victim.kill()
+                failovers.append(await rig.kill(rng.choice(rig.live)))
                 kills += 1
                 await asyncio.sleep(rng.uniform(1.0, 3.0))
                 rig.start()
 
         await asyncio.gather(load(rig, rng, seconds=20.0, per_second=3.0, prefix="c"), chaos())
         mark("load done")
+        bound = timedelta(seconds=LEASE + RECONNECT_MAX_SECONDS)
+        for failover in failovers:
+            taken = await failover
+            delays = ", ".join(f"{a} {d.total_seconds():.2f} s" for a, d in sorted(taken.items()))
+            mark(f"taken over after the last heartbeat: {delays}")
+            late = {a: d for a, d in taken.items() if d > bound}
+            assert not late, f"owned again later than {bound} after the last heartbeat: {late}"
         owners = await balanced(rig)
         mark("balanced again")
         found = await stored_once(rig, within=60)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import TransportError
+from bot.errors import NotConnected, TransportError
 from bot.transport.base import InboundEvent
-from bot.transport.wechaty_adapter import WechatyTransport, former_friend
+from bot.transport.wechaty_adapter import WechatyTransport, former_friend, not_logged_in
 from tests.conftest import portable_config_text, write_config
 
 
@@ -117,3 +117,59 @@ def test_one_failing_account_does_not_stop_the_others(tmp_path: Path) -> None:
 )
 def test_a_former_friend_is_recognised_by_what_the_puppet_says(error: str, former: bool) -> None:
     assert former_friend(RuntimeError(error)) is former
+
+
+class _GRPCError(Exception):
+    """Shaped like grpclib's GRPCError as the service puppet raises it: the puppet's message in
+    ``message``, its status first in ``args`` (no class of ours to match on)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("Status.UNKNOWN", message, None)
+        self.message = message
+
+
+class _Refusing:
+    """A contact whose every ``say`` fails the way ``error`` says."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.payload = None
+
+    async def ready(self) -> None:
+        return None
+
+    async def say(self, message: object) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "logged_out"),
+    [
+        (RuntimeError("Error: not logged in"), True),
+        (_GRPCError("not logged in"), True),
+        (_GRPCError("Error: not logged in, no userSelf yet."), True),
+        (RuntimeError("(<Status.UNKNOWN: 2>, '账号未登录', None)"), True),
+        (RuntimeError("is the account logged in on the service?"), False),
+        (RuntimeError("Error: timeout"), False),
+    ],
+)
+def test_not_logged_in_is_recognised_by_what_the_service_puppet_says(
+    error: Exception, logged_out: bool
+) -> None:
+    assert not_logged_in(error) is logged_out
+
+
+async def test_a_send_refused_as_not_logged_in_waits_for_the_login_instead_of_failing() -> None:
+    """Seen during handovers: the gateway's account is logged out for a moment. Nothing was
+    sent, so the message waits (NotConnected) and the transport logs in again; before, it was a
+    definite failure and the customer never got it."""
+    transport = WechatyTransport("demo", "wechaty-puppet-service", token="t", endpoint="127.0.0.1:1")
+    changes: list[tuple[bool, str]] = []
+    transport.on_connection = lambda account, connected, reason: changes.append((connected, reason))
+    transport._connected = True
+    contact = _Refusing(_GRPCError("Error: not logged in"))
+    transport._bot.Contact.load = lambda contact_id: contact
+    with pytest.raises(NotConnected, match="not logged in"):
+        await transport.send_text("c1", "你好")
+    assert not transport.connected
+    assert changes and changes[-1][0] is False

@@ -283,6 +283,11 @@ class WechatyTransport:
         if _refused(exc):
             self._lose_connection(str(exc))
             raise NotConnected(f"account {self.account_id}: service unreachable ({exc})") from exc
+        if not_logged_in(exc):
+            # the service is up but the account is logged out there (a handover, a logout the
+            # event stream has not told yet): nothing was sent; log in again, then send
+            self._lose_connection("the account is not logged in on the puppet service")
+            raise NotConnected(f"account {self.account_id}: not logged in on the puppet service") from exc
         if _broken_off(exc):
             self._lose_connection(str(exc) or type(exc).__name__)
             raise DeliveryUnknown(
@@ -590,13 +595,30 @@ def _friend_flag(contact: Any) -> bool | None:
     return friend if isinstance(friend, bool) else None
 
 
-def former_friend(exc: BaseException) -> bool:
-    """Whether a failed send says the recipient is no longer a friend (on the puppet service the
-    reason arrives as gRPC status details, not as an exception class)."""
+# what puppets say when the account has no logged-in user (wechaty-puppet: "not logged in, no
+# userSelf yet"; the mock and the service gateway: "not logged in"; some puppets in Chinese)
+_NOT_LOGGED_IN = re.compile(r"not (?:yet )?logged[ -]?in|not login|未登录|未登陆|登录已失效", re.IGNORECASE)
+
+
+def _said(exc: BaseException) -> str:
+    """An error's words: its text plus, on the puppet service, its gRPC status details."""
     details = getattr(exc, "details", None)
     if callable(details):
         try:
             details = details()
         except Exception:
             details = None
-    return bool(_FORMER_FRIEND.search(f"{exc} {details or ''}"))
+    return f"{exc} {details or ''}"
+
+
+def not_logged_in(exc: BaseException) -> bool:
+    """Whether a failed call says the account is not logged in on the puppet (nothing was sent;
+    worth trying again once logged in). Matched on the words, as the service puppet reports them
+    (an UNKNOWN gRPC status carrying the puppet's message), never on one puppet's classes."""
+    return bool(_NOT_LOGGED_IN.search(_said(exc)))
+
+
+def former_friend(exc: BaseException) -> bool:
+    """Whether a failed send says the recipient is no longer a friend (on the puppet service the
+    reason arrives as gRPC status details, not as an exception class)."""
+    return bool(_FORMER_FRIEND.search(_said(exc)))
