@@ -74,7 +74,7 @@ from bot.services.simulated_time import SimulatedTimeService
 from bot.services.welcome import WelcomeComposer, WelcomeService
 from bot.templates import TemplateLibrary
 from bot.transport.backoff import Backoff
-from bot.transport.base import FriendRequest, InboundEvent, LoginEvent, Transport
+from bot.transport.base import FriendRequest, InboundEvent, LoginEvent, Transport, without_nul
 from bot.transport.factory import build_transport
 from storage.db import Database
 
@@ -546,6 +546,7 @@ class SalesBot:
         return processed
 
     async def handle(self, account_id: str, event: InboundEvent) -> None:
+        event = without_nul(event)
         contact_id = event.contact.contact_id if isinstance(event, FriendRequest) else event.conversation_id
         async with self._contact_locks[(account_id, contact_id)]:
             try:

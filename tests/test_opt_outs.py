@@ -35,3 +35,13 @@ async def test_an_opted_out_customer_is_owed_no_reply(sim: Harness) -> None:
     await sim.advance(timedelta(hours=3))
     later = [m["text"] for m in sim.sent("alert", "console")[nudges_before:]]
     assert len(later) == 1 and "已暂停对TA的全部自动消息" in later[0], "the opt-out alert, no owed nudge"
+
+
+async def test_a_nul_character_from_the_platform_loses_nothing(sim: Harness) -> None:
+    """PostgreSQL refuses NUL in text: a name or a message carrying one is stored without it."""
+    await sim.customer_in_chat("c1", "张\x00三")
+    await sim.customer_says("c1", "以后不要\x00再给我发消息了")
+    customer = await sim.customer("c1")
+    assert customer.display_name == "张三"
+    alert = sim.sent("alert", "console")[-1]["text"]
+    assert "已暂停对TA的全部自动消息" in alert

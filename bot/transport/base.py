@@ -7,9 +7,9 @@ inside :mod:`bot.transport.wechaty_adapter`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from bot.media import Attachment
 
@@ -64,6 +64,21 @@ class LoginEvent:
 
 
 InboundEvent = FriendRequest | TextMessage
+T = TypeVar("T")
+
+
+def without_nul(value: T) -> T:
+    """``value`` (an event, a contact, a string) with every NUL character removed. Nobody types
+    one, but a platform or a client may send one, and PostgreSQL refuses it in any text column:
+    the whole event would be lost."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")  # type: ignore[return-value]
+    if is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: without_nul(getattr(value, f.name)) for f in fields(value)}
+        return replace(value, **changes)
+    return value
+
+
 EventSink = Callable[[InboundEvent], Awaitable[None]]
 # (account id, connected now, why): told when an account loses or regains its connection
 ConnectionListener = Callable[[str, bool, str], None]
