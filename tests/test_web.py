@@ -223,7 +223,12 @@ async def test_simulator_endpoints_need_the_token_and_validate_input(sim: Simula
         missing = await client.get("/sim/card/nobody")
         assert missing.status == 404 and (await missing.json())["error"] == "还没有这位客户"
         page = await client.get("/simulator")
-        assert page.status == 200 and TOKEN in await page.text()
+        assert page.status == 200 and TOKEN not in await page.text(), "no secret in a page"
+        origin = {"Origin": str(client.make_url("/")).rstrip("/")}
+        step = await client.post("/sim/advance", json={"duration": "1m"}, headers=origin)
+        assert step.status == 200, "the page's calls ride on the session cookie it was served with"
+        cross = {"Origin": "http://evil.example"}
+        assert (await client.post("/sim/advance", json={"duration": "1m"}, headers=cross)).status == 403
     finally:
         await client.close()
 

@@ -46,7 +46,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Mountable(Protocol):
     """Extra routes the app mounts (the browser simulator): the app knows them only by this."""
 
-    def mount(self, app: web.Application, token: str) -> None: ...
+    def mount(self, app: web.Application) -> None: ...
 
 
 def is_loopback(host: str) -> bool:
@@ -350,7 +350,7 @@ def create_app(
     app.router.add_get("/api/logins", api_logins)
     login.mount(app, lambda presented: _same_token(presented, token), now=now)
     if simulator is not None:
-        # beyond loopback every page is opened signed in: the page's calls ride on the session
-        # cookie, so the token is never written into it
-        simulator.mount(app, "" if token_for_reads else token)
+        # the page's calls ride on the session cookie (set by the page on loopback, by the login
+        # beyond it), so the token is never written into it
+        simulator.mount(app)
     return app

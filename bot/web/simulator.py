@@ -28,6 +28,7 @@ from bot.domain.limits import clip
 from bot.services.messenger import Sent
 from bot.simulate import MAX_ADVANCE, describe, fast_forward, parse_duration
 from bot.transport.local_puppet import LocalPuppet
+from bot.web import login
 from bot.web.pages import PAGES
 from storage.models import Event
 from storage.queries.simulator import (
@@ -77,9 +78,9 @@ class SimulatorState:
         self.seq = 0  # the last live event's number: a page drops what its snapshot already holds
         bot.hooks.on(Sent, self._on_sent)
 
-    def mount(self, app: web.Application, token: str) -> None:
+    def mount(self, app: web.Application) -> None:
         """Add the simulator's page and endpoints to the web app (called by ``create_app``)."""
-        mount(app, self, token)
+        mount(app, self)
 
     # -- the transcript ---------------------------------------------------------------------------
 
@@ -433,17 +434,21 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def simulator_page(token: str) -> Any:
+def simulator_page() -> Any:
     async def page(request: web.Request) -> web.Response:
         state = request.app[STATE]
         refused = await state.bot.simulated_time.fast_forward_refused()
         html = PAGES.get_template("simulator.html.j2").render(
-            token=token,
             account=state.account_id,
             fast_forward_off=refused.zh if refused is not None else "",
             now=state.status()["now"],
         )
-        return web.Response(text=html, content_type="text/html")
+        response = web.Response(text=html, content_type="text/html")
+        if not request.get(login.SIGNED_IN) and login.SESSIONS in request.app:
+            # on loopback the page is open to this machine: its calls ride on a session cookie,
+            # so the token is never written into the page (beyond loopback a login comes first)
+            login.set_session_cookie(request, response, request.app[login.SESSIONS].open())
+        return response
 
     return page
 
@@ -454,10 +459,10 @@ async def _end_streams(app: web.Application) -> None:
         queue.put_nowait(None)
 
 
-def mount(app: web.Application, state: SimulatorState, token: str) -> None:
+def mount(app: web.Application, state: SimulatorState) -> None:
     app[STATE] = state
     app.on_shutdown.append(_end_streams)
-    app.router.add_get("/simulator", simulator_page(token))
+    app.router.add_get("/simulator", simulator_page())
     app.router.add_get("/sim/events", events)
     app.router.add_get("/sim/state", snapshot)
     app.router.add_get("/sim/card/{handle}", card)
