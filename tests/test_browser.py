@@ -381,3 +381,18 @@ async def test_dashboard_text_contrast_is_at_least_4_5(served: tuple[str, Simula
         )
         assert [line.split(":")[0] for line in (await page.evaluate(CONTRAST))["low"]] == ["浅灰色文字"]
         await page.close()
+
+
+async def test_simulator_text_contrast_is_at_least_4_5(served: tuple[str, Simulation], browser: Any) -> None:
+    url, _sim = served
+    for viewport in (LAPTOP, PHONE):
+        page = await browser.new_page(viewport=viewport)
+        await page.goto(f"{url}/simulator")
+        await page.fill("#new-name", "张三")
+        await page.fill("#new-hello", "小红书看到的")
+        await page.click("#add")
+        await page.click("[data-ff='1m']")  # chat bubbles, the console and the card on screen too
+        await page.locator("#phone-log").get_by_text("小红书", exact=False).first.wait_for()
+        result = await page.evaluate(CONTRAST)
+        assert result["checked"] > 20 and result["low"] == [], result["low"]
+        await page.close()
