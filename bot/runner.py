@@ -233,6 +233,12 @@ class Runtime:
         self._dispatching.add(task)
         try:
             await self.bot.run_due()
+        except asyncio.CancelledError:
+            if not self.bot.dispatcher.stopping:
+                raise
+            # stop() cut it short after the grace period: said once here, not as the scheduler's
+            # traceback; what it had not sent stays planned (recovery settles a send in doubt)
+            log.info("the running dispatch was stopped with the process; unsent messages stay planned")
         finally:
             self._dispatching.discard(task)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -11,6 +13,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import write_config
 
@@ -101,3 +105,30 @@ def test_ctrl_c_stops_promptly_with_a_simulator_tab_open(tmp_path: Path) -> None
         tab.close()
         if bot.process.poll() is None:
             bot.kill()
+
+
+async def test_stopping_cuts_a_late_dispatch_short_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dispatch still sending after the grace period is cancelled by stop(): the job ends quietly
+    (the scheduler would log any exception it raised as a traceback) with one line saying so."""
+    from bot import runner as runner_module
+    from tests.conftest import make_config
+
+    monkeypatch.setattr(runner_module, "STOP_GRACE_SECONDS", 0.05)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    runtime = runner_module.Runtime(make_config({"database": {"url": url}, "web": {"enabled": False}}))
+    await runtime.bot.start()
+    started = asyncio.Event()
+
+    async def stuck() -> None:  # a send that hangs on the platform
+        started.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(runtime.bot, "run_due", stuck)
+    job = asyncio.create_task(runtime.dispatch())
+    await started.wait()
+    with caplog.at_level(logging.INFO):
+        await runtime.stop()
+    assert job.done() and not job.cancelled() and job.exception() is None
+    assert any("unsent messages stay planned" in r.getMessage() for r in caplog.records)
