@@ -159,7 +159,9 @@ def test_not_logged_in_is_recognised_by_what_the_service_puppet_says(
     assert not_logged_in(error) is logged_out
 
 
-async def test_a_send_refused_as_not_logged_in_waits_for_the_login_instead_of_failing() -> None:
+async def test_a_send_refused_as_not_logged_in_waits_for_the_login_instead_of_failing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Seen during handovers: the gateway's account is logged out for a moment. Nothing was
     sent, so the message waits (NotConnected) and the transport logs in again; before, it was a
     definite failure and the customer never got it."""
@@ -168,7 +170,8 @@ async def test_a_send_refused_as_not_logged_in_waits_for_the_login_instead_of_fa
     transport.on_connection = lambda account, connected, reason: changes.append((connected, reason))
     transport._connected = True
     contact = _Refusing(_GRPCError("Error: not logged in"))
-    transport._bot.Contact.load = lambda contact_id: contact
+    # Contact is the library's shared class: patched for this test only
+    monkeypatch.setattr(transport._bot.Contact, "load", lambda contact_id: contact)
     with pytest.raises(NotConnected, match="not logged in"):
         await transport.send_text("c1", "你好")
     assert not transport.connected
