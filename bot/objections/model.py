@@ -480,7 +480,7 @@ def _objection_thresholds(
     best = np.argmax(probabilities[:, 1:], axis=1)
     confidence = probabilities[np.arange(len(y)), best + 1]
     nones = y == 0
-    budget = int(math.floor(max_false_alarms * int(nones.sum()) + 1e-9))
+    budget = math.floor(max_false_alarms * int(nones.sum()) + 1e-9)
     unreachable = -np.inf
     # value[b]: best sum of F1 so far with exactly b no-objection messages flagged
     value = np.full(budget + 1, unreachable)
