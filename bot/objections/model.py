@@ -129,7 +129,7 @@ class MessageModel:
         c_signal: float = 0.5,
         min_df: int = 2,
         folds: int = 4,
-        max_false_alarms: float = 0.045,
+        max_false_alarms: float = 0.04,
         opt_out_precision: float = 0.97,
         opt_out_soft_precision: float = 0.95,
     ) -> None:
