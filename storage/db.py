@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -18,8 +18,9 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError as AlembicCommandError
 from sqlalchemy import event, inspect
 from sqlalchemy import text as sql_text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.sql.dml import UpdateBase as Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.errors import DatabaseUnavailable
@@ -273,6 +274,24 @@ class Database:
             yield session
 
     @asynccontextmanager
+    async def relaxed_writes(self) -> AsyncIterator[RelaxedWriter]:
+        """A connection for a run of one-statement relaxed commits (the dispatcher writes each
+        send's outcome before the next send): each :meth:`RelaxedWriter.execute` commits as a
+        :meth:`relaxed_transaction` would, but on SQLite in one hop to the driver's thread (the
+        connection is in autocommit mode; a single statement is its own transaction), with no
+        session. Holds no lock between statements."""
+        if self.in_unit():
+            raise RuntimeError("relaxed writes cannot run inside a unit of work")
+        engine = self._relaxed_engine
+        if engine is None:  # PostgreSQL (always durable), SQLite in memory: a transaction each
+            yield _TransactionWriter(self)
+            return
+        async with engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            raw = await autocommit.get_raw_connection()
+            yield _SQLiteWriter(self, raw.driver_connection, engine.dialect)
+
+    @asynccontextmanager
     async def _writer(self) -> AsyncIterator[None]:
         """On SQLite, one transaction of this process at a time, first come first served.
 
@@ -312,3 +331,41 @@ class Database:
         await self.engine.dispose()
         if self._relaxed_engine is not None:
             await self._relaxed_engine.dispose()
+
+
+class RelaxedWriter:
+    """Runs single Core statements, each committed relaxed (see :meth:`Database.relaxed_writes`)."""
+
+    async def execute(self, statement: Executable, params: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class _TransactionWriter(RelaxedWriter):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def execute(self, statement: Executable, params: dict[str, Any]) -> None:
+        async with self.db.relaxed_transaction() as session:
+            await session.execute(statement, params)
+
+
+class _SQLiteWriter(RelaxedWriter):
+    """aiosqlite's connection used directly: a statement compiled once, then one hop per write.
+    Only for statements whose parameters the driver takes as they are (text, numbers)."""
+
+    _compiled: ClassVar[dict[int, tuple[Executable, str, tuple[str, ...]]]] = {}
+
+    def __init__(self, db: Database, connection: Any, dialect: Dialect) -> None:
+        self.db = db
+        self.connection = connection
+        self.dialect = dialect
+
+    async def execute(self, statement: Executable, params: dict[str, Any]) -> None:
+        cached = self._compiled.get(id(statement))
+        if cached is None or cached[0] is not statement:
+            compiled = statement.compile(dialect=self.dialect)
+            cached = (statement, compiled.string, tuple(compiled.positiontup or ()))
+            self._compiled[id(statement)] = cached
+        _, sql, names = cached
+        async with self.db._writer():
+            await self.connection.execute_fetchall(sql, [params[name] for name in names])

@@ -397,6 +397,41 @@ class OutgoingLog:
             return row.id
         return None
 
+    async def begin_many(self, sends: list[dict[str, Any]], at: datetime) -> list[int | None]:
+        """:meth:`begin` for many sends in one statement (a dispatcher's batch): dicts of account_id,
+        customer_id, conversation_id, kind, text, idempotency_key and attempt_group (distinct keys).
+        Returns the ids in the order given (None: the key was used before and must not go out
+        again). New rows get ascending ids in that order, the order the batch sends them in; a key
+        that failed definitely before is taken again one statement at a time (rare)."""
+        if not sends:
+            return []
+        table = _table(OutgoingMessage)
+        dialect = self.session.bind.dialect.name if self.session.bind is not None else "sqlite"
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(table)
+            .values([{**send, "status": "sending", "created_at": at} for send in sends])
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(table.c.id, table.c.idempotency_key)
+        )
+        new = {key: int(row_id) for row_id, key in (await self.session.exec(statement)).all()}
+        ids: list[int | None] = []
+        for send in sends:
+            key = send["idempotency_key"]
+            if key in new:
+                ids.append(new[key])
+            else:  # used before: only a definite failure may go again (as in begin)
+                ids.append(await self.begin(**send, at=at))
+        return ids
+
+    # the one write a batch makes between two sends (Dispatcher): a prepared statement, so the
+    # dispatcher can run it on a connection of its own without building it per send
+    SET_STATUS = (
+        sa.update(_table(OutgoingMessage))
+        .where(_table(OutgoingMessage).c.id == sa.bindparam("b_id"))
+        .values(status=sa.bindparam("b_status"))
+    )
+
     async def by_key(self, idempotency_key: str) -> OutgoingMessage | None:
         query = select(OutgoingMessage).where(OutgoingMessage.idempotency_key == idempotency_key)
         return (await self.session.exec(query)).first()
