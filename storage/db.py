@@ -346,7 +346,7 @@ class _TransactionWriter(RelaxedWriter):
 
     async def execute(self, statement: Executable, params: dict[str, Any]) -> None:
         async with self.db.relaxed_transaction() as session:
-            await session.execute(statement, params)
+            await session.exec(statement, params=params)
 
 
 class _SQLiteWriter(RelaxedWriter):

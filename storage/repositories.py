@@ -408,13 +408,16 @@ class OutgoingLog:
         table = _table(OutgoingMessage)
         dialect = self.session.bind.dialect.name if self.session.bind is not None else "sqlite"
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # one statement with a list of parameters: SQLAlchemy sends it as one multi-row INSERT
+        # ("insertmanyvalues") whose compiled form is cached, unlike a VALUES list built per batch
         statement = (
             insert(table)
-            .values([{**send, "status": "sending", "created_at": at} for send in sends])
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
             .returning(table.c.id, table.c.idempotency_key)
         )
-        new = {key: int(row_id) for row_id, key in (await self.session.exec(statement)).all()}
+        params = [{**send, "status": "sending", "created_at": at} for send in sends]
+        result = await self.session.exec(statement, params=params)
+        new = {key: int(row_id) for row_id, key in result.all()}
         ids: list[int | None] = []
         for send in sends:
             key = send["idempotency_key"]
@@ -687,7 +690,8 @@ class Outbox:
 
         A single ``UPDATE ... WHERE status = 'pending' ... RETURNING`` so two dispatchers can never
         claim the same row; on PostgreSQL the sub-select skips rows another dispatcher has locked.
-        The rows are built from RETURNING (detached copies, not tracked by the session).
+        The rows are loaded from RETURNING into the session (whose later changes to them, a
+        deferral, are flushed like any other).
         """
         table = _table(ScheduledMessage)
         earliest = (
@@ -715,9 +719,9 @@ class Outbox:
             .values(status="claimed", claimed_at=now, attempts=table.c.attempts + 1, updated_at=now)
             .returning(*table.c)
         )
-        rows = [
-            ScheduledMessage.model_validate(dict(r)) for r in (await self.session.exec(statement)).mappings()
-        ]
+        # loaded by the ORM from RETURNING: far cheaper than validating each row as a model
+        orm = select(ScheduledMessage).from_statement(statement).execution_options(populate_existing=True)
+        rows = list((await self.session.exec(cast(Any, orm))).scalars().all())
         return sorted(rows, key=lambda row: (row.due_at, row.id or 0))
 
     async def next_due_at(self, accounts: Collection[str] | None = None) -> datetime | None:
