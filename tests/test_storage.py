@@ -183,10 +183,10 @@ async def test_an_echo_during_a_broken_send_settles_it_and_keeps_the_echoed_id(d
         )
         assert row_id is not None
     async with db.transaction() as session:  # the echo arrives while the send is still in flight
-        echoed, settled = await OutgoingLog(session).match_echo(
+        echoed = await OutgoingLog(session).note_echo(
             "demo", platform_message_id="m-9", conversation_id="wx1", text="还剩1天", at=NOW, since=NOW
         )
-        assert echoed is not None and not settled
+        assert echoed == (row_id, "sending")
     async with db.transaction() as session:  # then the call breaks off: the echo proves delivery
         unsure = await OutgoingLog(session).unknown(row_id, "delivery unknown: reset")
         assert unsure is not None and unsure.status == "sent"
@@ -194,6 +194,49 @@ async def test_an_echo_during_a_broken_send_settles_it_and_keeps_the_echoed_id(d
     async with db.transaction() as session:
         final = await OutgoingLog(session).by_key("k1")
         assert final is not None and (final.status, final.platform_message_id) == ("sent", "m-9")
+
+
+async def test_an_echo_is_matched_by_platform_id_else_by_text_and_noted_once(db: Database) -> None:
+    later = NOW + timedelta(minutes=1)
+    async with db.transaction() as session:
+        log = OutgoingLog(session)
+        ids = [
+            await log.begin(
+                account_id="demo",
+                customer_id=None,
+                conversation_id="wx1",
+                kind="alert",
+                text=text,
+                idempotency_key=key,
+                at=NOW,
+            )
+            for text, key in (("你好", "k1"), ("你好", "k2"), ("再见", "k3"))
+        ]
+        await log.finish_many([(ids[2] or 0, "m-3")], NOW)
+
+    async def echo(account: str, pid: str, text: str, at: datetime = later) -> tuple[int, str] | None:
+        async with db.transaction() as session:
+            return await OutgoingLog(session).note_echo(
+                account, platform_message_id=pid, conversation_id="wx1", text=text, at=at, since=NOW
+            )
+
+    # the same text twice: the oldest one not echoed yet, then the next
+    assert await echo("demo", "m-1", "你好") == (ids[0], "sending")
+    assert await echo("demo", "", "你好") == (ids[1], "sending")
+    assert await echo("demo", "", "你好") is None
+    # by platform id, whatever the text; again: still ours, the first echo's time kept
+    assert await echo("demo", "m-3", "?") == (ids[2], "sent")
+    assert await echo("demo", "m-3", "?", later + timedelta(minutes=1)) == (ids[2], "sent")
+    # a rep's own message: none of ours; another account's chat neither
+    assert await echo("demo", "m-x", "我来说") is None
+    assert await echo("other", "m-3", "再见") is None
+    async with db.transaction() as session:
+        rows = {key: await OutgoingLog(session).by_key(key) for key in ("k1", "k2", "k3")}
+    assert [(r.echoed_at, r.platform_message_id) for r in rows.values() if r is not None] == [
+        (later, "m-1"),
+        (later, None),
+        (later, "m-3"),
+    ]
 
 
 async def test_after_commit_waits_for_the_unit_and_is_dropped_on_rollback(db: Database) -> None:

@@ -302,7 +302,9 @@ class Messenger:
     async def _record_echo(
         self, account_id: str, message: TextMessage, now: datetime, session: AsyncSession
     ) -> bool:
-        row, settled = await OutgoingLog(session).match_echo(
+        outgoing = OutgoingLog(session)
+        # one indexed statement for an echo of an ordinary send (and for a rep's own message)
+        matched = await outgoing.note_echo(
             account_id,
             platform_message_id=message.message_id,
             conversation_id=message.conversation_id,
@@ -310,9 +312,11 @@ class Messenger:
             at=now,
             since=now - ECHO_WINDOW,
         )
-        if row is None:
+        if matched is None:
             return False
-        if settled:
+        row_id, status = matched
+        row = await outgoing.settle_echoed(row_id, now) if status == "unknown" else None
+        if row is not None:
             await Outbox(session).confirm_delivered(row.idempotency_key, now)
             await Events(session).record(
                 account_id,
