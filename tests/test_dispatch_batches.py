@@ -12,11 +12,14 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+import storage.db
 from bot.clock import VirtualClock
 from bot.errors import NotConnected, TransportError
 from bot.hooks import CustomerUnreachable, Hooks, Undeliverable
@@ -327,3 +330,39 @@ async def test_dispatch_is_single_flight_so_a_kill_leaves_one_send_in_doubt(db: 
     await asyncio.gather(sender.run_due(), sender.run_due(), sender.run_due())
     assert platform.most_at_once == 1, "never two sends under way"
     assert sorted(platform.arrived) == sorted(KEYS), "each message once"
+
+
+async def test_a_batch_costs_one_statement_per_send_and_a_few_per_batch(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round trips, not time: each send's outcome is the one statement a send needs of its own
+    (written before the next send starts); claiming, customers, reserving, the log and the
+    statuses are a handful of statements per batch. A per-row load or write on the dispatch path
+    (a reservation per send, a row reloaded to mark it) breaks the bound."""
+    await plan(db, "a", [f"n{n}" for n in range(48)])
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    engines = [db.engine.sync_engine]
+    if db._relaxed_engine is not None:
+        engines.append(db._relaxed_engine.sync_engine)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", seen)
+    writes = storage.db._SQLiteWriter.execute
+
+    async def counted(self: storage.db._SQLiteWriter, statement: Any, params: dict[str, Any]) -> None:
+        statements.append(str(statement))
+        await writes(self, statement, params)
+
+    monkeypatch.setattr(storage.db._SQLiteWriter, "execute", counted)
+    try:
+        platform = Platform("a")
+        assert await dispatcher(db, platform, batch_size=16).run_due() == 48
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", seen)
+    assert len(platform.arrived) == 48
+    batches = 48 // 16 + 1  # and the round that settles the last batch
+    assert len(statements) <= 48 + 8 * batches, "\n".join(statements)
