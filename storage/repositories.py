@@ -710,8 +710,8 @@ class Outbox:
 
         A single ``UPDATE ... WHERE status = 'pending' ... RETURNING`` so two dispatchers can never
         claim the same row; on PostgreSQL the sub-select skips rows another dispatcher has locked.
-        The rows are loaded from RETURNING into the session (whose later changes to them, a
-        deferral, are flushed like any other).
+        The rows are loaded by the ORM from RETURNING and detached (copies the session does not
+        track: the caller's marks are statements of their own).
         """
         table = _table(ScheduledMessage)
         earliest = (
@@ -742,6 +742,8 @@ class Outbox:
         # loaded by the ORM from RETURNING: far cheaper than validating each row as a model
         orm = select(ScheduledMessage).from_statement(statement).execution_options(populate_existing=True)
         rows = list((await self.session.exec(cast(Any, orm))).scalars().all())
+        for row in rows:  # detached: a rollback of the batch must not expire what the caller holds
+            self.session.expunge(row)
         return sorted(rows, key=lambda row: (row.due_at, row.id or 0))
 
     async def next_due_at(self, accounts: Collection[str] | None = None) -> datetime | None:
