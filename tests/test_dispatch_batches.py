@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -25,9 +27,11 @@ from bot.errors import NotConnected, TransportError
 from bot.hooks import CustomerUnreachable, Hooks, Undeliverable
 from bot.services.messenger import Messenger
 from bot.services.outbox import Composed, Dispatcher
+from bot.services.reach import ReachPolicy
 from storage.db import Database
 from storage.models import Account, Customer, Event, OutgoingMessage, ScheduledMessage
 from storage.repositories import Outbox
+from tests.conftest import make_config
 
 NOW = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
 
@@ -366,3 +370,44 @@ async def test_a_batch_costs_one_statement_per_send_and_a_few_per_batch(
     assert len(platform.arrived) == 48
     batches = 48 // 16 + 1  # and the round that settles the last batch
     assert len(statements) <= 48 + 8 * batches, "\n".join(statements)
+
+
+async def test_the_reach_gate_reads_each_count_once_per_batch(db: Database) -> None:
+    """Pacing holds a whole batch of one account's countdowns: the customer's and the account's
+    counts and the last automated send are read once for the batch, not once per row."""
+    async with db.transaction() as session:
+        session.add(
+            OutgoingMessage(
+                account_id="a",
+                customer_id=1,
+                conversation_id="wx-a",
+                kind="countdown",
+                text="已发",
+                idempotency_key="earlier",
+                status="sent",
+                created_at=NOW - timedelta(seconds=5),
+                sent_at=NOW - timedelta(seconds=5),
+            )
+        )
+    await plan(db, "a", [f"c{n}" for n in range(16)])
+    async with db.transaction() as session:
+        await session.exec(sa.update(ScheduledMessage).values(kind="countdown"))
+    reads: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("SELECT") and "FROM outgoing_message" in statement:
+            reads.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        clock = VirtualClock(NOW)
+        gate = ReachPolicy(make_config(), random.Random(1))
+        composers = {"countdown": KeyComposer()}
+        messenger = Messenger(db, clock, {"a": Platform("a")})  # type: ignore[dict-item]
+        await Dispatcher(db, clock, messenger, composers, gate=gate).run_due()
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+    after = await statuses(db)
+    assert {status for status, _ in after.values()} == {"pending"}
+    assert {error for _, error in after.values()} == {"deferred: pacing"}
+    assert len(reads) == 3, "\n".join(reads)

@@ -30,7 +30,7 @@ from bot.faults import pause_point
 from bot.hooks import CustomerUnreachable, Hooks, MessageSent, Undeliverable
 from bot.media import LABELS, Attachment
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
-from bot.services.reach import SEND, Verdict
+from bot.services.reach import SEND, Memo, Verdict
 from storage.db import Database, RelaxedWriter
 from storage.models import Customer, OutgoingMessage, ScheduledMessage
 from storage.queries import ATTACHMENT_KEY_SUFFIX
@@ -73,7 +73,11 @@ class Composer(Protocol):
 
 
 class Gate(Protocol):
-    async def verdict(self, session: AsyncSession, row: ScheduledMessage, now: datetime) -> Verdict: ...
+    async def verdict(
+        self, session: AsyncSession, row: ScheduledMessage, now: datetime, memo: Memo | None = None
+    ) -> Verdict:
+        """Whether ``row`` may go out now; ``memo``: shared by one batch's verdicts."""
+        ...
 
 
 class DoubtReporter(Protocol):
@@ -256,9 +260,12 @@ class Dispatcher:
                         )
                         # (account, paced stream) with a send in this batch: automated kinds, welcomes
                         automated: set[tuple[str, str]] = set()
+                        memo: Memo = {}  # what the gate read for this batch
                         for current in claimed:
                             customer = customers.get(current.customer_id or 0)
-                            send = await self._prepare(session, current, customer, after_commit, automated)
+                            send = await self._prepare(
+                                session, current, customer, after_commit, automated, memo
+                            )
                             if send is not None:
                                 nexts.append(send)
                         current = None
@@ -354,6 +361,7 @@ class Dispatcher:
         customer: Customer | None,
         after_commit: list[Callable[[], Awaitable[object]]],
         automated: set[tuple[str, str]],
+        memo: Memo,
     ) -> _Next | None:
         """Decide what to do with a claimed row: its first send when it is to go out (reserved
         with the batch's others). Rows that are not sent are marked here, in the same transaction
@@ -379,7 +387,7 @@ class Dispatcher:
         if customer is not None and customer.pushes_stopped_at is not None and row.kind in PUSH_KINDS:
             await outbox.mark(row.id or 0, "paused", now, "the customer asked to be pushed less")
             return None
-        verdict = SEND if self.gate is None else await self.gate.verdict(session, row, now)
+        verdict = SEND if self.gate is None else await self.gate.verdict(session, row, now, memo)
         if not verdict.send:
             assert verdict.not_before is not None
             if verdict.not_before <= row.not_after:
