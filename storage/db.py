@@ -141,11 +141,17 @@ class Database:
             extra = " (pip install 'salesbot[postgres]')" if "asyncpg" in str(exc) else ""
             raise DatabaseUnavailable(f"the database driver is not installed: {exc.name}{extra}") from None
         self._relaxed_engine: AsyncEngine | None = None
+        # relaxed too, every statement its own transaction (autocommit): Database.relaxed_writes
+        self._autocommit_engine: AsyncEngine | None = None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if on_disk:  # a second pool whose connections commit without waiting for the disk
             self._relaxed_engine = create_async_engine(url, **options)
             event.listen(self._relaxed_engine.sync_engine, "connect", _sqlite_relaxed_pragmas)
+            self._autocommit_engine = create_async_engine(
+                url, isolation_level="AUTOCOMMIT", pool_size=1, **options
+            )
+            event.listen(self._autocommit_engine.sync_engine, "connect", _sqlite_relaxed_pragmas)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._relaxed_sessions = (
             self._sessions
@@ -282,13 +288,12 @@ class Database:
         session. Holds no lock between statements."""
         if self.in_unit():
             raise RuntimeError("relaxed writes cannot run inside a unit of work")
-        engine = self._relaxed_engine
+        engine = self._autocommit_engine
         if engine is None:  # PostgreSQL (always durable), SQLite in memory: a transaction each
             yield _TransactionWriter(self)
             return
-        async with engine.connect() as connection:
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            raw = await autocommit.get_raw_connection()
+        async with engine.connect() as connection:  # autocommit from its first connect: no hop here
+            raw = await connection.get_raw_connection()
             yield _SQLiteWriter(self, raw.driver_connection, engine.dialect)
 
     @asynccontextmanager
@@ -331,6 +336,8 @@ class Database:
         await self.engine.dispose()
         if self._relaxed_engine is not None:
             await self._relaxed_engine.dispose()
+        if self._autocommit_engine is not None:
+            await self._autocommit_engine.dispose()
 
 
 class RelaxedWriter:
