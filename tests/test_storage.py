@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -263,3 +264,43 @@ async def test_nothing_relaxed_runs_inside_a_unit(db: Database) -> None:
         with pytest.raises(RuntimeError, match="unit of work"):
             async with db.relaxed_transaction():
                 pass
+
+
+async def test_a_relaxed_write_waits_for_another_writer_off_the_event_loop(db: Database) -> None:
+    """The dispatcher's outcome write runs inline while SQLite's write lock is free; when another
+    process holds it (a backup, say) the write waits in aiosqlite's thread, never in the loop."""
+    if db.path is None:
+        pytest.skip("SQLite on disk only: PostgreSQL's relaxed writes are transactions")
+    async with db.transaction() as session:
+        row_id = await OutgoingLog(session).begin(
+            account_id="demo",
+            customer_id=None,
+            conversation_id="wx1",
+            kind="alert",
+            text="在吗",
+            idempotency_key="k1",
+            at=NOW,
+        )
+    other = sqlite3.connect(db.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's write transaction
+    ticks = 0
+
+    async def loop_runs() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(loop_runs())
+    async with db.relaxed_writes() as writer:
+        sent_status = {"b_id": row_id, "b_status": "sent"}
+        write = asyncio.create_task(writer.execute(OutgoingLog.SET_STATUS, sent_status))
+        await asyncio.sleep(0.2)
+        assert not write.done() and ticks >= 5  # waiting, and the loop goes on meanwhile
+        other.execute("COMMIT")
+        await write
+    ticker.cancel()
+    other.close()
+    async with db.transaction() as session:
+        sent = await OutgoingLog(session).by_key("k1")
+    assert sent is not None and sent.status == "sent"
