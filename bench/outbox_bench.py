@@ -33,6 +33,7 @@ import aiosqlite
 from sqlalchemy import event
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+import storage.db
 from bot.clock import VirtualClock
 from bot.services.messenger import Messenger
 from bot.services.outbox import Composed, Dispatcher
@@ -65,9 +66,9 @@ class SQLiteTimer:
 
 
 class RoundTrips:
-    """Counts SQL statements (SQLAlchemy's ``before_cursor_execute``), hops to aiosqlite's thread
-    and, of those, commits (the dispatcher's own per-send writes bypass SQLAlchemy but not the
-    hops). Installed after :class:`SQLiteTimer`, so every hop is counted once."""
+    """Counts SQL statements (SQLAlchemy's ``before_cursor_execute``, plus the dispatcher's own
+    per-send writes, which bypass SQLAlchemy: each is a statement and a commit), commits and hops
+    to aiosqlite's thread. Installed after :class:`SQLiteTimer`, so every hop is counted once."""
 
     def __init__(self, db: Database) -> None:
         self.statements = self.hops = self.commits = 0
@@ -78,12 +79,19 @@ class RoundTrips:
             counter.hops += 1
             if getattr(fn, "__name__", "") == "commit":
                 counter.commits += 1
-            elif getattr(fn, "__name__", "") == "_execute_fetchall":  # one autocommitted statement
-                counter.statements += 1
-                counter.commits += 1
             return await original(connection, fn, *args, **kwargs)
 
         aiosqlite.core.Connection._execute = counted  # type: ignore[method-assign]
+        writer = getattr(storage.db, "_SQLiteWriter", None)  # None: code from before issue 20
+        if writer is not None:
+            write = writer.execute
+
+            async def counted_write(self: Any, statement: Any, params: Any) -> None:
+                counter.statements += 1
+                counter.commits += 1
+                await write(self, statement, params)
+
+            writer.execute = counted_write
 
         def statement(*_: Any) -> None:
             counter.statements += 1
