@@ -411,3 +411,30 @@ async def test_the_reach_gate_reads_each_count_once_per_batch(db: Database) -> N
     assert {status for status, _ in after.values()} == {"pending"}
     assert {error for _, error in after.values()} == {"deferred: pacing"}
     assert len(reads) == 3, "\n".join(reads)
+
+
+async def test_only_the_claim_and_reservation_wait_for_the_disk(db: Database) -> None:
+    """The rows an inbound event planned, sent at once: one disk-flushed commit claims and
+    reserves them; what follows (each outcome, then the contacts, log and statuses of sends that
+    went out) is relaxed, and a crash of the machine meanwhile is recovery's to finish."""
+    if db._relaxed_engine is None:
+        pytest.skip("PostgreSQL commits are always durable")
+    await plan(db, "a", ["x1", "x2"])
+    async with db.transaction() as session:
+        ids = [row.id or 0 for row in (await session.exec(select(ScheduledMessage))).all()]
+    durable: list[object] = []
+
+    def committed(conn: object) -> None:
+        durable.append(conn)
+
+    event.listen(db.engine.sync_engine, "commit", committed)
+    try:
+        platform = Platform("a")
+        assert await dispatcher(db, platform).run_due(only=ids) == 2
+    finally:
+        event.remove(db.engine.sync_engine, "commit", committed)
+    assert platform.arrived == ["x1", "x2"]
+    assert len(durable) == 1
+    after = await statuses(db)
+    assert {status for status, _ in after.values()} == {"sent"}
+    assert await message_out_events(db) == 2
