@@ -283,12 +283,11 @@ class Database:
 
     @asynccontextmanager
     async def relaxed_writes(self) -> AsyncIterator[RelaxedWriter]:
-        """A connection for a run of one-statement relaxed commits (the dispatcher writes each
-        send's outcome before the next send): each :meth:`RelaxedWriter.execute` commits as a
-        :meth:`relaxed_transaction` would, but on SQLite in one hop to the driver's thread (the
-        connection is in autocommit mode; a single statement is its own transaction), with no
-        session, and mostly with no hop at all (see :class:`_SQLiteWriter`). Holds no lock between
-        statements."""
+        """A writer for a run of one-statement relaxed commits (the dispatcher writes each send's
+        outcome before the next send): each :meth:`RelaxedWriter.execute` commits as a
+        :meth:`relaxed_transaction` would, but on SQLite with no session, on connections in
+        autocommit mode (a single statement is its own transaction), and mostly with no hop to
+        aiosqlite's thread at all (see :class:`_SQLiteWriter`). Holds no lock between statements."""
         if self.in_unit():
             raise RuntimeError("relaxed writes cannot run inside a unit of work")
         engine = self._autocommit_engine
