@@ -1,6 +1,7 @@
 """Outbox at scale: 1,000,000 pending rows in SQLite, beside 1,000,000 sent messages in the log.
 
     python bench/outbox_bench.py [--rows 1000000] [--history 1000000] [--due 2000] [--batch 1 16]
+                                 [--statements]
 
 Measures (1) startup: open the database, run migrations, settle claimed rows (recovery looks for
 sends left under way), find the next due time; (2) dispatching due rows through the real
@@ -8,7 +9,12 @@ Dispatcher and Messenger with a transport that does nothing, so the time per mes
 database work (claim, outgoing log, mark sent),
 split into the time spent inside SQLite and the rest (aiosqlite's thread hops, SQLAlchemy, our code),
 once per dispatch batch size (``[dispatch] batch_size``: messages per durable commit).
-Targets (issue 5): startup under a second; well under a millisecond of database work per message.
+Both wall time and the process's CPU time (every thread) are reported; on a shared machine compare
+the ratios printed at the end, measured in the same run: each batch size against the first one
+(``batch_size = 1`` by default) and the time per message against the time inside SQLite (the
+floor: what the database itself needs). ``--statements`` also counts, per message, the SQL
+statements, commits and hops to aiosqlite's thread.
+Targets: startup under a second (issue 5); at most 1 ms per message with the default batch (issue 20).
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+from sqlalchemy import event
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+import storage.db
 from bot.clock import VirtualClock
 from bot.services.messenger import Messenger
 from bot.services.outbox import Composed, Dispatcher
@@ -55,6 +63,45 @@ class SQLiteTimer:
             return await original(connection, timed)
 
         aiosqlite.core.Connection._execute = timed_execute  # type: ignore[method-assign]
+
+
+class RoundTrips:
+    """Counts SQL statements (SQLAlchemy's ``before_cursor_execute``, plus the dispatcher's own
+    per-send writes, which bypass SQLAlchemy: each is a statement and a commit), commits and hops
+    to aiosqlite's thread. Installed after :class:`SQLiteTimer`, so every hop is counted once."""
+
+    def __init__(self, db: Database) -> None:
+        self.statements = self.hops = self.commits = 0
+        original = aiosqlite.core.Connection._execute
+        counter = self
+
+        async def counted(connection: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            counter.hops += 1
+            if getattr(fn, "__name__", "") == "commit":
+                counter.commits += 1
+            return await original(connection, fn, *args, **kwargs)
+
+        aiosqlite.core.Connection._execute = counted  # type: ignore[method-assign]
+        writer = getattr(storage.db, "_SQLiteWriter", None)  # None: code from before issue 20
+        if writer is not None:
+            write = writer.execute
+
+            async def counted_write(self: Any, statement: Any, params: Any) -> None:
+                counter.statements += 1
+                counter.commits += 1
+                await write(self, statement, params)
+
+            writer.execute = counted_write
+
+        def statement(*_: Any) -> None:
+            counter.statements += 1
+
+        for engine in (db.engine, db._relaxed_engine):
+            if engine is not None:
+                event.listen(engine.sync_engine, "before_cursor_execute", statement)
+
+    def reset(self) -> None:
+        self.statements = self.hops = self.commits = 0
 
 
 class NullTransport:
@@ -136,7 +183,7 @@ def fill(path: Path, rows: int, due: int, now: datetime, history: int) -> None:
     con.close()
 
 
-async def main(rows: int, history: int, due: int, batches: list[int]) -> None:
+async def main(rows: int, history: int, due: int, batches: list[int], statements: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         url = f"sqlite+aiosqlite:///{path}"
@@ -165,25 +212,46 @@ async def main(rows: int, history: int, due: int, batches: list[int]) -> None:
         print(f"startup (open, migrate, recover, next due {next_due:%H:%M}): {startup * 1000:.0f} ms")
 
         timer = SQLiteTimer()
+        trips = RoundTrips(db) if statements else None
+        measured: list[tuple[int, float, float, float]] = []  # batch, wall, CPU, inside SQLite (ms/message)
         for run, batch in enumerate(batches, start=1):
             dispatcher.batch_size = batch
             # this run's share of the due rows: those due by now (row i is due at start - 1 day + i s)
             clock.set(start - timedelta(days=1) + timedelta(seconds=run * due - 0.5))
             timer.seconds = 0.0
-            t0 = time.perf_counter()
+            if trips is not None:
+                trips.reset()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             sent = await dispatcher.run_due()
-            elapsed = time.perf_counter() - t0
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             per_message = elapsed / sent * 1000
+            cpu_per_message = cpu / sent * 1000
             inside = timer.seconds / sent * 1000
+            measured.append((batch, per_message, cpu_per_message, inside))
             print(
                 f"batch_size {batch}: dispatched {sent:,} due messages in {elapsed:.2f} s: "
-                f"{per_message:.3f} ms per message"
+                f"{per_message:.3f} ms per message (CPU {cpu_per_message:.3f} ms)"
             )
             print(f"  inside SQLite (statements, commits): {inside:.3f} ms per message;")
             print(f"  aiosqlite's thread hops, SQLAlchemy and our code: {per_message - inside:.3f} ms")
+            if trips is not None:
+                print(
+                    f"  per message: {trips.statements / sent:.2f} SQL statements, "
+                    f"{trips.commits / sent:.2f} commits, {trips.hops / sent:.2f} hops to aiosqlite's thread"
+                )
         print(
             "  (claim, render, outgoing log before and after the send, mark sent; the transport does nothing)"
         )
+        base_batch, base_wall, base_cpu, _ = measured[0]
+        print("ratios in this run:")
+        for batch, wall, cpu_ms, inside in measured:
+            versus = (
+                ""
+                if batch == base_batch
+                else f", {wall / base_wall:.2f}x the time of batch_size {base_batch} "
+                f"(CPU {cpu_ms / base_cpu:.2f}x)"
+            )
+            print(f"  batch_size {batch}: {wall / inside:.1f}x the time inside SQLite{versus}")
         await db.close()
 
 
@@ -193,5 +261,6 @@ if __name__ == "__main__":
     parser.add_argument("--history", type=int, default=1_000_000, help="sent messages in the log")
     parser.add_argument("--due", type=int, default=2000, help="due messages per batch size")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--statements", action="store_true", help="count statements, commits and hops")
     args = parser.parse_args()
-    asyncio.run(main(args.rows, args.history, args.due, args.batch))
+    asyncio.run(main(args.rows, args.history, args.due, args.batch, args.statements))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -18,8 +19,9 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError as AlembicCommandError
 from sqlalchemy import event, inspect
 from sqlalchemy import text as sql_text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.sql.dml import UpdateBase as Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.errors import DatabaseUnavailable
@@ -140,11 +142,18 @@ class Database:
             extra = " (pip install 'salesbot[postgres]')" if "asyncpg" in str(exc) else ""
             raise DatabaseUnavailable(f"the database driver is not installed: {exc.name}{extra}") from None
         self._relaxed_engine: AsyncEngine | None = None
+        # relaxed too, every statement its own transaction (autocommit): Database.relaxed_writes
+        self._autocommit_engine: AsyncEngine | None = None
+        self._inline: sqlite3.Connection | None = None  # see _SQLiteWriter
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if on_disk:  # a second pool whose connections commit without waiting for the disk
             self._relaxed_engine = create_async_engine(url, **options)
             event.listen(self._relaxed_engine.sync_engine, "connect", _sqlite_relaxed_pragmas)
+            self._autocommit_engine = create_async_engine(
+                url, isolation_level="AUTOCOMMIT", pool_size=1, **options
+            )
+            event.listen(self._autocommit_engine.sync_engine, "connect", _sqlite_relaxed_pragmas)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._relaxed_sessions = (
             self._sessions
@@ -273,6 +282,25 @@ class Database:
             yield session
 
     @asynccontextmanager
+    async def relaxed_writes(self) -> AsyncIterator[RelaxedWriter]:
+        """A writer for a run of one-statement relaxed commits (the dispatcher writes each send's
+        outcome before the next send): each :meth:`RelaxedWriter.execute` commits as a
+        :meth:`relaxed_transaction` would, but on SQLite with no session, on connections in
+        autocommit mode (a single statement is its own transaction), and mostly with no hop to
+        aiosqlite's thread at all (see :class:`_SQLiteWriter`). Holds no lock between statements."""
+        if self.in_unit():
+            raise RuntimeError("relaxed writes cannot run inside a unit of work")
+        engine = self._autocommit_engine
+        if engine is None:  # PostgreSQL (always durable), SQLite in memory: a transaction each
+            yield _TransactionWriter(self)
+            return
+        if self._inline is None and self.path is not None:
+            self._inline = _inline_connection(self.path)
+        async with engine.connect() as connection:  # autocommit from its first connect: no hop here
+            raw = await connection.get_raw_connection()
+            yield _SQLiteWriter(self, raw.driver_connection, engine.dialect, self._inline)
+
+    @asynccontextmanager
     async def _writer(self) -> AsyncIterator[None]:
         """On SQLite, one transaction of this process at a time, first come first served.
 
@@ -312,3 +340,71 @@ class Database:
         await self.engine.dispose()
         if self._relaxed_engine is not None:
             await self._relaxed_engine.dispose()
+        if self._autocommit_engine is not None:
+            await self._autocommit_engine.dispose()
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
+
+
+class RelaxedWriter:
+    """Runs single Core statements, each committed relaxed (see :meth:`Database.relaxed_writes`)."""
+
+    async def execute(self, statement: Executable, params: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class _TransactionWriter(RelaxedWriter):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def execute(self, statement: Executable, params: dict[str, Any]) -> None:
+        async with self.db.relaxed_transaction() as session:
+            await session.exec(statement, params=params)
+
+
+def _inline_connection(path: Path) -> sqlite3.Connection:
+    """A connection used on the event loop's own thread for one-row relaxed writes: autocommit,
+    no disk flush on commit (WAL, synchronous NORMAL: what a relaxed transaction promises), never
+    waiting for a lock (busy_timeout 0: the caller falls back to aiosqlite's thread) and never
+    checkpointing (the pool's connections do): such a write takes tens of microseconds, less than
+    a hop to another thread and back."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for pragma in ("synchronous=NORMAL", "busy_timeout=0", "foreign_keys=ON", "wal_autocheckpoint=0"):
+        connection.execute(f"PRAGMA {pragma}")
+    return connection
+
+
+class _SQLiteWriter(RelaxedWriter):
+    """A statement compiled once, then run on ``inline`` in the event loop's thread (no hop) when
+    the file's write lock is free, else on aiosqlite's connection (one hop; SQLite's busy handler
+    waits there, not in the loop). Only for statements whose parameters the driver takes as they
+    are (text, numbers)."""
+
+    _compiled: ClassVar[dict[int, tuple[Executable, str, tuple[str, ...]]]] = {}
+
+    def __init__(
+        self, db: Database, connection: Any, dialect: Dialect, inline: sqlite3.Connection | None = None
+    ) -> None:
+        self.db = db
+        self.connection = connection
+        self.dialect = dialect
+        self.inline = inline
+
+    async def execute(self, statement: Executable, params: dict[str, Any]) -> None:
+        cached = self._compiled.get(id(statement))
+        if cached is None or cached[0] is not statement:
+            compiled = statement.compile(dialect=self.dialect)
+            cached = (statement, compiled.string, tuple(compiled.positiontup or ()))
+            self._compiled[id(statement)] = cached
+        _, sql, names = cached
+        args = [params[name] for name in names]
+        async with self.db._writer():  # no transaction of this process is open meanwhile
+            if self.inline is not None:
+                try:
+                    self.inline.execute(sql, args)
+                    return
+                except sqlite3.OperationalError as exc:  # another process (a backup) writes now
+                    if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                        raise
+            await self.connection.execute_fetchall(sql, args)

@@ -397,6 +397,44 @@ class OutgoingLog:
             return row.id
         return None
 
+    async def begin_many(self, sends: list[dict[str, Any]], at: datetime) -> list[int | None]:
+        """:meth:`begin` for many sends in one statement (a dispatcher's batch): dicts of account_id,
+        customer_id, conversation_id, kind, text, idempotency_key and attempt_group (distinct keys).
+        Returns the ids in the order given (None: the key was used before and must not go out
+        again). New rows get ascending ids in that order, the order the batch sends them in; a key
+        that failed definitely before is taken again one statement at a time (rare)."""
+        if not sends:
+            return []
+        table = _table(OutgoingMessage)
+        dialect = self.session.bind.dialect.name if self.session.bind is not None else "sqlite"
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # one statement with a list of parameters: SQLAlchemy sends it as one multi-row INSERT
+        # ("insertmanyvalues") whose compiled form is cached, unlike a VALUES list built per batch
+        statement = (
+            insert(table)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(table.c.id, table.c.idempotency_key)
+        )
+        params = [{**send, "status": "sending", "created_at": at} for send in sends]
+        result = await self.session.exec(statement, params=params)
+        new = {key: int(row_id) for row_id, key in result.all()}
+        ids: list[int | None] = []
+        for send in sends:
+            key = send["idempotency_key"]
+            if key in new:
+                ids.append(new[key])
+            else:  # used before: only a definite failure may go again (as in begin)
+                ids.append(await self.begin(**send, at=at))
+        return ids
+
+    # the one write a batch makes between two sends (Dispatcher): a prepared statement, so the
+    # dispatcher can run it on a connection of its own without building it per send
+    SET_STATUS = (
+        sa.update(_table(OutgoingMessage))
+        .where(_table(OutgoingMessage).c.id == sa.bindparam("b_id"))
+        .values(status=sa.bindparam("b_status"))
+    )
+
     async def by_key(self, idempotency_key: str) -> OutgoingMessage | None:
         query = select(OutgoingMessage).where(OutgoingMessage.idempotency_key == idempotency_key)
         return (await self.session.exec(query)).first()
@@ -476,7 +514,7 @@ class OutgoingLog:
 
     async def unknown(self, row_id: int, error: str) -> OutgoingMessage | None:
         """The call broke off midway: the platform may have the message. Never sent again; an echo
-        of it settles the question (see :meth:`match_echo`)."""
+        of it settles the question (see :meth:`note_echo`)."""
         row = await self.session.get(OutgoingMessage, row_id)
         if row is not None:
             if row.echoed_at is not None:  # it came back already: it was delivered
@@ -485,7 +523,7 @@ class OutgoingLog:
                 row.status, row.error = "unknown", error
         return row
 
-    async def match_echo(
+    async def note_echo(
         self,
         account_id: str,
         *,
@@ -494,40 +532,60 @@ class OutgoingLog:
         text: str,
         at: datetime,
         since: datetime,
-    ) -> tuple[OutgoingMessage | None, bool]:
-        """Find what the account sent that it now sees again as its own message, and note the echo:
-        by platform id, else the oldest not yet echoed send of the same text to the same chat since
-        ``since`` whose platform id is unknown (still sending, broken off, or a puppet that returns
-        none). An echo of a send whose outcome was unknown proves it was delivered: the second
-        value says whether this echo settled such a send."""
-        row = await self.by_platform_id(account_id, platform_message_id) if platform_message_id else None
-        if row is None:
-            query = (
-                select(OutgoingMessage)
-                .where(
-                    OutgoingMessage.account_id == account_id,
-                    OutgoingMessage.conversation_id == conversation_id,
-                    col(OutgoingMessage.created_at) >= since,
-                    OutgoingMessage.text == text,
-                    col(OutgoingMessage.echoed_at).is_(None),
-                    # a send that returned its platform id is matched by that id alone
-                    col(OutgoingMessage.platform_message_id).is_(None),
-                    col(OutgoingMessage.status).in_(("sending", "sent", "unknown")),
-                )
-                .order_by(col(OutgoingMessage.created_at), col(OutgoingMessage.id))
-                .limit(1)
+    ) -> tuple[int, str] | None:
+        """Find what the account sent that it now sees again as its own message and note the echo, in
+        one indexed statement, nothing loaded: by platform id, else the oldest not yet echoed send
+        of the same text to the same chat since ``since`` whose platform id is unknown (still
+        sending, broken off, or a puppet that returns none). Returns the
+        matched send's (id, status), None when the message is none of ours. A status of
+        "unknown" still needs :meth:`settle_echoed` (the echo proves it was delivered)."""
+        table = _table(OutgoingMessage)
+        by_text = (
+            sa.select(table.c.id)
+            .where(
+                table.c.account_id == account_id,
+                table.c.conversation_id == conversation_id,
+                table.c.created_at >= since,
+                table.c.text == text,
+                table.c.echoed_at.is_(None),
+                # a send that returned its platform id is matched by that id alone
+                table.c.platform_message_id.is_(None),
+                table.c.status.in_(("sending", "sent", "unknown")),
             )
-            row = (await self.session.exec(query)).first()
-        if row is None:
-            return None, False
-        if row.echoed_at is None:
-            row.echoed_at = at
-        if row.platform_message_id is None and platform_message_id:
-            row.platform_message_id = platform_message_id
-        settled = row.status == "unknown"
-        if settled:
-            row.status, row.sent_at, row.error = "sent", at, ""
-        return row, settled
+            .order_by(table.c.created_at, table.c.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        target: Any = by_text
+        if platform_message_id:  # by platform id first (COALESCE looks no further when found)
+            by_id = (
+                sa.select(table.c.id)
+                .where(table.c.account_id == account_id, table.c.platform_message_id == platform_message_id)
+                .limit(1)
+                .scalar_subquery()
+            )
+            target = sa.func.coalesce(by_id, by_text)
+        statement = (
+            sa.update(table)
+            .where(table.c.id == target)
+            .values(
+                echoed_at=sa.func.coalesce(table.c.echoed_at, sa.literal(at, table.c.echoed_at.type)),
+                platform_message_id=sa.func.coalesce(
+                    table.c.platform_message_id, sa.literal(platform_message_id or None, sa.String)
+                ),
+            )
+            .returning(table.c.id, table.c.status)
+        )
+        row = (await self.session.exec(statement)).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    async def settle_echoed(self, row_id: int, at: datetime) -> OutgoingMessage | None:
+        """A send whose outcome was unknown came back as an echo: it was delivered."""
+        row = await self.session.get(OutgoingMessage, row_id)
+        if row is None or row.status != "unknown":
+            return None
+        row.status, row.sent_at, row.error = "sent", at, ""
+        return row
 
 
 class Outbox:
@@ -652,7 +710,8 @@ class Outbox:
 
         A single ``UPDATE ... WHERE status = 'pending' ... RETURNING`` so two dispatchers can never
         claim the same row; on PostgreSQL the sub-select skips rows another dispatcher has locked.
-        The rows are built from RETURNING (detached copies, not tracked by the session).
+        The rows are loaded by the ORM from RETURNING and detached (copies the session does not
+        track: the caller's marks are statements of their own).
         """
         table = _table(ScheduledMessage)
         earliest = (
@@ -680,9 +739,11 @@ class Outbox:
             .values(status="claimed", claimed_at=now, attempts=table.c.attempts + 1, updated_at=now)
             .returning(*table.c)
         )
-        rows = [
-            ScheduledMessage.model_validate(dict(r)) for r in (await self.session.exec(statement)).mappings()
-        ]
+        # loaded by the ORM from RETURNING: far cheaper than validating each row as a model
+        orm = select(ScheduledMessage).from_statement(statement).execution_options(populate_existing=True)
+        rows = list((await self.session.exec(cast(Any, orm))).scalars().all())
+        for row in rows:  # detached: a rollback of the batch must not expire what the caller holds
+            self.session.expunge(row)
         return sorted(rows, key=lambda row: (row.due_at, row.id or 0))
 
     async def next_due_at(self, accounts: Collection[str] | None = None) -> datetime | None:

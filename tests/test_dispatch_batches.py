@@ -8,23 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+import storage.db
 from bot.clock import VirtualClock
 from bot.errors import NotConnected, TransportError
 from bot.hooks import CustomerUnreachable, Hooks, Undeliverable
 from bot.services.messenger import Messenger
 from bot.services.outbox import Composed, Dispatcher
+from bot.services.reach import ReachPolicy
 from storage.db import Database
 from storage.models import Account, Customer, Event, OutgoingMessage, ScheduledMessage
 from storage.repositories import Outbox
+from tests.conftest import make_config
 
 NOW = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
 
@@ -327,3 +334,107 @@ async def test_dispatch_is_single_flight_so_a_kill_leaves_one_send_in_doubt(db: 
     await asyncio.gather(sender.run_due(), sender.run_due(), sender.run_due())
     assert platform.most_at_once == 1, "never two sends under way"
     assert sorted(platform.arrived) == sorted(KEYS), "each message once"
+
+
+async def test_a_batch_costs_one_statement_per_send_and_a_few_per_batch(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round trips, not time: each send's outcome is the one statement a send needs of its own
+    (written before the next send starts); claiming, customers, reserving, the log and the
+    statuses are a handful of statements per batch. A per-row load or write on the dispatch path
+    (a reservation per send, a row reloaded to mark it) breaks the bound."""
+    await plan(db, "a", [f"n{n}" for n in range(48)])
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    engines = [db.engine.sync_engine]
+    if db._relaxed_engine is not None:
+        engines.append(db._relaxed_engine.sync_engine)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", seen)
+    writes = storage.db._SQLiteWriter.execute
+
+    async def counted(self: storage.db._SQLiteWriter, statement: Any, params: dict[str, Any]) -> None:
+        statements.append(str(statement))
+        await writes(self, statement, params)
+
+    monkeypatch.setattr(storage.db._SQLiteWriter, "execute", counted)
+    try:
+        platform = Platform("a")
+        assert await dispatcher(db, platform, batch_size=16).run_due() == 48
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", seen)
+    assert len(platform.arrived) == 48
+    batches = 48 // 16 + 1  # and the round that settles the last batch
+    assert len(statements) <= 48 + 8 * batches, "\n".join(statements)
+
+
+async def test_the_reach_gate_reads_each_count_once_per_batch(db: Database) -> None:
+    """Pacing holds a whole batch of one account's countdowns: the customer's and the account's
+    counts and the last automated send are read once for the batch, not once per row."""
+    async with db.transaction() as session:
+        session.add(
+            OutgoingMessage(
+                account_id="a",
+                customer_id=1,
+                conversation_id="wx-a",
+                kind="countdown",
+                text="已发",
+                idempotency_key="earlier",
+                status="sent",
+                created_at=NOW - timedelta(seconds=5),
+                sent_at=NOW - timedelta(seconds=5),
+            )
+        )
+    await plan(db, "a", [f"c{n}" for n in range(16)])
+    async with db.transaction() as session:
+        await session.exec(sa.update(ScheduledMessage).values(kind="countdown"))
+    reads: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("SELECT") and "FROM outgoing_message" in statement:
+            reads.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        clock = VirtualClock(NOW)
+        gate = ReachPolicy(make_config(), random.Random(1))
+        composers = {"countdown": KeyComposer()}
+        messenger = Messenger(db, clock, {"a": Platform("a")})  # type: ignore[dict-item]
+        await Dispatcher(db, clock, messenger, composers, gate=gate).run_due()
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+    after = await statuses(db)
+    assert {status for status, _ in after.values()} == {"pending"}
+    assert {error for _, error in after.values()} == {"deferred: pacing"}
+    assert len(reads) == 3, "\n".join(reads)
+
+
+async def test_only_the_claim_and_reservation_wait_for_the_disk(db: Database) -> None:
+    """The rows an inbound event planned, sent at once: one disk-flushed commit claims and
+    reserves them; what follows (each outcome, then the contacts, log and statuses of sends that
+    went out) is relaxed, and a crash of the machine meanwhile is recovery's to finish."""
+    if db._relaxed_engine is None:
+        pytest.skip("PostgreSQL commits are always durable")
+    await plan(db, "a", ["x1", "x2"])
+    async with db.transaction() as session:
+        ids = [row.id or 0 for row in (await session.exec(select(ScheduledMessage))).all()]
+    durable: list[object] = []
+
+    def committed(conn: object) -> None:
+        durable.append(conn)
+
+    event.listen(db.engine.sync_engine, "commit", committed)
+    try:
+        platform = Platform("a")
+        assert await dispatcher(db, platform).run_due(only=ids) == 2
+    finally:
+        event.remove(db.engine.sync_engine, "commit", committed)
+    assert platform.arrived == ["x1", "x2"]
+    assert len(durable) == 1
+    after = await statuses(db)
+    assert {status for status, _ in after.values()} == {"sent"}
+    assert await message_out_events(db) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -183,10 +184,10 @@ async def test_an_echo_during_a_broken_send_settles_it_and_keeps_the_echoed_id(d
         )
         assert row_id is not None
     async with db.transaction() as session:  # the echo arrives while the send is still in flight
-        echoed, settled = await OutgoingLog(session).match_echo(
+        echoed = await OutgoingLog(session).note_echo(
             "demo", platform_message_id="m-9", conversation_id="wx1", text="还剩1天", at=NOW, since=NOW
         )
-        assert echoed is not None and not settled
+        assert echoed == (row_id, "sending")
     async with db.transaction() as session:  # then the call breaks off: the echo proves delivery
         unsure = await OutgoingLog(session).unknown(row_id, "delivery unknown: reset")
         assert unsure is not None and unsure.status == "sent"
@@ -194,6 +195,49 @@ async def test_an_echo_during_a_broken_send_settles_it_and_keeps_the_echoed_id(d
     async with db.transaction() as session:
         final = await OutgoingLog(session).by_key("k1")
         assert final is not None and (final.status, final.platform_message_id) == ("sent", "m-9")
+
+
+async def test_an_echo_is_matched_by_platform_id_else_by_text_and_noted_once(db: Database) -> None:
+    later = NOW + timedelta(minutes=1)
+    async with db.transaction() as session:
+        log = OutgoingLog(session)
+        ids = [
+            await log.begin(
+                account_id="demo",
+                customer_id=None,
+                conversation_id="wx1",
+                kind="alert",
+                text=text,
+                idempotency_key=key,
+                at=NOW,
+            )
+            for text, key in (("你好", "k1"), ("你好", "k2"), ("再见", "k3"))
+        ]
+        await log.finish_many([(ids[2] or 0, "m-3")], NOW)
+
+    async def echo(account: str, pid: str, text: str, at: datetime = later) -> tuple[int, str] | None:
+        async with db.transaction() as session:
+            return await OutgoingLog(session).note_echo(
+                account, platform_message_id=pid, conversation_id="wx1", text=text, at=at, since=NOW
+            )
+
+    # the same text twice: the oldest one not echoed yet, then the next
+    assert await echo("demo", "m-1", "你好") == (ids[0], "sending")
+    assert await echo("demo", "", "你好") == (ids[1], "sending")
+    assert await echo("demo", "", "你好") is None
+    # by platform id, whatever the text; again: still ours, the first echo's time kept
+    assert await echo("demo", "m-3", "?") == (ids[2], "sent")
+    assert await echo("demo", "m-3", "?", later + timedelta(minutes=1)) == (ids[2], "sent")
+    # a rep's own message: none of ours; another account's chat neither
+    assert await echo("demo", "m-x", "我来说") is None
+    assert await echo("other", "m-3", "再见") is None
+    async with db.transaction() as session:
+        rows = {key: await OutgoingLog(session).by_key(key) for key in ("k1", "k2", "k3")}
+    assert [(r.echoed_at, r.platform_message_id) for r in rows.values() if r is not None] == [
+        (later, "m-1"),
+        (later, None),
+        (later, "m-3"),
+    ]
 
 
 async def test_after_commit_waits_for_the_unit_and_is_dropped_on_rollback(db: Database) -> None:
@@ -220,3 +264,43 @@ async def test_nothing_relaxed_runs_inside_a_unit(db: Database) -> None:
         with pytest.raises(RuntimeError, match="unit of work"):
             async with db.relaxed_transaction():
                 pass
+
+
+async def test_a_relaxed_write_waits_for_another_writer_off_the_event_loop(db: Database) -> None:
+    """The dispatcher's outcome write runs inline while SQLite's write lock is free; when another
+    process holds it (a backup, say) the write waits in aiosqlite's thread, never in the loop."""
+    if db.path is None:
+        pytest.skip("SQLite on disk only: PostgreSQL's relaxed writes are transactions")
+    async with db.transaction() as session:
+        row_id = await OutgoingLog(session).begin(
+            account_id="demo",
+            customer_id=None,
+            conversation_id="wx1",
+            kind="alert",
+            text="在吗",
+            idempotency_key="k1",
+            at=NOW,
+        )
+    other = sqlite3.connect(db.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's write transaction
+    ticks = 0
+
+    async def loop_runs() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(loop_runs())
+    async with db.relaxed_writes() as writer:
+        sent_status = {"b_id": row_id, "b_status": "sent"}
+        write = asyncio.create_task(writer.execute(OutgoingLog.SET_STATUS, sent_status))
+        await asyncio.sleep(0.2)
+        assert not write.done() and ticks >= 5  # waiting, and the loop goes on meanwhile
+        other.execute("COMMIT")
+        await write
+    ticker.cancel()
+    other.close()
+    async with db.transaction() as session:
+        sent = await OutgoingLog(session).by_key("k1")
+    assert sent is not None and sent.status == "sent"

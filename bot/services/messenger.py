@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import logging
@@ -17,7 +18,7 @@ from bot.errors import DeliveryUnknown, NotConnected, RecipientUnavailable, Tran
 from bot.hooks import Hooks
 from bot.media import Attachment
 from bot.transport.base import TextMessage, Transport
-from storage.db import Database
+from storage.db import Database, RelaxedWriter
 from storage.repositories import DELIVERY_UNKNOWN, Customers, Events, Outbox, OutgoingLog
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,28 @@ class Messenger:
         )
         return Reservation(outgoing_id, account_id, conversation_id, text, kind, key, customer_id, attachment)
 
+    async def reserve_many(
+        self, session: AsyncSession, sends: list[Reservation], attempt_group: str
+    ) -> list[Reservation]:
+        """:meth:`reserve` for a batch in one statement (the dispatcher's). ``sends`` carry no
+        outgoing id yet; returns them with theirs (None: a duplicate), in the same order."""
+        ids = await OutgoingLog(session).begin_many(
+            [
+                {
+                    "account_id": r.account_id,
+                    "customer_id": r.customer_id,
+                    "conversation_id": r.conversation_id,
+                    "kind": r.kind,
+                    "text": r.text,
+                    "idempotency_key": r.key,
+                    "attempt_group": attempt_group,
+                }
+                for r in sends
+            ],
+            self.clock.now(),
+        )
+        return [dataclasses.replace(r, outgoing_id=i) for r, i in zip(sends, ids, strict=True)]
+
     async def transmit(self, reservation: Reservation) -> Transmission:
         """Hand a committed reservation to the account's transport."""
         r = reservation
@@ -204,6 +227,18 @@ class Messenger:
         # the status alone (no indexed column): the time and platform id follow in record_contact
         await outgoing.set_status(r.outgoing_id, "sent")
         return SendResult(Delivery.SENT, platform_message_id=t.platform_message_id)
+
+    async def record_outcome_relaxed(
+        self, writer: RelaxedWriter, reservation: Reservation, transmission: Transmission
+    ) -> SendResult:
+        """:meth:`record_outcome` in its own relaxed commit. A delivered send, the usual case, is
+        one statement on ``writer`` (no session); any other outcome takes a relaxed transaction."""
+        r, t = reservation, transmission
+        if r.outgoing_id is not None and t.delivery is Delivery.SENT:
+            await writer.execute(OutgoingLog.SET_STATUS, {"b_id": r.outgoing_id, "b_status": "sent"})
+            return SendResult(Delivery.SENT, platform_message_id=t.platform_message_id)
+        async with self.db.relaxed_transaction() as session:
+            return await self.record_outcome(session, reservation, transmission)
 
     async def record_contact(
         self, session: AsyncSession, reservation: Reservation, result: SendResult
@@ -267,7 +302,9 @@ class Messenger:
     async def _record_echo(
         self, account_id: str, message: TextMessage, now: datetime, session: AsyncSession
     ) -> bool:
-        row, settled = await OutgoingLog(session).match_echo(
+        outgoing = OutgoingLog(session)
+        # one indexed statement for an echo of an ordinary send (and for a rep's own message)
+        matched = await outgoing.note_echo(
             account_id,
             platform_message_id=message.message_id,
             conversation_id=message.conversation_id,
@@ -275,9 +312,11 @@ class Messenger:
             at=now,
             since=now - ECHO_WINDOW,
         )
-        if row is None:
+        if matched is None:
             return False
-        if settled:
+        row_id, status = matched
+        row = await outgoing.settle_echoed(row_id, now) if status == "unknown" else None
+        if row is not None:
             await Outbox(session).confirm_delivered(row.idempotency_key, now)
             await Events(session).record(
                 account_id,

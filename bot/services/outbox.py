@@ -30,8 +30,8 @@ from bot.faults import pause_point
 from bot.hooks import CustomerUnreachable, Hooks, MessageSent, Undeliverable
 from bot.media import LABELS, Attachment
 from bot.services.messenger import Delivery, Messenger, Reservation, SendResult, Sent, Transmission
-from bot.services.reach import SEND, Verdict
-from storage.db import Database
+from bot.services.reach import SEND, Memo, Verdict
+from storage.db import Database, RelaxedWriter
 from storage.models import Customer, OutgoingMessage, ScheduledMessage
 from storage.queries import ATTACHMENT_KEY_SUFFIX
 from storage.queries import outbox as outbox_queries
@@ -73,7 +73,11 @@ class Composer(Protocol):
 
 
 class Gate(Protocol):
-    async def verdict(self, session: AsyncSession, row: ScheduledMessage, now: datetime) -> Verdict: ...
+    async def verdict(
+        self, session: AsyncSession, row: ScheduledMessage, now: datetime, memo: Memo | None = None
+    ) -> Verdict:
+        """Whether ``row`` may go out now; ``memo``: shared by one batch's verdicts."""
+        ...
 
 
 class DoubtReporter(Protocol):
@@ -238,12 +242,21 @@ class Dispatcher:
             after_commit: list[Callable[[], Awaitable[object]]] = []
             claimed: list[ScheduledMessage] = []
             steps: list[_Step] = []
+            nexts: list[_Next] = []
             current: ScheduledMessage | None = None  # the row being prepared, should it fail
             group = f"{self._host_groups}{os.getpid()}/{uuid.uuid4().hex}"
+            # a round that claims and reserves nothing and only writes down sends that went out in
+            # full is part of their outcome: relaxed like it (after a machine crash recovery finds
+            # the rest in the outgoing log); a round that reserves is disk-flushed before any send
+            settle_only = (
+                (self.stopping or unclaimed == set())
+                and bool(in_flight)
+                and all(_went_out(item) for item in in_flight)
+            )
             try:
-                async with self.db.transaction() as session:
-                    steps = await self._settle_all(session, in_flight, after_commit, group)
-                    room = self.batch_size - len(steps)
+                async with self.db.relaxed_transaction() if settle_only else self.db.transaction() as session:
+                    nexts = await self._settle_all(session, in_flight, after_commit)
+                    room = self.batch_size - len(nexts)
                     if room > 0 and not self.stopping and unclaimed != set():
                         claimed = await Outbox(session).claim_due(
                             self.clock.now(), self.available(), room, unclaimed, self.lease()
@@ -255,21 +268,25 @@ class Dispatcher:
                         )
                         # (account, paced stream) with a send in this batch: automated kinds, welcomes
                         automated: set[tuple[str, str]] = set()
+                        memo: Memo = {}  # what the gate read for this batch
                         for current in claimed:
                             customer = customers.get(current.customer_id or 0)
-                            step = await self._prepare(
-                                session, current, customer, after_commit, automated, group
+                            send = await self._prepare(
+                                session, current, customer, after_commit, automated, memo
                             )
-                            if step is not None:
-                                steps.append(step)
+                            if send is not None:
+                                nexts.append(send)
                         current = None
+                    steps = await self._reserve(session, nexts, group)
             except Exception as exc:
                 if current is None and not in_flight:
                     raise
                 log.exception("dispatching scheduled message %s failed", current.id if current else None)
                 after_commit, claimed = [], [current] if current else []
                 async with self.db.transaction() as session:  # what went out is written down anyway
-                    steps = await self._settle_all(session, in_flight, after_commit, group)
+                    steps = await self._reserve(
+                        session, await self._settle_all(session, in_flight, after_commit), group
+                    )
                     if current is not None:
                         error = f"internal error: {exc}"
                         await Outbox(session).mark(current.id or 0, "failed", self.clock.now(), error)
@@ -288,42 +305,50 @@ class Dispatcher:
         pause_point("dispatch.reserved")
         offline: set[str] = set()
         fenced: set[str] = set()
-        in_flight = []
-        for step in steps:
-            account_id = step.row.account_id
-            if account_id in fenced or not await self.holds(account_id, step.lease):
-                # another process took the account over while this one was paused: nothing is
-                # sent, and the row is the new owner's to settle (its recovery); the outgoing-log
-                # row says "never attempted" unless that recovery got to it first
-                fenced.add(account_id)
-                if step.reservation.outgoing_id is not None:
-                    async with self.db.relaxed_transaction() as session:
-                        await OutgoingLog(session).fenced(
-                            step.reservation.outgoing_id, group, "never attempted: the account's lease moved"
-                        )
-                continue
-            if self.stopping:
-                transmission = Transmission(Delivery.NOT_CONNECTED, "stopping before this send")
-            elif step.row.account_id in offline:
-                transmission = Transmission(Delivery.NOT_CONNECTED, "the account went offline")
-            else:
-                transmission = await self.messenger.transmit(step.reservation)
-                if transmission.delivery is Delivery.NOT_CONNECTED:
-                    offline.add(step.row.account_id)
-            async with self.db.relaxed_transaction() as session:
-                result = await self.messenger.record_outcome(session, step.reservation, transmission)
-            in_flight.append(_InFlight(step, result))
+        in_flight: list[_InFlight] = []
+        if not steps:
+            return in_flight
+        async with self.db.relaxed_writes() as writer:
+            for step in steps:
+                item = await self._send_one(step, group, writer, offline, fenced)
+                if item is not None:
+                    in_flight.append(item)
         return in_flight
+
+    async def _send_one(
+        self, step: _Step, group: str, writer: RelaxedWriter, offline: set[str], fenced: set[str]
+    ) -> _InFlight | None:
+        """One send of a batch and its outcome, committed (relaxed); None when fenced off."""
+        account_id = step.row.account_id
+        if account_id in fenced or not await self.holds(account_id, step.lease):
+            # another process took the account over while this one was paused: nothing is
+            # sent, and the row is the new owner's to settle (its recovery); the outgoing-log
+            # row says "never attempted" unless that recovery got to it first
+            fenced.add(account_id)
+            if step.reservation.outgoing_id is not None:
+                async with self.db.relaxed_transaction() as session:
+                    await OutgoingLog(session).fenced(
+                        step.reservation.outgoing_id, group, "never attempted: the account's lease moved"
+                    )
+            return None
+        if self.stopping:
+            transmission = Transmission(Delivery.NOT_CONNECTED, "stopping before this send")
+        elif step.row.account_id in offline:
+            transmission = Transmission(Delivery.NOT_CONNECTED, "the account went offline")
+        else:
+            transmission = await self.messenger.transmit(step.reservation)
+            if transmission.delivery is Delivery.NOT_CONNECTED:
+                offline.add(step.row.account_id)
+        result = await self.messenger.record_outcome_relaxed(writer, step.reservation, transmission)
+        return _InFlight(step, result)
 
     async def _settle_all(
         self,
         session: AsyncSession,
         in_flight: list[_InFlight],
         after_commit: list[Callable[[], Awaitable[object]]],
-        group: str,
-    ) -> list[_Step]:
-        """Write what the batch just sent achieved; returns the next parts of long messages,
-        reserved in ``group``."""
+    ) -> list[_Next]:
+        """Write what the batch just sent achieved; returns the next parts of long messages."""
         sent = await self.messenger.record_contacts(
             session, [(i.step.reservation, i.result) for i in in_flight]
         )
@@ -335,7 +360,7 @@ class Dispatcher:
             if part is not None:
                 parts.append(part)
         await Outbox(session).mark_many(done, "sent", self.clock.now())
-        return [await self._reserve(session, part, group) for part in parts]
+        return parts
 
     async def _prepare(
         self,
@@ -344,10 +369,11 @@ class Dispatcher:
         customer: Customer | None,
         after_commit: list[Callable[[], Awaitable[object]]],
         automated: set[tuple[str, str]],
-        group: str,
-    ) -> _Step | None:
-        """Decide what to do with a claimed row and, when it is to go out, reserve its (first) send.
-        Rows that are not sent are marked here, in the same transaction as their claim."""
+        memo: Memo,
+    ) -> _Next | None:
+        """Decide what to do with a claimed row: its first send when it is to go out (reserved
+        with the batch's others). Rows that are not sent are marked here, in the same transaction
+        as their claim."""
         now = self.clock.now()
         outbox = Outbox(session)
         stream = _paced_stream(row.kind)
@@ -369,7 +395,7 @@ class Dispatcher:
         if customer is not None and customer.pushes_stopped_at is not None and row.kind in PUSH_KINDS:
             await outbox.mark(row.id or 0, "paused", now, "the customer asked to be pushed less")
             return None
-        verdict = SEND if self.gate is None else await self.gate.verdict(session, row, now)
+        verdict = SEND if self.gate is None else await self.gate.verdict(session, row, now, memo)
         if not verdict.send:
             assert verdict.not_before is not None
             if verdict.not_before <= row.not_after:
@@ -394,25 +420,35 @@ class Dispatcher:
         if not composed.parts and self.max_chars is not None and len(composed.text) > self.max_chars:
             parts = tuple(split_message(composed.text, self.max_chars, MAX_PARTS))
             composed = dataclasses.replace(composed, parts=parts)
-        return await self._reserve(session, _Next(row, composed, 1), group)
+        return _Next(row, composed, 1)
 
-    async def _reserve(self, session: AsyncSession, send: _Next, group: str) -> _Step:
-        row, composed = send.row, send.composed
-        texts = composed.texts()
-        attachment = composed.attachment if send.part > len(texts) else None
-        reservation = await self.messenger.reserve(
-            session,
-            account_id=row.account_id,
-            conversation_id=composed.conversation_id,
-            text=attachment.describe() if attachment is not None else texts[send.part - 1],
-            kind=composed.kind or row.kind,
-            key=_part_key(row.idempotency_key, send.part, attachment is not None, composed.keyed()),
-            customer_id=row.customer_id,
-            attempt_group=group,
-            attachment=attachment,
-        )
-        lease = self.lease_token(row.account_id)
-        return _Step(row, composed, send.part, composed.sends(), reservation, lease)
+    async def _reserve(self, session: AsyncSession, sends: list[_Next], group: str) -> list[_Step]:
+        """Reserve the batch's sends in ``group``, in one statement, in the order they go out:
+        outgoing-log id order, which recovery reads as the batch's send order."""
+        wanted = []
+        for send in sends:
+            row, composed = send.row, send.composed
+            texts = composed.texts()
+            attachment = composed.attachment if send.part > len(texts) else None
+            wanted.append(
+                Reservation(
+                    None,
+                    row.account_id,
+                    composed.conversation_id,
+                    attachment.describe() if attachment is not None else texts[send.part - 1],
+                    composed.kind or row.kind,
+                    _part_key(row.idempotency_key, send.part, attachment is not None, composed.keyed()),
+                    row.customer_id,
+                    attachment,
+                )
+            )
+        reserved = await self.messenger.reserve_many(session, wanted, group)
+        steps = [
+            _Step(s.row, s.composed, s.part, s.composed.sends(), r, self.lease_token(s.row.account_id))
+            for s, r in zip(sends, reserved, strict=True)
+        ]
+        # a key that failed before keeps its older id: it goes first, as recovery will read it
+        return sorted(steps, key=lambda step: step.reservation.outgoing_id or 0)
 
     async def _settle(
         self,
@@ -520,6 +556,12 @@ class _Next:
 class _InFlight:
     step: _Step
     result: SendResult
+
+
+def _went_out(item: _InFlight) -> bool:
+    """Whether this send was the last of its row and went out (or had gone out before)."""
+    delivered = item.result.delivery in (Delivery.SENT, Delivery.DUPLICATE)
+    return delivered and item.step.part >= item.step.parts
 
 
 def _no_token(account_id: str) -> datetime | None:

@@ -9,8 +9,10 @@ customer's own action, so only a pause between two welcomes of one account appli
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar, cast
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -19,6 +21,8 @@ from bot.domain.kinds import AUTOMATED_KINDS, Kind
 from bot.domain.schedule import QuietHours, local_day_bounds
 from storage.models import ScheduledMessage
 from storage.queries import reach as queries
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,10 @@ class Verdict:
 
 SEND = Verdict(True)
 
+# what a batch's verdicts have read already: its claims' transaction sends nothing until it
+# commits, so the counts and the last send time it reads stay true for the whole batch
+Memo = dict[tuple[str, str | int | None], object]
+
 
 class ReachPolicy:
     def __init__(self, config: Config, rng: random.Random) -> None:
@@ -38,9 +46,14 @@ class ReachPolicy:
         reach = config.reach
         self.quiet = QuietHours(reach.quiet_start, reach.quiet_end, config.tz)
 
-    async def verdict(self, session: AsyncSession, row: ScheduledMessage, now: datetime) -> Verdict:
+    async def verdict(
+        self, session: AsyncSession, row: ScheduledMessage, now: datetime, memo: Memo | None = None
+    ) -> Verdict:
+        """``memo``: shared by the verdicts of one dispatch batch (one transaction, nothing sent
+        in between), so each count is read once per batch rather than once per row."""
+        memo = {} if memo is None else memo
         if row.kind == Kind.WELCOME:
-            return await self._welcome_pace(session, row, now)
+            return await self._welcome_pace(session, row, now, memo)
         if row.kind not in AUTOMATED_KINDS:
             return SEND
         reach = self.config.reach
@@ -48,29 +61,54 @@ class ReachPolicy:
             return Verdict(False, self.quiet.next_allowed(now), "quiet hours")
         day_start, day_end = local_day_bounds(now, self.config.tz)
         tomorrow = self.quiet.next_allowed(day_end)
-        sent_today = await queries.sent_count(
-            session, AUTOMATED_KINDS, day_start, day_end, customer_id=row.customer_id
+        sent_today = await _once(
+            memo,
+            ("customer_today", row.customer_id),
+            lambda: queries.sent_count(
+                session, AUTOMATED_KINDS, day_start, day_end, customer_id=row.customer_id
+            ),
         )
         if sent_today >= reach.customer_daily_cap:
             return Verdict(False, tomorrow, f"customer daily cap ({reach.customer_daily_cap}) reached")
-        account_today = await queries.sent_count(
-            session, AUTOMATED_KINDS, day_start, day_end, account_id=row.account_id
+        account_today = await _once(
+            memo,
+            ("account_today", row.account_id),
+            lambda: queries.sent_count(
+                session, AUTOMATED_KINDS, day_start, day_end, account_id=row.account_id
+            ),
         )
         if account_today >= reach.account_daily_cap:
             return Verdict(False, tomorrow, f"account daily cap ({reach.account_daily_cap}) reached")
-        last = await queries.last_sent_at(session, row.account_id, AUTOMATED_KINDS)
+        last = await _once(
+            memo,
+            ("automated_last", row.account_id),
+            lambda: queries.last_sent_at(session, row.account_id, AUTOMATED_KINDS),
+        )
         if last is not None:
             gap = timedelta(seconds=self.rng.uniform(*reach.pacing_seconds))
             if now < last + gap:
                 return Verdict(False, last + gap, "pacing")
         return SEND
 
-    async def _welcome_pace(self, session: AsyncSession, row: ScheduledMessage, now: datetime) -> Verdict:
+    async def _welcome_pace(
+        self, session: AsyncSession, row: ScheduledMessage, now: datetime, memo: Memo
+    ) -> Verdict:
         """Welcomes answer the customer's own action (no quiet hours, no caps) but one account
         never sends two within ``welcome.min_gap_seconds``."""
-        last = await queries.last_sent_at(session, row.account_id, (Kind.WELCOME,))
+        last = await _once(
+            memo,
+            ("welcome_last", row.account_id),
+            lambda: queries.last_sent_at(session, row.account_id, (Kind.WELCOME,)),
+        )
         if last is not None:
             gap = timedelta(seconds=self.rng.uniform(*self.config.welcome.min_gap_seconds))
             if now < last + gap:
                 return Verdict(False, last + gap, "pacing")
         return SEND
+
+
+async def _once(memo: Memo, key: tuple[str, str | int | None], read: Callable[[], Awaitable[T]]) -> T:
+    """``read()`` the first time ``key`` is asked for in this batch, then its remembered value."""
+    if key not in memo:
+        memo[key] = await read()
+    return cast(T, memo[key])
