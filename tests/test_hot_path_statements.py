@@ -93,13 +93,16 @@ async def test_an_ordinary_customer_text_is_three_statements_in_one_commit(
     assert stored.customer_id == (await sim.customer("c1")).id
 
 
-async def test_an_objection_is_seven_statements_in_one_commit(
+async def test_an_objection_is_seven_statements_in_one_commit_on_sqlite(
     sim: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await welcomed_and_replied(sim)
     with counting(sim, monkeypatch) as counted:
         await sim.customer_says("c2", "太贵了")
-    assert len(counted.statements) <= 7, counted.statements
+    # PostgreSQL also locks the account's row to number the suggestion (SQLite's one writer
+    # serialises that for free)
+    bound = 8 if sim.bot.db.engine.dialect.name == "postgresql" else 7
+    assert len(counted.statements) <= bound, counted.statements
     assert counted.commits == 1
     assert len(sim.sent("suggestion", "console")) == 1
 
