@@ -124,3 +124,25 @@ async def test_a_friend_request_is_two_commits_of_few_statements(
     assert {row.kind for row in planned} == {"welcome", "followup"}
     kinds = [e.kind for e in await sim.rows(Event, Event.customer_id == customer.id)]
     assert sorted(kinds) == ["customer_created", "friend_request", "welcome_planned"]
+
+
+async def test_a_readded_customer_who_writes_still_drops_the_new_follow_ups(
+    sim: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The follow-up UPDATE is skipped only when the customer wrote after their latest welcome: a
+    customer who wrote long ago, left and came back has new follow-ups, and their next message
+    drops those (the skip reads the loaded row, never a stale copy)."""
+    await welcomed_and_replied(sim)
+    await sim.delete("c1")
+    await sim.advance(timedelta(days=31))
+    await sim.friend_request("c1", "张三")  # after the re-add window: welcomed again, new follow-ups
+    await sim.advance(timedelta(minutes=1))
+    customer = await sim.customer("c1")
+    followups = ScheduledMessage.kind == "followup", ScheduledMessage.customer_id == customer.id
+    assert "pending" in {row.status for row in await sim.rows(ScheduledMessage, *followups)}
+    with counting(sim, monkeypatch) as counted:
+        await sim.customer_says("c1", "收到，谢谢")
+    assert "UPDATE scheduled_message SET" in counted.statements
+    assert "pending" not in {row.status for row in await sim.rows(ScheduledMessage, *followups)}
+    await sim.advance(timedelta(days=8))
+    assert sim.sent("followup", "c1") == []
