@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateNotFound, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -230,6 +230,9 @@ def _line_of(ast: nodes.Template, name: str) -> int:
     return 1
 
 
+MAX_COMPILED_SOURCES = 4096  # distinct script texts kept compiled (a bound, not a working size)
+
+
 class TemplateLibrary:
     """Loads, validates and renders the templates under one folder."""
 
@@ -244,6 +247,9 @@ class TemplateLibrary:
             lstrip_blocks=True,
         )
         self._media: MediaLibrary | None = None
+        # scripts are rendered from their source for every suggestion: compile each text once
+        # (sources come from files loaded at startup, so the cache stays small)
+        self._compiled: dict[str, Template] = {}
 
     @property
     def media(self) -> MediaLibrary:
@@ -368,7 +374,12 @@ class TemplateLibrary:
 
     def render_source(self, source: str, context: Mapping[str, Any], origin: str) -> str:
         try:
-            return self.env.from_string(source).render(**context).strip()
+            template = self._compiled.get(source)
+            if template is None:
+                template = self.env.from_string(source)
+                if len(self._compiled) < MAX_COMPILED_SOURCES:
+                    self._compiled[source] = template
+            return template.render(**context).strip()
         except TemplateSyntaxError as exc:
             raise TemplateError(f"{origin}: syntax error: {exc.message}") from None
         except (UndefinedError, SecurityError) as exc:

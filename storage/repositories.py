@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -106,6 +106,15 @@ class Customers:
         self.session.add(customer)
         await self.session.flush()
         return customer
+
+    async def insert_new(self, customer: Customer) -> int | None:
+        """Insert a customer in one round trip, unless the account already has this contact:
+        returns the new id (None: the contact is a customer already; nothing changed)."""
+        table = _table(Customer)
+        values = customer.model_dump(exclude={"id"})
+        statement = _insert_ignoring_conflict(self.session, table, values, ["account_id", "wechat_id"])
+        row_id = (await self.session.exec(statement.returning(table.c.id))).scalar_one_or_none()
+        return None if row_id is None else int(row_id)
 
     async def note_outbound(self, reached: list[tuple[int, str]], at: datetime) -> None:
         """Record contact with customers, (customer id, conversation id), for messages that reached
@@ -333,6 +342,21 @@ class Events:
             Event.kind == kind, col(Event.customer_id).in_(list(customer_ids)), col(Event.at) >= since
         )
         return list((await self.session.exec(query)).all())
+
+    async def record_all(self, events: Sequence[Event]) -> None:
+        """Log several events in one statement; one whose ``external_id`` was recorded already (a
+        replay) is left out, like :meth:`record` does."""
+        if not events:
+            return
+        table = _table(Event)
+        dialect = self.session.bind.dialect.name if self.session.bind is not None else "sqlite"
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(table)
+            .values([e.model_dump(exclude={"id"}) for e in events])
+            .on_conflict_do_nothing(index_elements=["account_id", "kind", "external_id"])
+        )
+        await self.session.exec(statement)
 
     async def record_many(self, events: list[dict[str, Any]]) -> None:
         """Log many events in one statement: dicts of account_id, kind, at, customer_id, text and
@@ -603,13 +627,31 @@ class Outbox:
         result = await self.session.exec(statement)
         return bool(_rowcount(result))
 
+    async def plan_many(self, messages: Sequence[ScheduledMessage]) -> int:
+        """:meth:`plan` for several rows in one statement (one round trip); a row whose key was
+        planned already is left as it is. Returns how many were new."""
+        if not messages:
+            return 0
+        table = _table(ScheduledMessage)
+        dialect = self.session.bind.dialect.name if self.session.bind is not None else "sqlite"
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(table)
+            .values([m.model_dump(exclude={"id"}) for m in messages])
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        )
+        return _rowcount(await self.session.exec(statement))
+
     async def plan_returning_id(self, message: ScheduledMessage) -> int | None:
         """:meth:`plan`, returning the new row's id (None when the key was planned already), so
         the caller can send exactly this row once its transaction commits."""
-        if not await self.plan(message):
-            return None
-        query = select(ScheduledMessage.id).where(ScheduledMessage.idempotency_key == message.idempotency_key)
-        return (await self.session.exec(query)).first()
+        values = message.model_dump(exclude={"id"})
+        table = _table(ScheduledMessage)
+        statement = _insert_ignoring_conflict(self.session, table, values, ["idempotency_key"])
+        # one round trip: the id comes back with the insert (nothing comes back on a conflict)
+        result = await self.session.exec(statement.returning(table.c.id))
+        row_id = result.scalar_one_or_none()
+        return None if row_id is None else int(row_id)
 
     async def get(self, row_id: int) -> ScheduledMessage | None:
         return await self.session.get(ScheduledMessage, row_id)

@@ -117,3 +117,25 @@ def test_objection_scripts_read_for_a_course_as_for_a_car() -> None:
         for script in [*general, *staged]:
             text = lib.render_source(script.text, context, script.id)
             assert f"{service}是一对一的" not in text and "产品本身" not in text, text
+
+
+def test_a_script_source_is_compiled_once_and_rendered_for_each_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Suggestions render scripts from their text on every customer message (issue 20): the
+    compiled template is kept, the context is not."""
+    lib = library(tmp_path, {})
+    compiled: list[str] = []
+    from_string = lib.env.from_string
+
+    def counting(source: str) -> object:
+        compiled.append(source)
+        return from_string(source)
+
+    monkeypatch.setattr(lib.env, "from_string", counting)
+    source = "{{ customer.name }}您好"
+    assert lib.render_source(source, {"customer": {"name": "张三"}}, "s") == "张三您好"
+    assert lib.render_source(source, {"customer": {"name": "李四"}}, "s") == "李四您好"
+    assert compiled == [source]
+    with pytest.raises(TemplateError):  # a compiled source still checks its context
+        lib.render_source(source, {}, "s")

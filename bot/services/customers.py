@@ -61,11 +61,11 @@ class CustomerService:
 
     async def record_inbound(
         self, session: AsyncSession, account_id: str, message: TextMessage
-    ) -> tuple[Customer, bool] | None:
+    ) -> tuple[Customer, datetime | None] | None:
         """Log a customer's message once and note when they last spoke; a first reply may move
         them up the pipeline. Part of the inbound event's transaction. Returns the customer and
-        whether this was their first message, or None when this message was already recorded (a
-        replay: nothing else may happen twice)."""
+        when they wrote before this message (None: this is their first), or None when this
+        message was already recorded (a replay: nothing else may happen twice)."""
         now = self.clock.now()
         customer, _ = await ensure_customer(
             session, account_id, message.talker, self.first_stage, now, actor="system"
@@ -80,14 +80,15 @@ class CustomerService:
         )
         if not fresh:
             return None
-        first_reply = customer.last_inbound_at is None
+        wrote_before = customer.last_inbound_at
+        first_reply = wrote_before is None
         customer.last_inbound_at = now
         target = self.on_first_reply
         if first_reply and target and self.pipeline.is_before(customer.stage, target):
             await StageHistory(session).move(customer, target, "system", "first reply", now)
         if self.lifecycle is not None:  # a dormant or lost customer who writes is active again
             await self.lifecycle.update(session, customer, now, reason="message")
-        return customer, first_reply
+        return customer, wrote_before
 
     async def record_rep_message(self, account_id: str, message: TextMessage) -> None:
         """The rep wrote to a customer by hand: it counts as contact (owed replies, digests)."""

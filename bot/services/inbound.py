@@ -81,10 +81,11 @@ class CustomerWrote:
         recorded = await self.customers.record_inbound(session, account_id, message)
         if recorded is None:
             return None  # a replay: everything it changed committed with its record
-        customer, first_reply = recorded
+        customer, wrote_before = recorded
+        first_reply = wrote_before is None
         assert customer.id is not None
         crash_point("inbound.recorded")
-        await self.sequences.customer_replied(session, customer.id)
+        await self.sequences.customer_replied(session, customer, wrote_before)
         kept = None if reading.opt_out else await self.promises.answer(session, customer, message)
         suggestion = await self.objections.record_reading(session, customer, message, reading, self.console)
         hot = await self._hot_lead(session, customer, message, reading, kept)

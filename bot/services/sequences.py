@@ -231,14 +231,13 @@ class SequenceService:
     async def plan_followups(
         self, session: AsyncSession, customer: Customer, welcomed_at: datetime, plan: str
     ) -> None:
-        await self._plan_steps(
-            session,
-            customer,
-            FOLLOWUP,
-            plan,
-            self.config.followup,
-            welcomed_at,
-            {"since": welcomed_at.isoformat()},
+        await Outbox(session).plan_many(self.followup_rows(customer, welcomed_at, plan))
+
+    def followup_rows(self, customer: Customer, welcomed_at: datetime, plan: str) -> list[ScheduledMessage]:
+        """A new friend's follow-ups, to plan in the welcome's transaction (the welcome may plan
+        them with its own row in one statement)."""
+        return self._step_rows(
+            customer, FOLLOWUP, plan, self.config.followup, welcomed_at, {"since": welcomed_at.isoformat()}
         )
 
     async def _plan_steps(
@@ -252,12 +251,25 @@ class SequenceService:
         context: dict[str, Any],
     ) -> datetime | None:
         """Plan T+N steps after ``start`` at the sequence's local time; returns the earliest."""
+        rows = self._step_rows(customer, kind, plan, cfg, start, context)
+        await Outbox(session).plan_many(rows)  # one statement; a key planned already stays as it is
+        return min((row.due_at for row in rows), default=None)
+
+    def _step_rows(
+        self,
+        customer: Customer,
+        kind: Kind,
+        plan: str,
+        cfg: SequenceConfig,
+        start: datetime,
+        context: dict[str, Any],
+    ) -> list[ScheduledMessage]:
         assert customer.id is not None
         now = self.clock.now()
-        first: datetime | None = None
+        rows = []
         for step in cfg.steps:
             due = at_local_time_after(start, step.days, cfg.at, self.config.tz)
-            await Outbox(session).plan(
+            rows.append(
                 _row(
                     customer.account_id,
                     customer.id,
@@ -271,15 +283,19 @@ class SequenceService:
                     {**context, "days": step.days},
                 )
             )
-            first = due if first is None else min(first, due)
-        return first
+        return rows
 
-    async def customer_replied(self, session: AsyncSession, customer_id: int) -> int:
+    async def customer_replied(
+        self, session: AsyncSession, customer: Customer, wrote_before: datetime | None
+    ) -> int:
         """Follow-ups exist to break silence: once the customer writes, drop them (if configured).
-        Part of the inbound event's transaction."""
-        if not self.config.followup.skip_if_replied:
+        Part of the inbound event's transaction. ``wrote_before`` is when the customer last wrote
+        before this message: follow-ups are planned only with a welcome, and a message after the
+        latest welcome dropped them already, so then there is nothing to drop (no statement)."""
+        assert customer.id is not None
+        if not self.config.followup.skip_if_replied or not followups_may_be_open(customer, wrote_before):
             return 0
-        return await self._cancel(session, customer_id, [FOLLOWUP], self.clock.now(), "customer replied")
+        return await self._cancel(session, customer.id, [FOLLOWUP], self.clock.now(), "customer replied")
 
     # -- rep controls -------------------------------------------------------------------------------
 
@@ -447,6 +463,13 @@ class SequenceService:
             reason=reason,
             kinds=kinds,
         )
+
+
+def followups_may_be_open(customer: Customer, wrote_before: datetime | None) -> bool:
+    """Whether the customer may have follow-ups left: planned with a welcome (same transaction as
+    ``welcome_planned_at``) and not yet answered by a message at or after that welcome."""
+    planned = customer.welcome_planned_at
+    return planned is not None and (wrote_before is None or wrote_before <= planned)
 
 
 class SequenceComposer:

@@ -33,9 +33,9 @@ from bot.services.planning import message_key, outbox_row
 from bot.templates import TemplateLibrary
 from bot.transport.base import Contact, FriendRequest, Transport
 from storage.db import Database
-from storage.models import Customer, ScheduledMessage
+from storage.models import Customer, Event, ScheduledMessage
 from storage.queries import friends
-from storage.repositories import Events, Outbox, Tags
+from storage.repositories import Customers, Events, Outbox, StageHistory, Tags
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,9 @@ class FollowupPlanner(Protocol):
         self, session: AsyncSession, customer: Customer, welcomed_at: datetime, plan: str
     ) -> None:
         """Plan the new friend's follow-ups, in the welcome's transaction."""
+
+    def followup_rows(self, customer: Customer, welcomed_at: datetime, plan: str) -> list[ScheduledMessage]:
+        """The follow-ups :meth:`plan_followups` plans, for the caller to insert with its own rows."""
 
 
 class WelcomeService:
@@ -191,6 +194,8 @@ class WelcomeService:
         received_at: datetime,
         session: AsyncSession,
     ) -> None:
+        if await self._new_friend(account_id, request, now, received_at, session):
+            return
         valid = timedelta(hours=self.config.dispatch.welcome_valid_hours)
         first_stage = self.config.stages[0].key
         customer, _created = await ensure_customer(
@@ -211,25 +216,101 @@ class WelcomeService:
         template = await self._apply_channel(session, customer, request.hello, now)
         if self._welcomed_recently(customer, now) or now > received_at + valid:
             return  # welcomed before, or too late for a welcome to make sense
-        due = now + timedelta(seconds=round(self.rng.uniform(*self.config.welcome.delay_seconds)))
+        due = self._welcome_due(now)
         planned = await Outbox(session).plan(
-            outbox_row(
-                account_id=account_id,
-                customer_id=customer.id,
-                kind=WELCOME,
-                key=message_key(account_id, WELCOME, request.friendship_id, customer_id=customer.id),
-                step=request.friendship_id,
-                template=template,
-                due=due,
-                not_after=max(due, received_at + valid),
-                now=now,
-            )
+            self._welcome_row(account_id, customer.id, request.friendship_id, template, due, received_at)
         )
         if planned:
             customer.welcome_planned_at = now
             await Events(session).record(account_id, "welcome_planned", now, customer_id=customer.id)
             await self.followups.plan_followups(session, customer, due, request.friendship_id)
             await self.db.after_commit(functools.partial(self.hooks.emit, Planned(due)))
+
+    async def _new_friend(
+        self,
+        account_id: str,
+        request: FriendRequest,
+        now: datetime,
+        received_at: datetime,
+        session: AsyncSession,
+    ) -> bool:
+        """The usual case, a contact who is no customer yet, in a few statements: the customer row
+        (welcome and channel set on insert), its first stage, its events in one insert, the
+        channel's tag, and the welcome with its follow-ups in one insert. Returns False (nothing
+        done) when the contact is a customer already: :meth:`_befriend` goes the long way then."""
+        first_stage = self.config.stages[0].key
+        rule = match_channel(request.hello, self.config.welcome.channels)
+        template = rule.template if rule is not None else self.config.welcome.template
+        welcome = now <= received_at + timedelta(hours=self.config.dispatch.welcome_valid_hours)
+        contact = request.contact
+        customer = Customer(
+            account_id=account_id,
+            wechat_id=contact.contact_id,
+            display_name=contact.name,
+            remark=contact.alias,
+            source_channel=rule.label if rule is not None else "",
+            stage=first_stage,
+            added_at=now,
+            welcome_planned_at=now if welcome else None,
+        )
+        customer_id = await Customers(session).insert_new(customer)
+        if customer_id is None:
+            return False
+        customer.id = customer_id
+        await StageHistory(session).record(customer_id, None, first_stage, "system", "new friend", now)
+        kind = "friend_confirmed" if request.confirmed else "friend_request"
+        events = [
+            Event(account_id=account_id, customer_id=customer_id, kind="customer_created", at=now),
+            Event(
+                account_id=account_id,
+                customer_id=customer_id,
+                kind=kind,
+                text=request.hello,
+                external_id=request.friendship_id,
+                at=now,
+            ),
+        ]
+        if welcome:
+            events.append(
+                Event(account_id=account_id, customer_id=customer_id, kind="welcome_planned", at=now)
+            )
+        await Events(session).record_all(events)
+        if rule is not None and rule.tag:
+            await self._tag(session, customer_id, rule.key, rule.tag, now)
+        if welcome:
+            due = self._welcome_due(now)
+            row = self._welcome_row(
+                account_id, customer_id, request.friendship_id, template, due, received_at
+            )
+            followups = self.followups.followup_rows(customer, due, request.friendship_id)
+            await Outbox(session).plan_many([row, *followups])
+            await self.db.after_commit(functools.partial(self.hooks.emit, Planned(due)))
+        return True
+
+    def _welcome_due(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=round(self.rng.uniform(*self.config.welcome.delay_seconds)))
+
+    def _welcome_row(
+        self,
+        account_id: str,
+        customer_id: int,
+        friendship_id: str,
+        template: str,
+        due: datetime,
+        received_at: datetime,
+    ) -> ScheduledMessage:
+        valid = timedelta(hours=self.config.dispatch.welcome_valid_hours)
+        return outbox_row(
+            account_id=account_id,
+            customer_id=customer_id,
+            kind=WELCOME,
+            key=message_key(account_id, WELCOME, friendship_id, customer_id=customer_id),
+            step=friendship_id,
+            template=template,
+            due=due,
+            not_after=max(due, received_at + valid),
+            now=self.clock.now(),
+        )
 
     async def reconcile(self, account_id: str) -> int:
         """At startup: finish friend requests recorded as received but never settled (accepted on
@@ -263,13 +344,18 @@ class WelcomeService:
         if not customer.source_channel:
             customer.source_channel = rule.label
         if rule.tag and customer.id is not None:
-            try:
-                tag = TagVocabulary(self.config.tags.groups).parse(rule.tag)
-            except TagRejected as exc:
-                log.warning("channel rule %s: tag %r rejected: %s", rule.key, rule.tag, exc)
-            else:
-                await Tags(session).add(customer.id, tag.group, tag.value, "channel_rule", "system", now)
+            await self._tag(session, customer.id, rule.key, rule.tag, now)
         return rule.template
+
+    async def _tag(
+        self, session: AsyncSession, customer_id: int, rule: str, text: str, now: datetime
+    ) -> None:
+        try:
+            tag = TagVocabulary(self.config.tags.groups).parse(text)
+        except TagRejected as exc:
+            log.warning("channel rule %s: tag %r rejected: %s", rule, text, exc)
+        else:
+            await Tags(session).add(customer_id, tag.group, tag.value, "channel_rule", "system", now)
 
 
 class WelcomeComposer:
