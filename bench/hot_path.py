@@ -375,7 +375,8 @@ def describe(run: Run) -> str:
     return (
         f"{run.program:8}  {run.cpu_ms_per_event:6.2f} ms/event  "
         f"{run.events_per_cpu_second:7.0f} events/CPU s  "
-        f"peak RSS {run.peak_rss_mb:5.0f} MB (idle {run.idle_rss_mb:.0f})  CPU {run.cpu:6.2f} s in {run.wall:5.1f} s "
+        f"peak RSS {run.peak_rss_mb:5.0f} MB (idle {run.idle_rss_mb:.0f})  "
+        f"CPU {run.cpu:6.2f} s in {run.wall:5.1f} s "
         f"({100 * run.main_thread_share:.0f}% event loop thread)  "
         f"welcomes {run.welcomes}, console {run.console}, other sends {run.customer_sends - run.welcomes}"
         + (f"  PROBLEMS: {'; '.join(run.problems)}" if run.problems else "")
