@@ -42,7 +42,7 @@ def alembic_config(url: str) -> AlembicConfig:
 
 def head_revision() -> str | None:
     """The newest migration's revision, read from the migration files without importing alembic
-    (about 10 MB a running bot would keep for nothing once its schema is the newest); None when the
+    (about 8 MB a running bot would keep for nothing once its schema is the newest); None when the
     files do not show exactly one head (alembic decides then). A test compares it with alembic's."""
     revisions: set[str] = set()
     parents: set[str] = set()
