@@ -33,12 +33,12 @@ class Vocabulary:
     def __init__(self, text: str) -> None:
         """``text``: the terms, one a line, in column order (no term contains a newline)."""
         self.text = text
-        characters = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        breaks = np.flatnonzero(characters == ord("\n"))
-        count = len(breaks) + 1 if text else 0
+        count = text.count("\n") + 1 if text else 0
         # where each column's term starts in ``text``, then one past the end of the text (the start
         # of a column after the last): a term ends one character before the next one starts
-        self._starts = np.concatenate([[0], breaks + 1, [len(text) + 1]]).astype(np.int64)
+        self._starts = np.zeros(count + 1, dtype=np.int32)
+        lengths = np.fromiter((len(term) + 1 for term in _lines(text)), np.int32, count)  # with its "\n"
+        np.cumsum(lengths, out=self._starts[1:])
         hashes = np.fromiter(map(_hash, _lines(text)), dtype=np.int64, count=count)
         self._order = np.argsort(hashes, kind="stable").astype(np.int32)
         self._hashes = hashes[self._order]
@@ -65,7 +65,7 @@ class Vocabulary:
         at = np.searchsorted(self._hashes, wanted)
         np.minimum(at, len(self._hashes) - 1, out=at)
         hits = np.flatnonzero(self._hashes[at] == wanted)
-        columns = self._order[at[hits]].astype(np.int64)
+        columns = self._order[at[hits]]
         found: list[int] = []
         text = self.text
         for index, column, start, end in zip(
