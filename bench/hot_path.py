@@ -84,11 +84,16 @@ def cpu_seconds_of(stat_path: Path) -> float:
 
 
 def peak_rss_mb(pid: int) -> float:
+    return status_mb(pid, "VmHWM")
+
+
+def status_mb(pid: int, field: str) -> float:
+    """A memory figure of /proc/PID/status (VmHWM: the peak RSS so far; VmRSS: now), in MB."""
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for {pid}")
+    raise RuntimeError(f"no {field} for {pid}")
 
 
 def child_of(pid: int) -> int | None:
@@ -193,6 +198,7 @@ class Run:
     console: int
     customer_sends: int
     main_thread_share: float  # of the CPU over the run, the event loop's thread's part
+    idle_rss_mb: float = 0.0  # started and idle, before the load: imports, model, caches
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -286,6 +292,7 @@ async def run_once(
         gateway.bot_pid = pid
         await gateway.wait_for(lambda e: e["event"] == "started", within=90)
         await wait_idle(pid)
+        idle_rss = status_mb(pid, "VmRSS")
         mark = time.monotonic()
         cpu_start, started = cpu_seconds(pid), time.monotonic()
         threads_start = thread_cpu_seconds(pid)
@@ -324,6 +331,7 @@ async def run_once(
             console=sum(1 for e in outgoing if e["to"] == CONSOLE),
             customer_sends=sum(1 for e in outgoing if e["to"] != CONSOLE),
             main_thread_share=used.get(pid, 0.0) / (sum(used.values()) or 1),
+            idle_rss_mb=idle_rss,
         )
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -367,7 +375,8 @@ def describe(run: Run) -> str:
     return (
         f"{run.program:8}  {run.cpu_ms_per_event:6.2f} ms/event  "
         f"{run.events_per_cpu_second:7.0f} events/CPU s  "
-        f"peak RSS {run.peak_rss_mb:5.0f} MB  CPU {run.cpu:6.2f} s in {run.wall:5.1f} s "
+        f"peak RSS {run.peak_rss_mb:5.0f} MB (idle {run.idle_rss_mb:.0f})  "
+        f"CPU {run.cpu:6.2f} s in {run.wall:5.1f} s "
         f"({100 * run.main_thread_share:.0f}% event loop thread)  "
         f"welcomes {run.welcomes}, console {run.console}, other sends {run.customer_sends - run.welcomes}"
         + (f"  PROBLEMS: {'; '.join(run.problems)}" if run.problems else "")

@@ -10,8 +10,8 @@ import socket
 import sys
 from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from sqlalchemy.engine import make_url
 
 from bot.app import SalesBot
@@ -23,7 +23,9 @@ from bot.redaction import add_secret
 from bot.services.cluster import AlreadyRunning
 from bot.timers import CLUSTER_HEARTBEAT, DISPATCH_POLL, DISPATCH_WAKE, Timers
 from bot.transport.local_puppet import LocalPuppet
-from bot.web.app import create_app, is_loopback, resolve_token
+
+if TYPE_CHECKING:  # the web UI (aiohttp, its pages) is imported only when it is enabled
+    from aiohttp import web
 
 log = logging.getLogger("salesbot")
 
@@ -147,6 +149,10 @@ async def start_web(
 ) -> tuple[web.AppRunner, str, str, str]:
     """The web UI: its runner, URL, a banner note about the token, and the token if it was generated
     for a non-loopback address (the operator needs it; :func:`generated_token_note` tells where)."""
+    from aiohttp import web
+
+    from bot.web.app import create_app, is_loopback, resolve_token
+
     token = resolve_token(config)
     add_secret(token)
     reads_need_token = not is_loopback(host)
@@ -250,6 +256,8 @@ class Runtime:
             self.web_runner, self.url, self.token_note, self.generated_token = await start_web(
                 self.bot, self.config, self._host, self._port
             )
+            from bot.web.app import is_loopback
+
             if not is_loopback(self._host):
                 self.phone_url = phone_url(self._host, int(self.url.rsplit(":", 1)[1]))
         await self.bot.log_in()

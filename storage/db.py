@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,12 +12,8 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError as AlembicCommandError
 from sqlalchemy import event, inspect
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Dialect, make_url
@@ -27,16 +24,39 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage.errors import DatabaseUnavailable
 from storage.retry import attempts
 
+if TYPE_CHECKING:  # alembic is imported only to change or check a schema that is not the newest
+    from alembic.config import Config as AlembicConfig
+
 T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_REVISION = re.compile(r"""^(down_revision|revision)\b[^=]*=\s*['"]?([^'"\s]+)""", re.M)
 
 
 def alembic_config(url: str) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
+
+
+def head_revision() -> str | None:
+    """The newest migration's revision, read from the migration files without importing alembic
+    (about 8 MB a running bot would keep for nothing once its schema is the newest); None when the
+    files do not show exactly one head (alembic decides then). A test compares it with alembic's."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        found = dict((key, value) for key, value in _REVISION.findall(path.read_text(encoding="utf-8")))
+        if "revision" not in found:
+            return None
+        revisions.add(found["revision"])
+        if found.get("down_revision", "None") != "None":
+            parents.add(found["down_revision"])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
 
 
 # how long opening the database may take before it counts as unreachable
@@ -166,15 +186,16 @@ class Database:
         # what must stay the same for relaxed commits to be as good as durable ones (see below)
         self.durability_epoch = _boot_id() if self._relaxed_engine is not None else "durable"
 
-    async def preflight(self) -> None:
+    async def preflight(self) -> str | None:
         """Make sure the database can be used before anything relies on it: it opens (within
         :data:`CONNECT_SECONDS`), an SQLite file is writable, and its schema is not newer than this
         code's migrations. Raises :class:`DatabaseUnavailable` with one sentence. Creates nothing:
-        a SQLite file that does not exist yet only needs a folder it can be written in."""
+        a SQLite file that does not exist yet only needs a folder it can be written in. Returns the
+        schema's revision (None: no schema yet)."""
         if self.path is not None and not self.path.exists():
             if not os.access(self.path.parent, os.W_OK):
                 raise DatabaseUnavailable(f"cannot create the database in {self.path.parent} (not writable)")
-            return
+            return None
         if self.path is not None and not os.access(self.path, os.R_OK | os.W_OK):
             raise DatabaseUnavailable(f"cannot read and write the database file {self.path}")
         try:
@@ -188,8 +209,11 @@ class Database:
             raise DatabaseUnavailable(
                 f"cannot open the database at {safe_url(self.url)} ({_reason(exc)})"
             ) from None
-        if revision is None:
-            return  # empty: migrate creates the schema
+        if revision is None or revision == head_revision():
+            return revision  # empty (migrate creates the schema), or the newest
+        from alembic.script import ScriptDirectory
+        from alembic.util.exc import CommandError as AlembicCommandError
+
         scripts = ScriptDirectory.from_config(alembic_config(self.url))
         try:
             known = scripts.get_revision(revision) is not None
@@ -200,11 +224,16 @@ class Database:
                 f"the database at {safe_url(self.url)} has a newer schema (revision {revision}) than "
                 "this version of salesbot knows: upgrade salesbot, or use a database made by this version"
             )
+        return revision
 
     async def migrate(self) -> None:
         """Check the database (:meth:`preflight`), then bring the schema to the newest revision
-        (creates it on an empty database)."""
-        await self.preflight()
+        (creates it on an empty database). A schema already the newest needs no alembic at all."""
+        revision = await self.preflight()
+        if revision is not None and revision == head_revision():
+            return
+        from alembic import command
+
         await asyncio.to_thread(command.upgrade, alembic_config(self.url), "head")
 
     async def ping(self, within: float = CONNECT_SECONDS) -> str:
