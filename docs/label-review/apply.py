@@ -6,7 +6,10 @@ read by two reviewers who never saw its label or the model's suggestion. A doubt
 only when both reviewers agree with each other and not with the line; controls change nothing and
 measure how often a reviewer agrees with labels nobody doubted.
 
-    python docs/label-review/apply.py            # report; --write edits the corpus, logs changes.jsonl
+    python docs/label-review/apply.py            # report; --write edits the corpus, adds to changes.jsonl
+
+Rounds: r-ids (2026-12-03, morning: 1,186 doubted lines + 210 controls), s-ids (2026-12-03, evening:
+685 doubted lines not read before, most from the six newest files, + 130 controls).
 """
 
 from __future__ import annotations
@@ -86,9 +89,8 @@ def main(write: bool) -> None:
     print(f"{len(changes)} changes" + ("" if write else " (none once applied; --write applies them)"))
     if not write:
         return
-    (HERE / "changes.jsonl").write_text(
-        "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in changes), encoding="utf-8"
-    )
+    with (HERE / "changes.jsonl").open("a", encoding="utf-8") as log:  # earlier rounds' changes stay
+        log.write("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in changes))
     for stem, rows in lines.items():
         (CORPUS / f"{stem}.jsonl").write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
