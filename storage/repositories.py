@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -235,6 +236,22 @@ class Notes:
         return list((await self.session.exec(query)).all())
 
 
+class EventStamps:
+    """How many events of each kind this process has written (committed or not). A cache of
+    something computed from events (script statistics) compares stamps to know whether this
+    process wrote any of its kinds since; other processes' writes it must bound by age."""
+
+    _counts: ClassVar[Counter[str]] = Counter()
+
+    @classmethod
+    def wrote(cls, kinds: Iterable[str]) -> None:
+        cls._counts.update(kinds)
+
+    @classmethod
+    def of(cls, kinds: Iterable[str]) -> tuple[int, ...]:
+        return tuple(cls._counts[kind] for kind in kinds)
+
+
 class Events:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -261,6 +278,7 @@ class Events:
             "data": data or {},
             "external_id": external_id,
         }
+        EventStamps.wrote([kind])
         if external_id is None:
             self.session.add(Event(**values))
             return True
@@ -272,6 +290,7 @@ class Events:
 
     async def add(self, event: Event) -> Event:
         """Log an event and return it with its id (others refer to it: a suggestion, a plan)."""
+        EventStamps.wrote([event.kind])
         self.session.add(event)
         await self.session.flush()
         return event
@@ -348,6 +367,7 @@ class Events:
         replay) is left out, like :meth:`record` does."""
         if not events:
             return
+        EventStamps.wrote(e.kind for e in events)
         table = _table(Event)
         dialect = self.session.bind.dialect.name if self.session.bind is not None else "sqlite"
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -362,6 +382,7 @@ class Events:
         """Log many events in one statement: dicts of account_id, kind, at, customer_id, text and
         data (no external ids)."""
         if events:
+            EventStamps.wrote(e["kind"] for e in events)
             await self.session.exec(
                 sa.insert(_table(Event)),
                 params=[

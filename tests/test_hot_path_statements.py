@@ -146,3 +146,34 @@ async def test_a_readded_customer_who_writes_still_drops_the_new_follow_ups(
     assert "pending" not in {row.status for row in await sim.rows(ScheduledMessage, *followups)}
     await sim.advance(timedelta(days=8))
     assert sim.sent("followup", "c1") == []
+
+
+async def test_ranking_reads_script_statistics_again_only_after_a_send_or_a_minute(
+    sim: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An objection ranks its scripts by how they worked (up to 5,000 newest sends): read once and
+    reused, not on every message; again as soon as this process records a send (or a stage
+    change, an order), and after a minute for what other processes wrote."""
+    objections = sim.bot.objections
+    reads: list[int] = []
+    script_stats = objections.script_stats
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return await script_stats(*args, **kwargs)
+
+    monkeypatch.setattr(objections, "script_stats", counted)
+    await welcomed_and_replied(sim)
+    await sim.customer_says("c1", "太贵了")
+    await sim.customer_says("c2", "价格有点高啊")
+    assert len(reads) == 1, "the second objection reused the statistics"
+    await sim.rep_types("/send 1", in_chat="c1")  # 张三's first suggested script
+    await sim.advance(timedelta(seconds=10))
+    assert len(await sim.rows(Event, Event.kind == "script_sent")) == 1
+    await sim.customer_says("c1", "还是太贵了")
+    assert len(reads) == 2, "a send this process recorded is counted at once"
+    await sim.customer_says("c2", "再便宜点吧")
+    assert len(reads) == 2
+    await sim.advance(timedelta(seconds=61))
+    await sim.customer_says("c1", "能不能少点")
+    assert len(reads) == 3, "another process's sends show within a minute"

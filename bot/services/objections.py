@@ -38,7 +38,7 @@ from bot.templates import OBJECTION, TemplateLibrary
 from bot.transport.base import TextMessage
 from storage.db import Database
 from storage.models import Customer, Event, ScheduledMessage
-from storage.repositories import Accounts, Customers, Events, Outbox
+from storage.repositories import Accounts, Customers, Events, EventStamps, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,11 @@ def validate_library(library: ObjectionLibrary, templates: TemplateLibrary) -> N
 
 # script statistics read at most this many of the newest sends: ranking stays cheap as history grows
 STATS_SENDS = 5000
+# ranking an objection's scripts reuses the statistics this long, unless this process has written
+# a send, a stage change or an order since: other processes' writes show within this bound, and a
+# ranking over thousands of sends does not move with one more
+STATS_REUSE = timedelta(seconds=60)
+STATS_KINDS = ("script_sent", "stage_changed", "order")
 # /send N answers a suggestion this long after it was made; numbers start again from 1 once an
 # account has had no suggestion for this long, so two open suggestions never share a number
 SUGGESTION_OPEN = timedelta(days=1)
@@ -147,6 +152,8 @@ class ObjectionService:
         self.rng = rng
         self.pipeline = Pipeline(config.stages)
         self.hooks = hooks
+        # the statistics ranking last read: (this process's event stamps then, when, what)
+        self._ranking_stats: tuple[tuple[int, ...], datetime, dict[str, ScriptStats]] | None = None
 
     # -- inbound ----------------------------------------------------------------------------------
 
@@ -411,7 +418,7 @@ class ObjectionService:
 
     async def rank(self, session: AsyncSession, label: str, stage: str) -> list[Script]:
         for_stage, general = self.library.scripts_for(label, *self.pipeline.script_stages(stage))
-        stats = await self.script_stats(session)
+        stats = await self._stats_for_ranking(session)
         minimum = self.config.objections.min_sends_for_ranking
 
         def ordered(scripts: list[Script]) -> list[Script]:
@@ -423,6 +430,17 @@ class ObjectionService:
             return sorted(scripts, key=key)  # stable: file order among equals
 
         return (ordered(for_stage) + ordered(general))[: self.config.objections.suggestions]
+
+    async def _stats_for_ranking(self, session: AsyncSession) -> dict[str, ScriptStats]:
+        """:meth:`script_stats` of every account, read again only when this process wrote what they
+        count since, or after :data:`STATS_REUSE`: not a read of thousands of sends per message."""
+        stamps, now = EventStamps.of(STATS_KINDS), self.clock.now()
+        cached = self._ranking_stats
+        if cached is not None and cached[0] == stamps and timedelta(0) <= now - cached[1] < STATS_REUSE:
+            return cached[2]
+        stats = await self.script_stats(session)
+        self._ranking_stats = (stamps, now, stats)
+        return stats
 
     async def script_stats(
         self, session: AsyncSession, account_id: str | None = None
