@@ -36,12 +36,17 @@ def _rowcount(result: object) -> int:
 
 
 def _insert_ignoring_conflict(
-    session: AsyncSession, table: Any, values: dict[str, Any], key: list[str]
+    session: AsyncSession, table: Any, values: dict[str, Any] | list[dict[str, Any]], key: list[str]
 ) -> Any:
-    """``INSERT ... ON CONFLICT DO NOTHING`` for the dialect in use (SQLite or PostgreSQL)."""
+    """``INSERT ... ON CONFLICT DO NOTHING`` for the dialect in use (SQLite or PostgreSQL), of one
+    row or several in one statement."""
+    return _insert(session, table).values(values).on_conflict_do_nothing(index_elements=key)
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    """The dialect's own ``INSERT`` (it knows ``ON CONFLICT``): PostgreSQL's or SQLite's."""
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).values(**values).on_conflict_do_nothing(index_elements=key)
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def _leased(table: sa.Table, owner: str, now: datetime) -> Any:
@@ -368,13 +373,11 @@ class Events:
         if not events:
             return
         EventStamps.wrote(e.kind for e in events)
-        table = _table(Event)
-        dialect = self.session.bind.dialect.name if self.session.bind is not None else "sqlite"
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = (
-            insert(table)
-            .values([e.model_dump(exclude={"id"}) for e in events])
-            .on_conflict_do_nothing(index_elements=["account_id", "kind", "external_id"])
+        statement = _insert_ignoring_conflict(
+            self.session,
+            _table(Event),
+            [e.model_dump(exclude={"id"}) for e in events],
+            ["account_id", "kind", "external_id"],
         )
         await self.session.exec(statement)
 
@@ -451,12 +454,10 @@ class OutgoingLog:
         if not sends:
             return []
         table = _table(OutgoingMessage)
-        dialect = self.session.bind.dialect.name if self.session.bind is not None else "sqlite"
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         # one statement with a list of parameters: SQLAlchemy sends it as one multi-row INSERT
         # ("insertmanyvalues") whose compiled form is cached, unlike a VALUES list built per batch
         statement = (
-            insert(table)
+            _insert(self.session, table)
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
             .returning(table.c.id, table.c.idempotency_key)
         )
@@ -653,13 +654,11 @@ class Outbox:
         planned already is left as it is. Returns how many were new."""
         if not messages:
             return 0
-        table = _table(ScheduledMessage)
-        dialect = self.session.bind.dialect.name if self.session.bind is not None else "sqlite"
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = (
-            insert(table)
-            .values([m.model_dump(exclude={"id"}) for m in messages])
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        statement = _insert_ignoring_conflict(
+            self.session,
+            _table(ScheduledMessage),
+            [m.model_dump(exclude={"id"}) for m in messages],
+            ["idempotency_key"],
         )
         return _rowcount(await self.session.exec(statement))
 
