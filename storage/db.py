@@ -8,7 +8,7 @@ import re
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.sql.dml import UpdateBase as Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage import inline_sqlite
 from storage.errors import DatabaseUnavailable
+from storage.inline_sqlite import InlineConnection, inline_statements
 from storage.retry import attempts
 
 if TYPE_CHECKING:  # alembic is imported only to change or check a schema that is not the newest
@@ -156,8 +158,10 @@ class Database:
         # has ended by then (committed, or rolled back by SQLAlchemy on close), so that rollback
         # did nothing but cost a hop to aiosqlite's thread, one per transaction.
         options: dict[str, Any] = {"pool_reset_on_return": None} if self.is_sqlite else {}
+        # SQLite on disk: aiosqlite, with the hot units' short statements on the loop's thread
+        durable = dict(options, async_creator=self._inline_creator()) if on_disk else options
         try:
-            self.engine: AsyncEngine = create_async_engine(url, **options)
+            self.engine: AsyncEngine = create_async_engine(url, **durable)
         except ImportError as exc:
             extra = " (pip install 'salesbot[postgres]')" if "asyncpg" in str(exc) else ""
             raise DatabaseUnavailable(f"the database driver is not installed: {exc.name}{extra}") from None
@@ -168,7 +172,7 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if on_disk:  # a second pool whose connections commit without waiting for the disk
-            self._relaxed_engine = create_async_engine(url, **options)
+            self._relaxed_engine = create_async_engine(url, **durable)
             event.listen(self._relaxed_engine.sync_engine, "connect", _sqlite_relaxed_pragmas)
             self._autocommit_engine = create_async_engine(
                 url, isolation_level="AUTOCOMMIT", pool_size=1, **options
@@ -185,6 +189,16 @@ class Database:
         self._write_holder: asyncio.Task[Any] | None = None
         # what must stay the same for relaxed commits to be as good as durable ones (see below)
         self.durability_epoch = _boot_id() if self._relaxed_engine is not None else "durable"
+
+    def _inline_creator(self) -> Callable[[], Awaitable[InlineConnection]]:
+        """Opens the engine's SQLite connections as :class:`InlineConnection` (see
+        storage/inline_sqlite.py), with the arguments SQLAlchemy's dialect would give aiosqlite."""
+
+        async def connect() -> InlineConnection:
+            args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+            return await inline_sqlite.connect(*args, **kwargs)
+
+        return connect
 
     async def preflight(self) -> str | None:
         """Make sure the database can be used before anything relies on it: it opens (within
@@ -248,34 +262,40 @@ class Database:
         return ""
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, *, inline: bool = False) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction: committed on success, rolled back on any error.
         Inside a :meth:`unit_of_work` of this database (same task) it joins that unit instead, so
-        the unit commits or rolls back as a whole."""
+        the unit commits or rolls back as a whole. ``inline``: every statement is small (see
+        :func:`storage.inline_sqlite.inline_statements`)."""
         unit = self._unit()
         if unit is not None:
             yield unit.session
             return
-        async with self._writer(), self._sessions() as session, session.begin():
-            yield session
+        async with self._writer(), self._sessions() as session:
+            with inline_statements() if inline else nullcontext():
+                async with session.begin():
+                    yield session
 
     @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
+    async def unit_of_work(self, *, inline: bool = False) -> AsyncIterator[AsyncSession]:
         """One transaction that every :meth:`transaction` opened in this task joins until it ends:
         several services' writes (a rep command) commit together or not at all. Other tasks are
-        never joined (work they start here is not part of the unit). A unit inside a unit joins it."""
+        never joined (work they start here is not part of the unit). A unit inside a unit joins it.
+        ``inline``: every statement of the unit is small (see
+        :func:`storage.inline_sqlite.inline_statements`); its after-commit effects are not part of it."""
         unit = self._unit()
         if unit is not None:
             yield unit.session
             return
         async with self._writer(), self._sessions() as session:
             opened = _Unit(self, asyncio.current_task(), session)
-            async with session.begin():
-                token = _UNIT.set(opened)
-                try:
-                    yield session
-                finally:
-                    _UNIT.reset(token)
+            with inline_statements() if inline else nullcontext():
+                async with session.begin():
+                    token = _UNIT.set(opened)
+                    try:
+                        yield session
+                    finally:
+                        _UNIT.reset(token)
         for effect in opened.after_commit:  # committed: what waited for it may happen now
             await effect()
 
@@ -298,17 +318,20 @@ class Database:
             unit.after_commit.append(effect)
 
     @asynccontextmanager
-    async def relaxed_transaction(self) -> AsyncIterator[AsyncSession]:
+    async def relaxed_transaction(self, *, inline: bool = False) -> AsyncIterator[AsyncSession]:
         """Like :meth:`transaction`, but on SQLite the commit does not wait for the disk: it
         survives this process being killed, not an operating-system crash or a power loss. While
         :attr:`durability_epoch` (the machine's boot) is unchanged, such commits are as good as
         durable ones. For cheap, frequent writes whose loss after a machine crash is handled
         (the dispatcher's send outcomes). PostgreSQL commits are always durable. Never inside a
-        unit of work: its own connection would wait on the unit's write lock."""
+        unit of work: its own connection would wait on the unit's write lock. ``inline``: as for
+        :meth:`transaction`."""
         if self.in_unit():
             raise RuntimeError("a relaxed transaction cannot run inside a unit of work")
-        async with self._writer(), self._relaxed_sessions() as session, session.begin():
-            yield session
+        async with self._writer(), self._relaxed_sessions() as session:
+            with inline_statements() if inline else nullcontext():
+                async with session.begin():
+                    yield session
 
     @asynccontextmanager
     async def relaxed_writes(self) -> AsyncIterator[RelaxedWriter]:
@@ -354,14 +377,15 @@ class Database:
         """``work`` in one :meth:`unit_of_work`, run again from the start when the database refused
         it for now (:func:`storage.retry.transient`: busy, a serialization conflict). Each attempt
         gets a new session; nothing of a failed one is kept, its after-commit effects never run.
-        ``work`` must do nothing outside the database (that belongs in :meth:`after_commit`).
+        ``work`` must do nothing outside the database (that belongs in :meth:`after_commit`), and
+        only small statements: they may run on the loop's thread (``unit_of_work(inline=True)``).
         Inside a unit already it joins that unit and is not retried alone: the outer one is."""
         unit = self._unit()
         if unit is not None:  # part of the outer unit: that one is retried (or not) as a whole
             return await work(unit.session)
         async for attempt in attempts():
             with attempt:
-                async with self.unit_of_work() as session:
+                async with self.unit_of_work(inline=True) as session:
                     return await work(session)
         raise AssertionError("unreachable: the last attempt returns or raises")
 

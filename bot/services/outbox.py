@@ -254,7 +254,11 @@ class Dispatcher:
                 and all(_went_out(item) for item in in_flight)
             )
             try:
-                async with self.db.relaxed_transaction() if settle_only else self.db.transaction() as session:
+                async with (
+                    self.db.relaxed_transaction(inline=True)
+                    if settle_only
+                    else self.db.transaction(inline=True) as session
+                ):
                     nexts = await self._settle_all(session, in_flight, after_commit)
                     room = self.batch_size - len(nexts)
                     if room > 0 and not self.stopping and unclaimed != set():

@@ -1,0 +1,112 @@
+"""Hot units' statements on the event loop's thread (issue 20; storage/inline_sqlite.py).
+
+Which thread ran a statement is read from SQLite itself: a user function returns the thread it is
+called on. What must never run inline is what may wait: the first write of a transaction (another
+process may hold the file's write lock), shown by a ticker that keeps running while the unit waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy import text as sql_text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.db import Database
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/inline.db")
+
+    def thread_function(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.create_function("thread_id", 0, threading.get_ident)
+
+    event.listen(database.engine.sync_engine, "connect", thread_function)
+    async with database.transaction() as session:
+        await session.exec(sql_text("CREATE TABLE t (n INTEGER)"))  # type: ignore[call-overload]
+    yield database
+    await database.close()
+
+
+async def ran_on(session: AsyncSession, statement: str = "SELECT thread_id()") -> int:
+    return int((await session.exec(sql_text(statement))).scalar_one())  # type: ignore[call-overload]
+
+
+async def test_a_hot_units_reads_and_writes_after_its_first_run_on_the_loops_thread(db: Database) -> None:
+    loop_thread = threading.get_ident()
+
+    async def work(session: AsyncSession) -> tuple[int, int, int]:
+        before_writing = await ran_on(session)
+        first_write = await ran_on(session, "INSERT INTO t (n) VALUES (thread_id()) RETURNING n")
+        second_write = await ran_on(session, "INSERT INTO t (n) VALUES (thread_id()) RETURNING n")
+        return before_writing, first_write, second_write
+
+    before_writing, first_write, second_write = await db.retrying_unit(work)
+    assert before_writing == loop_thread
+    assert first_write != loop_thread  # it may wait for the write lock: aiosqlite's thread
+    assert second_write == loop_thread  # the lock is held: nothing can make it wait
+    async with db.transaction() as session:  # both committed
+        assert (await session.exec(sql_text("SELECT count(*) FROM t"))).scalar_one() == 2  # type: ignore[call-overload]
+
+
+async def test_other_transactions_run_every_statement_on_aiosqlites_thread(db: Database) -> None:
+    loop_thread = threading.get_ident()
+    async with db.transaction() as session:
+        assert await ran_on(session) != loop_thread
+        await ran_on(session, "INSERT INTO t (n) VALUES (1) RETURNING n")
+        assert await ran_on(session, "INSERT INTO t (n) VALUES (thread_id()) RETURNING n") != loop_thread
+
+
+async def test_a_new_transaction_takes_the_write_lock_again_off_the_loop(db: Database) -> None:
+    """After a commit, and after a rollback, the next transaction's first write waits on the thread."""
+    loop_thread = threading.get_ident()
+    async with db.transaction(inline=True) as session:
+        await ran_on(session, "INSERT INTO t (n) VALUES (1) RETURNING n")
+    with pytest.raises(ZeroDivisionError):
+        async with db.transaction(inline=True) as session:
+            await ran_on(session, "INSERT INTO t (n) VALUES (2) RETURNING n")
+            raise ZeroDivisionError
+    for _ in range(2):
+        async with db.transaction(inline=True) as session:
+            assert await ran_on(session, "INSERT INTO t (n) VALUES (thread_id()) RETURNING n") != loop_thread
+
+
+async def test_a_unit_waiting_for_another_processs_write_lock_does_not_stall_the_loop(
+    db: Database, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "inline.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writes
+    other.execute("INSERT INTO t (n) VALUES (0)")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def work(session: AsyncSession) -> None:
+        await ran_on(session)  # inline read: a reader never waits in WAL mode
+        await ran_on(session, "INSERT INTO t (n) VALUES (1) RETURNING n")
+        await ran_on(session, "INSERT INTO t (n) VALUES (2) RETURNING n")
+
+    ticker = asyncio.create_task(tick())
+    unit = asyncio.create_task(db.retrying_unit(work))
+    await asyncio.sleep(0.3)
+    assert not unit.done()  # waiting for the lock...
+    assert ticks >= 10  # ...while the loop goes on
+    other.execute("COMMIT")
+    await asyncio.wait_for(unit, 10)
+    ticker.cancel()
+    other.close()
+    async with db.transaction() as session:
+        rows = (await session.exec(sql_text("SELECT n FROM t ORDER BY n"))).scalars().all()  # type: ignore[call-overload]
+    assert rows == [0, 1, 2]
