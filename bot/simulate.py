@@ -176,6 +176,8 @@ class Simulation:
         url = database_url or f"sqlite+aiosqlite:///{Path(self._tmp.name if self._tmp else '.') / 'sim.db'}"
         self.puppets = {a.id: local_puppet_for(a, config, self.clock) for a in config.accounts}
         transports = {a.id: WechatyTransport(a.id, self.puppets[a.id]) for a in config.accounts}
+        for transport in transports.values():  # a contact's name is re-read on the virtual clock
+            transport.monotonic = lambda: self.clock.now().timestamp()
         self.bot = SalesBot(
             config, self.clock, transports=transports, database_url=url, rng=random.Random(seed)
         )

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 from wechaty_puppet import (
@@ -53,6 +55,9 @@ from bot.transport.wechaty_compat import (
 log = logging.getLogger(__name__)
 
 _ECHO_MEMORY = 2000
+# how long a contact's name and remark, re-read from the puppet, are taken as current: a round trip
+# to the puppet on every message cost the hot path as much as reading the message itself
+CONTACT_REFRESH_SECONDS = 600.0
 _STOP_TIMEOUT = 5.0  # seconds
 
 
@@ -155,6 +160,8 @@ class WechatyTransport:
         self._watchdog: asyncio.Task[None] | None = None
         self._pending_echo: Counter[tuple[str, str]] = Counter()
         self._sent_ids: deque[str] = deque(maxlen=_ECHO_MEMORY)
+        self._contact_read: dict[str, float] = {}  # contact id -> when its payload was re-read
+        self.monotonic: Callable[[], float] = time.monotonic  # for the refresh above; tests move it
         self.errors: list[BaseException] = []
 
     def _new_bot(self) -> _Bot:
@@ -531,8 +538,14 @@ class WechatyTransport:
         echo = from_self and self._is_echo(msg.message_id, conversation_id, msg.text())
         talker = msg.talker()
         if not from_self:
-            # Wechaty caches contact payloads forever; re-read so a new name or remark shows up
-            await talker.ready(force_sync=True)
+            # Wechaty caches contact payloads forever; re-read now and then so a new name or
+            # remark shows up (within CONTACT_REFRESH_SECONDS)
+            now, read = self.monotonic(), self._contact_read.get(talker.contact_id)
+            if read is None or now - read >= CONTACT_REFRESH_SECONDS:
+                await talker.ready(force_sync=True)
+                self._contact_read[talker.contact_id] = now
+            elif talker.payload is None:
+                await talker.ready()
         await self._deliver(
             TextMessage(
                 message_id=msg.message_id,

@@ -1,0 +1,41 @@
+"""A customer's name and remark are re-read from the puppet now and then, not on every message
+(issue 20: the round trip per message cost the hot path as much as reading the message)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from bot.transport.wechaty_adapter import CONTACT_REFRESH_SECONDS
+from storage.models import Customer
+from tests.harness import Harness
+
+
+async def test_a_new_name_shows_within_the_refresh_and_messages_between_read_nothing(
+    sim: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await sim.new_customer("c1", "张三")
+    reads: Counter[str] = Counter()
+    payload = sim.puppet.contact_payload
+
+    async def counted(contact_id: str) -> object:
+        reads[contact_id] += 1
+        return await payload(contact_id)
+
+    monkeypatch.setattr(sim.puppet, "contact_payload", counted)
+    for text in ("你好", "在吗", "多少钱"):
+        await sim.customer_says("c1", text)
+    assert reads["wx_c1"] == 1  # the first message re-reads the contact, the next two do not
+
+    sim.puppet.add_contact("wx_c1", "张三丰", friend=True)  # the customer renames themself
+    await sim.customer_says("c1", "还有优惠吗")
+    [customer] = await sim.rows(Customer)
+    assert customer.display_name == "张三"  # read a moment ago: still current enough
+
+    await sim.advance(timedelta(seconds=CONTACT_REFRESH_SECONDS))
+    await sim.customer_says("c1", "那我考虑下")
+    [customer] = await sim.rows(Customer)
+    assert customer.display_name == "张三丰"
+    assert reads["wx_c1"] == 2
