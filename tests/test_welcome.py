@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from datetime import datetime, timedelta
 
+import pytest
 from sqlmodel import col, select
 
 from bot.config import Config
 from storage.models import Customer, CustomerTag, Event, OutgoingMessage, ScheduledMessage, StageChange
+from storage.repositories import Outbox
 from tests.conftest import MONDAY_10AM, SHANGHAI, make_config
 from tests.harness import Harness
 
@@ -309,3 +312,38 @@ async def test_a_burst_of_new_friends_is_welcomed_at_a_human_pace(sim: Harness) 
     low = 4.0  # welcome.min_gap_seconds defaults to [4, 9]
     assert all(gap >= low for gap in gaps), gaps
     assert times[-1] - times[0] < timedelta(minutes=1), "paced, not postponed"
+
+
+async def test_a_burst_of_welcomes_waits_once_each_not_once_a_dispatch_round(
+    sim: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten people add the rep at once: a batch sends one welcome and gives each of the others its
+    own later slot (the gate checks again then, and may move it once more by the gap it draws),
+    instead of putting them all back to the same moment, round after round, until their turn."""
+    deferred: Counter[int] = Counter()
+    defer = Outbox.defer
+
+    async def counted(outbox: Outbox, row_id: int, until: datetime, at: datetime, reason: str) -> None:
+        deferred[row_id] += 1
+        await defer(outbox, row_id, until, at, reason)
+
+    monkeypatch.setattr(Outbox, "defer", counted)
+    for n in range(10):
+        await sim.friend_request(f"c{n}", f"客户{n}")
+    await sim.advance(timedelta(minutes=3))
+    times = sorted(datetime.fromisoformat(m["at"]) for m in sim.sent("welcome"))
+    assert len(times) == 10
+    assert all((b - a).total_seconds() >= 4.0 for a, b in itertools.pairwise(times))
+    # each row waits for its slot about once (it was 64 deferrals, one row 16 times)
+    assert sum(deferred.values()) <= 12 and max(deferred.values()) <= 2, deferred
+
+
+async def test_with_no_gap_configured_a_burst_of_welcomes_goes_out_in_one_batch() -> None:
+    config = make_config({"welcome": {"delay_seconds": [0.0, 0.0], "min_gap_seconds": [0.0, 0.0]}})
+    async with Harness(config, MONDAY_10AM) as sim:
+        for n in range(10):
+            await sim.friend_request(f"c{n}", f"客户{n}")
+        await sim.advance(timedelta(seconds=1))
+        rows = await sim.rows(ScheduledMessage, ScheduledMessage.kind == "welcome")
+        assert len(rows) == 10 and {row.status for row in rows} == {"sent"}
+        assert not [row for row in rows if (row.last_error or "").startswith("deferred")]

@@ -17,7 +17,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -74,9 +74,25 @@ class Composer(Protocol):
 
 class Gate(Protocol):
     async def verdict(
-        self, session: AsyncSession, row: ScheduledMessage, now: datetime, memo: Memo | None = None
+        self,
+        session: AsyncSession,
+        row: ScheduledMessage,
+        now: datetime,
+        memo: Memo | None = None,
+        *,
+        least_gap: bool = False,
     ) -> Verdict:
-        """Whether ``row`` may go out now; ``memo``: shared by one batch's verdicts."""
+        """Whether ``row`` may go out now; ``memo``: shared by one batch's verdicts.
+        ``least_gap``: the row waited for a slot its gap was drawn for: ask only the least gap."""
+        ...
+
+    def spacing(self, stream: str) -> tuple[timedelta, timedelta]:
+        """The least and most time the gate puts between two sends of one account's paced
+        ``stream`` (see :func:`_paced_stream`)."""
+        ...
+
+    def gap(self, stream: str) -> timedelta:
+        """A gap drawn from :meth:`spacing` (human-like: not always the same)."""
         ...
 
 
@@ -109,6 +125,10 @@ class Dispatcher:
         # MessageSent, CustomerUnreachable and Undeliverable are emitted after their commit
         self.hooks = hooks or Hooks()
         self.gate = gate
+        # pacing's queue, in this process (the account's lease keeps its rows here): (account,
+        # paced stream) -> the latest slot given to it; held-back row id -> its slot (see _queue)
+        self._tail: dict[tuple[str, str], datetime] = {}
+        self._slotted: dict[int, datetime] = {}
         self.batch_size = batch_size
         self.doubts = doubts
         # longest chat message: a longer one goes out in parts (at most MAX_PARTS), whatever composed it
@@ -271,12 +291,12 @@ class Dispatcher:
                             {row.customer_id for row in claimed if row.customer_id is not None}
                         )
                         # (account, paced stream) with a send in this batch: automated kinds, welcomes
-                        automated: set[tuple[str, str]] = set()
+                        sending: set[tuple[str, str]] = set()
                         memo: Memo = {}  # what the gate read for this batch
                         for current in claimed:
                             customer = customers.get(current.customer_id or 0)
                             send = await self._prepare(
-                                session, current, customer, after_commit, automated, memo
+                                session, current, customer, after_commit, sending, memo
                             )
                             if send is not None:
                                 nexts.append(send)
@@ -372,7 +392,7 @@ class Dispatcher:
         row: ScheduledMessage,
         customer: Customer | None,
         after_commit: list[Callable[[], Awaitable[object]]],
-        automated: set[tuple[str, str]],
+        sending: set[tuple[str, str]],
         memo: Memo,
     ) -> _Next | None:
         """Decide what to do with a claimed row: its first send when it is to go out (reserved
@@ -381,10 +401,12 @@ class Dispatcher:
         now = self.clock.now()
         outbox = Outbox(session)
         stream = _paced_stream(row.kind)
-        if stream is not None and (row.account_id, stream) in automated:
-            # the gate cannot see this batch's reservations: one automated send per account per
-            # batch; the next batch's gate paces this one after it
-            await outbox.defer(row.id or 0, now, now, "pacing")
+        paced = None if stream is None or not self._spaced(stream) else (row.account_id, stream)
+        slotted = self._slotted.pop(row.id or 0, None) is not None
+        if paced is not None and paced in sending:
+            # the gate cannot see this batch's reservations: one paced send per account per
+            # batch; this row joins the queue (see _queue)
+            await outbox.defer(row.id or 0, self._queue(row, paced, now), now, "pacing")
             return None
         if now > row.not_after:
             await outbox.mark(row.id or 0, "expired", now, "not sent before not_after")
@@ -399,11 +421,16 @@ class Dispatcher:
         if customer is not None and customer.pushes_stopped_at is not None and row.kind in PUSH_KINDS:
             await outbox.mark(row.id or 0, "paused", now, "the customer asked to be pushed less")
             return None
-        verdict = SEND if self.gate is None else await self.gate.verdict(session, row, now, memo)
+        verdict = (
+            SEND if self.gate is None else await self.gate.verdict(session, row, now, memo, least_gap=slotted)
+        )
         if not verdict.send:
             assert verdict.not_before is not None
-            if verdict.not_before <= row.not_after:
-                await outbox.defer(row.id or 0, verdict.not_before, now, verdict.reason)
+            # rows held back together (a burst, the end of quiet hours) would all be told the
+            # same time: they queue instead
+            not_before = verdict.not_before if paced is None else self._queue(row, paced, verdict.not_before)
+            if not_before <= row.not_after:
+                await outbox.defer(row.id or 0, not_before, now, verdict.reason)
                 return None
             await outbox.mark(row.id or 0, "expired", now, f"could not be sent in time: {verdict.reason}")
             self._tell_undeliverable(after_commit, row, verdict.reason)
@@ -419,12 +446,32 @@ class Dispatcher:
         if composed is None:
             await outbox.mark(row.id or 0, "cancelled", now, "no longer wanted")
             return None
-        if stream is not None:
-            automated.add((row.account_id, stream))
+        if paced is not None:
+            sending.add(paced)
+            self._tail[paced] = max(now, self._tail.get(paced, now))
         if not composed.parts and self.max_chars is not None and len(composed.text) > self.max_chars:
             parts = tuple(split_message(composed.text, self.max_chars, MAX_PARTS))
             composed = dataclasses.replace(composed, parts=parts)
         return _Next(row, composed, 1)
+
+    def _spaced(self, stream: str) -> bool:
+        """Whether the gate spaces ``stream``'s sends (or counts them: automated kinds have daily
+        caps, which a batch's own reservations would slip past). Welcomes with no gap configured
+        go out as many to a batch as are due."""
+        return self.gate is not None and (stream != "welcome" or self.gate.spacing(stream)[1] > timedelta(0))
+
+    def _queue(self, row: ScheduledMessage, paced: tuple[str, str], earliest: datetime) -> datetime:
+        """The slot of a row held back on a paced stream: ``earliest``, or a gap after the last
+        slot this process gave that stream, whichever is later. Each row held back gets its own
+        slot, and at its slot only the least gap is asked of it (its gap was drawn here), so a
+        burst of n rows is deferred about n times in all, not each row once per dispatch round
+        until its turn (they used to be told one time, all met again, one went, and so on)."""
+        assert self.gate is not None
+        tail = self._tail.get(paced)
+        slot = earliest if tail is None else max(earliest, tail + self.gate.gap(paced[1]))
+        self._tail[paced] = slot
+        self._slotted[row.id or 0] = slot
+        return slot
 
     async def _reserve(self, session: AsyncSession, sends: list[_Next], group: str) -> list[_Step]:
         """Reserve the batch's sends in ``group``, in one statement, in the order they go out:

@@ -47,13 +47,19 @@ class ReachPolicy:
         self.quiet = QuietHours(reach.quiet_start, reach.quiet_end, config.tz)
 
     async def verdict(
-        self, session: AsyncSession, row: ScheduledMessage, now: datetime, memo: Memo | None = None
+        self,
+        session: AsyncSession,
+        row: ScheduledMessage,
+        now: datetime,
+        memo: Memo | None = None,
+        *,
+        least_gap: bool = False,
     ) -> Verdict:
         """``memo``: shared by the verdicts of one dispatch batch (one transaction, nothing sent
         in between), so each count is read once per batch rather than once per row."""
         memo = {} if memo is None else memo
         if row.kind == Kind.WELCOME:
-            return await self._welcome_pace(session, row, now, memo)
+            return await self._welcome_pace(session, row, now, memo, least_gap)
         if row.kind not in AUTOMATED_KINDS:
             return SEND
         reach = self.config.reach
@@ -85,13 +91,20 @@ class ReachPolicy:
             lambda: queries.last_sent_at(session, row.account_id, AUTOMATED_KINDS),
         )
         if last is not None:
-            gap = timedelta(seconds=self.rng.uniform(*reach.pacing_seconds))
+            gap = self.spacing("automated")[0] if least_gap else self.gap("automated")
             if now < last + gap:
                 return Verdict(False, last + gap, "pacing")
         return SEND
 
+    def spacing(self, stream: str) -> tuple[timedelta, timedelta]:
+        """The gap range between two sends of one account: welcomes, or automated kinds."""
+        low, high = (
+            self.config.welcome.min_gap_seconds if stream == "welcome" else self.config.reach.pacing_seconds
+        )
+        return timedelta(seconds=low), timedelta(seconds=high)
+
     async def _welcome_pace(
-        self, session: AsyncSession, row: ScheduledMessage, now: datetime, memo: Memo
+        self, session: AsyncSession, row: ScheduledMessage, now: datetime, memo: Memo, least_gap: bool
     ) -> Verdict:
         """Welcomes answer the customer's own action (no quiet hours, no caps) but one account
         never sends two within ``welcome.min_gap_seconds``."""
@@ -101,10 +114,14 @@ class ReachPolicy:
             lambda: queries.last_sent_at(session, row.account_id, (Kind.WELCOME,)),
         )
         if last is not None:
-            gap = timedelta(seconds=self.rng.uniform(*self.config.welcome.min_gap_seconds))
+            gap = self.spacing("welcome")[0] if least_gap else self.gap("welcome")
             if now < last + gap:
                 return Verdict(False, last + gap, "pacing")
         return SEND
+
+    def gap(self, stream: str) -> timedelta:
+        low, high = self.spacing(stream)
+        return timedelta(seconds=self.rng.uniform(low.total_seconds(), high.total_seconds()))
 
 
 async def _once(memo: Memo, key: tuple[str, str | int | None], read: Callable[[], Awaitable[T]]) -> T:
