@@ -8,7 +8,7 @@ import re
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,7 +272,7 @@ class Database:
             yield unit.session
             return
         async with self._writer(), self._sessions() as session:
-            with inline_statements() if inline else nullcontext():
+            with inline_statements(inline):
                 async with session.begin():
                     yield session
 
@@ -289,7 +289,7 @@ class Database:
             return
         async with self._writer(), self._sessions() as session:
             opened = _Unit(self, asyncio.current_task(), session)
-            with inline_statements() if inline else nullcontext():
+            with inline_statements(inline):
                 async with session.begin():
                     token = _UNIT.set(opened)
                     try:
@@ -329,7 +329,7 @@ class Database:
         if self.in_unit():
             raise RuntimeError("a relaxed transaction cannot run inside a unit of work")
         async with self._writer(), self._relaxed_sessions() as session:
-            with inline_statements() if inline else nullcontext():
+            with inline_statements(inline):
                 async with session.begin():
                     yield session
 

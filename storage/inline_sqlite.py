@@ -4,24 +4,26 @@ aiosqlite runs every call on a worker thread: creating a cursor, executing, fetc
 it are four hops there and back (a queue put, a self-pipe write, a loop wake-up each), which cost
 more CPU than the statements of an inbound event themselves. Inside :func:`inline_statements`
 (the hot units: one inbound event, one dispatch round) a statement runs on the loop's thread
-when it cannot wait for anything:
+when it should not wait for anything:
 
-- a read: in WAL mode a reader never waits for a writer;
+- a read: in WAL mode a reader does not wait for a writer;
 - any statement once this connection's transaction has written: it holds SQLite's write lock
   until it commits, so no other connection can make it wait.
 
-What may wait stays on the worker thread, where SQLite's busy handler can sleep without
-stalling the loop: the first write of a transaction (it takes the file's write lock, which
-another process may hold), commits (they flush to disk) and rollbacks, and everything outside
-:func:`inline_statements` (reports, migrations, a digest over many rows). Only ever one
-statement of a connection at a time (SQLAlchemy serialises them), so the sqlite3 connection is
-shared between the two threads with ``check_same_thread=False``.
+Inline, SQLite's busy handler is off (``busy_timeout`` 0): should the file be locked all the same
+(another connection in exclusive locking mode, WAL recovery after a crash), the statement fails at
+once and runs again on the worker thread, where the busy handler may sleep without stalling the
+loop. What may wait stays on the worker thread too: the first write of a transaction (it takes
+the file's write lock, which another process may hold), commits (they flush to disk) and
+rollbacks, and every statement outside :func:`inline_statements` (reports, migrations, a digest
+over many rows). Only one statement of a connection runs at a time (SQLAlchemy serialises them),
+so the sqlite3 connection is shared between the two threads with ``check_same_thread=False``.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import partial
@@ -33,10 +35,11 @@ _INLINE: ContextVar[bool] = ContextVar("salesbot_inline_statements", default=Fal
 
 
 @contextmanager
-def inline_statements() -> Iterator[None]:
-    """Let this task's short statements run on the loop's thread (see the module's docstring).
-    Only for units whose statements are each small: a statement run inline blocks the loop."""
-    token = _INLINE.set(True)
+def inline_statements(enabled: bool = True) -> Iterator[None]:
+    """Let this task's short statements run on the loop's thread (see the module's docstring),
+    or not (``enabled=False``: a transaction opened inside a hot unit, a digest say, whose
+    statements may be long). A statement run inline blocks the loop while it runs."""
+    token = _INLINE.set(enabled)
     try:
         yield
     finally:
@@ -48,6 +51,10 @@ def _verb(sql: str) -> str:
 
 
 _WRITES = ("INSERT ", "UPDATE ", "DELETE ", "REPLACE")
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class InlineCursor(aiosqlite.Cursor):
@@ -64,17 +71,18 @@ class InlineCursor(aiosqlite.Cursor):
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> InlineCursor:
         verb = _verb(sql)
-        self._inline = self._conn.may_inline(verb)
-        if self._inline:
-            self._cursor.execute(sql, () if parameters is None else cast(Any, parameters))
-        else:
+        self._inline = self._conn.may_inline(verb) and self._conn.run_inline(
+            self._cursor.execute, sql, () if parameters is None else cast(Any, parameters)
+        )
+        if not self._inline:
             await super().execute(sql, parameters)
         self._conn.ran(verb)
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> InlineCursor:
         verb = _verb(sql)
-        self._inline = self._conn.may_inline(verb)
+        # a failed executemany may have run some of its rows: never run again elsewhere
+        self._inline = self._conn.may_inline(verb) and self._conn.holds_write_lock()
         if self._inline:
             self._cursor.executemany(sql, cast(Any, parameters))
         else:
@@ -103,20 +111,70 @@ class InlineCursor(aiosqlite.Cursor):
         self._cursor.close()  # frees the statement: no I/O, no lock
 
 
+class _Opening:
+    """What :meth:`InlineConnection.cursor` returns: like aiosqlite's, awaited or entered. The
+    sqlite3 cursor is made only then, so a closed connection fails where SQLAlchemy translates
+    the error (a disconnect, not a bare ValueError)."""
+
+    def __init__(self, connection: InlineConnection) -> None:
+        self.connection = connection
+
+    def _open(self) -> InlineCursor:
+        return InlineCursor(self.connection, self.connection._conn.cursor())
+
+    async def __aenter__(self) -> InlineCursor:
+        return self._open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def __await__(self) -> Generator[Any, None, InlineCursor]:
+        async def opened() -> InlineCursor:
+            return self._open()
+
+        return opened().__await__()
+
+
 class InlineConnection(aiosqlite.Connection):
-    """aiosqlite's connection whose cursors run inline where nothing can wait."""
+    """aiosqlite's connection whose cursors run inline where nothing should wait."""
 
     _wrote = False  # this transaction has written: it holds the file's write lock
+    busy_timeout_ms = 0  # the worker thread's busy timeout, restored after each inline statement
 
     def may_inline(self, verb: str) -> bool:
-        if not _INLINE.get():
+        return _INLINE.get() and (verb.startswith("SELECT") or self.holds_write_lock())
+
+    def holds_write_lock(self) -> bool:
+        return self._wrote and self._conn.in_transaction
+
+    def run_inline(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """``fn(*args)`` on this thread with SQLite's busy handler off; False (nothing done) when
+        the file was locked all the same: the caller runs it on the worker thread instead."""
+        connection = self._conn
+        if self.holds_write_lock():  # nothing to wait for: its reads see its own snapshot
+            fn(*args)
+            return True
+        if not self.busy_timeout_ms:
+            self.busy_timeout_ms = int(connection.execute("PRAGMA busy_timeout").fetchone()[0])
+        connection.execute("PRAGMA busy_timeout=0")
+        try:
+            fn(*args)
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
             return False
-        return verb.startswith("SELECT") or (self._wrote and self._conn.in_transaction)
+        finally:
+            connection.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        return True
 
     def ran(self, verb: str) -> None:
         """A statement succeeded: a write leaves the write lock held until the transaction ends."""
         if verb.startswith(_WRITES):
             self._wrote = self._conn.in_transaction
+
+    def cursor(self) -> _Opening:  # type: ignore[override]
+        # a cursor is a plain object: made on the loop's thread (aiosqlite: a hop)
+        return _Opening(self)
 
     async def commit(self) -> None:
         self._wrote = False
@@ -125,10 +183,6 @@ class InlineConnection(aiosqlite.Connection):
     async def rollback(self) -> None:
         self._wrote = False
         await super().rollback()
-
-    def cursor(self) -> InlineCursor:  # type: ignore[override]
-        # a cursor is a plain object: made on the loop's thread (aiosqlite: a hop)
-        return InlineCursor(self, self._conn.cursor())
 
 
 async def connect(database: str, **kwargs: Any) -> InlineConnection:

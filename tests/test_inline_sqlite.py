@@ -19,7 +19,9 @@ from sqlalchemy import event
 from sqlalchemy import text as sql_text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage import inline_sqlite
 from storage.db import Database
+from storage.inline_sqlite import inline_statements
 
 
 @pytest.fixture
@@ -110,3 +112,54 @@ async def test_a_unit_waiting_for_another_processs_write_lock_does_not_stall_the
     async with db.transaction() as session:
         rows = (await session.exec(sql_text("SELECT n FROM t ORDER BY n"))).scalars().all()  # type: ignore[call-overload]
     assert rows == [0, 1, 2]
+
+
+async def test_a_read_the_file_refuses_inline_waits_off_the_loop(tmp_path: Path) -> None:
+    """Readers do not wait in WAL mode, except when the file is locked all the same (another
+    connection in exclusive locking mode, WAL recovery): then the read runs again on aiosqlite's
+    thread, where SQLite's busy handler may sleep, and the loop goes on."""
+    path = tmp_path / "locked.db"
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE t (n INTEGER)")
+    setup.close()
+    connection = await inline_sqlite.connect(str(path))
+    cursor = await connection.cursor()
+    await cursor.execute("PRAGMA busy_timeout=5000")
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t (n) VALUES (7)")
+    other.execute("COMMIT")  # exclusive mode: the file stays locked until the connection closes
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def read() -> list[Any]:
+        with inline_statements():
+            await cursor.execute("SELECT n FROM t")
+            return list(await cursor.fetchall())
+
+    ticker = asyncio.create_task(tick())
+    reading = asyncio.create_task(read())
+    await asyncio.sleep(0.3)
+    assert not reading.done() and ticks >= 10  # waiting for the lock, but not on the loop
+    other.close()
+    assert [tuple(row) for row in await asyncio.wait_for(reading, 10)] == [(7,)]
+    ticker.cancel()
+    await connection.close()
+
+
+async def test_a_transaction_opened_inside_a_hot_unit_runs_on_aiosqlites_thread(db: Database) -> None:
+    """A composer or a report may open its own transaction from inside a dispatch round: its
+    statements may be long, so they do not inherit the round's inline statements."""
+    loop_thread = threading.get_ident()
+    async with db.transaction(inline=True) as session:
+        assert await ran_on(session) == loop_thread
+        async with db.transaction() as inner:
+            assert await ran_on(inner) != loop_thread
+        assert await ran_on(session) == loop_thread

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.services.reach import Verdict
 from storage.models import Customer, Event, ScheduledMessage, StageChange
 from tests.conftest import MONDAY_10AM, SHANGHAI, make_config
 from tests.harness import Harness
@@ -380,3 +381,28 @@ async def test_aftercare_keeps_local_time_across_dst_in_new_york(db_url: str) ->
         timedelta(hours=-5),
         timedelta(hours=-4),
     ]
+
+
+async def test_a_customer_at_the_daily_cap_holds_back_no_one_else(sim: Harness) -> None:
+    """A cap is one customer's: their row waits while the account's other paced sends
+    keep their pace today (they once queued behind it, past tomorrow's quiet hours). The gate says
+    张三 is at his cap, as ReachPolicy would after a busy day; everything else is the real gate."""
+    gate = sim.bot.dispatcher.gate
+    assert gate is not None
+    real = gate.verdict
+
+    async def capped(
+        session: Any, row: ScheduledMessage, now: datetime, memo: Any = None, **kw: Any
+    ) -> Verdict:
+        if row.customer_id == 1:
+            return Verdict(False, now + timedelta(hours=2), "customer daily cap (3) reached")
+        return await real(session, row, now, memo, **kw)
+
+    setattr(gate, "verdict", capped)  # noqa: B010
+    for handle, name in (("c1", "张三"), ("c2", "李四"), ("c3", "王五")):
+        await sim.customer_in_chat(handle, name)
+        await sim.rep_types(f"/order @{name}")
+    await sim.advance(timedelta(days=1, hours=1))
+    assert sim.sent("aftercare", "c1") == []
+    others = sorted(local(m) for handle in ("c2", "c3") for m in sim.sent("aftercare", handle))
+    assert len(others) == 2 and others[1] - others[0] < timedelta(minutes=1), others

@@ -293,6 +293,8 @@ class Dispatcher:
                         # (account, paced stream) with a send in this batch: automated kinds, welcomes
                         sending: set[tuple[str, str]] = set()
                         memo: Memo = {}  # what the gate read for this batch
+                        # rows that waited for their slot go before rows just due (stable)
+                        claimed.sort(key=lambda row: (row.id or 0) not in self._slotted)
                         for current in claimed:
                             customer = customers.get(current.customer_id or 0)
                             send = await self._prepare(
@@ -406,7 +408,7 @@ class Dispatcher:
         if paced is not None and paced in sending:
             # the gate cannot see this batch's reservations: one paced send per account per
             # batch; this row joins the queue (see _queue)
-            await outbox.defer(row.id or 0, self._queue(row, paced, now), now, "pacing")
+            await self._hold(session, after_commit, row, self._slot(paced, now), "pacing", paced)
             return None
         if now > row.not_after:
             await outbox.mark(row.id or 0, "expired", now, "not sent before not_after")
@@ -428,12 +430,9 @@ class Dispatcher:
             assert verdict.not_before is not None
             # rows held back together (a burst, the end of quiet hours) would all be told the
             # same time: they queue instead
-            not_before = verdict.not_before if paced is None else self._queue(row, paced, verdict.not_before)
-            if not_before <= row.not_after:
-                await outbox.defer(row.id or 0, not_before, now, verdict.reason)
-                return None
-            await outbox.mark(row.id or 0, "expired", now, f"could not be sent in time: {verdict.reason}")
-            self._tell_undeliverable(after_commit, row, verdict.reason)
+            queued = paced if paced is not None and verdict.queue else None
+            until = verdict.not_before if queued is None else self._slot(queued, verdict.not_before)
+            await self._hold(session, after_commit, row, until, verdict.reason, queued)
             return None
         if row.customer_id is not None and (customer is None or customer.deleted_at is not None):
             composed = None
@@ -460,7 +459,7 @@ class Dispatcher:
         go out as many to a batch as are due."""
         return self.gate is not None and (stream != "welcome" or self.gate.spacing(stream)[1] > timedelta(0))
 
-    def _queue(self, row: ScheduledMessage, paced: tuple[str, str], earliest: datetime) -> datetime:
+    def _slot(self, paced: tuple[str, str], earliest: datetime) -> datetime:
         """The slot of a row held back on a paced stream: ``earliest``, or a gap after the last
         slot this process gave that stream, whichever is later. Each row held back gets its own
         slot, and at its slot only the least gap is asked of it (its gap was drawn here), so a
@@ -468,10 +467,30 @@ class Dispatcher:
         until its turn (they used to be told one time, all met again, one went, and so on)."""
         assert self.gate is not None
         tail = self._tail.get(paced)
-        slot = earliest if tail is None else max(earliest, tail + self.gate.gap(paced[1]))
-        self._tail[paced] = slot
-        self._slotted[row.id or 0] = slot
-        return slot
+        return earliest if tail is None else max(earliest, tail + self.gate.gap(paced[1]))
+
+    async def _hold(
+        self,
+        session: AsyncSession,
+        after_commit: list[Callable[[], Awaitable[object]]],
+        row: ScheduledMessage,
+        until: datetime,
+        reason: str,
+        queued: tuple[str, str] | None,
+    ) -> None:
+        """Defer ``row`` to ``until`` (its slot on ``queued``, the stream it queues on), or expire
+        it when that is past its validity (the rep is told)."""
+        now = self.clock.now()
+        if until > row.not_after:
+            await Outbox(session).mark(row.id or 0, "expired", now, f"could not be sent in time: {reason}")
+            self._tell_undeliverable(after_commit, row, reason)
+            return
+        await Outbox(session).defer(row.id or 0, until, now, reason)
+        if queued is not None:
+            self._tail[queued] = until
+            if len(self._slotted) >= _SLOTTED_KEPT:  # rows cancelled or moved away meanwhile
+                self._slotted = {key: at for key, at in self._slotted.items() if at > now - _SLOT_STALE}
+            self._slotted[row.id or 0] = until
 
     async def _reserve(self, session: AsyncSession, sends: list[_Next], group: str) -> list[_Step]:
         """Reserve the batch's sends in ``group``, in one statement, in the order they go out:
@@ -641,6 +660,11 @@ def _unsent_logged(sent: OutgoingMessage) -> str:
         label, _, name = sent.text.partition("] ")
         return f"{label.removeprefix('[')}「{name}」"
     return f"第{sent.idempotency_key.rsplit(':', 1)[-1]}段起的文字"
+
+
+# the slots remembered for held-back rows: pruned of those long past when there are this many
+_SLOTTED_KEPT = 10_000
+_SLOT_STALE = timedelta(hours=1)
 
 
 def _paced_stream(kind: str) -> str | None:

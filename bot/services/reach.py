@@ -30,6 +30,9 @@ class Verdict:
     send: bool
     not_before: datetime | None = None  # when not sending now: the earliest time it may go
     reason: str = ""
+    # held back for the whole account's stream (pacing, quiet hours), not for this customer (a
+    # cap): the dispatcher queues such rows, each to its own slot
+    queue: bool = False
 
 
 SEND = Verdict(True)
@@ -64,7 +67,7 @@ class ReachPolicy:
             return SEND
         reach = self.config.reach
         if self.quiet.contains(now):
-            return Verdict(False, self.quiet.next_allowed(now), "quiet hours")
+            return Verdict(False, self.quiet.next_allowed(now), "quiet hours", queue=True)
         day_start, day_end = local_day_bounds(now, self.config.tz)
         tomorrow = self.quiet.next_allowed(day_end)
         sent_today = await _once(
@@ -93,7 +96,7 @@ class ReachPolicy:
         if last is not None:
             gap = self.spacing("automated")[0] if least_gap else self.gap("automated")
             if now < last + gap:
-                return Verdict(False, last + gap, "pacing")
+                return Verdict(False, last + gap, "pacing", queue=True)
         return SEND
 
     def spacing(self, stream: str) -> tuple[timedelta, timedelta]:
@@ -116,7 +119,7 @@ class ReachPolicy:
         if last is not None:
             gap = self.spacing("welcome")[0] if least_gap else self.gap("welcome")
             if now < last + gap:
-                return Verdict(False, last + gap, "pacing")
+                return Verdict(False, last + gap, "pacing", queue=True)
         return SEND
 
     def gap(self, stream: str) -> timedelta:
