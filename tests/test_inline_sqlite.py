@@ -11,6 +11,7 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,23 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
         await session.exec(sql_text("CREATE TABLE t (n INTEGER)"))  # type: ignore[call-overload]
     yield database
     await database.close()
+
+
+@asynccontextmanager
+async def ticking() -> AsyncIterator[list[int]]:
+    """Counts the loop's turns, one each 10 ms, while the body runs: the loop is not stalled."""
+    ticks = [0]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks[0] += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        yield ticks
+    finally:
+        ticker.cancel()
 
 
 async def ran_on(session: AsyncSession, statement: str = "SELECT thread_id()") -> int:
@@ -87,27 +105,19 @@ async def test_a_unit_waiting_for_another_processs_write_lock_does_not_stall_the
     other = sqlite3.connect(tmp_path / "inline.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process writes
     other.execute("INSERT INTO t (n) VALUES (0)")
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
 
     async def work(session: AsyncSession) -> None:
         await ran_on(session)  # inline read: a reader never waits in WAL mode
         await ran_on(session, "INSERT INTO t (n) VALUES (1) RETURNING n")
         await ran_on(session, "INSERT INTO t (n) VALUES (2) RETURNING n")
 
-    ticker = asyncio.create_task(tick())
-    unit = asyncio.create_task(db.retrying_unit(work))
-    await asyncio.sleep(0.3)
-    assert not unit.done()  # waiting for the lock...
-    assert ticks >= 10  # ...while the loop goes on
-    other.execute("COMMIT")
-    await asyncio.wait_for(unit, 10)
-    ticker.cancel()
+    async with ticking() as ticks:
+        unit = asyncio.create_task(db.retrying_unit(work))
+        await asyncio.sleep(0.3)
+        assert not unit.done()  # waiting for the lock...
+        assert ticks[0] >= 10  # ...while the loop goes on
+        other.execute("COMMIT")
+        await asyncio.wait_for(unit, 10)
     other.close()
     async with db.transaction() as session:
         rows = (await session.exec(sql_text("SELECT n FROM t ORDER BY n"))).scalars().all()  # type: ignore[call-overload]
@@ -131,26 +141,18 @@ async def test_a_read_the_file_refuses_inline_waits_off_the_loop(tmp_path: Path)
     other.execute("BEGIN IMMEDIATE")
     other.execute("INSERT INTO t (n) VALUES (7)")
     other.execute("COMMIT")  # exclusive mode: the file stays locked until the connection closes
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
 
     async def read() -> list[Any]:
         with inline_statements():
             await cursor.execute("SELECT n FROM t")
             return list(await cursor.fetchall())
 
-    ticker = asyncio.create_task(tick())
-    reading = asyncio.create_task(read())
-    await asyncio.sleep(0.3)
-    assert not reading.done() and ticks >= 10  # waiting for the lock, but not on the loop
-    other.close()
-    assert [tuple(row) for row in await asyncio.wait_for(reading, 10)] == [(7,)]
-    ticker.cancel()
+    async with ticking() as ticks:
+        reading = asyncio.create_task(read())
+        await asyncio.sleep(0.3)
+        assert not reading.done() and ticks[0] >= 10  # waiting for the lock, but not on the loop
+        other.close()
+        assert [tuple(row) for row in await asyncio.wait_for(reading, 10)] == [(7,)]
     await connection.close()
 
 
