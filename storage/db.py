@@ -159,9 +159,9 @@ class Database:
         # did nothing but cost a hop to aiosqlite's thread, one per transaction.
         options: dict[str, Any] = {"pool_reset_on_return": None} if self.is_sqlite else {}
         # SQLite on disk: aiosqlite, with the hot units' short statements on the loop's thread
-        durable = dict(options, async_creator=self._inline_creator()) if on_disk else options
+        inline_options = dict(options, async_creator=self._inline_creator()) if on_disk else options
         try:
-            self.engine: AsyncEngine = create_async_engine(url, **durable)
+            self.engine: AsyncEngine = create_async_engine(url, **inline_options)
         except ImportError as exc:
             extra = " (pip install 'salesbot[postgres]')" if "asyncpg" in str(exc) else ""
             raise DatabaseUnavailable(f"the database driver is not installed: {exc.name}{extra}") from None
@@ -172,7 +172,7 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if on_disk:  # a second pool whose connections commit without waiting for the disk
-            self._relaxed_engine = create_async_engine(url, **durable)
+            self._relaxed_engine = create_async_engine(url, **inline_options)
             event.listen(self._relaxed_engine.sync_engine, "connect", _sqlite_relaxed_pragmas)
             self._autocommit_engine = create_async_engine(
                 url, isolation_level="AUTOCOMMIT", pool_size=1, **options

@@ -126,7 +126,7 @@ class Dispatcher:
         self.hooks = hooks or Hooks()
         self.gate = gate
         # pacing's queue, in this process (the account's lease keeps its rows here): (account,
-        # paced stream) -> the latest slot given to it; held-back row id -> its slot (see _queue)
+        # paced stream) -> the latest slot given to it; held-back row id -> its slot (see _slot)
         self._tail: dict[tuple[str, str], datetime] = {}
         self._slotted: dict[int, datetime] = {}
         self.batch_size = batch_size
@@ -407,7 +407,7 @@ class Dispatcher:
         slotted = self._slotted.pop(row.id or 0, None) is not None
         if paced is not None and paced in sending:
             # the gate cannot see this batch's reservations: one paced send per account per
-            # batch; this row joins the queue (see _queue)
+            # batch; this row joins the queue (see _slot)
             await self._hold(session, after_commit, row, self._slot(paced, now), "pacing", paced)
             return None
         if now > row.not_after:
