@@ -1,4 +1,4 @@
-"""Apply the 2026-12-03 blind label review to the corpus (reruns give the same result).
+"""Apply the blind label reviews to the corpus (reruns give the same result).
 
 items.jsonl: every reviewed line (id, source file, text, the heads the audit doubted; controls
 have none). reviewer-N.jsonl: one reviewer's blind labels (id, objection, signals). Each line was
@@ -9,7 +9,8 @@ measure how often a reviewer agrees with labels nobody doubted.
     python docs/label-review/apply.py            # report; --write edits the corpus, adds to changes.jsonl
 
 Rounds: r-ids (2026-12-03, morning: 1,186 doubted lines + 210 controls), s-ids (2026-12-03, evening:
-685 doubted lines not read before, most from the six newest files, + 130 controls).
+685 doubted lines not read before, most from the six newest files, + 130 controls), t-ids (2026-12-04:
+480 doubted lines of the fourteen files added 2026-12-04 that nobody had read, + 150 controls).
 """
 
 from __future__ import annotations
