@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import rjieba
 import scipy.sparse as sp
 from model_choice import scores
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -34,6 +33,7 @@ from sklearn.svm import LinearSVC
 from bot.objections.corpus import deduplicate, load_corpus
 from bot.objections.features import tokens
 from bot.objections.model import CLASSES
+from bot.objections.segmenter import segmenter
 
 
 def embed(texts: Sequence[str], cache: Path, name: str) -> np.ndarray:
@@ -64,7 +64,7 @@ def main() -> None:
     groups = [m.vertical for m in messages]
 
     sentences = embed(texts, args.cache, "sentences")
-    cut = [[w for w in rjieba.cut(t) if w.strip()] for t in texts]
+    cut = [[w for w in segmenter().cut(t) if w.strip()] for t in texts]
     vocabulary = sorted({w for words in cut for w in words})
     index = {w: i for i, w in enumerate(vocabulary)}
     words = embed(vocabulary, args.cache, "words")

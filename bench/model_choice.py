@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rjieba
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
@@ -30,6 +29,7 @@ from sklearn.svm import LinearSVC
 from bot.objections.corpus import Message, deduplicate, load_corpus
 from bot.objections.features import clean, tokens
 from bot.objections.model import CLASSES
+from bot.objections.segmenter import segmenter
 
 Predict = Callable[[str], int]
 
@@ -59,7 +59,7 @@ def sklearn_model(make: Callable[[], Any]) -> Callable[[Sequence[Message]], Pred
 def fasttext_text(text: str) -> str:
     """Characters and words as space-separated tokens (fastText splits on spaces)."""
     cleaned = clean(text)
-    return " ".join([*cleaned.replace(" ", ""), *(w for w in rjieba.cut(cleaned) if not w.isspace())])
+    return " ".join([*cleaned.replace(" ", ""), *(w for w in segmenter().cut(cleaned) if not w.isspace())])
 
 
 def fasttext_model(train: Sequence[Message]) -> Predict:

@@ -29,21 +29,21 @@ async def test_wrong_and_label_round_trip_into_a_business_model(tmp_path: Path, 
         await sim.rep_types("/纠正 预算")
         assert "“太贵了”应为“预算”（原判“价格”）" in sim.last_reply()
 
-        await sim.customer_says("c1", "心在滴血啊")
+        await sim.customer_says("c1", "荷包要瘦一圈了")
         assert len(sim.sent("suggestion")) == 1, "the model reads no objection here"
         await sim.rep_types("/label")
         assert sim.last_reply().endswith("用法：/label <顾虑|信号>")
         await sim.rep_types("/label 心疼")
         assert "不认识“心疼”" in sim.last_reply() and "转介绍" in sim.last_reply()
         await sim.rep_types("/label 价格")
-        assert "“心在滴血啊”标为“价格”" in sim.last_reply()
+        assert "“荷包要瘦一圈了”标为“价格”" in sim.last_reply()
         await sim.rep_types("/标注 转介绍")
 
         corrections = await sim.rows(Event, Event.kind == "correction")
         assert [(e.text, e.data["via"], e.data["objection"], e.data["signals"]) for e in corrections] == [
             ("太贵了", "wrong", "budget", []),
-            ("心在滴血啊", "label", "price", []),
-            ("心在滴血啊", "label", "price", ["referral"]),  # builds on the earlier correction
+            ("荷包要瘦一圈了", "label", "price", []),
+            ("荷包要瘦一圈了", "label", "price", ["referral"]),  # builds on the earlier correction
         ]
         assert corrections[0].data["was"] == {"objection": "price", "signals": []}
 
@@ -51,19 +51,20 @@ async def test_wrong_and_label_round_trip_into_a_business_model(tmp_path: Path, 
         assert "识别纠正：3" in sim.sent("digest")[-1]["text"]
 
         learned = {m.text: (m.objection, m.signals) for m in await load_corrections(sim.bot.db)}
-        assert learned == {"太贵了": ("budget", ()), "心在滴血啊": ("price", ("referral",))}, "latest wins"
+        latest = {"太贵了": ("budget", ()), "荷包要瘦一圈了": ("price", ("referral",))}
+        assert learned == latest, "latest wins"
 
         # the business trains its own model with these corrections
         await sim.rep_types("/label 价格")
     config = write_config(tmp_path, portable_config_text().replace("sqlite:///data/salesbot.db", db_url))
     corpus = small_corpus(tmp_path / "corpus")
     before = MessageModel().fit(load_corpus(corpus))
-    assert before.predict_one("心在滴血啊").objection != "price"
+    assert before.predict_one("荷包要瘦一圈了").objection != "price"
     out = tmp_path / "own-model"
     assert await tools.train(str(config), str(out), with_feedback=True, corpus=str(corpus)) == 0
     card = json.loads((out / "model.json").read_text(encoding="utf-8"))
     assert card["feedback"] == 2 and card["messages"] == 272
-    assert MessageModel.load(out).predict_one("心在滴血啊").objection == "price"
+    assert MessageModel.load(out).predict_one("荷包要瘦一圈了").objection == "price"
 
 
 async def test_a_soft_opt_out_holds_countdowns_and_follow_ups_not_aftercare(sim: Harness) -> None:

@@ -164,13 +164,12 @@ def test_an_opt_out_phrase_of_the_library_counts(tmp_path: Path) -> None:
 def test_ops_can_add_a_trigger_without_code(tmp_path: Path) -> None:
     templates = tmp_path / "tpl"
     shutil.copytree(ROOT / "scripts_templates", templates)
-    text = "心在滴血啊"
+    text = "荷包要瘦一圈了"
     model = load_classifier(make_config()).model
     assert Classifier(ObjectionLibrary.load(templates, STAGES), model).classify(text).label is None
     price = templates / "objections" / "price.toml"
-    price.write_text(
-        price.read_text(encoding="utf-8").replace("triggers = [", 'triggers = [\n  "滴血",'), encoding="utf-8"
-    )
+    added = price.read_text(encoding="utf-8").replace("triggers = [", 'triggers = [\n  "荷包要瘦",')
+    price.write_text(added, encoding="utf-8")
     result = Classifier(ObjectionLibrary.load(templates, STAGES), model).classify(text)
     assert (result.label, result.reason) == ("price", "trigger")
 

@@ -10,7 +10,7 @@ from storage.models import Event
 from tests.conftest import SHANGHAI, make_config
 from tests.harness import Harness
 
-REFERRAL = "我同事也想买，能一起吗"
+REFERRAL = "我同事也想了解，我把她推给你"
 
 
 def alerts(sim: Harness) -> list[dict[str, str]]:

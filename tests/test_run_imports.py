@@ -16,8 +16,9 @@ from storage.db import Database, alembic_config, head_revision
 from tests.conftest import ROOT, portable_config_text
 
 # training (scikit-learn, SciPy), the label audit (cleanlab), schema changes (alembic and its
-# templates), the web UI (aiohttp, its pages) when it is off
-NOT_ON_THE_PATH = ("sklearn", "scipy", "cleanlab", "alembic", "mako", "aiohttp", "bot.web")
+# templates), the web UI (aiohttp, its pages) when it is off; rjieba's package, whose import builds
+# jieba's whole dictionary (the reader builds its own segmenter from rjieba's extension module)
+NOT_ON_THE_PATH = ("sklearn", "scipy", "cleanlab", "alembic", "mako", "aiohttp", "bot.web", "rjieba")
 
 STARTED = """
 import asyncio, json, sys
@@ -74,6 +75,7 @@ async def test_a_started_bot_without_the_web_ui_imports_nothing_it_does_not_use(
     await db.close()
     modules = modules_of_a_run(config)
     assert "bot.objections.model" in modules and "bot.runner" in modules  # it did run
+    assert "bot.objections.segmenter" in modules  # and read with the segmenter
     assert {p: loaded(modules, p) for p in NOT_ON_THE_PATH if loaded(modules, p)} == {}
 
 

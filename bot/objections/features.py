@@ -1,5 +1,5 @@
 """What the model sees of a message: character 1-3 grams and words (rjieba, the Rust port of the
-jieba segmenter: the same dictionary, ~40x faster per message, ~0.2 s to load).
+jieba segmenter, ~40x faster per message, over jieba's 60,000 most frequent words: ``segmenter``).
 
 Characters carry the slang, typos and half-words a segmenter cuts wrongly (吃土, 肉疼, 劝退); words
 and word pairs carry the phrasing (缓 两天, 别 催). Digit runs read as one ``0`` so 三百 and 300
@@ -13,9 +13,9 @@ import re
 import unicodedata
 from itertools import pairwise
 
-import rjieba
+from bot.objections.segmenter import segmenter
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: the segmenter's own dictionary (jieba's most frequent words)
 CHAR_SIZES = (1, 2, 3)
 _DIGITS = re.compile(r"\d+(?:[.,]\d+)?")
 _SPACE = re.compile(r"\s+")
@@ -32,7 +32,7 @@ def tokens(text: str) -> list[str]:
     cleaned = clean(text)
     chars = "^" + cleaned.replace(" ", "") + "$"
     grams = [chars[i : i + n] for n in CHAR_SIZES for i in range(len(chars) - n + 1)]
-    words = [word for word in rjieba.cut(cleaned) if not word.isspace()]
+    words = [word for word in segmenter().cut(cleaned) if not word.isspace()]
     grams.extend("w:" + word for word in words)
     grams.extend(f"b:{first}|{second}" for first, second in pairwise(words))
     return grams

@@ -1,0 +1,64 @@
+"""Words for the model's features: jieba's segmentation over its most frequent words only.
+
+Importing ``rjieba`` builds jieba's whole dictionary (350,000 words) in Rust before anyone asks for
+it: about 30 MB of the running bot, a third of a bare Wechaty bot (issue 20). Most of those words
+are rare names, places and terms of art that a customer's chat message seldom contains and that the
+character n-grams read anyway. The reader segments with the most frequent ones only
+(``data/words.txt``: word and frequency, one a line, made by ``scripts/make_words.py`` from jieba
+0.42.1's ``dict.txt``, MIT licence), built into an empty rjieba segmenter: the same algorithm
+(dictionary words, HMM for the rest), a few MB. The package's own full dictionary is never built:
+its extension module is loaded without the package's ``__init__``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.machinery
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+WORDS = Path(__file__).parent / "data" / "words.txt"
+
+
+class Segmenter(Protocol):
+    def cut(self, text: str, hmm: bool = True) -> list[str]: ...
+
+
+def _jieba_class() -> Any:
+    """rjieba's ``Jieba`` class, from its extension module alone where it can be found (the
+    package's ``__init__`` builds the full dictionary), else from the package."""
+    package = importlib.util.find_spec("rjieba")  # finds it, does not import it
+    for folder in (package.submodule_search_locations or []) if package else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = Path(folder) / f"rjieba{suffix}"
+            if not path.exists():
+                continue
+            spec = importlib.util.spec_from_file_location("rjieba.rjieba", path)
+            if spec is None or spec.loader is None:
+                continue
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module.Jieba
+    import rjieba  # another layout: correct all the same, only larger
+
+    return rjieba.Jieba
+
+
+def read_words(path: Path = WORDS) -> Iterator[tuple[str, int]]:
+    """The dictionary's (word, frequency) lines, one at a time (a list of them all would add
+    about 10 MB to the process's peak while the segmenter is built)."""
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            word, _, frequency = line.rstrip("\n").rpartition(" ")
+            yield word, int(frequency)
+
+
+@functools.cache
+def segmenter() -> Segmenter:
+    """The process's segmenter, built on first use (~0.2 s)."""
+    jieba = _jieba_class().empty()
+    for word, frequency in read_words():
+        jieba.add_word(word, frequency, None)
+    return jieba  # type: ignore[no-any-return]
