@@ -29,11 +29,12 @@ def main() -> None:
         handle = archive.extractfile(member)
         assert handle is not None
         text = handle.read().decode("utf-8")
-    words = []
+    frequencies: dict[str, int] = {}
     for line in text.splitlines():
         word, frequency, *_ = line.split(" ")
-        words.append((word, int(frequency)))
-    words.sort(key=lambda pair: (-pair[1], pair[0]))
+        frequencies[word] = max(int(frequency), frequencies.get(word, 0))  # a few words appear twice
+    # the most frequent first; among equals (the cut-off falls inside a frequency) by code point
+    words = sorted(frequencies.items(), key=lambda pair: (-pair[1], pair[0]))
     Path(args.out).write_text("".join(f"{w} {f}\n" for w, f in words[: args.top]), encoding="utf-8")
     print(f"{min(args.top, len(words))} of {len(words)} words written to {args.out}")
 

@@ -358,7 +358,7 @@ async def test_what_customers_signalled_is_in_the_digest(sim: Harness) -> None:
     await sim.customer_says("c3", "礼物")  # the welcome's promise, kept
     await sim.customer_says("c4", "以后不要再给我发消息了")
     await sim.customer_says("c5", "别老催我了")
-    await sim.customer_says("c6", "我同事也想买，能一起吗")
+    await sim.customer_says("c6", "我同事也想了解，我把她推给你")
     await sim.advance(timedelta(hours=12))
     [digest] = digests(sim)
     text = digest["text"]
@@ -392,7 +392,7 @@ async def test_koc_candidates_are_listed_per_rep(db_url: str) -> None:
     async with Harness(config, MORNING, database_url=db_url) as sim:
         await sim.friend_request("c1", "张三")
         await sim.advance(timedelta(minutes=1))
-        await sim.customer_says("c1", "我同事也想买，能一起吗")
+        await sim.customer_says("c1", "我同事也想了解，我把她推给你")
         await sim.advance(timedelta(hours=12))
     whole = "\n".join(p["text"] for p in digests(sim))
     team, first_rep, second_rep = whole.split("【")[1:4]
@@ -406,7 +406,7 @@ async def test_a_past_days_digest_says_its_koc_candidates_are_todays(sim: Harnes
     says so."""
     await sim.friend_request("c1", "张三")
     await sim.advance(timedelta(minutes=1))
-    await sim.customer_says("c1", "我同事也想买，能一起吗")
+    await sim.customer_says("c1", "我同事也想了解，我把她推给你")
     [today] = await sim.bot.digests.render(["demo"], date(2026, 11, 23), "x")
     assert line(today, "KOC候选") == "KOC候选：1（张三#1）"
     await sim.advance(timedelta(days=1))

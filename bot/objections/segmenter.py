@@ -6,20 +6,27 @@ are rare names, places and terms of art that a customer's chat message seldom co
 character n-grams read anyway. The reader segments with the most frequent ones only
 (``data/words.txt``: word and frequency, one a line, made by ``scripts/make_words.py`` from jieba
 0.42.1's ``dict.txt``, MIT licence), built into an empty rjieba segmenter: the same algorithm
-(dictionary words, HMM for the rest), a few MB. The package's own full dictionary is never built:
+(dictionary words, HMM for the rest), about 5 MB. The package's own full dictionary is never built:
 its extension module is loaded without the package's ``__init__``.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.machinery
 import importlib.util
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from bot.errors import SalesbotError
+
 WORDS = Path(__file__).parent / "data" / "words.txt"
+_BUILDING = threading.Lock()
+
+
+class SegmenterError(SalesbotError):
+    """The segmenter's dictionary is missing or unreadable (a broken installation)."""
 
 
 class Segmenter(Protocol):
@@ -28,7 +35,8 @@ class Segmenter(Protocol):
 
 def _jieba_class() -> Any:
     """rjieba's ``Jieba`` class, from its extension module alone where it can be found (the
-    package's ``__init__`` builds the full dictionary), else from the package."""
+    package's ``__init__`` builds the full dictionary), else from the package (correct all the
+    same; tests/test_run_imports.py fails when the running bot takes this way)."""
     package = importlib.util.find_spec("rjieba")  # finds it, does not import it
     for folder in (package.submodule_search_locations or []) if package else []:
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
@@ -41,7 +49,7 @@ def _jieba_class() -> Any:
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             return module.Jieba
-    import rjieba  # another layout: correct all the same, only larger
+    import rjieba
 
     return rjieba.Jieba
 
@@ -49,16 +57,39 @@ def _jieba_class() -> Any:
 def read_words(path: Path = WORDS) -> Iterator[tuple[str, int]]:
     """The dictionary's (word, frequency) lines, one at a time (a list of them all would add
     about 10 MB to the process's peak while the segmenter is built)."""
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            word, _, frequency = line.rstrip("\n").rpartition(" ")
-            yield word, int(frequency)
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                word, _, frequency = line.rstrip("\n").rpartition(" ")
+                if not word or not frequency.isdigit():
+                    raise SegmenterError(f"{path}:{number}: not a 'word frequency' line; reinstall salesbot")
+                yield word, int(frequency)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        message = f"{path}: the reader's dictionary cannot be read ({reason}); reinstall salesbot"
+        raise SegmenterError(message) from None
 
 
-@functools.cache
-def segmenter() -> Segmenter:
-    """The process's segmenter, built on first use (~0.2 s)."""
+def _build() -> Segmenter:
     jieba = _jieba_class().empty()
     for word, frequency in read_words():
         jieba.add_word(word, frequency, None)
     return jieba  # type: ignore[no-any-return]
+
+
+_segmenter: Segmenter | None = None
+
+
+def segmenter() -> Segmenter:
+    """The process's segmenter, built once on first use (a fraction of a second)."""
+    global _segmenter
+    if _segmenter is None:
+        with _BUILDING:  # two threads asking at once get the same one
+            if _segmenter is None:
+                _segmenter = _build()
+    return _segmenter
+
+
+def built() -> bool:
+    """Whether this process has built its segmenter (the model builds it as it loads)."""
+    return _segmenter is not None
