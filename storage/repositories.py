@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, NamedTuple, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -257,6 +257,35 @@ class EventStamps:
         return tuple(cls._counts[kind] for kind in kinds)
 
 
+class Offered(NamedTuple):
+    """An event as a suggestion reads it: an ``Event`` without its text, loaded without the ORM."""
+
+    id: int
+    customer_id: int | None
+    kind: str
+    data: dict[str, Any]
+
+
+def _offered_statement() -> Any:
+    """The newest events of some kinds of an account since a time, a page: built and compiled once
+    (a new statement per message cost more than running it; issue 20)."""
+    table = _table(Event)
+    return (
+        sa.select(table.c.id, table.c.customer_id, table.c.kind, table.c.data)
+        .where(
+            table.c.account_id == sa.bindparam("account_id"),
+            table.c.kind.in_(sa.bindparam("kinds", expanding=True)),
+            table.c.at >= sa.bindparam("since"),
+        )
+        .order_by(table.c.id.desc())
+        .limit(sa.bindparam("limit"))
+        .offset(sa.bindparam("skip"))
+    )
+
+
+_OFFERED = _offered_statement()
+
+
 class Events:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -332,6 +361,17 @@ class Events:
             .limit(limit)
         )
         return list((await self.session.exec(query)).all())
+
+    async def offered(
+        self, account_id: str, kinds: Collection[str], since: datetime, limit: int, *, skip: int = 0
+    ) -> list[Offered]:
+        """:meth:`of_account` as suggestions read it (no text; Core rows, not ORM objects: this runs
+        for every objection a customer raises)."""
+        await self.session.flush()  # what the unit wrote so far, as an ORM query sees it (autoflush)
+        connection = await self.session.connection()
+        page = {"limit": limit, "skip": skip}
+        params = {"account_id": account_id, "kinds": list(kinds), "since": since, **page}
+        return [Offered(*row) for row in await connection.execute(_OFFERED, params)]
 
     async def any_since(self, customer_id: int, kinds: Collection[str], since: datetime) -> bool:
         """Whether the customer has an event of these ``kinds`` at or after ``since``."""

@@ -38,7 +38,7 @@ from bot.templates import OBJECTION, TemplateLibrary
 from bot.transport.base import TextMessage
 from storage.db import Database
 from storage.models import Customer, Event, ScheduledMessage
-from storage.repositories import Accounts, Customers, Events, EventStamps, Outbox
+from storage.repositories import Accounts, Customers, Events, EventStamps, Offered, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Suggestion:
         return str(self.first) if self.first == self.last else f"{self.first}–{self.last}"
 
     @staticmethod
-    def of(event: Event) -> Suggestion | None:
+    def of(event: Event | Offered) -> Suggestion | None:
         """The suggestion an ``objection``, ``hot_lead``, ``referral``, ``coach`` or ``reactivate``
         event offered (None: none)."""
         if event.id is None or event.customer_id is None or not event.data.get("scripts"):
@@ -257,7 +257,7 @@ class ObjectionService:
         # the newest suggestion is nearly always among the newest few events: read those first,
         # not a busy day's OPEN_SUGGESTIONS events for every message
         for skip, limit in ((0, FIRST_PAGE), (FIRST_PAGE, OPEN_SUGGESTIONS - FIRST_PAGE)):
-            for event in await Events(session).of_account(account_id, SUGGESTING, since, limit, skip=skip):
+            for event in await Events(session).offered(account_id, SUGGESTING, since, limit, skip=skip):
                 suggestion = Suggestion.of(event)
                 if suggestion is not None:
                     return suggestion.last + 1
@@ -275,7 +275,7 @@ class ObjectionService:
         """The account's open suggestion that shows script ``number`` (the newest, should an old
         one from before numbering share it)."""
         async with self.db.transaction() as session:
-            events = await Events(session).of_account(
+            events = await Events(session).offered(
                 account_id, SUGGESTING, self.clock.now() - SUGGESTION_OPEN, OPEN_SUGGESTIONS
             )
         for event in events:
