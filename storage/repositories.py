@@ -97,6 +97,13 @@ class Accounts:
         await self.session.exec(query)
 
 
+# every customer message finds its customer: built once (a new select() per message cost more
+# than running it; issue 20)
+_CUSTOMER_BY_WECHAT_ID = select(Customer).where(
+    Customer.account_id == sa.bindparam("account_id"), Customer.wechat_id == sa.bindparam("wechat_id")
+)
+
+
 class Customers:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -105,8 +112,8 @@ class Customers:
         return await self.session.get(Customer, customer_id)
 
     async def by_wechat_id(self, account_id: str, wechat_id: str) -> Customer | None:
-        query = select(Customer).where(Customer.account_id == account_id, Customer.wechat_id == wechat_id)
-        return (await self.session.exec(query)).first()
+        params = {"account_id": account_id, "wechat_id": wechat_id}
+        return (await self.session.exec(_CUSTOMER_BY_WECHAT_ID, params=params)).first()
 
     async def add(self, customer: Customer) -> Customer:
         self.session.add(customer)
