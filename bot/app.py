@@ -333,10 +333,12 @@ class SalesBot:
         await self.prepare()
         await self.log_in()
 
-    async def prepare(self) -> None:
-        """Everything before logging in: the web UI can serve from here on (a QR code to scan)."""
+    async def prepare(self, *, migrate_apart: bool = False) -> None:
+        """Everything before logging in: the web UI can serve from here on (a QR code to scan).
+        ``migrate_apart``: a schema to create or change is migrated by a child process (``salesbot
+        run``: the long-running bot keeps none of alembic in memory)."""
         validate_setup(self.config, self.objections.library, model_checked=True)
-        await self.db.migrate()
+        await self.db.migrate(apart=migrate_apart)
         # SQLite: refuses a second process; PostgreSQL: takes this process's share of the accounts
         await self.cluster.join()
         # logins may take longer than the lease: keep it renewed until the heartbeat timer runs

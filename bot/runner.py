@@ -251,7 +251,7 @@ class Runtime:
     async def start(self) -> None:
         """Serve the web UI, log in, start the timers and send what is due. Raises SalesbotError.
         The web UI comes first: an account that logs in by QR code shows its code there."""
-        await self.bot.prepare()
+        await self.bot.prepare(migrate_apart=True)  # alembic in a child: none of it kept here
         if self.config.web.enabled:
             self.web_runner, self.url, self.token_note, self.generated_token = await start_web(
                 self.bot, self.config, self._host, self._port

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import sqlite3
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -59,6 +60,37 @@ def head_revision() -> str | None:
             parents.add(found["down_revision"])
     heads = revisions - parents
     return heads.pop() if len(heads) == 1 else None
+
+
+async def _upgrade_apart(url: str) -> None:
+    """``python -m storage.upgrade`` with ``url`` on its standard input; raises
+    :class:`DatabaseUnavailable` with the child's one line (or its exit code) when it fails."""
+    from storage import upgrade
+
+    root = str(MIGRATIONS_DIR.parent.parent)  # where ``storage`` is, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "storage.upgrade",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    _, err = await child.communicate(url.encode())
+    if child.returncode == 0:
+        return
+    said = [
+        line[len(upgrade.MARK) :]
+        for line in err.decode(errors="replace").splitlines()
+        if line.startswith(upgrade.MARK)
+    ]
+    raise DatabaseUnavailable(
+        said[-1]
+        if said
+        else f"could not bring the database's schema up to date (the upgrade exited with {child.returncode})"
+    )
 
 
 # how long opening the database may take before it counts as unreachable
@@ -206,6 +238,14 @@ class Database:
         code's migrations. Raises :class:`DatabaseUnavailable` with one sentence. Creates nothing:
         a SQLite file that does not exist yet only needs a folder it can be written in. Returns the
         schema's revision (None: no schema yet)."""
+        revision = await self._revision()
+        if revision is None or revision == head_revision():
+            return revision  # empty (migrate creates the schema), or the newest
+        self._check_known(revision)
+        return revision
+
+    async def _revision(self) -> str | None:
+        """:meth:`preflight` without alembic: the database opens, and its schema's revision."""
         if self.path is not None and not self.path.exists():
             if not os.access(self.path.parent, os.W_OK):
                 raise DatabaseUnavailable(f"cannot create the database in {self.path.parent} (not writable)")
@@ -223,8 +263,10 @@ class Database:
             raise DatabaseUnavailable(
                 f"cannot open the database at {safe_url(self.url)} ({_reason(exc)})"
             ) from None
-        if revision is None or revision == head_revision():
-            return revision  # empty (migrate creates the schema), or the newest
+        return revision
+
+    def _check_known(self, revision: str) -> None:
+        """A schema newer than this code's migrations is refused (alembic reads the revisions)."""
         from alembic.script import ScriptDirectory
         from alembic.util.exc import CommandError as AlembicCommandError
 
@@ -238,11 +280,18 @@ class Database:
                 f"the database at {safe_url(self.url)} has a newer schema (revision {revision}) than "
                 "this version of salesbot knows: upgrade salesbot, or use a database made by this version"
             )
-        return revision
 
-    async def migrate(self) -> None:
+    async def migrate(self, *, apart: bool = False) -> None:
         """Check the database (:meth:`preflight`), then bring the schema to the newest revision
-        (creates it on an empty database). A schema already the newest needs no alembic at all."""
+        (creates it on an empty database). A schema already the newest needs no alembic at all.
+        ``apart``: a schema to create or change is migrated by a child process
+        (``storage.upgrade``), so a long-running bot keeps none of alembic in memory (an in-memory
+        SQLite database, which no other process can open, is migrated here)."""
+        if apart and (self.path is not None or not self.is_sqlite):
+            revision = await self._revision()
+            if revision is None or revision != head_revision():
+                await _upgrade_apart(self.url)
+            return
         revision = await self.preflight()
         if revision is not None and revision == head_revision():
             return

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic.script import ScriptDirectory
 
 from bot.config import load_config
@@ -70,14 +71,26 @@ def loaded(modules: set[str], package: str) -> list[str]:
     return sorted(m for m in modules if m == package or m.startswith(package + "."))
 
 
-async def test_a_started_bot_without_the_web_ui_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
+@pytest.mark.parametrize("start", ["first", "later"])
+async def test_a_started_bot_without_the_web_ui_imports_nothing_it_does_not_use(
+    tmp_path: Path, start: str
+) -> None:
+    """The first start creates the schema with alembic in a child process; a later one finds it
+    current: neither keeps alembic (nor anything else it does not use) in the running bot."""
     config = config_without_web(tmp_path)
-    db = Database(load_config(config).database_url())
-    await db.migrate()  # the first start creates the schema (with alembic); later ones find it current
-    await db.close()
+    url = load_config(config).database_url()
+    if start == "later":
+        db = Database(url)
+        await db.migrate()
+        await db.close()
     modules = modules_of_a_run(config)
     assert "bot.objections.model" in modules and "bot.runner" in modules  # it did run
     assert {p: loaded(modules, p) for p in NOT_ON_THE_PATH if loaded(modules, p)} == {}
+    db = Database(url)
+    try:
+        assert await db.preflight() == head_revision()  # the child made the newest schema
+    finally:
+        await db.close()
 
 
 def test_the_newest_revision_is_read_from_the_migrations_as_alembic_reads_it() -> None:

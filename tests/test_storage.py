@@ -304,3 +304,33 @@ async def test_a_relaxed_write_waits_for_another_writer_off_the_event_loop(db: D
     async with db.transaction() as session:
         sent = await OutgoingLog(session).by_key("k1")
     assert sent is not None and sent.status == "sent"
+
+
+async def test_a_child_process_migrates_and_its_failure_is_one_clean_sentence(empty_db_url: str) -> None:
+    """``salesbot run`` migrates apart (issue 20: alembic stays out of the running bot): the schema
+    it makes is the newest, data survives a second start, and a failure reads as what
+    :meth:`Database.migrate` would have said, with neither traceback nor password."""
+    from sqlalchemy import text
+
+    from storage.db import head_revision
+    from storage.errors import DatabaseUnavailable
+
+    database = Database(empty_db_url)
+    try:
+        await database.migrate(apart=True)
+        assert await database.preflight() == head_revision()
+        async with database.transaction() as session:
+            session.add(Account(id="demo", nickname="n", role="r", created_at=NOW, updated_at=NOW))
+        await database.migrate(apart=True)  # current already: no child, nothing lost
+        async with database.transaction() as session:
+            assert await session.get(Account, "demo") is not None
+        async with database.engine.begin() as connection:
+            await connection.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+        with pytest.raises(DatabaseUnavailable) as refused:
+            await database.migrate(apart=True)
+    finally:
+        await database.close()
+    said = str(refused.value)
+    assert "newer schema (revision 9999_from_the_future)" in said and "upgrade salesbot" in said
+    assert "Traceback" not in said and "\n" not in said
+    assert "salesbot@" not in said or ":***@" in said  # a PostgreSQL URL is shown without its password
