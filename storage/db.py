@@ -23,7 +23,7 @@ from sqlalchemy.sql.dml import UpdateBase as Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage import inline_sqlite
-from storage.errors import DatabaseUnavailable
+from storage.errors import UPGRADE_FAILED, DatabaseUnavailable
 from storage.inline_sqlite import InlineConnection, inline_statements
 from storage.retry import attempts
 
@@ -65,8 +65,6 @@ def head_revision() -> str | None:
 async def _upgrade_apart(url: str) -> None:
     """``python -m storage.upgrade`` with ``url`` on its standard input; raises
     :class:`DatabaseUnavailable` with the child's one line (or its exit code) when it fails."""
-    from storage import upgrade
-
     root = str(MIGRATIONS_DIR.parent.parent)  # where ``storage`` is, installed or not
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     child = await asyncio.create_subprocess_exec(
@@ -82,9 +80,9 @@ async def _upgrade_apart(url: str) -> None:
     if child.returncode == 0:
         return
     said = [
-        line[len(upgrade.MARK) :]
+        line[len(UPGRADE_FAILED) :]
         for line in err.decode(errors="replace").splitlines()
-        if line.startswith(upgrade.MARK)
+        if line.startswith(UPGRADE_FAILED)
     ]
     raise DatabaseUnavailable(
         said[-1]

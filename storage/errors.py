@@ -6,3 +6,7 @@ from __future__ import annotations
 class DatabaseUnavailable(Exception):
     """The database cannot be used (cannot be reached or created, or its schema is newer than this
     code). The message is one sentence for people; it never holds the password."""
+
+
+# how ``python -m storage.upgrade`` (a child process) marks its one line for people on stderr
+UPGRADE_FAILED = "salesbot-upgrade: "

@@ -2,7 +2,8 @@
 its own, so the long-running bot that asked never imports alembic (about 10 MB it would keep for
 nothing once the schema is current; issue 20). The URL comes on standard input, never on the command
 line (another user's ``ps`` shows arguments). A failure is one line on standard error after
-:data:`MARK`, for people, without the password: what :meth:`Database.migrate` would have raised."""
+:data:`storage.errors.UPGRADE_FAILED`, for people, without the password: what
+:meth:`Database.migrate` would have raised."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ import asyncio
 import sys
 
 from storage.db import Database, _reason
-from storage.errors import DatabaseUnavailable
-
-MARK = "salesbot-upgrade: "
+from storage.errors import UPGRADE_FAILED, DatabaseUnavailable
 
 
 async def _upgrade(url: str) -> None:
@@ -28,10 +27,11 @@ def main() -> int:
     try:
         asyncio.run(_upgrade(url))
     except DatabaseUnavailable as exc:
-        print(MARK + str(exc), file=sys.stderr)
+        print(UPGRADE_FAILED + str(exc), file=sys.stderr)
         return 2
     except Exception as exc:  # alembic's or the driver's: its own words, no traceback
-        print(f"{MARK}could not bring the database's schema up to date ({_reason(exc)})", file=sys.stderr)
+        reason = f"could not bring the database's schema up to date ({_reason(exc)})"
+        print(UPGRADE_FAILED + reason, file=sys.stderr)
         return 1
     return 0
 
