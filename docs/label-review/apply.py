@@ -12,7 +12,8 @@ Rounds: r-ids (2026-12-03, morning: 1,186 doubted lines + 210 controls), s-ids (
 685 doubted lines not read before, most from the six newest files, + 130 controls), t-ids (2026-12-04:
 480 doubted lines of the fourteen files added 2026-12-04 that nobody had read, + 150 controls), u-ids
 (2026-12-04, later: 189 doubted lines of the five files added that morning, + 80 controls), v-ids
-(2026-12-04, later still: 209 doubted lines of the six files added then, + 83 controls).
+(2026-12-04, later still: 209 doubted lines of the six files added then, + 83 controls), w-ids
+(the same hour: 159 doubted lines of the five files added after them, + 63 controls).
 """
 
 from __future__ import annotations
