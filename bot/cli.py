@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from bot.errors import ConfigError, SalesbotError
-from storage.errors import DatabaseUnavailable
+from storage.errors import DatabaseUnavailable, SchemaUpgradeFailed
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -316,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
 
         where = getattr(args, "config", "config.toml")
         print(f"error: database.url in {where}: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    except SchemaUpgradeFailed as exc:  # not the URL's fault: the upgrade process was
+        from bot.redaction import redact
+
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

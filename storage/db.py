@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import sqlite3
@@ -23,7 +24,7 @@ from sqlalchemy.sql.dml import UpdateBase as Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage import inline_sqlite
-from storage.errors import UPGRADE_FAILED, DatabaseUnavailable
+from storage.errors import UPGRADE_FAILED, DatabaseUnavailable, SchemaUpgradeFailed
 from storage.inline_sqlite import InlineConnection, inline_statements
 from storage.retry import attempts
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:  # alembic is imported only to change or check a schema that i
     from alembic.config import Config as AlembicConfig
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _REVISION = re.compile(r"""^(down_revision|revision)\b[^=]*=\s*['"]?([^'"\s]+)""", re.M)
@@ -63,32 +66,53 @@ def head_revision() -> str | None:
 
 
 async def _upgrade_apart(url: str) -> None:
-    """``python -m storage.upgrade`` with ``url`` on its standard input; raises
-    :class:`DatabaseUnavailable` with the child's one line (or its exit code) when it fails."""
+    """``python -m storage.upgrade`` with ``url`` on its standard input (UTF-8, whatever the locale).
+    Raises :class:`DatabaseUnavailable` with the child's one line when it refused the database, and
+    :class:`SchemaUpgradeFailed` when it ended otherwise (killed, crashed) or left the schema older
+    than this code's: ``-P`` keeps a ``storage`` folder in the working directory from standing in
+    for this package, and the revision is read again, not taken on the child's word."""
     root = str(MIGRATIONS_DIR.parent.parent)  # where ``storage`` is, installed or not
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+        "PYTHONIOENCODING": "utf-8",
+    }
     child = await asyncio.create_subprocess_exec(
         sys.executable,
+        "-P",
         "-m",
         "storage.upgrade",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        start_new_session=True,  # Ctrl-C stops the bot after the upgrade, not the upgrade midway
     )
-    _, err = await child.communicate(url.encode())
-    if child.returncode == 0:
-        return
-    said = [
-        line[len(UPGRADE_FAILED) :]
-        for line in err.decode(errors="replace").splitlines()
-        if line.startswith(UPGRADE_FAILED)
-    ]
-    raise DatabaseUnavailable(
-        said[-1]
-        if said
-        else f"could not bring the database's schema up to date (the upgrade exited with {child.returncode})"
-    )
+    # a cancelled start still lets the upgrade finish (a half-run migration helps nobody)
+    _, err = await asyncio.shield(child.communicate(url.encode("utf-8")))
+    lines = err.decode("utf-8", errors="replace").splitlines()
+    # the child's marked lines are written for people (URLs through safe_url); anything else is not
+    said = [line[len(UPGRADE_FAILED) :] for line in lines if line.startswith(UPGRADE_FAILED)]
+    if child.returncode == 2 and said:
+        raise DatabaseUnavailable(said[-1])
+    if child.returncode != 0:
+        if not said:
+            last = _without_password(lines[-1], url) if lines else "nothing on stderr"
+            log.debug("the schema upgrade process ended with code %s: %s", child.returncode, last)
+        raise SchemaUpgradeFailed(
+            said[-1]
+            if said
+            else f"the database's schema could not be brought up to date (the upgrade "
+            f"process ended with code {child.returncode}; salesbot run --verbose logs why)"
+        )
+
+
+def _without_password(text: str, url: str) -> str:
+    try:
+        password = make_url(url).password
+    except Exception:
+        return text
+    return text.replace(str(password), "***") if password else text
 
 
 # how long opening the database may take before it counts as unreachable
@@ -286,9 +310,15 @@ class Database:
         (``storage.upgrade``), so a long-running bot keeps none of alembic in memory (an in-memory
         SQLite database, which no other process can open, is migrated here)."""
         if apart and (self.path is not None or not self.is_sqlite):
-            revision = await self._revision()
-            if revision is None or revision != head_revision():
-                await _upgrade_apart(self.url)
+            newest = head_revision()
+            if newest is not None and await self._revision() == newest:
+                return
+            await _upgrade_apart(self.url)
+            if newest is not None and await self._revision() != newest:
+                raise SchemaUpgradeFailed(
+                    "the database's schema is still not the newest after the upgrade (another "
+                    "salesbot's code may have run it: start salesbot from its own installation)"
+                )
             return
         revision = await self.preflight()
         if revision is not None and revision == head_revision():

@@ -8,5 +8,10 @@ class DatabaseUnavailable(Exception):
     code). The message is one sentence for people; it never holds the password."""
 
 
+class SchemaUpgradeFailed(Exception):
+    """The child process that brings the schema up to date ended without doing it (killed, crashed,
+    or another salesbot's code ran). One sentence for people: the database itself may be fine."""
+
+
 # how ``python -m storage.upgrade`` (a child process) marks its one line for people on stderr
 UPGRADE_FAILED = "salesbot-upgrade: "

@@ -23,7 +23,7 @@ async def _upgrade(url: str) -> None:
 
 
 def main() -> int:
-    url = sys.stdin.read().strip()
+    url = sys.stdin.buffer.read().decode("utf-8")  # as sent, whatever the locale's encoding
     try:
         asyncio.run(_upgrade(url))
     except DatabaseUnavailable as exc:

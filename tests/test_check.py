@@ -177,3 +177,20 @@ def test_a_database_newer_than_the_code_is_refused_by_check_and_run(
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert "newer schema" in run.stderr and "Traceback" not in run.stderr + run.stdout
+
+
+def test_a_failed_schema_upgrade_stops_run_without_blaming_the_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child that migrates for ``salesbot run`` crashed: one sentence, no traceback, and not
+    "database.url" (the setting is fine)."""
+    config = write_config(tmp_path)
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\ncat >/dev/null\necho 'Traceback (most recent call last):' >&2\nexit 9\n")
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--config", str(config), "--port", "0"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: the database's schema could not be brought up to date"), err
+    assert "ended with code 9" in err and "database.url" not in err and "Traceback" not in err

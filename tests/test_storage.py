@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
 
-from storage.db import Database
+from storage.db import Database, head_revision
+from storage.errors import DatabaseUnavailable, SchemaUpgradeFailed
 from storage.models import Account, Customer, ScheduledMessage, metadata
 from storage.repositories import Outbox, OutgoingLog
 
@@ -310,11 +314,6 @@ async def test_a_child_process_migrates_and_its_failure_is_one_clean_sentence(em
     """``salesbot run`` migrates apart (issue 20: alembic stays out of the running bot): the schema
     it makes is the newest, data survives a second start, and a failure reads as what
     :meth:`Database.migrate` would have said, with neither traceback nor password."""
-    from sqlalchemy import text
-
-    from storage.db import head_revision
-    from storage.errors import DatabaseUnavailable
-
     database = Database(empty_db_url)
     try:
         await database.migrate(apart=True)
@@ -333,4 +332,52 @@ async def test_a_child_process_migrates_and_its_failure_is_one_clean_sentence(em
     said = str(refused.value)
     assert "newer schema (revision 9999_from_the_future)" in said and "upgrade salesbot" in said
     assert "Traceback" not in said and "\n" not in said
-    assert "salesbot@" not in said or ":***@" in said  # a PostgreSQL URL is shown without its password
+    password = make_url(empty_db_url).password
+    assert not password or f":{password}@" not in said  # PostgreSQL: the URL is shown without it
+
+
+async def test_the_child_is_this_salesbot_and_gets_the_url_whatever_the_locale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started where a folder holds another ``storage`` package (an old checkout), with a locale
+    whose encoding is not UTF-8 and a path that is not ASCII, the child still runs this code on
+    this very file: the file appears where the URL says, with the newest schema."""
+    fake = tmp_path / "storage"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("", encoding="utf-8")
+    (fake / "upgrade.py").write_text("raise SystemExit(0)  # pretends, does nothing\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONIOENCODING", "gb18030")
+    path = tmp_path / "数据 张三" / "客户.db"
+    database = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        await database.migrate(apart=True)
+        assert path.exists() and await database.preflight() == head_revision()
+    finally:
+        await database.close()
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("echo 'Traceback (most recent call last): boom' >&2; exit 3", "ended with code 3"),
+        ("exit 0", "still not the newest after the upgrade"),
+    ],
+)
+async def test_a_child_that_dies_or_does_nothing_fails_the_start_in_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, expected: str
+) -> None:
+    """A child killed or crashed without its marked line, or one that exits 0 without upgrading,
+    is not taken at its word: the start fails, saying so without a traceback."""
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\ncat >/dev/null\n{script}\n", encoding="utf-8")
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
+    try:
+        with pytest.raises(SchemaUpgradeFailed) as failed:
+            await database.migrate(apart=True)
+        assert await database.preflight() is None  # nothing was made
+    finally:
+        await database.close()
+    assert expected in str(failed.value) and "Traceback" not in str(failed.value)
