@@ -297,7 +297,7 @@ def test_a_broadcast_killed_mid_send_reaches_each_customer_at_most_once(tmp_path
         bot.kill()
         if run == 0:
             confirming.join(timeout=30)
-    bot = Bot(tmp_path, env=env, wait=False)  # the last run finishes the job
+    bot = Bot(tmp_path, env=env)  # the last run finishes the job (stopped only once up)
     deadline = time.monotonic() + 120
     rows: list[ScheduledMessage] = []
     while time.monotonic() < deadline:
