@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -425,9 +426,26 @@ class Database:
             return
         if self._inline is None and self.path is not None:
             self._inline = _inline_connection(self.path)
-        async with engine.connect() as connection:  # autocommit from its first connect: no hop here
-            raw = await connection.get_raw_connection()
-            yield _SQLiteWriter(self, raw.driver_connection, engine.dialect, self._inline)
+        async with contextlib.AsyncExitStack() as stack:
+
+            async def fallback() -> Any:
+                """The autocommit pool's connection, taken only when a statement must wait for
+                another process's lock: the pool holds one, and a writer that held it while
+                writing inline made a second writer (an echo during a batch) open a connection
+                of its own, a thread and all, for one statement."""
+                connection = await stack.enter_async_context(engine.connect())
+                return (await connection.get_raw_connection()).driver_connection
+
+            yield _SQLiteWriter(self, fallback, engine.dialect, self._inline)
+
+    async def relaxed_returning(self, statement: Executable, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """One write with ``RETURNING``, committed relaxed on its own (see :meth:`relaxed_writes`),
+        run again when the database refused it for now (busy, a conflict): its rows."""
+        async for attempt in attempts():
+            with attempt:
+                async with self.relaxed_writes() as writer:
+                    return await writer.returning(statement, params)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     @asynccontextmanager
     async def _writer(self) -> AsyncIterator[None]:
@@ -483,6 +501,11 @@ class RelaxedWriter:
     async def execute(self, statement: Executable, params: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    async def returning(self, statement: Executable, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """A write with ``RETURNING``: the rows it returns (plain values, no result processing:
+        for ids, text and numbers)."""
+        raise NotImplementedError
+
 
 class _TransactionWriter(RelaxedWriter):
     def __init__(self, db: Database) -> None:
@@ -491,6 +514,10 @@ class _TransactionWriter(RelaxedWriter):
     async def execute(self, statement: Executable, params: dict[str, Any]) -> None:
         async with self.db.relaxed_transaction() as session:
             await session.exec(statement, params=params)
+
+    async def returning(self, statement: Executable, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        async with self.db.relaxed_transaction() as session:
+            return [tuple(row) for row in (await session.exec(statement, params=params)).all()]
 
 
 def _inline_connection(path: Path) -> sqlite3.Connection:
@@ -505,36 +532,88 @@ def _inline_connection(path: Path) -> sqlite3.Connection:
     return connection
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A statement compiled for SQLite once: its SQL, and how to turn a run's parameters into the
+    driver's positional arguments (values the statement holds itself, each type's conversion)."""
+
+    statement: Executable
+    sql: str
+    names: tuple[str, ...]
+    constants: dict[str, Any]
+    processors: dict[str, Callable[[Any], Any]]
+
+    @classmethod
+    def compile(cls, statement: Executable, dialect: Dialect) -> _Prepared:
+        compiled = statement.compile(dialect=dialect)
+        if "POSTCOMPILE" in compiled.string:  # an IN list expanded per run: not for this path
+            raise ValueError("a relaxed write cannot take an expanding IN parameter")
+        processors: dict[str, Callable[[Any], Any]] = {}
+        for name, bind in compiled.binds.items():
+            processor = bind.type.bind_processor(dialect)
+            if processor is not None:
+                processors[name] = processor
+        constants = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
+        names = tuple(compiled.positiontup or ())
+        return cls(statement, compiled.string, names, constants, processors)
+
+    def arguments(self, params: dict[str, Any]) -> list[Any]:
+        args = []
+        for name in self.names:
+            value = params[name] if name in params else self.constants[name]
+            processor = self.processors.get(name)
+            args.append(value if processor is None else processor(value))
+        return args
+
+
 class _SQLiteWriter(RelaxedWriter):
     """A statement compiled once, then run on ``inline`` in the event loop's thread (no hop) when
     the file's write lock is free, else on aiosqlite's connection (one hop; SQLite's busy handler
-    waits there, not in the loop). Only for statements whose parameters the driver takes as they
-    are (text, numbers)."""
+    waits there, not in the loop). Parameters go through their column types' conversions
+    (dates); an expanding ``IN`` parameter is refused."""
 
-    _compiled: ClassVar[dict[int, tuple[Executable, str, tuple[str, ...]]]] = {}
+    _compiled: ClassVar[dict[int, _Prepared]] = {}
 
     def __init__(
-        self, db: Database, connection: Any, dialect: Dialect, inline: sqlite3.Connection | None = None
+        self,
+        db: Database,
+        connect: Callable[[], Awaitable[Any]],
+        dialect: Dialect,
+        inline: sqlite3.Connection | None = None,
     ) -> None:
         self.db = db
-        self.connection = connection
+        self.connect = connect  # aiosqlite's connection, taken the first time one is needed
+        self.connection: Any = None
         self.dialect = dialect
         self.inline = inline
 
+    def _prepared(self, statement: Executable) -> _Prepared:
+        prepared = self._compiled.get(id(statement))
+        if prepared is None or prepared.statement is not statement:
+            prepared = self._compiled[id(statement)] = _Prepared.compile(statement, self.dialect)
+        return prepared
+
     async def execute(self, statement: Executable, params: dict[str, Any]) -> None:
-        cached = self._compiled.get(id(statement))
-        if cached is None or cached[0] is not statement:
-            compiled = statement.compile(dialect=self.dialect)
-            cached = (statement, compiled.string, tuple(compiled.positiontup or ()))
-            self._compiled[id(statement)] = cached
-        _, sql, names = cached
-        args = [params[name] for name in names]
+        await self._run(statement, params, fetch=False)
+
+    async def returning(self, statement: Executable, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return await self._run(statement, params, fetch=True)
+
+    async def _run(
+        self, statement: Executable, params: dict[str, Any], *, fetch: bool
+    ) -> list[tuple[Any, ...]]:
+        prepared = self._prepared(statement)
+        args = prepared.arguments(params)
         async with self.db._writer():  # no transaction of this process is open meanwhile
             if self.inline is not None:
                 try:
-                    self.inline.execute(sql, args)
-                    return
+                    cursor = self.inline.execute(prepared.sql, args)
+                    # an UPDATE ... RETURNING is done (and committed) once its rows are read
+                    return [tuple(row) for row in cursor.fetchall()] if fetch else []
                 except sqlite3.OperationalError as exc:  # another process (a backup) writes now
                     if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                         raise
-            await self.connection.execute_fetchall(sql, args)
+            if self.connection is None:
+                self.connection = await self.connect()
+            rows = await self.connection.execute_fetchall(prepared.sql, args)
+            return [tuple(row) for row in rows] if fetch else []

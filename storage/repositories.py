@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, NamedTuple, cast
 
@@ -39,22 +39,43 @@ def _insert_ignoring_conflict(
     session: AsyncSession, table: Any, values: dict[str, Any] | list[dict[str, Any]], key: list[str]
 ) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING`` for the dialect in use (SQLite or PostgreSQL), of one
-    row or several in one statement."""
+    row or several in one statement (built for these values: for rare writes; a hot path runs
+    :func:`_new_row` with the values as parameters)."""
     return _insert(session, table).values(values).on_conflict_do_nothing(index_elements=key)
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
     """The dialect's own ``INSERT`` (it knows ``ON CONFLICT``): PostgreSQL's or SQLite's."""
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return (postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert)(table)
 
 
-def _leased(table: sa.Table, owner: str, now: datetime) -> Any:
-    """``table``'s account is leased to ``owner`` and the lease has not expired."""
-    lease = _table(AccountLease)
-    return sa.exists().where(
-        lease.c.account_id == table.c.account_id, lease.c.owner == owner, lease.c.expires_at > now
-    )
+# statements built once per shape and reused with bind parameters: building a statement (its
+# clauses, bound values and cache key) cost more CPU than running it (issue 20)
+_BUILT: dict[tuple[Any, ...], Any] = {}
+
+
+def _built(shape: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    """The statement of this ``shape`` (what varies its SQL: the dialect, the filters that
+    apply), built by ``build`` the first time. The values go in as parameters at each run."""
+    statement = _BUILT.get(shape)
+    if statement is None:
+        statement = _BUILT[shape] = build()
+    return statement
+
+
+def _new_row(session: AsyncSession, table: sa.Table, key: tuple[str, ...], returning: bool = False) -> Any:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING`` [``RETURNING id``], built once per dialect:
+    run it with the row's values as parameters (one row; the columns are the parameters' keys)."""
+
+    def build() -> Any:
+        statement = _insert(session, table).on_conflict_do_nothing(index_elements=list(key))
+        return statement.returning(table.c.id) if returning else statement
+
+    return _built(("new_row", _dialect(session), table.name, key, returning), build)
 
 
 class Accounts:
@@ -124,9 +145,9 @@ class Customers:
         """Insert a customer in one round trip, unless the account already has this contact:
         returns the new id (None: the contact is a customer already; nothing changed)."""
         table = _table(Customer)
-        values = customer.model_dump(exclude={"id"})
-        statement = _insert_ignoring_conflict(self.session, table, values, ["account_id", "wechat_id"])
-        row_id = (await self.session.exec(statement.returning(table.c.id))).scalar_one_or_none()
+        statement = _new_row(self.session, table, ("account_id", "wechat_id"), returning=True)
+        params = customer.model_dump(exclude={"id"})
+        row_id = (await self.session.exec(statement, params=params)).scalar_one_or_none()
         return None if row_id is None else int(row_id)
 
     async def note_outbound(self, reached: list[tuple[int, str]], at: datetime) -> None:
@@ -161,21 +182,16 @@ class Tags:
         self, customer_id: int, group: str, value: str, source: str, added_by: str, at: datetime
     ) -> bool:
         """Add a tag unless the customer has it already. Returns whether it was new."""
-        statement = _insert_ignoring_conflict(
-            self.session,
-            _table(CustomerTag),
-            {
-                "customer_id": customer_id,
-                "group": group,
-                "value": value,
-                "source": source,
-                "added_by": added_by,
-                "added_at": at,
-            },
-            ["customer_id", "group", "value"],
-        )
-        result = await self.session.exec(statement)
-        return bool(_rowcount(result))
+        statement = _new_row(self.session, _table(CustomerTag), ("customer_id", "group", "value"))
+        params = {
+            "customer_id": customer_id,
+            "group": group,
+            "value": value,
+            "source": source,
+            "added_by": added_by,
+            "added_at": at,
+        }
+        return bool(_rowcount(await self.session.exec(statement, params=params)))
 
     async def remove(self, customer_id: int, group: str, value: str) -> bool:
         """Remove a tag. Returns whether the customer had it."""
@@ -323,11 +339,8 @@ class Events:
         if external_id is None:
             self.session.add(Event(**values))
             return True
-        statement = _insert_ignoring_conflict(
-            self.session, _table(Event), values, ["account_id", "kind", "external_id"]
-        )
-        result = await self.session.exec(statement)
-        return bool(_rowcount(result))
+        statement = _new_row(self.session, _table(Event), ("account_id", "kind", "external_id"))
+        return bool(_rowcount(await self.session.exec(statement, params=values)))
 
     async def add(self, event: Event) -> Event:
         """Log an event and return it with its id (others refer to it: a suggestion, a plan)."""
@@ -441,6 +454,78 @@ class Events:
             )
 
 
+def _note_echo_statement(by_platform_id: bool) -> Any:
+    """:meth:`OutgoingLog.echo_note`'s one statement (every message the account sees as its own
+    runs it): built once, with bind parameters."""
+    table = _table(OutgoingMessage)
+    by_text = (
+        sa.select(table.c.id)
+        .where(
+            table.c.account_id == sa.bindparam("b_account_id"),
+            table.c.conversation_id == sa.bindparam("b_conversation_id"),
+            table.c.created_at >= sa.bindparam("b_since", type_=table.c.created_at.type),
+            table.c.text == sa.bindparam("b_text"),
+            table.c.echoed_at.is_(None),
+            # a send that returned its platform id is matched by that id alone
+            table.c.platform_message_id.is_(None),
+            # not an IN list: a relaxed write runs this statement as compiled once
+            sa.or_(table.c.status == "sending", table.c.status == "sent", table.c.status == "unknown"),
+        )
+        .order_by(table.c.created_at, table.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    target: Any = by_text
+    if by_platform_id:  # by platform id first (COALESCE looks no further when found)
+        by_id = (
+            sa.select(table.c.id)
+            .where(
+                table.c.account_id == sa.bindparam("b_account_id"),
+                table.c.platform_message_id == sa.bindparam("b_platform_message_id"),
+            )
+            .limit(1)
+            .scalar_subquery()
+        )
+        target = sa.func.coalesce(by_id, by_text)
+    return (
+        sa.update(table)
+        .where(table.c.id == target)
+        .values(
+            # an unknown send's echo is noted by OutgoingLog.settle_echoed, with its settlement
+            echoed_at=sa.case(
+                (table.c.status == "unknown", table.c.echoed_at),
+                else_=sa.func.coalesce(table.c.echoed_at, sa.bindparam("b_at", type_=table.c.echoed_at.type)),
+            ),
+            platform_message_id=sa.func.coalesce(
+                table.c.platform_message_id, sa.bindparam("b_platform_message_id", type_=sa.String)
+            ),
+        )
+        .returning(table.c.id, table.c.status)
+    )
+
+
+_SEND_BY_KEY = select(OutgoingMessage).where(
+    OutgoingMessage.idempotency_key == sa.bindparam("idempotency_key")
+)
+_SEND_BY_PLATFORM_ID = select(OutgoingMessage).where(
+    OutgoingMessage.account_id == sa.bindparam("account_id"),
+    OutgoingMessage.platform_message_id == sa.bindparam("platform_message_id"),
+)
+_FINISH = (
+    sa.update(_table(OutgoingMessage))
+    .where(_table(OutgoingMessage).c.id == sa.bindparam("b_id"))
+    .values(
+        status="sent",
+        sent_at=sa.bindparam("b_at", type_=_table(OutgoingMessage).c.sent_at.type),
+        platform_message_id=sa.func.coalesce(
+            sa.bindparam("b_pid", type_=sa.String), _table(OutgoingMessage).c.platform_message_id
+        ),
+    )
+)
+_NOTE_ECHO_BY_ID = _note_echo_statement(by_platform_id=True)
+_NOTE_ECHO_BY_TEXT = _note_echo_statement(by_platform_id=False)
+
+
 # in a scheduled row's last_error: the send broke off midway and is never retried blindly
 DELIVERY_UNKNOWN = "delivery unknown"
 
@@ -464,24 +549,19 @@ class OutgoingLog:
         """Record that a send is about to happen; returns the outgoing row's id. Returns None when
         this key was already used: the message was sent (or attempted) before and must not go out
         again. One statement when the key is new (the dispatcher's hot path)."""
-        table = _table(OutgoingMessage)
-        statement = _insert_ignoring_conflict(
-            self.session,
-            table,
-            {
-                "account_id": account_id,
-                "customer_id": customer_id,
-                "conversation_id": conversation_id,
-                "kind": kind,
-                "text": text,
-                "idempotency_key": idempotency_key,
-                "status": "sending",
-                "created_at": at,
-                "attempt_group": attempt_group,
-            },
-            ["idempotency_key"],
-        ).returning(table.c.id)
-        new_id = (await self.session.exec(statement)).scalar_one_or_none()
+        statement = _new_row(self.session, _table(OutgoingMessage), ("idempotency_key",), returning=True)
+        params = {
+            "account_id": account_id,
+            "customer_id": customer_id,
+            "conversation_id": conversation_id,
+            "kind": kind,
+            "text": text,
+            "idempotency_key": idempotency_key,
+            "status": "sending",
+            "created_at": at,
+            "attempt_group": attempt_group,
+        }
+        new_id = (await self.session.exec(statement, params=params)).scalar_one_or_none()
         if new_id is not None:
             return int(new_id)
         row = await self.by_key(idempotency_key)
@@ -503,10 +583,13 @@ class OutgoingLog:
         table = _table(OutgoingMessage)
         # one statement with a list of parameters: SQLAlchemy sends it as one multi-row INSERT
         # ("insertmanyvalues") whose compiled form is cached, unlike a VALUES list built per batch
-        statement = (
-            _insert(self.session, table)
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(table.c.id, table.c.idempotency_key)
+        statement = _built(
+            ("begin_many", _dialect(self.session)),
+            lambda: (
+                _insert(self.session, table)
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                .returning(table.c.id, table.c.idempotency_key)
+            ),
         )
         params = [{**send, "status": "sending", "created_at": at} for send in sends]
         result = await self.session.exec(statement, params=params)
@@ -529,26 +612,16 @@ class OutgoingLog:
     )
 
     async def by_key(self, idempotency_key: str) -> OutgoingMessage | None:
-        query = select(OutgoingMessage).where(OutgoingMessage.idempotency_key == idempotency_key)
-        return (await self.session.exec(query)).first()
+        params = {"idempotency_key": idempotency_key}
+        return (await self.session.exec(_SEND_BY_KEY, params=params)).first()
 
     async def finish_many(self, sends: list[tuple[int, str | None]], at: datetime) -> None:
         """Sends that went out, (row id, platform message id), in one statement. A platform id an
         echo supplied is kept when the send returned none."""
         if not sends:
             return
-        table = _table(OutgoingMessage)
-        statement = (
-            sa.update(table)
-            .where(table.c.id == sa.bindparam("b_id"))
-            .values(
-                status="sent",
-                sent_at=sa.bindparam("b_at"),
-                platform_message_id=sa.func.coalesce(sa.bindparam("b_pid"), table.c.platform_message_id),
-            )
-        )
         await self.session.exec(
-            statement,
+            _FINISH,
             params=[{"b_id": row_id, "b_at": at, "b_pid": pid} for row_id, pid in sends],
         )
 
@@ -599,15 +672,12 @@ class OutgoingLog:
         return later
 
     async def by_platform_id(self, account_id: str, platform_message_id: str) -> OutgoingMessage | None:
-        query = select(OutgoingMessage).where(
-            OutgoingMessage.account_id == account_id,
-            OutgoingMessage.platform_message_id == platform_message_id,
-        )
-        return (await self.session.exec(query)).first()
+        params = {"account_id": account_id, "platform_message_id": platform_message_id}
+        return (await self.session.exec(_SEND_BY_PLATFORM_ID, params=params)).first()
 
     async def unknown(self, row_id: int, error: str) -> OutgoingMessage | None:
         """The call broke off midway: the platform may have the message. Never sent again; an echo
-        of it settles the question (see :meth:`note_echo`)."""
+        of it settles the question (see :meth:`echo_note`)."""
         row = await self.session.get(OutgoingMessage, row_id)
         if row is not None:
             if row.echoed_at is not None:  # it came back already: it was delivered
@@ -616,8 +686,8 @@ class OutgoingLog:
                 row.status, row.error = "unknown", error
         return row
 
-    async def note_echo(
-        self,
+    @staticmethod
+    def echo_note(
         account_id: str,
         *,
         platform_message_id: str,
@@ -625,52 +695,25 @@ class OutgoingLog:
         text: str,
         at: datetime,
         since: datetime,
-    ) -> tuple[int, str] | None:
-        """Find what the account sent that it now sees again as its own message and note the echo, in
-        one indexed statement, nothing loaded: by platform id, else the oldest not yet echoed send
-        of the same text to the same chat since ``since`` whose platform id is unknown (still
-        sending, broken off, or a puppet that returns none). Returns the
-        matched send's (id, status), None when the message is none of ours. A status of
-        "unknown" still needs :meth:`settle_echoed` (the echo proves it was delivered)."""
-        table = _table(OutgoingMessage)
-        by_text = (
-            sa.select(table.c.id)
-            .where(
-                table.c.account_id == account_id,
-                table.c.conversation_id == conversation_id,
-                table.c.created_at >= since,
-                table.c.text == text,
-                table.c.echoed_at.is_(None),
-                # a send that returned its platform id is matched by that id alone
-                table.c.platform_message_id.is_(None),
-                table.c.status.in_(("sending", "sent", "unknown")),
-            )
-            .order_by(table.c.created_at, table.c.id)
-            .limit(1)
-            .scalar_subquery()
-        )
-        target: Any = by_text
-        if platform_message_id:  # by platform id first (COALESCE looks no further when found)
-            by_id = (
-                sa.select(table.c.id)
-                .where(table.c.account_id == account_id, table.c.platform_message_id == platform_message_id)
-                .limit(1)
-                .scalar_subquery()
-            )
-            target = sa.func.coalesce(by_id, by_text)
-        statement = (
-            sa.update(table)
-            .where(table.c.id == target)
-            .values(
-                echoed_at=sa.func.coalesce(table.c.echoed_at, sa.literal(at, table.c.echoed_at.type)),
-                platform_message_id=sa.func.coalesce(
-                    table.c.platform_message_id, sa.literal(platform_message_id or None, sa.String)
-                ),
-            )
-            .returning(table.c.id, table.c.status)
-        )
-        row = (await self.session.exec(statement)).first()
-        return None if row is None else (int(row[0]), str(row[1]))
+    ) -> tuple[Any, dict[str, Any]]:
+        """The statement (and its parameters) that finds what the account sent that it now sees
+        again as its own message and notes the echo, in one indexed statement, nothing loaded: by
+        platform id, else the oldest not yet echoed send of the same text to the same chat since
+        ``since`` whose platform id is unknown (still sending, broken off, or a puppet that
+        returns none). It returns the matched send's id and status, nothing when the message is
+        none of ours. A send whose status is "unknown" is matched but its echo is not noted:
+        :meth:`settle_echoed` does both in one transaction, so this statement may be committed on
+        its own (a relaxed write: :meth:`Messenger.record_echo`)."""
+        statement = _NOTE_ECHO_BY_ID if platform_message_id else _NOTE_ECHO_BY_TEXT
+        params = {
+            "b_account_id": account_id,
+            "b_conversation_id": conversation_id,
+            "b_since": since,
+            "b_text": text,
+            "b_at": at,
+            "b_platform_message_id": platform_message_id or None,
+        }
+        return statement, params
 
     async def settle_echoed(self, row_id: int, at: datetime) -> OutgoingMessage | None:
         """A send whose outcome was unknown came back as an echo: it was delivered."""
@@ -678,7 +721,83 @@ class OutgoingLog:
         if row is None or row.status != "unknown":
             return None
         row.status, row.sent_at, row.error = "sent", at, ""
+        row.echoed_at = row.echoed_at or at
         return row
+
+
+def _claim_statement(dialect: str, by_account: bool, only: bool, leased: bool) -> Any:
+    """:meth:`Outbox.claim_due`'s statement for one shape (which filters apply), built once:
+    ``now``, ``limit`` and the filters' values (``accounts``, ``only``, ``owner`` and
+    ``lease_now``) are bind parameters."""
+    table = _table(ScheduledMessage)
+    now = sa.bindparam("b_now", type_=table.c.due_at.type)
+    earliest = (
+        sa.select(table.c.id)
+        .where(table.c.status == "pending", table.c.due_at <= now)
+        .order_by(table.c.due_at, table.c.id)
+        .limit(sa.bindparam("b_limit"))
+    )
+    if by_account:
+        earliest = earliest.where(table.c.account_id.in_(sa.bindparam("b_accounts", expanding=True)))
+    if only:
+        earliest = earliest.where(table.c.id.in_(sa.bindparam("b_only", expanding=True)))
+    if leased:
+        lease = _table(AccountLease)
+        earliest = earliest.where(
+            sa.exists().where(
+                lease.c.account_id == table.c.account_id,
+                lease.c.owner == sa.bindparam("b_owner"),
+                lease.c.expires_at > sa.bindparam("b_lease_now", type_=lease.c.expires_at.type),
+            )
+        )
+    if dialect == "postgresql":
+        # concurrent dispatchers skip each other's locked rows; a locking CTE is evaluated
+        # exactly once (an IN sub-select may be re-planned as a join that loses rows)
+        picked = earliest.with_for_update(skip_locked=True).cte("picked")
+        chosen: Any = table.c.id.in_(sa.select(picked.c.id))
+    else:
+        # the statement runs under SQLite's single writer lock; a status check here would make
+        # the planner scan every pending row instead of looking up the chosen ids
+        chosen = table.c.id.in_(earliest)
+    statement = (
+        sa.update(table)
+        .where(chosen)
+        .values(status="claimed", claimed_at=now, attempts=table.c.attempts + 1, updated_at=now)
+        .returning(*table.c)
+    )
+    # loaded by the ORM from RETURNING: far cheaper than validating each row as a model
+    return select(ScheduledMessage).from_statement(statement).execution_options(populate_existing=True)
+
+
+_MARK = (
+    sa.update(_table(ScheduledMessage))
+    .where(_table(ScheduledMessage).c.id.in_(sa.bindparam("b_ids", expanding=True)))
+    .values(
+        status=sa.bindparam("b_status"),
+        updated_at=sa.bindparam("b_updated_at"),
+        last_error=sa.bindparam("b_last_error"),
+    )
+)
+
+
+def _set_status_statement(by_kind: bool, by_not_after: bool) -> Any:
+    """:meth:`Outbox.set_status_for_customer`'s statement for one shape, built once."""
+    table = _table(ScheduledMessage)
+    statement = sa.update(table).where(
+        table.c.customer_id == sa.bindparam("b_customer_id"),
+        table.c.status.in_(sa.bindparam("b_from_statuses", expanding=True)),
+    )
+    if by_kind:
+        statement = statement.where(table.c.kind.in_(sa.bindparam("b_kinds", expanding=True)))
+    if by_not_after:
+        statement = statement.where(
+            table.c.not_after < sa.bindparam("b_not_after_before", type_=table.c.not_after.type)
+        )
+    return statement.values(
+        status=sa.bindparam("b_to_status"),
+        updated_at=sa.bindparam("b_at", type_=table.c.updated_at.type),
+        last_error=sa.bindparam("b_reason"),
+    )
 
 
 class Outbox:
@@ -689,12 +808,9 @@ class Outbox:
 
     async def plan(self, message: ScheduledMessage) -> bool:
         """Insert a planned message unless one with the same key exists. Returns whether it was new."""
-        values = message.model_dump(exclude={"id"})
-        statement = _insert_ignoring_conflict(
-            self.session, _table(ScheduledMessage), values, ["idempotency_key"]
-        )
-        result = await self.session.exec(statement)
-        return bool(_rowcount(result))
+        statement = _new_row(self.session, _table(ScheduledMessage), ("idempotency_key",))
+        params = message.model_dump(exclude={"id"})
+        return bool(_rowcount(await self.session.exec(statement, params=params)))
 
     async def plan_many(self, messages: Sequence[ScheduledMessage]) -> int:
         """:meth:`plan` for several rows in one statement (one round trip); a row whose key was
@@ -712,11 +828,9 @@ class Outbox:
     async def plan_returning_id(self, message: ScheduledMessage) -> int | None:
         """:meth:`plan`, returning the new row's id (None when the key was planned already), so
         the caller can send exactly this row once its transaction commits."""
-        values = message.model_dump(exclude={"id"})
-        table = _table(ScheduledMessage)
-        statement = _insert_ignoring_conflict(self.session, table, values, ["idempotency_key"])
+        statement = _new_row(self.session, _table(ScheduledMessage), ("idempotency_key",), returning=True)
         # one round trip: the id comes back with the insert (nothing comes back on a conflict)
-        result = await self.session.exec(statement.returning(table.c.id))
+        result = await self.session.exec(statement, params=message.model_dump(exclude={"id"}))
         row_id = result.scalar_one_or_none()
         return None if row_id is None else int(row_id)
 
@@ -771,14 +885,18 @@ class Outbox:
         """Move a customer's rows in ``from_statuses`` (of ``kinds``; all kinds when None; only
         those whose ``not_after`` is before ``not_after_before`` when given) to ``to_status``.
         Returns how many rows moved: holding, resuming and cancelling all go through here."""
-        table = _table(ScheduledMessage)
-        where = [table.c.customer_id == customer_id, table.c.status.in_(list(from_statuses))]
-        if kinds is not None:
-            where.append(table.c.kind.in_(list(kinds)))
-        if not_after_before is not None:
-            where.append(table.c.not_after < not_after_before)
-        statement = sa.update(table).where(*where).values(status=to_status, updated_at=at, last_error=reason)
-        return _rowcount(await self.session.exec(statement))
+        shape = ("set_status_for_customer", kinds is not None, not_after_before is not None)
+        statement = _built(shape, lambda: _set_status_statement(*shape[1:]))
+        params: dict[str, Any] = {
+            "b_customer_id": customer_id,
+            "b_from_statuses": list(from_statuses),
+            "b_kinds": list(kinds or ()),
+            "b_not_after_before": not_after_before,
+            "b_to_status": to_status,
+            "b_at": at,
+            "b_reason": reason,
+        }
+        return _rowcount(await self.session.exec(statement, params=params))
 
     async def set_status_for_accounts(
         self,
@@ -822,35 +940,17 @@ class Outbox:
         The rows are loaded by the ORM from RETURNING and detached (copies the session does not
         track: the caller's marks are statements of their own).
         """
-        table = _table(ScheduledMessage)
-        earliest = (
-            sa.select(table.c.id)
-            .where(table.c.status == "pending", table.c.due_at <= now)
-            .where(*(() if accounts is None else (table.c.account_id.in_(list(accounts)),)))
-            .where(*(() if only is None else (table.c.id.in_(list(only)),)))
-            .where(*(() if lease is None else (_leased(table, *lease),)))
-            .order_by(table.c.due_at, table.c.id)
-            .limit(limit)
-        )
-        dialect = self.session.bind.dialect.name if self.session.bind is not None else "sqlite"
-        if dialect == "postgresql":
-            # concurrent dispatchers skip each other's locked rows; a locking CTE is evaluated
-            # exactly once (an IN sub-select may be re-planned as a join that loses rows)
-            picked = earliest.with_for_update(skip_locked=True).cte("picked")
-            chosen: Any = table.c.id.in_(sa.select(picked.c.id))
-        else:
-            # the statement runs under SQLite's single writer lock; a status check here would make
-            # the planner scan every pending row instead of looking up the chosen ids
-            chosen = table.c.id.in_(earliest)
-        statement = (
-            sa.update(table)
-            .where(chosen)
-            .values(status="claimed", claimed_at=now, attempts=table.c.attempts + 1, updated_at=now)
-            .returning(*table.c)
-        )
-        # loaded by the ORM from RETURNING: far cheaper than validating each row as a model
-        orm = select(ScheduledMessage).from_statement(statement).execution_options(populate_existing=True)
-        rows = list((await self.session.exec(cast(Any, orm))).scalars().all())
+        dialect = _dialect(self.session)
+        shape = ("claim_due", dialect, accounts is not None, only is not None, lease is not None)
+        orm = _built(shape, lambda: _claim_statement(dialect, *shape[2:]))
+        params: dict[str, Any] = {"b_now": now, "b_limit": limit}
+        if accounts is not None:
+            params["b_accounts"] = list(accounts)
+        if only is not None:
+            params["b_only"] = list(only)
+        if lease is not None:
+            params["b_owner"], params["b_lease_now"] = lease
+        rows = list((await self.session.exec(orm, params=params)).scalars().all())
         for row in rows:  # detached: a rollback of the batch must not expire what the caller holds
             self.session.expunge(row)
         return sorted(rows, key=lambda row: (row.due_at, row.id or 0))
@@ -867,12 +967,8 @@ class Outbox:
     async def mark_many(self, row_ids: list[int], status: str, at: datetime, error: str = "") -> None:
         if not row_ids:
             return
-        table = _table(ScheduledMessage)
-        await self.session.exec(
-            sa.update(table)
-            .where(table.c.id.in_(row_ids))
-            .values(status=status, updated_at=at, last_error=error)
-        )
+        params = {"b_ids": row_ids, "b_status": status, "b_updated_at": at, "b_last_error": error}
+        await self.session.exec(_MARK, params=params)
 
     async def confirm_delivered(self, idempotency_key: str, at: datetime) -> ScheduledMessage | None:
         """A row given up as "delivery unknown" turned out delivered (its echo came back)."""
@@ -903,11 +999,6 @@ class Outbox:
         return list((await self.session.exec(query)).all())
 
     async def cancel_for_customer(self, customer_id: int, at: datetime, reason: str) -> int:
-        table = _table(ScheduledMessage)
-        statement = (
-            sa.update(table)
-            .where(table.c.customer_id == customer_id, table.c.status == "pending")
-            .values(status="cancelled", updated_at=at, last_error=reason)
+        return await self.set_status_for_customer(
+            customer_id, from_statuses=("pending",), to_status="cancelled", at=at, reason=reason
         )
-        result = await self.session.exec(statement)
-        return _rowcount(result)

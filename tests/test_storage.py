@@ -13,8 +13,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import bindparam, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import Database, head_revision
 from storage.errors import DatabaseUnavailable, SchemaUpgradeFailed
@@ -174,6 +176,44 @@ async def test_rows_of_unconnected_accounts_wait(db: Database) -> None:
     assert claimed.idempotency_key == "k-demo"
 
 
+async def begin_send(db: Database, text: str, key: str) -> int:
+    """A send to the customer's chat, reserved in the outgoing log ("sending")."""
+    async with db.transaction() as session:
+        row_id = await OutgoingLog(session).begin(
+            account_id="demo",
+            customer_id=None,
+            conversation_id="wx1",
+            kind="alert",
+            text=text,
+            idempotency_key=key,
+            at=NOW,
+        )
+    assert row_id is not None
+    return row_id
+
+
+async def note_echo(
+    session: AsyncSession,
+    account_id: str,
+    *,
+    platform_message_id: str,
+    conversation_id: str,
+    text: str,
+    at: datetime,
+) -> tuple[int, str] | None:
+    """:meth:`OutgoingLog.echo_note`'s statement in a transaction (as PostgreSQL runs it)."""
+    statement, params = OutgoingLog.echo_note(
+        account_id,
+        platform_message_id=platform_message_id,
+        conversation_id=conversation_id,
+        text=text,
+        at=at,
+        since=NOW,
+    )
+    row = (await session.exec(statement, params=params)).first()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
 async def test_an_echo_during_a_broken_send_settles_it_and_keeps_the_echoed_id(db: Database) -> None:
     async with db.transaction() as session:
         log = OutgoingLog(session)
@@ -188,8 +228,8 @@ async def test_an_echo_during_a_broken_send_settles_it_and_keeps_the_echoed_id(d
         )
         assert row_id is not None
     async with db.transaction() as session:  # the echo arrives while the send is still in flight
-        echoed = await OutgoingLog(session).note_echo(
-            "demo", platform_message_id="m-9", conversation_id="wx1", text="还剩1天", at=NOW, since=NOW
+        echoed = await note_echo(
+            session, "demo", platform_message_id="m-9", conversation_id="wx1", text="还剩1天", at=NOW
         )
         assert echoed == (row_id, "sending")
     async with db.transaction() as session:  # then the call breaks off: the echo proves delivery
@@ -203,26 +243,14 @@ async def test_an_echo_during_a_broken_send_settles_it_and_keeps_the_echoed_id(d
 
 async def test_an_echo_is_matched_by_platform_id_else_by_text_and_noted_once(db: Database) -> None:
     later = NOW + timedelta(minutes=1)
+    ids = [await begin_send(db, text, key) for text, key in (("你好", "k1"), ("你好", "k2"), ("再见", "k3"))]
     async with db.transaction() as session:
-        log = OutgoingLog(session)
-        ids = [
-            await log.begin(
-                account_id="demo",
-                customer_id=None,
-                conversation_id="wx1",
-                kind="alert",
-                text=text,
-                idempotency_key=key,
-                at=NOW,
-            )
-            for text, key in (("你好", "k1"), ("你好", "k2"), ("再见", "k3"))
-        ]
-        await log.finish_many([(ids[2] or 0, "m-3")], NOW)
+        await OutgoingLog(session).finish_many([(ids[2], "m-3")], NOW)
 
     async def echo(account: str, pid: str, text: str, at: datetime = later) -> tuple[int, str] | None:
         async with db.transaction() as session:
-            return await OutgoingLog(session).note_echo(
-                account, platform_message_id=pid, conversation_id="wx1", text=text, at=at, since=NOW
+            return await note_echo(
+                session, account, platform_message_id=pid, conversation_id="wx1", text=text, at=at
             )
 
     # the same text twice: the oldest one not echoed yet, then the next
@@ -275,16 +303,7 @@ async def test_a_relaxed_write_waits_for_another_writer_off_the_event_loop(db: D
     process holds it (a backup, say) the write waits in aiosqlite's thread, never in the loop."""
     if db.path is None:
         pytest.skip("SQLite on disk only: PostgreSQL's relaxed writes are transactions")
-    async with db.transaction() as session:
-        row_id = await OutgoingLog(session).begin(
-            account_id="demo",
-            customer_id=None,
-            conversation_id="wx1",
-            kind="alert",
-            text="在吗",
-            idempotency_key="k1",
-            at=NOW,
-        )
+    row_id = await begin_send(db, "在吗", "k1")
     other = sqlite3.connect(db.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process's write transaction
     ticks = 0
@@ -308,6 +327,62 @@ async def test_a_relaxed_write_waits_for_another_writer_off_the_event_loop(db: D
     async with db.transaction() as session:
         sent = await OutgoingLog(session).by_key("k1")
     assert sent is not None and sent.status == "sent"
+
+
+async def test_an_echo_noted_by_a_relaxed_write_leaves_an_unknown_send_to_its_settlement(
+    db: Database,
+) -> None:
+    """``Messenger.record_echo`` notes an echo in one relaxed statement, no session (issue 20). Its
+    times go through the column's conversion like a session's would; a send whose outcome is
+    unknown is matched but not marked echoed, so a kill before its settlement commits leaves
+    it for the next echo instead of lost."""
+    later = NOW + timedelta(minutes=1)
+    sent, broken = await begin_send(db, "你好", "k1"), await begin_send(db, "还剩1天", "k2")
+    async with db.transaction() as session:
+        unsure = await OutgoingLog(session).unknown(broken, "delivery unknown: reset")
+        assert unsure is not None and unsure.status == "unknown"
+
+    async def echo(text: str) -> list[tuple[object, ...]]:
+        statement, params = OutgoingLog.echo_note(
+            "demo", platform_message_id="", conversation_id="wx1", text=text, at=later, since=NOW
+        )
+        return await db.relaxed_returning(statement, params)
+
+    assert await echo("你好") == [(sent, "sending")]
+    assert await echo("还剩1天") == [(broken, "unknown")]
+    assert await echo("还剩1天") == [(broken, "unknown")]  # not noted: matched again
+    async with db.transaction() as session:
+        rows = {key: await OutgoingLog(session).by_key(key) for key in ("k1", "k2")}
+        assert [(r.echoed_at, r.status) for r in rows.values() if r is not None] == [
+            (later, "sending"),
+            (None, "unknown"),
+        ]
+        settled = await OutgoingLog(session).settle_echoed(broken, later)
+        assert settled is not None and (settled.status, settled.echoed_at) == ("sent", later)
+    assert await echo("还剩1天") == []  # settled and noted together: none of ours any more
+
+
+async def test_relaxed_writes_hold_no_pooled_connection_while_they_need_none(db: Database) -> None:
+    """On SQLite a relaxed write runs on the loop's own connection; the autocommit pool (one
+    connection) is taken only when a statement must wait for another process. A writer that held
+    it all along made a second one meanwhile (an echo during a batch) open a connection of its
+    own, a thread and all, for one statement."""
+    if not db.is_sqlite:
+        pytest.skip("PostgreSQL commits each relaxed write in a transaction of its own")
+    row_id = await begin_send(db, "你好", "k1")
+    pool = db._autocommit_engine.pool if db._autocommit_engine is not None else None
+    assert isinstance(pool, QueuePool)
+    async with db.relaxed_writes() as batch:
+        await batch.execute(OutgoingLog.SET_STATUS, {"b_id": row_id, "b_status": "sent"})
+        statement, params = OutgoingLog.echo_note(
+            "demo", platform_message_id="m-1", conversation_id="wx1", text="你好", at=NOW, since=NOW
+        )
+        assert await db.relaxed_returning(statement, params) == [(row_id, "sent")]
+        assert pool.checkedout() == 0
+    with pytest.raises(ValueError, match="expanding IN"):  # compiled once: no list expanded per run
+        async with db.relaxed_writes() as writer:
+            table = metadata.tables["outgoing_message"]
+            await writer.execute(table.delete().where(table.c.id.in_(bindparam("b_ids", expanding=True))), {})
 
 
 async def test_a_child_process_migrates_and_its_failure_is_one_clean_sentence(empty_db_url: str) -> None:

@@ -294,17 +294,14 @@ class Messenger:
     async def record_echo(self, account_id: str, message: TextMessage) -> bool:
         """Note the account's own message coming back from the platform. Returns whether it was one
         of the bot's sends (so it is not handled as something the rep typed). An echo of a send whose
-        outcome was unknown settles it as delivered, and its scheduled message as sent."""
-        now = self.clock.now()
-        # a busy database: the whole unit again (an echo is an inbound event like any other)
-        return await self.db.retrying_unit(functools.partial(self._record_echo, account_id, message, now))
+        outcome was unknown settles it as delivered, and its scheduled message as sent.
 
-    async def _record_echo(
-        self, account_id: str, message: TextMessage, now: datetime, session: AsyncSession
-    ) -> bool:
-        outgoing = OutgoingLog(session)
-        # one indexed statement for an echo of an ordinary send (and for a rep's own message)
-        matched = await outgoing.note_echo(
+        The note is one statement committed relaxed, with no session (on SQLite mostly on the
+        loop's own thread): every send of a puppet that echoes comes back, and a unit of work
+        per echo cost more than the send itself. An echo confirms, it decides nothing: a machine
+        crash may lose the note, never a message. Settling an unknown send is a unit of its own."""
+        now = self.clock.now()
+        statement, params = OutgoingLog.echo_note(
             account_id,
             platform_message_id=message.message_id,
             conversation_id=message.conversation_id,
@@ -312,10 +309,16 @@ class Messenger:
             at=now,
             since=now - ECHO_WINDOW,
         )
-        if matched is None:
+        matched = await self.db.relaxed_returning(statement, params)
+        if not matched:
             return False
-        row_id, status = matched
-        row = await outgoing.settle_echoed(row_id, now) if status == "unknown" else None
+        row_id, status = matched[0]
+        if status == "unknown":
+            await self.db.retrying_unit(functools.partial(self._settle_echo, account_id, int(row_id), now))
+        return True
+
+    async def _settle_echo(self, account_id: str, row_id: int, now: datetime, session: AsyncSession) -> None:
+        row = await OutgoingLog(session).settle_echoed(row_id, now)
         if row is not None:
             await Outbox(session).confirm_delivered(row.idempotency_key, now)
             await Events(session).record(
@@ -327,4 +330,3 @@ class Messenger:
                 data={"kind": row.kind, "confirmed_by_echo": True},
             )
             log.info("%s: echo confirms %s (key %s) was delivered", account_id, row.kind, row.idempotency_key)
-        return True
