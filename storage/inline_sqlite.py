@@ -7,17 +7,20 @@ more CPU than the statements of an inbound event themselves. Inside :func:`inlin
 when it should not wait for anything:
 
 - a read: in WAL mode a reader does not wait for a writer;
+- the first write of a transaction, which takes the file's write lock: free unless another
+  process (a backup, a second salesbot) writes, since this process queues its own transactions
+  (``Database._writer``);
 - any statement once this connection's transaction has written: it holds SQLite's write lock
   until it commits, so no other connection can make it wait.
 
-Inline, SQLite's busy handler is off (``busy_timeout`` 0): should the file be locked all the same
-(another connection in exclusive locking mode, WAL recovery after a crash), the statement fails at
-once and runs again on the worker thread, where the busy handler may sleep without stalling the
-loop. What may wait stays on the worker thread too: the first write of a transaction (it takes
-the file's write lock, which another process may hold), commits (they flush to disk) and
-rollbacks, and every statement outside :func:`inline_statements` (reports, migrations, a digest
-over many rows). Only one statement of a connection runs at a time (SQLAlchemy serialises them),
-so the sqlite3 connection is shared between the two threads with ``check_same_thread=False``.
+Until the transaction holds the lock, SQLite's busy handler is off inline (``busy_timeout`` 0):
+should the file be locked (another process writes, a connection in exclusive locking mode, WAL
+recovery after a crash), the statement fails at once, having changed nothing, and runs again on
+the worker thread, where the busy handler may sleep without stalling the loop. Commits (they
+flush to disk) and rollbacks stay on the worker thread, and so does every statement outside
+:func:`inline_statements` (reports, migrations, a digest over many rows). Only one statement of
+a connection runs at a time (SQLAlchemy serialises them), so the sqlite3 connection is shared
+between the two threads with ``check_same_thread=False``.
 """
 
 from __future__ import annotations
@@ -142,7 +145,10 @@ class InlineConnection(aiosqlite.Connection):
     busy_timeout_ms = 0  # the worker thread's busy timeout, restored after each inline statement
 
     def may_inline(self, verb: str) -> bool:
-        return _INLINE.get() and (verb.startswith("SELECT") or self.holds_write_lock())
+        """Whether a statement may try the loop's thread: in a hot unit, a read or a write (the
+        first write of a transaction with SQLite's busy handler off: see :meth:`run_inline`),
+        anything else once this transaction holds the write lock."""
+        return _INLINE.get() and (verb.startswith(("SELECT", *_WRITES)) or self.holds_write_lock())
 
     def holds_write_lock(self) -> bool:
         return self._wrote and self._conn.in_transaction

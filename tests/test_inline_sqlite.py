@@ -1,8 +1,9 @@
 """Hot units' statements on the event loop's thread (issue 20; storage/inline_sqlite.py).
 
 Which thread ran a statement is read from SQLite itself: a user function returns the thread it is
-called on. What must never run inline is what may wait: the first write of a transaction (another
-process may hold the file's write lock), shown by a ticker that keeps running while the unit waits.
+called on. What must never wait inline is what may wait: the first write of a transaction (another
+process may hold the file's write lock) runs inline with SQLite's busy handler off and, refused,
+waits on aiosqlite's thread; a ticker shows the loop running on while the unit waits.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ async def test_a_hot_units_reads_and_writes_after_its_first_run_on_the_loops_thr
 
     before_writing, first_write, second_write = await db.retrying_unit(work)
     assert before_writing == loop_thread
-    assert first_write != loop_thread  # it may wait for the write lock: aiosqlite's thread
+    assert first_write == loop_thread  # the write lock was free: taken at once, no busy handler
     assert second_write == loop_thread  # the lock is held: nothing can make it wait
     async with db.transaction() as session:  # both committed
         assert (await session.exec(sql_text("SELECT count(*) FROM t"))).scalar_one() == 2  # type: ignore[call-overload]
@@ -85,18 +86,33 @@ async def test_other_transactions_run_every_statement_on_aiosqlites_thread(db: D
         assert await ran_on(session, "INSERT INTO t (n) VALUES (thread_id()) RETURNING n") != loop_thread
 
 
-async def test_a_new_transaction_takes_the_write_lock_again_off_the_loop(db: Database) -> None:
-    """After a commit, and after a rollback, the next transaction's first write waits on the thread."""
-    loop_thread = threading.get_ident()
+async def test_a_new_transaction_takes_the_write_lock_again_without_waiting_on_the_loop(
+    db: Database, tmp_path: Path
+) -> None:
+    """After a commit, and after a rollback, the next transaction's first write is a first write
+    again: busy handler off inline, so another process holding the lock makes it wait off the
+    loop (a flag left over from the last transaction would let it sleep on the loop's thread)."""
     async with db.transaction(inline=True) as session:
         await ran_on(session, "INSERT INTO t (n) VALUES (1) RETURNING n")
     with pytest.raises(ZeroDivisionError):
         async with db.transaction(inline=True) as session:
             await ran_on(session, "INSERT INTO t (n) VALUES (2) RETURNING n")
             raise ZeroDivisionError
-    for _ in range(2):
+    other = sqlite3.connect(tmp_path / "inline.db", isolation_level=None)
+
+    async def write() -> None:
         async with db.transaction(inline=True) as session:
-            assert await ran_on(session, "INSERT INTO t (n) VALUES (thread_id()) RETURNING n") != loop_thread
+            await ran_on(session, "INSERT INTO t (n) VALUES (3) RETURNING n")
+
+    for _ in range(2):
+        other.execute("BEGIN IMMEDIATE")  # another process writes
+        async with ticking() as ticks:
+            writing = asyncio.create_task(write())
+            await asyncio.sleep(0.2)
+            assert not writing.done() and ticks[0] >= 5  # waiting, but not on the loop
+            other.execute("COMMIT")
+            await asyncio.wait_for(writing, 10)
+    other.close()
 
 
 async def test_a_unit_waiting_for_another_processs_write_lock_does_not_stall_the_loop(
