@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from sqlalchemy import event, inspect
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.dml import UpdateBase as Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -550,7 +551,8 @@ class _Prepared:
             raise ValueError("a relaxed write cannot take an expanding IN parameter")
         processors: dict[str, Callable[[Any], Any]] = {}
         for name, bind in compiled.binds.items():
-            processor = bind.type.bind_processor(dialect)
+            # the dialect's own conversion (SQLite's text form of a datetime, as a session writes it)
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 processors[name] = processor
         constants = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
@@ -610,10 +612,13 @@ class _SQLiteWriter(RelaxedWriter):
                     cursor = self.inline.execute(prepared.sql, args)
                     # an UPDATE ... RETURNING is done (and committed) once its rows are read
                     return [tuple(row) for row in cursor.fetchall()] if fetch else []
-                except sqlite3.OperationalError as exc:  # another process (a backup) writes now
+                except sqlite3.Error as exc:  # busy: another process (a backup) writes now
                     if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                        raise
+                        raise DBAPIError.instance(prepared.sql, args, exc, sqlite3.Error) from None
             if self.connection is None:
                 self.connection = await self.connect()
-            rows = await self.connection.execute_fetchall(prepared.sql, args)
+            try:
+                rows = await self.connection.execute_fetchall(prepared.sql, args)
+            except sqlite3.Error as exc:  # as SQLAlchemy raises it: storage.retry reads it so
+                raise DBAPIError.instance(prepared.sql, args, exc, sqlite3.Error) from None
             return [tuple(row) for row in rows] if fetch else []

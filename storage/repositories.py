@@ -522,6 +522,38 @@ _FINISH = (
         ),
     )
 )
+
+
+class Settled(NamedTuple):
+    """What :meth:`OutgoingLog.settle_echoed` settled."""
+
+    idempotency_key: str
+    customer_id: int | None
+    text: str
+    kind: str
+
+
+_SETTLE_ECHOED = (
+    sa.update(_table(OutgoingMessage))
+    .where(
+        _table(OutgoingMessage).c.id == sa.bindparam("b_id"), _table(OutgoingMessage).c.status == "unknown"
+    )
+    .values(
+        status="sent",
+        error="",
+        sent_at=sa.bindparam("b_at", type_=_table(OutgoingMessage).c.sent_at.type),
+        echoed_at=sa.func.coalesce(
+            _table(OutgoingMessage).c.echoed_at,
+            sa.bindparam("b_at", type_=_table(OutgoingMessage).c.echoed_at.type),
+        ),
+    )
+    .returning(
+        _table(OutgoingMessage).c.idempotency_key,
+        _table(OutgoingMessage).c.customer_id,
+        _table(OutgoingMessage).c.text,
+        _table(OutgoingMessage).c.kind,
+    )
+)
 _NOTE_ECHO_BY_ID = _note_echo_statement(by_platform_id=True)
 _NOTE_ECHO_BY_TEXT = _note_echo_statement(by_platform_id=False)
 
@@ -701,9 +733,10 @@ class OutgoingLog:
         platform id, else the oldest not yet echoed send of the same text to the same chat since
         ``since`` whose platform id is unknown (still sending, broken off, or a puppet that
         returns none). It returns the matched send's id and status, nothing when the message is
-        none of ours. A send whose status is "unknown" is matched but its echo is not noted:
-        :meth:`settle_echoed` does both in one transaction, so this statement may be committed on
-        its own (a relaxed write: :meth:`Messenger.record_echo`)."""
+        none of ours. A send whose status is "unknown" is matched but its echo time is not
+        noted (only a platform id it lacked): :meth:`settle_echoed` notes it and settles the send
+        in one transaction, so this statement may be committed on its own (a relaxed write:
+        :meth:`Messenger.record_echo`)."""
         statement = _NOTE_ECHO_BY_ID if platform_message_id else _NOTE_ECHO_BY_TEXT
         params = {
             "b_account_id": account_id,
@@ -715,14 +748,14 @@ class OutgoingLog:
         }
         return statement, params
 
-    async def settle_echoed(self, row_id: int, at: datetime) -> OutgoingMessage | None:
-        """A send whose outcome was unknown came back as an echo: it was delivered."""
-        row = await self.session.get(OutgoingMessage, row_id)
-        if row is None or row.status != "unknown":
-            return None
-        row.status, row.sent_at, row.error = "sent", at, ""
-        row.echoed_at = row.echoed_at or at
-        return row
+    async def settle_echoed(self, row_id: int, at: datetime) -> Settled | None:
+        """A send whose outcome was unknown came back as an echo: it was delivered, and its echo
+        is noted with it. One conditional statement: of two processes that heard the same echo
+        (an account changing hands) only one settles it (None for the other, and for a send
+        that was not unknown)."""
+        params = {"b_id": row_id, "b_at": at}
+        row = (await self.session.exec(_SETTLE_ECHOED, params=params)).first()
+        return None if row is None else Settled(*row)
 
 
 def _claim_statement(dialect: str, by_account: bool, only: bool, leased: bool) -> Any:

@@ -349,6 +349,14 @@ async def test_an_echo_noted_by_a_relaxed_write_leaves_an_unknown_send_to_its_se
         return await db.relaxed_returning(statement, params)
 
     assert await echo("你好") == [(sent, "sending")]
+    if db.is_sqlite:  # stored as a session stores a time: the text SQLite compares
+        async with db.engine.connect() as connection:
+            stored = (
+                await connection.execute(
+                    text("SELECT created_at, echoed_at FROM outgoing_message WHERE id = :i"), {"i": sent}
+                )
+            ).one()
+        assert [len(value) for value in stored] == [len("2026-11-23 02:00:00.000000")] * 2
     assert await echo("还剩1天") == [(broken, "unknown")]
     assert await echo("还剩1天") == [(broken, "unknown")]  # not noted: matched again
     async with db.transaction() as session:
@@ -357,9 +365,35 @@ async def test_an_echo_noted_by_a_relaxed_write_leaves_an_unknown_send_to_its_se
             (later, "sending"),
             (None, "unknown"),
         ]
-        settled = await OutgoingLog(session).settle_echoed(broken, later)
-        assert settled is not None and (settled.status, settled.echoed_at) == ("sent", later)
+        assert await OutgoingLog(session).settle_echoed(broken, later) is not None
+        assert await OutgoingLog(session).settle_echoed(broken, later) is None  # settled once
+    async with db.transaction() as session:
+        row = await OutgoingLog(session).by_key("k2")
+        assert row is not None and (row.status, row.sent_at, row.echoed_at) == ("sent", later, later)
     assert await echo("还剩1天") == []  # settled and noted together: none of ours any more
+
+
+async def test_a_relaxed_write_refused_for_now_is_run_again(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holding SQLite's lock past the busy timeout: the echo's relaxed write is
+    refused for now, and :meth:`Database.relaxed_returning` runs it again (as the unit it replaced
+    was), instead of losing the echo to a raw driver error."""
+    if db.path is None:
+        pytest.skip("SQLite on disk only: PostgreSQL's relaxed writes are transactions")
+    monkeypatch.setattr("storage.db.BUSY_TIMEOUT_MS", 50)  # the fallback connection opens after this
+    row_id = await begin_send(db, "你好", "k1")
+    statement, params = OutgoingLog.echo_note(
+        "demo", platform_message_id="", conversation_id="wx1", text="你好", at=NOW, since=NOW
+    )
+    other = sqlite3.connect(db.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writes, longer than one busy timeout
+    echo = asyncio.create_task(db.relaxed_returning(statement, params))
+    await asyncio.sleep(0.3)
+    assert not echo.done()
+    other.execute("COMMIT")
+    other.close()
+    assert await asyncio.wait_for(echo, 10) == [(row_id, "sending")]
 
 
 async def test_relaxed_writes_hold_no_pooled_connection_while_they_need_none(db: Database) -> None:
