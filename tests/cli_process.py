@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +97,20 @@ class Bot:
         finally:
             if self.process.poll() is None:
                 self.kill()
+
+
+def kill_point(rng: random.Random, delivered: int, total: int, kills_left: int) -> int:
+    """How many deliveries to wait for before the next kill: a random point inside this run's fair
+    share of what is left, so every kill lands while sending however fast the machine sends (a kill
+    timed in seconds let a fast machine finish the whole job first)."""
+    share = max(1, (total - delivered) // (kills_left + 1))
+    return delivered + rng.randint(1, share)
+
+
+def wait_for(
+    progress: Callable[[], int], target: int, process: subprocess.Popen[str], timeout: float
+) -> None:
+    """Poll ``progress`` until it reaches ``target``, ``process`` ends or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while progress() < target and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)

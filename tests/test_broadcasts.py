@@ -23,7 +23,7 @@ from bot.domain.tags import TagVocabulary
 from bot.transport.local_puppet import TRANSCRIPT_ENV
 from storage.db import Database
 from storage.models import Account, Customer, Event, ScheduledMessage
-from tests.cli_process import Bot
+from tests.cli_process import Bot, kill_point, wait_for
 from tests.conftest import MONDAY_10AM, make_config, portable_config_text, write_config
 from tests.harness import Harness
 
@@ -287,11 +287,8 @@ def test_a_broadcast_killed_mid_send_reaches_each_customer_at_most_once(tmp_path
             confirming.start()
         else:
             bot = Bot(tmp_path, env=env, wait=False)
-        before = sum(delivered().values())
-        deadline = time.monotonic() + 60
-        while sum(delivered().values()) == before and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0.02, 0.2))
+        target = kill_point(rng, sum(delivered().values()), CRASH_CUSTOMERS, CRASH_KILLS - run)
+        wait_for(lambda: sum(delivered().values()), target, bot.process, 60)
         if sum(delivered().values()) < CRASH_CUSTOMERS:
             kills += 1
         bot.kill()
@@ -307,7 +304,7 @@ def test_a_broadcast_killed_mid_send_reaches_each_customer_at_most_once(tmp_path
         time.sleep(0.5)
     output = bot.stop()
     assert "Traceback" not in output, output
-    assert kills >= 2, "the process must really be killed while sending"
+    assert kills >= CRASH_KILLS - 1, "the process must really be killed while sending"
 
     counts = delivered()
     assert [chat for chat, n in counts.items() if n > 1] == [], "a customer got the broadcast twice"

@@ -21,7 +21,7 @@ from sqlmodel import col, select
 from bot.transport.local_puppet import TRANSCRIPT_ENV
 from storage.db import Database
 from storage.models import Account, Customer, Event, ScheduledMessage
-from tests.cli_process import Bot
+from tests.cli_process import Bot, kill_point, wait_for
 from tests.conftest import ROOT, write_config
 
 MESSAGES = 2000
@@ -98,16 +98,11 @@ def test_sigkilled_dispatcher_never_sends_twice_and_loses_nothing(tmp_path: Path
     asyncio.run(prepare_new(url))
     rng = random.Random(1)
     killed_mid_run = 0
-    for _ in range(KILLS):
-        before = sum(delivered(sink).values())
+    for kill in range(KILLS):
+        target = kill_point(rng, sum(delivered(sink).values()), MESSAGES, KILLS - kill)
         process = worker(url, sink)
-        # wait until this run has delivered something, then kill it at a random moment
-        deadline = time.monotonic() + 60
-        while (
-            sum(delivered(sink).values()) == before and process.poll() is None and time.monotonic() < deadline
-        ):
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.05, 0.4))
+        # kill it once it has delivered a random number of this run's share
+        wait_for(lambda: sum(delivered(sink).values()), target, process, 60)
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
             killed_mid_run += 1
@@ -203,13 +198,10 @@ def test_sigkilled_salesbot_run_never_sends_twice_and_leaves_one_send_in_doubt_p
 
     rng = random.Random(2)
     kills = 0
-    for _ in range(RUN_KILLS):
-        before = sum(bulk_delivered().values())
+    for kill in range(RUN_KILLS):
+        target = kill_point(rng, sum(bulk_delivered().values()), RUN_MESSAGES, RUN_KILLS - kill)
         bot = Bot(tmp_path, env=env, wait=False)
-        deadline = time.monotonic() + 30
-        while sum(bulk_delivered().values()) == before and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0.02, 0.15))
+        wait_for(lambda: sum(bulk_delivered().values()), target, bot.process, 30)
         if sum(bulk_delivered().values()) < RUN_MESSAGES:
             kills += 1
         bot.kill()
@@ -223,7 +215,7 @@ def test_sigkilled_salesbot_run_never_sends_twice_and_leaves_one_send_in_doubt_p
         time.sleep(0.5)
     output = bot.stop()
     assert "Traceback" not in output, output
-    assert kills >= 2, "the process must really be killed while sending"
+    assert kills >= RUN_KILLS - 1, "the process must really be killed while sending"
 
     counts = bulk_delivered()
     assert [text for text, n in counts.items() if n > 1] == [], "a message reached the platform twice"
