@@ -231,7 +231,7 @@ def test_thresholds_are_the_best_within_the_false_alarm_cap() -> None:
     thousands of random choices."""
     import numpy as np
 
-    from bot.objections.model import _OBJECTION_GRID, _objection_thresholds
+    from bot.objections.training import _OBJECTION_GRID, _objection_thresholds
 
     rng = np.random.default_rng(0)
     y = np.where(rng.random(800) < 0.6, 0, rng.integers(1, len(OBJECTIONS) + 1, size=800))
@@ -334,9 +334,8 @@ def test_training_is_deterministic_and_the_artefact_round_trips(tmp_path: Path) 
     fitted = MessageModel().fit(load_corpus(corpus))
     loaded = MessageModel.load(tmp_path / "a")
     for message in load_corpus(corpus)[:40]:
-        a, b = fitted.probabilities(message.text), loaded.probabilities(message.text)
-        assert a[0] == pytest.approx(b[0], abs=5e-3) and a[1] == pytest.approx(b[1], abs=5e-3)
-        assert fitted.predict_one(message.text).objection == loaded.predict_one(message.text).objection
+        # the fitted model holds what its artefact stores (half-precision weights): it reads the same
+        assert fitted.probabilities(message.text) == loaded.probabilities(message.text)
 
 
 def test_leave_one_vertical_out_holds_out_whole_verticals(tmp_path: Path) -> None:

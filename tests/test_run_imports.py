@@ -16,10 +16,10 @@ from bot.config import load_config
 from storage.db import Database, alembic_config, head_revision
 from tests.conftest import ROOT, portable_config_text
 
-# training (scikit-learn, SciPy), the label audit (cleanlab), schema changes (alembic and its
+# training (NumPy, scikit-learn, SciPy), the label audit (cleanlab), schema changes (alembic and its
 # templates), the web UI (aiohttp, its pages) when it is off; rjieba's package, whose import builds
 # jieba's whole dictionary (the reader builds its own segmenter from rjieba's extension module)
-NOT_ON_THE_PATH = ("sklearn", "scipy", "cleanlab", "alembic", "mako", "aiohttp", "bot.web", "rjieba")
+NOT_ON_THE_PATH = ("numpy", "sklearn", "scipy", "cleanlab", "alembic", "mako", "aiohttp", "bot.web", "rjieba")
 
 STARTED = """
 import asyncio, json, sys

@@ -20,11 +20,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import numpy as np
-
 from bot.objections.labels import OBJECTIONS
 from bot.objections.library import ObjectionLibrary, normalize
-from bot.objections.model import CLASSES, FloatArray, MessageModel
+from bot.objections.model import CLASSES, MessageModel, Probabilities
 
 NEGATION = re.compile("不|没|别|并非")
 # after a resolved phrase: a question (合理吗, 值得么) or a "but" (就是, 但是) means it resolves nothing
@@ -116,10 +114,9 @@ class Classifier:
             return Classification(None, round(float(probabilities[0]), 3), signals, reason)
         return Classification(label, round(float(probabilities[CLASSES.index(label)]), 3), signals, reason)
 
-    def _next_confident(self, probabilities: FloatArray, resolved: set[str]) -> str | None:
-        order = np.argsort(-probabilities[1:])
-        for index in order:
-            label = OBJECTIONS[int(index)]
+    def _next_confident(self, probabilities: Probabilities, resolved: set[str]) -> str | None:
+        for index in sorted(range(len(OBJECTIONS)), key=lambda i: -probabilities[i + 1]):
+            label = OBJECTIONS[index]
             if label not in resolved and probabilities[index + 1] >= self.model.threshold(label):
                 return label
         return None
