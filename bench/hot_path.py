@@ -527,11 +527,9 @@ AREAS = {  # library -> what it is there for
     "pyee": "gRPC + Wechaty client (grpclib, h2, betterproto, wechaty)",
     "jinja2": "Jinja2 templates",
     "markupsafe": "Jinja2 templates",
-    "sklearn": "reading the text (model, rjieba, NumPy)",
-    "numpy": "reading the text (model, rjieba, NumPy)",
-    "scipy": "reading the text (model, rjieba, NumPy)",
-    "rjieba": "reading the text (model, rjieba, NumPy)",
-    "bot/objections": "reading the text (model, rjieba, NumPy)",
+    "marisa_trie": "reading the text (model, rjieba, marisa-trie)",
+    "rjieba": "reading the text (model, rjieba, marisa-trie)",
+    "bot/objections": "reading the text (model, rjieba, marisa-trie)",
     "logging": "logging",
 }
 

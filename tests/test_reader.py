@@ -331,11 +331,28 @@ def test_training_is_deterministic_and_the_artefact_round_trips(tmp_path: Path) 
     assert set(card["thresholds"]) == set(OBJECTIONS) | set(SIGNALS)
     assert "macro_f1" in card["out_of_fold"] and "signals" in card["out_of_fold"]
 
-    fitted = MessageModel().fit(load_corpus(corpus))
+    messages = load_corpus(corpus)
+    fitted = MessageModel().fit(messages)
     loaded = MessageModel.load(tmp_path / "a")
-    for message in load_corpus(corpus)[:40]:
-        # the fitted model holds what its artefact stores (half-precision weights): it reads the same
+    for message in messages[:40]:
+        # the fitted model holds what its artefact stores (8-bit weights): it reads the same
         assert fitted.probabilities(message.text) == loaded.probabilities(message.text)
+
+
+def test_the_fitted_model_scores_as_scikit_learns_heads(tmp_path: Path) -> None:
+    """Each term's row, in the trie's order and in 8 bits, still scores as the SVMs it came from."""
+    from bot.objections.features import tokens
+    from bot.objections.training import _fit_linear, _targets
+
+    messages = load_corpus(small_corpus(tmp_path / "corpus"))
+    fitted = MessageModel().fit(messages)
+    documents = [tokens(m.text) for m in messages]
+    objection, signals = _fit_linear(fitted, documents, *_targets(messages)).scores(documents)
+    worst = 0.0
+    for index, message in enumerate(messages):
+        expected = [*objection[index].tolist(), *signals[index].tolist()]
+        worst = max(worst, *(abs(a - b) for a, b in zip(fitted.scores(message.text), expected, strict=True)))
+    assert worst < 0.02, worst
 
 
 def test_leave_one_vertical_out_holds_out_whole_verticals(tmp_path: Path) -> None:

@@ -11,19 +11,20 @@ thresholds, metrics); saving is byte-for-byte deterministic. Reading a message n
 NumPy nor scikit-learn: the running bot never imports them (some 15 MB and more of a process
 that a bare Wechaty bot runs in 80, issue 20). Loaded, the model is the artefact's bytes as they
 are: its terms in a MARISA trie (``marisa-trie``: about 3 bytes a term; a term's column is its
-key id in the trie), their idf in single and the heads' weights in half precision, one row of
-every head's weight per term. A message's dozens of known terms cost a row each, in plain
-Python: about as fast as NumPy was at this size (``bench/classify_bench.py``).
+key id in the trie), their idf in single precision and the heads' weights in 8 bits with a scale
+per term (half precision): one row of every head's weight per term. A message's dozens of known
+terms cost a row each, summed in plain Python: ~140 us a message against NumPy's ~80 (the bot's
+CPU per customer text still went down: README, "Memory").
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import operator
 import struct
 import sys
-import zipfile
 from array import array
 from collections import Counter
 from collections.abc import Sequence
@@ -39,12 +40,13 @@ from bot.objections.features import FEATURES_VERSION, tokens
 from bot.objections.labels import OBJECTIONS, SIGNALS
 from bot.objections.npz import NpzError, Stored, read_npz
 
-FORMAT_VERSION = 2  # 2: terms in a trie, arrays in the trie's key order, every head in one array
+FORMAT_VERSION = 3  # 2: terms in a trie, rows in its key order, all heads in one array; 3: 8-bit rows
 CLASSES = ("none", *OBJECTIONS)  # index 0: no objection
 HEADS = len(CLASSES) + len(SIGNALS)  # the weights of a term: objection classes, then signals
 CARD, ARRAYS = "model.json", "model.npz"
 PACKAGED_MODEL = Path(__file__).parent / "data" / "model"
-_ROW = struct.Struct(f"<{HEADS}e")  # one term's weights, as saved: little-endian half precision
+_ROW = struct.Struct(f"{HEADS}b")  # one term's weights, as saved: a signed byte per head
+_SCALE = struct.Struct("<e")  # and their scale: little-endian half precision
 
 Probabilities = tuple[float, ...]
 
@@ -83,7 +85,8 @@ class Parts:
 
     terms: bytes  # a marisa-trie, serialised; a term's key id is its row
     idf: bytes  # little-endian float32, a row each
-    weights: bytes | memoryview  # little-endian float16, ``HEADS`` a row
+    weights: bytes | memoryview  # int8, ``HEADS`` a row: a weight is its byte times its row's scale
+    scales: bytes | memoryview  # little-endian float16, a row each
     intercept: tuple[float, ...]  # ``HEADS``
     temperature: float
     platt: tuple[tuple[float, float], ...]  # (slope, intercept) per signal
@@ -115,6 +118,7 @@ class MessageModel:
         self._terms = marisa_trie.Trie()
         self._idf = array("f")
         self._weights: bytes | memoryview = b""
+        self._scales: bytes | memoryview = b""
         self._intercept: tuple[float, ...] = (0.0,) * HEADS
         self._temperature = 1.0
         self._platt: tuple[tuple[float, float], ...] = ((1.0, 0.0),) * len(SIGNALS)
@@ -152,15 +156,29 @@ class MessageModel:
         return out_of_fold(self, messages)
 
     def _adopt(self, parts: Parts) -> None:
-        terms = marisa_trie.Trie().frombytes(parts.terms)
+        """Take ``parts`` as this model's, after checking what would make a reading fail later."""
+        try:
+            terms = marisa_trie.Trie().frombytes(parts.terms)
+        except RuntimeError:  # marisa's own message names its C++ sources
+            raise ValueError("damaged term index") from None
         idf = array("f", parts.idf)
         if sys.byteorder == "big":
             idf.byteswap()
-        if len(idf) != len(terms) or len(parts.weights) != len(terms) * _ROW.size:
+        rows = len(terms)
+        if (
+            len(idf) != rows
+            or len(parts.weights) != rows * _ROW.size
+            or len(parts.scales) != rows * _SCALE.size
+        ):
             raise ValueError("the weights do not match the terms")
         if len(parts.intercept) != HEADS or len(parts.platt) != len(SIGNALS):
             raise ValueError("the heads do not match the labels")
+        if not (math.isfinite(parts.temperature) and parts.temperature > 0):
+            raise ValueError(f"temperature {parts.temperature}")
+        if not all(math.isfinite(value) and value > 0 for value in idf):  # a term must weigh something
+            raise ValueError("an idf that is not a positive number")
         self._terms, self._idf, self._weights = terms, idf, parts.weights
+        self._scales = parts.scales
         self._intercept = tuple(map(float, parts.intercept))
         self._temperature = float(parts.temperature)
         self._platt = tuple((float(a), float(b)) for a, b in parts.platt)
@@ -176,6 +194,7 @@ class MessageModel:
             self._terms.tobytes(),
             idf.tobytes(),
             self._weights,
+            self._scales,
             self._intercept,
             self._temperature,
             self._platt,
@@ -198,16 +217,18 @@ class MessageModel:
         counts = Counter(row for row in map(find, tokens(text)) if row is not None)
         idf = self._idf
         values = [(1.0 + math.log(tf)) * idf[row] for row, tf in counts.items()]
-        if not values:
-            return self._intercept
         norm = math.sqrt(math.fsum(value * value for value in values))
-        shares = [value / norm for value in values]
+        if not norm:  # no term of the model (every idf is positive: see ``_adopt``)
+            return self._intercept
+        scales, scale = self._scales, _SCALE.unpack_from
+        # a term's share of the message times its row's scale: its bytes then weigh as floats
+        shares = [value / norm * scale(scales, row * 2)[0] for row, value in zip(counts, values, strict=True)]
         weights, unpack, size = self._weights, _ROW.unpack_from, _ROW.size
         rows = [unpack(weights, row * size) for row in counts]
         heads = zip(*rows, strict=True)  # each head's weights of these terms
-        intercept = self._intercept
         return tuple(
-            sum(map(operator.mul, shares, head)) + bias for head, bias in zip(heads, intercept, strict=True)
+            sum(map(operator.mul, shares, head)) + bias
+            for head, bias in zip(heads, self._intercept, strict=True)
         )
 
     def probabilities(self, text: str) -> tuple[Probabilities, Probabilities]:
@@ -273,8 +294,10 @@ class MessageModel:
         try:
             card = json.loads(card_path.read_text(encoding="utf-8"))
             arrays = read_npz(arrays_path)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # ValueError: NpzError, JSON
+        except (OSError, ValueError) as exc:  # ValueError: NpzError, JSON
             raise ModelError(f"{folder}: unreadable model ({exc}); run `salesbot objections train`") from None
+        if not isinstance(card, dict):
+            raise ModelError(f"{card_path}: not a model card; run `salesbot objections train`")
         if card.get("format") != FORMAT_VERSION or card.get("features") != FEATURES_VERSION:
             raise ModelError(
                 f"{card_path}: made by another salesbot version; run `salesbot objections train`"
@@ -284,10 +307,10 @@ class MessageModel:
         try:
             model = cls(**card["params"])
             model._adopt(_parts(card, arrays))
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a broken trie
+            model.card = card
+            model.predict_one("你好")  # the segmenter loads its dictionary now, not on a customer's message
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise ModelError(f"{folder}: incomplete model ({exc}); run `salesbot objections train`") from None
-        model.card = card
-        model.predict_one("你好")  # the segmenter loads its dictionary now, not on a customer's message
         return model
 
     def check_corpus(self, corpus: str, where: Path) -> None:
@@ -297,6 +320,11 @@ class MessageModel:
                 f"{where / CARD}: stale model: trained on corpus {self.card.get('corpus') or '?'}, the "
                 f"installed corpus is {corpus}; run `salesbot objections train`"
             )
+
+
+def terms_digest(terms: bytes) -> str:
+    """What the card records of the serialised trie (checked before marisa reads it)."""
+    return hashlib.sha256(terms).hexdigest()[:16]
 
 
 def _parts(card: dict[str, Any], arrays: dict[str, Stored]) -> Parts:
@@ -309,11 +337,15 @@ def _parts(card: dict[str, Any], arrays: dict[str, Stored]) -> Parts:
         return stored.data
 
     rows = arrays["idf"].shape[0] if len(arrays["idf"].shape) == 1 else -1
+    terms = bytes(exactly("terms", "|u1", (len(arrays["terms"].data),)))
+    if terms_digest(terms) != card["terms_sha256"]:  # a damaged trie can crash its reader
+        raise NpzError("terms: not the ones the card names")
     intercept = struct.unpack(f"<{HEADS}d", exactly("intercept", "<f8", (HEADS,)))
     return Parts(
-        terms=bytes(exactly("terms", "|u1", (len(arrays["terms"].data),))),
+        terms=terms,
         idf=bytes(exactly("idf", "<f4", (rows,))),
-        weights=exactly("weights", "<f2", (rows, HEADS)),
+        weights=exactly("weights", "|i1", (rows, HEADS)),
+        scales=exactly("scales", "<f2", (rows,)),
         intercept=intercept,
         temperature=float(card["temperature"]),
         platt=tuple((float(a), float(b)) for a, b in card["platt"]),

@@ -17,7 +17,7 @@ from math import prod
 from pathlib import Path
 
 _MAGIC = b"\x93NUMPY"
-_ITEM_SIZES = {"|u1": 1, "<f2": 2, "<f4": 4, "<f8": 8}  # the types the model's artefact uses
+_ITEM_SIZES = {"|u1": 1, "|i1": 1, "<f2": 2, "<f4": 4, "<f8": 8}  # the types the model's artefact uses
 
 
 class NpzError(ValueError):
@@ -36,10 +36,15 @@ class Stored:
 def read_npz(path: Path) -> dict[str, Stored]:
     """Every array in ``path``, by name (without ``.npy``)."""
     arrays: dict[str, Stored] = {}
-    with zipfile.ZipFile(path) as archive:
-        for name in archive.namelist():
-            if name.endswith(".npy"):
-                arrays[name.removesuffix(".npy")] = _parse(name, archive.read(name))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if name.endswith(".npy"):
+                    arrays[name.removesuffix(".npy")] = _parse(name, archive.read(name))
+    except (NpzError, OSError):
+        raise
+    except Exception as exc:  # zip, zlib, LZMA, encryption: a damaged file is one error here
+        raise NpzError(f"{path.name}: damaged ({type(exc).__name__}: {exc})") from None
     return arrays
 
 
@@ -47,18 +52,23 @@ def _parse(name: str, raw: bytes) -> Stored:
     if not raw.startswith(_MAGIC) or len(raw) < 10:
         raise NpzError(f"{name}: not a .npy array")
     major = raw[6]
-    if major == 1:
-        (length,), start = struct.unpack_from("<H", raw, 8), 10
-    elif major in (2, 3):
-        (length,), start = struct.unpack_from("<I", raw, 8), 12
-    else:
+    if major not in (1, 2, 3):
         raise NpzError(f"{name}: .npy format version {major} is unknown")
+    start = 10 if major == 1 else 12
+    if len(raw) < start:
+        raise NpzError(f"{name}: cut short")
+    (length,) = struct.unpack_from("<H" if major == 1 else "<I", raw, 8)
     try:
         header = ast.literal_eval(raw[start : start + length].decode("latin1"))
         dtype, fortran, shape = header["descr"], header["fortran_order"], tuple(header["shape"])
-    except (ValueError, SyntaxError, KeyError, TypeError):
+    except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError):
         raise NpzError(f"{name}: unreadable .npy header") from None
-    if dtype not in _ITEM_SIZES or fortran or not all(isinstance(n, int) and n >= 0 for n in shape):
+    if (
+        not isinstance(dtype, str)
+        or dtype not in _ITEM_SIZES
+        or fortran is not False
+        or not all(isinstance(n, int) and n >= 0 for n in shape)
+    ):
         raise NpzError(f"{name}: an array of {dtype} {shape} (fortran order: {fortran}) is not expected")
     data = memoryview(raw)[start + length :]
     if len(data) != prod(shape) * _ITEM_SIZES[dtype]:

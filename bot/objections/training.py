@@ -14,9 +14,9 @@ messages from a business the model has not seen:
   the lowest that keeps precision at ``opt_out_precision`` (a wrong opt-out silences a customer), and
   ``opt_out_soft``, held to ``opt_out_soft_precision`` (a wrong one holds a customer's pushes).
 
-The fitted model is what its artefact stores (``model.Parts``): weights in half precision (the
-scores move by ~1e-3, the file halves: it ships in the package), idf in single precision, the
-terms in a trie whose key ids are the rows.
+The fitted model is what its artefact stores (``model.Parts``): each head's weights in signed
+bytes with a scale (``quantized``), idf in single precision, the terms in a trie whose key ids
+are the rows.
 """
 
 from __future__ import annotations
@@ -38,7 +38,17 @@ import numpy.typing as npt
 from bot.objections.corpus import Message
 from bot.objections.features import FEATURES_VERSION, tokens
 from bot.objections.labels import OBJECTIONS, SIGNALS
-from bot.objections.model import ARRAYS, CARD, CLASSES, FORMAT_VERSION, HEADS, MessageModel, ModelError, Parts
+from bot.objections.model import (
+    ARRAYS,
+    CARD,
+    CLASSES,
+    FORMAT_VERSION,
+    HEADS,
+    MessageModel,
+    ModelError,
+    Parts,
+    terms_digest,
+)
 
 FloatArray = npt.NDArray[np.float64]
 ABSENT = -10.0  # the score of a class the training data never showed
@@ -153,6 +163,7 @@ def fit(model: MessageModel, messages: Sequence[Message], corpus: str) -> dict[s
         "messages": len(messages),
         "verticals": dict(sorted(Counter(groups).items())),
         "params": model.params(),
+        "terms_sha256": terms_digest(model._terms.tobytes()),
         "temperature": temperature,
         "platt": [list(pair) for pair in rounded_platt],
         "thresholds": thresholds,
@@ -171,17 +182,29 @@ def _parts(
         order[key] = vocabulary[term]
     coef, intercept = final.objection_weights()
     signal_coef = np.column_stack([head.coef_[0] for head in final.signals])
-    weights = np.hstack([coef, signal_coef])[order]
+    weights, scales = quantized(np.hstack([coef, signal_coef])[order])
     signal_intercept = np.array([head.intercept_[0] for head in final.signals])
     return Parts(
         terms=terms.tobytes(),
         idf=np.asarray(final.vectorizer.idf_)[order].astype("<f4").tobytes(),
-        weights=np.ascontiguousarray(weights, dtype="<f2").tobytes(),
+        weights=weights.tobytes(),
+        scales=scales.astype("<f2").tobytes(),
         intercept=tuple(np.concatenate([intercept, signal_intercept]).astype(np.float64).tolist()),
         temperature=temperature,
         platt=platt,
         thresholds=thresholds,
     )
+
+
+def quantized(weights: FloatArray) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float16]]:
+    """Each term's weights as signed bytes and the term's scale (its largest weight over 127, in
+    half precision): 16 bytes a term instead of 28. Against the half-precision weights of the same
+    training no reading of the corpus's 55,021 messages nor of the 440 held-out ones moved (one
+    scale per head instead moved 17, among them 也没有太贵，可以接受 to price; 2026-12-04)."""
+    scales = (np.abs(weights).max(axis=1) / 127.0).astype(np.float16)
+    scales[scales == 0] = 1.0
+    exact = scales.astype(np.float64)[:, None]
+    return np.rint(weights / exact).clip(-127, 127).astype(np.int8), scales
 
 
 def write_artefact(card: dict[str, Any], parts: Parts, folder: Path) -> None:
@@ -190,7 +213,8 @@ def write_artefact(card: dict[str, Any], parts: Parts, folder: Path) -> None:
     arrays: dict[str, npt.NDArray[Any]] = {
         "terms": np.frombuffer(parts.terms, dtype=np.uint8),
         "idf": np.frombuffer(parts.idf, dtype="<f4"),
-        "weights": np.frombuffer(parts.weights, dtype="<f2").reshape(-1, HEADS),
+        "weights": np.frombuffer(parts.weights, dtype=np.int8).reshape(-1, HEADS),
+        "scales": np.frombuffer(parts.scales, dtype="<f2"),
         "intercept": np.array(parts.intercept, dtype="<f8"),
     }
     buffer = io.BytesIO()
