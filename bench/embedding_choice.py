@@ -30,9 +30,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import GroupKFold
 from sklearn.svm import LinearSVC
 
+from bot.objections.artefact import CLASSES
 from bot.objections.corpus import deduplicate, load_corpus
 from bot.objections.features import tokens
-from bot.objections.model import CLASSES
 from bot.objections.segmenter import segmenter
 
 

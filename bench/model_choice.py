@@ -26,9 +26,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.svm import LinearSVC
 
+from bot.objections.artefact import CLASSES
 from bot.objections.corpus import Message, deduplicate, load_corpus
 from bot.objections.features import clean, tokens
-from bot.objections.model import CLASSES
 from bot.objections.segmenter import segmenter
 
 Predict = Callable[[str], int]

@@ -6,7 +6,7 @@ dictionary the reader segments with (``bot/objections/segmenter.py`` says why). 
 and ``--top`` give the same file byte for byte.
 
     pip download --no-deps jieba==0.42.1 -d /tmp/jieba
-    python scripts/make_words.py /tmp/jieba/jieba-0.42.1.tar.gz [--top 60000]
+    python scripts/make_words.py /tmp/jieba/jieba-0.42.1.tar.gz [--top 20000]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ OUT = Path(__file__).resolve().parent.parent / "bot" / "objections" / "data" / "
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sdist", help="jieba's source archive (jieba-0.42.1.tar.gz)")
-    parser.add_argument("--top", type=int, default=60_000, help="how many of the most frequent words")
+    parser.add_argument("--top", type=int, default=20_000, help="how many of the most frequent words")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     with tarfile.open(args.sdist) as archive:

@@ -21,9 +21,10 @@ import pytest
 
 from bot.cli import main
 from bot.objections import model as model_module
+from bot.objections.artefact import ARRAYS, CLASSES, HEADS, ModelError
 from bot.objections.corpus import load_corpus
 from bot.objections.features import tokens
-from bot.objections.model import ARRAYS, CLASSES, HEADS, PACKAGED_MODEL, MessageModel, ModelError
+from bot.objections.model import PACKAGED_MODEL, MessageModel
 from bot.objections.npz import NpzError, read_npz
 from bot.objections.training import FloatArray, sigmoid, softmax
 from tests.conftest import ROOT

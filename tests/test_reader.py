@@ -341,13 +341,16 @@ def test_training_is_deterministic_and_the_artefact_round_trips(tmp_path: Path) 
 
 def test_the_fitted_model_scores_as_scikit_learns_heads(tmp_path: Path) -> None:
     """Each term's row, in the trie's order and in 8 bits, still scores as the SVMs it came from."""
+    from bot.objections.artefact import Settings
     from bot.objections.features import tokens
     from bot.objections.training import _fit_linear, _targets
 
     messages = load_corpus(small_corpus(tmp_path / "corpus"))
     fitted = MessageModel().fit(messages)
     documents = [tokens(m.text) for m in messages]
-    objection, signals = _fit_linear(fitted, documents, *_targets(messages)).scores(documents)
+    objection, signals = _fit_linear(Settings(**fitted.params()), documents, *_targets(messages)).scores(
+        documents
+    )
     worst = 0.0
     for index, message in enumerate(messages):
         expected = [*objection[index].tolist(), *signals[index].tolist()]

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from bot.objections.artefact import CLASSES
 from bot.objections.corpus import Message
 from bot.objections.labels import SIGNALS
-from bot.objections.model import CLASSES, MessageModel
+from bot.objections.model import MessageModel
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bot.objections.artefact import CLASSES
 from bot.objections.labels import OBJECTIONS
 from bot.objections.library import ObjectionLibrary, normalize
-from bot.objections.model import CLASSES, MessageModel, Probabilities
+from bot.objections.model import MessageModel, Probabilities
 
 NEGATION = re.compile("不|没|别|并非")
 # after a resolved phrase: a question (合理吗, 值得么) or a "but" (就是, 但是) means it resolves nothing

@@ -19,7 +19,6 @@ CPU per customer text still went down: README, "Memory").
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import operator
@@ -34,25 +33,28 @@ from typing import Any
 
 import marisa_trie
 
-from bot.errors import SalesbotError
+from bot.objections.artefact import (
+    ARRAYS,
+    CARD,
+    CLASSES,
+    FORMAT_VERSION,
+    HEADS,
+    ModelError,
+    Parts,
+    Settings,
+    decide,
+    terms_digest,
+)
 from bot.objections.corpus import Message
 from bot.objections.features import FEATURES_VERSION, tokens
 from bot.objections.labels import OBJECTIONS, SIGNALS
 from bot.objections.npz import NpzError, Stored, read_npz
 
-FORMAT_VERSION = 3  # 2: terms in a trie, rows in its key order, all heads in one array; 3: 8-bit rows
-CLASSES = ("none", *OBJECTIONS)  # index 0: no objection
-HEADS = len(CLASSES) + len(SIGNALS)  # the weights of a term: objection classes, then signals
-CARD, ARRAYS = "model.json", "model.npz"
 PACKAGED_MODEL = Path(__file__).parent / "data" / "model"
 _ROW = struct.Struct(f"{HEADS}b")  # one term's weights, as saved: a signed byte per head
 _SCALE = struct.Struct("<e")  # and their scale: little-endian half precision
 
 Probabilities = tuple[float, ...]
-
-
-class ModelError(SalesbotError):
-    """A model that is missing, unreadable, made by another version, or trained on another corpus."""
 
 
 @dataclass(frozen=True)
@@ -77,20 +79,6 @@ def sigmoid(value: float) -> float:
         return 1.0 / (1.0 + math.exp(-value))
     exp = math.exp(value)
     return exp / (1.0 + exp)
-
-
-@dataclass(frozen=True)
-class Parts:
-    """What a fitted model is made of, exactly as the artefact stores it (see the module doc)."""
-
-    terms: bytes  # a marisa-trie, serialised; a term's key id is its row
-    idf: bytes  # little-endian float32, a row each
-    weights: bytes | memoryview  # int8, ``HEADS`` a row: a weight is its byte times its row's scale
-    scales: bytes | memoryview  # little-endian float16, a row each
-    intercept: tuple[float, ...]  # ``HEADS``
-    temperature: float
-    platt: tuple[tuple[float, float], ...]  # (slope, intercept) per signal
-    thresholds: dict[str, float]  # per objection label and signal
 
 
 class MessageModel:
@@ -144,7 +132,8 @@ class MessageModel:
         exactly as its saved artefact will."""
         from bot.objections.training import fit
 
-        self.card = fit(self, messages, corpus)
+        self.card, parts = fit(Settings(**self.params()), messages, corpus)
+        self._adopt(parts)
         return self
 
     def out_of_fold(self, messages: Sequence[Message]) -> tuple[Any, Any]:
@@ -153,7 +142,7 @@ class MessageModel:
         audit ranks by."""
         from bot.objections.training import out_of_fold
 
-        return out_of_fold(self, messages)
+        return out_of_fold(Settings(**self.params()), messages)
 
     def _adopt(self, parts: Parts) -> None:
         """Take ``parts`` as this model's, after checking what would make a reading fail later."""
@@ -245,16 +234,9 @@ class MessageModel:
         self, probabilities: Sequence[float], signal_probabilities: Sequence[float]
     ) -> tuple[str | None, tuple[str, ...]]:
         """The objection (if its probability reaches its threshold) and the signals of one message."""
-        objections = probabilities[1:]
-        best = max(range(len(OBJECTIONS)), key=objections.__getitem__)  # the first of equals
-        label = OBJECTIONS[best] if objections[best] >= self._objection_thresholds[best] else None
-        thresholds = self._signal_thresholds
-        signals = tuple(
-            signal for signal, p, t in zip(SIGNALS, signal_probabilities, thresholds, strict=True) if p >= t
+        return decide(
+            probabilities, signal_probabilities, self._objection_thresholds, self._signal_thresholds
         )
-        if "opt_out" in signals:  # no contact at all covers "less contact"
-            signals = tuple(s for s in signals if s != "opt_out_soft")
-        return label, signals
 
     def predict_one(self, text: str) -> Reading:
         probabilities, signal_probabilities = self.probabilities(text)
@@ -320,11 +302,6 @@ class MessageModel:
                 f"{where / CARD}: stale model: trained on corpus {self.card.get('corpus') or '?'}, the "
                 f"installed corpus is {corpus}; run `salesbot objections train`"
             )
-
-
-def terms_digest(terms: bytes) -> str:
-    """What the card records of the serialised trie (checked before marisa reads it)."""
-    return hashlib.sha256(terms).hexdigest()[:16]
 
 
 def _parts(card: dict[str, Any], arrays: dict[str, Stored]) -> Parts:

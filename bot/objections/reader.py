@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.config import Config
+from bot.objections.artefact import CARD
 from bot.objections.classifier import Classifier
 from bot.objections.corpus import corpus_digest
 from bot.objections.library import ObjectionLibrary
-from bot.objections.model import CARD, PACKAGED_MODEL, MessageModel
+from bot.objections.model import PACKAGED_MODEL, MessageModel
 
 
 def model_folder(config: Config) -> Path:

@@ -6,8 +6,10 @@ are rare names, places and terms of art that a customer's chat message seldom co
 character n-grams read anyway. The reader segments with the most frequent ones only
 (``data/words.txt``: word and frequency, one a line, made by ``scripts/make_words.py`` from jieba
 0.42.1's ``dict.txt``, MIT licence), built into an empty rjieba segmenter: the same algorithm
-(dictionary words, HMM for the rest), about 5 MB. The package's own full dictionary is never built:
-its extension module is loaded without the package's ``__init__``.
+(dictionary words, HMM for the rest). Its 20,000 most frequent words take about 2 MB (60,000 took
+5.6; on folds that hold out whole verticals macro-F1 0.898 against 0.899, every signal's F1 the
+same, the held-out sets 0.933 against 0.934: the n-grams carry the rest). The package's own full
+dictionary is never built: its extension module is loaded without the package's ``__init__``.
 """
 
 from __future__ import annotations

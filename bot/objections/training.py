@@ -1,4 +1,5 @@
-"""Training a ``MessageModel``: scikit-learn and NumPy, never imported by the running bot.
+"""Training the message model (``model.MessageModel.fit``): scikit-learn and NumPy, never imported
+by the running bot.
 
 One one-vs-rest linear SVM for the objection (nine labels or none) and one binary linear SVM per
 signal over TF-IDF weighted ``features.tokens`` (``bench/model_choice.py`` measured them against
@@ -14,7 +15,7 @@ messages from a business the model has not seen:
   the lowest that keeps precision at ``opt_out_precision`` (a wrong opt-out silences a customer), and
   ``opt_out_soft``, held to ``opt_out_soft_precision`` (a wrong one holds a customer's pushes).
 
-The fitted model is what its artefact stores (``model.Parts``): each head's weights in signed
+The fitted model is what its artefact stores (``artefact.Parts``): each head's weights in signed
 bytes with a scale (``quantized``), idf in single precision, the terms in a trie whose key ids
 are the rows.
 """
@@ -27,7 +28,7 @@ import math
 import zipfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +36,21 @@ import marisa_trie
 import numpy as np
 import numpy.typing as npt
 
-from bot.objections.corpus import Message
-from bot.objections.features import FEATURES_VERSION, tokens
-from bot.objections.labels import OBJECTIONS, SIGNALS
-from bot.objections.model import (
+from bot.objections.artefact import (
     ARRAYS,
     CARD,
     CLASSES,
     FORMAT_VERSION,
     HEADS,
-    MessageModel,
     ModelError,
     Parts,
+    Settings,
+    decide,
     terms_digest,
 )
+from bot.objections.corpus import Message
+from bot.objections.features import FEATURES_VERSION, tokens
+from bot.objections.labels import OBJECTIONS, SIGNALS
 
 FloatArray = npt.NDArray[np.float64]
 ABSENT = -10.0  # the score of a class the training data never showed
@@ -111,35 +113,36 @@ class _Linear:
         return coef, intercept
 
 
-def _fit_linear(model: MessageModel, documents: Sequence[list[str]], y: Any, y_signals: Any) -> _Linear:
+def _fit_linear(settings: Settings, documents: Sequence[list[str]], y: Any, y_signals: Any) -> _Linear:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.svm import LinearSVC
 
-    vectorizer = TfidfVectorizer(analyzer=_identity, sublinear_tf=True, min_df=model.min_df)
+    vectorizer = TfidfVectorizer(analyzer=_identity, sublinear_tf=True, min_df=settings.min_df)
     x = vectorizer.fit_transform(documents)
-    objection = LinearSVC(C=model.c_objection, random_state=0).fit(x, y)
+    objection = LinearSVC(C=settings.c_objection, random_state=0).fit(x, y)
     signals: list[Any] = []
     for column in range(len(SIGNALS)):
         if y_signals[:, column].min() == y_signals[:, column].max():  # never (or always) seen
             signals.append(_Constant(x.shape[1], 1.0 if y_signals[0, column] else -1.0))
             continue
-        head = LinearSVC(C=model.c_signal, class_weight="balanced", random_state=0)
+        head = LinearSVC(C=settings.c_signal, class_weight="balanced", random_state=0)
         signals.append(head.fit(x, y_signals[:, column]))
     return _Linear(vectorizer, objection, signals)
 
 
-def fit(model: MessageModel, messages: Sequence[Message], corpus: str) -> dict[str, Any]:
-    """Fit ``model`` on ``messages`` (it takes the parts its artefact will store) and return its card."""
+def fit(settings: Settings, messages: Sequence[Message], corpus: str) -> tuple[dict[str, Any], Parts]:
+    """The card and the parts of a model fitted on ``messages`` (their ``vertical`` groups the folds);
+    ``corpus`` is the fingerprint recorded on the card (see ``corpus.corpus_digest``)."""
     documents = [tokens(m.text) for m in messages]
     y, y_signals = _targets(messages)
     groups = [m.vertical for m in messages]
-    oof, oof_signals = _out_of_fold_scores(model, messages, documents)
+    oof, oof_signals = _out_of_fold_scores(settings, messages, documents)
     temperature = _fit_temperature(oof, y)
     platt = np.array([_fit_platt(oof_signals[:, k], y_signals[:, k]) for k in range(len(SIGNALS))])
     probabilities = softmax(oof / temperature)
     signal_probabilities = sigmoid(oof_signals * platt[:, 0] + platt[:, 1])
-    objection_thresholds = _objection_thresholds(probabilities, y, model.max_false_alarms)
-    precision = {"opt_out": model.opt_out_precision, "opt_out_soft": model.opt_out_soft_precision}
+    objection_thresholds = _objection_thresholds(probabilities, y, settings.max_false_alarms)
+    precision = {"opt_out": settings.opt_out_precision, "opt_out_soft": settings.opt_out_soft_precision}
     signal_thresholds = [
         _signal_threshold(signal_probabilities[:, k], y_signals[:, k], precision.get(SIGNALS[k]))
         for k in range(len(SIGNALS))
@@ -149,12 +152,12 @@ def fit(model: MessageModel, messages: Sequence[Message], corpus: str) -> dict[s
         **{signal: float(t) for signal, t in zip(SIGNALS, signal_thresholds, strict=True)},
     }
     rounded_platt = tuple((round(float(a), 6), round(float(b), 6)) for a, b in platt)
-    model._adopt(_parts(_fit_linear(model, documents, y, y_signals), temperature, rounded_platt, thresholds))
+    parts = _parts(_fit_linear(settings, documents, y, y_signals), temperature, rounded_platt, thresholds)
     predicted = [
-        model.decide(row, signal_row)
+        decide(row, signal_row, objection_thresholds.tolist(), signal_thresholds)
         for row, signal_row in zip(probabilities.tolist(), signal_probabilities.tolist(), strict=True)
     ]
-    return {
+    card = {
         "format": FORMAT_VERSION,
         "features": FEATURES_VERSION,
         "classes": list(CLASSES),
@@ -162,13 +165,14 @@ def fit(model: MessageModel, messages: Sequence[Message], corpus: str) -> dict[s
         "corpus": corpus,
         "messages": len(messages),
         "verticals": dict(sorted(Counter(groups).items())),
-        "params": model.params(),
-        "terms_sha256": terms_digest(model._terms.tobytes()),
+        "params": asdict(settings),
+        "terms_sha256": terms_digest(parts.terms),
         "temperature": temperature,
         "platt": [list(pair) for pair in rounded_platt],
         "thresholds": thresholds,
         "out_of_fold": _summary(messages, predicted),
     }
+    return card, parts
 
 
 def _parts(
@@ -230,7 +234,7 @@ def write_artefact(card: dict[str, Any], parts: Parts, folder: Path) -> None:
 
 
 def _out_of_fold_scores(
-    model: MessageModel, messages: Sequence[Message], documents: Sequence[list[str]]
+    settings: Settings, messages: Sequence[Message], documents: Sequence[list[str]]
 ) -> tuple[FloatArray, FloatArray]:
     """Raw scores of each message from a model trained without its vertical's fold."""
     from sklearn.model_selection import GroupKFold
@@ -239,19 +243,19 @@ def _out_of_fold_scores(
         raise ModelError("training needs messages from at least two verticals (folds hold out verticals)")
     y, y_signals = _targets(messages)
     groups = [m.vertical for m in messages]
-    folds = GroupKFold(n_splits=min(model.folds, len(set(groups))))
+    folds = GroupKFold(n_splits=min(settings.folds, len(set(groups))))
     oof = np.zeros((len(messages), len(CLASSES)))
     oof_signals = np.zeros((len(messages), len(SIGNALS)))
     for train, test in folds.split(documents, y, groups):
-        fitted = _fit_linear(model, [documents[i] for i in train], y[train], y_signals[train])
+        fitted = _fit_linear(settings, [documents[i] for i in train], y[train], y_signals[train])
         oof[test], oof_signals[test] = fitted.scores([documents[i] for i in test])
     return oof, oof_signals
 
 
-def out_of_fold(model: MessageModel, messages: Sequence[Message]) -> tuple[FloatArray, FloatArray]:
+def out_of_fold(settings: Settings, messages: Sequence[Message]) -> tuple[FloatArray, FloatArray]:
     """Calibrated (objection classes, signals) probabilities of every message, each read by a
     model that never saw its vertical: what ``fit`` tunes on, and what a label audit ranks by."""
-    oof, oof_signals = _out_of_fold_scores(model, messages, [tokens(m.text) for m in messages])
+    oof, oof_signals = _out_of_fold_scores(settings, messages, [tokens(m.text) for m in messages])
     y, y_signals = _targets(messages)
     temperature = _fit_temperature(oof, y)
     platt = np.array([_fit_platt(oof_signals[:, k], y_signals[:, k]) for k in range(len(SIGNALS))])
