@@ -13,8 +13,8 @@ that a bare Wechaty bot runs in 80, issue 20). Loaded, the model is the artefact
 are: its terms in a MARISA trie (``marisa-trie``: about 3 bytes a term; a term's column is its
 key id in the trie), their idf in single precision and the heads' weights in 8 bits with a scale
 per term (half precision): one row of every head's weight per term. A message's dozens of known
-terms cost a row each, summed in plain Python: ~140 us a message against NumPy's ~80 (the bot's
-CPU per customer text still went down: README, "Memory").
+terms cost a row each, summed in plain Python: ~140 us a message against NumPy's ~80, within the
+noise of the bot's CPU per customer text (README, "Memory").
 """
 
 from __future__ import annotations
