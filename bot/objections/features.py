@@ -30,9 +30,18 @@ def clean(text: str) -> str:
 def tokens(text: str) -> list[str]:
     """The features of one message, as strings (counted, then weighted by TF-IDF)."""
     cleaned = clean(text)
-    chars = "^" + cleaned.replace(" ", "") + "$"
+    chars = marked(cleaned)
     grams = [chars[i : i + n] for n in CHAR_SIZES for i in range(len(chars) - n + 1)]
-    words = [word for word in segmenter().cut(cleaned) if not word.isspace()]
-    grams.extend("w:" + word for word in words)
-    grams.extend(f"b:{first}|{second}" for first, second in pairwise(words))
+    grams.extend(word_tokens(cleaned))
     return grams
+
+
+def marked(cleaned: str) -> str:
+    """The characters the n-grams are cut from: no spaces, the start and end marked."""
+    return "^" + cleaned.replace(" ", "") + "$"
+
+
+def word_tokens(cleaned: str) -> list[str]:
+    """The words (``w:``) and word pairs (``b:``) of a cleaned message."""
+    words = [word for word in segmenter().cut(cleaned) if not word.isspace()]
+    return ["w:" + word for word in words] + [f"b:{first}|{second}" for first, second in pairwise(words)]

@@ -13,8 +13,8 @@ that a bare Wechaty bot runs in 80, issue 20). Loaded, the model is the artefact
 are: its terms in a MARISA trie (``marisa-trie``: about 3 bytes a term; a term's column is its
 key id in the trie), their idf in single precision and the heads' weights in 8 bits with a scale
 per term (half precision): one row of every head's weight per term. A message's dozens of known
-terms cost a row each, summed in plain Python: ~140 us a message against NumPy's ~80, within the
-noise of the bot's CPU per customer text (README, "Memory").
+terms cost a row each, summed in plain Python: ~140 us a message against NumPy's ~80 (p99 under
+1 ms, long pasted messages), within the noise of the bot's CPU per customer text (README, "Memory").
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from array import array
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +48,21 @@ from bot.objections.artefact import (
     terms_digest,
 )
 from bot.objections.corpus import Message
-from bot.objections.features import FEATURES_VERSION, tokens
+from bot.objections.features import CHAR_SIZES, FEATURES_VERSION, clean, marked, word_tokens
 from bot.objections.labels import OBJECTIONS, SIGNALS
 from bot.objections.npz import NpzError, Stored, read_npz
 
 PACKAGED_MODEL = Path(__file__).parent / "data" / "model"
-_ROW = struct.Struct(f"{HEADS}b")  # one term's weights, as saved: a signed byte per head
-_SCALE = struct.Struct("<e")  # and their scale: little-endian half precision
+_WEIGHTS, _SCALE = f"{HEADS}b", "e"  # a term's weights as saved (a signed byte per head), its scale
+# in memory a term's row holds both (packed at load): one look-up a term instead of two
+_ROW = struct.Struct(f"<{_WEIGHTS}{_SCALE}")
+_second = operator.itemgetter(1)
+_known = partial(operator.is_not, None)
+_SUBLINEAR = [0.0, *(1.0 + math.log(tf) for tf in range(1, 64))]  # 1 + log(tf), as the vectorizer
+
+# ``features.CHAR_SIZES`` are every size from 1 to this one (``MessageModel._rows`` relies on it;
+# tests/test_model_memory.py compares its rows with ``features.tokens`` on the whole corpus)
+_LONGEST = max(CHAR_SIZES)
 
 Probabilities = tuple[float, ...]
 
@@ -105,8 +115,7 @@ class MessageModel:
         self.card: dict[str, Any] = {}
         self._terms = marisa_trie.Trie()
         self._idf = array("f")
-        self._weights: bytes | memoryview = b""
-        self._scales: bytes | memoryview = b""
+        self._rows_of = bytearray()  # per term: its weights (a byte a head) and their scale (float16)
         self._intercept: tuple[float, ...] = (0.0,) * HEADS
         self._temperature = 1.0
         self._platt: tuple[tuple[float, float], ...] = ((1.0, 0.0),) * len(SIGNALS)
@@ -154,11 +163,10 @@ class MessageModel:
         if sys.byteorder == "big":
             idf.byteswap()
         rows = len(terms)
-        if (
-            len(idf) != rows
-            or len(parts.weights) != rows * _ROW.size
-            or len(parts.scales) != rows * _SCALE.size
-        ):
+        if terms.get("") is not None:  # every prefix walk would find it
+            raise ValueError("an empty term")
+        weights, scales = memoryview(parts.weights), memoryview(parts.scales)
+        if len(idf) != rows or len(weights) != rows * HEADS or len(scales) != rows * 2:
             raise ValueError("the weights do not match the terms")
         if len(parts.intercept) != HEADS or len(parts.platt) != len(SIGNALS):
             raise ValueError("the heads do not match the labels")
@@ -166,8 +174,12 @@ class MessageModel:
             raise ValueError(f"temperature {parts.temperature}")
         if not all(math.isfinite(value) and value > 0 for value in idf):  # a term must weigh something
             raise ValueError("an idf that is not a positive number")
-        self._terms, self._idf, self._weights = terms, idf, parts.weights
-        self._scales = parts.scales
+        packed = bytearray(rows * _ROW.size)
+        for byte in range(HEADS):  # a column at a time: no second copy of the weights
+            packed[byte :: _ROW.size] = bytes(weights[byte::HEADS])
+        for byte in range(2):
+            packed[HEADS + byte :: _ROW.size] = bytes(scales[byte::2])
+        self._terms, self._idf, self._rows_of = terms, idf, packed
         self._intercept = tuple(map(float, parts.intercept))
         self._temperature = float(parts.temperature)
         self._platt = tuple((float(a), float(b)) for a, b in parts.platt)
@@ -179,11 +191,17 @@ class MessageModel:
         idf = array("f", self._idf)
         if sys.byteorder == "big":
             idf.byteswap()
+        rows, packed = len(self._terms), self._rows_of
+        weights, scales = bytearray(rows * HEADS), bytearray(rows * 2)
+        for byte in range(HEADS):
+            weights[byte::HEADS] = packed[byte :: _ROW.size]
+        for byte in range(2):
+            scales[byte::2] = packed[HEADS + byte :: _ROW.size]
         return Parts(
             self._terms.tobytes(),
             idf.tobytes(),
-            self._weights,
-            self._scales,
+            bytes(weights),
+            bytes(scales),
             self._intercept,
             self._temperature,
             self._platt,
@@ -199,25 +217,36 @@ class MessageModel:
         """How many terms the model knows."""
         return len(self._terms)
 
+    def _rows(self, text: str) -> Counter[int]:
+        """How often each term of the model occurs among ``features.tokens(text)``. The character
+        n-grams of sizes 1 to 3 starting at a position are the prefixes of the 3-gram there, so one
+        trie walk a position finds them all (a third of the look-ups of one per n-gram)."""
+        cleaned = clean(text)
+        chars = marked(cleaned)
+        longest = [chars[i : i + _LONGEST] for i in range(len(chars))]
+        # C iterators all the way (a generator here cost a third of a long message's time)
+        counts = Counter(map(_second, chain.from_iterable(map(self._terms.iter_prefixes_with_ids, longest))))
+        counts.update(filter(_known, map(self._terms.get, word_tokens(cleaned))))
+        return counts
+
     def scores(self, text: str) -> tuple[float, ...]:
         """Every head's raw score of one message: TF-IDF as the vectorizer computed it (sublinear
         counts, idf, unit length) times the heads' weights, plus their intercepts."""
-        find = self._terms.get
-        counts = Counter(row for row in map(find, tokens(text)) if row is not None)
+        counts = self._rows(text)
         idf = self._idf
-        values = [(1.0 + math.log(tf)) * idf[row] for row, tf in counts.items()]
+        sublinear = _SUBLINEAR
+        values = [(sublinear[tf] if tf < 64 else 1.0 + math.log(tf)) * idf[row] for row, tf in counts.items()]
         norm = math.sqrt(math.fsum(value * value for value in values))
         if not norm:  # no term of the model (every idf is positive: see ``_adopt``)
             return self._intercept
-        scales, scale = self._scales, _SCALE.unpack_from
+        packed, unpack, size = self._rows_of, _ROW.unpack_from, _ROW.size
+        rows = [unpack(packed, row * size) for row in counts]
         # a term's share of the message times its row's scale: its bytes then weigh as floats
-        shares = [value / norm * scale(scales, row * 2)[0] for row, value in zip(counts, values, strict=True)]
-        weights, unpack, size = self._weights, _ROW.unpack_from, _ROW.size
-        rows = [unpack(weights, row * size) for row in counts]
-        heads = zip(*rows, strict=True)  # each head's weights of these terms
+        shares = [value / norm * row[HEADS] for value, row in zip(values, rows, strict=True)]
+        heads = zip(*rows, strict=True)  # each head's weights of these terms, then their scales
         return tuple(
             sum(map(operator.mul, shares, head)) + bias
-            for head, bias in zip(heads, self._intercept, strict=True)
+            for head, bias in zip(heads, self._intercept, strict=False)  # the scales' column is not a head
         )
 
     def probabilities(self, text: str) -> tuple[Probabilities, Probabilities]:
