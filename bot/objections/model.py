@@ -97,14 +97,15 @@ class MessageModel:
     def __init__(
         self,
         *,
-        c_objection: float = 2.0,
-        c_signal: float = 0.5,
-        min_df: int = 2,
-        folds: int = 4,
-        max_false_alarms: float = 0.04,
-        opt_out_precision: float = 0.97,
-        opt_out_soft_precision: float = 0.95,
+        c_objection: float = Settings.c_objection,
+        c_signal: float = Settings.c_signal,
+        min_df: int = Settings.min_df,
+        folds: int = Settings.folds,
+        max_false_alarms: float = Settings.max_false_alarms,
+        opt_out_precision: float = Settings.opt_out_precision,
+        opt_out_soft_precision: float = Settings.opt_out_soft_precision,
     ) -> None:
+        """The learner's settings (``artefact.Settings`` holds their defaults)."""
         self.c_objection = c_objection
         self.c_signal = c_signal
         self.min_df = min_df
