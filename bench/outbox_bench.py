@@ -7,13 +7,13 @@ Measures (1) startup: open the database, run migrations, settle claimed rows (re
 sends left under way), find the next due time; (2) dispatching due rows through the real
 Dispatcher and Messenger with a transport that does nothing, so the time per message is the
 database work (claim, outgoing log, mark sent),
-split into the time spent inside SQLite and the rest (aiosqlite's thread hops, SQLAlchemy, our code),
+split into the time spent inside SQLite and the rest (thread hops, SQLAlchemy, our code),
 once per dispatch batch size (``[dispatch] batch_size``: messages per durable commit).
 Both wall time and the process's CPU time (every thread) are reported; on a shared machine compare
 the ratios printed at the end, measured in the same run: each batch size against the first one
 (``batch_size = 1`` by default) and the time per message against the time inside SQLite (the
 floor: what the database itself needs). ``--statements`` also counts, per message, the SQL
-statements, commits and hops to aiosqlite's thread.
+statements, commits and hops to another thread (aiosqlite's, the hot units' commit thread).
 Targets: startup under a second (issue 5); at most 1 ms per message with the default batch (issue 20).
 """
 
@@ -42,12 +42,17 @@ from storage.models import Customer, ScheduledMessage
 
 
 class SQLiteTimer:
-    """Adds up the time aiosqlite's worker threads spend inside sqlite3 calls: the database's own
-    work, apart from the event-loop hops and ORM code around it."""
+    """Adds up the time spent inside sqlite3 calls: the database's own work, apart from the
+    event-loop hops and ORM code around it. aiosqlite's worker threads' calls, and the hot
+    units' (storage/hot_session.py): their statements, from SQLAlchemy's cursor events (a few
+    microseconds of SQLAlchemy each included), and their work on the commit thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: Database | None = None) -> None:
         self.seconds = 0.0
         self._lock = threading.Lock()
+        hot = getattr(db, "_hot", None) if db is not None else None  # None: before hot sessions
+        if hot is not None:
+            self._time_hot(hot)
         original = aiosqlite.core.Connection._execute
         timer = self
 
@@ -64,11 +69,38 @@ class SQLiteTimer:
 
         aiosqlite.core.Connection._execute = timed_execute  # type: ignore[method-assign]
 
+    def _time_hot(self, hot: Any) -> None:
+        started: list[float] = []
+
+        def before(*_: Any) -> None:
+            started.append(time.perf_counter())
+
+        def after(*_: Any) -> None:
+            self.seconds += time.perf_counter() - started.pop()
+
+        for engine in hot.engines:
+            event.listen(engine, "before_cursor_execute", before)
+            event.listen(engine, "after_cursor_execute", after)
+        on_thread = hot.on_thread
+
+        async def timed_on_thread(work: Any) -> Any:
+            def timed() -> Any:
+                began = time.perf_counter()
+                try:
+                    return work()
+                finally:
+                    with self._lock:
+                        self.seconds += time.perf_counter() - began
+
+            return await on_thread(timed)
+
+        hot.on_thread = timed_on_thread
+
 
 class RoundTrips:
     """Counts SQL statements (SQLAlchemy's ``before_cursor_execute``, plus the dispatcher's own
     per-send writes, which bypass SQLAlchemy: each is a statement and a commit), commits and hops
-    to aiosqlite's thread. Installed after :class:`SQLiteTimer`, so every hop is counted once."""
+    to another thread. Installed after :class:`SQLiteTimer`, so every hop is counted once."""
 
     def __init__(self, db: Database) -> None:
         self.statements = self.hops = self.commits = 0
@@ -82,6 +114,17 @@ class RoundTrips:
             return await original(connection, fn, *args, **kwargs)
 
         aiosqlite.core.Connection._execute = counted  # type: ignore[method-assign]
+        hot = getattr(db, "_hot", None)  # the hot units' commits and waits: a hop each
+        if hot is not None:
+            on_thread = hot.on_thread
+
+            async def counted_on_thread(work: Any) -> Any:
+                counter.hops += 1
+                return await on_thread(work)
+
+            hot.on_thread = counted_on_thread
+            for engine in hot.engines:
+                event.listen(engine, "commit", self._committed)
         writer = getattr(storage.db, "_SQLiteWriter", None)  # None: code from before issue 20
         if writer is not None:
             write = writer.execute
@@ -96,9 +139,11 @@ class RoundTrips:
         def statement(*_: Any) -> None:
             counter.statements += 1
 
-        for engine in (db.engine, db._relaxed_engine):
-            if engine is not None:
-                event.listen(engine.sync_engine, "before_cursor_execute", statement)
+        for engine in db.sync_engines():
+            event.listen(engine, "before_cursor_execute", statement)
+
+    def _committed(self, *_: Any) -> None:
+        self.commits += 1
 
     def reset(self) -> None:
         self.statements = self.hops = self.commits = 0
@@ -211,7 +256,7 @@ async def main(rows: int, history: int, due: int, batches: list[int], statements
         startup = time.perf_counter() - t0
         print(f"startup (open, migrate, recover, next due {next_due:%H:%M}): {startup * 1000:.0f} ms")
 
-        timer = SQLiteTimer()
+        timer = SQLiteTimer(db)
         trips = RoundTrips(db) if statements else None
         measured: list[tuple[int, float, float, float]] = []  # batch, wall, CPU, inside SQLite (ms/message)
         for run, batch in enumerate(batches, start=1):
@@ -233,11 +278,11 @@ async def main(rows: int, history: int, due: int, batches: list[int], statements
                 f"{per_message:.3f} ms per message (CPU {cpu_per_message:.3f} ms)"
             )
             print(f"  inside SQLite (statements, commits): {inside:.3f} ms per message;")
-            print(f"  aiosqlite's thread hops, SQLAlchemy and our code: {per_message - inside:.3f} ms")
+            print(f"  thread hops, SQLAlchemy and our code: {per_message - inside:.3f} ms")
             if trips is not None:
                 print(
                     f"  per message: {trips.statements / sent:.2f} SQL statements, "
-                    f"{trips.commits / sent:.2f} commits, {trips.hops / sent:.2f} hops to aiosqlite's thread"
+                    f"{trips.commits / sent:.2f} commits, {trips.hops / sent:.2f} hops to another thread"
                 )
         print(
             "  (claim, render, outgoing log before and after the send, mark sent; the transport does nothing)"

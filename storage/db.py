@@ -19,15 +19,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy import event, inspect
 from sqlalchemy import text as sql_text
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.dml import UpdateBase as Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage import inline_sqlite
 from storage.errors import UPGRADE_FAILED, DatabaseUnavailable, SchemaUpgradeFailed
-from storage.inline_sqlite import InlineConnection, inline_statements
+from storage.hot_session import HotEngines
 from storage.retry import attempts
 
 if TYPE_CHECKING:  # alembic is imported only to change or check a schema that is not the newest
@@ -214,10 +213,8 @@ class Database:
         # has ended by then (committed, or rolled back by SQLAlchemy on close), so that rollback
         # did nothing but cost a hop to aiosqlite's thread, one per transaction.
         options: dict[str, Any] = {"pool_reset_on_return": None} if self.is_sqlite else {}
-        # SQLite on disk: aiosqlite, with the hot units' short statements on the loop's thread
-        inline_options = dict(options, async_creator=self._inline_creator()) if on_disk else options
         try:
-            self.engine: AsyncEngine = create_async_engine(url, **inline_options)
+            self.engine: AsyncEngine = create_async_engine(url, **options)
         except ImportError as exc:
             extra = " (pip install 'salesbot[postgres]')" if "asyncpg" in str(exc) else ""
             raise DatabaseUnavailable(f"the database driver is not installed: {exc.name}{extra}") from None
@@ -225,10 +222,12 @@ class Database:
         # relaxed too, every statement its own transaction (autocommit): Database.relaxed_writes
         self._autocommit_engine: AsyncEngine | None = None
         self._inline: sqlite3.Connection | None = None  # see _SQLiteWriter
+        # SQLite on disk: hot units (``inline=True``) run synchronously on the loop's thread
+        self._hot = HotEngines(self.path, self.engine, BUSY_TIMEOUT_MS) if self.path is not None else None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if on_disk:  # a second pool whose connections commit without waiting for the disk
-            self._relaxed_engine = create_async_engine(url, **inline_options)
+            self._relaxed_engine = create_async_engine(url, **options)
             event.listen(self._relaxed_engine.sync_engine, "connect", _sqlite_relaxed_pragmas)
             self._autocommit_engine = create_async_engine(
                 url, isolation_level="AUTOCOMMIT", pool_size=1, **options
@@ -245,16 +244,6 @@ class Database:
         self._write_holder: asyncio.Task[Any] | None = None
         # what must stay the same for relaxed commits to be as good as durable ones (see below)
         self.durability_epoch = _boot_id() if self._relaxed_engine is not None else "durable"
-
-    def _inline_creator(self) -> Callable[[], Awaitable[InlineConnection]]:
-        """Opens the engine's SQLite connections as :class:`InlineConnection` (see
-        storage/inline_sqlite.py), with the arguments SQLAlchemy's dialect would give aiosqlite."""
-
-        async def connect() -> InlineConnection:
-            args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
-            return await inline_sqlite.connect(*args, **kwargs)
-
-        return connect
 
     async def preflight(self) -> str | None:
         """Make sure the database can be used before anything relies on it: it opens (within
@@ -344,39 +333,64 @@ class Database:
     async def transaction(self, *, inline: bool = False) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction: committed on success, rolled back on any error.
         Inside a :meth:`unit_of_work` of this database (same task) it joins that unit instead, so
-        the unit commits or rolls back as a whole. ``inline``: every statement is small (see
-        :func:`storage.inline_sqlite.inline_statements`)."""
+        the unit commits or rolls back as a whole. ``inline``: a hot unit whose every statement
+        is small (SQLite on disk: see storage/hot_session.py)."""
         unit = self._unit()
         if unit is not None:
             yield unit.session
             return
-        async with self._writer(), self._sessions() as session:
-            with inline_statements(inline):
-                async with session.begin():
-                    yield session
+        async with self._writer(), self._session(inline=inline, relaxed=False) as session:
+            yield session
 
     @asynccontextmanager
     async def unit_of_work(self, *, inline: bool = False) -> AsyncIterator[AsyncSession]:
         """One transaction that every :meth:`transaction` opened in this task joins until it ends:
         several services' writes (a rep command) commit together or not at all. Other tasks are
         never joined (work they start here is not part of the unit). A unit inside a unit joins it.
-        ``inline``: every statement of the unit is small (see
-        :func:`storage.inline_sqlite.inline_statements`); its after-commit effects are not part of it."""
+        ``inline``: as for :meth:`transaction`; its after-commit effects are not part of it."""
         unit = self._unit()
         if unit is not None:
             yield unit.session
             return
-        async with self._writer(), self._sessions() as session:
+        async with self._writer(), self._session(inline=inline, relaxed=False) as session:
             opened = _Unit(self, asyncio.current_task(), session)
-            with inline_statements(inline):
-                async with session.begin():
-                    token = _UNIT.set(opened)
-                    try:
-                        yield session
-                    finally:
-                        _UNIT.reset(token)
+            token = _UNIT.set(opened)
+            try:
+                yield session
+            finally:
+                _UNIT.reset(token)
         for effect in opened.after_commit:  # committed: what waited for it may happen now
             await effect()
+
+    @asynccontextmanager
+    async def _session(self, *, inline: bool, relaxed: bool) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction, committed when the block ends (rolled back on an error):
+        a hot one (see storage/hot_session.py) for ``inline`` work on SQLite on disk."""
+        hot = self._hot if inline and self._hot is not None and self._hot.free(durable=not relaxed) else None
+        if hot is None:
+            sessions = self._relaxed_sessions if relaxed else self._sessions
+            async with sessions() as session, session.begin():
+                yield session
+            return
+        session = hot.session(durable=not relaxed)
+        sync = session.sync_session
+        try:
+            await hot.begin(session)
+            yield session
+            await hot.commit(session, durable=not relaxed)
+        except BaseException:
+            sync.rollback()
+            raise
+        finally:
+            hot.release(session)
+
+    def sync_engines(self, *, relaxed: bool = True) -> list[Engine]:
+        """Every engine this database runs statements on (the asyncio ones' synchronous cores and
+        the hot units' engines), or only those that commit durably: for event listeners that
+        count or watch statements and commits."""
+        engines = [self.engine] + ([self._relaxed_engine, self._autocommit_engine] if relaxed else [])
+        hot = [] if self._hot is None else [self._hot.durable] + ([self._hot.relaxed] if relaxed else [])
+        return [e.sync_engine for e in engines if e is not None] + hot
 
     def _unit(self) -> _Unit | None:
         unit = _UNIT.get()
@@ -407,10 +421,8 @@ class Database:
         :meth:`transaction`."""
         if self.in_unit():
             raise RuntimeError("a relaxed transaction cannot run inside a unit of work")
-        async with self._writer(), self._relaxed_sessions() as session:
-            with inline_statements(inline):
-                async with session.begin():
-                    yield session
+        async with self._writer(), self._session(inline=inline, relaxed=True) as session:
+            yield session
 
     @asynccontextmanager
     async def relaxed_writes(self) -> AsyncIterator[RelaxedWriter]:
@@ -494,6 +506,8 @@ class Database:
         if self._inline is not None:
             self._inline.close()
             self._inline = None
+        if self._hot is not None:
+            self._hot.close()
 
 
 class RelaxedWriter:

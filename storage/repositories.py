@@ -388,10 +388,9 @@ class Events:
         """:meth:`of_account` as suggestions read it (no text; Core rows, not ORM objects: this runs
         for every objection a customer raises)."""
         await self.session.flush()  # what the unit wrote so far, as an ORM query sees it (autoflush)
-        connection = await self.session.connection()
         page = {"limit": limit, "skip": skip}
         params = {"account_id": account_id, "kinds": list(kinds), "since": since, **page}
-        return [Offered(*row) for row in await connection.execute(_OFFERED, params)]
+        return [Offered(*row) for row in await self.session.exec(_OFFERED, params=params)]
 
     async def any_since(self, customer_id: int, kinds: Collection[str], since: datetime) -> bool:
         """Whether the customer has an event of these ``kinds`` at or after ``since``."""

@@ -349,9 +349,7 @@ async def test_a_batch_costs_one_statement_per_send_and_a_few_per_batch(
     def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
         statements.append(statement)
 
-    engines = [db.engine.sync_engine]
-    if db._relaxed_engine is not None:
-        engines.append(db._relaxed_engine.sync_engine)
+    engines = db.sync_engines()
     for engine in engines:
         event.listen(engine, "before_cursor_execute", seen)
     writes = storage.db._SQLiteWriter.execute
@@ -398,7 +396,8 @@ async def test_the_reach_gate_reads_each_count_once_per_batch(db: Database) -> N
         if statement.startswith("SELECT") and "FROM outgoing_message" in statement:
             reads.append(statement)
 
-    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    for engine in db.sync_engines():
+        event.listen(engine, "before_cursor_execute", seen)
     try:
         clock = VirtualClock(NOW)
         gate = ReachPolicy(make_config(), random.Random(1))
@@ -406,7 +405,8 @@ async def test_the_reach_gate_reads_each_count_once_per_batch(db: Database) -> N
         messenger = Messenger(db, clock, {"a": Platform("a")})  # type: ignore[dict-item]
         await Dispatcher(db, clock, messenger, composers, gate=gate).run_due()
     finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+        for engine in db.sync_engines():
+            event.remove(engine, "before_cursor_execute", seen)
     after = await statuses(db)
     assert {status for status, _ in after.values()} == {"pending"}
     assert {error for _, error in after.values()} == {"deferred: pacing"}
@@ -427,12 +427,14 @@ async def test_only_the_claim_and_reservation_wait_for_the_disk(db: Database) ->
     def committed(conn: object) -> None:
         durable.append(conn)
 
-    event.listen(db.engine.sync_engine, "commit", committed)
+    for engine in db.sync_engines(relaxed=False):
+        event.listen(engine, "commit", committed)
     try:
         platform = Platform("a")
         assert await dispatcher(db, platform).run_due(only=ids) == 2
     finally:
-        event.remove(db.engine.sync_engine, "commit", committed)
+        for engine in db.sync_engines(relaxed=False):
+            event.remove(engine, "commit", committed)
     assert platform.arrived == ["x1", "x2"]
     assert len(durable) == 1
     after = await statuses(db)

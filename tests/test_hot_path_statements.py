@@ -32,7 +32,7 @@ def counting(sim: Harness, monkeypatch: pytest.MonkeyPatch) -> Iterator[Counted]
     """Count what the bot's inbound handlers send to the database: only while one of them runs
     (what the dispatcher does afterwards is another budget)."""
     counted = Counted()
-    engine = sim.bot.db.engine.sync_engine
+    engines = sim.bot.db.sync_engines()
 
     def on_statement(*args: Any) -> None:
         if counted.active:
@@ -55,16 +55,18 @@ def counting(sim: Harness, monkeypatch: pytest.MonkeyPatch) -> Iterator[Counted]
 
         return run
 
-    event.listen(engine, "before_cursor_execute", on_statement)
-    event.listen(engine, "commit", on_commit)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", on_statement)
+        event.listen(engine, "commit", on_commit)
     with monkeypatch.context() as patch:
         patch.setattr(sim.bot, "customer_wrote", active(customer_wrote))
         patch.setattr(sim.bot.welcome, "on_friend_request", active(on_friend_request))
         try:
             yield counted
         finally:
-            event.remove(engine, "commit", on_commit)
-            event.remove(engine, "before_cursor_execute", on_statement)
+            for engine in engines:
+                event.remove(engine, "commit", on_commit)
+                event.remove(engine, "before_cursor_execute", on_statement)
 
 
 async def welcomed_and_replied(sim: Harness) -> None:

@@ -1,0 +1,192 @@
+"""Hot units of work on SQLite: synchronous SQLAlchemy on the event loop's thread, one hop to commit.
+
+An inbound event's unit of work and a dispatch round run a handful of short statements. Through
+the asyncio session each statement costs a greenlet switch per driver call and a hop to
+aiosqlite's thread and back, and each transaction several more: together several times the
+statements' own work (issue 20). Here such a unit runs on a plain synchronous :class:`Session`
+over a sqlite3 connection of its own, on the loop's thread, behind an :class:`AsyncSession`'s
+face (the services' code does not change):
+
+- the transaction starts with ``BEGIN IMMEDIATE``: it holds SQLite's write lock from its first
+  statement, so no statement of it can wait (WAL readers never do, and no one else may write).
+  Only the ``BEGIN`` may find the file locked (another process writes: a backup, a second
+  salesbot): it is tried at once with SQLite's busy handler off, and, refused, waits on the
+  commit thread, where the busy handler may sleep without stalling the loop;
+- a durable commit (synchronous FULL: it waits for the disk) runs on that thread, the unit's one
+  hop; a relaxed one (synchronous NORMAL: no wait for the disk, no checkpoint) runs on the loop;
+- this process runs one transaction at a time on SQLite (``Database._writer``): the connections
+  are never used by two units at once.
+
+PostgreSQL and SQLite in memory keep the asyncio session: the same services' code either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+T = TypeVar("T")
+
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+class HotSession(AsyncSession):
+    """An :class:`AsyncSession` whose statements run at once on the calling thread, through its
+    synchronous ``sync_session`` (see the module's docstring). Only :class:`HotEngines` makes
+    one, inside a transaction it began; the unit's owner commits or rolls it back."""
+
+    _hot_bind: AsyncEngine
+
+    async def exec(self, statement: Any, **kwargs: Any) -> Any:
+        return self.sync_session.exec(statement, **kwargs)
+
+    async def execute(self, statement: Any, params: Any = None, **kwargs: Any) -> Any:
+        return self.sync_session.execute(statement, params, **kwargs)
+
+    async def get(self, entity: Any, ident: Any, **kwargs: Any) -> Any:
+        return self.sync_session.get(entity, ident, **kwargs)
+
+    async def flush(self, objects: Any = None) -> None:
+        self.sync_session.flush(objects)
+
+    async def connection(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a hot unit's statements go through exec(); it has no asyncio connection")
+
+    @property
+    def bind(self) -> AsyncEngine:  # the asyncio engine of the same file (its dialect)
+        return self._hot_bind
+
+    @bind.setter
+    def bind(self, bind: Any) -> None:
+        self._hot_bind = bind
+
+
+class HotEngines:
+    """The hot units' two synchronous engines over one SQLite file (durable and relaxed
+    commits), each with one connection, and the thread their waits and durable commits run on."""
+
+    def __init__(self, path: Path, async_engine: AsyncEngine, busy_timeout_ms: int) -> None:
+        self.path = path
+        self.async_engine = async_engine  # what the sessions report as their bind
+        self.busy_timeout_ms = busy_timeout_ms
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salesbot-sqlite-commit")
+        self._in_use: set[Engine] = set()  # engines whose connection a unit holds
+        self.durable = self._engine(synchronous="FULL", checkpoints=True)
+        # relaxed commits run on the loop: no checkpoint there (it waits for the disk); the
+        # durable connection's commits, on the thread, checkpoint the WAL as SQLite's default does
+        self.relaxed = self._engine(synchronous="NORMAL", checkpoints=False)
+
+    def _engine(self, *, synchronous: str, checkpoints: bool) -> Engine:
+        def connect() -> sqlite3.Connection:
+            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            pragmas = ["journal_mode=WAL", f"synchronous={synchronous}", "busy_timeout=0", "foreign_keys=ON"]
+            if not checkpoints:
+                pragmas.append("wal_autocheckpoint=0")
+            for pragma in pragmas:
+                connection.execute(f"PRAGMA {pragma}")
+            return connection
+
+        # one connection, kept (StaticPool); no rollback when it goes back: the unit has ended
+        return sa.create_engine("sqlite://", creator=connect, poolclass=StaticPool, pool_reset_on_return=None)
+
+    @property
+    def engines(self) -> tuple[Engine, Engine]:
+        return self.durable, self.relaxed
+
+    def free(self, *, durable: bool) -> bool:
+        """Whether that engine's connection is free: a transaction opened inside another one of
+        the same task (which passes ``Database._writer``) takes the asyncio session instead."""
+        return (self.durable if durable else self.relaxed) not in self._in_use
+
+    def session(self, *, durable: bool) -> HotSession:
+        engine = self.durable if durable else self.relaxed
+        self._in_use.add(engine)
+        session = HotSession(sync_session_class=partial(_sync_session, engine))  # type: ignore[arg-type]
+        session.bind = self.async_engine
+        return session
+
+    async def begin(self, session: HotSession) -> None:
+        """``BEGIN IMMEDIATE`` on the session's connection: at once when the file's write lock is
+        free, else waiting for it on the thread (SQLite's busy handler on)."""
+        connection = session.sync_session.connection()  # SQLAlchemy's transaction: no statement
+        raw = connection.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.Error as exc:
+            if exc.sqlite_errorcode & 0xFF not in _BUSY:
+                raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from None
+        await self.on_thread(partial(_begin_waiting, raw, self.busy_timeout_ms))
+
+    def release(self, session: HotSession) -> None:
+        """The unit has ended (committed or rolled back): its connection goes back."""
+        engine = session.sync_session.bind
+        session.sync_session.close()
+        self._in_use.discard(engine)
+
+    async def commit(self, session: HotSession, *, durable: bool) -> None:
+        sync = session.sync_session
+        sync.flush()  # on the loop: the statements hold the lock already
+        if durable:
+            await self.on_thread(sync.commit)
+        else:
+            sync.commit()
+
+    async def on_thread(self, work: Callable[[], T]) -> T:
+        """``work`` on the commit thread. Cancelled meanwhile, it still waits for ``work`` to end
+        (the connection is not the loop's to touch before), then passes the cancellation on."""
+        future = asyncio.get_running_loop().run_in_executor(self._thread, work)
+        cancelled = False
+        while True:
+            try:
+                result = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if future.done():
+                    raise
+                cancelled = True
+                continue
+            if cancelled:
+                raise asyncio.CancelledError
+            return result
+
+    def close(self) -> None:
+        self.durable.dispose()
+        self.relaxed.dispose()
+        self._thread.shutdown(wait=True)
+
+
+def _sync_session(engine: Engine, **_ignored: Any) -> Session:
+    return Session(engine, expire_on_commit=False)
+
+
+def _begin_waiting(raw: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    raw.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+    try:
+        with _as_sqlalchemy_error("BEGIN IMMEDIATE"):
+            raw.execute("BEGIN IMMEDIATE")
+    finally:
+        raw.execute("PRAGMA busy_timeout=0")
+
+
+@contextmanager
+def _as_sqlalchemy_error(sql: str) -> Iterator[None]:
+    """sqlite3's errors as SQLAlchemy raises them (storage.retry reads them so)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from None

@@ -1,0 +1,217 @@
+"""Hot units on SQLite: synchronous statements on the loop's thread, one hop to commit (issue 20;
+storage/hot_session.py).
+
+Which thread ran a statement is read from SQLite itself: a user function returns the thread it is
+called on; which thread committed, from SQLAlchemy's commit event. What may wait (the ``BEGIN``
+when another process holds the file's write lock, a durable commit's disk flush) waits off the
+loop: a ticker shows the loop running on meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy import text as sql_text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.db import Database
+from storage.hot_session import HotSession
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/hot.db")
+
+    def thread_function(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.create_function("thread_id", 0, threading.get_ident)
+
+    for engine in database.sync_engines():
+        event.listen(engine, "connect", thread_function)
+    async with database.transaction() as session:
+        await session.exec(sql_text("CREATE TABLE t (n INTEGER)"))  # type: ignore[call-overload]
+    yield database
+    await database.close()
+
+
+@asynccontextmanager
+async def ticking() -> AsyncIterator[list[int]]:
+    """Counts the loop's turns, one each 10 ms, while the body runs: the loop is not stalled."""
+    ticks = [0]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks[0] += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        yield ticks
+    finally:
+        ticker.cancel()
+
+
+async def ran_on(session: AsyncSession, statement: str = "SELECT thread_id()") -> int:
+    return int((await session.exec(sql_text(statement))).scalar_one())  # type: ignore[call-overload]
+
+
+async def rows(db: Database) -> list[int]:
+    async with db.transaction() as session:
+        return list((await session.exec(sql_text("SELECT n FROM t ORDER BY n"))).scalars().all())  # type: ignore[call-overload]
+
+
+def committing_threads(db: Database) -> list[int]:
+    """The thread of each commit from now on, of every engine of ``db``."""
+    threads: list[int] = []
+    for engine in db.sync_engines():
+        event.listen(engine, "commit", lambda _connection: threads.append(threading.get_ident()))
+    return threads
+
+
+async def test_a_hot_units_statements_run_on_the_loop_and_its_durable_commit_on_the_thread(
+    db: Database,
+) -> None:
+    loop_thread = threading.get_ident()
+    commits = committing_threads(db)
+
+    async def work(session: AsyncSession) -> list[int]:
+        assert isinstance(session, HotSession)
+        return [
+            await ran_on(session),
+            await ran_on(session, "INSERT INTO t (n) VALUES (1) RETURNING thread_id()"),
+            await ran_on(session, "INSERT INTO t (n) VALUES (2) RETURNING thread_id()"),
+        ]
+
+    assert await db.retrying_unit(work) == [loop_thread] * 3
+    assert len(commits) == 1 and commits[0] != loop_thread  # the disk flush waits off the loop
+    assert await rows(db) == [1, 2]
+
+
+async def test_a_relaxed_hot_transaction_commits_on_the_loop(db: Database) -> None:
+    loop_thread = threading.get_ident()
+    commits = committing_threads(db)
+    async with db.relaxed_transaction(inline=True) as session:
+        assert isinstance(session, HotSession)
+        assert await ran_on(session, "INSERT INTO t (n) VALUES (1) RETURNING thread_id()") == loop_thread
+    assert commits == [loop_thread]  # no disk flush to wait for
+    assert await rows(db) == [1]
+
+
+async def test_other_transactions_keep_the_asyncio_session_off_the_loop(db: Database) -> None:
+    loop_thread = threading.get_ident()
+    async with db.transaction() as session:
+        assert not isinstance(session, HotSession)
+        assert await ran_on(session, "INSERT INTO t (n) VALUES (1) RETURNING thread_id()") != loop_thread
+
+
+async def test_a_failed_hot_unit_leaves_nothing_and_the_next_one_works(db: Database) -> None:
+    with pytest.raises(ZeroDivisionError):
+        async with db.unit_of_work(inline=True) as session:
+            await ran_on(session, "INSERT INTO t (n) VALUES (1) RETURNING n")
+            raise ZeroDivisionError
+    async with db.unit_of_work(inline=True) as session:
+        await ran_on(session, "INSERT INTO t (n) VALUES (2) RETURNING n")
+    assert await rows(db) == [2]
+
+
+async def test_a_hot_unit_waits_for_another_processs_write_lock_off_the_loop(
+    db: Database, tmp_path: Path
+) -> None:
+    """Each time: after a commit, after a rollback, the next unit's BEGIN finds the lock held and
+    waits on the thread (SQLite's busy handler), the loop going on, until the other commits."""
+    other = sqlite3.connect(tmp_path / "hot.db", isolation_level=None)
+
+    async def write(n: int) -> None:
+        async with db.transaction(inline=True) as session:
+            await ran_on(session, f"INSERT INTO t (n) VALUES ({n}) RETURNING n")
+
+    await write(1)
+    with pytest.raises(ZeroDivisionError):
+        async with db.transaction(inline=True):
+            raise ZeroDivisionError
+    for n in (2, 3):
+        other.execute("BEGIN IMMEDIATE")  # another process writes
+        other.execute(f"INSERT INTO t (n) VALUES ({10 * n})")
+        async with ticking() as ticks:
+            writing = asyncio.create_task(write(n))
+            await asyncio.sleep(0.3)
+            assert not writing.done() and ticks[0] >= 10  # waiting, but not on the loop
+            other.execute("COMMIT")
+            await asyncio.wait_for(writing, 10)
+    other.close()
+    assert await rows(db) == [1, 2, 3, 20, 30]
+
+
+async def test_a_unit_cancelled_during_its_durable_commit_waits_for_the_commit_to_end(db: Database) -> None:
+    """The commit runs on, on the thread; the connection is not touched (no rollback racing it)
+    before it ends; then the cancellation passes on, and the next unit finds the connection free."""
+    ended: list[float] = []
+
+    def slow_commit(_connection: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.3)
+            ended.append(time.monotonic())
+
+    for engine in db.sync_engines():
+        event.listen(engine, "commit", slow_commit)
+
+    async def write() -> None:
+        async with db.unit_of_work(inline=True) as session:
+            await ran_on(session, "INSERT INTO t (n) VALUES (1) RETURNING n")
+
+    unit = asyncio.create_task(write())
+    await asyncio.sleep(0.1)
+    unit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await unit
+    raised_at = time.monotonic()
+    assert ended and raised_at >= ended[0]  # it raised only once the commit had ended
+    for engine in db.sync_engines():
+        event.remove(engine, "commit", slow_commit)
+    async with db.unit_of_work(inline=True) as session:
+        await ran_on(session, "INSERT INTO t (n) VALUES (2) RETURNING n")
+    assert await rows(db) == [1, 2]  # the cancelled unit's commit had gone through
+
+
+async def test_a_transaction_opened_inside_a_hot_unit_uses_the_asyncio_session(db: Database) -> None:
+    """A composer or a report may open its own transaction from inside a dispatch round: its
+    statements may be long, so they run on aiosqlite's thread; it reads what was committed."""
+    loop_thread = threading.get_ident()
+    async with db.transaction(inline=True) as session:
+        assert await ran_on(session) == loop_thread
+        async with db.transaction() as inner:
+            assert not isinstance(inner, HotSession)
+            assert await ran_on(inner) != loop_thread
+        assert await ran_on(session) == loop_thread
+
+
+async def test_sqlite_in_memory_keeps_the_asyncio_session() -> None:
+    database = Database("sqlite+aiosqlite://")
+    try:
+        async with database.transaction(inline=True) as session:
+            assert not isinstance(session, HotSession)
+    finally:
+        await database.close()
+
+
+async def test_a_hot_transaction_inside_another_of_the_same_task_takes_the_asyncio_session(
+    db: Database,
+) -> None:
+    """The hot connection is the outer transaction's: a second BEGIN on it would fail."""
+    async with db.transaction(inline=True) as outer:
+        assert isinstance(outer, HotSession)
+        async with db.transaction(inline=True) as inner:
+            assert not isinstance(inner, HotSession)
+            await ran_on(inner)
+        await ran_on(outer, "INSERT INTO t (n) VALUES (1) RETURNING n")
+    async with db.transaction(inline=True) as again:  # released: hot again
+        assert isinstance(again, HotSession)
+    assert await rows(db) == [1]
