@@ -45,7 +45,10 @@ class SQLiteTimer:
     """Adds up the time spent inside sqlite3 calls: the database's own work, apart from the
     event-loop hops and ORM code around it. aiosqlite's worker threads' calls, and the hot
     units' (storage/hot_session.py): their statements, from SQLAlchemy's cursor events (a few
-    microseconds of SQLAlchemy each included), and their work on the commit thread."""
+    microseconds of SQLAlchemy each included; rows fetched after the first are left out), and
+    their work on the commit thread (a durable commit, with SQLAlchemy's bookkeeping). Left out:
+    a hot unit's BEGIN and a relaxed commit, both on the loop. An approximation of the floor,
+    not the same measure as before hot sessions."""
 
     def __init__(self, db: Database | None = None) -> None:
         self.seconds = 0.0
@@ -76,7 +79,9 @@ class SQLiteTimer:
             started.append(time.perf_counter())
 
         def after(*_: Any) -> None:
-            self.seconds += time.perf_counter() - started.pop()
+            spent = time.perf_counter() - started.pop()
+            with self._lock:
+                self.seconds += spent
 
         for engine in hot.engines:
             event.listen(engine, "before_cursor_execute", before)

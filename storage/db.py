@@ -223,7 +223,12 @@ class Database:
         self._autocommit_engine: AsyncEngine | None = None
         self._inline: sqlite3.Connection | None = None  # see _SQLiteWriter
         # SQLite on disk: hot units (``inline=True``) run synchronously on the loop's thread
-        self._hot = HotEngines(self.path, self.engine, BUSY_TIMEOUT_MS) if self.path is not None else None
+        self._hot = None
+        if self.path is not None:
+            connect_args = self.engine.dialect.create_connect_args(self.engine.url)
+            self._hot = HotEngines(
+                (list(connect_args[0]), dict(connect_args[1])), self.engine, BUSY_TIMEOUT_MS
+            )
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if on_disk:  # a second pool whose connections commit without waiting for the disk
@@ -366,8 +371,10 @@ class Database:
     async def _session(self, *, inline: bool, relaxed: bool) -> AsyncIterator[AsyncSession]:
         """A session in a transaction, committed when the block ends (rolled back on an error):
         a hot one (see storage/hot_session.py) for ``inline`` work on SQLite on disk."""
-        hot = self._hot if inline and self._hot is not None and self._hot.free(durable=not relaxed) else None
+        hot = self._hot if inline else None
         if hot is None:
+            # the asyncio session; opened inside a hot unit of this task (a composer's report) it
+            # reads, and its writes would wait for the outer's lock (an inline one is refused)
             sessions = self._relaxed_sessions if relaxed else self._sessions
             async with sessions() as session, session.begin():
                 yield session
@@ -379,7 +386,8 @@ class Database:
             yield session
             await hot.commit(session, durable=not relaxed)
         except BaseException:
-            sync.rollback()
+            with contextlib.suppress(Exception):  # bookkeeping: release() ends SQLite's transaction
+                sync.rollback()
             raise
         finally:
             hot.release(session)
@@ -437,8 +445,8 @@ class Database:
         if engine is None:  # PostgreSQL (always durable), SQLite in memory: a transaction each
             yield _TransactionWriter(self)
             return
-        if self._inline is None and self.path is not None:
-            self._inline = _inline_connection(self.path)
+        if self._inline is None and self._hot is not None:
+            self._inline = _inline_connection(self._hot.connect_args)
         async with contextlib.AsyncExitStack() as stack:
 
             async def fallback() -> Any:
@@ -507,7 +515,7 @@ class Database:
             self._inline.close()
             self._inline = None
         if self._hot is not None:
-            self._hot.close()
+            await self._hot.close()
 
 
 class RelaxedWriter:
@@ -535,13 +543,15 @@ class _TransactionWriter(RelaxedWriter):
             return [tuple(row) for row in (await session.exec(statement, params=params)).all()]
 
 
-def _inline_connection(path: Path) -> sqlite3.Connection:
+def _inline_connection(connect_args: tuple[list[Any], dict[str, Any]]) -> sqlite3.Connection:
     """A connection used on the event loop's own thread for one-row relaxed writes: autocommit,
     no disk flush on commit (WAL, synchronous NORMAL: what a relaxed transaction promises), never
     waiting for a lock (busy_timeout 0: the caller falls back to aiosqlite's thread) and never
     checkpointing (the pool's connections do): such a write takes tens of microseconds, less than
     a hop to another thread and back."""
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    args, kwargs = connect_args  # as SQLAlchemy's dialect opens the URL's file
+    options = {**kwargs, "isolation_level": None, "check_same_thread": False, "timeout": 0}
+    connection: sqlite3.Connection = sqlite3.connect(*args, **options)
     for pragma in ("synchronous=NORMAL", "busy_timeout=0", "foreign_keys=ON", "wal_autocheckpoint=0"):
         connection.execute(f"PRAGMA {pragma}")
     return connection

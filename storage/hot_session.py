@@ -15,7 +15,10 @@ face (the services' code does not change):
 - a durable commit (synchronous FULL: it waits for the disk) runs on that thread, the unit's one
   hop; a relaxed one (synchronous NORMAL: no wait for the disk, no checkpoint) runs on the loop;
 - this process runs one transaction at a time on SQLite (``Database._writer``): the connections
-  are never used by two units at once.
+  are never used by two units at once. A hot transaction opened inside another of the same task
+  is refused (it would wait for the write lock its own task holds);
+- whatever ends the unit (a commit, a rollback, a failed commit), its connection leaves no
+  transaction open: SQLAlchemy forgets a transaction whose COMMIT failed, SQLite does not.
 
 PostgreSQL and SQLite in memory keep the asyncio session: the same services' code either way.
 """
@@ -24,11 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -47,15 +48,21 @@ _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 class HotSession(AsyncSession):
     """An :class:`AsyncSession` whose statements run at once on the calling thread, through its
     synchronous ``sync_session`` (see the module's docstring). Only :class:`HotEngines` makes
-    one, inside a transaction it began; the unit's owner commits or rolls it back."""
+    one, inside a transaction it began; the unit's owner commits or rolls it back. Results are
+    buffered, as the asyncio session's are: no cursor outlives its call."""
 
     _hot_bind: AsyncEngine
+    raw: sqlite3.Connection | None = None  # the connection its BEGIN ran on
 
-    async def exec(self, statement: Any, **kwargs: Any) -> Any:
-        return self.sync_session.exec(statement, **kwargs)
+    async def exec(self, statement: Any, *, execution_options: Any = None, **kwargs: Any) -> Any:
+        options = _BUFFERED if not execution_options else {**execution_options, **_BUFFERED}
+        return self.sync_session.exec(statement, execution_options=options, **kwargs)
 
-    async def execute(self, statement: Any, params: Any = None, **kwargs: Any) -> Any:
-        return self.sync_session.execute(statement, params, **kwargs)
+    async def execute(
+        self, statement: Any, params: Any = None, *, execution_options: Any = None, **kwargs: Any
+    ) -> Any:
+        options = _BUFFERED if not execution_options else {**execution_options, **_BUFFERED}
+        return self.sync_session.execute(statement, params, execution_options=options, **kwargs)
 
     async def get(self, entity: Any, ident: Any, **kwargs: Any) -> Any:
         return self.sync_session.get(entity, ident, **kwargs)
@@ -75,16 +82,22 @@ class HotSession(AsyncSession):
         self._hot_bind = bind
 
 
+_BUFFERED = {"prebuffer_rows": True}
+
+
 class HotEngines:
     """The hot units' two synchronous engines over one SQLite file (durable and relaxed
-    commits), each with one connection, and the thread their waits and durable commits run on."""
+    commits), each with one connection, and the thread their waits and durable commits run on.
+    ``connect_args``: what SQLAlchemy's dialect would pass to ``sqlite3.connect`` for the URL."""
 
-    def __init__(self, path: Path, async_engine: AsyncEngine, busy_timeout_ms: int) -> None:
-        self.path = path
+    def __init__(
+        self, connect_args: tuple[list[Any], dict[str, Any]], async_engine: AsyncEngine, busy_timeout_ms: int
+    ) -> None:
+        self.connect_args = connect_args
         self.async_engine = async_engine  # what the sessions report as their bind
         self.busy_timeout_ms = busy_timeout_ms
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salesbot-sqlite-commit")
-        self._in_use: set[Engine] = set()  # engines whose connection a unit holds
+        self._holder: asyncio.Task[Any] | None = None  # the task whose unit holds a connection
         self.durable = self._engine(synchronous="FULL", checkpoints=True)
         # relaxed commits run on the loop: no checkpoint there (it waits for the disk); the
         # durable connection's commits, on the thread, checkpoint the WAL as SQLite's default does
@@ -92,7 +105,10 @@ class HotEngines:
 
     def _engine(self, *, synchronous: str, checkpoints: bool) -> Engine:
         def connect() -> sqlite3.Connection:
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            args, kwargs = self.connect_args
+            # never wait for a lock on the loop (timeout 0); BEGIN says when it starts a transaction
+            options = {**kwargs, "isolation_level": None, "check_same_thread": False, "timeout": 0}
+            connection: sqlite3.Connection = sqlite3.connect(*args, **options)
             pragmas = ["journal_mode=WAL", f"synchronous={synchronous}", "busy_timeout=0", "foreign_keys=ON"]
             if not checkpoints:
                 pragmas.append("wal_autocheckpoint=0")
@@ -100,21 +116,20 @@ class HotEngines:
                 connection.execute(f"PRAGMA {pragma}")
             return connection
 
-        # one connection, kept (StaticPool); no rollback when it goes back: the unit has ended
+        # one connection, kept (StaticPool); no rollback when it goes back: release() ends the unit
         return sa.create_engine("sqlite://", creator=connect, poolclass=StaticPool, pool_reset_on_return=None)
 
     @property
     def engines(self) -> tuple[Engine, Engine]:
         return self.durable, self.relaxed
 
-    def free(self, *, durable: bool) -> bool:
-        """Whether that engine's connection is free: a transaction opened inside another one of
-        the same task (which passes ``Database._writer``) takes the asyncio session instead."""
-        return (self.durable if durable else self.relaxed) not in self._in_use
-
     def session(self, *, durable: bool) -> HotSession:
+        """A session on the durable or the relaxed connection, for this task's unit. A second one
+        in the same task is refused: its BEGIN would wait for the lock the first one holds."""
+        if self._holder is not None:  # Database._writer lets only the holder's own task through
+            raise RuntimeError("a hot transaction cannot open inside another one of the same task")
+        self._holder = asyncio.current_task()
         engine = self.durable if durable else self.relaxed
-        self._in_use.add(engine)
         session = HotSession(sync_session_class=partial(_sync_session, engine))  # type: ignore[arg-type]
         session.bind = self.async_engine
         return session
@@ -125,19 +140,14 @@ class HotEngines:
         connection = session.sync_session.connection()  # SQLAlchemy's transaction: no statement
         raw = connection.connection.driver_connection
         assert isinstance(raw, sqlite3.Connection)
+        session.raw = raw
         try:
             raw.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.Error as exc:
-            if exc.sqlite_errorcode & 0xFF not in _BUSY:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _BUSY:
                 raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from None
         await self.on_thread(partial(_begin_waiting, raw, self.busy_timeout_ms))
-
-    def release(self, session: HotSession) -> None:
-        """The unit has ended (committed or rolled back): its connection goes back."""
-        engine = session.sync_session.bind
-        session.sync_session.close()
-        self._in_use.discard(engine)
 
     async def commit(self, session: HotSession, *, durable: bool) -> None:
         sync = session.sync_session
@@ -147,9 +157,21 @@ class HotEngines:
         else:
             sync.commit()
 
+    def release(self, session: HotSession) -> None:
+        """The unit has ended, committed or not: no transaction stays open on its connection (a
+        failed COMMIT leaves SQLite's open while SQLAlchemy forgets it), and the connection goes
+        back for the next unit."""
+        try:
+            if session.raw is not None and session.raw.in_transaction:
+                session.raw.rollback()
+        finally:
+            session.sync_session.close()
+            self._holder = None
+
     async def on_thread(self, work: Callable[[], T]) -> T:
         """``work`` on the commit thread. Cancelled meanwhile, it still waits for ``work`` to end
-        (the connection is not the loop's to touch before), then passes the cancellation on."""
+        (the connection is not the loop's to touch before), then raises the cancellation, however
+        ``work`` ended."""
         future = asyncio.get_running_loop().run_in_executor(self._thread, work)
         cancelled = False
         while True:
@@ -160,14 +182,19 @@ class HotEngines:
                     raise
                 cancelled = True
                 continue
+            except BaseException as exc:
+                if cancelled:
+                    raise asyncio.CancelledError from exc
+                raise
             if cancelled:
                 raise asyncio.CancelledError
             return result
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Wait for the thread's work to end (off the loop), then close the connections."""
+        await asyncio.to_thread(self._thread.shutdown)
         self.durable.dispose()
         self.relaxed.dispose()
-        self._thread.shutdown(wait=True)
 
 
 def _sync_session(engine: Engine, **_ignored: Any) -> Session:
@@ -177,16 +204,8 @@ def _sync_session(engine: Engine, **_ignored: Any) -> Session:
 def _begin_waiting(raw: sqlite3.Connection, busy_timeout_ms: int) -> None:
     raw.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     try:
-        with _as_sqlalchemy_error("BEGIN IMMEDIATE"):
-            raw.execute("BEGIN IMMEDIATE")
+        raw.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:  # as SQLAlchemy raises it: storage.retry reads it so
+        raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from None
     finally:
         raw.execute("PRAGMA busy_timeout=0")
-
-
-@contextmanager
-def _as_sqlalchemy_error(sql: str) -> Iterator[None]:
-    """sqlite3's errors as SQLAlchemy raises them (storage.retry reads them so)."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from None

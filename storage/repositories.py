@@ -208,6 +208,14 @@ class Tags:
         return list((await self.session.exec(query)).all())
 
 
+_STAGE_CHANGE_INSERT = sa.insert(_table(StageChange)).values(
+    {
+        column: sa.bindparam(column)
+        for column in ("customer_id", "from_stage", "to_stage", "actor", "reason", "at")
+    }
+)
+
+
 class StageHistory:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -215,16 +223,15 @@ class StageHistory:
     async def record(
         self, customer_id: int, from_stage: str | None, to_stage: str, actor: str, reason: str, at: datetime
     ) -> None:
-        self.session.add(
-            StageChange(
-                customer_id=customer_id,
-                from_stage=from_stage,
-                to_stage=to_stage,
-                actor=actor,
-                reason=reason,
-                at=at,
-            )
-        )
+        values = {
+            "customer_id": customer_id,
+            "from_stage": from_stage,
+            "to_stage": to_stage,
+            "actor": actor,
+            "reason": reason,
+            "at": at,
+        }
+        await self.session.exec(_STAGE_CHANGE_INSERT, params=values)
 
     async def move(self, customer: Customer, to_stage: str, actor: str, reason: str, at: datetime) -> None:
         """The one way a customer changes stage: the customer row, its history and the
@@ -307,6 +314,10 @@ def _offered_statement() -> Any:
 
 
 _OFFERED = _offered_statement()
+# an event's columns but its id, and its insert (with and without the new id back): built once
+_EVENT_COLUMNS = ("account_id", "customer_id", "kind", "text", "data", "external_id", "at")
+_EVENT_INSERT = sa.insert(_table(Event)).values({column: sa.bindparam(column) for column in _EVENT_COLUMNS})
+_EVENT_INSERT_RETURNING = _EVENT_INSERT.returning(_table(Event).c.id)
 
 
 class Events:
@@ -336,17 +347,18 @@ class Events:
             "external_id": external_id,
         }
         EventStamps.wrote([kind])
-        if external_id is None:
-            self.session.add(Event(**values))
+        if external_id is None:  # a Core insert: an ORM object and its flush cost 3-5 times more
+            await self.session.exec(_EVENT_INSERT, params=values)
             return True
         statement = _new_row(self.session, _table(Event), ("account_id", "kind", "external_id"))
         return bool(_rowcount(await self.session.exec(statement, params=values)))
 
     async def add(self, event: Event) -> Event:
-        """Log an event and return it with its id (others refer to it: a suggestion, a plan)."""
+        """Log an event and return it with its id (others refer to it: a suggestion, a plan). A
+        Core insert returning the id: the event is not kept in the session (nothing changes it)."""
         EventStamps.wrote([event.kind])
-        self.session.add(event)
-        await self.session.flush()
+        values = {column: getattr(event, column) for column in _EVENT_COLUMNS}
+        event.id = int((await self.session.exec(_EVENT_INSERT_RETURNING, params=values)).scalar_one())
         return event
 
     async def first_of_kind(self, kind: str) -> Event | None:

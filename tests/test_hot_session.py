@@ -10,6 +10,7 @@ loop: a ticker shows the loop running on meanwhile.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -202,16 +203,115 @@ async def test_sqlite_in_memory_keeps_the_asyncio_session() -> None:
         await database.close()
 
 
-async def test_a_hot_transaction_inside_another_of_the_same_task_takes_the_asyncio_session(
-    db: Database,
-) -> None:
-    """The hot connection is the outer transaction's: a second BEGIN on it would fail."""
+async def test_a_hot_transaction_inside_another_of_the_same_task_is_refused_at_once(db: Database) -> None:
+    """Its BEGIN would wait for the write lock its own task holds (5 attempts of 10 s each, the
+    process's database work stalled meanwhile): refused at once instead; the outer goes on."""
     async with db.transaction(inline=True) as outer:
-        assert isinstance(outer, HotSession)
-        async with db.transaction(inline=True) as inner:
-            assert not isinstance(inner, HotSession)
-            await ran_on(inner)
         await ran_on(outer, "INSERT INTO t (n) VALUES (1) RETURNING n")
+        with pytest.raises(RuntimeError, match="inside another"):
+            async with db.transaction(inline=True):
+                pass
+        await ran_on(outer, "INSERT INTO t (n) VALUES (2) RETURNING n")
     async with db.transaction(inline=True) as again:  # released: hot again
         assert isinstance(again, HotSession)
-    assert await rows(db) == [1]
+    assert await rows(db) == [1, 2]
+
+
+async def test_a_failed_commit_leaves_no_transaction_open_on_the_connection(db: Database) -> None:
+    """SQLAlchemy forgets a transaction whose commit failed; SQLite keeps it open, holding the
+    write lock: every later unit would fail. The unit's end closes it, and the next one works."""
+    failures = [1]
+
+    def failing_commit(_connection: Any) -> None:
+        if failures:
+            failures.pop()
+            raise sqlite3.OperationalError("disk I/O error")
+
+    for engine in db.sync_engines():
+        event.listen(engine, "commit", failing_commit)
+    with pytest.raises(Exception, match="disk I/O error"):
+        async with db.transaction(inline=True) as session:
+            await ran_on(session, "INSERT INTO t (n) VALUES (1) RETURNING n")
+    async with db.transaction(inline=True) as session:
+        await ran_on(session, "INSERT INTO t (n) VALUES (2) RETURNING n")
+    async with db.transaction() as session:  # and the asyncio session writes too (no lock held)
+        await ran_on(session, "INSERT INTO t (n) VALUES (3) RETURNING n")
+    assert await rows(db) == [2, 3]
+
+
+async def test_a_unit_cancelled_while_waiting_for_the_lock_is_cancelled(db: Database, tmp_path: Path) -> None:
+    """The BEGIN waits on the thread; cancelled, the unit waits for it to end, then ends cancelled
+    (not with the BEGIN's outcome, not retried), and leaves the connection free."""
+    other = sqlite3.connect(tmp_path / "hot.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def work(session: AsyncSession) -> None:
+        await ran_on(session, "INSERT INTO t (n) VALUES (1) RETURNING n")
+
+    unit = asyncio.create_task(db.retrying_unit(work))
+    await asyncio.sleep(0.2)
+    unit.cancel()
+    await asyncio.sleep(0.1)
+    other.execute("COMMIT")  # the BEGIN on the thread goes through now
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(unit, 10)
+    other.close()
+    async with db.transaction(inline=True) as session:
+        await ran_on(session, "INSERT INTO t (n) VALUES (2) RETURNING n")
+    assert await rows(db) == [2]
+
+
+async def test_a_unit_cancelled_while_its_begin_times_out_is_cancelled_not_retried(
+    db: Database, tmp_path: Path
+) -> None:
+    """The BEGIN on the thread fails (the lock stayed taken past the busy timeout) after the
+    cancel: the unit ends cancelled, not with a busy error that the retry would try again."""
+    assert db._hot is not None
+    db._hot.busy_timeout_ms = 300
+    other = sqlite3.connect(tmp_path / "hot.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    attempts: list[int] = []
+
+    async def work(session: AsyncSession) -> None:
+        attempts.append(1)
+
+    unit = asyncio.create_task(db.retrying_unit(work))
+    await asyncio.sleep(0.1)
+    unit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(unit, 10)
+    other.execute("COMMIT")
+    other.close()
+    assert attempts == []
+    async with db.transaction(inline=True) as session:
+        await ran_on(session, "INSERT INTO t (n) VALUES (2) RETURNING n")
+    assert await rows(db) == [2]
+
+
+async def test_the_hot_connections_keep_the_durability_they_promise(db: Database) -> None:
+    """Durable units wait for the disk (synchronous FULL), relaxed ones do not (NORMAL); both
+    check foreign keys, as every connection of the database does."""
+
+    async def pragma(session: AsyncSession, name: str) -> int:
+        return int((await session.exec(sql_text(f"PRAGMA {name}"))).scalar_one())  # type: ignore[call-overload]
+
+    async with db.transaction(inline=True) as session:
+        assert (await pragma(session, "synchronous"), await pragma(session, "foreign_keys")) == (2, 1)
+    async with db.relaxed_transaction(inline=True) as session:
+        assert (await pragma(session, "synchronous"), await pragma(session, "foreign_keys")) == (1, 1)
+
+
+async def test_the_hot_connections_open_the_file_the_url_names(tmp_path: Path) -> None:
+    """The URL's own query (a driver option) is not part of the file's name."""
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/q.db?timeout=20")
+    try:
+        async with database.transaction() as session:
+            await session.exec(sql_text("CREATE TABLE t (n INTEGER)"))  # type: ignore[call-overload]
+        async with database.transaction(inline=True) as session:
+            assert isinstance(session, HotSession)
+            await session.exec(sql_text("INSERT INTO t (n) VALUES (1)"))
+        async with database.transaction() as session:
+            assert (await session.exec(sql_text("SELECT count(*) FROM t"))).scalar_one() == 1  # type: ignore[call-overload]
+    finally:
+        await database.close()
+    assert not [name for name in os.listdir(tmp_path) if "?" in name]
