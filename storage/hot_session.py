@@ -1,4 +1,4 @@
-"""Hot units of work on SQLite: synchronous SQLAlchemy on the event loop's thread, one hop to commit.
+"""Hot units of work on SQLite: synchronous SQLAlchemy on the event loop's thread.
 
 An inbound event's unit of work and a dispatch round run a handful of short statements. Through
 the asyncio session each statement costs a greenlet switch per driver call and a hop to
@@ -12,8 +12,12 @@ face (the services' code does not change):
   Only the ``BEGIN`` may find the file locked (another process writes: a backup, a second
   salesbot): it is tried at once with SQLite's busy handler off, and, refused, waits on the
   commit thread, where the busy handler may sleep without stalling the loop;
-- a durable commit (synchronous FULL: it waits for the disk) runs on that thread, the unit's one
-  hop; a relaxed one (synchronous NORMAL: no wait for the disk, no checkpoint) runs on the loop;
+- a durable commit (synchronous FULL) waits for the disk's flush. While flushes are fast it runs
+  on the loop: a hop to a thread and back costs about 250 us of CPU (two context switches and the
+  loop's wake-up), more than a fast flush stalls the loop. A flush slower than
+  :data:`SLOW_FLUSH_SECONDS` moves durable commits to the thread for :data:`SLOW_FLUSH_BACKOFF_SECONDS`
+  (a slow or busy disk never stalls the loop for long); a relaxed commit (synchronous NORMAL: no
+  wait for the disk, no checkpoint) always runs on the loop;
 - this process runs one transaction at a time on SQLite (``Database._writer``): the connections
   are never used by two units at once. A hot transaction opened inside another of the same task
   is refused (it would wait for the write lock its own task holds);
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -83,11 +88,14 @@ class HotSession(AsyncSession):
 
 
 _BUFFERED = {"prebuffer_rows": True}
+# a durable commit that took longer (the disk's flush) moves durable commits off the loop for a while
+SLOW_FLUSH_SECONDS = 0.001
+SLOW_FLUSH_BACKOFF_SECONDS = 60.0
 
 
 class HotEngines:
     """The hot units' two synchronous engines over one SQLite file (durable and relaxed
-    commits), each with one connection, and the thread their waits and durable commits run on.
+    commits), each with one connection, and the thread their waits (and slow durable commits) run on.
     ``connect_args``: what SQLAlchemy's dialect would pass to ``sqlite3.connect`` for the URL."""
 
     def __init__(
@@ -98,6 +106,8 @@ class HotEngines:
         self.busy_timeout_ms = busy_timeout_ms
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salesbot-sqlite-commit")
         self._holder: asyncio.Task[Any] | None = None  # the task whose unit holds a connection
+        self.clock = time.monotonic
+        self.flush_on_thread_until = 0.0  # durable commits run on the thread until then (clock)
         self.durable = self._engine(synchronous="FULL", checkpoints=True)
         # relaxed commits run on the loop: no checkpoint there (it waits for the disk); the
         # durable connection's commits, on the thread, checkpoint the WAL as SQLite's default does
@@ -152,10 +162,13 @@ class HotEngines:
     async def commit(self, session: HotSession, *, durable: bool) -> None:
         sync = session.sync_session
         sync.flush()  # on the loop: the statements hold the lock already
-        if durable:
+        if durable and self.clock() < self.flush_on_thread_until:
             await self.on_thread(sync.commit)
-        else:
-            sync.commit()
+            return
+        started = self.clock()
+        sync.commit()
+        if durable and self.clock() - started > SLOW_FLUSH_SECONDS:  # the disk is slow: off the loop
+            self.flush_on_thread_until = self.clock() + SLOW_FLUSH_BACKOFF_SECONDS
 
     def release(self, session: HotSession) -> None:
         """The unit has ended, committed or not: no transaction stays open on its connection (a

@@ -1,15 +1,16 @@
-"""Hot units on SQLite: synchronous statements on the loop's thread, one hop to commit (issue 20;
+"""Hot units on SQLite: synchronous statements and commits on the loop's thread (issue 20;
 storage/hot_session.py).
 
 Which thread ran a statement is read from SQLite itself: a user function returns the thread it is
-called on; which thread committed, from SQLAlchemy's commit event. What may wait (the ``BEGIN``
-when another process holds the file's write lock, a durable commit's disk flush) waits off the
-loop: a ticker shows the loop running on meanwhile.
+called on; which thread committed, from SQLAlchemy's commit event. What may wait long (the
+``BEGIN`` when another process holds the file's write lock, durable commits once a flush was
+slow) waits off the loop: a ticker shows the loop running on meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sqlite3
 import threading
@@ -25,7 +26,7 @@ from sqlalchemy import text as sql_text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import Database
-from storage.hot_session import HotSession
+from storage.hot_session import SLOW_FLUSH_BACKOFF_SECONDS, SLOW_FLUSH_SECONDS, HotSession
 
 
 @pytest.fixture
@@ -77,9 +78,7 @@ def committing_threads(db: Database) -> list[int]:
     return threads
 
 
-async def test_a_hot_units_statements_run_on_the_loop_and_its_durable_commit_on_the_thread(
-    db: Database,
-) -> None:
+async def test_a_hot_units_statements_and_commit_run_on_the_loop_while_the_disk_is_fast(db: Database) -> None:
     loop_thread = threading.get_ident()
     commits = committing_threads(db)
 
@@ -92,8 +91,42 @@ async def test_a_hot_units_statements_run_on_the_loop_and_its_durable_commit_on_
         ]
 
     assert await db.retrying_unit(work) == [loop_thread] * 3
-    assert len(commits) == 1 and commits[0] != loop_thread  # the disk flush waits off the loop
+    assert commits == [loop_thread]  # a fast flush costs the loop less than a hop to the thread
     assert await rows(db) == [1, 2]
+
+
+async def test_after_a_slow_flush_durable_commits_wait_for_the_disk_off_the_loop_for_a_while(
+    db: Database,
+) -> None:
+    """A commit slower than SLOW_FLUSH_SECONDS (a slow or busy disk) moves the next durable
+    commits to the thread; after SLOW_FLUSH_BACKOFF_SECONDS they try the loop again. Relaxed
+    commits (no flush) stay on the loop."""
+    assert db._hot is not None
+    now = [1000.0]
+    db._hot.clock = lambda: now[0]
+    loop_thread = threading.get_ident()
+    commits = committing_threads(db)
+
+    def slow_disk(_connection: Any) -> None:
+        now[0] += 2 * SLOW_FLUSH_SECONDS
+
+    async def write(n: int, *, relaxed: bool = False) -> None:
+        opened = db.relaxed_transaction(inline=True) if relaxed else db.transaction(inline=True)
+        async with opened as session:
+            await ran_on(session, f"INSERT INTO t (n) VALUES ({n}) RETURNING n")
+
+    for engine in db.sync_engines():
+        event.listen(engine, "commit", slow_disk)
+    await write(1)  # on the loop, and found slow
+    for engine in db.sync_engines():
+        event.remove(engine, "commit", slow_disk)
+    await write(2)  # off the loop now
+    await write(3, relaxed=True)  # no flush: on the loop
+    now[0] += SLOW_FLUSH_BACKOFF_SECONDS
+    await write(4)  # the loop again
+    off_loop = commits[1]
+    assert commits == [loop_thread, off_loop, loop_thread, loop_thread] and off_loop != loop_thread
+    assert await rows(db) == [1, 2, 3, 4]
 
 
 async def test_a_relaxed_hot_transaction_commits_on_the_loop(db: Database) -> None:
@@ -152,8 +185,11 @@ async def test_a_hot_unit_waits_for_another_processs_write_lock_off_the_loop(
 
 
 async def test_a_unit_cancelled_during_its_durable_commit_waits_for_the_commit_to_end(db: Database) -> None:
-    """The commit runs on, on the thread; the connection is not touched (no rollback racing it)
-    before it ends; then the cancellation passes on, and the next unit finds the connection free."""
+    """The commit runs on, on the thread (the disk was found slow); the connection is not touched
+    (no rollback racing it) before it ends; then the cancellation passes on, and the next unit
+    finds the connection free."""
+    assert db._hot is not None
+    db._hot.flush_on_thread_until = math.inf
     ended: list[float] = []
 
     def slow_commit(_connection: Any) -> None:
