@@ -46,9 +46,10 @@ class SQLiteTimer:
     event-loop hops and ORM code around it. aiosqlite's worker threads' calls, and the hot
     units' (storage/hot_session.py): their statements, from SQLAlchemy's cursor events (a few
     microseconds of SQLAlchemy each included; rows fetched after the first are left out), and
-    their work on the commit thread (a durable commit, with SQLAlchemy's bookkeeping). Left out:
-    a hot unit's BEGIN and a relaxed commit, both on the loop. An approximation of the floor,
-    not the same measure as before hot sessions."""
+    their work on the commit thread (a durable commit once the disk was found slow, with
+    SQLAlchemy's bookkeeping). Left out: a hot unit's BEGIN and its commits on the loop (relaxed
+    ones, and durable ones while the disk is fast). An approximation of the floor, not the same
+    measure as before hot sessions."""
 
     def __init__(self, db: Database | None = None) -> None:
         self.seconds = 0.0

@@ -15,9 +15,11 @@ face (the services' code does not change):
 - a durable commit (synchronous FULL) waits for the disk's flush. While flushes are fast it runs
   on the loop: a hop to a thread and back costs about 250 us of CPU (two context switches and the
   loop's wake-up), more than a fast flush stalls the loop. A flush slower than
-  :data:`SLOW_FLUSH_SECONDS` moves durable commits to the thread for :data:`SLOW_FLUSH_BACKOFF_SECONDS`
-  (a slow or busy disk never stalls the loop for long); a relaxed commit (synchronous NORMAL: no
-  wait for the disk, no checkpoint) always runs on the loop;
+  :data:`SLOW_FLUSH_SECONDS` moves durable commits to the thread until none has been slow for
+  :data:`SLOW_FLUSH_BACKOFF_SECONDS` (a slow disk stalls the loop once); a relaxed commit
+  (synchronous NORMAL: no wait for the disk) always runs on the loop. No commit checkpoints the
+  WAL (SQLite's automatic checkpoint would run inside it, on the loop): a passive checkpoint runs
+  on the thread every :data:`CHECKPOINT_EVERY` commits;
 - this process runs one transaction at a time on SQLite (``Database._writer``): the connections
   are never used by two units at once. A hot transaction opened inside another of the same task
   is refused (it would wait for the write lock its own task holds);
@@ -30,6 +32,7 @@ PostgreSQL and SQLite in memory keep the asyncio session: the same services' cod
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -46,6 +49,8 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
@@ -91,6 +96,7 @@ _BUFFERED = {"prebuffer_rows": True}
 # a durable commit that took longer (the disk's flush) moves durable commits off the loop for a while
 SLOW_FLUSH_SECONDS = 0.001
 SLOW_FLUSH_BACKOFF_SECONDS = 60.0
+CHECKPOINT_EVERY = 200  # hot commits between WAL checkpoints (a unit writes a few pages)
 
 
 class HotEngines:
@@ -106,22 +112,25 @@ class HotEngines:
         self.busy_timeout_ms = busy_timeout_ms
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salesbot-sqlite-commit")
         self._holder: asyncio.Task[Any] | None = None  # the task whose unit holds a connection
-        self.clock = time.monotonic
+        self.clock = time.perf_counter  # fine-grained on every platform (monotonic is not)
         self.flush_on_thread_until = 0.0  # durable commits run on the thread until then (clock)
-        self.durable = self._engine(synchronous="FULL", checkpoints=True)
-        # relaxed commits run on the loop: no checkpoint there (it waits for the disk); the
-        # durable connection's commits, on the thread, checkpoint the WAL as SQLite's default does
-        self.relaxed = self._engine(synchronous="NORMAL", checkpoints=False)
+        self.durable = self._engine(synchronous="FULL")
+        self.relaxed = self._engine(synchronous="NORMAL")
+        # commits run on the loop, so neither connection checkpoints the WAL (SQLite's automatic
+        # checkpoint runs inside a COMMIT and waits for the disk): every CHECKPOINT_EVERY commits
+        # a connection of the thread's own does, in the background
+        self.checkpoint_every = CHECKPOINT_EVERY
+        self._commits = 0
+        self._checkpointer: sqlite3.Connection | None = None  # used on the thread only
 
-    def _engine(self, *, synchronous: str, checkpoints: bool) -> Engine:
+    def _engine(self, *, synchronous: str) -> Engine:
         def connect() -> sqlite3.Connection:
             args, kwargs = self.connect_args
             # never wait for a lock on the loop (timeout 0); BEGIN says when it starts a transaction
             options = {**kwargs, "isolation_level": None, "check_same_thread": False, "timeout": 0}
             connection: sqlite3.Connection = sqlite3.connect(*args, **options)
             pragmas = ["journal_mode=WAL", f"synchronous={synchronous}", "busy_timeout=0", "foreign_keys=ON"]
-            if not checkpoints:
-                pragmas.append("wal_autocheckpoint=0")
+            pragmas.append("wal_autocheckpoint=0")
             for pragma in pragmas:
                 connection.execute(f"PRAGMA {pragma}")
             return connection
@@ -160,15 +169,44 @@ class HotEngines:
         await self.on_thread(partial(_begin_waiting, raw, self.busy_timeout_ms))
 
     async def commit(self, session: HotSession, *, durable: bool) -> None:
+        """Commit on the loop, or (durable, the disk found slow) on the thread. Every durable
+        flush is timed, wherever it runs and however it ends: a slow one keeps durable commits
+        on the thread for SLOW_FLUSH_BACKOFF_SECONDS more, so a slow disk stalls the loop once."""
         sync = session.sync_session
         sync.flush()  # on the loop: the statements hold the lock already
-        if durable and self.clock() < self.flush_on_thread_until:
-            await self.on_thread(sync.commit)
-            return
+        try:
+            if not durable:
+                sync.commit()
+            elif self.clock() < self.flush_on_thread_until:
+                await self.on_thread(partial(self._timed_commit, sync))
+            else:
+                self._timed_commit(sync)
+        finally:
+            self._commits += 1
+            if self._commits % self.checkpoint_every == 0:
+                self._checkpoint_later()
+
+    def _timed_commit(self, sync: Session) -> None:
         started = self.clock()
-        sync.commit()
-        if durable and self.clock() - started > SLOW_FLUSH_SECONDS:  # the disk is slow: off the loop
-            self.flush_on_thread_until = self.clock() + SLOW_FLUSH_BACKOFF_SECONDS
+        try:
+            sync.commit()
+        finally:
+            if self.clock() - started > SLOW_FLUSH_SECONDS:
+                self.flush_on_thread_until = self.clock() + SLOW_FLUSH_BACKOFF_SECONDS
+
+    def _checkpoint_later(self) -> None:
+        """A passive WAL checkpoint on the thread, not awaited: it neither waits for writers nor
+        makes them wait, and the units go on meanwhile."""
+        asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        try:
+            if self._checkpointer is None:
+                args, kwargs = self.connect_args
+                self._checkpointer = sqlite3.connect(*args, **{**kwargs, "isolation_level": None})
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:  # the next one tries again; the WAL only grows meanwhile
+            log.warning("checkpointing the database's write-ahead log failed: %s", exc)
 
     def release(self, session: HotSession) -> None:
         """The unit has ended, committed or not: no transaction stays open on its connection (a
@@ -206,6 +244,8 @@ class HotEngines:
     async def close(self) -> None:
         """Wait for the thread's work to end (off the loop), then close the connections."""
         await asyncio.to_thread(self._thread.shutdown)
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self.durable.dispose()
         self.relaxed.dispose()
 

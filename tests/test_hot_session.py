@@ -10,12 +10,13 @@ slow) waits off the loop: a ticker shows the loop running on meanwhile.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,8 @@ async def test_a_hot_units_statements_and_commit_run_on_the_loop_while_the_disk_
             await ran_on(session, "INSERT INTO t (n) VALUES (2) RETURNING thread_id()"),
         ]
 
+    assert db._hot is not None
+    db._hot.clock = lambda: 1000.0  # every flush takes no time: a fast disk
     assert await db.retrying_unit(work) == [loop_thread] * 3
     assert commits == [loop_thread]  # a fast flush costs the loop less than a hop to the thread
     assert await rows(db) == [1, 2]
@@ -115,18 +118,80 @@ async def test_after_a_slow_flush_durable_commits_wait_for_the_disk_off_the_loop
         async with opened as session:
             await ran_on(session, f"INSERT INTO t (n) VALUES ({n}) RETURNING n")
 
-    for engine in db.sync_engines():
-        event.listen(engine, "commit", slow_disk)
-    await write(1)  # on the loop, and found slow
-    for engine in db.sync_engines():
-        event.remove(engine, "commit", slow_disk)
-    await write(2)  # off the loop now
-    await write(3, relaxed=True)  # no flush: on the loop
+    def slowly(write: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        async def slow_write() -> None:
+            for engine in db.sync_engines():
+                event.listen(engine, "commit", slow_disk)
+            try:
+                await write()
+            finally:
+                for engine in db.sync_engines():
+                    event.remove(engine, "commit", slow_disk)
+
+        return slow_write
+
+    await slowly(functools.partial(write, 1, relaxed=True))()  # a relaxed commit waits for no disk
+    await write(2)  # so durable commits are still on the loop
+    await slowly(functools.partial(write, 3))()  # on the loop, and found slow
+    await write(4)  # off the loop now
+    await write(5, relaxed=True)  # no flush: on the loop
+    now[0] += SLOW_FLUSH_BACKOFF_SECONDS / 2
+    await slowly(functools.partial(write, 6))()  # on the thread, and slow again: the wait restarts
+    now[0] += SLOW_FLUSH_BACKOFF_SECONDS * 3 / 4
+    await write(7)  # still off the loop
     now[0] += SLOW_FLUSH_BACKOFF_SECONDS
-    await write(4)  # the loop again
-    off_loop = commits[1]
-    assert commits == [loop_thread, off_loop, loop_thread, loop_thread] and off_loop != loop_thread
-    assert await rows(db) == [1, 2, 3, 4]
+    await write(8)  # a whole backoff without a slow flush: the loop again
+    off = [thread != loop_thread for thread in commits]
+    assert off == [False, False, False, True, False, True, True, False]
+    assert await rows(db) == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+async def test_a_slow_commit_that_fails_still_moves_commits_off_the_loop(db: Database) -> None:
+    """A sick disk: the flush takes long, then fails. It counts as slow all the same."""
+    assert db._hot is not None
+    now = [1000.0]
+    db._hot.clock = lambda: now[0]
+    loop_thread = threading.get_ident()
+
+    def slow_then_failing(_connection: Any) -> None:
+        now[0] += 2 * SLOW_FLUSH_SECONDS
+        raise sqlite3.OperationalError("disk I/O error")
+
+    for engine in db.sync_engines():
+        event.listen(engine, "commit", slow_then_failing)
+    with pytest.raises(Exception, match="disk I/O error"):
+        async with db.transaction(inline=True) as session:
+            await ran_on(session, "INSERT INTO t (n) VALUES (1) RETURNING n")
+    for engine in db.sync_engines():
+        event.remove(engine, "commit", slow_then_failing)
+    commits = committing_threads(db)
+    async with db.transaction(inline=True) as session:
+        await ran_on(session, "INSERT INTO t (n) VALUES (2) RETURNING n")
+    assert len(commits) == 1 and commits[0] != loop_thread
+    assert await rows(db) == [2]
+
+
+async def test_no_commit_checkpoints_on_the_loop_the_thread_does_every_so_often(db: Database) -> None:
+    """SQLite's automatic checkpoint would run inside a COMMIT, on the loop, and wait for the
+    disk: it is off on the hot connections, and the thread checkpoints every N commits."""
+    assert db._hot is not None
+    db._hot.checkpoint_every = 3
+    loop_thread = threading.get_ident()
+    checkpointed: list[int] = []
+    checkpoint = db._hot._checkpoint
+
+    def recorded() -> None:
+        checkpointed.append(threading.get_ident())
+        checkpoint()
+
+    db._hot._checkpoint = recorded  # type: ignore[method-assign]
+    for n in range(7):
+        async with db.transaction(inline=True) as session:
+            autocheckpoint = (await session.exec(sql_text("PRAGMA wal_autocheckpoint"))).scalar_one()  # type: ignore[call-overload]
+            assert autocheckpoint == 0
+            await ran_on(session, f"INSERT INTO t (n) VALUES ({n}) RETURNING n")
+    await db._hot.on_thread(lambda: None)  # the thread's queue has run
+    assert len(checkpointed) == 2 and loop_thread not in checkpointed
 
 
 async def test_a_relaxed_hot_transaction_commits_on_the_loop(db: Database) -> None:
