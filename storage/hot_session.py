@@ -129,9 +129,8 @@ class HotEngines:
             # never wait for a lock on the loop (timeout 0); BEGIN says when it starts a transaction
             options = {**kwargs, "isolation_level": None, "check_same_thread": False, "timeout": 0}
             connection: sqlite3.Connection = sqlite3.connect(*args, **options)
-            pragmas = ["journal_mode=WAL", f"synchronous={synchronous}", "busy_timeout=0", "foreign_keys=ON"]
-            pragmas.append("wal_autocheckpoint=0")
-            for pragma in pragmas:
+            pragmas = ("journal_mode=WAL", f"synchronous={synchronous}", "busy_timeout=0", "foreign_keys=ON")
+            for pragma in (*pragmas, "wal_autocheckpoint=0"):  # the thread checkpoints: see commit()
                 connection.execute(f"PRAGMA {pragma}")
             return connection
 

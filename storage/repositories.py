@@ -399,8 +399,7 @@ class Events:
     ) -> list[Offered]:
         """:meth:`of_account` as suggestions read it (no text; Core rows, not ORM objects: this runs
         for every objection a customer raises)."""
-        await self.session.flush()  # what the unit wrote so far, as an ORM query sees it (autoflush)
-        page = {"limit": limit, "skip": skip}
+        page = {"limit": limit, "skip": skip}  # the session flushes what the unit wrote first
         params = {"account_id": account_id, "kinds": list(kinds), "since": since, **page}
         return [Offered(*row) for row in await self.session.exec(_OFFERED, params=params)]
 
