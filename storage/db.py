@@ -27,7 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.errors import UPGRADE_FAILED, DatabaseUnavailable, SchemaUpgradeFailed
 from storage.hot_session import HotEngines
-from storage.retry import attempts
+from storage.retry import retrying
 
 if TYPE_CHECKING:  # alembic is imported only to change or check a schema that is not the newest
     from alembic.config import Config as AlembicConfig
@@ -462,11 +462,12 @@ class Database:
     async def relaxed_returning(self, statement: Executable, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """One write with ``RETURNING``, committed relaxed on its own (see :meth:`relaxed_writes`),
         run again when the database refused it for now (busy, a conflict): its rows."""
-        async for attempt in attempts():
-            with attempt:
-                async with self.relaxed_writes() as writer:
-                    return await writer.returning(statement, params)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+
+        async def attempt() -> list[tuple[Any, ...]]:
+            async with self.relaxed_writes() as writer:
+                return await writer.returning(statement, params)
+
+        return await retrying(attempt)
 
     @asynccontextmanager
     async def _writer(self) -> AsyncIterator[None]:
@@ -499,11 +500,12 @@ class Database:
         unit = self._unit()
         if unit is not None:  # part of the outer unit: that one is retried (or not) as a whole
             return await work(unit.session)
-        async for attempt in attempts():
-            with attempt:
-                async with self.unit_of_work(inline=True) as session:
-                    return await work(session)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+
+        async def attempt() -> T:
+            async with self.unit_of_work(inline=True) as session:
+                return await work(session)
+
+        return await retrying(attempt)
 
     async def close(self) -> None:
         await self.engine.dispose()
