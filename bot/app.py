@@ -33,6 +33,7 @@ from bot.hooks import (
     Planned,
     Undeliverable,
 )
+from bot.keyed_locks import KeyedLocks
 from bot.objections.library import ObjectionLibrary
 from bot.objections.reader import load_classifier, load_library, load_model
 from bot.playbook.library import FOLDER as PLAYBOOK_FOLDER
@@ -325,7 +326,7 @@ class SalesBot:
             },
         )
         # pyee delivers events concurrently; one customer's events are handled one at a time
-        self._contact_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._contact_locks = KeyedLocks()
         self._rebalancing = asyncio.Lock()
 
     async def start(self) -> None:
@@ -550,7 +551,7 @@ class SalesBot:
     async def handle(self, account_id: str, event: InboundEvent) -> None:
         event = without_nul(event)
         contact_id = event.contact.contact_id if isinstance(event, FriendRequest) else event.conversation_id
-        async with self._contact_locks[(account_id, contact_id)]:
+        async with self._contact_locks.hold((account_id, contact_id)):
             try:
                 await self.router.route(account_id, event)
             except IntegrityError:
