@@ -27,7 +27,8 @@ async def test_a_new_name_shows_within_the_refresh_and_messages_between_read_not
     monkeypatch.setattr(sim.puppet, "contact_payload", counted)
     for text in ("你好", "在吗", "多少钱"):
         await sim.customer_says("c1", text)
-    assert reads["wx_c1"] == 1  # the first message re-reads the contact, the next two do not
+    # read past every cache when the request was accepted: a new friend's first messages read nothing
+    assert reads["wx_c1"] == 0
 
     sim.puppet.add_contact("wx_c1", "张三丰", friend=True)  # the customer renames themself
     await sim.customer_says("c1", "还有优惠吗")
@@ -38,4 +39,30 @@ async def test_a_new_name_shows_within_the_refresh_and_messages_between_read_not
     await sim.customer_says("c1", "那我考虑下")
     [customer] = await sim.rows(Customer)
     assert customer.display_name == "张三丰"
-    assert reads["wx_c1"] == 2
+    assert reads["wx_c1"] == 1
+
+
+async def test_a_customer_the_bot_did_not_accept_is_read_on_their_first_message(
+    sim: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A friend from before salesbot (or accepted by hand): the first message reads the contact past
+    the puppet service's cache (dirty, then read), the next ones do not."""
+    sim.puppet.add_contact("wx_c9", "老客户", friend=True)
+    calls: list[str] = []
+    payload, dirty = sim.puppet.contact_payload, sim.puppet.contact_payload_dirty
+
+    async def read(contact_id: str) -> object:
+        calls.append(f"read {contact_id}")
+        return await payload(contact_id)
+
+    async def marked(contact_id: str) -> None:
+        calls.append(f"dirty {contact_id}")
+        await dirty(contact_id)
+
+    monkeypatch.setattr(sim.puppet, "contact_payload", read)
+    monkeypatch.setattr(sim.puppet, "contact_payload_dirty", marked)
+    await sim.customer_says("c9", "你好")
+    mine = [c for c in calls if c.endswith("wx_c9")]
+    assert mine[-2:] == ["dirty wx_c9", "read wx_c9"]  # (Wechaty may read it first, from its cache)
+    await sim.customer_says("c9", "在吗")
+    assert [c for c in calls if c.endswith("wx_c9")] == mine

@@ -282,7 +282,10 @@ class WechatyTransport:
         # the contact is a friend now: its friend flag is what tells a later failed send apart
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_FRIEND_CHECK_SECONDS):
-                await sync_contact(self._bot, friendship.contact())
+                contact = friendship.contact()
+                await sync_contact(self._bot, contact)
+                # read past every cache just now: the new friend's first messages need not again
+                self._contact_read[contact.contact_id] = self.monotonic()
 
     def _raise_connection_error(self, exc: Exception) -> None:
         """Turn a lost connection into NotConnected (nothing reached the service) or DeliveryUnknown
@@ -538,11 +541,12 @@ class WechatyTransport:
         echo = from_self and self._is_echo(msg.message_id, conversation_id, msg.text())
         talker = msg.talker()
         if not from_self:
-            # Wechaty caches contact payloads forever; re-read now and then so a new name or
-            # remark shows up (within CONTACT_REFRESH_SECONDS)
+            # Wechaty caches contact payloads forever, and the puppet service its own: re-read
+            # past both now and then so a new name or remark shows up (within
+            # CONTACT_REFRESH_SECONDS; a contact just accepted was read then)
             now, read = self.monotonic(), self._contact_read.get(talker.contact_id)
             if read is None or now - read >= CONTACT_REFRESH_SECONDS:
-                await talker.ready(force_sync=True)
+                await sync_contact(self._bot, talker)
                 self._contact_read[talker.contact_id] = now
             elif talker.payload is None:
                 await talker.ready()
