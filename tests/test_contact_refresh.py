@@ -7,9 +7,10 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from sqlmodel import col
 
 from bot.transport.wechaty_adapter import CONTACT_REFRESH_SECONDS
-from storage.models import Customer
+from storage.models import Customer, Event
 from tests.harness import Harness
 
 
@@ -66,3 +67,26 @@ async def test_a_customer_the_bot_did_not_accept_is_read_on_their_first_message(
     assert mine[-2:] == ["dirty wx_c9", "read wx_c9"]  # (Wechaty may read it first, from its cache)
     await sim.customer_says("c9", "在吗")
     assert [c for c in calls if c.endswith("wx_c9")] == mine
+
+
+async def test_a_refresh_that_fails_loses_no_message_and_is_not_tried_on_every_message(
+    sim: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The puppet service refuses the re-read (an error, or no answer): the message is handled
+    with the name known before, a warning says so, and the next message does not try again."""
+    sim.puppet.add_contact("wx_c9", "老客户", friend=True)
+    tries: list[str] = []
+
+    async def refused(contact_id: str) -> None:
+        tries.append(contact_id)
+        raise RuntimeError("DirtyPayload: not implemented by this puppet service")
+
+    monkeypatch.setattr(sim.puppet, "contact_payload_dirty", refused)
+    for text in ("你好", "多少钱"):
+        await sim.customer_says("c9", text)
+    assert tries == ["wx_c9"]
+    texts = [e.text for e in await sim.rows(Event, col(Event.kind) == "message_in")]
+    assert texts == ["你好", "多少钱"]
+    assert "re-reading contact wx_c9 failed (DirtyPayload: not implemented" in caplog.text
+    [customer] = await sim.rows(Customer)
+    assert customer.display_name == "老客户"

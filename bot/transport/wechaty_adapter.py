@@ -160,7 +160,7 @@ class WechatyTransport:
         self._watchdog: asyncio.Task[None] | None = None
         self._pending_echo: Counter[tuple[str, str]] = Counter()
         self._sent_ids: deque[str] = deque(maxlen=_ECHO_MEMORY)
-        self._contact_read: dict[str, float] = {}  # contact id -> when its payload was re-read
+        self._contact_read: dict[str, float] = {}  # contact id -> when read past the caches (accept, refresh)
         self.monotonic: Callable[[], float] = time.monotonic  # for the refresh above; tests move it
         self.errors: list[BaseException] = []
 
@@ -546,8 +546,8 @@ class WechatyTransport:
             # CONTACT_REFRESH_SECONDS; a contact just accepted was read then)
             now, read = self.monotonic(), self._contact_read.get(talker.contact_id)
             if read is None or now - read >= CONTACT_REFRESH_SECONDS:
-                await sync_contact(self._bot, talker)
-                self._contact_read[talker.contact_id] = now
+                await self._refresh(talker)
+                self._contact_read[talker.contact_id] = now  # failed or not: not again for a while
             elif talker.payload is None:
                 await talker.ready()
         await self._deliver(
@@ -563,6 +563,22 @@ class WechatyTransport:
                 echo=echo,
             )
         )
+
+    async def _refresh(self, talker: Any) -> None:
+        """Re-read a customer's name and remark, best effort: the message matters more. A refresh
+        that fails or hangs leaves the name read before (Wechaty's own read, when there was none)."""
+        try:
+            async with asyncio.timeout(_FRIEND_CHECK_SECONDS):
+                await sync_contact(self._bot, talker)
+        except Exception as exc:  # any puppet's error: the message goes on
+            log.warning(
+                "account %s: re-reading contact %s failed (%s); its name may be out of date",
+                self.account_id,
+                talker.contact_id,
+                str(exc) or type(exc).__name__,
+            )
+            if talker.payload is None:
+                await talker.ready()
 
     def _is_echo(self, message_id: str, conversation_id: str, text: str) -> bool:
         return message_id in self._sent_ids or (conversation_id, text) in self._pending_echo
