@@ -16,8 +16,8 @@ face (the services' code does not change):
   on the loop: a hop to a thread and back costs about 250 us of CPU on a virtual machine (two
   context switches, the wake-ups between cores, the loop's wake-up), paid by every event, while a
   flush of a few milliseconds delays the other events by as much, which nobody in a chat can
-  notice (5 ms, not 1 ms: a third session's bench measured 12% less CPU a message on a virtual
-  disk that flushes in 1-3 ms). A flush slower than
+  notice (5 ms, not 1 ms: on a virtual disk that flushes in 1-3 ms, bench/hot_path.py measured
+  10-14% less CPU an event; README, the fourth session). A flush slower than
   :data:`SLOW_FLUSH_SECONDS` (a spinning disk, a congested network volume) moves durable commits
   to the thread until none has been slow for
   :data:`SLOW_FLUSH_BACKOFF_SECONDS` (a slow disk stalls the loop once); a relaxed commit
