@@ -28,8 +28,7 @@ async def test_a_new_name_shows_within_the_refresh_and_messages_between_read_not
     monkeypatch.setattr(sim.puppet, "contact_payload", counted)
     for text in ("你好", "在吗", "多少钱"):
         await sim.customer_says("c1", text)
-    # read past every cache when the request was accepted: a new friend's first messages read nothing
-    assert reads["wx_c1"] == 0
+    assert reads["wx_c1"] == 1  # the first message re-reads the contact, the next two do not
 
     sim.puppet.add_contact("wx_c1", "张三丰", friend=True)  # the customer renames themself
     await sim.customer_says("c1", "还有优惠吗")
@@ -40,14 +39,14 @@ async def test_a_new_name_shows_within_the_refresh_and_messages_between_read_not
     await sim.customer_says("c1", "那我考虑下")
     [customer] = await sim.rows(Customer)
     assert customer.display_name == "张三丰"
-    assert reads["wx_c1"] == 1
+    assert reads["wx_c1"] == 2
 
 
-async def test_a_customer_the_bot_did_not_accept_is_read_on_their_first_message(
+async def test_the_first_message_reads_the_contact_past_the_services_cache(
     sim: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A friend from before salesbot (or accepted by hand): the first message reads the contact past
-    the puppet service's cache (dirty, then read), the next ones do not."""
+    """The re-read marks the payload dirty first (the puppet service answers a plain forced read
+    from its own cache), then reads it; the next messages read nothing."""
     sim.puppet.add_contact("wx_c9", "老客户", friend=True)
     calls: list[str] = []
     payload, dirty = sim.puppet.contact_payload, sim.puppet.contact_payload_dirty

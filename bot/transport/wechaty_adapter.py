@@ -160,7 +160,7 @@ class WechatyTransport:
         self._watchdog: asyncio.Task[None] | None = None
         self._pending_echo: Counter[tuple[str, str]] = Counter()
         self._sent_ids: deque[str] = deque(maxlen=_ECHO_MEMORY)
-        self._contact_read: dict[str, float] = {}  # contact id -> when read past the caches (accept, refresh)
+        self._contact_read: dict[str, float] = {}  # contact id -> when last re-read past the caches
         self.monotonic: Callable[[], float] = time.monotonic  # for the refresh above; tests move it
         self.errors: list[BaseException] = []
 
@@ -282,10 +282,7 @@ class WechatyTransport:
         # the contact is a friend now: its friend flag is what tells a later failed send apart
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_FRIEND_CHECK_SECONDS):
-                contact = friendship.contact()
-                await sync_contact(self._bot, contact)
-                # read past every cache just now: the new friend's first messages need not again
-                self._contact_read[contact.contact_id] = self.monotonic()
+                await sync_contact(self._bot, friendship.contact())
 
     def _raise_connection_error(self, exc: Exception) -> None:
         """Turn a lost connection into NotConnected (nothing reached the service) or DeliveryUnknown
@@ -543,7 +540,8 @@ class WechatyTransport:
         if not from_self:
             # Wechaty caches contact payloads forever, and the puppet service its own: re-read
             # past both now and then so a new name or remark shows up (within
-            # CONTACT_REFRESH_SECONDS; a contact just accepted was read then)
+            # CONTACT_REFRESH_SECONDS; the first message too: a rep often sets a remark right
+            # after accepting, before the customer's first reply)
             now, read = self.monotonic(), self._contact_read.get(talker.contact_id)
             if read is None or now - read >= CONTACT_REFRESH_SECONDS:
                 await self._refresh(talker)
