@@ -26,7 +26,7 @@ from sqlalchemy.sql.dml import UpdateBase as Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.errors import UPGRADE_FAILED, DatabaseUnavailable, SchemaUpgradeFailed
-from storage.hot_session import HotEngines
+from storage.hot_session import HotEngines, loop_connection
 from storage.retry import retrying
 
 if TYPE_CHECKING:  # alembic is imported only to change or check a schema that is not the newest
@@ -446,7 +446,9 @@ class Database:
             yield _TransactionWriter(self)
             return
         if self._inline is None and self._hot is not None:
-            self._inline = _inline_connection(self._hot.connect_args)
+            # one-row relaxed writes on the loop's thread: tens of microseconds, less than a hop
+            # to another thread and back; a lock held elsewhere sends the write to aiosqlite's
+            self._inline = loop_connection(self._hot.connect_args, synchronous="NORMAL")
         async with contextlib.AsyncExitStack() as stack:
 
             async def fallback() -> Any:
@@ -543,20 +545,6 @@ class _TransactionWriter(RelaxedWriter):
     async def returning(self, statement: Executable, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         async with self.db.relaxed_transaction() as session:
             return [tuple(row) for row in (await session.exec(statement, params=params)).all()]
-
-
-def _inline_connection(connect_args: tuple[list[Any], dict[str, Any]]) -> sqlite3.Connection:
-    """A connection used on the event loop's own thread for one-row relaxed writes: autocommit,
-    no disk flush on commit (WAL, synchronous NORMAL: what a relaxed transaction promises), never
-    waiting for a lock (busy_timeout 0: the caller falls back to aiosqlite's thread) and never
-    checkpointing (the pool's connections do): such a write takes tens of microseconds, less than
-    a hop to another thread and back."""
-    args, kwargs = connect_args  # as SQLAlchemy's dialect opens the URL's file
-    options = {**kwargs, "isolation_level": None, "check_same_thread": False, "timeout": 0}
-    connection: sqlite3.Connection = sqlite3.connect(*args, **options)
-    for pragma in ("synchronous=NORMAL", "busy_timeout=0", "foreign_keys=ON", "wal_autocheckpoint=0"):
-        connection.execute(f"PRAGMA {pragma}")
-    return connection
 
 
 @dataclass(frozen=True)

@@ -129,14 +129,7 @@ class HotEngines:
 
     def _engine(self, *, synchronous: str) -> Engine:
         def connect() -> sqlite3.Connection:
-            args, kwargs = self.connect_args
-            # never wait for a lock on the loop (timeout 0); BEGIN says when it starts a transaction
-            options = {**kwargs, "isolation_level": None, "check_same_thread": False, "timeout": 0}
-            connection: sqlite3.Connection = sqlite3.connect(*args, **options)
-            pragmas = ("journal_mode=WAL", f"synchronous={synchronous}", "busy_timeout=0", "foreign_keys=ON")
-            for pragma in (*pragmas, "wal_autocheckpoint=0"):  # the thread checkpoints: see commit()
-                connection.execute(f"PRAGMA {pragma}")
-            return connection
+            return loop_connection(self.connect_args, synchronous=synchronous)
 
         # one connection, kept (StaticPool); no rollback when it goes back: release() ends the unit
         return sa.create_engine("sqlite://", creator=connect, poolclass=StaticPool, pool_reset_on_return=None)
@@ -251,6 +244,22 @@ class HotEngines:
             self._checkpointer.close()
         self.durable.dispose()
         self.relaxed.dispose()
+
+
+def loop_connection(
+    connect_args: tuple[list[Any], dict[str, Any]], *, synchronous: str
+) -> sqlite3.Connection:
+    """A sqlite3 connection to the URL's file (``connect_args`` as SQLAlchemy's dialect would pass
+    them) for work on the loop's thread: autocommit until a BEGIN, never waiting for a lock
+    (timeout and busy_timeout 0: the caller waits elsewhere), never checkpointing the WAL (the
+    commit thread does: see :meth:`HotEngines.commit`), committing with ``synchronous``."""
+    args, kwargs = connect_args
+    options = {**kwargs, "isolation_level": None, "check_same_thread": False, "timeout": 0}
+    connection: sqlite3.Connection = sqlite3.connect(*args, **options)
+    pragmas = ("journal_mode=WAL", f"synchronous={synchronous}", "busy_timeout=0", "foreign_keys=ON")
+    for pragma in (*pragmas, "wal_autocheckpoint=0"):
+        connection.execute(f"PRAGMA {pragma}")
+    return connection
 
 
 def _sync_session(engine: Engine, **_ignored: Any) -> Session:
