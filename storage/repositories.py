@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any, ClassVar, NamedTuple, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -49,8 +48,15 @@ def _dialect(session: AsyncSession) -> str:
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
-    """The dialect's own ``INSERT`` (it knows ``ON CONFLICT``): PostgreSQL's or SQLite's."""
-    return (postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert)(table)
+    """The dialect's own ``INSERT`` (it knows ``ON CONFLICT``): PostgreSQL's or SQLite's. Imported
+    here, not at the top: the PostgreSQL dialect costs ~2 MB of memory a SQLite bot never needs."""
+    if _dialect(session) == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)
 
 
 # statements built once per shape and reused with bind parameters: building a statement (its

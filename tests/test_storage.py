@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -68,6 +69,59 @@ async def test_migrations_create_exactly_the_models_schema(db: Database) -> None
         "scheduled_message",
         "alembic_version",
     } <= tables
+
+
+async def test_the_index_of_sends_under_way_is_partial_on_both_backends(db: Database) -> None:
+    """The model declares the WHERE for SQLite only (PostgreSQL's dialect stays unimported); the
+    migration gives PostgreSQL the same partial index."""
+    if db.engine.dialect.name == "postgresql":
+        query = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_outgoing_sending'"
+    else:
+        query = "SELECT sql FROM sqlite_master WHERE name = 'ix_outgoing_sending'"
+    async with db.engine.connect() as connection:
+        definition = (await connection.exec_driver_sql(query)).scalar_one()
+    assert "WHERE" in definition.upper() and "sending" in definition, definition
+
+
+_SQLITE_BOT = """
+import asyncio, sys
+from datetime import UTC, datetime, timedelta
+import bot.app, bot.runner
+from storage.db import Database
+from storage.models import Account, Customer, ScheduledMessage
+from storage.repositories import Outbox
+
+async def main() -> None:
+    now = datetime.now(UTC)
+    database = Database(sys.argv[1])
+    await database.migrate(apart=True)  # Alembic runs in a child of its own
+    async with database.transaction() as session:
+        session.add(Account(id="demo", nickname="n", role="r", created_at=now, updated_at=now))
+        session.add(Customer(account_id="demo", wechat_id="wx1", stage="stranger", added_at=now))
+    async with database.transaction() as session:
+        message = ScheduledMessage(
+            account_id="demo", customer_id=1, kind="welcome", sequence="welcome", step="s",
+            template="t", due_at=now, not_after=now + timedelta(hours=1), status="pending",
+            idempotency_key="k", created_at=now, updated_at=now,
+        )
+        assert await Outbox(session).plan(message)  # an INSERT ... ON CONFLICT of the dialect's own
+    await database.close()
+    print(sorted(name for name in sys.modules if "postgresql" in name))
+
+asyncio.run(main())
+"""
+
+
+def test_a_sqlite_bot_never_imports_postgresqls_dialect(tmp_path: Path) -> None:
+    """PostgreSQL's dialect is ~2 MB of memory: a bot on SQLite (the app, a migration, a planned
+    message) must not load it (issue 20)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", _SQLITE_BOT, url], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 async def test_migrate_is_idempotent_and_keeps_data(db: Database) -> None:
