@@ -228,17 +228,30 @@ class Runtime:
         self._host = host or config.web.host
         self._port = config.web.port if port is None else port
         self._dispatching: set[asyncio.Task[object]] = set()
+        self._dispatch_again = False  # a wake-up came while a dispatch ran
         # set when this process must stop on its own (another took its SQLite file over)
         self.must_stop = asyncio.Event()
         self.stop_reason = ""
-        self.bot.hooks.on(Planned, lambda planned: self.timers.at(DISPATCH_WAKE, planned.due, self.dispatch))
+        self.bot.hooks.on(
+            Planned,
+            lambda planned: self.timers.at(DISPATCH_WAKE, planned.due, self.dispatch, overlapping=True),
+        )
 
     async def dispatch(self) -> None:
+        """Send what is due. A wake-up while a dispatch runs is not lost, nor run alongside: that
+        dispatch goes round once more when it is done (rows planned after its last look wait for
+        no poll). APScheduler lets these jobs overlap for this; its own skip logged a warning."""
+        if self._dispatching:
+            self._dispatch_again = True
+            return
         task = asyncio.current_task()
         assert task is not None  # always called from a task (APScheduler's job or start())
         self._dispatching.add(task)
         try:
-            await self.bot.run_due()
+            self._dispatch_again = True
+            while self._dispatch_again and not self.bot.dispatcher.stopping:
+                self._dispatch_again = False
+                await self.bot.run_due()
         except asyncio.CancelledError:
             if not self.bot.dispatcher.stopping:
                 raise
@@ -261,12 +274,12 @@ class Runtime:
             if not is_loopback(self._host):
                 self.phone_url = phone_url(self._host, int(self.url.rsplit(":", 1)[1]))
         await self.bot.log_in()
-        self.timers.every(DISPATCH_POLL, self.config.dispatch.poll_seconds, self.dispatch)
+        self.timers.every(DISPATCH_POLL, self.config.dispatch.poll_seconds, self.dispatch, overlapping=True)
         self.timers.every(CLUSTER_HEARTBEAT, self.config.cluster.lease_seconds / 3, self.heartbeat)
         for supervisor in self.config.supervisors:  # the digest row is due then; this wakes the dispatcher
-            self.timers.daily(f"digest:{supervisor.name}", supervisor.at, self.dispatch)
+            self.timers.daily(f"digest:{supervisor.name}", supervisor.at, self.dispatch, overlapping=True)
         # the lifecycle sweep runs before a dispatch once its time has come (the poll also finds it)
-        self.timers.daily("lifecycle:sweep", self.config.lifecycle.sweep_at, self.dispatch)
+        self.timers.daily("lifecycle:sweep", self.config.lifecycle.sweep_at, self.dispatch, overlapping=True)
         self.timers.start()
         await self.dispatch()
 

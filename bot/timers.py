@@ -7,6 +7,7 @@ The durable state lives in the outbox table; these jobs only wake the dispatcher
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
@@ -20,6 +21,13 @@ DISPATCH_WAKE = "dispatch:wake"
 CLUSTER_HEARTBEAT = "cluster:heartbeat"
 
 
+def _instances(overlapping: bool) -> int:
+    """APScheduler's ``max_instances``. A job whose function handles being called while it runs
+    (``overlapping``, like the dispatcher's wake-ups) is never skipped; others run one at a time,
+    and APScheduler skips a run due meanwhile (with a warning)."""
+    return sys.maxsize if overlapping else 1
+
+
 class Timers:
     def __init__(self, tz: ZoneInfo) -> None:
         self.scheduler = AsyncIOScheduler(timezone=tz)
@@ -31,18 +39,22 @@ class Timers:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
 
-    def every(self, job_id: str, seconds: float, func: Callable[[], Awaitable[object]]) -> None:
+    def every(
+        self, job_id: str, seconds: float, func: Callable[[], Awaitable[object]], *, overlapping: bool = False
+    ) -> None:
         self.scheduler.add_job(
             func,
             "interval",
             seconds=seconds,
             id=job_id,
             replace_existing=True,
-            max_instances=1,
+            max_instances=_instances(overlapping),
             coalesce=True,
         )
 
-    def daily(self, job_id: str, at: time, func: Callable[[], Awaitable[object]]) -> None:
+    def daily(
+        self, job_id: str, at: time, func: Callable[[], Awaitable[object]], *, overlapping: bool = False
+    ) -> None:
         """Run ``func`` every day at local time ``at`` (the scheduler's zone)."""
         self.scheduler.add_job(
             func,
@@ -51,11 +63,13 @@ class Timers:
             minute=at.minute,
             id=job_id,
             replace_existing=True,
-            max_instances=1,
+            max_instances=_instances(overlapping),
             coalesce=True,
         )
 
-    def at(self, job_id: str, when: datetime, func: Callable[[], Awaitable[object]]) -> None:
+    def at(
+        self, job_id: str, when: datetime, func: Callable[[], Awaitable[object]], *, overlapping: bool = False
+    ) -> None:
         """Run ``func`` once at ``when``; an earlier pending wake-up under the same id is kept."""
         existing = self.scheduler.get_job(job_id)
         # a job added before the scheduler starts is "tentative" and has no next_run_time yet
@@ -63,5 +77,11 @@ class Timers:
         if next_run is not None and next_run <= when:
             return
         self.scheduler.add_job(
-            func, "date", run_date=when, id=job_id, replace_existing=True, misfire_grace_time=None
+            func,
+            "date",
+            run_date=when,
+            id=job_id,
+            replace_existing=True,
+            misfire_grace_time=None,
+            max_instances=_instances(overlapping),
         )

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,47 @@ async def test_stopping_cuts_a_late_dispatch_short_without_a_traceback(
         await runtime.stop()
     assert job.done() and not job.cancelled() and job.exception() is None
     assert any("unsent messages stay planned" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_wake_up_during_a_dispatch_runs_it_again_after_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row planned while the dispatcher sends (a burst of friend requests) wakes it: the running
+    dispatch goes round once more when done, instead of APScheduler skipping the wake-up with a
+    warning and the row waiting for the next poll."""
+    from bot import runner as runner_module
+    from bot.hooks import Planned
+    from tests.conftest import make_config
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    config = make_config({"database": {"url": url}, "web": {"enabled": False}})
+    runtime = runner_module.Runtime(config)
+    await runtime.bot.start()
+    started, release = asyncio.Event(), asyncio.Event()
+    rounds: list[int] = []
+
+    async def run_due() -> None:
+        rounds.append(len(rounds))
+        started.set()
+        if len(rounds) == 1:
+            await release.wait()  # the first dispatch is still sending
+
+    monkeypatch.setattr(runtime.bot, "run_due", run_due)
+    runtime.timers.start()
+    try:
+        with caplog.at_level(logging.INFO):
+            await runtime.bot.hooks.emit(Planned(datetime.now(UTC)))  # the scheduler's job sends
+            await asyncio.wait_for(started.wait(), 5)
+            for _ in range(3):  # three rows planned meanwhile, due now: three wake-ups
+                await runtime.bot.hooks.emit(Planned(datetime.now(UTC)))
+                await asyncio.sleep(0.1)  # the scheduler runs each
+            assert rounds == [0], "no second dispatch alongside the first"
+            release.set()
+            for _ in range(100):
+                if len(rounds) > 1 and not runtime._dispatching:
+                    break
+                await asyncio.sleep(0.02)
+        assert rounds == [0, 1], "one more round for all the wake-ups"
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    finally:
+        await runtime.stop()
