@@ -89,3 +89,22 @@ async def test_a_refresh_that_fails_loses_no_message_and_is_not_tried_on_every_m
     assert "re-reading contact wx_c9 failed (DirtyPayload: not implemented" in caplog.text
     [customer] = await sim.rows(Customer)
     assert customer.display_name == "老客户"
+
+
+async def test_accepting_a_friend_request_reads_its_payload_once(
+    sim: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The friendship event read the request; accepting it uses that read instead of a second
+    round trip to the puppet (issue 20)."""
+    reads: list[str] = []
+    payload = sim.puppet.friendship_payload
+
+    async def counted(friendship_id: str, payload_: object = None) -> object:
+        reads.append(friendship_id)
+        return await payload(friendship_id, payload_)
+
+    monkeypatch.setattr(sim.puppet, "friendship_payload", counted)
+    await sim.new_customer("c1", "张三")
+    [customer] = await sim.rows(Customer)
+    assert customer.display_name == "张三"
+    assert len(reads) == 1, reads

@@ -161,6 +161,9 @@ class WechatyTransport:
         self._pending_echo: Counter[tuple[str, str]] = Counter()
         self._sent_ids: deque[str] = deque(maxlen=_ECHO_MEMORY)
         self._contact_read: dict[str, float] = {}  # contact id -> when last re-read past the caches
+        # friend requests being handled, as their event loaded them: accepting one needs no second
+        # read of its payload (a gRPC call per request on the puppet service)
+        self._handling: dict[str, Any] = {}
         self.monotonic: Callable[[], float] = time.monotonic  # for the refresh above; tests move it
         self.errors: list[BaseException] = []
 
@@ -272,9 +275,11 @@ class WechatyTransport:
     async def accept(self, request: FriendRequest) -> None:
         if not self._connected:
             raise NotConnected(f"account {self.account_id} is not connected")
-        friendship = self._bot.Friendship.load(request.friendship_id)
+        friendship = self._handling.get(request.friendship_id) or self._bot.Friendship.load(
+            request.friendship_id
+        )
         try:
-            await friendship.ready()
+            await friendship.ready()  # a no-op for the one being handled: its event read it
             await friendship.accept()
         except Exception as exc:
             self._raise_connection_error(exc)
@@ -515,14 +520,18 @@ class WechatyTransport:
             return
         contact = friendship.contact()
         await contact.ready()
-        await self._deliver(
-            FriendRequest(
-                friendship_id=friendship.friendship_id,
-                contact=Contact(contact.contact_id, contact.name or "", contact.payload.alias or ""),
-                hello=friendship.hello() or "",
-                confirmed=kind == FriendshipType.FRIENDSHIP_TYPE_CONFIRM,
+        self._handling[friendship.friendship_id] = friendship
+        try:
+            await self._deliver(
+                FriendRequest(
+                    friendship_id=friendship.friendship_id,
+                    contact=Contact(contact.contact_id, contact.name or "", contact.payload.alias or ""),
+                    hello=friendship.hello() or "",
+                    confirmed=kind == FriendshipType.FRIENDSHIP_TYPE_CONFIRM,
+                )
             )
-        )
+        finally:
+            self._handling.pop(friendship.friendship_id, None)
 
     async def _message(self, msg: Any) -> None:
         payload = msg.payload
