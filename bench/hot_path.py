@@ -18,11 +18,15 @@ cards off: the bare bot has none); the bare bot is bench/bare_bot.py. A run coun
 work was done: every friend welcomed (seen at the gateway), the bare bot's console messages as
 many as its keyword test promises, salesbot's database holding every text and every customer.
 
-``--statements`` runs salesbot once with debug logging and counts, per inbound event, its
-database round trips (aiosqlite's thread hops: cursor, execute, fetch, close, commit, rollback) and
-SQL statements. ``--profile`` runs salesbot once under py-spy (a sampling profiler, every thread: aiosqlite's
-worker included; not a project dependency: ``pip install py-spy``, or ``--py-spy PATH``) and prints
-where its time went during the load: by thread, by area, by function (self and inclusive).
+``--statements`` runs salesbot once and counts, per inbound event, the SQL statements SQLite ran
+from the first event to the stop (by verb, BEGIN and COMMIT included; every connection, on any
+thread: a trace callback that a ``sitecustomize`` of the run's folder sets on each ``sqlite3``
+connection) and aiosqlite's thread hops (from its debug log: salesbot runs with ``-v``). Before,
+it counted aiosqlite's log alone, which the hot units (storage/hot_session.py) no longer go
+through. ``--profile`` runs salesbot once under py-spy (a sampling profiler, every thread:
+aiosqlite's worker included; not a project dependency: ``pip install py-spy``, or ``--py-spy
+PATH``) and prints where its time went during the load: by thread, by area, by function (self and
+inclusive).
 Stacks of imports, startup, shutdown and of threads waiting are left out. py-spy cannot tell a
 sqlite3 call working from one waiting for the lock or the disk; the run's line says which share
 of the CPU (from /proc) the event loop's thread used.
@@ -249,6 +253,7 @@ async def run_once(
     settle: float,
     py_spy: str | None = None,
     verbose: bool = False,
+    trace: bool = False,
 ) -> tuple[Run, Path]:
     folder = Path(tempfile.mkdtemp(prefix=f"hot-path-{program}-"))
     gateway = StampedGateway(self_name="小林")
@@ -256,6 +261,9 @@ async def run_once(
     # this checkout first; a PYTHONPATH already set (packages beside the venv) stays after it
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PYTHONPATH": path, "WECHATY_LOG": "warn"}
+    if trace:  # the folder's sitecustomize counts the statements SQLite runs
+        (folder / "sitecustomize.py").write_text(TRACING_SITE, encoding="utf-8")
+        env |= {"PYTHONPATH": os.pathsep.join((str(folder), path)), "HOT_PATH_TRACE": str(folder)}
     if program == "salesbot":
         config = salesbot_config(folder)
         env |= {"SALESBOT_DEMO_TOKEN": gateway.token, "SALESBOT_DEMO_ENDPOINT": gateway.endpoint}
@@ -293,6 +301,10 @@ async def run_once(
         await gateway.wait_for(lambda e: e["event"] == "started", within=90)
         await wait_idle(pid)
         idle_rss = status_mb(pid, "VmRSS")
+        if trace:  # the statements so far: the startup's, not the events'
+            os.kill(pid, signal.SIGUSR1)
+            while not (folder / "statements-before.json").exists():  # noqa: ASYNC110 (a file)
+                await asyncio.sleep(0.05)
         mark = time.monotonic()
         cpu_start, started = cpu_seconds(pid), time.monotonic()
         threads_start = thread_cpu_seconds(pid)
@@ -425,33 +437,70 @@ async def measure(args: argparse.Namespace) -> int:
 AIOSQLITE_CALL = re.compile(
     r"DEBUG aiosqlite: executing functools\.partial\(<(?:built-in|bound) method (\w+)"
 )
-# the SQL is logged as a repr: a leading newline shows as the two characters \n
-SQL_VERB = re.compile(r"DEBUG aiosqlite: executing .*?'(?:\s|\\n)*(SELECT|INSERT|UPDATE|DELETE|WITH)")
+# what the bot process loads first (PYTHONPATH): a trace callback on every sqlite3 connection,
+# counting statements by verb; the counts so far are written as JSON on SIGUSR1 (when the load
+# starts) and when the process ends
+TRACING_SITE = """
+import atexit, collections, json, os, signal, sqlite3, threading
+
+_counts = collections.Counter()
+_lock = threading.Lock()
+_connect = sqlite3.connect
 
 
-def database_calls(log: Path, events: int) -> Counter[str]:
-    """Per inbound event: aiosqlite thread hops, by sqlite3 method, and SQL statements, by verb,
-    from a ``salesbot run -v`` log, counted between the first event and the stop."""
+def _traced(sql):
+    verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "?"
+    with _lock:
+        _counts[verb] += 1
+
+
+def connect(*args, **kwargs):
+    connection = _connect(*args, **kwargs)
+    connection.set_trace_callback(_traced)
+    return connection
+
+
+def _write(name):
+    with _lock:
+        text = json.dumps(_counts)
+    with open(os.path.join(os.environ["HOT_PATH_TRACE"], name), "w") as out:
+        out.write(text)
+
+
+sqlite3.connect = connect
+signal.signal(signal.SIGUSR1, lambda *_: _write("statements-before.json"))
+atexit.register(_write, "statements.json")
+"""
+
+
+def aiosqlite_hops(log: Path) -> Counter[str]:
+    """aiosqlite's thread hops, by sqlite3 method, from a ``salesbot run -v`` log, counted from
+    the first event to the stop."""
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
     first = next(i for i, line in enumerate(lines) if "friend request from" in line)
     calls: Counter[str] = Counter()
     for line in lines[first:]:
         if "DEBUG aiosqlite: executing" in line:
-            calls["thread hops"] += 1
+            calls["thread hops (aiosqlite)"] += 1
             if method := AIOSQLITE_CALL.search(line):
                 calls[f"hop: {method[1]}"] += 1
-            if verb := SQL_VERB.search(line):
-                calls[f"statement: {verb[1]}"] += 1
     return calls
 
 
 async def statements(args: argparse.Namespace) -> int:
     texts = corpus_texts(args.texts, args.seed)
-    run, folder = await run_once("salesbot", args.friends, texts, args.rate, args.settle, verbose=True)
-    print(describe(run) + "  (debug logging on: slower)")
-    print(f"per inbound event ({run.events}), everything included (handling, dispatch, echoes):")
-    for key, count in sorted(database_calls(folder / "bot.log", run.events).items()):
-        print(f"  {count / run.events:6.1f}  {key}")
+    run, folder = await run_once(
+        "salesbot", args.friends, texts, args.rate, args.settle, verbose=True, trace=True
+    )
+    print(describe(run) + "  (debug logging and statement tracing on: slower)")
+    before = json.loads((folder / "statements-before.json").read_text(encoding="utf-8"))
+    after = json.loads((folder / "statements.json").read_text(encoding="utf-8"))
+    print(f"per inbound event ({run.events}), everything from the first event to the stop included")
+    print("(handling, dispatch, echoes, timers, shutdown):")
+    for verb in sorted(after):
+        print(f"  {(after[verb] - before.get(verb, 0)) / run.events:6.2f}  statement: {verb}")
+    for key, count in sorted(aiosqlite_hops(folder / "bot.log").items()):
+        print(f"  {count / run.events:6.2f}  {key}")
     shutil.rmtree(folder, ignore_errors=True)
     return 1 if run.problems else 0
 

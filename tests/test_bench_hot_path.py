@@ -4,6 +4,10 @@ work and are measured. No time is asserted."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,7 +65,7 @@ async def test_both_programs_do_the_work_and_are_measured() -> None:
         assert run.welcomes == 2 and run.cpu > 0 and run.peak_rss_mb > 0
 
 
-def test_database_calls_are_counted_from_the_first_event(tmp_path: Path) -> None:
+def test_aiosqlite_hops_are_counted_from_the_first_event(tmp_path: Path) -> None:
     hop = "2026-12-03 12:09:04,699 DEBUG aiosqlite: executing functools.partial(<built-in method"
     log = tmp_path / "bot.log"
     log.write_text(
@@ -69,10 +73,32 @@ def test_database_calls_are_counted_from_the_first_event(tmp_path: Path) -> None
         "2026-12-03 12:09:05,000 INFO salesbot: demo: friend request from 客户0\n"
         f"{hop} cursor of sqlite3.Connection object at 0x1>)\n"
         f"{hop} execute of sqlite3.Cursor object at 0x1>, 'INSERT INTO event (kind) VALUES (?)', ('x',))\n"
-        f"{hop} execute of sqlite3.Cursor object at 0x1>, '\\nSELECT id FROM customer', ())\n"
         f"{hop} commit of sqlite3.Connection object at 0x1>)\n",
         encoding="utf-8",
     )
-    calls = hot_path.database_calls(log, events=1)
-    assert calls["thread hops"] == 4 and calls["hop: execute"] == 2 and calls["hop: commit"] == 1
-    assert (calls["statement: INSERT"], calls["statement: SELECT"]) == (1, 1)
+    calls = hot_path.aiosqlite_hops(log)
+    assert calls["thread hops (aiosqlite)"] == 3
+    assert calls["hop: execute"] == 1 and calls["hop: commit"] == 1
+
+
+def test_statements_are_traced_on_every_connection_and_thread(tmp_path: Path) -> None:
+    """The bot process's sitecustomize counts what SQLite runs, whoever opened the connection and
+    on whichever thread; SIGUSR1 writes the counts so far, the exit the final ones."""
+    (tmp_path / "sitecustomize.py").write_text(hot_path.TRACING_SITE, encoding="utf-8")
+    program = """
+import os, signal, sqlite3, threading
+db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+db.execute("CREATE TABLE t (id)")
+os.kill(os.getpid(), signal.SIGUSR1)
+db.execute("BEGIN")
+db.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+db.execute("COMMIT")
+worker = threading.Thread(target=lambda: sqlite3.connect(":memory:").execute("  select 1"))
+worker.start(); worker.join()
+"""
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "HOT_PATH_TRACE": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", program], env=env, check=True, timeout=60)
+    before = json.loads((tmp_path / "statements-before.json").read_text(encoding="utf-8"))
+    after = json.loads((tmp_path / "statements.json").read_text(encoding="utf-8"))
+    assert before == {"CREATE": 1}
+    assert after == {"CREATE": 1, "BEGIN": 1, "INSERT": 2, "COMMIT": 1, "SELECT": 1}
