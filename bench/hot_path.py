@@ -19,7 +19,7 @@ work was done: every friend welcomed (seen at the gateway), the bare bot's conso
 many as its keyword test promises, salesbot's database holding every text and every customer.
 
 ``--statements`` runs salesbot once and counts, per inbound event, the SQL statements SQLite ran
-from the first event to the stop (by verb, BEGIN and COMMIT included; every connection, on any
+from the start of the load to the stop (by verb, BEGIN and COMMIT included; every connection, on any
 thread: a trace callback that a ``sitecustomize`` of the run's folder sets on each ``sqlite3``
 connection) and aiosqlite's thread hops (from its debug log: salesbot runs with ``-v``). Before,
 it counted aiosqlite's log alone, which the hot units (storage/hot_session.py) no longer go
@@ -204,6 +204,7 @@ class Run:
     main_thread_share: float  # of the CPU over the run, the event loop's thread's part
     idle_rss_mb: float = 0.0  # started and idle, before the load: imports, model, caches
     problems: list[str] = field(default_factory=list)
+    pid: int = 0  # the bot's process
 
     @property
     def cpu_ms_per_event(self) -> float:
@@ -303,8 +304,13 @@ async def run_once(
         idle_rss = status_mb(pid, "VmRSS")
         if trace:  # the statements so far: the startup's, not the events'
             os.kill(pid, signal.SIGUSR1)
-            while not (folder / "statements-before.json").exists():  # noqa: ASYNC110 (a file)
+            written = folder / f"statements-before-{pid}.json"
+            for _ in range(200):
+                if written.exists() or process.returncode is not None:
+                    break
                 await asyncio.sleep(0.05)
+            else:
+                raise RuntimeError(f"the bot wrote no statement counts on SIGUSR1 (see {folder})")
         mark = time.monotonic()
         cpu_start, started = cpu_seconds(pid), time.monotonic()
         threads_start = thread_cpu_seconds(pid)
@@ -344,6 +350,7 @@ async def run_once(
             customer_sends=sum(1 for e in outgoing if e["to"] != CONSOLE),
             main_thread_share=used.get(pid, 0.0) / (sum(used.values()) or 1),
             idle_rss_mb=idle_rss,
+            pid=pid,
         )
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -438,13 +445,14 @@ AIOSQLITE_CALL = re.compile(
     r"DEBUG aiosqlite: executing functools\.partial\(<(?:built-in|bound) method (\w+)"
 )
 # what the bot process loads first (PYTHONPATH): a trace callback on every sqlite3 connection,
-# counting statements by verb; the counts so far are written as JSON on SIGUSR1 (when the load
-# starts) and when the process ends
+# counting statements by verb; the counts so far are written as JSON, named by the process's id
+# (its children, Alembic's, load it too), on SIGUSR1 (when the load starts) and when it ends. The
+# lock is re-entrant: the signal's handler runs on the main thread, maybe inside _traced.
 TRACING_SITE = """
 import atexit, collections, json, os, signal, sqlite3, threading
 
 _counts = collections.Counter()
-_lock = threading.Lock()
+_lock = threading.RLock()
 _connect = sqlite3.connect
 
 
@@ -463,13 +471,14 @@ def connect(*args, **kwargs):
 def _write(name):
     with _lock:
         text = json.dumps(_counts)
-    with open(os.path.join(os.environ["HOT_PATH_TRACE"], name), "w") as out:
+    folder = os.environ["HOT_PATH_TRACE"]
+    with open(os.path.join(folder, f"{name}-{os.getpid()}.json"), "w") as out:
         out.write(text)
 
 
 sqlite3.connect = connect
-signal.signal(signal.SIGUSR1, lambda *_: _write("statements-before.json"))
-atexit.register(_write, "statements.json")
+signal.signal(signal.SIGUSR1, lambda *_: _write("statements-before"))
+atexit.register(_write, "statements")
 """
 
 
@@ -493,10 +502,14 @@ async def statements(args: argparse.Namespace) -> int:
         "salesbot", args.friends, texts, args.rate, args.settle, verbose=True, trace=True
     )
     print(describe(run) + "  (debug logging and statement tracing on: slower)")
-    before = json.loads((folder / "statements-before.json").read_text(encoding="utf-8"))
-    after = json.loads((folder / "statements.json").read_text(encoding="utf-8"))
-    print(f"per inbound event ({run.events}), everything from the first event to the stop included")
-    print("(handling, dispatch, echoes, timers, shutdown):")
+    counts = {name: folder / f"{name}-{run.pid}.json" for name in ("statements-before", "statements")}
+    if missing := [str(path) for path in counts.values() if not path.exists()]:
+        print(f"no statement counts ({', '.join(missing)}): the bot did not stop cleanly")
+        return 1
+    before = json.loads(counts["statements-before"].read_text(encoding="utf-8"))
+    after = json.loads(counts["statements"].read_text(encoding="utf-8"))
+    print(f"per inbound event ({run.events}), everything from the start of the load to the stop")
+    print("included (handling, dispatch, echoes, timers, shutdown):")
     for verb in sorted(after):
         print(f"  {(after[verb] - before.get(verb, 0)) / run.events:6.2f}  statement: {verb}")
     for key, count in sorted(aiosqlite_hops(folder / "bot.log").items()):

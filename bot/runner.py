@@ -238,9 +238,10 @@ class Runtime:
         )
 
     async def dispatch(self) -> None:
-        """Send what is due. A wake-up while a dispatch runs is not lost, nor run alongside: that
-        dispatch goes round once more when it is done (rows planned after its last look wait for
-        no poll). APScheduler lets these jobs overlap for this; its own skip logged a warning."""
+        """Send what is due. A timer's wake-up while a dispatch runs starts no second one: that
+        dispatch goes round once more when it is done, so rows planned after its last look wait
+        for no poll (unless the round fails: then the next poll). APScheduler lets these jobs
+        overlap for this; its own skip logged a warning."""
         if self._dispatching:
             self._dispatch_again = True
             return
@@ -295,8 +296,10 @@ class Runtime:
             log.exception("cluster heartbeat failed; retrying at the next one")
 
     async def stop(self) -> None:
-        """Stop the timers, let a running dispatch finish the message in hand, then log out."""
-        self.timers.shutdown()
+        """Stop the timers, let a running dispatch finish the message in hand, then log out.
+        The timers pause first and shut down after the dispatch: shutting APScheduler down cancels
+        the task of every job still running, a dispatch one included."""
+        self.timers.pause()
         self.bot.dispatcher.stopping = True
         if self._dispatching:
             _, late = await asyncio.wait(set(self._dispatching), timeout=STOP_GRACE_SECONDS)
@@ -304,6 +307,7 @@ class Runtime:
                 task.cancel()
             if late:
                 await asyncio.wait(late)
+        self.timers.shutdown()
         if self.web_runner is not None:
             await self.web_runner.cleanup()
             self.web_runner = None

@@ -35,6 +35,12 @@ class Timers:
     def start(self) -> None:
         self.scheduler.start()
 
+    def pause(self) -> None:
+        """No job starts from now on; the ones running go on (:meth:`shutdown` cancels them:
+        APScheduler's asyncio executor cancels its jobs' tasks)."""
+        if self.scheduler.running:
+            self.scheduler.pause()
+
     def shutdown(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

@@ -98,7 +98,9 @@ worker.start(); worker.join()
 """
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "HOT_PATH_TRACE": str(tmp_path)}
     subprocess.run([sys.executable, "-c", program], env=env, check=True, timeout=60)
-    before = json.loads((tmp_path / "statements-before.json").read_text(encoding="utf-8"))
-    after = json.loads((tmp_path / "statements.json").read_text(encoding="utf-8"))
+    [before_file] = tmp_path.glob("statements-before-*.json")  # named by the process's id
+    pid = before_file.stem.rsplit("-", 1)[1]
+    before = json.loads(before_file.read_text(encoding="utf-8"))
+    after = json.loads((tmp_path / f"statements-{pid}.json").read_text(encoding="utf-8"))
     assert before == {"CREATE": 1}
     assert after == {"CREATE": 1, "BEGIN": 1, "INSERT": 2, "COMMIT": 1, "SELECT": 1}

@@ -177,3 +177,32 @@ async def test_a_wake_up_during_a_dispatch_runs_it_again_after_without_a_warning
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     finally:
         await runtime.stop()
+
+
+async def test_stopping_lets_a_dispatch_a_timer_started_finish_its_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dispatch that a timer started (not only the one start() runs) gets the grace period:
+    shutting APScheduler down cancels its jobs' tasks, so the timers pause first and shut down
+    after it."""
+    from bot import runner as runner_module
+    from bot.hooks import Planned
+    from tests.conftest import make_config
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    runtime = runner_module.Runtime(make_config({"database": {"url": url}, "web": {"enabled": False}}))
+    await runtime.bot.start()
+    started = asyncio.Event()
+    sent: list[str] = []
+
+    async def sending() -> None:
+        started.set()
+        await asyncio.sleep(0.3)  # the message in hand, well within the grace period
+        sent.append("sent")
+
+    monkeypatch.setattr(runtime.bot, "run_due", sending)
+    runtime.timers.start()
+    await runtime.bot.hooks.emit(Planned(datetime.now(UTC)))  # the wake-up job dispatches
+    await asyncio.wait_for(started.wait(), 5)
+    await runtime.stop()
+    assert sent == ["sent"]

@@ -275,9 +275,9 @@ class WechatyTransport:
     async def accept(self, request: FriendRequest) -> None:
         if not self._connected:
             raise NotConnected(f"account {self.account_id} is not connected")
-        friendship = self._handling.get(request.friendship_id) or self._bot.Friendship.load(
-            request.friendship_id
-        )
+        friendship = self._handling.get(request.friendship_id)
+        if friendship is None:  # accepted later (a reconnect, a restart): read it again
+            friendship = self._bot.Friendship.load(request.friendship_id)
         try:
             await friendship.ready()  # a no-op for the one being handled: its event read it
             await friendship.accept()
@@ -520,18 +520,22 @@ class WechatyTransport:
             return
         contact = friendship.contact()
         await contact.ready()
-        self._handling[friendship.friendship_id] = friendship
+        request = FriendRequest(
+            friendship_id=friendship.friendship_id,
+            contact=Contact(contact.contact_id, contact.name or "", contact.payload.alias or ""),
+            hello=friendship.hello() or "",
+            confirmed=kind == FriendshipType.FRIENDSHIP_TYPE_CONFIRM,
+        )
+        if request.confirmed:  # nothing to accept
+            await self._deliver(request)
+            return
+        key = request.friendship_id
+        self._handling[key] = friendship
         try:
-            await self._deliver(
-                FriendRequest(
-                    friendship_id=friendship.friendship_id,
-                    contact=Contact(contact.contact_id, contact.name or "", contact.payload.alias or ""),
-                    hello=friendship.hello() or "",
-                    confirmed=kind == FriendshipType.FRIENDSHIP_TYPE_CONFIRM,
-                )
-            )
+            await self._deliver(request)
         finally:
-            self._handling.pop(friendship.friendship_id, None)
+            if self._handling.get(key) is friendship:  # not a later event's with the same id
+                del self._handling[key]
 
     async def _message(self, msg: Any) -> None:
         payload = msg.payload
