@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlmodel import col
 
-from bot.transport.wechaty_adapter import CONTACT_REFRESH_SECONDS
+from bot.transport.wechaty_adapter import CONTACT_REFRESH_SECONDS, WechatyTransport
 from storage.models import Customer, Event
 from tests.harness import Harness
 
@@ -108,3 +108,19 @@ async def test_accepting_a_friend_request_reads_its_payload_once(
     [customer] = await sim.rows(Customer)
     assert customer.display_name == "张三"
     assert len(reads) == 1, reads
+
+
+async def test_reads_older_than_the_refresh_are_forgotten(sim: Harness) -> None:
+    """When each contact was last re-read is kept while it matters (CONTACT_REFRESH_SECONDS), not
+    for every contact the account ever heard from."""
+    await sim.with_customers(("c1", "张三"), ("c2", "李四"))
+    for handle in ("c1", "c2"):
+        await sim.customer_says(handle, "你好")
+    transport = sim.bot.transports[sim.account_id]
+    assert isinstance(transport, WechatyTransport)
+    reads = transport._contact_read
+    assert set(reads) == {"wx_c1", "wx_c2"}
+    await sim.advance(timedelta(seconds=CONTACT_REFRESH_SECONDS))
+    await sim.with_customers(("c3", "王五"))
+    await sim.customer_says("c3", "在吗")
+    assert set(reads) == {"wx_c3"}

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import re
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -160,7 +160,9 @@ class WechatyTransport:
         self._watchdog: asyncio.Task[None] | None = None
         self._pending_echo: Counter[tuple[str, str]] = Counter()
         self._sent_ids: deque[str] = deque(maxlen=_ECHO_MEMORY)
-        self._contact_read: dict[str, float] = {}  # contact id -> when last re-read past the caches
+        # contact id -> when last re-read past the caches, the oldest first; a read older than
+        # CONTACT_REFRESH_SECONDS is as good as none and is dropped (not one entry per contact ever)
+        self._contact_read: OrderedDict[str, float] = OrderedDict()
         # friend requests being handled, as their event loaded them: accepting one needs no second
         # read of its payload (a gRPC call per request on the puppet service)
         self._handling: dict[str, Any] = {}
@@ -558,7 +560,7 @@ class WechatyTransport:
             now, read = self.monotonic(), self._contact_read.get(talker.contact_id)
             if read is None or now - read >= CONTACT_REFRESH_SECONDS:
                 await self._refresh(talker)
-                self._contact_read[talker.contact_id] = now  # failed or not: not again for a while
+                self._note_read(talker.contact_id, now)  # failed or not: not again for a while
             elif talker.payload is None:
                 await talker.ready()
         await self._deliver(
@@ -574,6 +576,13 @@ class WechatyTransport:
                 echo=echo,
             )
         )
+
+    def _note_read(self, contact_id: str, now: float) -> None:
+        reads = self._contact_read
+        reads[contact_id] = now
+        reads.move_to_end(contact_id)
+        while len(reads) > 1 and now - next(iter(reads.values())) >= CONTACT_REFRESH_SECONDS:
+            reads.popitem(last=False)
 
     async def _refresh(self, talker: Any) -> None:
         """Re-read a customer's name and remark, best effort: the message matters more. A refresh
