@@ -306,8 +306,10 @@ async def run_once(
             os.kill(pid, signal.SIGUSR1)
             written = folder / f"statements-before-{pid}.json"
             for _ in range(200):
-                if written.exists() or process.returncode is not None:
+                if written.exists():
                     break
+                if process.returncode is not None:
+                    raise RuntimeError(f"the bot ended ({process.returncode}) on SIGUSR1 (see {folder})")
                 await asyncio.sleep(0.05)
             else:
                 raise RuntimeError(f"the bot wrote no statement counts on SIGUSR1 (see {folder})")

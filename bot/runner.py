@@ -299,10 +299,11 @@ class Runtime:
         """Stop the timers, let a running dispatch finish the message in hand, then log out.
         The timers pause first and shut down after the dispatch: shutting APScheduler down cancels
         the task of every job still running, a dispatch one included."""
-        self.timers.pause()
+        self.timers.pause()  # the heartbeat too: the grace stays well within a lease (stop_grace)
         self.bot.dispatcher.stopping = True
         if self._dispatching:
-            _, late = await asyncio.wait(set(self._dispatching), timeout=STOP_GRACE_SECONDS)
+            grace = stop_grace(self.config.cluster.lease_seconds, shared=self.bot.cluster.shared)
+            _, late = await asyncio.wait(set(self._dispatching), timeout=grace)
             for task in late:
                 task.cancel()
             if late:
@@ -312,6 +313,13 @@ class Runtime:
             await self.web_runner.cleanup()
             self.web_runner = None
         await self.bot.stop()
+
+
+def stop_grace(lease_seconds: float, *, shared: bool) -> float:
+    """How long stopping waits for the message in hand. With leases (PostgreSQL, several
+    processes) the paused heartbeat last renewed them at most a third of a lease ago: half a lease
+    more keeps the account's lease held until the send ends or is cut short."""
+    return min(STOP_GRACE_SECONDS, lease_seconds / 2) if shared else STOP_GRACE_SECONDS
 
 
 async def run(

@@ -206,3 +206,14 @@ async def test_stopping_lets_a_dispatch_a_timer_started_finish_its_message(
     await asyncio.wait_for(started.wait(), 5)
     await runtime.stop()
     assert sent == ["sent"]
+
+
+def test_the_stop_grace_stays_within_a_lease_when_processes_share_accounts() -> None:
+    """The heartbeat pauses while stopping waits: with leases, the wait ends before the lease
+    renewed last (at most a third of a lease ago) runs out."""
+    from bot.runner import STOP_GRACE_SECONDS, stop_grace
+
+    assert stop_grace(30.0, shared=False) == STOP_GRACE_SECONDS
+    assert stop_grace(3.0, shared=False) == STOP_GRACE_SECONDS  # SQLite: no leases
+    assert stop_grace(30.0, shared=True) == min(STOP_GRACE_SECONDS, 15.0)
+    assert stop_grace(3.0, shared=True) == 1.5
