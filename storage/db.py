@@ -348,16 +348,23 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def unit_of_work(self, *, inline: bool = False) -> AsyncIterator[AsyncSession]:
+    async def unit_of_work(
+        self, *, inline: bool = False, group_commit: bool = False
+    ) -> AsyncIterator[AsyncSession]:
         """One transaction that every :meth:`transaction` opened in this task joins until it ends:
         several services' writes (a rep command) commit together or not at all. Other tasks are
         never joined (work they start here is not part of the unit). A unit inside a unit joins it.
-        ``inline``: as for :meth:`transaction`; its after-commit effects are not part of it."""
+        ``inline``: as for :meth:`transaction`; its after-commit effects are not part of it.
+        ``group_commit`` (with ``inline``, SQLite on disk): the commit does not wait for the disk,
+        whose flush comes within a second or with the next durable commit, whichever is first
+        (storage/hot_session.py): for units none of whose effects outside this process (a send,
+        a platform call) happens before a durable commit that follows. Elsewhere it is durable."""
         unit = self._unit()
         if unit is not None:
             yield unit.session
             return
-        async with self._writer(), self._session(inline=inline, relaxed=False) as session:
+        group = group_commit and inline
+        async with self._writer(), self._session(inline=inline, relaxed=False, group=group) as session:
             opened = _Unit(self, asyncio.current_task(), session)
             token = _UNIT.set(opened)
             try:
@@ -368,9 +375,12 @@ class Database:
             await effect()
 
     @asynccontextmanager
-    async def _session(self, *, inline: bool, relaxed: bool) -> AsyncIterator[AsyncSession]:
+    async def _session(
+        self, *, inline: bool, relaxed: bool, group: bool = False
+    ) -> AsyncIterator[AsyncSession]:
         """A session in a transaction, committed when the block ends (rolled back on an error):
-        a hot one (see storage/hot_session.py) for ``inline`` work on SQLite on disk."""
+        a hot one (see storage/hot_session.py) for ``inline`` work on SQLite on disk, committed
+        relaxed, durably, or as a group commit (``group``; durable where there is no hot one)."""
         hot = self._hot if inline else None
         if hot is None:
             # the asyncio session; opened inside a hot unit of this task (a composer's report) it
@@ -379,12 +389,13 @@ class Database:
             async with sessions() as session, session.begin():
                 yield session
             return
-        session = hot.session(durable=not relaxed)
+        durable = not (relaxed or group)
+        session = hot.session(durable=durable)
         sync = session.sync_session
         try:
             await hot.begin(session)
             yield session
-            await hot.commit(session, durable=not relaxed)
+            await hot.commit(session, durable=durable, group=group)
         except BaseException:
             with contextlib.suppress(Exception):  # bookkeeping: release() ends SQLite's transaction
                 sync.rollback()
@@ -492,22 +503,31 @@ class Database:
             finally:
                 self._write_holder = None
 
-    async def retrying_unit(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async def retrying_unit(
+        self, work: Callable[[AsyncSession], Awaitable[T]], *, group_commit: bool = False
+    ) -> T:
         """``work`` in one :meth:`unit_of_work`, run again from the start when the database refused
         it for now (:func:`storage.retry.transient`: busy, a serialization conflict). Each attempt
         gets a new session; nothing of a failed one is kept, its after-commit effects never run.
         ``work`` must do nothing outside the database (that belongs in :meth:`after_commit`), and
         only small statements: they may run on the loop's thread (``unit_of_work(inline=True)``).
+        ``group_commit``: see :meth:`unit_of_work`.
         Inside a unit already it joins that unit and is not retried alone: the outer one is."""
         unit = self._unit()
         if unit is not None:  # part of the outer unit: that one is retried (or not) as a whole
             return await work(unit.session)
 
         async def attempt() -> T:
-            async with self.unit_of_work(inline=True) as session:
+            async with self.unit_of_work(inline=True, group_commit=group_commit) as session:
                 return await work(session)
 
         return await retrying(attempt)
+
+    async def flush_group_commits(self) -> None:
+        """Every group commit of this process so far is on the disk when this returns (see
+        :meth:`unit_of_work`); nothing to do where commits are always durable."""
+        if self._hot is not None:
+            await self._hot.flush()
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -24,6 +24,13 @@ face (the services' code does not change):
   (synchronous NORMAL: no wait for the disk) always runs on the loop. No commit checkpoints the
   WAL (SQLite's automatic checkpoint would run inside it, on the loop): a passive checkpoint runs
   on the thread every :data:`CHECKPOINT_EVERY` commits;
+- a group commit (``HotEngines.commit(group=True)``) is a relaxed commit that owes the disk its
+  flush: the commit thread flushes the WAL within :data:`GROUP_COMMIT_SECONDS` (one flush for
+  every group commit of that time), and any durable commit in between flushes it too (the WAL is
+  one file, appended in commit order: the durable commit's flush covers every frame before it).
+  For units whose effects outside the process all wait for a later durable commit (a customer's
+  message: its replies go out only after the dispatcher's durable reservation), so a machine's
+  crash can lose only what nobody has seen an effect of yet. Closing flushes what is owed;
 - this process runs one transaction at a time on SQLite (``Database._writer``): the connections
   are never used by two units at once. A hot transaction opened inside another of the same task
   is refused (it would wait for the write lock its own task holds);
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -101,6 +109,8 @@ _BUFFERED = {"prebuffer_rows": True}
 SLOW_FLUSH_SECONDS = 0.005
 SLOW_FLUSH_BACKOFF_SECONDS = 60.0
 CHECKPOINT_EVERY = 200  # hot commits between WAL checkpoints (a unit writes a few pages)
+# a group commit is on the disk within this (sooner when a durable commit follows)
+GROUP_COMMIT_SECONDS = 1.0
 
 
 class HotEngines:
@@ -126,6 +136,13 @@ class HotEngines:
         self.checkpoint_every = CHECKPOINT_EVERY
         self._commits = 0
         self._checkpointer: sqlite3.Connection | None = None  # used on the thread only
+        # group commits (see the module's docstring): how many so far, how many known flushed
+        self.group_commit_seconds = GROUP_COMMIT_SECONDS
+        self._grouped = 0
+        self._flushed = 0
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self._wal: str | None = None  # the WAL file's path (see _wal_path)
 
     def _engine(self, *, synchronous: str) -> Engine:
         def connect() -> sqlite3.Connection:
@@ -164,15 +181,20 @@ class HotEngines:
                 raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from None
         await self.on_thread(partial(_begin_waiting, raw, self.busy_timeout_ms))
 
-    async def commit(self, session: HotSession, *, durable: bool) -> None:
+    async def commit(self, session: HotSession, *, durable: bool, group: bool = False) -> None:
         """Commit on the loop, or (durable, the disk found slow) on the thread. Every durable
         flush is timed, wherever it runs and however it ends: a slow one keeps durable commits
-        on the thread for SLOW_FLUSH_BACKOFF_SECONDS more, so a slow disk stalls the loop once."""
+        on the thread for SLOW_FLUSH_BACKOFF_SECONDS more, so a slow disk stalls the loop once.
+        ``group`` (not durable): a group commit, whose flush the thread owes within
+        :attr:`group_commit_seconds`."""
         sync = session.sync_session
         sync.flush()  # on the loop: the statements hold the lock already
         try:
             if not durable:
                 sync.commit()
+                if group:
+                    self._grouped += 1
+                    self._flush_later()
             elif self.clock() < self.flush_on_thread_until:
                 await self.on_thread(partial(self._timed_commit, sync))
             else:
@@ -203,6 +225,86 @@ class HotEngines:
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:  # the next one tries again; the WAL only grows meanwhile
             log.warning("checkpointing the database's write-ahead log failed: %s", exc)
+
+    def _flush_later(self) -> None:
+        """Have the WAL flushed in :attr:`group_commit_seconds`, unless a flush is planned or
+        under way (that one plans the next when group commits came after it started)."""
+        if self._flush_timer is None and self._flushing is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(self.group_commit_seconds, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_timer = None
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_owed())
+
+    async def _flush_owed(self) -> None:
+        """One flush of the WAL on the thread, for every group commit made before it starts.
+        A failed flush is logged and tried again later: the commits stay in the file meanwhile
+        (they survive this process, not a machine's crash, until a flush or a durable commit)."""
+        covered = self._grouped
+        try:
+            await self.on_thread(self._flush_wal)
+            self._flushed = max(self._flushed, covered)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("flushing the database's write-ahead log to disk failed: %s", exc)
+        finally:
+            self._flushing = None
+            if self._grouped > self._flushed:
+                self._flush_later()
+
+    @property
+    def owed(self) -> int:
+        """Group commits not known to be on the disk yet."""
+        return self._grouped - self._flushed
+
+    async def flush(self) -> None:
+        """Every group commit made before this call is on the disk when it returns: the flush
+        under way, then one now if still owed (its failure raises). For closing, and for effects
+        that must not outrun those commits."""
+        self._cancel_flush_timer()
+        if self._flushing is not None:
+            await asyncio.shield(self._flushing)  # logs its own failure
+            self._cancel_flush_timer()  # a failed one planned another: this one is now
+        if self.owed:
+            covered = self._grouped
+            try:
+                await self.on_thread(self._flush_wal)
+            except BaseException:
+                self._flush_later()  # still owed: the thread tries again later
+                raise
+            self._flushed = max(self._flushed, covered)
+
+    def _cancel_flush_timer(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+
+    def _flush_wal(self) -> None:
+        """What ``synchronous=FULL`` does after a commit, on the thread: the WAL file's fsync,
+        which puts every frame written before it on the disk (SQLite's own flush is this one
+        call). No WAL file: the last checkpoint moved everything into the database file and
+        flushed that."""
+        path = self._wal_path()
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def _wal_path(self) -> str:
+        """The WAL file's path, as SQLite names it (``-wal`` after the main file's, which SQLite
+        reports resolved), read once on the thread."""
+        if self._wal is None:
+            if self._checkpointer is None:
+                args, kwargs = self.connect_args
+                self._checkpointer = sqlite3.connect(*args, **{**kwargs, "isolation_level": None})
+            rows = self._checkpointer.execute("PRAGMA database_list").fetchall()
+            self._wal = next(str(row[2]) for row in rows if row[1] == "main") + "-wal"
+        return self._wal
 
     def release(self, session: HotSession) -> None:
         """The unit has ended, committed or not: no transaction stays open on its connection (a
@@ -238,7 +340,12 @@ class HotEngines:
             return result
 
     async def close(self) -> None:
-        """Wait for the thread's work to end (off the loop), then close the connections."""
+        """Flush what group commits owe, wait for the thread's work to end (off the loop), then
+        close the connections."""
+        try:
+            await self.flush()
+        except (OSError, sqlite3.Error) as exc:
+            log.error("the last group commits may not be on the disk: %s", exc)
         await asyncio.to_thread(self._thread.shutdown)
         if self._checkpointer is not None:
             self._checkpointer.close()

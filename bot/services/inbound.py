@@ -9,7 +9,8 @@ opt-out with its alert; a first reply with nothing else to report gets the coach
 next best step). Console messages and the auto reply are outbox rows of this same
 transaction: after a crash the replayed event either finds all of it or none of it. A database
 that refuses the unit for now (busy, a conflict) gets it again from the start, so a burst never
-loses a message. The caller sends the rows planned to go at once when this commits.
+loses a message. The caller sends the rows planned to go at once when this commits. On SQLite the
+unit is a group commit (storage/hot_session.py) unless the message opts out.
 """
 
 from __future__ import annotations
@@ -72,8 +73,14 @@ class CustomerWrote:
 
     async def __call__(self, account_id: str, message: TextMessage) -> Handled | None:
         reading = self.objections.read(message.text)
+        # a group commit: everything this unit makes happen outside (a reply, the rep's console
+        # messages) goes out after the dispatcher's durable reservation, whose flush covers this
+        # unit; an opt-out is durable at once, so no machine crash can forget it
+        opt_out = reading.opt_out or reading.opt_out_soft
         # a busy database: the whole unit again
-        return await self.db.retrying_unit(functools.partial(self._record, account_id, message, reading))
+        return await self.db.retrying_unit(
+            functools.partial(self._record, account_id, message, reading), group_commit=not opt_out
+        )
 
     async def _record(
         self, account_id: str, message: TextMessage, reading: Classification, session: AsyncSession

@@ -183,8 +183,16 @@ class WelcomeService:
         self, account_id: str, request: FriendRequest, now: datetime, received_at: datetime
     ) -> None:
         """The customer, the channel rule, and the welcome (and follow-ups) while still valid: one
-        unit, run again as a whole when the database is busy (the accept is not repeated)."""
-        await self.db.retrying_unit(functools.partial(self._befriend, account_id, request, now, received_at))
+        unit, run again as a whole when the database is busy (the accept is not repeated).
+
+        A group commit for a request we accepted: the request was recorded durably before the
+        accept, so should a machine's crash lose this unit, :meth:`reconcile` finishes it at the
+        next start, and the welcome goes out only after the dispatcher's durable reservation. A
+        confirmation (the contact added from the phone) has no such record: it is durable."""
+        await self.db.retrying_unit(
+            functools.partial(self._befriend, account_id, request, now, received_at),
+            group_commit=not request.confirmed,
+        )
 
     async def _befriend(
         self,
