@@ -124,3 +124,60 @@ async def test_reads_older_than_the_refresh_are_forgotten(sim: Harness) -> None:
     await sim.with_customers(("c3", "王五"))
     await sim.customer_says("c3", "在吗")
     assert set(reads) == {"wx_c3"}
+
+
+def dirtied(sim: Harness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The contacts re-read past the caches from now on (each re-read marks its payload dirty)."""
+    seen: list[str] = []
+    dirty = sim.puppet.contact_payload_dirty
+
+    async def counted(contact_id: str) -> None:
+        seen.append(contact_id)
+        await dirty(contact_id)
+
+    monkeypatch.setattr(sim.puppet, "contact_payload_dirty", counted)
+    return seen
+
+
+async def test_an_accept_is_trusted_for_the_friend_flag_once_the_puppet_shows_it_fills_it(
+    sim: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first accept re-reads the contact (two gRPC calls on the puppet service): its flag now
+    says friend, so this puppet fills it. Later accepts are noted instead, and a send to such a
+    contact counts them as a friend until their payload is read again (a failed send is then
+    checked against the flag; tests/test_gateway_e2e.py sends one)."""
+    reads = dirtied(sim, monkeypatch)
+    await sim.new_customer("c1", "张三")
+    assert reads == ["wx_c1"]
+    transport = sim.bot.transports[sim.account_id]
+    assert isinstance(transport, WechatyTransport)
+    await sim.new_customer("c2", "李四")
+    assert reads == ["wx_c1"], "no re-read after the second accept"
+    assert list(transport._accepted) == ["wx_c2"]
+    await sim.advance(timedelta(minutes=5))  # the welcome went out
+    assert sim.sent("welcome", "c2")
+    await sim.customer_says("c2", "你好")  # the first message re-reads them: nothing to remember
+    assert reads == ["wx_c1", "wx_c2"]
+    assert list(transport._accepted) == []
+
+
+async def test_a_puppet_that_never_fills_the_friend_flag_is_asked_after_every_accept(
+    sim: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """protobuf's default for the flag is false: a puppet that leaves it so never shows it fills
+    it, so no accept is trusted for it (a later failed send then churns nobody on the flag)."""
+    reads = dirtied(sim, monkeypatch)
+    payload = sim.puppet.contact_payload
+
+    async def unfilled(contact_id: str) -> object:
+        read = await payload(contact_id)
+        read.friend = False
+        return read
+
+    monkeypatch.setattr(sim.puppet, "contact_payload", unfilled)
+    await sim.new_customer("c1", "张三")
+    await sim.new_customer("c2", "李四")
+    assert reads == ["wx_c1", "wx_c2"]
+    transport = sim.bot.transports[sim.account_id]
+    assert isinstance(transport, WechatyTransport)
+    assert list(transport._accepted) == []

@@ -20,6 +20,7 @@ import pytest
 from sqlmodel import select
 
 from bot.runner import Runtime
+from bot.transport import wechaty_adapter, wechaty_compat
 from storage.models import Customer, OutgoingMessage, ScheduledMessage
 from tests.conftest import (
     ROOT,
@@ -295,6 +296,40 @@ async def test_a_customer_who_deleted_the_rep_is_churned_over_grpc_not_shown_a_r
     assert "ret=" not in console
     pending = [r for r in await rows(runtime, ScheduledMessage) if r.status == "pending"]
     assert not [r for r in pending if r.customer_id is not None], "their follow-ups are cancelled"
+
+
+async def test_a_customer_who_deletes_the_rep_before_the_welcome_is_churned_without_a_re_read(
+    gateway: Gateway, running: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once this puppet has shown it fills the friend flag (the first accept's re-read), an accept
+    is trusted for it with no re-read (two gRPC calls a request, issue 20): a welcome that then
+    fails in words only the friend state explains still churns the customer."""
+    reads: list[str] = []
+    sync = wechaty_compat.sync_contact
+
+    async def counted(bot: Any, contact: Any) -> None:
+        reads.append(contact.contact_id)
+        await sync(bot, contact)
+
+    monkeypatch.setattr(wechaty_adapter, "sync_contact", counted)
+    runtime = await running([service_account("acme", gateway)], welcome={"delay_seconds": [2.0, 2.0]})
+    gateway.add_stranger("c1", "张三", "你好")
+    await gateway.wait_for(lambda e: e["event"] == "sent" and e["to"] == "c1")
+    assert reads == ["c1"]
+    gateway.add_stranger("c2", "李四", "你好")
+    await gateway.wait_for(lambda e: e["event"] == "accepted" and e["id"] == "c2")
+    gateway.customer_deletes("c2", send_error="sendmsg ret=-44 (0xffd4)")
+
+    async def churned() -> bool:
+        return any(c.wechat_id == "c2" and c.deleted_at is not None for c in await rows(runtime, Customer))
+
+    await eventually(churned)
+    alert = await gateway.wait_for(
+        lambda e: e["event"] == "sent" and e["to"] == "filehelper" and "已不是好友" in e["text"]
+    )
+    assert "李四" in alert["text"]
+    assert gateway.sent_to("c2") == []
+    assert reads == ["c1", "c2"], "c2 was read once: by the check after the failed welcome"
 
 
 async def test_a_failed_send_to_a_customer_still_a_friend_churns_nobody(

@@ -166,6 +166,10 @@ class WechatyTransport:
         # friend requests being handled, as their event loaded them: accepting one needs no second
         # read of its payload (a gRPC call per request on the puppet service)
         self._handling: dict[str, Any] = {}
+        # contacts this account accepted whose payload has not been re-read since (its friend flag
+        # still says stranger), the oldest first; and whether this puppet fills the flag at all
+        self._accepted: OrderedDict[str, None] = OrderedDict()
+        self._fills_friend_flag = False
         self.monotonic: Callable[[], float] = time.monotonic  # for the refresh above; tests move it
         self.errors: list[BaseException] = []
 
@@ -286,10 +290,30 @@ class WechatyTransport:
         except Exception as exc:
             self._raise_connection_error(exc)
             raise
-        # the contact is a friend now: its friend flag is what tells a later failed send apart
+        # the contact is a friend now: its friend flag is what tells a later failed send apart.
+        # A puppet seen to fill the flag needs no re-read (two gRPC calls) for that: the accept is
+        # noted instead. Otherwise the re-read shows whether this one fills it.
+        contact = friendship.contact()
+        if self._fills_friend_flag:
+            self._note_accepted(contact.contact_id)
+            return
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_FRIEND_CHECK_SECONDS):
-                await sync_contact(self._bot, friendship.contact())
+                await sync_contact(self._bot, contact)
+            self._read_fresh(contact)
+
+    def _note_accepted(self, contact_id: str) -> None:
+        accepted = self._accepted
+        accepted[contact_id] = None
+        accepted.move_to_end(contact_id)
+        while len(accepted) > _ACCEPTED_MEMORY:
+            accepted.popitem(last=False)
+
+    def _read_fresh(self, contact: Any) -> None:
+        """``contact`` was just re-read past the caches: its friend flag is the puppet's word."""
+        self._accepted.pop(contact.contact_id, None)
+        if _friend_flag(contact):
+            self._fills_friend_flag = True
 
     def _raise_connection_error(self, exc: Exception) -> None:
         """Turn a lost connection into NotConnected (nothing reached the service) or DeliveryUnknown
@@ -331,6 +355,8 @@ class WechatyTransport:
         try:
             await target.ready()
             was_friend = _friend_flag(target)
+            if was_friend is False and conversation_id in self._accepted:
+                was_friend = True  # accepted since this payload was read (see accept())
             if isinstance(message, MiniProgramPayload):
                 message_id = await say_mini_program(self._bot, conversation_id, message)
             else:
@@ -360,6 +386,7 @@ class WechatyTransport:
         try:
             async with asyncio.timeout(_FRIEND_CHECK_SECONDS):
                 await sync_contact(self._bot, contact)
+            self._read_fresh(contact)
         except Exception as exc:  # the check is a best effort; the send error stands
             log.info(
                 "account %s: friend state unknown after a failed send (%s)",
@@ -590,6 +617,7 @@ class WechatyTransport:
         try:
             async with asyncio.timeout(_FRIEND_CHECK_SECONDS):
                 await sync_contact(self._bot, talker)
+            self._read_fresh(talker)
         except Exception as exc:  # any puppet's error: the message goes on
             log.warning(
                 "account %s: re-reading contact %s failed (%s); its name may be out of date",
@@ -614,6 +642,7 @@ _FORMER_FRIEND = re.compile(
 
 
 _FRIEND_CHECK_SECONDS = 5.0
+_ACCEPTED_MEMORY = 10_000  # accepted contacts remembered until their payload is read again
 # what may be a command or a text echo (puppets that leave the type out send UNSPECIFIED)
 _TEXT_TYPES = (MessageType.MESSAGE_TYPE_TEXT, MessageType.MESSAGE_TYPE_UNSPECIFIED)
 
