@@ -25,6 +25,7 @@ from bot.domain.kinds import Kind
 from bot.domain.stages import Pipeline
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import ConfigError, SalesbotError, TransportError
+from bot.faults import crash_point
 from bot.hooks import (
     AcceptInterrupted,
     CustomerUnreachable,
@@ -601,6 +602,7 @@ class SalesBot:
         handled = await self.customer_wrote(account_id, message)
         if handled is None:
             return
+        crash_point("inbound.committed")  # a group commit on SQLite: not yet flushed to the disk
         if handled.send_now:  # "this customer" stays the rep's own choice: a report never moves it
             await self._renew_if_due()
             await self.dispatcher.run_due(only=handled.send_now)

@@ -356,14 +356,16 @@ class Database:
         never joined (work they start here is not part of the unit). A unit inside a unit joins it.
         ``inline``: as for :meth:`transaction`; its after-commit effects are not part of it.
         ``group_commit`` (with ``inline``, SQLite on disk): the commit does not wait for the disk,
-        whose flush comes within a second or with the next durable commit, whichever is first
-        (storage/hot_session.py): for units none of whose effects outside this process (a send,
-        a platform call) happens before a durable commit that follows. Elsewhere it is durable."""
+        whose flush comes within about a second or with the next durable commit that writes
+        (storage/group_commit.py): for units none of whose effects outside this process (a send,
+        a platform call) happens before a durable commit that follows. A unit that keeps a
+        planned message from going out calls ``storage.group_commit.must_reach_disk``. Elsewhere
+        (PostgreSQL, SQLite in memory, after a failed flush) the commit is durable."""
         unit = self._unit()
         if unit is not None:
             yield unit.session
             return
-        group = group_commit and inline
+        group = group_commit and inline and self._hot is not None and self._hot.flusher.active
         async with self._writer(), self._session(inline=inline, relaxed=False, group=group) as session:
             opened = _Unit(self, asyncio.current_task(), session)
             token = _UNIT.set(opened)
@@ -527,7 +529,7 @@ class Database:
         """Every group commit of this process so far is on the disk when this returns (see
         :meth:`unit_of_work`); nothing to do where commits are always durable."""
         if self._hot is not None:
-            await self._hot.flush()
+            await self._hot.flusher.flush()
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -24,13 +24,8 @@ face (the services' code does not change):
   (synchronous NORMAL: no wait for the disk) always runs on the loop. No commit checkpoints the
   WAL (SQLite's automatic checkpoint would run inside it, on the loop): a passive checkpoint runs
   on the thread every :data:`CHECKPOINT_EVERY` commits;
-- a group commit (``HotEngines.commit(group=True)``) is a relaxed commit that owes the disk its
-  flush: the commit thread flushes the WAL within :data:`GROUP_COMMIT_SECONDS` (one flush for
-  every group commit of that time), and any durable commit in between flushes it too (the WAL is
-  one file, appended in commit order: the durable commit's flush covers every frame before it).
-  For units whose effects outside the process all wait for a later durable commit (a customer's
-  message: its replies go out only after the dispatcher's durable reservation), so a machine's
-  crash can lose only what nobody has seen an effect of yet. Closing flushes what is owed;
+- a group commit (``HotEngines.commit(group=True)``) is a relaxed commit whose flush to the disk
+  comes a moment later, shared with the others of that moment (storage/group_commit.py);
 - this process runs one transaction at a time on SQLite (``Database._writer``): the connections
   are never used by two units at once. A hot transaction opened inside another of the same task
   is refused (it would wait for the write lock its own task holds);
@@ -44,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -59,6 +53,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.group_commit import WalFlusher, reaches_disk, wal_path
 
 T = TypeVar("T")
 
@@ -75,6 +71,7 @@ class HotSession(AsyncSession):
 
     _hot_bind: AsyncEngine
     raw: sqlite3.Connection | None = None  # the connection its BEGIN ran on
+    changes = 0  # the connection's total_changes at that BEGIN (a commit that wrote flushes)
 
     async def exec(self, statement: Any, *, execution_options: Any = None, **kwargs: Any) -> Any:
         options = _BUFFERED if not execution_options else {**execution_options, **_BUFFERED}
@@ -109,8 +106,6 @@ _BUFFERED = {"prebuffer_rows": True}
 SLOW_FLUSH_SECONDS = 0.005
 SLOW_FLUSH_BACKOFF_SECONDS = 60.0
 CHECKPOINT_EVERY = 200  # hot commits between WAL checkpoints (a unit writes a few pages)
-# a group commit is on the disk within this (sooner when a durable commit follows)
-GROUP_COMMIT_SECONDS = 1.0
 
 
 class HotEngines:
@@ -136,13 +131,7 @@ class HotEngines:
         self.checkpoint_every = CHECKPOINT_EVERY
         self._commits = 0
         self._checkpointer: sqlite3.Connection | None = None  # used on the thread only
-        # group commits (see the module's docstring): how many so far, how many known flushed
-        self.group_commit_seconds = GROUP_COMMIT_SECONDS
-        self._grouped = 0
-        self._flushed = 0
-        self._flush_timer: asyncio.TimerHandle | None = None
-        self._flushing: asyncio.Task[None] | None = None
-        self._wal: str | None = None  # the WAL file's path (see _wal_path)
+        self.flusher = WalFlusher()  # what group commits owe the disk
 
     def _engine(self, *, synchronous: str) -> Engine:
         def connect() -> sqlite3.Connection:
@@ -173,6 +162,9 @@ class HotEngines:
         raw = connection.connection.driver_connection
         assert isinstance(raw, sqlite3.Connection)
         session.raw = raw
+        if self.flusher.path is None:
+            self.flusher.path = wal_path(raw)
+        session.changes = raw.total_changes
         try:
             raw.execute("BEGIN IMMEDIATE")
             return
@@ -185,24 +177,46 @@ class HotEngines:
         """Commit on the loop, or (durable, the disk found slow) on the thread. Every durable
         flush is timed, wherever it runs and however it ends: a slow one keeps durable commits
         on the thread for SLOW_FLUSH_BACKOFF_SECONDS more, so a slow disk stalls the loop once.
-        ``group`` (not durable): a group commit, whose flush the thread owes within
-        :attr:`group_commit_seconds`."""
+        ``group`` (not durable): a group commit, flushed a moment later with the others, or at
+        once, as a durable one, when the unit called ``must_reach_disk``."""
         sync = session.sync_session
         sync.flush()  # on the loop: the statements hold the lock already
         try:
             if not durable:
+                flush_now = group and reaches_disk(session)
                 sync.commit()
-                if group:
-                    self._grouped += 1
-                    self._flush_later()
+                if flush_now:
+                    await self._flush_unit()
+                elif group:
+                    self.flusher.committed()
             elif self.clock() < self.flush_on_thread_until:
                 await self.on_thread(partial(self._timed_commit, sync))
+                self._covered(session)
             else:
                 self._timed_commit(sync)
+                self._covered(session)
         finally:
             self._commits += 1
             if self._commits % self.checkpoint_every == 0:
                 self._checkpoint_later()
+
+    async def _flush_unit(self) -> None:
+        """A group commit that must be on the disk before it returns: flushed here like a durable
+        commit (on the loop while flushes are fast; timed the same way)."""
+        if self.clock() < self.flush_on_thread_until:
+            await self.flusher.flush()
+            return
+        started = self.clock()
+        try:
+            self.flusher.flush_here()
+        finally:
+            if self.clock() - started > SLOW_FLUSH_SECONDS:
+                self.flush_on_thread_until = self.clock() + SLOW_FLUSH_BACKOFF_SECONDS
+
+    def _covered(self, session: HotSession) -> None:
+        """A durable commit that wrote flushed the WAL: every group commit before it is on the disk."""
+        if session.raw is not None and session.raw.total_changes > session.changes:
+            self.flusher.covered()
 
     def _timed_commit(self, sync: Session) -> None:
         started = self.clock()
@@ -225,86 +239,6 @@ class HotEngines:
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:  # the next one tries again; the WAL only grows meanwhile
             log.warning("checkpointing the database's write-ahead log failed: %s", exc)
-
-    def _flush_later(self) -> None:
-        """Have the WAL flushed in :attr:`group_commit_seconds`, unless a flush is planned or
-        under way (that one plans the next when group commits came after it started)."""
-        if self._flush_timer is None and self._flushing is None:
-            loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(self.group_commit_seconds, self._start_flush)
-
-    def _start_flush(self) -> None:
-        self._flush_timer = None
-        if self._flushing is None:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush_owed())
-
-    async def _flush_owed(self) -> None:
-        """One flush of the WAL on the thread, for every group commit made before it starts.
-        A failed flush is logged and tried again later: the commits stay in the file meanwhile
-        (they survive this process, not a machine's crash, until a flush or a durable commit)."""
-        covered = self._grouped
-        try:
-            await self.on_thread(self._flush_wal)
-            self._flushed = max(self._flushed, covered)
-        except (OSError, sqlite3.Error) as exc:
-            log.warning("flushing the database's write-ahead log to disk failed: %s", exc)
-        finally:
-            self._flushing = None
-            if self._grouped > self._flushed:
-                self._flush_later()
-
-    @property
-    def owed(self) -> int:
-        """Group commits not known to be on the disk yet."""
-        return self._grouped - self._flushed
-
-    async def flush(self) -> None:
-        """Every group commit made before this call is on the disk when it returns: the flush
-        under way, then one now if still owed (its failure raises). For closing, and for effects
-        that must not outrun those commits."""
-        self._cancel_flush_timer()
-        if self._flushing is not None:
-            await asyncio.shield(self._flushing)  # logs its own failure
-            self._cancel_flush_timer()  # a failed one planned another: this one is now
-        if self.owed:
-            covered = self._grouped
-            try:
-                await self.on_thread(self._flush_wal)
-            except BaseException:
-                self._flush_later()  # still owed: the thread tries again later
-                raise
-            self._flushed = max(self._flushed, covered)
-
-    def _cancel_flush_timer(self) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-
-    def _flush_wal(self) -> None:
-        """What ``synchronous=FULL`` does after a commit, on the thread: the WAL file's fsync,
-        which puts every frame written before it on the disk (SQLite's own flush is this one
-        call). No WAL file: the last checkpoint moved everything into the database file and
-        flushed that."""
-        path = self._wal_path()
-        try:
-            descriptor = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-    def _wal_path(self) -> str:
-        """The WAL file's path, as SQLite names it (``-wal`` after the main file's, which SQLite
-        reports resolved), read once on the thread."""
-        if self._wal is None:
-            if self._checkpointer is None:
-                args, kwargs = self.connect_args
-                self._checkpointer = sqlite3.connect(*args, **{**kwargs, "isolation_level": None})
-            rows = self._checkpointer.execute("PRAGMA database_list").fetchall()
-            self._wal = next(str(row[2]) for row in rows if row[1] == "main") + "-wal"
-        return self._wal
 
     def release(self, session: HotSession) -> None:
         """The unit has ended, committed or not: no transaction stays open on its connection (a
@@ -342,10 +276,7 @@ class HotEngines:
     async def close(self) -> None:
         """Flush what group commits owe, wait for the thread's work to end (off the loop), then
         close the connections."""
-        try:
-            await self.flush()
-        except (OSError, sqlite3.Error) as exc:
-            log.error("the last group commits may not be on the disk: %s", exc)
+        await self.flusher.close()
         await asyncio.to_thread(self._thread.shutdown)
         if self._checkpointer is not None:
             self._checkpointer.close()

@@ -12,6 +12,7 @@ from sqlalchemy.engine import CursorResult
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.group_commit import must_reach_disk
 from storage.models import (
     Account,
     AccountLease,
@@ -933,7 +934,9 @@ class Outbox:
     ) -> int:
         """Move a customer's rows in ``from_statuses`` (of ``kinds``; all kinds when None; only
         those whose ``not_after`` is before ``not_after_before`` when given) to ``to_status``.
-        Returns how many rows moved: holding, resuming and cancelling all go through here."""
+        Returns how many rows moved: holding, resuming and cancelling all go through here. A
+        unit that moved rows reaches the disk before its commit returns, group commit or not: a
+        machine's crash must not undo a cancelled follow-up or a held countdown."""
         shape = ("set_status_for_customer", kinds is not None, not_after_before is not None)
         statement = _built(shape, lambda: _set_status_statement(*shape[1:]))
         params: dict[str, Any] = {
@@ -945,7 +948,12 @@ class Outbox:
             "b_at": at,
             "b_reason": reason,
         }
-        return _rowcount(await self.session.exec(statement, params=params))
+        return self._moved(_rowcount(await self.session.exec(statement, params=params)))
+
+    def _moved(self, rows: int) -> int:
+        if rows:
+            must_reach_disk(self.session)
+        return rows
 
     async def set_status_for_accounts(
         self,
@@ -958,7 +966,7 @@ class Outbox:
         reason: str,
     ) -> int:
         """Move the accounts' rows of ``kind`` in ``from_statuses`` to ``to_status`` (stopping what
-        is left of a broadcast). Returns how many rows moved."""
+        is left of a broadcast). Returns how many rows moved (see :meth:`set_status_for_customer`)."""
         table = _table(ScheduledMessage)
         statement = (
             sa.update(table)
@@ -969,7 +977,7 @@ class Outbox:
             )
             .values(status=to_status, updated_at=at, last_error=reason)
         )
-        return _rowcount(await self.session.exec(statement))
+        return self._moved(_rowcount(await self.session.exec(statement)))
 
     async def claim_due(
         self,

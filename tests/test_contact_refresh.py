@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlmodel import col
 
+from bot.transport import wechaty_adapter
 from bot.transport.wechaty_adapter import CONTACT_REFRESH_SECONDS, WechatyTransport
 from storage.models import Customer, Event
 from tests.harness import Harness
@@ -161,23 +162,49 @@ async def test_an_accept_is_trusted_for_the_friend_flag_once_the_puppet_shows_it
     assert list(transport._accepted) == []
 
 
-async def test_a_puppet_that_never_fills_the_friend_flag_is_asked_after_every_accept(
+async def test_a_puppet_that_fills_the_flag_late_for_new_friends_is_asked_after_every_accept(
     sim: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """protobuf's default for the flag is false: a puppet that leaves it so never shows it fills
-    it, so no accept is trusted for it (a later failed send then churns nobody on the flag)."""
+    """Trust comes only from a re-read right after an accept: a puppet that reports long-standing
+    friends as friends but a new one as a stranger for a while (or leaves the flag at protobuf's
+    default) earns none, so a failed send to a new customer never churns them on the flag."""
     reads = dirtied(sim, monkeypatch)
     payload = sim.puppet.contact_payload
+    established = {"wx_c0"}
 
-    async def unfilled(contact_id: str) -> object:
+    async def late(contact_id: str) -> object:
         read = await payload(contact_id)
-        read.friend = False
+        read.friend = contact_id in established
         return read
 
-    monkeypatch.setattr(sim.puppet, "contact_payload", unfilled)
+    monkeypatch.setattr(sim.puppet, "contact_payload", late)
+    await sim.customer_says("c0", "你好", name="老客户")  # a fresh read of a friend: teaches nothing
+    assert reads == ["wx_c0"]
     await sim.new_customer("c1", "张三")
     await sim.new_customer("c2", "李四")
-    assert reads == ["wx_c1", "wx_c2"]
+    assert reads == ["wx_c0", "wx_c1", "wx_c2"]
     transport = sim.bot.transports[sim.account_id]
     assert isinstance(transport, WechatyTransport)
     assert list(transport._accepted) == []
+
+
+async def test_trust_is_checked_again_and_ends_when_a_re_read_shows_a_stranger(
+    sim: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wechaty_adapter, "_TRUSTED_ACCEPTS", 2)
+    reads = dirtied(sim, monkeypatch)
+    payload = sim.puppet.contact_payload
+    late = {"wx_c4"}
+
+    async def flag(contact_id: str) -> object:
+        read = await payload(contact_id)
+        if contact_id in late:
+            read.friend = False
+        return read
+
+    monkeypatch.setattr(sim.puppet, "contact_payload", flag)
+    for n in range(1, 7):
+        await sim.friend_request(f"c{n}", f"客户{n}")
+    # c1 read (trust for two), c2 and c3 trusted, c4 read: a stranger ends the trust, c5 read
+    # (trust again), c6 trusted
+    assert reads == ["wx_c1", "wx_c4", "wx_c5"]

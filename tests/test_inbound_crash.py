@@ -16,7 +16,7 @@ from sqlmodel import select
 from storage.db import Database
 from storage.models import Customer, Event, ScheduledMessage
 from tests.cli_process import Bot
-from tests.conftest import write_config
+from tests.conftest import portable_config_text, write_config
 
 OPT_OUT = "别再给我发消息了"
 
@@ -117,3 +117,34 @@ def test_a_kill_before_a_hot_lead_is_flagged_loses_nothing_and_alerts_once(tmp_p
     assert sorted(r.step for r in signals) == ["-", "nudge"], "one alert and one nudge"
     [alert] = [r for r in signals if r.step == "-"]
     assert alert.status == "sent" and "想成交了" in alert.context["text"]
+
+
+def test_a_kill_right_after_a_group_commit_loses_nothing_and_sends_once(tmp_path: Path) -> None:
+    """A customer's text commits without waiting for the disk (storage/group_commit.py): the real
+    CLI killed right after that commit, before any flush and before the suggestion went out,
+    leaves the message and its suggestion in the file, and the restart sends the suggestion once."""
+    # follow-ups kept after a reply: the text cancels nothing, so nothing makes it flush at once
+    text = portable_config_text().replace("skip_if_replied = true", "skip_if_replied = false")
+    assert "skip_if_replied = false" in text
+    write_config(tmp_path, text)
+    said = {"handle": "zhang", "text": "太贵了", "message_id": "m-price"}
+    bot = Bot(tmp_path, crash_at="inbound.committed")
+    bot.post("/sim/friend_request", {"handle": "zhang", "name": "张三"})
+    bot.post_until_killed("/sim/say", said)
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'salesbot.db'}"
+    _, events, rows = asyncio.run(_rows(url))
+    assert [e.external_id for e in _received(events)] == ["m-price"], "committed"
+    [suggestion] = [r for r in rows if r.kind == "suggestion"]
+    assert suggestion.status == "pending", "killed before it went out"
+
+    bot = Bot(tmp_path)
+    try:
+        bot.post("/sim/say", said)  # the platform delivers it again: a replay, nothing new
+    finally:
+        output = bot.stop()
+    assert "Traceback" not in output, output
+    _, events, rows = asyncio.run(_rows(url))
+    assert [e.external_id for e in _received(events)] == ["m-price"]
+    [suggestion] = [r for r in rows if r.kind == "suggestion"]
+    assert suggestion.status == "sent", "sent once, after the restart"

@@ -33,6 +33,7 @@ from bot.services.planning import message_key, outbox_row
 from bot.templates import TemplateLibrary
 from bot.transport.base import Contact, FriendRequest, Transport
 from storage.db import Database
+from storage.group_commit import must_reach_disk
 from storage.models import Customer, Event, ScheduledMessage
 from storage.queries import friends
 from storage.repositories import Customers, Events, Outbox, StageHistory, Tags
@@ -185,13 +186,13 @@ class WelcomeService:
         """The customer, the channel rule, and the welcome (and follow-ups) while still valid: one
         unit, run again as a whole when the database is busy (the accept is not repeated).
 
-        A group commit for a request we accepted: the request was recorded durably before the
-        accept, so should a machine's crash lose this unit, :meth:`reconcile` finishes it at the
-        next start, and the welcome goes out only after the dispatcher's durable reservation. A
-        confirmation (the contact added from the phone) has no such record: it is durable."""
+        A group commit: a request we accepted was recorded durably before the accept, so should a
+        machine's crash lose this unit, :meth:`reconcile` finishes it at the next start, and the
+        welcome goes out only after the dispatcher's durable reservation. A confirmation that
+        makes or brings back a customer (the contact added on the phone) has no such record: that
+        unit reaches the disk before it returns. A confirmation after our own accept is neither."""
         await self.db.retrying_unit(
-            functools.partial(self._befriend, account_id, request, now, received_at),
-            group_commit=not request.confirmed,
+            functools.partial(self._befriend, account_id, request, now, received_at), group_commit=True
         )
 
     async def _befriend(
@@ -203,13 +204,17 @@ class WelcomeService:
         session: AsyncSession,
     ) -> None:
         if await self._new_friend(account_id, request, now, received_at, session):
+            if request.confirmed:
+                must_reach_disk(session)
             return
         valid = timedelta(hours=self.config.dispatch.welcome_valid_hours)
         first_stage = self.config.stages[0].key
-        customer, _created = await ensure_customer(
+        customer, created = await ensure_customer(
             session, account_id, request.contact, first_stage, now, actor="system"
         )
         assert customer.id is not None
+        if request.confirmed and (created or customer.deleted_at is not None):
+            must_reach_disk(session)
         await Events(session).record(
             account_id,
             "friend_confirmed" if request.confirmed else "friend_request",

@@ -167,13 +167,15 @@ class WechatyTransport:
         # read of its payload (a gRPC call per request on the puppet service)
         self._handling: dict[str, Any] = {}
         # contacts this account accepted whose payload has not been re-read since (its friend flag
-        # still says stranger), the oldest first; and whether this puppet fills the flag at all
+        # still says stranger), the oldest first; and how many accepts more may trust the flag
+        # without a re-read (see accept())
         self._accepted: OrderedDict[str, None] = OrderedDict()
-        self._fills_friend_flag = False
+        self._trusted_accepts = 0
         self.monotonic: Callable[[], float] = time.monotonic  # for the refresh above; tests move it
         self.errors: list[BaseException] = []
 
     def _new_bot(self) -> _Bot:
+        self._trusted_accepts = 0  # a new connection shows again whether its puppet fills the flag
         options = new_wechaty_options(
             name=self.account_id, puppet=self._puppet, token=self._token, endpoint=self.endpoint
         )
@@ -291,16 +293,20 @@ class WechatyTransport:
             self._raise_connection_error(exc)
             raise
         # the contact is a friend now: its friend flag is what tells a later failed send apart.
-        # A puppet seen to fill the flag needs no re-read (two gRPC calls) for that: the accept is
-        # noted instead. Otherwise the re-read shows whether this one fills it.
+        # Re-reading it costs two gRPC calls. Once a re-read right after an accept has shown the
+        # flag filled, the next _TRUSTED_ACCEPTS accepts are only noted (a send to the contact
+        # counts it as a friend); then a re-read checks again, and one that shows a stranger
+        # (a puppet that fills the flag late, or never) ends the trust.
         contact = friendship.contact()
-        if self._fills_friend_flag:
+        if self._trusted_accepts > 0:
+            self._trusted_accepts -= 1
             self._note_accepted(contact.contact_id)
             return
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_FRIEND_CHECK_SECONDS):
                 await sync_contact(self._bot, contact)
             self._read_fresh(contact)
+            self._trusted_accepts = _TRUSTED_ACCEPTS if _friend_flag(contact) else 0
 
     def _note_accepted(self, contact_id: str) -> None:
         accepted = self._accepted
@@ -312,8 +318,6 @@ class WechatyTransport:
     def _read_fresh(self, contact: Any) -> None:
         """``contact`` was just re-read past the caches: its friend flag is the puppet's word."""
         self._accepted.pop(contact.contact_id, None)
-        if _friend_flag(contact):
-            self._fills_friend_flag = True
 
     def _raise_connection_error(self, exc: Exception) -> None:
         """Turn a lost connection into NotConnected (nothing reached the service) or DeliveryUnknown
@@ -643,6 +647,7 @@ _FORMER_FRIEND = re.compile(
 
 _FRIEND_CHECK_SECONDS = 5.0
 _ACCEPTED_MEMORY = 10_000  # accepted contacts remembered until their payload is read again
+_TRUSTED_ACCEPTS = 20  # accepts noted without a re-read after one that showed the friend flag
 # what may be a command or a text echo (puppets that leave the type out send UNSPECIFIED)
 _TEXT_TYPES = (MessageType.MESSAGE_TYPE_TEXT, MessageType.MESSAGE_TYPE_UNSPECIFIED)
 

@@ -197,6 +197,22 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     return _error(request, 401, "access token required")
 
 
+@web.middleware
+async def flushed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What a page or the API shows is on the disk first: the bot's last group commits (a
+    customer's message, storage/group_commit.py) are flushed before a read, so nothing anyone
+    saw here is lost to a machine's crash. A disk that fails the flush is the log's to report:
+    the page is shown anyway."""
+    if request.method in ("GET", "HEAD") and request.path not in PROBES:
+        try:
+            await request.app[REPORTS].db.flush_group_commits()
+        except OSError as exc:
+            log.warning(
+                "web: showing %s though the last commits may not be on the disk (%s)", request.path, exc
+            )
+    return await handler(request)
+
+
 def _int(request: web.Request, name: str, default: int, low: int = 0, high: int = 10_000) -> int:
     raw = request.query.get(name, "")
     if not raw:
@@ -331,7 +347,7 @@ def create_app(
     :class:`bot.web.simulator.SimulatorState`) mounts the browser simulator; only
     for the local transport. The app mounts it; the simulator never imports the app. ``now``
     (monotonic seconds) times sessions and login attempts."""
-    app = web.Application(middlewares=[errors, auth])
+    app = web.Application(middlewares=[errors, auth, flushed])
     app.on_response_prepare.append(_safety_headers)
     app[REPORTS] = reports
     app[TOKEN] = token

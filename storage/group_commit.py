@@ -1,0 +1,208 @@
+"""Group commits on SQLite: commits that skip the disk's flush, flushed together a moment later.
+
+A customer's message costs the bot one commit; with ``synchronous=FULL`` each waits for the disk
+(8% of the bot's CPU per event on a virtual disk, bench/hot_path.py). A group commit is made with
+``synchronous=NORMAL`` instead: it survives the process being killed at once, and a machine's
+crash only once the write-ahead log is flushed. :class:`WalFlusher` flushes the WAL on a thread of
+its own within :data:`GROUP_COMMIT_SECONDS` of the oldest group commit not yet covered, one flush
+for all of them; a durable commit that writes flushes them too (one WAL, appended in commit order:
+its flush covers every frame before it), and closing flushes what is owed.
+
+What may be a group commit is the caller's promise (storage/db.py, ``group_commit``): a unit none
+of whose effects outside the process happens before a durable commit that follows it. A unit that
+keeps a planned message from going out (a cancelled follow-up, a held countdown) calls
+:func:`must_reach_disk`: it is flushed before its commit returns, since a machine's crash that
+forgot the cancellation would send the message after all.
+
+A flush that fails (the disk reports an error) is not tried again: after a failed ``fsync`` the
+kernel may have dropped the pages it could not write, so a second one that succeeds proves
+nothing. The failure is logged as an error and every later commit waits for the disk itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# a group commit is on the disk within this after it was made (sooner when a durable commit follows)
+GROUP_COMMIT_SECONDS = 1.0
+_MUST_REACH_DISK = "salesbot.must_reach_disk"
+
+
+def must_reach_disk(session: Any) -> None:
+    """The unit of work ``session`` belongs to must be on the disk when its commit returns, even if
+    it began as a group commit: it keeps a planned message from being sent."""
+    session.info[_MUST_REACH_DISK] = True
+
+
+def reaches_disk(session: Any) -> bool:
+    """Whether :func:`must_reach_disk` was called for this session's unit."""
+    return bool(session.info.get(_MUST_REACH_DISK))
+
+
+def wal_path(connection: sqlite3.Connection) -> str:
+    """The WAL file of the database ``connection`` opened: SQLite names it after the main file,
+    which it reports with its path resolved."""
+    rows = connection.execute("PRAGMA database_list").fetchall()
+    return next(str(row[2]) for row in rows if row[1] == "main") + "-wal"
+
+
+class FlushFailed(OSError):
+    """A flush of the WAL failed once: what group commits wrote may not be on the disk."""
+
+
+class WalFlusher:
+    """Counts group commits and flushes the WAL for them (see the module's docstring). Used on the
+    event loop's thread; the flushes run on a thread of their own, never behind a commit waiting
+    for another process's lock."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = GROUP_COMMIT_SECONDS
+        self.path: str | None = None  # the WAL file: set before the first group commit
+        self.clock = clock
+        self.failed: str | None = None  # why a flush failed; group commits end then
+        self._made = 0  # group commits so far
+        self._flushed = 0  # how many of them are known to be on the disk
+        self._oldest: float | None = None  # when the oldest one no flush has started for was made
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salesbot-wal-flush")
+
+    @property
+    def active(self) -> bool:
+        """Whether units may be group commits now (no flush has failed, not closed)."""
+        return self.failed is None and not self._closed
+
+    @property
+    def owed(self) -> int:
+        """Group commits not known to be on the disk."""
+        return self._made - self._flushed
+
+    def committed(self) -> None:
+        """A group commit was just made: flush it within :attr:`seconds`."""
+        self._made += 1
+        if self._oldest is None:
+            self._oldest = self.clock()
+        self._plan()
+
+    def covered(self) -> None:
+        """A durable commit that wrote was just made: its flush covered every group commit before it
+        (not after a failed flush: what the disk failed to write then may be gone)."""
+        if self.failed is not None:
+            return
+        self._flushed = self._made
+        self._oldest = None
+        self._cancel_timer()
+
+    def flush_here(self) -> None:
+        """Flush now, on this thread (a unit that must reach the disk, while flushes are fast)."""
+        self._check()
+        made = self._made
+        try:
+            self._sync()
+        except OSError as exc:
+            self._fail(exc)
+            raise FlushFailed(str(exc)) from exc
+        self._done_up_to(made)
+
+    async def flush(self) -> None:
+        """Every group commit made before this call is on the disk when it returns; raises
+        :class:`FlushFailed` when that cannot be promised."""
+        made = self._made
+        while self._flushed < made:
+            self._check()
+            self._cancel_timer()
+            if self._task is None:
+                self._start()
+            assert self._task is not None
+            await asyncio.shield(self._task)
+        self._check()
+
+    async def close(self) -> None:
+        """Flush what is owed (a failure is logged), then end the thread."""
+        try:
+            await self.flush()
+        except FlushFailed as exc:
+            log.error("the last commits may not be on the disk: %s", exc)
+        finally:
+            self._closed = True
+            self._cancel_timer()
+            await asyncio.to_thread(self._thread.shutdown)
+
+    # -- inside ------------------------------------------------------------------------------------
+
+    def _plan(self) -> None:
+        """A timer for the oldest owed commit, unless one is set or a flush runs (which plans the
+        next when it ends)."""
+        if self._timer is not None or self._task is not None or not self.owed or not self.active:
+            return
+        oldest = self._oldest if self._oldest is not None else self.clock()
+        delay = max(0.0, oldest + self.seconds - self.clock())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
+        if self._task is not None or not self.owed or self._closed:
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(self._made))
+        self._task.add_done_callback(self._ended)
+        self._oldest = None
+
+    async def _run(self, made: int) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._sync)
+        except Exception as exc:
+            self._fail(exc)
+        else:
+            self._done_up_to(made)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._task = None  # also when it was cancelled before it ran (the loop closing)
+        if not task.cancelled():
+            self._plan()
+
+    def _done_up_to(self, made: int) -> None:
+        self._flushed = max(self._flushed, made)
+
+    def _sync(self) -> None:
+        """What ``synchronous=FULL`` does after each commit: the WAL file's data flushed to the
+        disk (``fdatasync`` where there is one, as SQLite does), every frame written before it.
+        No WAL file: the last checkpoint moved everything into the database file, flushed."""
+        if self.path is None:
+            return  # no group commit has been made
+        flags = os.O_RDWR | getattr(os, "O_BINARY", 0)  # Windows flushes only what it may write
+        try:
+            descriptor = os.open(self.path, flags)
+        except FileNotFoundError:
+            return
+        try:
+            getattr(os, "fdatasync", os.fsync)(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failed is None:
+            log.error(
+                "flushing the database's write-ahead log to disk failed (%s): from now on every "
+                "commit waits for the disk",
+                exc,
+            )
+        self.failed = str(exc) or type(exc).__name__
+
+    def _check(self) -> None:
+        if self.failed is not None:
+            raise FlushFailed(f"flushing the write-ahead log to disk failed: {self.failed}")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
