@@ -602,7 +602,7 @@ class SalesBot:
         handled = await self.customer_wrote(account_id, message)
         if handled is None:
             return
-        crash_point("inbound.committed")  # a group commit on SQLite: not yet flushed to the disk
+        crash_point("inbound.committed")  # committed; on SQLite usually a group commit, not yet flushed
         if handled.send_now:  # "this customer" stays the rep's own choice: a report never moves it
             await self._renew_if_due()
             await self.dispatcher.run_due(only=handled.send_now)

@@ -525,6 +525,12 @@ class Database:
 
         return await retrying(attempt)
 
+    def owes_flush(self) -> bool:
+        """Whether group commits of this process wait for their flush (none after a failed one:
+        there is nothing left to promise then, and the failure was logged)."""
+        hot = self._hot
+        return hot is not None and hot.flusher.active and hot.flusher.owed > 0
+
     async def flush_group_commits(self) -> None:
         """Every group commit of this process so far is on the disk when this returns (see
         :meth:`unit_of_work`); nothing to do where commits are always durable."""

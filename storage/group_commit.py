@@ -4,9 +4,10 @@ A customer's message costs the bot one commit; with ``synchronous=FULL`` each wa
 (8% of the bot's CPU per event on a virtual disk, bench/hot_path.py). A group commit is made with
 ``synchronous=NORMAL`` instead: it survives the process being killed at once, and a machine's
 crash only once the write-ahead log is flushed. :class:`WalFlusher` flushes the WAL on a thread of
-its own within :data:`GROUP_COMMIT_SECONDS` of the oldest group commit not yet covered, one flush
-for all of them; a durable commit that writes flushes them too (one WAL, appended in commit order:
-its flush covers every frame before it), and closing flushes what is owed.
+its own within :data:`GROUP_COMMIT_SECONDS` of the oldest group commit not yet flushed, one flush
+for all of them, and closing flushes what is owed. (A durable commit that writes flushes them too:
+one WAL, appended in commit order. That is what makes a send safe, below; the flusher does not
+count on it, since SQLite writes nothing for an update that changes no byte.)
 
 What may be a group commit is the caller's promise (storage/db.py, ``group_commit``): a unit none
 of whose effects outside the process happens before a durable commit that follows it. A unit that
@@ -16,7 +17,9 @@ forgot the cancellation would send the message after all.
 
 A flush that fails (the disk reports an error) is not tried again: after a failed ``fsync`` the
 kernel may have dropped the pages it could not write, so a second one that succeeds proves
-nothing. The failure is logged as an error and every later commit waits for the disk itself.
+nothing. The failure is logged as an error and from then on no unit is a group commit. The WAL
+stays open on one descriptor from the first flush to the last, so an error the kernel met while
+writing it back in between is reported to that descriptor's next flush.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class WalFlusher:
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._descriptor: int | None = None  # the WAL, open from the first flush to close()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salesbot-wal-flush")
 
     @property
@@ -88,20 +92,15 @@ class WalFlusher:
         return self._made - self._flushed
 
     def committed(self) -> None:
-        """A group commit was just made: flush it within :attr:`seconds`."""
+        """A group commit that wrote was just made: flush it within :attr:`seconds` (at once once
+        closed: no timer runs then)."""
         self._made += 1
+        if self._closed:
+            self.flush_here()
+            return
         if self._oldest is None:
             self._oldest = self.clock()
         self._plan()
-
-    def covered(self) -> None:
-        """A durable commit that wrote was just made: its flush covered every group commit before it
-        (not after a failed flush: what the disk failed to write then may be gone)."""
-        if self.failed is not None:
-            return
-        self._flushed = self._made
-        self._oldest = None
-        self._cancel_timer()
 
     def flush_here(self) -> None:
         """Flush now, on this thread (a unit that must reach the disk, while flushes are fast)."""
@@ -121,11 +120,19 @@ class WalFlusher:
         while self._flushed < made:
             self._check()
             self._cancel_timer()
+            if self._task is None and self._closed:
+                self.flush_here()
+                continue
             if self._task is None:
                 self._start()
             assert self._task is not None
             await asyncio.shield(self._task)
         self._check()
+
+    def fail(self, exc: BaseException) -> None:
+        """The disk reported an error writing the database (a checkpoint, a durable commit): what
+        group commits wrote may be lost, so they end here as after a failed flush."""
+        self._fail(exc)
 
     async def close(self) -> None:
         """Flush what is owed (a failure is logged), then end the thread."""
@@ -137,6 +144,9 @@ class WalFlusher:
             self._closed = True
             self._cancel_timer()
             await asyncio.to_thread(self._thread.shutdown)
+            if self._descriptor is not None:
+                os.close(self._descriptor)
+                self._descriptor = None
 
     # -- inside ------------------------------------------------------------------------------------
 
@@ -172,28 +182,26 @@ class WalFlusher:
 
     def _done_up_to(self, made: int) -> None:
         self._flushed = max(self._flushed, made)
+        if not self.owed:  # nothing left for a timer: the next group commit starts a new moment
+            self._oldest = None
+            self._cancel_timer()
 
     def _sync(self) -> None:
         """What ``synchronous=FULL`` does after each commit: the WAL file's data flushed to the
         disk (``fdatasync`` where there is one, as SQLite does), every frame written before it.
-        No WAL file: the last checkpoint moved everything into the database file, flushed."""
+        The file is opened once (SQLite keeps it while any connection is open, and its locks are
+        on other files) and read-write: Windows flushes only what it may write."""
         if self.path is None:
             return  # no group commit has been made
-        flags = os.O_RDWR | getattr(os, "O_BINARY", 0)  # Windows flushes only what it may write
-        try:
-            descriptor = os.open(self.path, flags)
-        except FileNotFoundError:
-            return
-        try:
-            getattr(os, "fdatasync", os.fsync)(descriptor)
-        finally:
-            os.close(descriptor)
+        if self._descriptor is None:
+            self._descriptor = os.open(self.path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+        getattr(os, "fdatasync", os.fsync)(self._descriptor)
 
     def _fail(self, exc: BaseException) -> None:
         if self.failed is None:
             log.error(
-                "flushing the database's write-ahead log to disk failed (%s): from now on every "
-                "commit waits for the disk",
+                "writing the database's log to disk failed (%s): the last messages may be lost if "
+                "the machine crashes; from now on no unit skips the wait for the disk",
                 exc,
             )
         self.failed = str(exc) or type(exc).__name__

@@ -54,7 +54,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.group_commit import WalFlusher, reaches_disk, wal_path
+from storage.group_commit import FlushFailed, WalFlusher, reaches_disk, wal_path
 
 T = TypeVar("T")
 
@@ -71,7 +71,7 @@ class HotSession(AsyncSession):
 
     _hot_bind: AsyncEngine
     raw: sqlite3.Connection | None = None  # the connection its BEGIN ran on
-    changes = 0  # the connection's total_changes at that BEGIN (a commit that wrote flushes)
+    changes = 0  # the connection's total_changes at that BEGIN (did the unit write?)
 
     async def exec(self, statement: Any, *, execution_options: Any = None, **kwargs: Any) -> Any:
         options = _BUFFERED if not execution_options else {**execution_options, **_BUFFERED}
@@ -185,38 +185,40 @@ class HotEngines:
             if not durable:
                 flush_now = group and reaches_disk(session)
                 sync.commit()
-                if flush_now:
-                    await self._flush_unit()
-                elif group:
-                    self.flusher.committed()
+                if group and session.raw is not None and session.raw.total_changes > session.changes:
+                    self.flusher.committed()  # it wrote: the disk is owed its flush
+                    if flush_now:
+                        await self._flush_unit()
             elif self.clock() < self.flush_on_thread_until:
                 await self.on_thread(partial(self._timed_commit, sync))
-                self._covered(session)
             else:
                 self._timed_commit(sync)
-                self._covered(session)
+        except (sqlite3.Error, DBAPIError) as exc:
+            cause = exc.orig if isinstance(exc, DBAPIError) else exc
+            if cause is not None and _io_error(cause):
+                self.flusher.fail(cause)  # the disk failed a write: group commits may be lost
+            raise
         finally:
             self._commits += 1
             if self._commits % self.checkpoint_every == 0:
                 self._checkpoint_later()
 
     async def _flush_unit(self) -> None:
-        """A group commit that must be on the disk before it returns: flushed here like a durable
-        commit (on the loop while flushes are fast; timed the same way)."""
-        if self.clock() < self.flush_on_thread_until:
-            await self.flusher.flush()
-            return
-        started = self.clock()
+        """A group commit that must be on the disk before it returns (counted already): flushed
+        here like a durable commit, on the loop while flushes are fast and timed the same way. A
+        flush that fails ends group commits and is logged (the unit itself did commit)."""
         try:
-            self.flusher.flush_here()
-        finally:
-            if self.clock() - started > SLOW_FLUSH_SECONDS:
-                self.flush_on_thread_until = self.clock() + SLOW_FLUSH_BACKOFF_SECONDS
-
-    def _covered(self, session: HotSession) -> None:
-        """A durable commit that wrote flushed the WAL: every group commit before it is on the disk."""
-        if session.raw is not None and session.raw.total_changes > session.changes:
-            self.flusher.covered()
+            if self.clock() < self.flush_on_thread_until:
+                await self.flusher.flush()
+                return
+            started = self.clock()
+            try:
+                self.flusher.flush_here()
+            finally:
+                if self.clock() - started > SLOW_FLUSH_SECONDS:
+                    self.flush_on_thread_until = self.clock() + SLOW_FLUSH_BACKOFF_SECONDS
+        except FlushFailed:
+            pass
 
     def _timed_commit(self, sync: Session) -> None:
         started = self.clock()
@@ -239,6 +241,8 @@ class HotEngines:
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:  # the next one tries again; the WAL only grows meanwhile
             log.warning("checkpointing the database's write-ahead log failed: %s", exc)
+            if _io_error(exc):
+                self.flusher.fail(exc)  # what group commits wrote may be gone
 
     def release(self, session: HotSession) -> None:
         """The unit has ended, committed or not: no transaction stays open on its connection (a
@@ -298,6 +302,12 @@ def loop_connection(
     for pragma in (*pragmas, "wal_autocheckpoint=0"):
         connection.execute(f"PRAGMA {pragma}")
     return connection
+
+
+def _io_error(exc: BaseException) -> bool:
+    """Whether SQLite reports the disk failing a read or a write (SQLITE_IOERR and its kinds)."""
+    code = getattr(exc, "sqlite_errorcode", 0) if isinstance(exc, sqlite3.Error) else 0
+    return code & 0xFF == sqlite3.SQLITE_IOERR
 
 
 def _sync_session(engine: Engine, **_ignored: Any) -> Session:

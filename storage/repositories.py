@@ -935,8 +935,9 @@ class Outbox:
         """Move a customer's rows in ``from_statuses`` (of ``kinds``; all kinds when None; only
         those whose ``not_after`` is before ``not_after_before`` when given) to ``to_status``.
         Returns how many rows moved: holding, resuming and cancelling all go through here. A
-        unit that moved rows reaches the disk before its commit returns, group commit or not: a
-        machine's crash must not undo a cancelled follow-up or a held countdown."""
+        group-committed unit that moved rows reaches the disk before its commit returns (see
+        storage/group_commit.py): a machine's crash must not undo a cancelled follow-up or a
+        held countdown."""
         shape = ("set_status_for_customer", kinds is not None, not_after_before is not None)
         statement = _built(shape, lambda: _set_status_statement(*shape[1:]))
         params: dict[str, Any] = {

@@ -205,6 +205,9 @@ async def test_trust_is_checked_again_and_ends_when_a_re_read_shows_a_stranger(
     monkeypatch.setattr(sim.puppet, "contact_payload", flag)
     for n in range(1, 7):
         await sim.friend_request(f"c{n}", f"客户{n}")
-    # c1 read (trust for two), c2 and c3 trusted, c4 read: a stranger ends the trust, c5 read
-    # (trust again), c6 trusted
+    # c1 read (trust for two), c2 and c3 trusted, c4 read: a stranger ends the trust (and what
+    # it noted: c2 and c3 are no longer counted as friends), c5 read (trust again), c6 trusted
     assert reads == ["wx_c1", "wx_c4", "wx_c5"]
+    transport = sim.bot.transports[sim.account_id]
+    assert isinstance(transport, WechatyTransport)
+    assert list(transport._accepted) == ["wx_c6"]

@@ -121,8 +121,10 @@ def test_a_kill_before_a_hot_lead_is_flagged_loses_nothing_and_alerts_once(tmp_p
 
 def test_a_kill_right_after_a_group_commit_loses_nothing_and_sends_once(tmp_path: Path) -> None:
     """A customer's text commits without waiting for the disk (storage/group_commit.py): the real
-    CLI killed right after that commit, before any flush and before the suggestion went out,
-    leaves the message and its suggestion in the file, and the restart sends the suggestion once."""
+    CLI killed right after that commit, before the suggestion went out, leaves the message and its
+    suggestion in the file, and the restart sends the suggestion once. (A killed process keeps
+    its writes in the operating system either way: which commits were group commits is
+    tests/test_group_commit.py's to show.)"""
     # follow-ups kept after a reply: the text cancels nothing, so nothing makes it flush at once
     text = portable_config_text().replace("skip_if_replied = true", "skip_if_replied = false")
     assert "skip_if_replied = false" in text

@@ -306,7 +306,11 @@ class WechatyTransport:
             async with asyncio.timeout(_FRIEND_CHECK_SECONDS):
                 await sync_contact(self._bot, contact)
             self._read_fresh(contact)
-            self._trusted_accepts = _TRUSTED_ACCEPTS if _friend_flag(contact) else 0
+            if _friend_flag(contact):
+                self._trusted_accepts = _TRUSTED_ACCEPTS
+            else:  # the flag lags or is never filled: accepts noted before prove nothing either
+                self._trusted_accepts = 0
+                self._accepted.clear()
 
     def _note_accepted(self, contact_id: str) -> None:
         accepted = self._accepted

@@ -10,6 +10,7 @@ Errors are JSON for the API and a short HTML page otherwise, never a stack trace
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import logging
@@ -199,18 +200,16 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def flushed(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """What a page or the API shows is on the disk first: the bot's last group commits (a
-    customer's message, storage/group_commit.py) are flushed before a read, so nothing anyone
-    saw here is lost to a machine's crash. A disk that fails the flush is the log's to report:
-    the page is shown anyway."""
-    if request.method in ("GET", "HEAD") and request.path not in PROBES:
-        try:
-            await request.app[REPORTS].db.flush_group_commits()
-        except OSError as exc:
-            log.warning(
-                "web: showing %s though the last commits may not be on the disk (%s)", request.path, exc
-            )
-    return await handler(request)
+    """What a page or the API shows is on the disk before it goes out: the bot's last group
+    commits (a customer's message, storage/group_commit.py) are flushed after the handler read
+    them, so nothing anyone saw here is lost to a machine's crash. A response streamed by its
+    handler went out already; a disk that fails the flush was logged where it failed."""
+    response = await handler(request)
+    db = request.app[REPORTS].db
+    if request.method in ("GET", "HEAD") and not response.prepared and db.owes_flush():
+        with contextlib.suppress(OSError):
+            await db.flush_group_commits()
+    return response
 
 
 def _int(request: web.Request, name: str, default: int, low: int = 0, high: int = 10_000) -> int:
