@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 
+import pytest
+
 from bot.clock import VirtualClock
 from bot.transport.base import FriendRequest, InboundEvent
 from bot.transport.local_puppet import LocalPuppet
@@ -57,3 +59,13 @@ async def test_two_bots_keep_separate_contact_pools() -> None:
     finally:
         for transport, _ in transports:
             await transport.stop()
+
+
+def test_pygithub_is_left_out_and_its_stand_ins_refuse_use() -> None:
+    """python-wechaty's link-card module imports PyGithub (about 14 MB with what it pulls in);
+    salesbot's cards never use it, so a stand-in answers the import and refuses to be used."""
+    from wechaty.user import url_link
+
+    assert getattr(sys.modules["github"], "SALESBOT_STAND_IN", False)
+    with pytest.raises(RuntimeError, match="does not load PyGithub"):
+        url_link.Github(login_or_token="t")

@@ -34,6 +34,10 @@ Import Wechaty names from here, never from ``wechaty`` directly, so the shims ar
   new friend keeps the stranger's payload. :func:`sync_contact` marks the payload dirty first.
 * ``Contact.say`` / ``Room.say`` test ``isinstance(message, MiniProgram)`` without importing
   ``MiniProgram`` (a NameError); :func:`say_mini_program` hands the card to the puppet as ``say`` would.
+* ``wechaty.user.url_link`` imports PyGithub at import time, for a parser that makes link cards
+  out of GitHub issues; with the crypto and JWT libraries it pulls in that is about 14 MB of every
+  bot's memory (issue 20). salesbot builds its cards from their fields, so unless PyGithub is
+  loaded already, :func:`_without_github` answers those imports with stand-ins that refuse use.
 """
 
 from __future__ import annotations
@@ -53,6 +57,43 @@ from wechaty_puppet.schemas.puppet import PuppetOptions
 PuppetOptions.__hash__ = object.__hash__
 
 import logging  # noqa: E402
+import sys  # noqa: E402
+import types  # noqa: E402
+
+# the names wechaty.user.url_link imports from PyGithub, by module
+_GITHUB_NAMES = {
+    "github": ("Github",),
+    "github.Repository": ("Repository",),
+    "github.PullRequest": ("PullRequest",),
+    "github.PullRequestComment": ("PullRequestComment",),
+    "github.Issue": ("Issue",),
+    "github.IssueComment": ("IssueComment",),
+}
+
+
+class _NotLoaded:
+    """A PyGithub class salesbot left out: using it is a programming error, said plainly."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("salesbot does not load PyGithub: link cards from GitHub URLs are not supported")
+
+
+def _without_github() -> None:
+    """Stand-ins for the PyGithub modules python-wechaty imports but salesbot never uses (see the
+    module's docstring), unless PyGithub is loaded already."""
+    if "github" in sys.modules:
+        return
+    for name, classes in _GITHUB_NAMES.items():
+        module = types.ModuleType(name, "stand-in: salesbot does not load PyGithub")
+        module.__dict__["SALESBOT_STAND_IN"] = True
+        if name == "github":
+            module.__path__ = []
+        for cls in classes:
+            module.__dict__[cls] = type(cls, (_NotLoaded,), {"__module__": name})
+        sys.modules[name] = module
+
+
+_without_github()
 
 import wechaty.wechaty  # noqa: E402
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # noqa: E402
