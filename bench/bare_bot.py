@@ -1,11 +1,15 @@
 """A bare python-wechaty bot: the transport work salesbot does per event, and nothing else.
 
     python bench/bare_bot.py --endpoint 127.0.0.1:8788 --token insecure_<uuid> [--console filehelper]
+        [--without-github]
 
 The yardstick of bench/hot_path.py (issue 20): it accepts every friend request and sends a welcome
 text, and sends the console one message for each customer text that looks like an objection (a
 keyword test). No services, no database, no model. Wechaty comes through bot/transport/wechaty_compat
-only because python-wechaty 0.10.7 does not import on Python 3.11 without its shims.
+only because python-wechaty 0.10.7 does not import on Python 3.11 without its shims. Those shims
+also leave out PyGithub, which python-wechaty imports and salesbot never uses (about 14 MB); the
+bare bot loads it first, so it is python-wechaty as a user gets it. ``--without-github`` measures
+it trimmed as salesbot is (``bench/hot_path.py --bare-without-github``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import contextlib
+
+if "--without-github" not in sys.argv:
+    import github  # noqa: F401  (before the shims: they leave it out only when it is not loaded)
 
 from wechaty_puppet import FriendshipType
 
@@ -76,6 +83,9 @@ async def main() -> None:
     parser.add_argument("--endpoint", required=True, help="host:port of the puppet service")
     parser.add_argument("--token", required=True, help="the puppet service token")
     parser.add_argument("--console", default="filehelper", help="contact id the objection messages go to")
+    parser.add_argument(
+        "--without-github", action="store_true", help="leave PyGithub out, as salesbot does (see above)"
+    )
     args = parser.parse_args()
     puppet = new_service_puppet(token=args.token, endpoint=args.endpoint, keepalive_seconds=30.0)
     options = new_wechaty_options(name="bare", puppet=puppet, token=args.token, endpoint=args.endpoint)

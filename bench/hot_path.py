@@ -255,6 +255,7 @@ async def run_once(
     py_spy: str | None = None,
     verbose: bool = False,
     trace: bool = False,
+    bare_without_github: bool = False,
 ) -> tuple[Run, Path]:
     folder = Path(tempfile.mkdtemp(prefix=f"hot-path-{program}-"))
     gateway = StampedGateway(self_name="小林")
@@ -271,6 +272,7 @@ async def run_once(
         argv = [sys.executable, "-m", "bot", "run", "--config", str(config), *(["-v"] if verbose else [])]
     else:
         argv = [sys.executable, str(BARE_BOT), "--endpoint", gateway.endpoint, "--token", gateway.token]
+        argv += ["--without-github"] if bare_without_github else []
     profile = folder / "profile.txt"
     if py_spy:
         argv = [
@@ -411,7 +413,10 @@ async def measure(args: argparse.Namespace) -> int:
         order = ("salesbot", "bare") if round_no % 2 else ("bare", "salesbot")
         runs: dict[str, Run] = {}
         for program in order:
-            run, folder = await run_once(program, args.friends, texts, args.rate, args.settle)
+            trimmed = args.bare_without_github
+            run, folder = await run_once(
+                program, args.friends, texts, args.rate, args.settle, bare_without_github=trimmed
+            )
             runs[program] = run
             print(f"round {round_no}  {describe(run)}", flush=True)
             if run.problems or args.keep:
@@ -711,6 +716,11 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=3.0, help="seconds without a send that end a run")
     parser.add_argument("--seed", type=int, default=20, help="which corpus texts (default 20)")
     parser.add_argument("--keep", action="store_true", help="keep each run's folder (logs, events, database)")
+    parser.add_argument(
+        "--bare-without-github",
+        action="store_true",
+        help="the bare bot without PyGithub, as salesbot runs (see bench/bare_bot.py)",
+    )
     parser.add_argument("--profile", action="store_true", help="profile salesbot under py-spy instead")
     parser.add_argument(
         "--statements", action="store_true", help="count salesbot's database round trips per event instead"
