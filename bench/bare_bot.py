@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import contextlib
 
-if "--without-github" not in sys.argv:
+if __name__ == "__main__" and "--without-github" not in sys.argv:
     import github  # noqa: F401  (before the shims: they leave it out only when it is not loaded)
 
 from wechaty_puppet import FriendshipType
@@ -79,7 +79,7 @@ class BareBot(IsolatedWechaty):
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--endpoint", required=True, help="host:port of the puppet service")
     parser.add_argument("--token", required=True, help="the puppet service token")
     parser.add_argument("--console", default="filehelper", help="contact id the objection messages go to")

@@ -538,16 +538,18 @@ class Database:
             await self._hot.flusher.flush()
 
     async def close(self) -> None:
-        await self.engine.dispose()
-        if self._relaxed_engine is not None:
-            await self._relaxed_engine.dispose()
-        if self._autocommit_engine is not None:
-            await self._autocommit_engine.dispose()
-        if self._inline is not None:
-            self._inline.close()
-            self._inline = None
-        if self._hot is not None:
-            await self._hot.close()
+        try:
+            await self.engine.dispose()
+            if self._relaxed_engine is not None:
+                await self._relaxed_engine.dispose()
+            if self._autocommit_engine is not None:
+                await self._autocommit_engine.dispose()
+            if self._inline is not None:
+                self._inline.close()
+                self._inline = None
+        finally:  # what group commits owe is flushed, whatever failed before
+            if self._hot is not None:
+                await self._hot.close()
 
 
 class RelaxedWriter:

@@ -25,17 +25,20 @@ writing it back in between is reported to that descriptor's next flush.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-# a group commit is on the disk within this after it was made (sooner when a durable commit follows)
+# a group commit's flush starts this long after it was made (sooner when a unit must reach the disk)
 GROUP_COMMIT_SECONDS = 1.0
 _MUST_REACH_DISK = "salesbot.must_reach_disk"
 
@@ -79,6 +82,8 @@ class WalFlusher:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._descriptor: int | None = None  # the WAL, open from the first flush to close()
+        self._opening = threading.Lock()
+        self._closer: weakref.finalize[[int], WalFlusher] | None = None  # closes _descriptor, once
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salesbot-wal-flush")
 
     @property
@@ -95,8 +100,9 @@ class WalFlusher:
         """A group commit that wrote was just made: flush it within :attr:`seconds` (at once once
         closed: no timer runs then)."""
         self._made += 1
-        if self._closed:
-            self.flush_here()
+        if self._closed:  # a unit that began before close(): flushed now, a failure logged
+            with contextlib.suppress(FlushFailed):
+                self.flush_here()
             return
         if self._oldest is None:
             self._oldest = self.clock()
@@ -143,10 +149,16 @@ class WalFlusher:
         finally:
             self._closed = True
             self._cancel_timer()
-            await asyncio.to_thread(self._thread.shutdown)
-            if self._descriptor is not None:
-                os.close(self._descriptor)
-                self._descriptor = None
+            try:
+                await asyncio.to_thread(self._thread.shutdown)
+            finally:
+                self._close_descriptor()
+
+    def _close_descriptor(self) -> None:
+        with self._opening:
+            if self._closer is not None:
+                self._closer()  # closes it once: a finalizer never runs twice
+            self._closer, self._descriptor = None, None
 
     # -- inside ------------------------------------------------------------------------------------
 
@@ -161,7 +173,7 @@ class WalFlusher:
 
     def _start(self) -> None:
         self._timer = None
-        if self._task is not None or not self.owed or self._closed:
+        if self._task is not None or not self.owed or not self.active:
             return
         self._task = asyncio.get_running_loop().create_task(self._run(self._made))
         self._task.add_done_callback(self._ended)
@@ -173,7 +185,8 @@ class WalFlusher:
         except Exception as exc:
             self._fail(exc)
         else:
-            self._done_up_to(made)
+            if self.failed is None:  # a failure meanwhile (a checkpoint's) proves this one nothing
+                self._done_up_to(made)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         self._task = None  # also when it was cancelled before it ran (the loop closing)
@@ -193,9 +206,33 @@ class WalFlusher:
         on other files) and read-write: Windows flushes only what it may write."""
         if self.path is None:
             return  # no group commit has been made
-        if self._descriptor is None:
-            self._descriptor = os.open(self.path, os.O_RDWR | getattr(os, "O_BINARY", 0))
-        getattr(os, "fdatasync", os.fsync)(self._descriptor)
+        flush = getattr(os, "fdatasync", os.fsync)
+        if self._closed:  # late: a descriptor of its own, not kept
+            descriptor = os.open(self.path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+            try:
+                flush(descriptor)
+            finally:
+                os.close(descriptor)
+            return
+        with self._opening:  # the loop and the thread may both flush: one descriptor
+            if self._descriptor is None:
+                self._descriptor = self._open()
+            descriptor = self._descriptor
+        flush(descriptor)
+
+    def _open(self) -> int:
+        """The WAL, opened to be kept; its folder is flushed once, as SQLite does on a new WAL's
+        first flush, so the file's name is on the disk too (POSIX; Windows has no such flush)."""
+        assert self.path is not None
+        descriptor = os.open(self.path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+        self._closer = weakref.finalize(self, _close_quietly, descriptor)
+        if os.name == "posix":
+            folder = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        return descriptor
 
     def _fail(self, exc: BaseException) -> None:
         if self.failed is None:
@@ -214,3 +251,9 @@ class WalFlusher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _close_quietly(descriptor: int) -> None:
+    """A flusher never closed (no ``close()``): its WAL descriptor goes with it."""
+    with contextlib.suppress(OSError):
+        os.close(descriptor)

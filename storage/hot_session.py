@@ -304,10 +304,14 @@ def loop_connection(
     return connection
 
 
+# SQLITE_IOERR with no detail, and the kinds that say the disk failed to take a write or a flush
+# (not memory, locks or a lost network share: those say nothing of what is on the disk)
+_WRITE_FAILED = {10, 778, 1034, 1290, 1546}  # IOERR, _WRITE, _FSYNC, _DIR_FSYNC, _TRUNCATE
+
+
 def _io_error(exc: BaseException) -> bool:
-    """Whether SQLite reports the disk failing a read or a write (SQLITE_IOERR and its kinds)."""
-    code = getattr(exc, "sqlite_errorcode", 0) if isinstance(exc, sqlite3.Error) else 0
-    return code & 0xFF == sqlite3.SQLITE_IOERR
+    """Whether SQLite reports the disk failing to take a write or a flush."""
+    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", 0) in _WRITE_FAILED
 
 
 def _sync_session(engine: Engine, **_ignored: Any) -> Session:

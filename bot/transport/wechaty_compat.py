@@ -78,11 +78,12 @@ class _NotLoaded:
         raise RuntimeError("salesbot does not load PyGithub: link cards from GitHub URLs are not supported")
 
 
-def _without_github() -> None:
+def _without_github() -> list[str]:
     """Stand-ins for the PyGithub modules python-wechaty imports but salesbot never uses (see the
-    module's docstring), unless PyGithub is loaded already."""
+    module's docstring), unless PyGithub is loaded already. Returns the modules it stood in for:
+    they leave ``sys.modules`` once Wechaty is imported, so a later ``import github`` is real."""
     if "github" in sys.modules:
-        return
+        return []
     for name, classes in _GITHUB_NAMES.items():
         module = types.ModuleType(name, "stand-in: salesbot does not load PyGithub")
         module.__dict__["SALESBOT_STAND_IN"] = True
@@ -91,9 +92,10 @@ def _without_github() -> None:
         for cls in classes:
             module.__dict__[cls] = type(cls, (_NotLoaded,), {"__module__": name})
         sys.modules[name] = module
+    return list(_GITHUB_NAMES)
 
 
-_without_github()
+_STOOD_IN = _without_github()
 
 import wechaty.wechaty  # noqa: E402
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # noqa: E402
@@ -108,6 +110,9 @@ from wechaty_puppet_service import PuppetService  # noqa: E402
 from wechaty_puppet_service.utils import extract_host_and_port  # noqa: E402
 
 from bot import redaction  # noqa: E402
+
+for _name in _STOOD_IN:  # wechaty.user.url_link holds the stand-ins it needs
+    del sys.modules[_name]
 
 # "no blueprint registered, so no web service": expected, we never use Wechaty's plugin web server
 logging.getLogger("wechaty.plugin").setLevel(logging.ERROR)

@@ -202,11 +202,13 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def flushed(request: web.Request, handler: Handler) -> web.StreamResponse:
     """What a page or the API shows is on the disk before it goes out: the bot's last group
     commits (a customer's message, storage/group_commit.py) are flushed after the handler read
-    them, so nothing anyone saw here is lost to a machine's crash. A response streamed by its
-    handler went out already; a disk that fails the flush was logged where it failed."""
+    them, so nothing anyone saw here is lost to a machine's crash. A response its handler
+    streams (the simulator's events) went out already and is not covered; a disk that fails the
+    flush was logged where it failed."""
     response = await handler(request)
     db = request.app[REPORTS].db
-    if request.method in ("GET", "HEAD") and not response.prepared and db.owes_flush():
+    read = request.method in ("GET", "HEAD") and request.path not in PROBES  # probes show no data
+    if read and not response.prepared and db.owes_flush():
         with contextlib.suppress(OSError):
             await db.flush_group_commits()
     return response
