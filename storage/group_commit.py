@@ -4,10 +4,11 @@ A customer's message costs the bot one commit; with ``synchronous=FULL`` each wa
 (8% of the bot's CPU per event on a virtual disk, bench/hot_path.py). A group commit is made with
 ``synchronous=NORMAL`` instead: it survives the process being killed at once, and a machine's
 crash only once the write-ahead log is flushed. :class:`WalFlusher` flushes the WAL on a thread of
-its own within :data:`GROUP_COMMIT_SECONDS` of the oldest group commit not yet flushed, one flush
-for all of them, and closing flushes what is owed. (A durable commit that writes flushes them too:
-one WAL, appended in commit order. That is what makes a send safe, below; the flusher does not
-count on it, since SQLite writes nothing for an update that changes no byte.)
+its own about :data:`GROUP_COMMIT_SECONDS` after the oldest group commit not yet flushed, one
+flush for all of them, and closing flushes what is owed. A durable commit that writes flushes them
+too (one WAL, appended in commit order): that is what makes a send safe, since the dispatcher's
+reservation before every send is such a commit. The flusher does not count on it, since SQLite
+writes nothing for an update that changes no byte.
 
 What may be a group commit is the caller's promise (storage/db.py, ``group_commit``): a unit none
 of whose effects outside the process happens before a durable commit that follows it. A unit that
