@@ -10,7 +10,7 @@ next best step). Console messages and the auto reply are outbox rows of this sam
 transaction: after a crash the replayed event either finds all of it or none of it. A database
 that refuses the unit for now (busy, a conflict) gets it again from the start, so a burst never
 loses a message. The caller sends the rows planned to go at once when this commits. On SQLite the
-unit is a group commit (storage/hot_session.py) unless the message opts out.
+unit is a group commit (storage/group_commit.py) unless the message opts out.
 """
 
 from __future__ import annotations
