@@ -38,13 +38,19 @@ def _received(events: list[Event]) -> list[Event]:
     return [e for e in events if e.kind == "message_in"]
 
 
+def _killed_saying(folder: Path, crash_at: str, said: dict[str, str]) -> str:
+    """The real CLI in ``folder``: 张三 adds the rep, then says ``said``, and the process dies at
+    ``crash_at``. Returns the URL of the database it left."""
+    bot = Bot(folder, crash_at=crash_at)
+    bot.post("/sim/friend_request", {"handle": "zhang", "name": "张三"})
+    bot.post_until_killed("/sim/say", said)
+    return f"sqlite+aiosqlite:///{folder / 'data' / 'salesbot.db'}"
+
+
 def test_a_kill_between_receiving_an_opt_out_and_applying_it_loses_nothing(tmp_path: Path) -> None:
     write_config(tmp_path)
-    bot = Bot(tmp_path, crash_at="inbound.recorded")
-    bot.post("/sim/friend_request", {"handle": "zhang", "name": "张三"})
-    bot.post_until_killed("/sim/say", {"handle": "zhang", "text": OPT_OUT, "message_id": "m-opt-out"})
-
-    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'salesbot.db'}"
+    said = {"handle": "zhang", "text": OPT_OUT, "message_id": "m-opt-out"}
+    url = _killed_saying(tmp_path, "inbound.recorded", said)
     [customer], events, rows = asyncio.run(_rows(url))
     assert _received(events) == [], "nothing of the killed event committed"
     assert customer.paused_at is None
@@ -54,8 +60,8 @@ def test_a_kill_between_receiving_an_opt_out_and_applying_it_loses_nothing(tmp_p
     bot = Bot(tmp_path)  # no crash this time; the platform delivers the same events again
     try:
         bot.post("/sim/friend_request", {"handle": "zhang", "name": "张三"})
-        bot.post("/sim/say", {"handle": "zhang", "text": OPT_OUT, "message_id": "m-opt-out"})
-        bot.post("/sim/say", {"handle": "zhang", "text": OPT_OUT, "message_id": "m-opt-out"})
+        bot.post("/sim/say", said)
+        bot.post("/sim/say", said)
     finally:
         output = bot.stop()
     assert "Traceback" not in output, output
@@ -94,11 +100,7 @@ def test_a_friend_accepted_just_before_a_kill_is_not_forgotten(tmp_path: Path) -
 def test_a_kill_before_a_hot_lead_is_flagged_loses_nothing_and_alerts_once(tmp_path: Path) -> None:
     write_config(tmp_path)
     said = {"handle": "zhang", "text": "什么时候能提车？", "message_id": "m-hot"}
-    bot = Bot(tmp_path, crash_at="inbound.recorded")
-    bot.post("/sim/friend_request", {"handle": "zhang", "name": "张三"})
-    bot.post_until_killed("/sim/say", said)
-
-    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'salesbot.db'}"
+    url = _killed_saying(tmp_path, "inbound.recorded", said)
     _, events, rows = asyncio.run(_rows(url))
     assert _received(events) == [] and [r for r in rows if r.kind == "signal"] == []
 
@@ -130,11 +132,7 @@ def test_a_kill_right_after_a_group_commit_loses_nothing_and_sends_once(tmp_path
     assert "skip_if_replied = false" in text
     write_config(tmp_path, text)
     said = {"handle": "zhang", "text": "太贵了", "message_id": "m-price"}
-    bot = Bot(tmp_path, crash_at="inbound.committed")
-    bot.post("/sim/friend_request", {"handle": "zhang", "name": "张三"})
-    bot.post_until_killed("/sim/say", said)
-
-    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'salesbot.db'}"
+    url = _killed_saying(tmp_path, "inbound.committed", said)
     _, events, rows = asyncio.run(_rows(url))
     assert [e.external_id for e in _received(events)] == ["m-price"], "committed"
     [suggestion] = [r for r in rows if r.kind == "suggestion"]
