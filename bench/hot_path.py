@@ -15,8 +15,8 @@ process's CPU time (user + system, every thread, from /proc), per inbound event 
 CPU second; peak RSS is the process's high-water mark (VmHWM). Salesbot runs as ``salesbot run``
 does (SQLite in a temporary folder, no web server, welcomes without the human-like pauses, coaching
 cards off: the bare bot has none); the bare bot is bench/bare_bot.py. A run counts only when the
-work was done: every friend welcomed (seen at the gateway), the bare bot's console messages as
-many as its keyword test promises, salesbot's database holding every text and every customer.
+work was done: every friend welcomed (seen at the gateway), the bare bot's console messages one
+per text the corpus labels an objection, salesbot's database holding every text and every customer.
 
 ``--statements`` runs salesbot once and counts, per inbound event, the SQL statements SQLite ran
 from the start of the load to the stop (by verb, BEGIN and COMMIT included; every connection, on any
@@ -135,9 +135,9 @@ class StampedGateway(Gateway):
 # -- the load -------------------------------------------------------------------------------------
 
 
-def corpus_texts(count: int, seed: int) -> list[str]:
-    """``count`` real customer texts: half labelled with an objection, half with neither an objection
-    nor a signal (so the console work of both programs is about one message per objection)."""
+def corpus_rows() -> tuple[list[str], list[str]]:
+    """The corpus's texts labelled with an objection, and those with neither an objection nor a
+    signal (small talk and questions: nothing for the console)."""
     with_objection: list[str] = []
     without: list[str] = []
     for path in sorted(CORPUS.glob("*.jsonl")):
@@ -147,7 +147,21 @@ def corpus_texts(count: int, seed: int) -> list[str]:
                 if row.get("objection"):
                     with_objection.append(row["text"])
                 elif not row.get("signals"):
-                    without.append(row["text"])  # small talk and questions: nothing for the console
+                    without.append(row["text"])
+    return with_objection, without
+
+
+def labelled_objections(texts: list[str]) -> list[str]:
+    """The texts of the load the corpus labels with an objection: the bare bot sends the console
+    one message for each (the same transport work as salesbot's, without salesbot's reading)."""
+    labelled = set(corpus_rows()[0])
+    return [text for text in texts if text in labelled]
+
+
+def corpus_texts(count: int, seed: int) -> list[str]:
+    """``count`` real customer texts: half labelled with an objection, half with neither an objection
+    nor a signal (so the console work of both programs is about one message per objection)."""
+    with_objection, without = corpus_rows()
     rng = random.Random(seed)
     half = count // 2
     texts = [rng.choice(with_objection) for _ in range(half)] + [
@@ -255,7 +269,7 @@ async def run_once(
     py_spy: str | None = None,
     verbose: bool = False,
     trace: bool = False,
-    bare_without_github: bool = False,
+    bare_trimmed: bool = False,
 ) -> tuple[Run, Path]:
     folder = Path(tempfile.mkdtemp(prefix=f"hot-path-{program}-"))
     gateway = StampedGateway(self_name="小林")
@@ -272,7 +286,9 @@ async def run_once(
         argv = [sys.executable, "-m", "bot", "run", "--config", str(config), *(["-v"] if verbose else [])]
     else:
         argv = [sys.executable, str(BARE_BOT), "--endpoint", gateway.endpoint, "--token", gateway.token]
-        argv += ["--without-github"] if bare_without_github else []
+        objections = folder / "objections.json"
+        objections.write_text(json.dumps(labelled_objections(texts), ensure_ascii=False), encoding="utf-8")
+        argv += ["--objections", str(objections), *(["--trimmed"] if bare_trimmed else [])]
     profile = folder / "profile.txt"
     if py_spy:
         argv = [
@@ -383,11 +399,9 @@ async def run_once(
         if not run.console:
             run.problems.append("no console message at all")
     else:
-        from bench.bare_bot import looks_like_objection
-
-        expected = sum(1 for text in texts if looks_like_objection(text))
+        expected = len(labelled_objections(texts))
         if run.console != expected:
-            run.problems.append(f"{run.console} console messages, the keyword test promises {expected}")
+            run.problems.append(f"{run.console} console messages for {expected} labelled objections")
     return run, folder
 
 
@@ -413,9 +427,9 @@ async def measure(args: argparse.Namespace) -> int:
         order = ("salesbot", "bare") if round_no % 2 else ("bare", "salesbot")
         runs: dict[str, Run] = {}
         for program in order:
-            trimmed = args.bare_without_github
+            trimmed = args.bare_trimmed
             run, folder = await run_once(
-                program, args.friends, texts, args.rate, args.settle, bare_without_github=trimmed
+                program, args.friends, texts, args.rate, args.settle, bare_trimmed=trimmed
             )
             runs[program] = run
             print(f"round {round_no}  {describe(run)}", flush=True)
@@ -717,9 +731,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=20, help="which corpus texts (default 20)")
     parser.add_argument("--keep", action="store_true", help="keep each run's folder (logs, events, database)")
     parser.add_argument(
-        "--bare-without-github",
+        "--bare-trimmed",
         action="store_true",
-        help="the bare bot without PyGithub, as salesbot runs (see bench/bare_bot.py)",
+        help="the bare bot without PyGithub and Quart, as salesbot runs (see bench/bare_bot.py)",
     )
     parser.add_argument("--profile", action="store_true", help="profile salesbot under py-spy instead")
     parser.add_argument(

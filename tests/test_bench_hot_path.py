@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from bench import hot_path
-from bench.bare_bot import looks_like_objection
 from bot.config import load_config
 from tests.gateway_peer import ensure_node_gateway
 
@@ -31,7 +30,9 @@ def test_the_load_is_half_objections_from_the_corpus() -> None:
     texts = hot_path.corpus_texts(40, seed=1)
     assert len(texts) == 40 and len(set(texts)) > 30
     assert hot_path.corpus_texts(40, seed=1) == texts, "the same seed, the same load"
-    assert looks_like_objection("太贵了，别家便宜两万") and not looks_like_objection("好的，明天见")
+    objections = hot_path.labelled_objections(texts)
+    assert 15 <= len(objections) <= 25, "the bare bot's console work: one message per labelled objection"
+    assert set(objections) < set(texts)
 
 
 def test_the_profile_counts_work_not_waiting_startup_or_shutdown(

@@ -81,3 +81,35 @@ except RuntimeError as exc:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )
     assert "does not load PyGithub" in out.stdout
+
+
+def test_quart_is_left_out_and_the_plugin_manager_serves_nothing() -> None:
+    """The plugin manager builds a Quart app for plugins' web pages (Quart with Flask, Werkzeug and
+    Hypercorn is about 10 MB); salesbot uses no plugins, so the app is a stand-in with no routes: a
+    started manager serves nothing, adding a route is refused, and a later import is the real one."""
+    script = """
+import asyncio, sys
+from bot.transport.wechaty_compat import IsolatedWechaty, new_wechaty_options
+from bot.clock import SystemClock
+from bot.transport.local_puppet import LocalPuppet
+web = ("quart", "quart_cors", "flask", "werkzeug", "hypercorn")
+assert not any(m.split(".")[0] in web for m in sys.modules)
+
+async def main() -> None:
+    bot = IsolatedWechaty(new_wechaty_options(name="t", puppet=LocalPuppet(SystemClock())))
+    manager = bot._plugin_manager
+    await manager.start()  # what the login event runs: no routes, so no web server
+    manager.scheduler.shutdown(wait=False)
+    try:
+        manager.app.route("/")
+    except RuntimeError as exc:
+        print(exc)
+
+asyncio.run(main())
+import quart
+assert not getattr(quart, "SALESBOT_STAND_IN", False) and quart.Quart.__module__.startswith("quart")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "does not load Quart" in out.stdout

@@ -34,10 +34,15 @@ Import Wechaty names from here, never from ``wechaty`` directly, so the shims ar
   new friend keeps the stranger's payload. :func:`sync_contact` marks the payload dirty first.
 * ``Contact.say`` / ``Room.say`` test ``isinstance(message, MiniProgram)`` without importing
   ``MiniProgram`` (a NameError); :func:`say_mini_program` hands the card to the puppet as ``say`` would.
-* ``wechaty.user.url_link`` imports PyGithub at import time, for a parser that makes link cards
-  out of GitHub issues; with the crypto and JWT libraries it pulls in that is about 14 MB of every
-  bot's memory (issue 20). salesbot builds its cards from their fields, so unless PyGithub is
-  loaded already, :func:`_without_github` answers those imports with stand-ins that refuse use.
+* Two packages python-wechaty imports cost memory salesbot never uses (issue 20), so unless each is
+  loaded already, :func:`_stand_ins` answers its imports with stand-ins that refuse use:
+
+  - PyGithub (about 14 MB with the crypto and JWT libraries it pulls in): ``wechaty.user.url_link``
+    imports it for a parser that makes link cards out of GitHub issues; salesbot builds its cards
+    from their fields.
+  - Quart (about 10 MB with Flask, Werkzeug and Hypercorn): the plugin manager builds a Quart app
+    for the plugins' web pages and serves it only when a plugin adds a route. salesbot uses no
+    plugins, so its app is a stand-in with no routes, and the manager never starts a server.
 """
 
 from __future__ import annotations
@@ -60,42 +65,84 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 import types  # noqa: E402
 
-# the names wechaty.user.url_link imports from PyGithub, by module
-_GITHUB_NAMES = {
-    "github": ("Github",),
-    "github.Repository": ("Repository",),
-    "github.PullRequest": ("PullRequest",),
-    "github.PullRequestComment": ("PullRequestComment",),
-    "github.Issue": ("Issue",),
-    "github.IssueComment": ("IssueComment",),
+# what python-wechaty imports from packages salesbot never uses, by package and module
+_UNUSED: dict[str, dict[str, tuple[str, ...]]] = {
+    # wechaty.user.url_link: link cards made from GitHub issues
+    "github": {
+        "github": ("Github",),
+        "github.Repository": ("Repository",),
+        "github.PullRequest": ("PullRequest",),
+        "github.PullRequestComment": ("PullRequestComment",),
+        "github.Issue": ("Issue",),
+        "github.IssueComment": ("IssueComment",),
+    },
+    # wechaty.plugin and wechaty.schema: the plugins' web server
+    "quart": {"quart": ("Quart", "request", "send_file", "Response", "jsonify")},
+    "quart_cors": {"quart_cors": ()},
+}
+_WHY = {
+    "github": "salesbot does not load PyGithub: link cards from GitHub URLs are not supported",
+    "quart": "salesbot does not load Quart: Wechaty plugins' web pages are not supported",
+    "quart_cors": "salesbot does not load Quart: Wechaty plugins' web pages are not supported",
 }
 
 
 class _NotLoaded:
-    """A PyGithub class salesbot left out: using it is a programming error, said plainly."""
+    """A class of a package salesbot left out: using it is a programming error, said plainly."""
+
+    why = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("salesbot does not load PyGithub: link cards from GitHub URLs are not supported")
+        raise RuntimeError(self.why)
 
 
-def _without_github() -> list[str]:
-    """Stand-ins for the PyGithub modules python-wechaty imports but salesbot never uses (see the
-    module's docstring), unless PyGithub is loaded already. Returns the modules it stood in for:
-    they leave ``sys.modules`` once Wechaty is imported, so a later ``import github`` is real."""
-    if "github" in sys.modules:
+class _NoRules:
+    def iter_rules(self) -> list[Any]:
         return []
-    for name, classes in _GITHUB_NAMES.items():
-        module = types.ModuleType(name, "stand-in: salesbot does not load PyGithub")
-        module.__dict__["SALESBOT_STAND_IN"] = True
-        if name == "github":
-            module.__path__ = []
-        for cls in classes:
-            module.__dict__[cls] = type(cls, (_NotLoaded,), {"__module__": name})
-        sys.modules[name] = module
-    return list(_GITHUB_NAMES)
 
 
-_STOOD_IN = _without_github()
+class _PluginServer:
+    """Stands in for the Quart app each ``WechatyPluginManager`` builds: it has no routes, so the
+    manager never starts a web server; adding a route (a plugin's ``blueprint``) is refused."""
+
+    url_map = _NoRules()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(_WHY["quart"])
+
+
+def _cors(app: Any, *args: Any, **kwargs: Any) -> Any:
+    return app
+
+
+def _stand_ins() -> list[str]:
+    """Stand-ins for the packages python-wechaty imports but salesbot never uses (see the module's
+    docstring), each unless that package is loaded already. Returns the modules it stood in for:
+    they leave ``sys.modules`` once Wechaty is imported, so a later import is real."""
+    stood_in: list[str] = []
+    for package, modules in _UNUSED.items():
+        if package in sys.modules:
+            continue
+        for name, classes in modules.items():
+            module = types.ModuleType(name, f"stand-in: {_WHY[package]}")
+            module.__dict__["SALESBOT_STAND_IN"] = True
+            if name == package:
+                module.__path__ = []
+            for cls in classes:
+                module.__dict__[cls] = type(cls, (_NotLoaded,), {"__module__": name, "why": _WHY[package]})
+            sys.modules[name] = module
+            stood_in.append(name)
+    if "quart" in stood_in:
+        sys.modules["quart"].__dict__["Quart"] = _PluginServer
+    if "quart_cors" in stood_in:
+        sys.modules["quart_cors"].__dict__["cors"] = _cors
+    return stood_in
+
+
+_STOOD_IN = _stand_ins()
 
 import wechaty.wechaty  # noqa: E402
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # noqa: E402
@@ -111,7 +158,7 @@ from wechaty_puppet_service.utils import extract_host_and_port  # noqa: E402
 
 from bot import redaction  # noqa: E402
 
-for _name in _STOOD_IN:  # wechaty.user.url_link holds the stand-ins it needs
+for _name in _STOOD_IN:  # the Wechaty modules hold the stand-ins they need
     del sys.modules[_name]
 
 # "no blueprint registered, so no web service": expected, we never use Wechaty's plugin web server
