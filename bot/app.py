@@ -26,6 +26,7 @@ from bot.domain.stages import Pipeline
 from bot.domain.tags import TagRejected, TagVocabulary
 from bot.errors import ConfigError, SalesbotError, TransportError
 from bot.faults import crash_point
+from bot.gathered_sends import GatheredSends
 from bot.hooks import (
     AcceptInterrupted,
     CustomerUnreachable,
@@ -285,6 +286,10 @@ class SalesBot:
             max_chars=config.digest.max_chars,
         )
         self.dispatcher.available = self._connected_accounts
+        # what a customer's message planned to send at once (a console card, a reply): sent by its
+        # handler, or gathered with the other messages' of a short window (bot/gathered_sends.py;
+        # a running process sets it up, bot/runner.py)
+        self.gathered: GatheredSends | None = None
         self.dispatcher.lease = self.cluster.claim_check
         self.dispatcher.lease_token = self.cluster.token
         self.dispatcher.holds = self.cluster.holds
@@ -541,6 +546,12 @@ class SalesBot:
         if self.cluster.shared and self.cluster.renewal_due():
             await self.rebalance()
 
+    async def send_at_once(self, row_ids: Collection[int]) -> None:
+        """Send these planned rows now (what customers' messages planned), none other."""
+        # "this customer" stays the rep's own choice: a report never moves it
+        await self._renew_if_due()
+        await self.dispatcher.run_due(only=row_ids)
+
     async def run_due(self) -> int:
         await self._renew_if_due()
         await self.digests.ensure_planned()
@@ -603,9 +614,10 @@ class SalesBot:
         if handled is None:
             return
         crash_point("inbound.committed")  # committed; on SQLite usually a group commit, not yet flushed
-        if handled.send_now:  # "this customer" stays the rep's own choice: a report never moves it
-            await self._renew_if_due()
-            await self.dispatcher.run_due(only=handled.send_now)
+        if handled.send_now and self.gathered is not None:
+            self.gathered.add(handled.send_now)
+        elif handled.send_now:
+            await self.send_at_once(handled.send_now)
         if handled.wake_at is not None:
             await self.hooks.emit(Planned(handled.wake_at))
 

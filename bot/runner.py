@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from collections.abc import Collection
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from bot.app import SalesBot
 from bot.clock import OffsetClock, SystemClock
 from bot.config import Config
 from bot.errors import SalesbotError
+from bot.gathered_sends import GatheredSends
 from bot.hooks import Planned
 from bot.redaction import add_secret
 from bot.services.cluster import AlreadyRunning
@@ -232,10 +234,22 @@ class Runtime:
         # set when this process must stop on its own (another took its SQLite file over)
         self.must_stop = asyncio.Event()
         self.stop_reason = ""
-        self.bot.hooks.on(
-            Planned,
-            lambda planned: self.timers.at(DISPATCH_WAKE, planned.due, self.dispatch, overlapping=True),
-        )
+        self._stopping = False
+        if config.dispatch.gather_ms > 0:
+            self.bot.gathered = GatheredSends(self._send_gathered, config.dispatch.gather_ms / 1000)
+        self.bot.hooks.on(Planned, self._wake)
+
+    async def _send_gathered(self, rows: frozenset[int]) -> None:
+        if self._stopping:  # no lease renewal: a stopping process takes no account over
+            await self.bot.dispatcher.run_due(only=rows)
+        else:
+            await self.bot.send_at_once(rows)
+
+    def _wake(self, planned: Planned) -> None:
+        """Dispatch when ``planned`` falls due. The due time is the bot's clock, ahead of real time
+        after the simulator's fast-forward; the timers run on real time."""
+        when = datetime.now(UTC) + (planned.due - self.bot.clock.now())
+        self.timers.at(DISPATCH_WAKE, when, self.dispatch, overlapping=True)
 
     async def dispatch(self) -> None:
         """Send what is due. A timer's wake-up while a dispatch runs starts no second one: that
@@ -296,14 +310,25 @@ class Runtime:
             log.exception("cluster heartbeat failed; retrying at the next one")
 
     async def stop(self) -> None:
-        """Stop the timers, let a running dispatch finish the message in hand, then log out.
-        The timers pause first and shut down after the dispatch: shutting APScheduler down cancels
-        the task of every job still running, a dispatch one included."""
+        """Stop the timers, send what customers' messages planned to send at once (gathered, not
+        sent yet), let a running dispatch finish the message in hand, then log out. All within
+        the stop's grace: the gathered rows get up to half of it (a round that claims only them),
+        the message in hand the rest. The timers pause first and shut down after the dispatch:
+        shutting APScheduler down cancels the task of every job still running."""
         self.timers.pause()  # the heartbeat too: the grace stays well within a lease (stop_grace)
+        self._stopping = True
+        loop = asyncio.get_running_loop()
+        grace = stop_grace(self.config.cluster.lease_seconds, shared=self.bot.cluster.shared)
+        deadline = loop.time() + grace
+        gathered = self.bot.gathered
+        if gathered is not None:
+            await gathered.close(grace / 2)  # at once when nothing waits
         self.bot.dispatcher.stopping = True
-        if self._dispatching:
-            grace = stop_grace(self.config.cluster.lease_seconds, shared=self.bot.cluster.shared)
-            _, late = await asyncio.wait(set(self._dispatching), timeout=grace)
+        sending = set(self._dispatching)
+        if gathered is not None and gathered.task is not None:
+            sending.add(gathered.task)
+        if sending:
+            _, late = await asyncio.wait(sending, timeout=max(0.0, deadline - loop.time()))
             for task in late:
                 task.cancel()
             if late:

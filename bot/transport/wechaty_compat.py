@@ -111,6 +111,8 @@ class _PluginServer:
         pass
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # hasattr(), copy and pickle ask for these: "no such attribute"
+            raise AttributeError(name)
         raise RuntimeError(_WHY["quart"])
 
 
@@ -143,8 +145,12 @@ def _stand_ins() -> list[str]:
 
 
 _STOOD_IN = _stand_ins()
+try:
+    import wechaty.wechaty
+finally:  # the Wechaty modules hold the stand-ins they need; a later import is the real one
+    for _name in _STOOD_IN:
+        del sys.modules[_name]
 
-import wechaty.wechaty  # noqa: E402
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # noqa: E402
 from grpclib.client import Channel  # noqa: E402
 from grpclib.config import Configuration  # noqa: E402
@@ -157,9 +163,6 @@ from wechaty_puppet_service import PuppetService  # noqa: E402
 from wechaty_puppet_service.utils import extract_host_and_port  # noqa: E402
 
 from bot import redaction  # noqa: E402
-
-for _name in _STOOD_IN:  # the Wechaty modules hold the stand-ins they need
-    del sys.modules[_name]
 
 # "no blueprint registered, so no web service": expected, we never use Wechaty's plugin web server
 logging.getLogger("wechaty.plugin").setLevel(logging.ERROR)
