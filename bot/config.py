@@ -478,8 +478,9 @@ class DispatchConfig(_Section):
     welcome_valid_hours: float = Field(default=24.0, gt=0)
     # most messages reserved per durable database commit when many are due at once
     batch_size: int = Field(default=16, ge=1, le=1000)
-    # a wake-up for messages due now waits this long (milliseconds), so the messages a busy moment
-    # plans (console cards, replies) go out in one round of commits; 0 sends each at once
+    # what customers' messages plan to send at once (console cards, auto replies) waits this long
+    # (milliseconds) in `salesbot run`, so a busy moment's go out in one dispatch round; 0 sends
+    # each from its handler, as `salesbot simulate` always does
     gather_ms: int = Field(default=50, ge=0, le=2000)
 
 

@@ -310,25 +310,19 @@ class Runtime:
             log.exception("cluster heartbeat failed; retrying at the next one")
 
     async def stop(self) -> None:
-        """Stop the timers, send what customers' messages planned to send at once (gathered, not
-        sent yet), let a running dispatch finish the message in hand, then log out. All within
-        the stop's grace: the gathered rows get up to half of it (a round that claims only them),
-        the message in hand the rest. The timers pause first and shut down after the dispatch:
-        shutting APScheduler down cancels the task of every job still running."""
+        """Stop the timers, let a running dispatch finish the message in hand, send what customers'
+        messages gathered to send at once (a round of those rows alone), then log out; the
+        dispatch and that round share the stop's grace. The timers pause first and shut down
+        after the dispatch: shutting APScheduler down cancels the task of every job still running."""
         self.timers.pause()  # the heartbeat too: the grace stays well within a lease (stop_grace)
         self._stopping = True
-        loop = asyncio.get_running_loop()
-        grace = stop_grace(self.config.cluster.lease_seconds, shared=self.bot.cluster.shared)
-        deadline = loop.time() + grace
-        gathered = self.bot.gathered
-        if gathered is not None:
-            await gathered.close(grace / 2)  # at once when nothing waits
-        self.bot.dispatcher.stopping = True
+        self.bot.dispatcher.stopping = True  # a dispatch of every due row claims no more
         sending = set(self._dispatching)
-        if gathered is not None and gathered.task is not None:
-            sending.add(gathered.task)
+        if self.bot.gathered is not None and (round_ := self.bot.gathered.close()) is not None:
+            sending.add(round_)
         if sending:
-            _, late = await asyncio.wait(sending, timeout=max(0.0, deadline - loop.time()))
+            grace = stop_grace(self.config.cluster.lease_seconds, shared=self.bot.cluster.shared)
+            _, late = await asyncio.wait(sending, timeout=grace)
             for task in late:
                 task.cancel()
             if late:
@@ -341,9 +335,10 @@ class Runtime:
 
 
 def stop_grace(lease_seconds: float, *, shared: bool) -> float:
-    """How long stopping waits for the message in hand. With leases (PostgreSQL, several
-    processes) the paused heartbeat last renewed them at most a third of a lease ago: half a lease
-    more keeps the account's lease held until the send ends or is cut short."""
+    """How long stopping waits for the message in hand and the gathered round. With leases
+    (PostgreSQL, several processes) the paused heartbeat last renewed them at most a third of a
+    lease ago: half a lease more keeps the account's lease held until the send ends or is cut
+    short."""
     return min(STOP_GRACE_SECONDS, lease_seconds / 2) if shared else STOP_GRACE_SECONDS
 
 

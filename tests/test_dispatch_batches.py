@@ -235,6 +235,27 @@ async def test_stopping_mid_batch_sends_nothing_more_and_loses_nothing(db: Datab
     assert platform.arrived == KEYS
 
 
+async def test_a_stopping_dispatcher_still_sends_named_rows_and_only_them(db: Database) -> None:
+    """A stop sends what customers' messages gathered to send at once (bot/gathered_sends.py): a
+    dispatch of those named rows goes on while a dispatch of every due row claims nothing."""
+    await plan(db, "a", KEYS)
+    platform = Platform("a")
+    sender = dispatcher(db, platform)
+    sender.stopping = True
+    assert await sender.run_due() == 0 and platform.arrived == []
+    ids = {key: row_id for key, row_id in (await row_ids(db)).items() if key in ("k1", "k3")}
+    assert await sender.run_due(only=ids.values()) == 2
+    assert platform.arrived == ["k1", "k3"]
+    after = await statuses(db)
+    assert [after[k][0] for k in KEYS] == ["pending", "sent", "pending", "sent", "pending", "pending"]
+
+
+async def row_ids(db: Database) -> dict[str, int]:
+    async with db.transaction() as session:
+        rows = (await session.exec(select(ScheduledMessage))).all()
+    return {row.idempotency_key: row.id or 0 for row in rows}
+
+
 async def test_a_row_that_breaks_its_composer_fails_alone(db: Database) -> None:
     await plan(db, "a", KEYS, steps={"k2": "broken"})
     platform = Platform("a")

@@ -72,21 +72,45 @@ def objections_from_three_customers(runtime: runner_module.Runtime) -> None:
         puppet.customer_says(f"wx_{n}", text)
 
 
+async def handled(runtime: runner_module.Runtime) -> None:
+    """Wait for the handlers (not for what they gathered: ``SalesBot.settle`` sends that too)."""
+    for transport in runtime.bot.transports.values():
+        await transport.settle()
+
+
+def gathered(runtime: runner_module.Runtime) -> GatheredSends:
+    """The runtime's gatherer, its window made endless: rounds happen when the test says."""
+    assert runtime.bot.gathered is not None
+    runtime.bot.gathered.window_seconds = 3600
+    return runtime.bot.gathered
+
+
 async def test_a_busy_moment_sends_its_console_cards_in_one_round(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runtime = runtime_for(tmp_path, gather_ms=2000)
+    runtime = runtime_for(tmp_path, gather_ms=50)
     await runtime.bot.start()
     try:
+        gathered(runtime)
         dispatches = count_dispatches(runtime, monkeypatch)
         objections_from_three_customers(runtime)
-        await runtime.bot.settle()
-        assert cards(runtime) == [] and dispatches == [], "the window is still open"
+        await handled(runtime)
+        assert cards(runtime) == [] and dispatches == [], "gathered, not sent yet"
+        await runtime.bot.settle()  # what the simulator and the tests wait on: the round goes now
+        assert len(cards(runtime)) == len(OBJECTIONS), "each card, once"
+        [rows] = dispatches
+        assert len(rows) == len(OBJECTIONS), "one round for the three messages"
+    finally:
+        await runtime.stop()
+
+
+async def test_a_window_ends_in_a_round_without_anyone_waiting(tmp_path: Path) -> None:
+    runtime = runtime_for(tmp_path, gather_ms=50)
+    await runtime.bot.start()
+    try:
+        objections_from_three_customers(runtime)
+        await handled(runtime)
         assert len(await cards_once(runtime, len(OBJECTIONS))) == len(OBJECTIONS)
-        await asyncio.sleep(0.3)
-        assert len(cards(runtime)) == len(OBJECTIONS), "each card once"
-        assert len(dispatches) < len(OBJECTIONS), f"fewer rounds than messages: {dispatches}"
-        assert sum(len(rows) for rows in dispatches) == len(OBJECTIONS)
     finally:
         await runtime.stop()
 
@@ -100,41 +124,61 @@ async def test_without_a_window_each_message_sends_its_own_at_once(
     try:
         dispatches = count_dispatches(runtime, monkeypatch)
         objections_from_three_customers(runtime)
-        await runtime.bot.settle()
+        await handled(runtime)
         assert len(cards(runtime)) == len(OBJECTIONS), "sent by the handlers themselves"
         assert len(dispatches) == len(OBJECTIONS) and all(len(rows) == 1 for rows in dispatches)
     finally:
         await runtime.stop()
 
 
-async def test_a_stop_within_the_window_sends_what_waits_and_only_that(
+async def test_a_stop_sends_what_waits_after_the_dispatch_in_hand(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before sends were gathered, a message's handler sent its card before a stop could begin; a
-    stop during the window sends it too (not at the next start), in a round of those rows alone."""
-    runtime = runtime_for(tmp_path, gather_ms=2000)
+    stop sends it too (not at the next start), in a round of those rows alone, after a dispatch of
+    every due row that was under way has finished its message in hand and claimed no more."""
+    runtime = runtime_for(tmp_path, gather_ms=50)
     await runtime.bot.start()
     stopped = False
     try:
+        gathered(runtime)
         dispatches = count_dispatches(runtime, monkeypatch)
         puppet = puppet_of(runtime)
         puppet.add_contact("wx_0", "客户0", friend=True)
         puppet.customer_says("wx_0", OBJECTIONS[0])
-        await runtime.bot.settle()
+        await handled(runtime)
         assert cards(runtime) == [], "still gathering"
+        in_hand, release = asyncio.Event(), asyncio.Event()
+        run_due = runtime.bot.run_due
+
+        async def sending() -> int:  # the timers' dispatch of every due row, mid-send
+            in_hand.set()
+            await release.wait()
+            assert runtime.bot.dispatcher.stopping, "the stop told it to claim no more"
+            return await run_due()
+
+        monkeypatch.setattr(runtime.bot, "run_due", sending)
+        dispatch = asyncio.create_task(runtime.dispatch())
+        await in_hand.wait()
         [account_id] = runtime.bot.transports
         console = runtime.bot.directory.console_of(account_id)
-        await runtime.stop()
+        stop = asyncio.create_task(runtime.stop())
+        await asyncio.sleep(0.05)
+        release.set()
+        await stop
         stopped = True
+        assert dispatch.done() and dispatch.exception() is None
         assert len([m for m in puppet.sent if m.conversation_id == console]) == 1
         [rows] = dispatches
-        assert len(rows) == 1
+        assert len(rows) == 1, "a round of the gathered row alone"
     finally:
         if not stopped:
             await runtime.stop()
 
 
-async def test_a_failed_round_leaves_its_rows_to_the_poll(caplog: pytest.LogCaptureFixture) -> None:
+async def test_rows_added_after_a_stop_stay_planned_and_a_failed_round_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     rounds: list[frozenset[int]] = []
 
     async def failing(rows: frozenset[int]) -> None:
@@ -142,17 +186,21 @@ async def test_a_failed_round_leaves_its_rows_to_the_poll(caplog: pytest.LogCapt
         if len(rounds) == 1:
             raise RuntimeError("database is locked")
 
-    gathered = GatheredSends(failing, window_seconds=0.01)
-    gathered.add([1, 2])
-    gathered.add([3])
-    assert gathered.task is not None
-    await gathered.task
-    gathered.add([4])  # a later window gets a round of its own
-    await gathered.close(5)
-    assert rounds == [frozenset({1, 2, 3}), frozenset({4})]
-    assert "the next poll sends them" in caplog.text
-    gathered.add([5])  # closed: it stays planned for the next start
-    assert gathered.task is None and rounds[-1] == frozenset({4})
+    gatherer = GatheredSends(failing, window_seconds=0.01)
+    gatherer.add([1, 2])
+    gatherer.add([3])
+    await gatherer.flush()
+    assert rounds == [frozenset({1, 2, 3})] and gatherer.task is None
+    assert "sending 3 message(s) due at once failed" in caplog.text
+    gatherer.add([4])  # a later window gets a round of its own
+    last = gatherer.close()
+    assert last is not None
+    await last
+    assert rounds[-1] == frozenset({4})
+    gatherer.add([5])  # closed: it stays planned for the next start
+    assert gatherer.task is None
+    await asyncio.sleep(0.05)
+    assert rounds[-1] == frozenset({4})
 
 
 async def test_after_a_fast_forward_a_wake_up_is_on_real_time(tmp_path: Path) -> None:

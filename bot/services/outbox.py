@@ -150,7 +150,9 @@ class Dispatcher:
         # whose lease moved is left to the new owner
         self.lease_token: Callable[[str], datetime | None] = _no_token
         self.holds: Callable[[str, datetime | None], Awaitable[bool]] = _always
-        # set when the process is stopping: finish the row in hand, claim no more
+        # set when the process is stopping: a dispatch of every due row finishes the row in hand
+        # and claims no more; one of named rows (what customers' messages planned to send at
+        # once, sent by a stop: bot/gathered_sends.py) still sends them, a bounded few
         self.stopping = False
 
     async def quiesce(self) -> None:
@@ -268,8 +270,9 @@ class Dispatcher:
             # a round that claims and reserves nothing and only writes down sends that went out in
             # full is part of their outcome: relaxed like it (after a machine crash recovery finds
             # the rest in the outgoing log); a round that reserves is disk-flushed before any send
+            halted = self.stopping and unclaimed is None  # see __init__: named rows still go
             settle_only = (
-                (self.stopping or unclaimed == set())
+                (halted or unclaimed == set())
                 and bool(in_flight)
                 and all(_went_out(item) for item in in_flight)
             )
@@ -281,7 +284,7 @@ class Dispatcher:
                 ):
                     nexts = await self._settle_all(session, in_flight, after_commit)
                     room = self.batch_size - len(nexts)
-                    if room > 0 and not self.stopping and unclaimed != set():
+                    if room > 0 and not halted and unclaimed != set():
                         claimed = await Outbox(session).claim_due(
                             self.clock.now(), self.available(), room, unclaimed, self.lease()
                         )
@@ -321,13 +324,14 @@ class Dispatcher:
             # effects may have planned more rows, which only a run for every due row claims
             if not steps and not claimed and (not after_commit or unclaimed is not None):
                 return processed
-            in_flight = await self._send_batch(steps, group)
+            in_flight = await self._send_batch(steps, group, named=unclaimed is not None)
 
-    async def _send_batch(self, steps: list[_Step], group: str) -> list[_InFlight]:
+    async def _send_batch(self, steps: list[_Step], group: str, *, named: bool) -> list[_InFlight]:
         """Send a reserved batch in order, recording each outcome before the next send starts.
-        Once an account proves offline (or the process is stopping) its remaining reservations
-        are released untried: their rows go back to pending. Before each send the account's lease
-        is checked (the fence): one lost while this process was paused sends nothing more."""
+        Once an account proves offline (or the process is stopping, unless the batch is of
+        named rows) its remaining reservations are released untried: their rows go back to
+        pending. Before each send the account's lease is checked (the fence): one lost while
+        this process was paused sends nothing more."""
         pause_point("dispatch.reserved")
         offline: set[str] = set()
         fenced: set[str] = set()
@@ -336,13 +340,19 @@ class Dispatcher:
             return in_flight
         async with self.db.relaxed_writes() as writer:
             for step in steps:
-                item = await self._send_one(step, group, writer, offline, fenced)
+                item = await self._send_one(step, group, writer, offline, fenced, named)
                 if item is not None:
                     in_flight.append(item)
         return in_flight
 
     async def _send_one(
-        self, step: _Step, group: str, writer: RelaxedWriter, offline: set[str], fenced: set[str]
+        self,
+        step: _Step,
+        group: str,
+        writer: RelaxedWriter,
+        offline: set[str],
+        fenced: set[str],
+        named: bool,
     ) -> _InFlight | None:
         """One send of a batch and its outcome, committed (relaxed); None when fenced off."""
         account_id = step.row.account_id
@@ -357,7 +367,7 @@ class Dispatcher:
                         step.reservation.outgoing_id, group, "never attempted: the account's lease moved"
                     )
             return None
-        if self.stopping:
+        if self.stopping and not named:
             transmission = Transmission(Delivery.NOT_CONNECTED, "stopping before this send")
         elif step.row.account_id in offline:
             transmission = Transmission(Delivery.NOT_CONNECTED, "the account went offline")
