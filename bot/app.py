@@ -531,14 +531,14 @@ class SalesBot:
     async def settle(self) -> None:
         """Wait for in-process transports to finish handling what they delivered, and for what the
         handlers left to send at once (gathered: sent now) to go out (simulator, tests)."""
-        while True:
-            while self._retries:
-                await asyncio.wait(set(self._retries))
+        while self._retries:
+            await asyncio.wait(set(self._retries))
+        for transport in self.transports.values():
+            await transport.settle()
+        # the rows waiting now, not later ones (a settle under load must end)
+        if self.gathered is not None and await self.gathered.flush():
             for transport in self.transports.values():
-                await transport.settle()
-            if self.gathered is None or self.gathered.task is None:
-                return
-            await self.gathered.flush()  # its sends' echoes are handled on the next turn
+                await transport.settle()  # the sends' echoes
 
     async def next_due_at(self) -> datetime | None:
         await self.digests.ensure_planned()

@@ -31,7 +31,9 @@ class GatheredSends:
         self.window_seconds = window_seconds
         self.task: asyncio.Task[None] | None = None  # waits out the window, then sends
         self._pending: set[int] = set()
-        self._now = asyncio.Event()  # set: no window, send at once (a flush, a stop)
+        self._now = asyncio.Event()  # set: the waiting rows go at once (a flush, a stop)
+        self._next: asyncio.Future[None] | None = None  # done once the waiting rows' round ends
+        self._sending: asyncio.Future[None] | None = None  # the round under way: done when it ends
         self._closed = False
 
     def add(self, row_ids: Collection[int]) -> None:
@@ -44,18 +46,19 @@ class GatheredSends:
             self.task = asyncio.create_task(self._rounds())
             self.task.add_done_callback(self._ended)
 
-    async def flush(self) -> None:
-        """Send what waits now, and what is added meanwhile, and return once it is sent (or its
-        round failed): what a caller waiting for the handlers' work needs (``SalesBot.settle``)."""
-        if self.task is None:
-            return
-        self._now.set()
-        try:
-            while self.task is not None:
-                await asyncio.wait({self.task})
-        finally:
-            if not self._closed:
-                self._now.clear()
+    async def flush(self) -> bool:
+        """Send the rows waiting now, and return once their round (and one under way) has ended,
+        sent or failed: what a caller waiting for the handlers' work needs (``SalesBot.settle``).
+        Rows added meanwhile wait their own window. Returns whether a round was waited for."""
+        rounds = [self._sending] if self._sending is not None else []
+        if self._pending:
+            if self._next is None:
+                self._next = asyncio.get_running_loop().create_future()
+            rounds.append(self._next)
+            self._now.set()
+        if rounds:
+            await asyncio.wait(rounds)
+        return bool(rounds)
 
     def close(self) -> asyncio.Task[None] | None:
         """A stop: what waits is sent at once, later rows stay planned for the next start. Returns
@@ -67,17 +70,28 @@ class GatheredSends:
     def _ended(self, task: asyncio.Task[None]) -> None:
         if self.task is task:
             self.task = None
+        for waiting in (self._next, self._sending):  # a cancelled task ends its rounds too
+            if waiting is not None and not waiting.done():
+                waiting.set_result(None)
 
     async def _rounds(self) -> None:
         try:
             while self._pending:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._now.wait(), self.window_seconds)
+                if not self._closed:
+                    self._now.clear()  # a flush hurries the rows waiting then, not later ones
                 rows, self._pending = frozenset(self._pending), set()
+                sending = self._next or asyncio.get_running_loop().create_future()
+                self._sending, self._next = sending, None
                 try:
                     await self.send(rows)
                 except Exception:  # the rows are the dispatcher's, as after any failed dispatch
                     log.exception("sending %d message(s) due at once failed", len(rows))
+                finally:
+                    if not sending.done():
+                        sending.set_result(None)
+                    self._sending = None
         except asyncio.CancelledError:  # a stop cut the round short after its grace
             log.info("the gathered messages' round was stopped with the process; unsent ones stay planned")
             raise

@@ -222,3 +222,26 @@ async def test_after_a_fast_forward_a_wake_up_is_on_real_time(tmp_path: Path) ->
         assert before + timedelta(minutes=9) < job.next_run_time < datetime.now(UTC) + timedelta(minutes=11)
     finally:
         await runtime.stop()
+
+
+async def test_a_flush_sends_what_waits_then_and_does_not_chase_later_rows() -> None:
+    """``SalesBot.settle`` flushes: it must end under a steady load, so rows added while the flushed
+    round runs wait their own window."""
+    sent: list[frozenset[int]] = []
+
+    async def send(rows: frozenset[int]) -> None:
+        sent.append(rows)
+        if rows == {1}:
+            gatherer.add([2])  # a customer's message handled meanwhile
+
+    gatherer = GatheredSends(send, window_seconds=3600)
+    assert not await gatherer.flush(), "nothing to wait for"
+    gatherer.add([1])
+    assert await gatherer.flush()
+    assert sent == [frozenset({1})] and gatherer.task is not None, "row 2 waits its window"
+    assert await gatherer.flush()
+    assert sent == [frozenset({1}), frozenset({2})]
+    last = gatherer.close()
+    if last is not None:
+        await last
+    assert gatherer.task is None
