@@ -551,11 +551,16 @@ class SalesBot:
         if self.cluster.shared and self.cluster.renewal_due():
             await self.rebalance()
 
-    async def send_at_once(self, row_ids: Collection[int]) -> None:
-        """Send these planned rows now (what customers' messages planned), none other."""
+    async def send_at_once(
+        self, row_ids: Collection[int], *, renew: bool = True, despite_stop: bool = False
+    ) -> None:
+        """Send these planned rows now (what customers' messages planned), none other, after
+        renewing the leases when a heartbeat is due (``renew``: not while stopping, when a
+        process takes no account over). ``despite_stop``: see ``Dispatcher.run_due``."""
         # "this customer" stays the rep's own choice: a report never moves it
-        await self._renew_if_due()
-        await self.dispatcher.run_due(only=row_ids)
+        if renew:
+            await self._renew_if_due()
+        await self.dispatcher.run_due(only=row_ids, despite_stop=despite_stop)
 
     async def run_due(self) -> int:
         await self._renew_if_due()

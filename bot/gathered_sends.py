@@ -42,14 +42,15 @@ class GatheredSends:
         if self._closed:
             return
         self._pending.update(row_ids)
-        if self.task is None:
+        if self.task is None:  # cleared by the task itself, in the step its last check ran
             self.task = asyncio.create_task(self._rounds())
-            self.task.add_done_callback(self._ended)
 
     async def flush(self) -> bool:
         """Send the rows waiting now, and return once their round (and one under way) has ended,
         sent or failed: what a caller waiting for the handlers' work needs (``SalesBot.settle``).
         Rows added meanwhile wait their own window. Returns whether a round was waited for."""
+        if self.task is None or self.task is asyncio.current_task():
+            return False  # nothing waits; or called from a round itself, which cannot wait for itself
         rounds = [self._sending] if self._sending is not None else []
         if self._pending:
             if self._next is None:
@@ -62,17 +63,10 @@ class GatheredSends:
 
     def close(self) -> asyncio.Task[None] | None:
         """A stop: what waits is sent at once, later rows stay planned for the next start. Returns
-        the round under way, for the stop to wait for (and cut short once its grace is over)."""
+        the task sending it, for the stop to wait for (and cut short once its grace is over)."""
         self._closed = True
         self._now.set()
         return self.task
-
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        if self.task is task:
-            self.task = None
-        for waiting in (self._next, self._sending):  # a cancelled task ends its rounds too
-            if waiting is not None and not waiting.done():
-                waiting.set_result(None)
 
     async def _rounds(self) -> None:
         try:
@@ -89,9 +83,15 @@ class GatheredSends:
                 except Exception:  # the rows are the dispatcher's, as after any failed dispatch
                     log.exception("sending %d message(s) due at once failed", len(rows))
                 finally:
-                    if not sending.done():
-                        sending.set_result(None)
                     self._sending = None
+                    sending.set_result(None)
         except asyncio.CancelledError:  # a stop cut the round short after its grace
             log.info("the gathered messages' round was stopped with the process; unsent ones stay planned")
+            self._pending.clear()  # they stay planned in the database, for the next start
+            if self._next is not None:
+                self._next.set_result(None)
+                self._next = None
             raise
+        finally:  # in the step of the loop's last check: an add() after it starts a new task
+            if self.task is asyncio.current_task():
+                self.task = None

@@ -240,10 +240,9 @@ class Runtime:
         self.bot.hooks.on(Planned, self._wake)
 
     async def _send_gathered(self, rows: frozenset[int]) -> None:
-        if self._stopping:  # no lease renewal: a stopping process takes no account over
-            await self.bot.dispatcher.run_due(only=rows)
-        else:
-            await self.bot.send_at_once(rows)
+        """A gathered round: a few named rows, which a stop sends too (a round that began before
+        it goes on) rather than leave them to the next start."""
+        await self.bot.send_at_once(rows, renew=not self._stopping, despite_stop=True)
 
     def _wake(self, planned: Planned) -> None:
         """Dispatch when ``planned`` falls due. The due time is the bot's clock, ahead of real time

@@ -235,16 +235,18 @@ async def test_stopping_mid_batch_sends_nothing_more_and_loses_nothing(db: Datab
     assert platform.arrived == KEYS
 
 
-async def test_a_stopping_dispatcher_still_sends_named_rows_and_only_them(db: Database) -> None:
+async def test_a_stopping_dispatcher_sends_only_named_rows_despite_the_stop(db: Database) -> None:
     """A stop sends what customers' messages gathered to send at once (bot/gathered_sends.py): a
-    dispatch of those named rows goes on while a dispatch of every due row claims nothing."""
+    dispatch of those named rows despite the stop goes on, while a dispatch of every due row, or
+    of named rows without it (a report, a handler's own), claims nothing."""
     await plan(db, "a", KEYS)
     platform = Platform("a")
     sender = dispatcher(db, platform)
     sender.stopping = True
     assert await sender.run_due() == 0 and platform.arrived == []
     ids = {key: row_id for key, row_id in (await row_ids(db)).items() if key in ("k1", "k3")}
-    assert await sender.run_due(only=ids.values()) == 2
+    assert await sender.run_due(only=ids.values()) == 0 and platform.arrived == []
+    assert await sender.run_due(only=ids.values(), despite_stop=True) == 2
     assert platform.arrived == ["k1", "k3"]
     after = await statuses(db)
     assert [after[k][0] for k in KEYS] == ["pending", "sent", "pending", "sent", "pending", "pending"]

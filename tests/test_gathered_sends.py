@@ -16,6 +16,7 @@ from bot import runner as runner_module
 from bot.clock import OffsetClock
 from bot.gathered_sends import GatheredSends
 from bot.hooks import Planned
+from bot.services.alerts import ConsoleMessages
 from bot.timers import DISPATCH_WAKE
 from bot.transport.local_puppet import LocalPuppet
 from tests.conftest import make_config
@@ -56,10 +57,10 @@ def count_dispatches(runtime: runner_module.Runtime, monkeypatch: pytest.MonkeyP
     dispatches: list[list[int]] = []
     run_due = runtime.bot.dispatcher.run_due
 
-    async def counted(only: Any = None) -> int:
+    async def counted(only: Any = None, *, despite_stop: bool = False) -> int:
         if only is not None:
             dispatches.append(sorted(only))
-        return await run_due(only=only)
+        return await run_due(only=only, despite_stop=despite_stop)
 
     monkeypatch.setattr(runtime.bot.dispatcher, "run_due", counted)
     return dispatches
@@ -135,40 +136,47 @@ async def test_a_stop_sends_what_waits_after_the_dispatch_in_hand(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before sends were gathered, a message's handler sent its card before a stop could begin; a
-    stop sends it too (not at the next start), in a round of those rows alone, after a dispatch of
+    stop sends it too (not at the next start), in a round of those rows alone, once a dispatch of
     every due row that was under way has finished its message in hand and claimed no more."""
     runtime = runtime_for(tmp_path, gather_ms=50)
     await runtime.bot.start()
     stopped = False
     try:
         gathered(runtime)
+        [account_id] = runtime.bot.transports
+        console = runtime.bot.directory.console_of(account_id)
+        async with runtime.bot.db.transaction() as session:  # two alerts due now, for the timers
+            for key in ("a", "b"):
+                await ConsoleMessages(runtime.bot.clock).alert(session, account_id, f"提醒{key}", key)
+        [transport] = runtime.bot.transports.values()
+        send_text = transport.send_text
+        in_hand, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_for_the_first_alert(conversation_id: str, text: str) -> str | None:
+            if text.startswith("提醒"):
+                in_hand.set()
+                await release.wait()
+            return await send_text(conversation_id, text)
+
+        monkeypatch.setattr(transport, "send_text", slow_for_the_first_alert)
+        dispatch = asyncio.create_task(runtime.dispatch())  # a timer's dispatch of every due row
+        await in_hand.wait()
         dispatches = count_dispatches(runtime, monkeypatch)
         puppet = puppet_of(runtime)
         puppet.add_contact("wx_0", "客户0", friend=True)
         puppet.customer_says("wx_0", OBJECTIONS[0])
         await handled(runtime)
-        assert cards(runtime) == [], "still gathering"
-        in_hand, release = asyncio.Event(), asyncio.Event()
-        run_due = runtime.bot.run_due
-
-        async def sending() -> int:  # the timers' dispatch of every due row, mid-send
-            in_hand.set()
-            await release.wait()
-            assert runtime.bot.dispatcher.stopping, "the stop told it to claim no more"
-            return await run_due()
-
-        monkeypatch.setattr(runtime.bot, "run_due", sending)
-        dispatch = asyncio.create_task(runtime.dispatch())
-        await in_hand.wait()
-        [account_id] = runtime.bot.transports
-        console = runtime.bot.directory.console_of(account_id)
+        assert dispatches == [], "gathered"
         stop = asyncio.create_task(runtime.stop())
         await asyncio.sleep(0.05)
+        assert not stop.done() and dispatches != [], "the gathered round waits for the one in hand"
         release.set()
         await stop
         stopped = True
         assert dispatch.done() and dispatch.exception() is None
-        assert len([m for m in puppet.sent if m.conversation_id == console]) == 1
+        texts = [m.text for m in puppet.sent if m.conversation_id == console]
+        assert len(texts) == 2 and texts[0].startswith("提醒"), "the alert in hand, then the card"
+        assert not texts[1].startswith("提醒"), "the second alert was not sent: it waits, planned"
         [rows] = dispatches
         assert len(rows) == 1, "a round of the gathered row alone"
     finally:
@@ -245,3 +253,43 @@ async def test_a_flush_sends_what_waits_then_and_does_not_chase_later_rows() -> 
     if last is not None:
         await last
     assert gatherer.task is None
+
+
+async def test_a_row_added_as_the_last_round_ends_gets_a_round() -> None:
+    """The task clears itself in the step its last check finds nothing waiting: a handler resuming
+    right after (before any done-callback) starts a new task, and a flush waits for its round."""
+    sent: list[frozenset[int]] = []
+    loop = asyncio.get_running_loop()
+
+    async def send(rows: frozenset[int]) -> None:
+        sent.append(rows)
+        if rows == {1}:  # runs once this round's task has finished, before its done-callbacks
+            loop.call_soon(gatherer.add, [2])
+
+    gatherer = GatheredSends(send, window_seconds=0.01)
+    gatherer.add([1])
+    assert gatherer.task is not None
+    await gatherer.task
+    await asyncio.sleep(0)  # the call_soon above
+    assert gatherer.task is not None, "row 2 has a task of its own"
+    assert await asyncio.wait_for(gatherer.flush(), 5)
+    assert sent == [frozenset({1}), frozenset({2})]
+
+
+async def test_a_round_cut_short_by_a_stop_leaves_nothing_to_wait_for() -> None:
+    started = asyncio.Event()
+
+    async def hangs(rows: frozenset[int]) -> None:
+        started.set()
+        await asyncio.Event().wait()  # a send the platform never answers
+
+    gatherer = GatheredSends(hangs, window_seconds=0.01)
+    gatherer.add([1])
+    await started.wait()
+    gatherer.add([2])  # waits behind the hanging round
+    task = gatherer.close()
+    assert task is not None
+    task.cancel()  # the stop's grace is over
+    await asyncio.wait({task})
+    assert gatherer.task is None
+    assert not await asyncio.wait_for(gatherer.flush(), 5), "nothing left to wait for"

@@ -150,9 +150,8 @@ class Dispatcher:
         # whose lease moved is left to the new owner
         self.lease_token: Callable[[str], datetime | None] = _no_token
         self.holds: Callable[[str, datetime | None], Awaitable[bool]] = _always
-        # set when the process is stopping: a dispatch of every due row finishes the row in hand
-        # and claims no more; one of named rows (what customers' messages planned to send at
-        # once, sent by a stop: bot/gathered_sends.py) still sends them, a bounded few
+        # set when the process is stopping: finish the row in hand, claim no more (unless a
+        # dispatch runs despite_stop: what customers' messages gathered, bot/gathered_sends.py)
         self.stopping = False
 
     async def quiesce(self) -> None:
@@ -229,9 +228,10 @@ class Dispatcher:
                 settled += 1
         return Recovery(settled, in_doubt)
 
-    async def run_due(self, only: Collection[int] | None = None) -> int:
+    async def run_due(self, only: Collection[int] | None = None, *, despite_stop: bool = False) -> int:
         """Send everything due now (or only the rows ``only`` names, when they are due), earliest
-        first. Returns how many rows were processed.
+        first. Returns how many rows were processed. ``despite_stop``: :attr:`stopping` does not
+        halt it (what customers' messages gathered to send at once: a few named rows).
 
         Group commit, without widening a crash's doubt. One durable transaction writes what
         the batch just sent achieved (contact, events, each row's status) and claims, checks,
@@ -251,11 +251,11 @@ class Dispatcher:
         async with self._single_flight:
             self._dispatching = asyncio.current_task()
             try:
-                return await self._run_due(only)
+                return await self._run_due(only, despite_stop)
             finally:
                 self._dispatching = None
 
-    async def _run_due(self, only: Collection[int] | None) -> int:
+    async def _run_due(self, only: Collection[int] | None, despite_stop: bool = False) -> int:
         processed = 0
         in_flight: list[_InFlight] = []
         # ``only``: the named rows not claimed yet; once none is left, a round only settles
@@ -270,7 +270,7 @@ class Dispatcher:
             # a round that claims and reserves nothing and only writes down sends that went out in
             # full is part of their outcome: relaxed like it (after a machine crash recovery finds
             # the rest in the outgoing log); a round that reserves is disk-flushed before any send
-            halted = self.stopping and unclaimed is None  # see __init__: named rows still go
+            halted = self.stopping and not despite_stop
             settle_only = (
                 (halted or unclaimed == set())
                 and bool(in_flight)
@@ -324,14 +324,14 @@ class Dispatcher:
             # effects may have planned more rows, which only a run for every due row claims
             if not steps and not claimed and (not after_commit or unclaimed is not None):
                 return processed
-            in_flight = await self._send_batch(steps, group, named=unclaimed is not None)
+            in_flight = await self._send_batch(steps, group, despite_stop=despite_stop)
 
-    async def _send_batch(self, steps: list[_Step], group: str, *, named: bool) -> list[_InFlight]:
+    async def _send_batch(self, steps: list[_Step], group: str, *, despite_stop: bool) -> list[_InFlight]:
         """Send a reserved batch in order, recording each outcome before the next send starts.
-        Once an account proves offline (or the process is stopping, unless the batch is of
-        named rows) its remaining reservations are released untried: their rows go back to
-        pending. Before each send the account's lease is checked (the fence): one lost while
-        this process was paused sends nothing more."""
+        Once an account proves offline (or the process is stopping, unless ``despite_stop``) its
+        remaining reservations are released untried: their rows go back to pending. Before each
+        send the account's lease is checked (the fence): one lost while this process was paused
+        sends nothing more."""
         pause_point("dispatch.reserved")
         offline: set[str] = set()
         fenced: set[str] = set()
@@ -340,7 +340,7 @@ class Dispatcher:
             return in_flight
         async with self.db.relaxed_writes() as writer:
             for step in steps:
-                item = await self._send_one(step, group, writer, offline, fenced, named)
+                item = await self._send_one(step, group, writer, offline, fenced, despite_stop)
                 if item is not None:
                     in_flight.append(item)
         return in_flight
@@ -352,7 +352,7 @@ class Dispatcher:
         writer: RelaxedWriter,
         offline: set[str],
         fenced: set[str],
-        named: bool,
+        despite_stop: bool,
     ) -> _InFlight | None:
         """One send of a batch and its outcome, committed (relaxed); None when fenced off."""
         account_id = step.row.account_id
@@ -367,7 +367,7 @@ class Dispatcher:
                         step.reservation.outgoing_id, group, "never attempted: the account's lease moved"
                     )
             return None
-        if self.stopping and not named:
+        if self.stopping and not despite_stop:
             transmission = Transmission(Delivery.NOT_CONNECTED, "stopping before this send")
         elif step.row.account_id in offline:
             transmission = Transmission(Delivery.NOT_CONNECTED, "the account went offline")
