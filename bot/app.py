@@ -530,7 +530,8 @@ class SalesBot:
 
     async def settle(self) -> None:
         """Wait for in-process transports to finish handling what they delivered, and for what the
-        handlers left to send at once (gathered: sent now) to go out (simulator, tests)."""
+        handlers left to send at once (gathered: sent now) to go out, once: rows the sends'
+        echoes plan are not waited for (the simulator, the tests, the end of every dispatch)."""
         while self._retries:
             await asyncio.wait(set(self._retries))
         for transport in self.transports.values():

@@ -42,14 +42,15 @@ class GatheredSends:
         if self._closed:
             return
         self._pending.update(row_ids)
-        if self.task is None:  # cleared by the task itself, in the step its last check ran
+        # cleared by the task itself, in the step its last check ran (done: cancelled unstarted)
+        if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._rounds())
 
     async def flush(self) -> bool:
         """Send the rows waiting now, and return once their round (and one under way) has ended,
         sent or failed: what a caller waiting for the handlers' work needs (``SalesBot.settle``).
         Rows added meanwhile wait their own window. Returns whether a round was waited for."""
-        if self.task is None or self.task is asyncio.current_task():
+        if self.task is None or self.task.done() or self.task is asyncio.current_task():
             return False  # nothing waits; or called from a round itself, which cannot wait for itself
         rounds = [self._sending] if self._sending is not None else []
         if self._pending:
@@ -80,6 +81,10 @@ class GatheredSends:
                 self._sending, self._next = sending, None
                 try:
                     await self.send(rows)
+                except asyncio.CancelledError:
+                    if _cancelled():
+                        raise
+                    log.exception("sending %d message(s) due at once failed", len(rows))
                 except Exception:  # the rows are the dispatcher's, as after any failed dispatch
                     log.exception("sending %d message(s) due at once failed", len(rows))
                 finally:
@@ -95,3 +100,10 @@ class GatheredSends:
         finally:  # in the step of the loop's last check: an add() after it starts a new task
             if self.task is asyncio.current_task():
                 self.task = None
+
+
+def _cancelled() -> bool:
+    """Whether this task was cancelled (a stop), not merely handed a CancelledError by what it
+    awaited (a transport's cancelled future): only the former ends the rounds."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

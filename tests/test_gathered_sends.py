@@ -66,6 +66,10 @@ def count_dispatches(runtime: runner_module.Runtime, monkeypatch: pytest.MonkeyP
     return dispatches
 
 
+def texts_to(puppet: LocalPuppet, conversation_id: str) -> list[str]:
+    return [m.text for m in puppet.sent if m.conversation_id == conversation_id]
+
+
 def objections_from_three_customers(runtime: runner_module.Runtime) -> None:
     puppet = puppet_of(runtime)
     for n, text in enumerate(OBJECTIONS):
@@ -168,13 +172,16 @@ async def test_a_stop_sends_what_waits_after_the_dispatch_in_hand(
         await handled(runtime)
         assert dispatches == [], "gathered"
         stop = asyncio.create_task(runtime.stop())
-        await asyncio.sleep(0.05)
-        assert not stop.done() and dispatches != [], "the gathered round waits for the one in hand"
+        for _ in range(500):  # the gathered round starts, and waits for the dispatch in hand
+            if dispatches:
+                break
+            await asyncio.sleep(0.01)
+        assert dispatches and len(texts_to(puppet, console)) == 0, "nothing sent while it is in hand"
         release.set()
         await stop
         stopped = True
         assert dispatch.done() and dispatch.exception() is None
-        texts = [m.text for m in puppet.sent if m.conversation_id == console]
+        texts = texts_to(puppet, console)
         assert len(texts) == 2 and texts[0].startswith("提醒"), "the alert in hand, then the card"
         assert not texts[1].startswith("提醒"), "the second alert was not sent: it waits, planned"
         [rows] = dispatches
@@ -287,9 +294,33 @@ async def test_a_round_cut_short_by_a_stop_leaves_nothing_to_wait_for() -> None:
     gatherer.add([1])
     await started.wait()
     gatherer.add([2])  # waits behind the hanging round
+    flushing = asyncio.create_task(gatherer.flush())  # a settle, waiting for rows 1 and 2
+    await asyncio.sleep(0)
     task = gatherer.close()
     assert task is not None
     task.cancel()  # the stop's grace is over
     await asyncio.wait({task})
+    assert await asyncio.wait_for(flushing, 5), "the waiting flush ends with the rounds"
     assert gatherer.task is None
     assert not await asyncio.wait_for(gatherer.flush(), 5), "nothing left to wait for"
+
+
+async def test_a_cancelled_error_from_the_send_is_a_failed_round_not_a_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A transport's cancelled future raises CancelledError into the round without cancelling it:
+    the round failed (logged), and the gatherer goes on with the next window."""
+    sent: list[frozenset[int]] = []
+
+    async def send(rows: frozenset[int]) -> None:
+        sent.append(rows)
+        if rows == {1}:
+            gatherer.add([2])
+            raise asyncio.CancelledError
+
+    gatherer = GatheredSends(send, window_seconds=0.01)
+    gatherer.add([1])
+    assert await gatherer.flush()
+    assert "sending 1 message(s) due at once failed" in caplog.text
+    assert await asyncio.wait_for(gatherer.flush(), 5)
+    assert sent == [frozenset({1}), frozenset({2})]
