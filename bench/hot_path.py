@@ -427,9 +427,8 @@ async def measure(args: argparse.Namespace) -> int:
         order = ("salesbot", "bare") if round_no % 2 else ("bare", "salesbot")
         runs: dict[str, Run] = {}
         for program in order:
-            trimmed = args.bare_trimmed
             run, folder = await run_once(
-                program, args.friends, texts, args.rate, args.settle, bare_trimmed=trimmed
+                program, args.friends, texts, args.rate, args.settle, bare_trimmed=args.bare_trimmed
             )
             runs[program] = run
             print(f"round {round_no}  {describe(run)}", flush=True)

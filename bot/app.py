@@ -286,13 +286,13 @@ class SalesBot:
             max_chars=config.digest.max_chars,
         )
         self.dispatcher.available = self._connected_accounts
+        self.dispatcher.lease = self.cluster.claim_check
+        self.dispatcher.lease_token = self.cluster.token
+        self.dispatcher.holds = self.cluster.holds
         # what a customer's message planned to send at once (a console card, a reply): sent by its
         # handler, or gathered with the other messages' of a short window (bot/gathered_sends.py;
         # a running process sets it up, bot/runner.py)
         self.gathered: GatheredSends | None = None
-        self.dispatcher.lease = self.cluster.claim_check
-        self.dispatcher.lease_token = self.cluster.token
-        self.dispatcher.holds = self.cluster.holds
         self.console = ConsoleService(
             self.db,
             clock,

@@ -78,12 +78,13 @@ _UNUSED: dict[str, dict[str, tuple[str, ...]]] = {
     },
     # wechaty.plugin and wechaty.schema: the plugins' web server
     "quart": {"quart": ("Quart", "request", "send_file", "Response", "jsonify")},
-    "quart_cors": {"quart_cors": ()},
+    "quart_cors": {"quart_cors": ("cors",)},
 }
+_NO_QUART = "salesbot does not load Quart: Wechaty plugins' web pages are not supported"
 _WHY = {
     "github": "salesbot does not load PyGithub: link cards from GitHub URLs are not supported",
-    "quart": "salesbot does not load Quart: Wechaty plugins' web pages are not supported",
-    "quart_cors": "salesbot does not load Quart: Wechaty plugins' web pages are not supported",
+    "quart": _NO_QUART,
+    "quart_cors": _NO_QUART,
 }
 
 
@@ -113,11 +114,16 @@ class _PluginServer:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # hasattr(), copy and pickle ask for these: "no such attribute"
             raise AttributeError(name)
-        raise RuntimeError(_WHY["quart"])
+        raise RuntimeError(_NO_QUART)
 
 
 def _cors(app: Any, *args: Any, **kwargs: Any) -> Any:
     return app
+
+
+# the names Wechaty uses as it builds every bot (the others are used only by features it offers and
+# salesbot does not: they refuse use)
+_WORKING = {"quart.Quart": _PluginServer, "quart_cors.cors": _cors}
 
 
 def _stand_ins() -> list[str]:
@@ -134,13 +140,10 @@ def _stand_ins() -> list[str]:
             if name == package:
                 module.__path__ = []
             for cls in classes:
-                module.__dict__[cls] = type(cls, (_NotLoaded,), {"__module__": name, "why": _WHY[package]})
+                refusing = type(cls, (_NotLoaded,), {"__module__": name, "why": _WHY[package]})
+                module.__dict__[cls] = _WORKING.get(f"{name}.{cls}", refusing)
             sys.modules[name] = module
             stood_in.append(name)
-    if "quart" in stood_in:
-        sys.modules["quart"].__dict__["Quart"] = _PluginServer
-    if "quart_cors" in stood_in:
-        sys.modules["quart_cors"].__dict__["cors"] = _cors
     return stood_in
 
 
